@@ -1,1 +1,59 @@
-pub fn x(){}
+//! party: a durable task scheduler.
+//!
+//! Write handlers (types implementing [`Task`]), register them in a [`Registry`], and add tasks
+//! through a [`Party`] handle: due now, at an exact time, or again and again. Tasks are stored
+//! durably in SQLite (one file, the default) or PostgreSQL (many workers on many machines), and
+//! a [`Worker`] runs them: across restarts and crashes, never two at once, and never two live
+//! copies of a recurring task with the same handler and data.
+//!
+//! ```no_run
+//! use party::{NewTask, Party, Registry, Task, TaskContext, TaskError, WorkerConfig};
+//!
+//! struct RecurringTask;
+//!
+//! #[party::async_trait]
+//! impl Task for RecurringTask {
+//!     const NAME: &'static str = "recurring";
+//!     const IS_RECURRING: bool = true;
+//!
+//!     async fn run(&self, _ctx: &mut TaskContext) -> Result<(), TaskError> {
+//!         Ok(())
+//!     }
+//!
+//!     async fn on_complete(&self, ctx: &mut TaskContext) -> Result<(), TaskError> {
+//!         ctx.schedule_next_run_in_minutes(30)
+//!     }
+//! }
+//!
+//! # async fn example() -> Result<(), TaskError> {
+//! let party = Party::connect("party.db", Registry::new().register(RecurringTask)).await?;
+//! let id = party.add(NewTask::new("recurring")).await?;
+//! party.worker(WorkerConfig::default()).run_until_idle().await?;
+//! println!("{:?}", party.get(id).await?.state);
+//! # Ok(()) }
+//! ```
+
+pub mod builtin;
+mod client;
+pub mod clock;
+mod error;
+mod id;
+mod model;
+mod rules;
+pub mod store;
+mod task;
+mod worker;
+
+pub use async_trait::async_trait;
+pub use client::{DEFAULT_DATABASE, Party, open_store};
+pub use clock::{Clock, ManualClock, SystemClock, format_time};
+pub use error::TaskError;
+pub use id::TaskId;
+pub use jiff;
+pub use model::{
+    DEFAULT_MAX_ATTEMPTS, DEFAULT_QUEUE, HandlerCount, ListFilter, NewTask, Outcome, Run, State,
+    Stats, TaskInfo, WorkerInfo,
+};
+pub use serde_json;
+pub use task::{DEFAULT_TIMEOUT, Registry, Task, TaskContext, default_backoff};
+pub use worker::{Worker, WorkerConfig, WorkerReport};

@@ -1,0 +1,258 @@
+//! [`Party`]: the handle an application holds to add, inspect and steer tasks, and to start
+//! workers.
+
+use std::sync::Arc;
+
+use jiff::Timestamp;
+use serde_json::Value;
+
+use crate::clock::{Clock, SystemClock, format_time};
+use crate::model::{ListFilter, NewTask, Stats, TaskInfo};
+use crate::store::{InsertTask, Store, sqlite::SqliteStore};
+use crate::task::Registry;
+use crate::worker::{Worker, WorkerConfig};
+use crate::{TaskError, TaskId, rules};
+
+/// The database party uses when none is given: `./party.db`.
+pub const DEFAULT_DATABASE: &str = "party.db";
+
+/// A connection to a party database plus the handlers this process knows. Cheap to clone.
+#[derive(Clone)]
+pub struct Party {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    registry: Registry,
+}
+
+impl std::fmt::Debug for Party {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Party")
+            .field("backend", &self.store.backend())
+            .field("registry", &self.registry)
+            .finish()
+    }
+}
+
+/// Open the store a URL names: a `postgres://` or `postgresql://` URL, or a SQLite file path
+/// (optionally prefixed `sqlite:` or `sqlite://`). The schema is created or upgraded.
+///
+/// # Errors
+/// [`TaskError::Store`] when the database cannot be reached or its schema is newer than this
+/// binary; [`TaskError::Invalid`] for an empty URL.
+pub async fn open_store(url: &str) -> Result<Arc<dyn Store>, TaskError> {
+    let url = url.trim();
+    if url.is_empty() {
+        return Err(TaskError::invalid(
+            "the database URL is empty: give a SQLite file path or a postgres:// URL",
+        ));
+    }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return open_postgres(url).await;
+    }
+    let path = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .unwrap_or(url);
+    Ok(Arc::new(SqliteStore::open(path).await?))
+}
+
+async fn open_postgres(_url: &str) -> Result<Arc<dyn Store>, TaskError> {
+    Err(TaskError::invalid("PostgreSQL support is not built in yet"))
+}
+
+impl Party {
+    /// Connect to the database `url` names (see [`open_store`]) with these handlers.
+    ///
+    /// # Errors
+    /// As [`open_store`].
+    pub async fn connect(url: &str, registry: Registry) -> Result<Party, TaskError> {
+        Ok(Party::with_store(open_store(url).await?, registry))
+    }
+
+    /// Use an already opened store.
+    pub fn with_store(store: Arc<dyn Store>, registry: Registry) -> Party {
+        Party {
+            store,
+            clock: Arc::new(SystemClock),
+            registry,
+        }
+    }
+
+    /// Replace the clock (tests use a [`crate::ManualClock`]).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Party {
+        self.clock = clock;
+        self
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The clock.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// The handlers this process knows.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Check and canonicalize a new task against the registry, at time `now`.
+    pub(crate) fn prepare(&self, task: NewTask, now: Timestamp) -> Result<InsertTask, TaskError> {
+        let Some(handler_recurs) = self.registry.is_recurring(&task.handler) else {
+            let names = self.registry.names();
+            return Err(TaskError::invalid(format!(
+                "unknown handler '{}': the registered handlers are {}; register it in the \
+                 registry, or check the spelling",
+                task.handler,
+                if names.is_empty() {
+                    "none".to_string()
+                } else {
+                    names.join(", ")
+                }
+            )));
+        };
+        if !task.data.is_object() {
+            return Err(TaskError::invalid(format!(
+                "task data must be a JSON object like {{\"key\": \"value\"}}, not {}",
+                json_kind(&task.data)
+            )));
+        }
+        if let Some(rule) = &task.rule {
+            rules::validate(rule)?;
+        }
+        let timestamp = match (task.at, &task.rule) {
+            (Some(at), _) if at < now => {
+                return Err(TaskError::invalid(format!(
+                    "the time {} is in the past (now is {}); give a future time, or none to run now",
+                    format_time(at),
+                    format_time(now)
+                )));
+            }
+            (Some(at), _) => at,
+            (None, Some(rule)) => rules::first(rule, now)?,
+            (None, None) => now,
+        };
+        let max_attempts = match task.max_attempts {
+            Some(0) => {
+                return Err(TaskError::invalid(
+                    "max attempts must be at least 1 (1 means no retries)",
+                ));
+            }
+            Some(n) => n,
+            None => self
+                .registry
+                .get(&task.handler)
+                .map(|h| h.max_attempts())
+                .unwrap_or(1),
+        };
+        if task.queue.is_empty() {
+            return Err(TaskError::invalid(
+                "the queue name is empty: give a name like 'default'",
+            ));
+        }
+        Ok(InsertTask {
+            id: TaskId::generate(now),
+            handler: task.handler,
+            data: serde_json::to_string(&task.data).map_err(TaskError::invalid)?,
+            timestamp,
+            is_recurring: handler_recurs || task.rule.is_some(),
+            rule: task.rule.as_ref().map(Value::to_string),
+            max_attempts,
+            queue: task.queue,
+            priority: task.priority,
+            created_at: now,
+        })
+    }
+
+    /// Create a task; returns its id once it is durably stored.
+    ///
+    /// # Errors
+    /// [`TaskError::Invalid`] for bad input (nothing is written), [`TaskError::Duplicate`] when
+    /// a recurring task with the same handler and data exists, [`TaskError::Store`].
+    pub async fn add(&self, task: NewTask) -> Result<TaskId, TaskError> {
+        let row = self.prepare(task, self.clock.now())?;
+        Ok(self.store.task_insert(vec![row]).await?[0])
+    }
+
+    /// Create many tasks in one transaction: all or none.
+    ///
+    /// # Errors
+    /// As [`Party::add`]; the first bad task fails the batch and nothing is written.
+    pub async fn add_many(&self, tasks: Vec<NewTask>) -> Result<Vec<TaskId>, TaskError> {
+        let now = self.clock.now();
+        let rows = tasks
+            .into_iter()
+            .enumerate()
+            .map(|(i, t)| {
+                self.prepare(t, now).map_err(|e| match e {
+                    TaskError::Invalid(m) => TaskError::Invalid(format!("task {}: {m}", i + 1)),
+                    e => e,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        self.store.task_insert(rows).await
+    }
+
+    /// One task with its run history.
+    ///
+    /// # Errors
+    /// [`TaskError::NotFound`] when no task has this id.
+    pub async fn get(&self, id: TaskId) -> Result<TaskInfo, TaskError> {
+        self.store
+            .task_get(id)
+            .await?
+            .ok_or(TaskError::NotFound(id))
+    }
+
+    /// Tasks, soonest first.
+    ///
+    /// # Errors
+    /// [`TaskError::Store`].
+    pub async fn list(&self, filter: &ListFilter) -> Result<Vec<TaskInfo>, TaskError> {
+        self.store.task_list(filter).await
+    }
+
+    /// Cancel a task that is not running.
+    ///
+    /// # Errors
+    /// [`TaskError::Conflict`] for a running, done or cancelled task; [`TaskError::NotFound`].
+    pub async fn cancel(&self, id: TaskId) -> Result<TaskInfo, TaskError> {
+        self.store.task_cancel(id, self.clock.now()).await
+    }
+
+    /// Make a dead, cancelled or retrying task due now.
+    ///
+    /// # Errors
+    /// [`TaskError::Conflict`] for other states; [`TaskError::Duplicate`] when a recurring
+    /// task's singleton is taken meanwhile; [`TaskError::NotFound`].
+    pub async fn retry(&self, id: TaskId) -> Result<TaskInfo, TaskError> {
+        self.store.task_retry(id, self.clock.now()).await
+    }
+
+    /// Counts and health.
+    ///
+    /// # Errors
+    /// [`TaskError::Store`].
+    pub async fn stats(&self) -> Result<Stats, TaskError> {
+        self.store.stats(self.clock.now()).await
+    }
+
+    /// A worker that runs this registry's handlers.
+    pub fn worker(&self, config: WorkerConfig) -> Worker {
+        Worker::new(self.clone(), config)
+    }
+}
+
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}

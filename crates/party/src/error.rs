@@ -1,0 +1,107 @@
+//! The one error type of party: what handlers return and what every API call reports.
+
+use std::fmt;
+
+use crate::TaskId;
+
+/// Everything that can go wrong in party, from a handler's failed attempt to a duplicate
+/// recurring task. The CLI maps each kind to an exit code (see [`TaskError::exit_code`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TaskError {
+    /// A handler's attempt failed; the message is recorded in the run history.
+    Failed(String),
+    /// Bad input: malformed JSON, an unknown handler, a bad time or duration. Nothing was written.
+    Invalid(String),
+    /// A recurring task with the same handler and data already exists (the singleton rule).
+    Duplicate {
+        /// The handler name.
+        handler: String,
+        /// The id of the task that already holds the singleton.
+        existing: TaskId,
+    },
+    /// No task has this id.
+    NotFound(TaskId),
+    /// The task is in a state that does not allow the operation (e.g. cancelling a running task).
+    Conflict(String),
+    /// `schedule_next_run` was refused: the next run must be strictly later than the current timestamp.
+    Schedule(String),
+    /// The database failed or could not be reached.
+    Store(String),
+}
+
+impl TaskError {
+    /// A failed attempt with this message.
+    pub fn failed(msg: impl fmt::Display) -> TaskError {
+        TaskError::Failed(msg.to_string())
+    }
+
+    /// Bad input with this message.
+    pub fn invalid(msg: impl fmt::Display) -> TaskError {
+        TaskError::Invalid(msg.to_string())
+    }
+
+    /// A store failure with this message.
+    pub fn store(msg: impl fmt::Display) -> TaskError {
+        TaskError::Store(msg.to_string())
+    }
+
+    /// The CLI exit code for this error: 2 bad input, 3 duplicate, 4 not found, 1 anything else.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            TaskError::Invalid(_) => 2,
+            TaskError::Duplicate { .. } => 3,
+            TaskError::NotFound(_) => 4,
+            _ => 1,
+        }
+    }
+}
+
+impl fmt::Display for TaskError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TaskError::Failed(m) => write!(f, "{m}"),
+            TaskError::Invalid(m) => write!(f, "{m}"),
+            TaskError::Duplicate { handler, existing } => write!(
+                f,
+                "a recurring '{handler}' task with the same data already exists: {existing}; \
+                 only one may exist per handler and data (cancel it first, or change the data)"
+            ),
+            TaskError::NotFound(id) => {
+                write!(
+                    f,
+                    "no task with id {id}; `party list` shows the ids that exist"
+                )
+            }
+            TaskError::Conflict(m) => write!(f, "{m}"),
+            TaskError::Schedule(m) => write!(f, "{m}"),
+            TaskError::Store(m) => write!(f, "database error: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for TaskError {}
+
+impl From<String> for TaskError {
+    fn from(s: String) -> TaskError {
+        TaskError::Failed(s)
+    }
+}
+
+impl From<&str> for TaskError {
+    fn from(s: &str) -> TaskError {
+        TaskError::Failed(s.to_string())
+    }
+}
+
+impl From<std::io::Error> for TaskError {
+    fn from(e: std::io::Error) -> TaskError {
+        TaskError::Failed(e.to_string())
+    }
+}
+
+impl From<serde_json::Error> for TaskError {
+    fn from(e: serde_json::Error) -> TaskError {
+        TaskError::Failed(format!("bad task data: {e}"))
+    }
+}

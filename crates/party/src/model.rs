@@ -1,0 +1,319 @@
+//! The shared vocabulary: task states, run outcomes, what a task looks like when read back,
+//! and what a caller gives to create one.
+
+use std::fmt;
+use std::str::FromStr;
+
+use jiff::{SignedDuration, Timestamp};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::clock::serde_time;
+use crate::{TaskError, TaskId};
+
+/// Attempts an occurrence gets when neither the handler nor the task says otherwise.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
+
+/// The queue a task goes to unless told otherwise.
+pub const DEFAULT_QUEUE: &str = "default";
+
+/// Where a task is in its life. See `docs/state_machine.md`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    /// Waiting for its timestamp, or due now and waiting for a worker.
+    Scheduled,
+    /// Claimed by a worker that holds its lease.
+    Running,
+    /// A failed attempt; waits out its backoff, then runs again with `attempts + 1`.
+    Retrying,
+    /// Finished: the last occurrence succeeded and nothing more is scheduled.
+    Done,
+    /// Attempts exhausted (or a broken recurrence); waits for a person to `retry` it.
+    Dead,
+    /// Cancelled by a person; `retry` brings it back.
+    Cancelled,
+}
+
+impl State {
+    /// Every state, in lifecycle order.
+    pub const ALL: [State; 6] = [
+        State::Scheduled,
+        State::Running,
+        State::Retrying,
+        State::Done,
+        State::Dead,
+        State::Cancelled,
+    ];
+
+    /// The lowercase name used in storage, JSON and the CLI.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Scheduled => "scheduled",
+            State::Running => "running",
+            State::Retrying => "retrying",
+            State::Done => "done",
+            State::Dead => "dead",
+            State::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for State {
+    type Err = TaskError;
+
+    fn from_str(s: &str) -> Result<State, TaskError> {
+        State::ALL.into_iter().find(|st| st.as_str() == s).ok_or_else(|| {
+            TaskError::invalid(format!(
+                "unknown state '{s}': use one of scheduled, running, retrying, done, dead, cancelled"
+            ))
+        })
+    }
+}
+
+/// How one attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// `run` (and `on_complete`) returned `Ok`.
+    Succeeded,
+    /// `run` returned an error or panicked.
+    Failed,
+    /// The attempt ran past the handler's timeout.
+    TimedOut,
+    /// The worker stopped renewing its lease (crashed, killed or frozen); the task was rescued.
+    Lost,
+}
+
+impl Outcome {
+    /// The snake_case name used in storage and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Succeeded => "succeeded",
+            Outcome::Failed => "failed",
+            Outcome::TimedOut => "timed_out",
+            Outcome::Lost => "lost",
+        }
+    }
+
+    /// Parse the stored name.
+    pub fn parse(s: &str) -> Option<Outcome> {
+        [
+            Outcome::Succeeded,
+            Outcome::Failed,
+            Outcome::TimedOut,
+            Outcome::Lost,
+        ]
+        .into_iter()
+        .find(|o| o.as_str() == s)
+    }
+}
+
+/// One attempt in a task's run history: the audit trail.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Run {
+    /// The attempt number within its occurrence (1 for the first).
+    pub attempt: u32,
+    /// The occurrence this attempt ran for: the task's `timestamp` at the time.
+    #[serde(with = "serde_time")]
+    pub timestamp: Timestamp,
+    /// When the worker started the attempt.
+    #[serde(with = "serde_time")]
+    pub started_at: Timestamp,
+    /// When it ended (for a lost attempt: when it was rescued).
+    #[serde(with = "serde_time")]
+    pub finished_at: Timestamp,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// The error, for failed, timed-out and lost attempts.
+    pub error: Option<String>,
+    /// The id of the worker that ran it.
+    pub worker: String,
+}
+
+/// A task as read back from the store, with its run history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskInfo {
+    /// The task's id.
+    pub id: TaskId,
+    /// The registered handler name.
+    pub handler: String,
+    /// The JSON object given at creation.
+    pub data: Value,
+    /// The instant the current occurrence is scheduled for.
+    #[serde(with = "serde_time")]
+    pub timestamp: Timestamp,
+    /// When the previous occurrence of a recurring task ran.
+    #[serde(with = "serde_time::option")]
+    pub last_run_on: Option<Timestamp>,
+    /// Attempts made for the current occurrence (0 before the first).
+    pub attempts: u32,
+    /// Whether the task recurs (its handler says so, or it carries a rule).
+    pub is_recurring: bool,
+    /// The current state.
+    pub state: State,
+    /// The queue it waits in.
+    pub queue: String,
+    /// Lower runs first.
+    pub priority: i32,
+    /// Attempts allowed per occurrence.
+    pub max_attempts: u32,
+    /// The most recent error, if any.
+    pub last_error: Option<String>,
+    /// The recurrence rule stored with the task, as JSON, if it has one.
+    pub rule: Option<Value>,
+    /// When the task is next due to be claimed (its timestamp, or the end of a retry's backoff).
+    #[serde(with = "serde_time")]
+    pub due_at: Timestamp,
+    /// When it was created.
+    #[serde(with = "serde_time")]
+    pub created_at: Timestamp,
+    /// The worker holding it while it runs.
+    pub worker: Option<String>,
+    /// Every attempt so far, oldest first (empty in listings).
+    pub runs: Vec<Run>,
+}
+
+/// What to create: a handler name, its data, and when and how it runs.
+#[derive(Debug, Clone)]
+pub struct NewTask {
+    /// Handler name; must be registered.
+    pub handler: String,
+    /// A JSON object.
+    pub data: Value,
+    /// When to run; `None` means now (or, for a rule, its first occurrence from now).
+    pub at: Option<Timestamp>,
+    /// Allowed attempts per occurrence; `None` takes the handler's.
+    pub max_attempts: Option<u32>,
+    /// Queue name.
+    pub queue: String,
+    /// Lower runs first; 0 by default.
+    pub priority: i32,
+    /// A recurrence rule as stored JSON (see [`crate::recurrence`]).
+    pub rule: Option<Value>,
+}
+
+impl NewTask {
+    /// A task for `handler` with empty data, due now.
+    pub fn new(handler: impl Into<String>) -> NewTask {
+        NewTask {
+            handler: handler.into(),
+            data: Value::Object(Default::default()),
+            at: None,
+            max_attempts: None,
+            queue: DEFAULT_QUEUE.to_string(),
+            priority: 0,
+            rule: None,
+        }
+    }
+
+    /// Set the data (must be a JSON object).
+    pub fn data(mut self, data: Value) -> NewTask {
+        self.data = data;
+        self
+    }
+
+    /// Set typed data, serialized with serde (must serialize to a JSON object).
+    pub fn data_from<T: Serialize>(self, data: &T) -> Result<NewTask, TaskError> {
+        let v = serde_json::to_value(data).map_err(|e| {
+            TaskError::invalid(format!("task data does not serialize to JSON: {e}"))
+        })?;
+        Ok(self.data(v))
+    }
+
+    /// Run at exactly `t`.
+    pub fn at(mut self, t: Timestamp) -> NewTask {
+        self.at = Some(t);
+        self
+    }
+
+    /// Allow `n` attempts per occurrence.
+    pub fn max_attempts(mut self, n: u32) -> NewTask {
+        self.max_attempts = Some(n);
+        self
+    }
+
+    /// Put it in queue `q`.
+    pub fn queue(mut self, q: impl Into<String>) -> NewTask {
+        self.queue = q.into();
+        self
+    }
+
+    /// Set its priority (lower runs first).
+    pub fn priority(mut self, p: i32) -> NewTask {
+        self.priority = p;
+        self
+    }
+
+    /// Make it recur every `every`, counted from each previous scheduled timestamp (drift-free).
+    pub fn every(mut self, every: SignedDuration) -> NewTask {
+        self.rule = Some(crate::rules::every_json(every));
+        self
+    }
+
+    /// Attach a recurrence rule given as its stored JSON form.
+    pub fn rule(mut self, rule: Value) -> NewTask {
+        self.rule = Some(rule);
+        self
+    }
+}
+
+/// Which tasks [`crate::Party::list`] returns.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    /// Only this state.
+    pub state: Option<State>,
+    /// Only this handler.
+    pub handler: Option<String>,
+    /// At most this many (default 100).
+    pub limit: Option<u32>,
+}
+
+/// Counts and health figures, as shown by `party stats`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Stats {
+    /// Tasks per state (every state listed, zeros included).
+    pub by_state: Vec<(State, u64)>,
+    /// Tasks per handler and state (non-zero only).
+    pub by_handler: Vec<HandlerCount>,
+    /// The due task that has waited longest, if any is due.
+    #[serde(with = "serde_time::option")]
+    pub oldest_due: Option<Timestamp>,
+    /// Attempts finished in the last 60 seconds.
+    pub finished_last_minute: u64,
+    /// Due tasks whose handler no live worker has registered: they wait intact until one does.
+    pub unhandled: Vec<HandlerCount>,
+    /// Workers seen recently.
+    pub workers: Vec<WorkerInfo>,
+}
+
+/// A count of tasks for one handler (and state).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HandlerCount {
+    /// Handler name.
+    pub handler: String,
+    /// The state counted.
+    pub state: State,
+    /// How many.
+    pub count: u64,
+}
+
+/// A live worker as it announces itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerInfo {
+    /// Worker id (host, process and a random suffix).
+    pub id: String,
+    /// Handlers it can run.
+    pub handlers: Vec<String>,
+    /// Queues it takes from.
+    pub queues: Vec<String>,
+    /// Its last heartbeat.
+    #[serde(with = "serde_time")]
+    pub last_seen: Timestamp,
+}

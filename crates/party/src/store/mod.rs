@@ -1,0 +1,224 @@
+//! The storage seam. [`Store`] is the only way the runtime and the client reach a database;
+//! each backend owns its SQL and its numbered migrations.
+//!
+//! Architecture invariant: only the modules below `store/` contain SQL.
+//!
+//! Every method takes the current time from its caller (`now` in the params), so tests can pin
+//! time with a [`crate::ManualClock`].
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use jiff::Timestamp;
+use tokio::sync::Notify;
+
+use crate::model::{ListFilter, Outcome, Stats, TaskInfo, WorkerInfo};
+use crate::{TaskError, TaskId};
+
+pub mod sqlite;
+
+/// The schema version this binary writes. Both backends number their migrations alike.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// A task row ready to insert: validated and canonicalized by the client.
+#[derive(Debug, Clone)]
+pub struct InsertTask {
+    /// New id.
+    pub id: TaskId,
+    /// Handler name.
+    pub handler: String,
+    /// Canonical JSON text of the data object (keys sorted, compact): the singleton key.
+    pub data: String,
+    /// The scheduled instant of the first occurrence; also when it is first due.
+    pub timestamp: Timestamp,
+    /// Whether the singleton rule applies.
+    pub is_recurring: bool,
+    /// The recurrence rule as JSON text.
+    pub rule: Option<String>,
+    /// Attempts per occurrence.
+    pub max_attempts: u32,
+    /// Queue.
+    pub queue: String,
+    /// Priority, lower first.
+    pub priority: i32,
+    /// Creation time.
+    pub created_at: Timestamp,
+}
+
+/// What a worker asks for when it claims.
+#[derive(Debug, Clone)]
+pub struct ClaimParams<'a> {
+    /// The claiming worker's id.
+    pub worker: &'a str,
+    /// Only tasks of these handlers.
+    pub handlers: &'a [String],
+    /// Only tasks in these queues.
+    pub queues: &'a [String],
+    /// At most this many.
+    pub limit: u32,
+    /// The current time: tasks due at or before it are claimable.
+    pub now: Timestamp,
+    /// The lease ends here unless renewed by a heartbeat.
+    pub lease_until: Timestamp,
+}
+
+/// A task a worker now holds.
+#[derive(Debug, Clone)]
+pub struct ClaimedTask {
+    /// Id.
+    pub id: TaskId,
+    /// Handler name.
+    pub handler: String,
+    /// Canonical data JSON text.
+    pub data: String,
+    /// The occurrence's scheduled instant.
+    pub timestamp: Timestamp,
+    /// When the previous occurrence ran.
+    pub last_run_on: Option<Timestamp>,
+    /// This attempt's number (already counted).
+    pub attempts: u32,
+    /// Attempts allowed for the occurrence.
+    pub max_attempts: u32,
+    /// Whether it recurs.
+    pub is_recurring: bool,
+    /// Rule JSON text.
+    pub rule: Option<String>,
+    /// The fencing token of this claim: every later write must present it.
+    pub fence: i64,
+    /// When the claim was made.
+    pub started_at: Timestamp,
+}
+
+/// What becomes of a claimed task after an attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Next {
+    /// Finished for good.
+    Done,
+    /// Run again at `due_at` with the same timestamp and attempts + 1.
+    Retry {
+        /// When it is due again.
+        due_at: Timestamp,
+    },
+    /// Attempts exhausted, or the occurrence cannot continue.
+    Dead,
+    /// The next occurrence of a recurring task.
+    Reschedule {
+        /// The next occurrence's scheduled instant (also when it is due).
+        timestamp: Timestamp,
+        /// When this occurrence ran: becomes `last_run_on` (`None` keeps it, for an
+        /// occurrence skipped without running).
+        last_run_on: Option<Timestamp>,
+    },
+}
+
+/// The result of one attempt, written in a batch with others.
+#[derive(Debug, Clone)]
+pub struct Finish {
+    /// Task id.
+    pub id: TaskId,
+    /// The claim's fencing token; a stale one makes the write a no-op.
+    pub fence: i64,
+    /// Attempt number.
+    pub attempt: u32,
+    /// The occurrence this attempt ran for.
+    pub timestamp: Timestamp,
+    /// Start of the attempt.
+    pub started_at: Timestamp,
+    /// End of the attempt.
+    pub finished_at: Timestamp,
+    /// Worker id.
+    pub worker: String,
+    /// How the attempt ended.
+    pub outcome: Outcome,
+    /// Error text for a failed attempt (also stored as the task's `last_error`).
+    pub error: Option<String>,
+    /// The new state.
+    pub next: Next,
+    /// Follow-up tasks created by `on_complete`, inserted in the same transaction.
+    pub follow_ups: Vec<InsertTask>,
+    /// Whether an attempt ran and gets a run row (false for occurrences skipped by policy).
+    pub ran: bool,
+}
+
+/// The outcome of one [`Finish`] in a batch.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FinishResult {
+    /// Written.
+    Applied,
+    /// Refused: the claim's fence is stale (the task was rescued and claimed again, or cancelled).
+    Stale,
+    /// Refused: the reschedule or a follow-up collided with an existing recurring singleton.
+    Duplicate(TaskError),
+}
+
+/// A lease renewal for the tasks a worker holds.
+#[derive(Debug, Clone)]
+pub struct HeartbeatParams<'a> {
+    /// The worker.
+    pub worker: &'a WorkerInfo,
+    /// The held tasks and their fences.
+    pub tasks: &'a [(TaskId, i64)],
+    /// New end of the leases.
+    pub lease_until: Timestamp,
+    /// Now.
+    pub now: Timestamp,
+}
+
+/// The storage seam: one implementation per database. Object-safe, so the runtime holds an
+/// `Arc<dyn Store>` and users never see store generics.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// A short name: `sqlite` or `postgres`.
+    fn backend(&self) -> &'static str;
+
+    /// Notified whenever a task may have become due sooner than a sleeping worker expects:
+    /// inserts, retries and reschedules in this process, and (where the backend can) in others.
+    fn wakeups(&self) -> Arc<Notify>;
+
+    /// Insert tasks atomically: all or none. A recurring task that collides with an existing
+    /// one fails the whole batch with [`TaskError::Duplicate`] naming the existing id.
+    async fn task_insert(&self, tasks: Vec<InsertTask>) -> Result<Vec<TaskId>, TaskError>;
+
+    /// Claim up to `limit` due tasks (priority, then due time), mark them running with a new
+    /// fence and lease, and count the attempt. No task is ever handed to two claims.
+    async fn task_claim(&self, params: ClaimParams<'_>) -> Result<Vec<ClaimedTask>, TaskError>;
+
+    /// Record attempts and move tasks to their next state, in one transaction; each write is
+    /// fenced and appends one run row.
+    async fn task_finish(&self, batch: Vec<Finish>) -> Result<Vec<FinishResult>, TaskError>;
+
+    /// Renew the leases of held tasks and record the worker as alive. Returns the tasks the
+    /// worker no longer holds (stale fence), which it should abandon.
+    async fn task_heartbeat(&self, params: HeartbeatParams<'_>) -> Result<Vec<TaskId>, TaskError>;
+
+    /// Release tasks whose lease ended before `now`: record a `lost` run, then retry them now
+    /// with attempts + 1 (or mark them dead when attempts are used up). Returns their ids.
+    async fn task_rescue(&self, now: Timestamp) -> Result<Vec<TaskId>, TaskError>;
+
+    /// The earliest `due_at` among claimable tasks of these handlers and queues.
+    async fn task_next_due(
+        &self,
+        handlers: &[String],
+        queues: &[String],
+    ) -> Result<Option<Timestamp>, TaskError>;
+
+    /// One task with its run history.
+    async fn task_get(&self, id: TaskId) -> Result<Option<TaskInfo>, TaskError>;
+
+    /// Tasks soonest-due first, without run histories.
+    async fn task_list(&self, filter: &ListFilter) -> Result<Vec<TaskInfo>, TaskError>;
+
+    /// Cancel a task that is scheduled, retrying or dead. A running task is refused with
+    /// [`TaskError::Conflict`]; done and cancelled tasks too.
+    async fn task_cancel(&self, id: TaskId, now: Timestamp) -> Result<TaskInfo, TaskError>;
+
+    /// Make a dead, cancelled or retrying task due now, its attempts counting on (one more
+    /// allowed if it had used them all). Others are refused with [`TaskError::Conflict`].
+    async fn task_retry(&self, id: TaskId, now: Timestamp) -> Result<TaskInfo, TaskError>;
+
+    /// Counts and health; workers last seen before `now - 30s` are not counted as live.
+    async fn stats(&self, now: Timestamp) -> Result<Stats, TaskError>;
+
+    /// Forget a worker that stopped cleanly.
+    async fn worker_remove(&self, id: &str) -> Result<(), TaskError>;
+}

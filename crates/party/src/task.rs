@@ -1,0 +1,321 @@
+//! Handlers: the [`Task`] trait a user implements, the [`TaskContext`] each attempt gets, and
+//! the [`Registry`] that maps stable names to handlers.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use jiff::{SignedDuration, Timestamp};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::model::{DEFAULT_MAX_ATTEMPTS, NewTask};
+use crate::{TaskError, TaskId, clock::format_time};
+
+/// How long one attempt may run unless the handler says otherwise.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
+/// A task handler. Implement `run`; override `on_complete` to schedule the next run of a
+/// recurring task or follow-up tasks.
+///
+/// # Example
+/// ```
+/// use party::{Task, TaskContext, TaskError};
+///
+/// struct SampleTask;
+///
+/// #[party::async_trait]
+/// impl Task for SampleTask {
+///     const NAME: &'static str = "sample";
+///
+///     async fn run(&self, ctx: &mut TaskContext) -> Result<(), TaskError> {
+///         println!("{:?}", ctx.data().get("arg1"));
+///         println!("attempt {} of {} scheduled for {}", ctx.attempts(), ctx.id(), ctx.timestamp());
+///         Ok(())
+///     }
+/// }
+/// ```
+#[async_trait]
+pub trait Task: Send + Sync + 'static {
+    /// The stable name tasks are stored under. Renaming it orphans existing tasks.
+    const NAME: &'static str;
+    /// Whether tasks of this handler recur; recurring tasks obey the singleton rule.
+    const IS_RECURRING: bool = false;
+    /// Attempts per occurrence before the task is `dead` (a task may override it).
+    const MAX_ATTEMPTS: u32 = DEFAULT_MAX_ATTEMPTS;
+    /// How long one attempt may run before it counts as timed out.
+    const TIMEOUT: Duration = DEFAULT_TIMEOUT;
+
+    /// The work. An `Err` or a panic is a failed attempt.
+    async fn run(&self, ctx: &mut TaskContext) -> Result<(), TaskError>;
+
+    /// Called after a successful `run`. A recurring task calls
+    /// [`TaskContext::schedule_next_run_at`] or [`TaskContext::schedule_next_run_in_minutes`]
+    /// here; one that schedules nothing is done.
+    async fn on_complete(&self, _ctx: &mut TaskContext) -> Result<(), TaskError> {
+        Ok(())
+    }
+
+    /// The wait before attempt `attempt + 1` after attempt `attempt` failed.
+    fn backoff(&self, attempt: u32) -> SignedDuration {
+        default_backoff(attempt)
+    }
+}
+
+/// Exponential backoff with jitter: about 2 s after the first failure, doubling each time,
+/// capped at one hour, each wait randomly between 75% and 125% of its nominal value.
+pub fn default_backoff(attempt: u32) -> SignedDuration {
+    let nominal = 2f64 * 2f64.powi(attempt.saturating_sub(1).min(20) as i32);
+    let capped = nominal.min(3600.0);
+    SignedDuration::from_secs_f64(capped * (0.75 + fastrand::f64() * 0.5))
+}
+
+/// What one attempt knows about its task, and the way to schedule what comes next.
+#[derive(Debug)]
+pub struct TaskContext {
+    pub(crate) id: TaskId,
+    pub(crate) handler: String,
+    pub(crate) data: Value,
+    pub(crate) timestamp: Timestamp,
+    pub(crate) last_run_on: Option<Timestamp>,
+    pub(crate) attempts: u32,
+    pub(crate) is_recurring: bool,
+    pub(crate) now: Timestamp,
+    pub(crate) worker: String,
+    pub(crate) next_run: Option<Timestamp>,
+    pub(crate) follow_ups: Vec<NewTask>,
+}
+
+impl TaskContext {
+    /// A context for calling a handler directly, e.g. in a unit test of the handler.
+    pub fn for_test(handler: &str, data: Value, timestamp: Timestamp) -> TaskContext {
+        TaskContext {
+            id: TaskId::generate(timestamp),
+            handler: handler.to_string(),
+            data,
+            timestamp,
+            last_run_on: None,
+            attempts: 1,
+            is_recurring: false,
+            now: timestamp,
+            worker: "test".to_string(),
+            next_run: None,
+            follow_ups: Vec::new(),
+        }
+    }
+
+    /// The task's id (24 hex characters).
+    pub fn id(&self) -> TaskId {
+        self.id
+    }
+
+    /// The handler name.
+    pub fn handler(&self) -> &str {
+        &self.handler
+    }
+
+    /// The instant this occurrence was scheduled for: unchanged across retries and late starts.
+    pub fn timestamp(&self) -> Timestamp {
+        self.timestamp
+    }
+
+    /// When the previous occurrence ran; `Some` only for recurring tasks that ran before.
+    pub fn last_run_on(&self) -> Option<Timestamp> {
+        self.last_run_on
+    }
+
+    /// 1 on the first execution of this occurrence, +1 after each failed attempt.
+    pub fn attempts(&self) -> u32 {
+        self.attempts
+    }
+
+    /// Whether the task recurs.
+    pub fn is_recurring(&self) -> bool {
+        self.is_recurring
+    }
+
+    /// The data object given at creation.
+    pub fn data(&self) -> &Value {
+        &self.data
+    }
+
+    /// The data read as a typed struct.
+    ///
+    /// # Errors
+    /// [`TaskError::Failed`] naming the mismatch when the data does not fit `T`.
+    pub fn data_as<T: DeserializeOwned>(&self) -> Result<T, TaskError> {
+        T::deserialize(&self.data).map_err(|e| {
+            TaskError::failed(format!(
+                "data of task {} does not fit the handler's type: {e}",
+                self.id
+            ))
+        })
+    }
+
+    /// The id of the worker running this attempt.
+    pub fn worker(&self) -> &str {
+        &self.worker
+    }
+
+    /// When this attempt started, by the worker's clock.
+    pub fn now(&self) -> Timestamp {
+        self.now
+    }
+
+    /// A key unique to this occurrence (task id + scheduled timestamp), stable across retries:
+    /// pass it to payment providers and the like as an idempotency key.
+    pub fn occurrence_key(&self) -> String {
+        format!("{}@{}", self.id, format_time(self.timestamp))
+    }
+
+    /// Schedule the next run at exactly `t`, e.g. `ctx.timestamp() + 30 days`: drift-free.
+    ///
+    /// # Errors
+    /// [`TaskError::Schedule`] when `t` is not strictly later than [`TaskContext::timestamp`]
+    /// (that would loop), or when the task is not recurring. Nothing is scheduled then.
+    pub fn schedule_next_run_at(&mut self, t: Timestamp) -> Result<(), TaskError> {
+        if !self.is_recurring {
+            return Err(TaskError::Schedule(format!(
+                "task {} ('{}') is not recurring, so it cannot schedule a next run; \
+                 set IS_RECURRING = true on the handler, or enqueue a new task instead",
+                self.id, self.handler
+            )));
+        }
+        if t <= self.timestamp {
+            return Err(TaskError::Schedule(format!(
+                "schedule_next_run refused for task {} ('{}'): the next run {} is not after the \
+                 current timestamp {}; it would run the same occurrence again. Pass a later time",
+                self.id,
+                self.handler,
+                format_time(t),
+                format_time(self.timestamp)
+            )));
+        }
+        self.next_run = Some(t);
+        Ok(())
+    }
+
+    /// Schedule the next run `minutes` minutes from now (the seed's `schedule_next_run(minutes=N)`).
+    ///
+    /// # Errors
+    /// As [`TaskContext::schedule_next_run_at`]; `minutes` must be positive.
+    pub fn schedule_next_run_in_minutes(&mut self, minutes: i64) -> Result<(), TaskError> {
+        self.schedule_next_run_in(SignedDuration::from_mins(minutes))
+    }
+
+    /// Schedule the next run `after` from now.
+    ///
+    /// # Errors
+    /// As [`TaskContext::schedule_next_run_at`]; `after` must be positive.
+    pub fn schedule_next_run_in(&mut self, after: SignedDuration) -> Result<(), TaskError> {
+        if !after.is_positive() {
+            return Err(TaskError::Schedule(format!(
+                "schedule_next_run refused for task {}: the delay {after:#} is not positive",
+                self.id
+            )));
+        }
+        let t = self
+            .now
+            .checked_add(after)
+            .map_err(|e| TaskError::Schedule(format!("next run out of range: {e}")))?;
+        self.schedule_next_run_at(t)
+    }
+
+    /// The next run scheduled so far in this attempt, if any.
+    pub fn next_run(&self) -> Option<Timestamp> {
+        self.next_run
+    }
+
+    /// Create a follow-up task; it is inserted together with this attempt's completion, so it
+    /// exists if and only if the completion is recorded.
+    pub fn enqueue(&mut self, task: NewTask) {
+        self.follow_ups.push(task);
+    }
+}
+
+/// The object-safe face of a [`Task`], used by the registry and the runtime.
+#[async_trait]
+pub(crate) trait Handler: Send + Sync {
+    fn is_recurring(&self) -> bool;
+    fn max_attempts(&self) -> u32;
+    fn timeout(&self) -> Duration;
+    fn backoff(&self, attempt: u32) -> SignedDuration;
+    async fn run(&self, ctx: &mut TaskContext) -> Result<(), TaskError>;
+    async fn on_complete(&self, ctx: &mut TaskContext) -> Result<(), TaskError>;
+}
+
+struct Erased<T>(T);
+
+#[async_trait]
+impl<T: Task> Handler for Erased<T> {
+    fn is_recurring(&self) -> bool {
+        T::IS_RECURRING
+    }
+    fn max_attempts(&self) -> u32 {
+        T::MAX_ATTEMPTS
+    }
+    fn timeout(&self) -> Duration {
+        T::TIMEOUT
+    }
+    fn backoff(&self, attempt: u32) -> SignedDuration {
+        self.0.backoff(attempt)
+    }
+    async fn run(&self, ctx: &mut TaskContext) -> Result<(), TaskError> {
+        self.0.run(ctx).await
+    }
+    async fn on_complete(&self, ctx: &mut TaskContext) -> Result<(), TaskError> {
+        self.0.on_complete(ctx).await
+    }
+}
+
+/// Maps stable handler names to handlers. Cloning is cheap (shared).
+#[derive(Clone, Default)]
+pub struct Registry {
+    handlers: BTreeMap<String, Arc<dyn Handler>>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.handlers.keys()).finish()
+    }
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Registry {
+        Registry::default()
+    }
+
+    /// Register `task` under `T::NAME`, replacing any handler of that name.
+    pub fn register<T: Task>(mut self, task: T) -> Registry {
+        self.handlers
+            .insert(T::NAME.to_string(), Arc::new(Erased(task)));
+        self
+    }
+
+    /// The registered names, sorted.
+    pub fn names(&self) -> Vec<String> {
+        self.handlers.keys().cloned().collect()
+    }
+
+    /// Whether `name` is registered.
+    pub fn contains(&self, name: &str) -> bool {
+        self.handlers.contains_key(name)
+    }
+
+    /// Whether the handler `name` is registered as recurring.
+    pub fn is_recurring(&self, name: &str) -> Option<bool> {
+        self.handlers.get(name).map(|h| h.is_recurring())
+    }
+
+    pub(crate) fn get(&self, name: &str) -> Option<&Arc<dyn Handler>> {
+        self.handlers.get(name)
+    }
+
+    /// Merge another registry's handlers into this one (theirs win on equal names).
+    pub fn merge(mut self, other: Registry) -> Registry {
+        self.handlers.extend(other.handlers);
+        self
+    }
+}

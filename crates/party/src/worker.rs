@@ -1,0 +1,646 @@
+//! The worker runtime: claims due tasks in batches, runs them on tokio with bounded
+//! concurrency, and records their results in batches (group commit).
+//!
+//! One claimer loop feeds executors; each executor holds a concurrency permit until its result
+//! is durably written, so "no permits out" means nothing of ours is running or unrecorded.
+//! A heartbeat loop renews leases and rescues tasks whose workers died.
+
+use std::any::Any;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use jiff::SignedDuration;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+
+use crate::client::Party;
+use crate::model::{DEFAULT_QUEUE, Outcome, WorkerInfo};
+use crate::rules::{self, CatchUp};
+use crate::store::{ClaimParams, ClaimedTask, Finish, FinishResult, HeartbeatParams, Next};
+use crate::task::{Handler, TaskContext};
+use crate::{TaskError, TaskId};
+
+/// How a worker runs. `Default` gives the documented defaults.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Tasks run at the same time (default 10).
+    pub concurrency: usize,
+    /// Queues taken from (default `["default"]`).
+    pub queues: Vec<String>,
+    /// How long a claim holds without a heartbeat (default 30 s); renewed every third of it.
+    pub lease: Duration,
+    /// Longest sleep before looking for due tasks again when nothing wakes the worker
+    /// (default 500 ms). Inserts in this process, and on PostgreSQL in any process, wake it at once.
+    pub poll_interval: Duration,
+    /// At most this many tasks per claim (default 256).
+    pub claim_batch: usize,
+    /// Results are written in batches of at most this many (default 256).
+    pub finish_batch: usize,
+    /// How long a finished result may wait for others to share its write (default 1 ms).
+    pub flush_delay: Duration,
+    /// On shutdown, how long running tasks get to finish before they are interrupted and
+    /// released (default 30 s).
+    pub shutdown_grace: Duration,
+    /// The worker's id; by default host name, process id and a random suffix.
+    pub id: Option<String>,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> WorkerConfig {
+        WorkerConfig {
+            concurrency: 10,
+            queues: vec![DEFAULT_QUEUE.to_string()],
+            lease: Duration::from_secs(30),
+            poll_interval: Duration::from_millis(500),
+            claim_batch: 256,
+            finish_batch: 256,
+            flush_delay: Duration::from_millis(1),
+            shutdown_grace: Duration::from_secs(30),
+            id: None,
+        }
+    }
+}
+
+/// What a worker did before it returned.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WorkerReport {
+    /// Attempts run (any outcome).
+    pub attempts: u64,
+    /// Attempts that succeeded.
+    pub succeeded: u64,
+    /// Attempts that failed or timed out.
+    pub failed: u64,
+}
+
+/// Runs tasks. Made by [`Party::worker`].
+pub struct Worker {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    party: Party,
+    config: WorkerConfig,
+    id: String,
+    handlers: Vec<String>,
+    attempts: AtomicU64,
+    succeeded: AtomicU64,
+    failed: AtomicU64,
+    held: std::sync::Mutex<std::collections::HashMap<TaskId, i64>>,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("id", &self.inner.id)
+            .finish()
+    }
+}
+
+fn default_worker_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "host".to_string());
+    format!("{host}-{}-{:04x}", std::process::id(), fastrand::u16(..))
+}
+
+struct Executed {
+    finish: Finish,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Worker {
+    pub(crate) fn new(party: Party, mut config: WorkerConfig) -> Worker {
+        config.concurrency = config.concurrency.max(1);
+        config.claim_batch = config.claim_batch.max(1);
+        config.finish_batch = config.finish_batch.max(1);
+        let id = config.id.clone().unwrap_or_else(default_worker_id);
+        let handlers = party.registry().names();
+        Worker {
+            inner: Arc::new(Inner {
+                party,
+                config,
+                id,
+                handlers,
+                attempts: AtomicU64::new(0),
+                succeeded: AtomicU64::new(0),
+                failed: AtomicU64::new(0),
+                held: Default::default(),
+            }),
+        }
+    }
+
+    /// This worker's id, as recorded in run histories.
+    pub fn id(&self) -> &str {
+        &self.inner.id
+    }
+
+    /// Run until nothing this worker can run is due and none of its tasks is running. Future
+    /// tasks, retries waiting for their backoff and tasks of other handlers do not keep it.
+    ///
+    /// # Errors
+    /// [`TaskError::Store`] when the database fails.
+    pub async fn run_until_idle(&self) -> Result<WorkerReport, TaskError> {
+        self.run_inner(None).await
+    }
+
+    /// Run until `shutdown` completes; then stop claiming, give running tasks the grace period,
+    /// interrupt and release the rest, and return.
+    ///
+    /// # Errors
+    /// [`TaskError::Store`] when the database fails.
+    pub async fn run(
+        &self,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<WorkerReport, TaskError> {
+        self.run_inner(Some(Box::pin(shutdown))).await
+    }
+
+    fn report(&self) -> WorkerReport {
+        WorkerReport {
+            attempts: self.inner.attempts.load(Ordering::Relaxed),
+            succeeded: self.inner.succeeded.load(Ordering::Relaxed),
+            failed: self.inner.failed.load(Ordering::Relaxed),
+        }
+    }
+
+    async fn run_inner(
+        &self,
+        shutdown: Option<Pin<Box<dyn Future<Output = ()> + Send + '_>>>,
+    ) -> Result<WorkerReport, TaskError> {
+        let inner = &self.inner;
+        let until_idle = shutdown.is_none();
+        let mut shutdown = shutdown.unwrap_or_else(|| Box::pin(std::future::pending()));
+        let concurrency = inner.config.concurrency;
+        let slots = Arc::new(Semaphore::new(concurrency));
+        let (done_tx, done_rx) = mpsc::unbounded_channel::<Executed>();
+        let (abort_tx, abort_rx) = watch::channel(false);
+        let completer = tokio::spawn(completer(inner.clone(), done_rx));
+        let heartbeat = tokio::spawn(heartbeat(inner.clone()));
+        inner.beat().await?;
+        tracing::info!(worker = %inner.id, handlers = ?inner.handlers, queues = ?inner.config.queues, "worker started");
+
+        let store = inner.party.store().clone();
+        let clock = inner.party.clock().clone();
+        let wakeups = store.wakeups();
+        let result: Result<(), TaskError> = async {
+            loop {
+                let notified = wakeups.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                let free = slots.available_permits();
+                if free == 0 {
+                    tokio::select! {
+                        p = slots.clone().acquire_owned() => drop(p),
+                        _ = &mut shutdown => return Ok(()),
+                    }
+                    continue;
+                }
+                let limit = free.min(inner.config.claim_batch);
+                let now = clock.now();
+                let claimed = store
+                    .task_claim(ClaimParams {
+                        worker: &inner.id,
+                        handlers: &inner.handlers,
+                        queues: &inner.config.queues,
+                        limit: limit as u32,
+                        now,
+                        lease_until: now + inner.config.lease,
+                    })
+                    .await?;
+                let got = claimed.len();
+                for task in claimed {
+                    let permit = slots
+                        .clone()
+                        .try_acquire_owned()
+                        .expect("a slot per claimed task");
+                    inner.held.lock().unwrap().insert(task.id, task.fence);
+                    tokio::spawn(execute(
+                        inner.clone(),
+                        task,
+                        permit,
+                        done_tx.clone(),
+                        abort_rx.clone(),
+                    ));
+                }
+                if got == limit {
+                    continue;
+                }
+                if until_idle {
+                    // Wait for everything of ours to finish and be recorded, then look again:
+                    // follow-ups may be due now.
+                    if got == 0 && slots.available_permits() == concurrency {
+                        return Ok(());
+                    }
+                    if got == 0 {
+                        let all = slots.acquire_many(concurrency as u32).await.expect("open");
+                        drop(all);
+                    }
+                    continue;
+                }
+                if got > 0 {
+                    continue;
+                }
+                let next_due = store
+                    .task_next_due(&inner.handlers, &inner.config.queues)
+                    .await?;
+                let poll_until = clock.now() + inner.config.poll_interval;
+                let wake_at = next_due.map_or(poll_until, |d| d.min(poll_until));
+                tokio::select! {
+                    _ = clock.sleep_until(wake_at) => {}
+                    _ = &mut notified => {}
+                    _ = &mut shutdown => return Ok(()),
+                }
+            }
+        }
+        .await;
+
+        // Stop: give running tasks the grace period, then interrupt the rest.
+        if !until_idle {
+            tracing::info!(worker = %inner.id, "stopping: no new claims; waiting for running tasks");
+        }
+        let all = concurrency as u32;
+        if tokio::time::timeout(inner.config.shutdown_grace, slots.acquire_many(all))
+            .await
+            .is_err()
+        {
+            tracing::warn!(worker = %inner.id, "grace period over: interrupting running tasks and releasing them");
+            let _ = abort_tx.send(true);
+            let _ = slots.acquire_many(all).await;
+        }
+        drop(done_tx);
+        heartbeat.abort();
+        let _ = completer.await;
+        let _ = inner.party.store().worker_remove(&inner.id).await;
+        tracing::info!(worker = %inner.id, "worker stopped");
+        result.map(|()| self.report())
+    }
+}
+
+impl Inner {
+    async fn beat(&self) -> Result<Vec<TaskId>, TaskError> {
+        let held: Vec<(TaskId, i64)> = self
+            .held
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (*k, *v))
+            .collect();
+        let now = self.party.clock().now();
+        let info = WorkerInfo {
+            id: self.id.clone(),
+            handlers: self.handlers.clone(),
+            queues: self.config.queues.clone(),
+            last_seen: now,
+        };
+        self.party
+            .store()
+            .task_heartbeat(HeartbeatParams {
+                worker: &info,
+                tasks: &held,
+                lease_until: now + self.config.lease,
+                now,
+            })
+            .await
+    }
+}
+
+async fn heartbeat(inner: Arc<Inner>) {
+    let every = (inner.config.lease / 3).max(Duration::from_millis(10));
+    let mut ticker = tokio::time::interval(every);
+    ticker.tick().await;
+    loop {
+        ticker.tick().await;
+        match inner.beat().await {
+            Ok(lost) => {
+                for id in lost {
+                    tracing::warn!(worker = %inner.id, task = %id, "lease lost: the task was rescued by another worker; its result will be refused");
+                }
+            }
+            Err(e) => tracing::warn!(worker = %inner.id, error = %e, "heartbeat failed; retrying"),
+        }
+        match inner
+            .party
+            .store()
+            .task_rescue(inner.party.clock().now())
+            .await
+        {
+            Ok(ids) if !ids.is_empty() => {
+                tracing::warn!(
+                    count = ids.len(),
+                    "rescued tasks whose workers stopped renewing their leases"
+                )
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "rescue failed; retrying"),
+        }
+    }
+}
+
+async fn completer(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Executed>) {
+    let max = inner.config.finish_batch;
+    let mut batch: Vec<Executed> = Vec::with_capacity(max);
+    while let Some(first) = rx.recv().await {
+        batch.push(first);
+        let deadline = tokio::time::Instant::now() + inner.config.flush_delay;
+        while batch.len() < max {
+            match rx.try_recv() {
+                Ok(e) => batch.push(e),
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    match tokio::time::timeout_at(deadline, rx.recv()).await {
+                        Ok(Some(e)) => batch.push(e),
+                        _ => break,
+                    }
+                }
+            }
+        }
+        flush(&inner, &mut batch).await;
+    }
+}
+
+async fn flush(inner: &Inner, batch: &mut Vec<Executed>) {
+    let finishes: Vec<Finish> = batch.iter().map(|e| e.finish.clone()).collect();
+    let mut delay = Duration::from_millis(50);
+    let results = loop {
+        match inner.party.store().task_finish(finishes.clone()).await {
+            Ok(r) => break r,
+            Err(e) => {
+                tracing::warn!(error = %e, "recording results failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    };
+    let mut retry_without_follow_ups = Vec::new();
+    for (f, r) in finishes.into_iter().zip(results) {
+        match r {
+            FinishResult::Applied => {}
+            FinishResult::Stale => tracing::warn!(
+                task = %f.id, fence = f.fence,
+                "result refused: the claim is stale (the task was rescued or changed meanwhile)"
+            ),
+            FinishResult::Duplicate(e) => {
+                tracing::warn!(task = %f.id, error = %e, "a follow-up task was refused; recording the attempt without it");
+                let mut f = f;
+                f.follow_ups.clear();
+                let msg = format!("on_complete follow-up refused: {e}");
+                f.error = Some(f.error.map_or(msg.clone(), |old| format!("{old}; {msg}")));
+                retry_without_follow_ups.push(f);
+            }
+        }
+    }
+    if !retry_without_follow_ups.is_empty() {
+        if let Err(e) = inner
+            .party
+            .store()
+            .task_finish(retry_without_follow_ups)
+            .await
+        {
+            tracing::warn!(error = %e, "recording results failed; the leases will expire and the tasks be rescued");
+        }
+    }
+    {
+        let mut held = inner.held.lock().unwrap();
+        for e in batch.iter() {
+            if held.get(&e.finish.id) == Some(&e.finish.fence) {
+                held.remove(&e.finish.id);
+            }
+        }
+    }
+    batch.clear();
+}
+
+/// Catches a panic in the wrapped future, turning it into an error.
+struct CatchUnwind<F>(Pin<Box<F>>);
+
+impl<F: Future> Future for CatchUnwind<F> {
+    type Output = Result<F::Output, Box<dyn Any + Send>>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let fut = self.0.as_mut();
+        match std::panic::catch_unwind(AssertUnwindSafe(|| fut.poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
+            Err(p) => Poll::Ready(Err(p)),
+        }
+    }
+}
+
+fn panic_message(p: &(dyn Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(no message)".to_string()
+    }
+}
+
+enum Attempt {
+    Ok,
+    Failed(String),
+    TimedOut(String),
+    Interrupted,
+}
+
+async fn guarded(
+    handler: &Arc<dyn Handler>,
+    ctx: &mut TaskContext,
+    complete: bool,
+    abort: &mut watch::Receiver<bool>,
+) -> Attempt {
+    let timeout = handler.timeout();
+    let fut = async {
+        if complete {
+            handler.on_complete(ctx).await
+        } else {
+            handler.run(ctx).await
+        }
+    };
+    let guarded = tokio::time::timeout(timeout, CatchUnwind(Box::pin(fut)));
+    tokio::select! {
+        r = guarded => match r {
+            Ok(Ok(Ok(()))) => Attempt::Ok,
+            Ok(Ok(Err(e))) => Attempt::Failed(e.to_string()),
+            Ok(Err(p)) => Attempt::Failed(format!("panicked: {}", panic_message(p.as_ref()))),
+            Err(_) => Attempt::TimedOut(format!("timed out after {}", humantime(timeout))),
+        },
+        _ = abort.wait_for(|a| *a) => Attempt::Interrupted,
+    }
+}
+
+fn humantime(d: Duration) -> String {
+    format!(
+        "{:#}",
+        SignedDuration::try_from(d).unwrap_or(SignedDuration::MAX)
+    )
+}
+
+async fn execute(
+    inner: Arc<Inner>,
+    task: ClaimedTask,
+    permit: OwnedSemaphorePermit,
+    done: mpsc::UnboundedSender<Executed>,
+    mut abort: watch::Receiver<bool>,
+) {
+    let finish = run_one(&inner, task, &mut abort).await;
+    inner.attempts.fetch_add(1, Ordering::Relaxed);
+    match finish.outcome {
+        Outcome::Succeeded => inner.succeeded.fetch_add(1, Ordering::Relaxed),
+        _ => inner.failed.fetch_add(1, Ordering::Relaxed),
+    };
+    let _ = done.send(Executed {
+        finish,
+        _permit: permit,
+    });
+}
+
+async fn run_one(inner: &Inner, task: ClaimedTask, abort: &mut watch::Receiver<bool>) -> Finish {
+    let clock = inner.party.clock();
+    let handler = inner
+        .party
+        .registry()
+        .get(&task.handler)
+        .expect("claimed only registered handlers")
+        .clone();
+    let rule: Option<serde_json::Value> = task
+        .rule
+        .as_deref()
+        .and_then(|r| serde_json::from_str(r).ok());
+    let mut finish = Finish {
+        id: task.id,
+        fence: task.fence,
+        attempt: task.attempts,
+        timestamp: task.timestamp,
+        started_at: task.started_at,
+        finished_at: task.started_at,
+        worker: inner.id.clone(),
+        outcome: Outcome::Succeeded,
+        error: None,
+        next: Next::Done,
+        follow_ups: Vec::new(),
+        ran: true,
+    };
+    let mut timestamp = task.timestamp;
+    if let Some(rule) = &rule {
+        match rules::catch_up(rule, task.timestamp, clock.now()) {
+            Ok(CatchUp::Run(t)) => timestamp = t,
+            Ok(CatchUp::Skip(next)) => {
+                tracing::info!(task = %task.id, "missed occurrences skipped by the task's policy");
+                finish.ran = false;
+                finish.next = Next::Reschedule {
+                    timestamp: next,
+                    last_run_on: None,
+                };
+                return finish;
+            }
+            Err(e) => tracing::warn!(task = %task.id, error = %e, "the task's rule cannot be read"),
+        }
+    }
+    finish.timestamp = timestamp;
+    let data = serde_json::from_str(&task.data).unwrap_or(serde_json::Value::Null);
+    let mut ctx = TaskContext {
+        id: task.id,
+        handler: task.handler.clone(),
+        data,
+        timestamp,
+        last_run_on: task.last_run_on,
+        attempts: task.attempts,
+        is_recurring: task.is_recurring,
+        now: task.started_at,
+        worker: inner.id.clone(),
+        next_run: None,
+        follow_ups: Vec::new(),
+    };
+    let outcome = guarded(&handler, &mut ctx, false, abort).await;
+    let outcome = match outcome {
+        Attempt::Ok => match guarded(&handler, &mut ctx, true, abort).await {
+            Attempt::Ok => Attempt::Ok,
+            Attempt::Interrupted => Attempt::Interrupted,
+            Attempt::Failed(m) | Attempt::TimedOut(m) => {
+                // The work itself succeeded; re-running it could repeat its effects.
+                finish.finished_at = clock.now();
+                finish.error = Some(format!("on_complete failed: {m}"));
+                finish.next = Next::Dead;
+                tracing::warn!(task = %task.id, error = %m, "on_complete failed; the task is dead and needs a look");
+                return finish;
+            }
+        },
+        other => other,
+    };
+    finish.finished_at = clock.now();
+    match outcome {
+        Attempt::Ok => {
+            let mut follow_ups = Vec::with_capacity(ctx.follow_ups.len());
+            for t in ctx.follow_ups.drain(..) {
+                match inner.party.prepare(t, finish.finished_at) {
+                    Ok(row) => follow_ups.push(row),
+                    Err(e) => {
+                        finish.error = Some(format!("on_complete enqueued a bad follow-up: {e}"));
+                        finish.next = Next::Dead;
+                        return finish;
+                    }
+                }
+            }
+            finish.follow_ups = follow_ups;
+            let next = match (ctx.next_run, &rule) {
+                (Some(t), _) => Some(t),
+                (None, Some(rule)) => match rules::next_after(rule, timestamp) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        finish.error = Some(format!("the task's recurrence rule failed: {e}"));
+                        finish.next = Next::Dead;
+                        return finish;
+                    }
+                },
+                (None, None) => None,
+            };
+            finish.next = match next {
+                Some(t) => Next::Reschedule {
+                    timestamp: t,
+                    last_run_on: Some(task.started_at),
+                },
+                None => Next::Done,
+            };
+        }
+        Attempt::Failed(msg) | Attempt::TimedOut(msg) => {
+            let timed_out = msg.starts_with("timed out");
+            finish.outcome = if timed_out {
+                Outcome::TimedOut
+            } else {
+                Outcome::Failed
+            };
+            tracing::info!(task = %task.id, handler = %task.handler, attempt = task.attempts, error = %msg, "attempt failed");
+            finish.error = Some(msg);
+            finish.next = if task.attempts >= task.max_attempts {
+                Next::Dead
+            } else {
+                Next::Retry {
+                    due_at: finish.finished_at + handler.backoff(task.attempts),
+                }
+            };
+        }
+        Attempt::Interrupted => {
+            finish.outcome = Outcome::Lost;
+            finish.error = Some(format!(
+                "worker {} shut down before the attempt finished",
+                inner.id
+            ));
+            finish.next = if task.attempts >= task.max_attempts {
+                Next::Dead
+            } else {
+                Next::Retry {
+                    due_at: finish.finished_at,
+                }
+            };
+        }
+    }
+    finish
+}

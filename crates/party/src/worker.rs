@@ -162,7 +162,7 @@ impl Worker {
         self.run_inner(Some(Box::pin(shutdown))).await
     }
 
-    fn report(&self) -> WorkerReport {
+    fn totals(&self) -> WorkerReport {
         WorkerReport {
             attempts: self.inner.attempts.load(Ordering::Relaxed),
             succeeded: self.inner.succeeded.load(Ordering::Relaxed),
@@ -175,6 +175,7 @@ impl Worker {
         shutdown: Option<Pin<Box<dyn Future<Output = ()> + Send + '_>>>,
     ) -> Result<WorkerReport, TaskError> {
         let inner = &self.inner;
+        let before = self.totals();
         let until_idle = shutdown.is_none();
         let mut shutdown = shutdown.unwrap_or_else(|| Box::pin(std::future::pending()));
         let concurrency = inner.config.concurrency;
@@ -279,7 +280,12 @@ impl Worker {
         let _ = completer.await;
         let _ = inner.party.store().worker_remove(&inner.id).await;
         tracing::info!(worker = %inner.id, "worker stopped");
-        result.map(|()| self.report())
+        let after = self.totals();
+        result.map(|()| WorkerReport {
+            attempts: after.attempts - before.attempts,
+            succeeded: after.succeeded - before.succeeded,
+            failed: after.failed - before.failed,
+        })
     }
 }
 

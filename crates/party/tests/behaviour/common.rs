@@ -1,0 +1,152 @@
+//! What every behaviour test shares: a fresh store on each backend, a manual clock, and
+//! handlers that record what they saw.
+
+use std::sync::{Arc, Mutex};
+
+use party::jiff::Timestamp;
+use party::store::Store;
+use party::{ManualClock, Party, Registry};
+
+/// The backends the suite runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A fresh SQLite file in the temp dir, removed when dropped.
+pub struct TempDb {
+    pub path: std::path::PathBuf,
+}
+
+impl Drop for TempDb {
+    fn drop(&mut self) {
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", self.path.display()));
+        }
+    }
+}
+
+pub fn temp_db_path(tag: &str) -> TempDb {
+    let path = std::env::temp_dir().join(format!(
+        "party-test-{tag}-{}-{:016x}.db",
+        std::process::id(),
+        fastrand_u64()
+    ));
+    TempDb { path }
+}
+
+fn fastrand_u64() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(std::time::SystemTime::now())
+}
+
+/// A fresh store; `None` when the backend is not available here (a line says why).
+pub async fn fresh_store(
+    backend: Backend,
+) -> Option<(Arc<dyn Store>, Box<dyn std::any::Any + Send>)> {
+    match backend {
+        Backend::Sqlite => {
+            let db = temp_db_path("behaviour");
+            let store = party::open_store(db.path.to_str().unwrap())
+                .await
+                .expect("open sqlite");
+            Some((store, Box::new(db)))
+        }
+        Backend::Postgres => postgres_store().await,
+    }
+}
+
+async fn postgres_store() -> Option<(Arc<dyn Store>, Box<dyn std::any::Any + Send>)> {
+    match std::env::var("PARTY_TEST_DATABASE_URL") {
+        Ok(_url) => {
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!("the PostgreSQL backend is not available in this build");
+            }
+            println!("skipped: the PostgreSQL backend is not available in this build");
+            None
+        }
+        Err(_) => {
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!(
+                    "CI=true but PARTY_TEST_DATABASE_URL is not set: the PostgreSQL behaviour tests must run in CI"
+                );
+            }
+            println!(
+                "skipped: set PARTY_TEST_DATABASE_URL=postgres://... to run the PostgreSQL behaviour tests"
+            );
+            None
+        }
+    }
+}
+
+pub fn t0() -> Timestamp {
+    "2027-01-31T09:00:00Z".parse().unwrap()
+}
+
+/// A party on a fresh store with a manual clock at [`t0`].
+pub struct Fixture {
+    pub party: Party,
+    pub clock: ManualClock,
+    _keep: Box<dyn std::any::Any + Send>,
+}
+
+pub async fn fixture(backend: Backend, registry: Registry) -> Option<Fixture> {
+    let (store, keep) = fresh_store(backend).await?;
+    let clock = ManualClock::new(t0());
+    let party = Party::with_store(store, registry).with_clock(Arc::new(clock.clone()));
+    Some(Fixture {
+        party,
+        clock,
+        _keep: keep,
+    })
+}
+
+/// What a recording handler saw on one attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Seen {
+    pub id: String,
+    pub timestamp: Timestamp,
+    pub last_run_on: Option<Timestamp>,
+    pub attempts: u32,
+    pub is_recurring: bool,
+    pub data: party::serde_json::Value,
+    pub now: Timestamp,
+}
+
+pub type Log = Arc<Mutex<Vec<Seen>>>;
+
+pub fn seen(ctx: &party::TaskContext) -> Seen {
+    Seen {
+        id: ctx.id().to_string(),
+        timestamp: ctx.timestamp(),
+        last_run_on: ctx.last_run_on(),
+        attempts: ctx.attempts(),
+        is_recurring: ctx.is_recurring(),
+        data: ctx.data().clone(),
+        now: ctx.now(),
+    }
+}
+
+/// Instantiate each listed `async fn name(backend)` once per backend.
+macro_rules! on_every_backend {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(crate::common::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(crate::common::Backend::Postgres).await
+                }
+            )*
+        }
+    };
+}
+pub(crate) use on_every_backend;

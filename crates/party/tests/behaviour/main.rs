@@ -1,0 +1,9 @@
+#![allow(unreachable_pub, missing_docs)]
+//! The behaviour suite: every test runs on every backend, each on a fresh store, with a
+//! manual clock wherever time matters.
+
+mod common;
+mod lifecycle;
+mod runtime;
+mod seed;
+mod singleton;

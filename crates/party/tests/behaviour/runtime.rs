@@ -1,0 +1,450 @@
+//! The worker runtime: exactly-once under concurrency, panics, unknown handlers, follow-ups,
+//! wake-ups, priorities, typed data, fencing and rescue.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use party::jiff::SignedDuration;
+use party::serde_json::json;
+use party::store::{ClaimParams, Finish, FinishResult, Next};
+use party::{Clock, NewTask, Outcome, Registry, State, Task, TaskContext, TaskError, WorkerConfig};
+use tokio::sync::mpsc;
+
+use crate::common::{Backend, fixture, on_every_backend, t0};
+
+struct Count(Arc<Mutex<HashMap<String, u32>>>);
+
+#[party::async_trait]
+impl Task for Count {
+    const NAME: &'static str = "count";
+
+    async fn run(&self, ctx: &mut TaskContext) -> Result<(), TaskError> {
+        *self
+            .0
+            .lock()
+            .unwrap()
+            .entry(ctx.id().to_string())
+            .or_default() += 1;
+        tokio::task::yield_now().await;
+        Ok(())
+    }
+}
+
+async fn three_workers_run_2000_tasks_each_exactly_once(b: Backend) {
+    let counts = Arc::new(Mutex::new(HashMap::new()));
+    let Some(f) = fixture(b, Registry::new().register(Count(counts.clone()))).await else {
+        return;
+    };
+    let tasks: Vec<_> = (0..2000)
+        .map(|i| NewTask::new("count").data(json!({ "i": i })))
+        .collect();
+    let ids = f.party.add_many(tasks).await.unwrap();
+    let mut joins = Vec::new();
+    for w in 0..3 {
+        let worker = f.party.worker(WorkerConfig {
+            concurrency: 8,
+            claim_batch: 16,
+            id: Some(format!("w{w}")),
+            ..WorkerConfig::default()
+        });
+        joins.push(tokio::spawn(async move {
+            worker.run_until_idle().await.unwrap()
+        }));
+    }
+    let mut total = 0;
+    for j in joins {
+        total += j.await.unwrap().succeeded;
+    }
+    assert_eq!(total, 2000);
+    let counts = counts.lock().unwrap();
+    assert_eq!(counts.len(), 2000);
+    assert!(counts.values().all(|c| *c == 1), "no task ran twice");
+    assert!(ids.iter().all(|id| counts.contains_key(&id.to_string())));
+    let filter = party::ListFilter {
+        state: Some(State::Done),
+        limit: Some(5000),
+        ..Default::default()
+    };
+    assert_eq!(f.party.list(&filter).await.unwrap().len(), 2000);
+}
+
+struct Panics;
+
+#[party::async_trait]
+impl Task for Panics {
+    const NAME: &'static str = "panics";
+    const MAX_ATTEMPTS: u32 = 2;
+
+    async fn run(&self, _ctx: &mut TaskContext) -> Result<(), TaskError> {
+        panic!("handler bug");
+    }
+}
+
+async fn a_panicking_handler_is_a_failed_attempt_not_a_crashed_worker(b: Backend) {
+    let counts = Arc::new(Mutex::new(HashMap::new()));
+    let Some(f) = fixture(
+        b,
+        Registry::new()
+            .register(Panics)
+            .register(Count(counts.clone())),
+    )
+    .await
+    else {
+        return;
+    };
+    let p = f.party.add(NewTask::new("panics")).await.unwrap();
+    let c = f.party.add(NewTask::new("count")).await.unwrap();
+    let worker = f.party.worker(WorkerConfig::default());
+    let report = worker.run_until_idle().await.unwrap();
+    assert_eq!((report.succeeded, report.failed), (1, 1));
+    f.clock.advance(SignedDuration::from_hours(1));
+    worker.run_until_idle().await.unwrap();
+    let task = f.party.get(p).await.unwrap();
+    assert_eq!(task.state, State::Dead);
+    assert_eq!(task.runs.len(), 2);
+    assert!(
+        task.runs[0]
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("panicked: handler bug")
+    );
+    assert_eq!(f.party.get(c).await.unwrap().state, State::Done);
+}
+
+async fn a_task_without_a_known_handler_waits_intact_and_stats_say_so(b: Backend) {
+    let counts = Arc::new(Mutex::new(HashMap::new()));
+    let full = Registry::new()
+        .register(Count(counts.clone()))
+        .register(Panics);
+    let Some(f) = fixture(b, full).await else {
+        return;
+    };
+    let orphan = f.party.add(NewTask::new("panics")).await.unwrap();
+    // A worker that only knows "count".
+    let partial = party::Party::with_store(
+        f.party.store().clone(),
+        Registry::new().register(Count(counts)),
+    )
+    .with_clock(f.party.clock().clone());
+    let worker = partial.worker(WorkerConfig::default());
+    let run = worker.run(async { tokio::time::sleep(Duration::from_millis(300)).await });
+    let stats_during = async {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        f.party.stats().await.unwrap()
+    };
+    let (report, stats) = tokio::join!(run, stats_during);
+    assert_eq!(report.unwrap().attempts, 0);
+    let task = f.party.get(orphan).await.unwrap();
+    assert_eq!((task.state, task.attempts), (State::Scheduled, 0));
+    assert_eq!(stats.unhandled.len(), 1);
+    assert_eq!(stats.unhandled[0].handler, "panics");
+    assert_eq!(stats.unhandled[0].count, 1);
+    assert_eq!(stats.workers.len(), 1);
+    assert_eq!(stats.oldest_due, Some(t0()));
+}
+
+struct Parent;
+
+#[party::async_trait]
+impl Task for Parent {
+    const NAME: &'static str = "parent";
+
+    async fn run(&self, _ctx: &mut TaskContext) -> Result<(), TaskError> {
+        Ok(())
+    }
+
+    async fn on_complete(&self, ctx: &mut TaskContext) -> Result<(), TaskError> {
+        let n = ctx.data()["children"].as_u64().unwrap_or(0);
+        for i in 0..n {
+            ctx.enqueue(
+                NewTask::new("count").data(json!({ "child": i, "of": ctx.id().to_string() })),
+            );
+        }
+        Ok(())
+    }
+}
+
+async fn on_complete_follow_ups_are_created_and_run(b: Backend) {
+    let counts = Arc::new(Mutex::new(HashMap::new()));
+    let Some(f) = fixture(
+        b,
+        Registry::new()
+            .register(Parent)
+            .register(Count(counts.clone())),
+    )
+    .await
+    else {
+        return;
+    };
+    f.party
+        .add(NewTask::new("parent").data(json!({"children": 3})))
+        .await
+        .unwrap();
+    let report = f
+        .party
+        .worker(WorkerConfig::default())
+        .run_until_idle()
+        .await
+        .unwrap();
+    assert_eq!(report.succeeded, 4, "the parent and its three children");
+    assert_eq!(counts.lock().unwrap().len(), 3);
+}
+
+struct Notify(mpsc::UnboundedSender<String>);
+
+#[party::async_trait]
+impl Task for Notify {
+    const NAME: &'static str = "notify";
+
+    async fn run(&self, ctx: &mut TaskContext) -> Result<(), TaskError> {
+        let _ = self.0.send(ctx.id().to_string());
+        Ok(())
+    }
+}
+
+async fn a_task_added_in_process_starts_at_once(b: Backend) {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let Some(f) = fixture(b, Registry::new().register(Notify(tx))).await else {
+        return;
+    };
+    // The real clock, and a poll interval far longer than the test may take.
+    let party = f.party.clone().with_clock(Arc::new(party::SystemClock));
+    let worker = party.worker(WorkerConfig {
+        poll_interval: Duration::from_secs(600),
+        ..Default::default()
+    });
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(async move {
+        worker
+            .run(async {
+                let _ = stop_rx.await;
+            })
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await; // let it go idle
+    let id = party.add(NewTask::new("notify")).await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .expect("woken without polling");
+    assert_eq!(got.unwrap(), id.to_string());
+    stop_tx.send(()).unwrap();
+    running.await.unwrap().unwrap();
+}
+
+async fn a_future_task_runs_when_the_clock_reaches_it(b: Backend) {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let Some(f) = fixture(b, Registry::new().register(Notify(tx))).await else {
+        return;
+    };
+    let id = f
+        .party
+        .add(NewTask::new("notify").at(t0() + SignedDuration::from_hours(6)))
+        .await
+        .unwrap();
+    let worker = f.party.worker(WorkerConfig {
+        poll_interval: Duration::from_secs(600),
+        ..Default::default()
+    });
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(async move {
+        worker
+            .run(async {
+                let _ = stop_rx.await;
+            })
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    f.clock.advance(SignedDuration::from_hours(5));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), rx.recv())
+            .await
+            .is_err(),
+        "not before its time"
+    );
+    f.clock.advance(SignedDuration::from_hours(1));
+    let got = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .expect("ran when due");
+    assert_eq!(got.unwrap(), id.to_string());
+    stop_tx.send(()).unwrap();
+    running.await.unwrap().unwrap();
+}
+
+struct Order(Arc<Mutex<Vec<i64>>>);
+
+#[party::async_trait]
+impl Task for Order {
+    const NAME: &'static str = "order";
+
+    async fn run(&self, ctx: &mut TaskContext) -> Result<(), TaskError> {
+        self.0
+            .lock()
+            .unwrap()
+            .push(ctx.data()["n"].as_i64().unwrap());
+        Ok(())
+    }
+}
+
+async fn claims_take_priority_then_due_time(b: Backend) {
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let Some(f) = fixture(b, Registry::new().register(Order(order.clone()))).await else {
+        return;
+    };
+    let m = |n: i64| SignedDuration::from_mins(n);
+    let specs = [(1, 5, 0), (2, 1, 0), (3, 3, -1), (4, 2, 1), (5, 4, -1)];
+    for (n, due_min, prio) in specs {
+        f.party
+            .add(
+                NewTask::new("order")
+                    .data(json!({"n": n}))
+                    .at(t0() + m(due_min))
+                    .priority(prio),
+            )
+            .await
+            .unwrap();
+    }
+    f.clock.advance(m(10));
+    let worker = f.party.worker(WorkerConfig {
+        concurrency: 1,
+        claim_batch: 1,
+        ..Default::default()
+    });
+    worker.run_until_idle().await.unwrap();
+    assert_eq!(*order.lock().unwrap(), vec![3, 5, 2, 1, 4]);
+}
+
+#[derive(serde::Deserialize)]
+struct Invoice {
+    account: u64,
+    cents: i64,
+}
+
+struct Typed(Arc<Mutex<Vec<(u64, i64)>>>);
+
+#[party::async_trait]
+impl Task for Typed {
+    const NAME: &'static str = "typed";
+    const MAX_ATTEMPTS: u32 = 1;
+
+    async fn run(&self, ctx: &mut TaskContext) -> Result<(), TaskError> {
+        let inv: Invoice = ctx.data_as()?;
+        self.0.lock().unwrap().push((inv.account, inv.cents));
+        Ok(())
+    }
+}
+
+async fn handlers_read_data_as_typed_structs(b: Backend) {
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let Some(f) = fixture(b, Registry::new().register(Typed(got.clone()))).await else {
+        return;
+    };
+    f.party
+        .add(NewTask::new("typed").data(json!({"account": 7, "cents": 1250})))
+        .await
+        .unwrap();
+    let bad = f
+        .party
+        .add(NewTask::new("typed").data(json!({"account": "seven"})))
+        .await
+        .unwrap();
+    f.party
+        .worker(WorkerConfig::default())
+        .run_until_idle()
+        .await
+        .unwrap();
+    assert_eq!(*got.lock().unwrap(), vec![(7, 1250)]);
+    let task = f.party.get(bad).await.unwrap();
+    assert_eq!(task.state, State::Dead);
+    assert!(
+        task.last_error
+            .unwrap()
+            .contains("does not fit the handler's type")
+    );
+}
+
+async fn stale_fences_are_refused_and_expired_leases_are_rescued(b: Backend) {
+    let counts = Arc::new(Mutex::new(HashMap::new()));
+    let Some(f) = fixture(b, Registry::new().register(Count(counts))).await else {
+        return;
+    };
+    let store = f.party.store().clone();
+    let id = f.party.add(NewTask::new("count")).await.unwrap();
+    let handlers = vec!["count".to_string()];
+    let queues = vec!["default".to_string()];
+    let claim = |worker: &'static str, now| ClaimParams {
+        worker,
+        handlers: &handlers,
+        queues: &queues,
+        limit: 10,
+        now,
+        lease_until: now + SignedDuration::from_secs(30),
+    };
+    let first = store.task_claim(claim("old", f.clock.now())).await.unwrap();
+    assert_eq!(first.len(), 1);
+    assert!(
+        store
+            .task_claim(claim("other", f.clock.now()))
+            .await
+            .unwrap()
+            .is_empty(),
+        "never claimed twice"
+    );
+    // The old worker freezes past its lease; the task is rescued and claimed again.
+    f.clock.advance(SignedDuration::from_secs(31));
+    assert_eq!(store.task_rescue(f.clock.now()).await.unwrap(), vec![id]);
+    let second = store.task_claim(claim("new", f.clock.now())).await.unwrap();
+    assert_eq!(second.len(), 1);
+    assert_eq!(second[0].attempts, 2);
+    assert!(second[0].fence > first[0].fence);
+    let finish = |fence, worker: &str| Finish {
+        id,
+        fence,
+        attempt: 1,
+        timestamp: t0(),
+        started_at: t0(),
+        finished_at: f.clock.now(),
+        worker: worker.to_string(),
+        outcome: Outcome::Succeeded,
+        error: None,
+        next: Next::Done,
+        follow_ups: vec![],
+        ran: true,
+    };
+    // The old worker wakes and reports: refused, nothing changes.
+    let r = store
+        .task_finish(vec![finish(first[0].fence, "old")])
+        .await
+        .unwrap();
+    assert_eq!(r, vec![FinishResult::Stale]);
+    assert_eq!(f.party.get(id).await.unwrap().state, State::Running);
+    let r = store
+        .task_finish(vec![finish(second[0].fence, "new")])
+        .await
+        .unwrap();
+    assert_eq!(r, vec![FinishResult::Applied]);
+    let task = f.party.get(id).await.unwrap();
+    assert_eq!(task.state, State::Done);
+    let outcomes: Vec<_> = task
+        .runs
+        .iter()
+        .map(|r| (r.outcome, r.worker.as_str()))
+        .collect();
+    assert_eq!(
+        outcomes,
+        vec![(Outcome::Lost, "old"), (Outcome::Succeeded, "new")]
+    );
+}
+
+on_every_backend!(
+    three_workers_run_2000_tasks_each_exactly_once,
+    a_panicking_handler_is_a_failed_attempt_not_a_crashed_worker,
+    a_task_without_a_known_handler_waits_intact_and_stats_say_so,
+    on_complete_follow_ups_are_created_and_run,
+    a_task_added_in_process_starts_at_once,
+    a_future_task_runs_when_the_clock_reaches_it,
+    claims_take_priority_then_due_time,
+    handlers_read_data_as_typed_structs,
+    stale_fences_are_refused_and_expired_leases_are_rescued,
+);

@@ -191,6 +191,7 @@ impl Worker {
         let clock = inner.party.clock().clone();
         let wakeups = store.wakeups();
         let result: Result<(), TaskError> = async {
+            let mut outage = Duration::ZERO;
             loop {
                 let notified = wakeups.notified();
                 tokio::pin!(notified);
@@ -205,7 +206,7 @@ impl Worker {
                 }
                 let limit = free.min(inner.config.claim_batch);
                 let now = clock.now();
-                let claimed = store
+                let claimed = match store
                     .task_claim(ClaimParams {
                         worker: &inner.id,
                         handlers: &inner.handlers,
@@ -214,7 +215,23 @@ impl Worker {
                         now,
                         lease_until: now + inner.config.lease,
                     })
-                    .await?;
+                    .await
+                {
+                    Ok(c) => {
+                        outage = Duration::ZERO;
+                        c
+                    }
+                    Err(e) => {
+                        // The database is down or busy: say so, back off, and carry on.
+                        outage = (outage * 2).clamp(Duration::from_millis(100), Duration::from_secs(5));
+                        tracing::warn!(worker = %inner.id, error = %e, retry_in = ?outage, "claiming failed; retrying");
+                        tokio::select! {
+                            _ = tokio::time::sleep(outage) => {}
+                            _ = &mut shutdown => return Ok(()),
+                        }
+                        continue;
+                    }
+                };
                 let got = claimed.len();
                 for task in claimed {
                     let permit = slots

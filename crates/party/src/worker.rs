@@ -89,7 +89,14 @@ struct Inner {
     attempts: AtomicU64,
     succeeded: AtomicU64,
     failed: AtomicU64,
-    held: std::sync::Mutex<std::collections::HashMap<TaskId, i64>>,
+    /// Tasks this worker holds: their claim's fence, and a handle to stop the attempt if the
+    /// lease is lost.
+    held: std::sync::Mutex<std::collections::HashMap<TaskId, Held>>,
+}
+
+struct Held {
+    fence: i64,
+    abort: Option<tokio::task::AbortHandle>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -238,14 +245,18 @@ impl Worker {
                         .clone()
                         .try_acquire_owned()
                         .expect("a slot per claimed task");
-                    inner.held.lock().unwrap().insert(task.id, task.fence);
-                    tokio::spawn(execute(
+                    let (id, fence) = (task.id, task.fence);
+                    inner.held.lock().unwrap().insert(id, Held { fence, abort: None });
+                    let handle = tokio::spawn(execute(
                         inner.clone(),
                         task,
                         permit,
                         done_tx.clone(),
                         abort_rx.clone(),
                     ));
+                    if let Some(h) = inner.held.lock().unwrap().get_mut(&id).filter(|h| h.fence == fence) {
+                        h.abort = Some(handle.abort_handle());
+                    }
                 }
                 if got == limit {
                     continue;
@@ -313,7 +324,7 @@ impl Inner {
             .lock()
             .unwrap()
             .iter()
-            .map(|(k, v)| (*k, *v))
+            .map(|(k, v)| (*k, v.fence))
             .collect();
         let now = self.party.clock().now();
         let info = WorkerInfo {
@@ -343,7 +354,14 @@ async fn heartbeat(inner: Arc<Inner>) {
         match inner.beat().await {
             Ok(lost) => {
                 for id in lost {
-                    tracing::warn!(worker = %inner.id, task = %id, "lease lost: the task was rescued by another worker; its result will be refused");
+                    // Another worker owns the task now: stop our attempt; its result would be
+                    // refused anyway.
+                    if let Some(held) = inner.held.lock().unwrap().remove(&id) {
+                        if let Some(abort) = held.abort {
+                            abort.abort();
+                        }
+                    }
+                    tracing::warn!(worker = %inner.id, task = %id, "lease lost: the task was rescued by another worker; stopping our attempt");
                 }
             }
             Err(e) => tracing::warn!(worker = %inner.id, error = %e, "heartbeat failed; retrying"),
@@ -432,7 +450,7 @@ async fn flush(inner: &Inner, batch: &mut Vec<Executed>) {
     {
         let mut held = inner.held.lock().unwrap();
         for e in batch.iter() {
-            if held.get(&e.finish.id) == Some(&e.finish.fence) {
+            if held.get(&e.finish.id).map(|h| h.fence) == Some(e.finish.fence) {
                 held.remove(&e.finish.id);
             }
         }

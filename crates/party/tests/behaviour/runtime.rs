@@ -437,6 +437,202 @@ async fn stale_fences_are_refused_and_expired_leases_are_rescued(b: Backend) {
     );
 }
 
+/// Sets its flag when dropped: shows that an attempt's future was stopped.
+struct DropFlag(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for DropFlag {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+struct Hangs {
+    started: mpsc::UnboundedSender<u32>,
+    dropped: Arc<std::sync::atomic::AtomicBool>,
+}
+
+#[party::async_trait]
+impl Task for Hangs {
+    const NAME: &'static str = "hangs";
+    const MAX_ATTEMPTS: u32 = 2;
+    const TIMEOUT: Duration = Duration::from_millis(300);
+
+    async fn run(&self, ctx: &mut TaskContext) -> Result<(), TaskError> {
+        let _guard = DropFlag(self.dropped.clone());
+        let _ = self.started.send(ctx.attempts());
+        if ctx.data()["finish"].as_bool() == Some(true) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            return Ok(());
+        }
+        std::future::pending::<()>().await;
+        Ok(())
+    }
+}
+
+fn hangs() -> (
+    Hangs,
+    mpsc::UnboundedReceiver<u32>,
+    Arc<std::sync::atomic::AtomicBool>,
+) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    (
+        Hangs {
+            started: tx,
+            dropped: dropped.clone(),
+        },
+        rx,
+        dropped,
+    )
+}
+
+async fn a_timed_out_attempt_is_dropped_recorded_and_retried(b: Backend) {
+    let (h, _rx, dropped) = hangs();
+    let Some(f) = fixture(b, Registry::new().register(h)).await else {
+        return;
+    };
+    let id = f.party.add(NewTask::new("hangs")).await.unwrap();
+    let worker = f.party.worker(WorkerConfig::default());
+    let report = worker.run_until_idle().await.unwrap();
+    assert_eq!(report.failed, 1);
+    assert!(
+        dropped.load(std::sync::atomic::Ordering::SeqCst),
+        "the handler's future was dropped"
+    );
+    let task = f.party.get(id).await.unwrap();
+    assert_eq!(task.state, State::Retrying);
+    assert_eq!(task.runs[0].outcome, Outcome::TimedOut);
+    assert!(
+        task.runs[0]
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("timed out after")
+    );
+}
+
+async fn a_worker_that_loses_its_lease_stops_the_attempt_and_writes_nothing(b: Backend) {
+    let (h, mut started, dropped) = hangs();
+    let Some(f) = fixture(b, Registry::new().register(h)).await else {
+        return;
+    };
+    // One attempt allowed, so the rescued task is dead and nobody claims it again.
+    let id = f
+        .party
+        .add(NewTask::new("hangs").max_attempts(1))
+        .await
+        .unwrap();
+    let worker = f.party.worker(WorkerConfig {
+        lease: Duration::from_millis(150),
+        id: Some("frozen".into()),
+        ..Default::default()
+    });
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(async move {
+        worker
+            .run(async {
+                let _ = stop_rx.await;
+            })
+            .await
+    });
+    assert_eq!(
+        tokio::time::timeout(Duration::from_secs(5), started.recv())
+            .await
+            .unwrap(),
+        Some(1)
+    );
+    // The lease expires by the clock; a rescue (ours here, or any worker's) releases the task.
+    f.clock.advance(SignedDuration::from_secs(1));
+    f.party.store().task_rescue(f.clock.now()).await.unwrap();
+    assert_ne!(f.party.get(id).await.unwrap().state, State::Running);
+    // The old worker's next heartbeat learns it lost the task and stops the attempt.
+    for _ in 0..100 {
+        if dropped.load(std::sync::atomic::Ordering::SeqCst) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        dropped.load(std::sync::atomic::Ordering::SeqCst),
+        "the lost attempt was stopped"
+    );
+    stop_tx.send(()).unwrap();
+    running.await.unwrap().unwrap();
+    let task = f.party.get(id).await.unwrap();
+    assert_eq!(task.state, State::Dead);
+    assert_eq!(
+        task.runs.len(),
+        1,
+        "the stopped attempt wrote nothing after the lost run"
+    );
+    assert_eq!(
+        (task.runs[0].outcome, task.runs[0].worker.as_str()),
+        (Outcome::Lost, "frozen")
+    );
+}
+
+async fn shutdown_lets_running_tasks_finish_within_the_grace_period(b: Backend) {
+    let (h, mut started, _dropped) = hangs();
+    let Some(f) = fixture(b, Registry::new().register(h)).await else {
+        return;
+    };
+    let id = f
+        .party
+        .add(NewTask::new("hangs").data(json!({"finish": true})))
+        .await
+        .unwrap();
+    let worker = f.party.worker(WorkerConfig {
+        shutdown_grace: Duration::from_secs(5),
+        ..Default::default()
+    });
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(async move {
+        worker
+            .run(async {
+                let _ = stop_rx.await;
+            })
+            .await
+    });
+    started.recv().await.unwrap();
+    stop_tx.send(()).unwrap();
+    let report = running.await.unwrap().unwrap();
+    assert_eq!(report.succeeded, 1);
+    assert_eq!(f.party.get(id).await.unwrap().state, State::Done);
+}
+
+async fn shutdown_past_the_grace_period_releases_the_task_for_others(b: Backend) {
+    let (h, mut started, dropped) = hangs();
+    let Some(f) = fixture(b, Registry::new().register(h)).await else {
+        return;
+    };
+    let id = f.party.add(NewTask::new("hangs")).await.unwrap();
+    let worker = f.party.worker(WorkerConfig {
+        shutdown_grace: Duration::from_millis(50),
+        ..Default::default()
+    });
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(async move {
+        worker
+            .run(async {
+                let _ = stop_rx.await;
+            })
+            .await
+    });
+    started.recv().await.unwrap();
+    stop_tx.send(()).unwrap();
+    running.await.unwrap().unwrap();
+    assert!(dropped.load(std::sync::atomic::Ordering::SeqCst));
+    let task = f.party.get(id).await.unwrap();
+    assert_eq!(
+        task.state,
+        State::Retrying,
+        "released at once, not held until its lease ends"
+    );
+    assert_eq!(task.due_at, f.clock.now());
+    assert_eq!(task.runs[0].outcome, Outcome::Lost);
+    assert_eq!(task.worker, None, "no longer held by the stopped worker");
+}
+
 on_every_backend!(
     three_workers_run_2000_tasks_each_exactly_once,
     a_panicking_handler_is_a_failed_attempt_not_a_crashed_worker,
@@ -447,4 +643,8 @@ on_every_backend!(
     claims_take_priority_then_due_time,
     handlers_read_data_as_typed_structs,
     stale_fences_are_refused_and_expired_leases_are_rescued,
+    a_timed_out_attempt_is_dropped_recorded_and_retried,
+    a_worker_that_loses_its_lease_stops_the_attempt_and_writes_nothing,
+    shutdown_lets_running_tasks_finish_within_the_grace_period,
+    shutdown_past_the_grace_period_releases_the_task_for_others,
 );

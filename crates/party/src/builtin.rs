@@ -1,4 +1,5 @@
-//! Handlers that ship with party, so the binary is useful on its own: `noop`, `log`, `shell`.
+//! Handlers that ship with party, so the binary is useful on its own: `noop`, `log`, `sleep`,
+//! `shell`.
 
 use std::process::Stdio;
 
@@ -37,6 +38,29 @@ impl Task for Log {
             format_time(ctx.timestamp()),
             ctx.data()
         );
+        Ok(())
+    }
+}
+
+/// Waits `data.ms` milliseconds (default 100), then succeeds: a stand-in for slow work when
+/// trying out concurrency, timeouts and shutdown.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Sleep;
+
+#[async_trait]
+impl Task for Sleep {
+    const NAME: &'static str = "sleep";
+
+    async fn run(&self, ctx: &mut TaskContext) -> Result<(), TaskError> {
+        let ms = match ctx.data().get("ms") {
+            None => 100,
+            Some(v) => v.as_u64().ok_or_else(|| {
+                TaskError::failed(format!(
+                    "sleep task data \"ms\" must be a whole number of milliseconds, not {v}"
+                ))
+            })?,
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
         Ok(())
     }
 }
@@ -107,6 +131,6 @@ impl Task for Shell {
 
 /// The built-in handlers; `shell` only when `allow_shell` is set.
 pub fn registry(allow_shell: bool) -> Registry {
-    let r = Registry::new().register(Noop).register(Log);
+    let r = Registry::new().register(Noop).register(Log).register(Sleep);
     if allow_shell { r.register(Shell) } else { r }
 }

@@ -89,6 +89,23 @@ impl SqliteStore {
         })
     }
 
+    /// Run `PRAGMA integrity_check`; `Ok("ok")` for a sound file, otherwise SQLite's findings.
+    ///
+    /// # Errors
+    /// [`TaskError::Store`] when the check cannot run.
+    pub async fn integrity_check(&self) -> Result<String, TaskError> {
+        self.call(|conn| {
+            let mut stmt = conn.prepare("PRAGMA integrity_check").map_err(db_err)?;
+            let lines = stmt
+                .query_map([], |r| r.get::<_, String>(0))
+                .map_err(db_err)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(db_err)?;
+            Ok(lines.join("\n"))
+        })
+        .await
+    }
+
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path

@@ -34,7 +34,9 @@ pub struct WorkerConfig {
     /// How long a claim holds without a heartbeat (default 30 s); renewed every third of it.
     pub lease: Duration,
     /// Longest sleep before looking for due tasks again when nothing wakes the worker
-    /// (default 500 ms). Inserts in this process, and on PostgreSQL in any process, wake it at once.
+    /// (default 500 ms): a safety net. Inserts in this process wake it at once; commits by
+    /// other processes wake it through PostgreSQL notifications, or on SQLite within about
+    /// 20 ms through the file's change counter.
     pub poll_interval: Duration,
     /// At most this many tasks per claim (default 256).
     pub claim_batch: usize,

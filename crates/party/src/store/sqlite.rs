@@ -82,11 +82,9 @@ impl SqliteStore {
         ready_rx
             .await
             .map_err(|_| TaskError::store("the SQLite thread stopped"))??;
-        Ok(SqliteStore {
-            tx,
-            wakeups: Arc::new(Notify::new()),
-            path,
-        })
+        let wakeups = Arc::new(Notify::new());
+        watch_other_processes(&path, Arc::downgrade(&wakeups));
+        Ok(SqliteStore { tx, wakeups, path })
     }
 
     /// Run `PRAGMA integrity_check`; `Ok("ok")` for a sound file, otherwise SQLite's findings.
@@ -124,6 +122,39 @@ impl SqliteStore {
         rx.await
             .map_err(|_| TaskError::store("the SQLite thread stopped"))?
     }
+}
+
+/// How often the watcher asks SQLite whether another process committed.
+const WATCH_INTERVAL: Duration = Duration::from_millis(20);
+
+/// Wake this process's workers when another process commits to the file: `PRAGMA
+/// data_version` changes exactly then. It is a cheap read of a counter; the thread ends when
+/// the store is dropped.
+fn watch_other_processes(path: &Path, wakeups: std::sync::Weak<Notify>) {
+    let path = path.to_path_buf();
+    let _ = std::thread::Builder::new()
+        .name("party-sqlite-watch".into())
+        .spawn(move || {
+            let Ok(conn) = Connection::open(&path) else {
+                return;
+            };
+            let version = |c: &Connection| {
+                c.query_row("PRAGMA data_version", [], |r| r.get::<_, i64>(0))
+                    .ok()
+            };
+            let mut last = version(&conn);
+            loop {
+                std::thread::sleep(WATCH_INTERVAL);
+                let Some(notify) = wakeups.upgrade() else {
+                    return;
+                };
+                let now = version(&conn);
+                if now != last {
+                    last = now;
+                    notify.notify_waiters();
+                }
+            }
+        });
 }
 
 fn open_connection(path: &Path) -> Result<Connection, TaskError> {

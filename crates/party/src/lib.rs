@@ -39,6 +39,7 @@ pub mod clock;
 mod error;
 mod id;
 mod model;
+pub mod recurrence;
 mod rules;
 pub mod store;
 mod task;

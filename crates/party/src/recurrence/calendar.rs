@@ -65,7 +65,11 @@ impl Matcher {
                     if candidate >= from {
                         return (candidate < limit).then_some(candidate);
                     }
-                    (y, m) = if m == 12 { (y.checked_add(1)?, 1) } else { (y, m + 1) };
+                    (y, m) = if m == 12 {
+                        (y.checked_add(1)?, 1)
+                    } else {
+                        (y, m + 1)
+                    };
                 }
                 None
             }
@@ -96,8 +100,14 @@ impl Calendar {
                 .ok()
                 .and_then(|p| self.tz.preceding(p).next())
                 .map(|tr| tr.timestamp());
-            let before = start.and_then(|s| s.checked_sub(ONE_NS).ok()).map(|s| self.tz.to_offset(s));
-            let end = self.tz.following(probe).next().map(|tr| (tr.timestamp(), tr.offset()));
+            let before = start
+                .and_then(|s| s.checked_sub(ONE_NS).ok())
+                .map(|s| self.tz.to_offset(s));
+            let end = self
+                .tz
+                .following(probe)
+                .next()
+                .map(|tr| (tr.timestamp(), tr.offset()));
 
             // Wall times of this segment's own offset. A fold at either end belongs to one side.
             let mut lo = o.to_datetime(t).checked_add(ONE_NS).ok()?;
@@ -119,7 +129,9 @@ impl Calendar {
                 hi = hi.min(own_hi);
             }
             let regular = if lo < hi {
-                self.matcher.first_at_or_after(lo, hi).and_then(|w| o.to_timestamp(w).ok())
+                self.matcher
+                    .first_at_or_after(lo, hi)
+                    .and_then(|w| o.to_timestamp(w).ok())
             } else {
                 None
             };
@@ -127,10 +139,14 @@ impl Calendar {
             // Wall times skipped by a gap at the start of this segment, shifted into it.
             let shifted = match (start, before) {
                 (Some(s), Some(b)) if b < o && self.nonexistent == Nonexistent::Shift => {
-                    let g_lo = b.to_datetime(s).max(b.to_datetime(t).checked_add(ONE_NS).ok()?);
+                    let g_lo = b
+                        .to_datetime(s)
+                        .max(b.to_datetime(t).checked_add(ONE_NS).ok()?);
                     let g_hi = o.to_datetime(s).min(horizon);
                     if g_lo < g_hi {
-                        self.matcher.first_at_or_after(g_lo, g_hi).and_then(|w| b.to_timestamp(w).ok())
+                        self.matcher
+                            .first_at_or_after(g_lo, g_hi)
+                            .and_then(|w| b.to_timestamp(w).ok())
                     } else {
                         None
                     }

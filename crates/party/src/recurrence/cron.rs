@@ -161,7 +161,16 @@ impl CronSpec {
         if dow & (1 << 7) != 0 {
             dow = (dow & !(1 << 7)) | 1;
         }
-        let spec = CronSpec { seconds, minutes, hours, dom, months, dow, dom_star, dow_star };
+        let spec = CronSpec {
+            seconds,
+            minutes,
+            hours,
+            dom,
+            months,
+            dow,
+            dom_star,
+            dow_star,
+        };
         spec.check_possible().map_err(fail)?;
         Ok(spec)
     }
@@ -185,13 +194,22 @@ impl CronSpec {
         if possible {
             return Ok(());
         }
-        let days: Vec<String> =
-            (1..=31).filter(|d| self.dom & (1 << d) != 0).map(|d| d.to_string()).collect();
-        let names: Vec<&str> = months.iter().map(|&m| MONTH_NAMES[m as usize - 1]).collect();
+        let days: Vec<String> = (1..=31)
+            .filter(|d| self.dom & (1 << d) != 0)
+            .map(|d| d.to_string())
+            .collect();
+        let names: Vec<&str> = months
+            .iter()
+            .map(|&m| MONTH_NAMES[m as usize - 1])
+            .collect();
         let (list, only) = match names.len() {
             1 => (names[0].to_string(), "the only month allowed"),
             _ => (
-                format!("{} or {}", names[..names.len() - 1].join(", "), names[names.len() - 1]),
+                format!(
+                    "{} or {}",
+                    names[..names.len() - 1].join(", "),
+                    names[names.len() - 1]
+                ),
                 "the only months allowed",
             ),
         };
@@ -199,7 +217,11 @@ impl CronSpec {
             "day-of-month {} never occurs in {list} ({only}); pick a day that exists in {} or \
              allow more months",
             days.join(","),
-            if names.len() == 1 { "that month" } else { "those months" },
+            if names.len() == 1 {
+                "that month"
+            } else {
+                "those months"
+            },
         ))
     }
 
@@ -213,7 +235,11 @@ impl CronSpec {
         }
         let dom_ok = self.dom & (1 << d) != 0;
         let dow_ok = self.dow & (1 << weekday(y, m, d)) != 0;
-        if self.dom_star || self.dow_star { dom_ok && dow_ok } else { dom_ok || dow_ok }
+        if self.dom_star || self.dow_star {
+            dom_ok && dow_ok
+        } else {
+            dom_ok || dow_ok
+        }
     }
 
     /// The first matching wall time at or after `from` and strictly before `limit`.
@@ -283,7 +309,11 @@ fn parse_field(f: &Field, text: &str) -> Result<(u64, bool), String> {
             f.min, f.max
         );
         if !f.names.is_empty() {
-            s.push_str(&format!(" (names {}-{} work too)", f.names[0], f.names[f.names.len() - 1]));
+            s.push_str(&format!(
+                " (names {}-{} work too)",
+                f.names[0],
+                f.names[f.names.len() - 1]
+            ));
         }
         s
     };
@@ -292,7 +322,9 @@ fn parse_field(f: &Field, text: &str) -> Result<(u64, bool), String> {
         if f.question_mark {
             return Ok((range_bits(f.min, f.star_max, 1), true));
         }
-        return Err(fail("? is only allowed in the day-of-month and day-of-week fields".into()));
+        return Err(fail(
+            "? is only allowed in the day-of-month and day-of-week fields".into(),
+        ));
     }
     let star = text.starts_with('*');
     let mut bits = 0u64;
@@ -349,9 +381,9 @@ fn value(f: &Field, text: &str) -> Result<u32, String> {
     match text.parse::<u32>() {
         Ok(v) if (f.min..=f.max).contains(&v) => Ok(v),
         Ok(v) => Err(format!("{v} is out of range {}-{}", f.min, f.max)),
-        Err(_) if is_quartz_extension(text) => {
-            Err(format!("{text:?} uses L, W or #, which party does not support"))
-        }
+        Err(_) if is_quartz_extension(text) => Err(format!(
+            "{text:?} uses L, W or #, which party does not support"
+        )),
         Err(_) => Err(format!("cannot read {text:?}")),
     }
 }
@@ -365,5 +397,7 @@ fn is_quartz_extension(text: &str) -> bool {
 
 /// Bits `lo, lo+step, ...` up to `hi`.
 fn range_bits(lo: u32, hi: u32, step: u32) -> u64 {
-    (lo..=hi).step_by(step as usize).fold(0, |bits, v| bits | (1 << v))
+    (lo..=hi)
+        .step_by(step as usize)
+        .fold(0, |bits, v| bits | (1 << v))
 }

@@ -75,13 +75,23 @@ pub fn parse_duration(s: &str) -> Result<SignedDuration, String> {
         }
         let c = (c as char).to_ascii_lowercase();
         let Some(unit) = UNITS.iter().position(|(u, _, _)| *u == c) else {
-            let rest: String = text[i..].chars().take_while(|c| c.is_alphabetic()).collect();
-            let rest = if rest.is_empty() { text[i..].chars().take(1).collect() } else { rest };
+            let rest: String = text[i..]
+                .chars()
+                .take_while(|c| c.is_alphabetic())
+                .collect();
+            let rest = if rest.is_empty() {
+                text[i..].chars().take(1).collect()
+            } else {
+                rest
+            };
             return fail(format!("unknown unit {rest:?}"));
         };
         // Reject longer unit words like "min" or "hours": only the single letter is accepted.
         if bytes.get(i + 1).is_some_and(|b| b.is_ascii_alphabetic()) {
-            let word: String = text[i..].chars().take_while(|c| c.is_alphabetic()).collect();
+            let word: String = text[i..]
+                .chars()
+                .take_while(|c| c.is_alphabetic())
+                .collect();
             return fail(format!("unknown unit {word:?}"));
         }
         i += 1;
@@ -97,7 +107,10 @@ pub fn parse_duration(s: &str) -> Result<SignedDuration, String> {
             }
         }
         last_unit = Some(unit);
-        let Some(secs) = n.checked_mul(UNITS[unit].1).and_then(|v| total.checked_add(v)) else {
+        let Some(secs) = n
+            .checked_mul(UNITS[unit].1)
+            .and_then(|v| total.checked_add(v))
+        else {
             return fail("it is too large".into());
         };
         total = secs;

@@ -109,7 +109,9 @@ impl fmt::Display for Rule {
         match self {
             Rule::Every { every } => write!(f, "every {}", format_duration(*every)),
             Rule::Cron { expr } => write!(f, "cron {expr:?}"),
-            Rule::MonthlyOn { day, at } => write!(f, "monthly on day {day} at {}", format_time(*at)),
+            Rule::MonthlyOn { day, at } => {
+                write!(f, "monthly on day {day} at {}", format_time(*at))
+            }
         }
     }
 }
@@ -177,9 +179,25 @@ macro_rules! policy_text {
         }
     };
 }
-policy_text!(Missed, "missed", All = "all", Latest = "latest", Skip = "skip");
-policy_text!(Nonexistent, "nonexistent-time", Shift = "shift", Skip = "skip");
-policy_text!(Repeated, "repeated-time", First = "first", Second = "second");
+policy_text!(
+    Missed,
+    "missed",
+    All = "all",
+    Latest = "latest",
+    Skip = "skip"
+);
+policy_text!(
+    Nonexistent,
+    "nonexistent-time",
+    Shift = "shift",
+    Skip = "skip"
+);
+policy_text!(
+    Repeated,
+    "repeated-time",
+    First = "first",
+    Second = "second"
+);
 
 /// A recurring task's rule with its time zone and policies; stored with the task as JSON.
 ///
@@ -291,9 +309,20 @@ impl Recurrence {
     fn from_rule(rule: Rule, tz: Option<&str>) -> Result<Self, String> {
         let tz = match tz {
             None => None,
-            Some(name) => Some(lookup_zone(name)?.iana_name().unwrap_or(name.trim()).to_string()),
+            Some(name) => Some(
+                lookup_zone(name)?
+                    .iana_name()
+                    .unwrap_or(name.trim())
+                    .to_string(),
+            ),
         };
-        let rec = Recurrence { rule, tz, missed: Missed::default(), nonexistent: Nonexistent::default(), repeated: Repeated::default() };
+        let rec = Recurrence {
+            rule,
+            tz,
+            missed: Missed::default(),
+            nonexistent: Nonexistent::default(),
+            repeated: Repeated::default(),
+        };
         rec.validate()?;
         Ok(rec)
     }
@@ -305,7 +334,10 @@ impl Recurrence {
 
     /// The same recurrence with another policy for wall times skipped by DST.
     pub fn with_nonexistent(self, nonexistent: Nonexistent) -> Self {
-        Recurrence { nonexistent, ..self }
+        Recurrence {
+            nonexistent,
+            ..self
+        }
     }
 
     /// The same recurrence with another policy for wall times repeated by DST.
@@ -399,11 +431,15 @@ impl Recurrence {
 
     /// The next `count` occurrences strictly after `t`, fewer if the rule runs out.
     pub fn upcoming(&self, t: Timestamp, count: usize) -> Vec<Timestamp> {
-        let Ok(engine) = self.engine() else { return Vec::new() };
+        let Ok(engine) = self.engine() else {
+            return Vec::new();
+        };
         let mut out = Vec::with_capacity(count.min(1024));
         let mut cur = t;
         while out.len() < count {
-            let Some(next) = engine.next_after(cur) else { break };
+            let Some(next) = engine.next_after(cur) else {
+                break;
+            };
             out.push(next);
             cur = next;
         }
@@ -419,12 +455,17 @@ impl Recurrence {
     /// `next_after(scheduled)`, so under `All` each missed occurrence runs in order with its
     /// own timestamp. Under [`Missed::Latest`] it runs the latest occurrence due by `now` and
     /// lists the older ones as missed; under [`Missed::Skip`] it runs nothing, lists every due
-    /// occurrence as missed and gives the first occurrence after `now` (`None`: there is none,
-    /// the task is done). Lists hold at most [`MISSED_LISTED_MAX`] timestamps, the earliest.
+    /// occurrence as missed and gives the first occurrence after `now` — for [`Rule::Every`],
+    /// the next one on the grid `scheduled + k·every` (`None`: there is none, the task is done). Lists hold at most [`MISSED_LISTED_MAX`] timestamps, the earliest.
     /// An invalid rule runs `scheduled`.
     pub fn catch_up(&self, scheduled: Timestamp, now: Timestamp) -> CatchUp {
-        let run_scheduled = CatchUp::Run { timestamp: scheduled, missed: Vec::new() };
-        let Ok(engine) = self.engine() else { return run_scheduled };
+        let run_scheduled = CatchUp::Run {
+            timestamp: scheduled,
+            missed: Vec::new(),
+        };
+        let Ok(engine) = self.engine() else {
+            return run_scheduled;
+        };
         let Some(second) = engine.next_after(scheduled).filter(|n| *n <= now) else {
             return run_scheduled;
         };
@@ -451,11 +492,17 @@ impl Recurrence {
             Missed::Latest => {
                 due.retain(|ts| *ts < latest);
                 due.truncate(MISSED_LISTED_MAX);
-                CatchUp::Run { timestamp: latest, missed: due }
+                CatchUp::Run {
+                    timestamp: latest,
+                    missed: due,
+                }
             }
             _ => {
                 due.truncate(MISSED_LISTED_MAX);
-                CatchUp::Skip { next: engine.next_after(now), missed: due }
+                CatchUp::Skip {
+                    next: engine.next_after(latest),
+                    missed: due,
+                }
             }
         }
     }
@@ -512,10 +559,18 @@ impl Serialize for GapReport {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
         let times = |v: &[Timestamp]| v.iter().map(|t| rfc3339_micros(*t)).collect::<Vec<_>>();
-        let doubled: Vec<serde_json::Value> = self
+        #[derive(Serialize)]
+        struct Doubled {
+            timestamp: String,
+            runs: usize,
+        }
+        let doubled: Vec<Doubled> = self
             .doubled
             .iter()
-            .map(|(t, n)| serde_json::json!({ "timestamp": rfc3339_micros(*t), "runs": n }))
+            .map(|(t, n)| Doubled {
+                timestamp: rfc3339_micros(*t),
+                runs: *n,
+            })
             .collect();
         let mut st = s.serialize_struct("GapReport", 5)?;
         st.serialize_field("expected", &self.expected)?;
@@ -532,7 +587,12 @@ impl Serialize for GapReport {
 /// recorded. Reports expected occurrences with no run, those with several, and runs the rule
 /// did not expect. Under [`Missed::Latest`] and [`Missed::Skip`] passed-over occurrences show
 /// as missing: that is what happened. An invalid rule expects only `first`.
-pub fn gaps(rec: &Recurrence, first: Timestamp, now: Timestamp, ran_for: &[Timestamp]) -> GapReport {
+pub fn gaps(
+    rec: &Recurrence,
+    first: Timestamp,
+    now: Timestamp,
+    ran_for: &[Timestamp],
+) -> GapReport {
     let mut runs: BTreeMap<Timestamp, usize> = BTreeMap::new();
     for ts in ran_for {
         *runs.entry(*ts).or_default() += 1;
@@ -553,7 +613,10 @@ pub fn gaps(rec: &Recurrence, first: Timestamp, now: Timestamp, ran_for: &[Times
             Some(n) => report.doubled.push((ts, n)),
         }
         last_checked = Some(ts);
-        cur = engine.as_ref().and_then(|e| e.next_after(ts)).filter(|t| *t <= now);
+        cur = engine
+            .as_ref()
+            .and_then(|e| e.next_after(ts))
+            .filter(|t| *t <= now);
     }
     for (ts, n) in runs {
         if report.truncated && last_checked.is_some_and(|last| ts > last) {
@@ -579,7 +642,9 @@ fn lookup_zone(name: &str) -> Result<TimeZone, String> {
 /// Reads `HH:MM` or `HH:MM:SS` (24-hour).
 fn parse_time(s: &str) -> Result<Time, String> {
     let fail = |what: String| {
-        Err(format!("invalid time {s:?}: {what}; use HH:MM in 24-hour form, like 09:00 or 17:30"))
+        Err(format!(
+            "invalid time {s:?}: {what}; use HH:MM in 24-hour form, like 09:00 or 17:30"
+        ))
     };
     let parts: Vec<&str> = s.trim().split(':').collect();
     if !(2..=3).contains(&parts.len()) {
@@ -590,7 +655,10 @@ fn parse_time(s: &str) -> Result<Time, String> {
     let limits = [23, 59, 59];
     for (i, part) in parts.iter().enumerate() {
         if part.is_empty() || part.len() > 2 || !part.bytes().all(|b| b.is_ascii_digit()) {
-            return fail(format!("the {} {part:?} is not a one- or two-digit number", names[i]));
+            return fail(format!(
+                "the {} {part:?} is not a one- or two-digit number",
+                names[i]
+            ));
         }
         let n: i8 = part.parse().map_err(|_| format!("invalid time {s:?}"))?;
         if n > limits[i] {
@@ -645,7 +713,9 @@ mod serde_duration {
                 super::parse_duration(v).map_err(E::custom)
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<SignedDuration, E> {
-                i64::try_from(v).map(SignedDuration::from_secs).map_err(|_| E::custom("too large"))
+                i64::try_from(v)
+                    .map(SignedDuration::from_secs)
+                    .map_err(|_| E::custom("too large"))
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<SignedDuration, E> {
                 Ok(SignedDuration::from_secs(v))

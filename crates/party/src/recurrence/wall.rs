@@ -17,7 +17,8 @@ pub(crate) fn days_in_month(y: i32, m: u32) -> u32 {
 pub(crate) fn weekday(y: i32, m: u32, d: u32) -> u32 {
     const T: [i32; 12] = [0, 3, 2, 5, 0, 3, 5, 1, 4, 6, 2, 4];
     let y = if m < 3 { y - 1 } else { y };
-    let w = y + y.div_euclid(4) - y.div_euclid(100) + y.div_euclid(400) + T[m as usize - 1] + d as i32;
+    let w =
+        y + y.div_euclid(4) - y.div_euclid(100) + y.div_euclid(400) + T[m as usize - 1] + d as i32;
     w.rem_euclid(7) as u32
 }
 
@@ -58,7 +59,16 @@ impl Wall {
     /// The civil date-time, or `None` outside jiff's range (years -9999 to 9999).
     pub(crate) fn to_datetime(self) -> Option<DateTime> {
         let y = i16::try_from(self.y).ok()?;
-        DateTime::new(y, self.mo as i8, self.d as i8, self.h as i8, self.mi as i8, self.s as i8, 0).ok()
+        DateTime::new(
+            y,
+            self.mo as i8,
+            self.d as i8,
+            self.h as i8,
+            self.mi as i8,
+            self.s as i8,
+            0,
+        )
+        .ok()
     }
 
     /// The first second of the next month.

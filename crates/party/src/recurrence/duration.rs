@@ -123,7 +123,7 @@ pub fn parse_duration(s: &str) -> Result<SignedDuration, String> {
 }
 
 /// Durations are limited to 100 years: beyond that no timestamp arithmetic is meaningful.
-const MAX_SECONDS: i64 = 100 * 366 * 86_400;
+pub(crate) const MAX_SECONDS: i64 = 100 * 366 * 86_400;
 
 /// Formats a duration the way [`parse_duration`] reads it: `30m`, `1h30m`, `7d`, `1d12h`.
 ///

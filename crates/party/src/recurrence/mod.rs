@@ -278,7 +278,7 @@ impl Recurrence {
     ///
     /// # Errors
     ///
-    /// `d` is under one second or not a whole number of seconds.
+    /// `d` is under one second, over 100 years, or not a whole number of seconds.
     pub fn every(d: SignedDuration) -> Result<Self, String> {
         Recurrence::from_rule(Rule::Every { every: d }, None)
     }
@@ -375,10 +375,13 @@ impl Recurrence {
     fn engine(&self) -> Result<Engine, String> {
         let matcher = match &self.rule {
             Rule::Every { every } => {
-                if *every < SignedDuration::from_secs(1) || every.subsec_nanos() != 0 {
+                if *every < SignedDuration::from_secs(1)
+                    || every.subsec_nanos() != 0
+                    || every.as_secs() > duration::MAX_SECONDS
+                {
                     return Err(format!(
-                        "invalid interval {}: it must be at least 1s, in whole seconds, like 30m \
-                         or 1h30m",
+                        "invalid interval {}: it must be at least 1s and at most 100 years, in \
+                         whole seconds, like 30m or 1h30m",
                         format_duration(*every)
                     ));
                 }
@@ -630,7 +633,17 @@ pub fn gaps(
 /// Looks up an IANA zone, with a message that says what to do when it is unknown.
 fn lookup_zone(name: &str) -> Result<TimeZone, String> {
     let name = name.trim();
+    // UTC needs no database.
+    if name.eq_ignore_ascii_case("UTC") {
+        return Ok(TimeZone::UTC);
+    }
     TimeZone::get(name).map_err(|_| {
+        if jiff::tz::db().is_definitively_empty() {
+            return format!(
+                "cannot look up time zone {name:?}: no time zone database was found; install the \
+                 system's tzdata package (it provides /usr/share/zoneinfo) or point TZDIR at one"
+            );
+        }
         format!(
             "unknown time zone {name:?}: use an IANA zone name like Europe/Berlin, \
              America/New_York or UTC (the names under /usr/share/zoneinfo), or leave the zone \

@@ -131,10 +131,20 @@ fn constructors_refuse_bad_input_saying_what_to_do() {
     );
     let err = Recurrence::monthly_on(1, "09:00", Some("Mars/Olympus")).unwrap_err();
     assert!(err.contains("unknown time zone"), "{err}");
-    for d in [secs(0), secs(-60), SignedDuration::from_millis(1_500)] {
+    for d in [
+        secs(0),
+        secs(-60),
+        SignedDuration::from_millis(1_500),
+        secs(101 * 366 * 86_400),
+    ] {
         let err = Recurrence::every(d).unwrap_err();
-        assert!(err.contains("at least 1s, in whole seconds"), "{err}");
+        assert!(
+            err.contains("at least 1s and at most 100 years, in whole seconds"),
+            "{err}"
+        );
     }
+    let utc = Recurrence::cron("0 9 * * *", Some("utc")).unwrap();
+    assert_eq!(utc.tz.as_deref(), Some("UTC"));
     // Zone names are stored in their canonical spelling.
     let rec = Recurrence::cron("0  9 * *   *", Some("europe/berlin")).unwrap();
     assert_eq!(rec.tz.as_deref(), Some("Europe/Berlin"));

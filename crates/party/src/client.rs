@@ -120,10 +120,10 @@ impl Party {
                 json_kind(&task.data)
             )));
         }
-        if let Some(rule) = &task.rule {
+        if let Some(rule) = &task.recurrence {
             rules::validate(rule)?;
         }
-        let timestamp = match (task.at, &task.rule) {
+        let timestamp = match (task.at, &task.recurrence) {
             (Some(at), _) if at < now => {
                 return Err(TaskError::invalid(format!(
                     "the time {} is in the past (now is {}); give a future time, or none to run now",
@@ -158,8 +158,8 @@ impl Party {
             handler: task.handler,
             data: serde_json::to_string(&task.data).map_err(TaskError::invalid)?,
             timestamp,
-            is_recurring: handler_recurs || task.rule.is_some(),
-            rule: task.rule.as_ref().map(Value::to_string),
+            is_recurring: handler_recurs || task.recurrence.is_some(),
+            rule: task.recurrence.as_ref().map(|r| r.to_json()),
             max_attempts,
             queue: task.queue,
             priority: task.priority,

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::clock::serde_time;
+use crate::recurrence::{Recurrence, Rule};
 use crate::{TaskError, TaskId};
 
 /// Attempts an occurrence gets when neither the handler nor the task says otherwise.
@@ -195,8 +196,8 @@ pub struct NewTask {
     pub queue: String,
     /// Lower runs first; 0 by default.
     pub priority: i32,
-    /// A recurrence rule as stored JSON (see [`crate::recurrence`]).
-    pub rule: Option<Value>,
+    /// How it recurs, if it does by rule (see [`crate::recurrence`]).
+    pub recurrence: Option<Recurrence>,
 }
 
 impl NewTask {
@@ -209,7 +210,7 @@ impl NewTask {
             max_attempts: None,
             queue: DEFAULT_QUEUE.to_string(),
             priority: 0,
-            rule: None,
+            recurrence: None,
         }
     }
 
@@ -251,15 +252,22 @@ impl NewTask {
         self
     }
 
-    /// Make it recur every `every`, counted from each previous scheduled timestamp (drift-free).
+    /// Make it recur every `every` (whole seconds), counted from each previous scheduled
+    /// timestamp (drift-free). Checked when the task is added.
     pub fn every(mut self, every: SignedDuration) -> NewTask {
-        self.rule = Some(crate::rules::every_json(every));
+        self.recurrence = Some(Recurrence {
+            rule: Rule::Every { every },
+            tz: None,
+            missed: Default::default(),
+            nonexistent: Default::default(),
+            repeated: Default::default(),
+        });
         self
     }
 
-    /// Attach a recurrence rule given as its stored JSON form.
-    pub fn rule(mut self, rule: Value) -> NewTask {
-        self.rule = Some(rule);
+    /// Make it recur by `rule`: cron, calendar steps, time zone and missed-run policy.
+    pub fn recurrence(mut self, rule: Recurrence) -> NewTask {
+        self.recurrence = Some(rule);
         self
     }
 }

@@ -1,54 +1,50 @@
-//! How the runtime reads the recurrence rule stored with a task. The rule's logic lives in
-//! [`crate::recurrence`]; this is the narrow bridge the worker and the client use.
+//! How the runtime and the client read the recurrence rule stored with a task. The rule's
+//! logic lives in [`crate::recurrence`]; this is the narrow bridge, turning its messages into
+//! [`TaskError`]s.
 
-use jiff::{SignedDuration, Timestamp};
-use serde_json::Value;
+use jiff::Timestamp;
 
 use crate::TaskError;
+use crate::recurrence::{self, Recurrence};
 
 /// What to do with an occurrence claimed at `now`.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum CatchUp {
     /// Run it for this timestamp.
     Run(Timestamp),
-    /// Run nothing now; the next occurrence is at this timestamp.
-    Skip(Timestamp),
+    /// Run nothing now; the next occurrence is at this timestamp (none: the rule is over).
+    Skip(Option<Timestamp>),
 }
 
-/// The stored form of "every `d`".
-pub(crate) fn every_json(d: SignedDuration) -> Value {
-    serde_json::json!({ "every": d.as_secs() })
+/// Read a stored rule.
+pub(crate) fn parse(stored: &str) -> Result<Recurrence, TaskError> {
+    Recurrence::from_json(stored).map_err(|e| {
+        TaskError::failed(format!(
+            "the task's stored recurrence rule is unreadable: {e}"
+        ))
+    })
 }
 
 /// Check a rule before storing it.
-pub(crate) fn validate(rule: &Value) -> Result<(), TaskError> {
-    parse_every(rule).map(|_| ())
-}
-
-fn parse_every(rule: &Value) -> Result<SignedDuration, TaskError> {
-    match rule.get("every").and_then(Value::as_i64) {
-        Some(s) if s > 0 => Ok(SignedDuration::from_secs(s)),
-        _ => Err(TaskError::invalid(format!("not a recurrence rule: {rule}"))),
-    }
+pub(crate) fn validate(rule: &Recurrence) -> Result<(), TaskError> {
+    rule.validate().map_err(TaskError::invalid)
 }
 
 /// The first occurrence at or after `now`, for a task created without an explicit time.
-pub(crate) fn first(_rule: &Value, now: Timestamp) -> Result<Timestamp, TaskError> {
-    Ok(now)
-}
-
-/// The occurrence after `t`.
-pub(crate) fn next_after(rule: &Value, t: Timestamp) -> Result<Option<Timestamp>, TaskError> {
-    let every = parse_every(rule)?;
-    Ok(t.checked_add(every).ok())
+pub(crate) fn first(rule: &Recurrence, now: Timestamp) -> Result<Timestamp, TaskError> {
+    rule.first_at_or_after(now).ok_or_else(|| {
+        TaskError::invalid(format!(
+            "the rule {} has no occurrence after now; check the rule",
+            rule.rule
+        ))
+    })
 }
 
 /// Apply the rule's missed-occurrence policy to an occurrence scheduled for `scheduled` and
 /// claimed at `now`.
-pub(crate) fn catch_up(
-    _rule: &Value,
-    scheduled: Timestamp,
-    _now: Timestamp,
-) -> Result<CatchUp, TaskError> {
-    Ok(CatchUp::Run(scheduled))
+pub(crate) fn catch_up(rule: &Recurrence, scheduled: Timestamp, now: Timestamp) -> CatchUp {
+    match rule.catch_up(scheduled, now) {
+        recurrence::CatchUp::Run { timestamp, .. } => CatchUp::Run(timestamp),
+        recurrence::CatchUp::Skip { next, .. } => CatchUp::Skip(next),
+    }
 }

@@ -553,10 +553,6 @@ async fn run_one(inner: &Inner, task: ClaimedTask, abort: &mut watch::Receiver<b
         .get(&task.handler)
         .expect("claimed only registered handlers")
         .clone();
-    let rule: Option<serde_json::Value> = task
-        .rule
-        .as_deref()
-        .and_then(|r| serde_json::from_str(r).ok());
     let mut finish = Finish {
         id: task.id,
         fence: task.fence,
@@ -571,20 +567,31 @@ async fn run_one(inner: &Inner, task: ClaimedTask, abort: &mut watch::Receiver<b
         follow_ups: Vec::new(),
         ran: true,
     };
+    let rule = match task.rule.as_deref().map(rules::parse).transpose() {
+        Ok(rule) => rule,
+        Err(e) => {
+            finish.error = Some(e.to_string());
+            finish.next = Next::Dead;
+            finish.ran = false;
+            return finish;
+        }
+    };
     let mut timestamp = task.timestamp;
     if let Some(rule) = &rule {
         match rules::catch_up(rule, task.timestamp, clock.now()) {
-            Ok(CatchUp::Run(t)) => timestamp = t,
-            Ok(CatchUp::Skip(next)) => {
+            CatchUp::Run(t) => timestamp = t,
+            CatchUp::Skip(next) => {
                 tracing::info!(task = %task.id, "missed occurrences skipped by the task's policy");
                 finish.ran = false;
-                finish.next = Next::Reschedule {
-                    timestamp: next,
-                    last_run_on: None,
+                finish.next = match next {
+                    Some(timestamp) => Next::Reschedule {
+                        timestamp,
+                        last_run_on: None,
+                    },
+                    None => Next::Done,
                 };
                 return finish;
             }
-            Err(e) => tracing::warn!(task = %task.id, error = %e, "the task's rule cannot be read"),
         }
     }
     finish.timestamp = timestamp;
@@ -635,14 +642,7 @@ async fn run_one(inner: &Inner, task: ClaimedTask, abort: &mut watch::Receiver<b
             finish.follow_ups = follow_ups;
             let next = match (ctx.next_run, &rule) {
                 (Some(t), _) => Some(t),
-                (None, Some(rule)) => match rules::next_after(rule, timestamp) {
-                    Ok(t) => t,
-                    Err(e) => {
-                        finish.error = Some(format!("the task's recurrence rule failed: {e}"));
-                        finish.next = Next::Dead;
-                        return finish;
-                    }
-                },
+                (None, Some(rule)) => rule.next_after(timestamp),
                 (None, None) => None,
             };
             finish.next = match next {

@@ -4,6 +4,7 @@
 
 mod common;
 mod lifecycle;
+mod recurring;
 mod runtime;
 mod seed;
 mod singleton;

@@ -57,10 +57,12 @@ async fn three_workers_run_2000_tasks_each_exactly_once(b: Backend) {
         total += j.await.unwrap().succeeded;
     }
     assert_eq!(total, 2000);
-    let counts = counts.lock().unwrap();
-    assert_eq!(counts.len(), 2000);
-    assert!(counts.values().all(|c| *c == 1), "no task ran twice");
-    assert!(ids.iter().all(|id| counts.contains_key(&id.to_string())));
+    {
+        let counts = counts.lock().unwrap();
+        assert_eq!(counts.len(), 2000);
+        assert!(counts.values().all(|c| *c == 1), "no task ran twice");
+        assert!(ids.iter().all(|id| counts.contains_key(&id.to_string())));
+    }
     let filter = party::ListFilter {
         state: Some(State::Done),
         limit: Some(5000),

@@ -1,0 +1,200 @@
+//! Rules stored with a task, applied by the worker without handler code: every, cron in a time
+//! zone, monthly anchors, and the missed-occurrence policies after downtime.
+
+use std::sync::{Arc, Mutex};
+
+use party::jiff::{SignedDuration, Timestamp};
+use party::recurrence::{Missed, Recurrence};
+use party::{Clock, NewTask, Registry, State, Task, TaskContext, TaskError, WorkerConfig};
+
+use crate::common::{Backend, Log, fixture, on_every_backend, seen, t0};
+
+struct Record(Log);
+
+#[party::async_trait]
+impl Task for Record {
+    const NAME: &'static str = "record";
+
+    async fn run(&self, ctx: &mut TaskContext) -> Result<(), TaskError> {
+        self.0.lock().unwrap().push(seen(ctx));
+        Ok(())
+    }
+}
+
+fn ts(s: &str) -> Timestamp {
+    s.parse().unwrap()
+}
+
+async fn every_rule_is_drift_free_and_needs_no_handler_code(b: Backend) {
+    let log: Log = Arc::new(Mutex::new(Vec::new()));
+    let Some(f) = fixture(b, Registry::new().register(Record(log.clone()))).await else {
+        return;
+    };
+    let id = f
+        .party
+        .add(NewTask::new("record").every(SignedDuration::from_mins(30)))
+        .await
+        .unwrap();
+    let worker = f.party.worker(WorkerConfig::default());
+    for _ in 0..3 {
+        worker.run_until_idle().await.unwrap();
+        // Each run starts 10 minutes late; the schedule does not move.
+        f.clock.advance(SignedDuration::from_mins(40));
+        worker.run_until_idle().await.unwrap();
+        f.clock.advance(SignedDuration::from_mins(20));
+    }
+    let stamps: Vec<_> = log.lock().unwrap().iter().map(|s| s.timestamp).collect();
+    let expected: Vec<_> = (0..6)
+        .map(|k| t0() + SignedDuration::from_mins(30 * k))
+        .collect();
+    assert_eq!(stamps, expected);
+    let task = f.party.get(id).await.unwrap();
+    assert!(task.is_recurring);
+    assert_eq!(task.rule.unwrap()["rule"]["kind"], "every");
+}
+
+async fn cron_in_berlin_stays_at_nine_local_across_dst(b: Backend) {
+    let log: Log = Arc::new(Mutex::new(Vec::new()));
+    let Some(f) = fixture(b, Registry::new().register(Record(log.clone()))).await else {
+        return;
+    };
+    // t0 is 2027-01-31; walk the clock to just before the spring-forward week (2027-03-28).
+    f.clock.set(ts("2027-03-25T00:00:00Z"));
+    let rule = Recurrence::cron("0 9 * * *", Some("Europe/Berlin")).unwrap();
+    f.party
+        .add(NewTask::new("record").recurrence(rule))
+        .await
+        .unwrap();
+    let worker = f.party.worker(WorkerConfig::default());
+    for _ in 0..6 {
+        let due = f.party.list(&Default::default()).await.unwrap()[0].due_at;
+        f.clock.set(due);
+        worker.run_until_idle().await.unwrap();
+    }
+    let stamps: Vec<_> = log.lock().unwrap().iter().map(|s| s.timestamp).collect();
+    // 09:00 CET is 08:00Z until the 28th; 09:00 CEST is 07:00Z from then on.
+    let expected: Vec<_> = [
+        "2027-03-25T08:00:00Z",
+        "2027-03-26T08:00:00Z",
+        "2027-03-27T08:00:00Z",
+        "2027-03-28T07:00:00Z",
+        "2027-03-29T07:00:00Z",
+        "2027-03-30T07:00:00Z",
+    ]
+    .iter()
+    .map(|s| ts(s))
+    .collect();
+    assert_eq!(stamps, expected);
+}
+
+async fn downtime(b: Backend, missed: Missed) -> Option<(Vec<Timestamp>, Timestamp)> {
+    let log: Log = Arc::new(Mutex::new(Vec::new()));
+    let f = fixture(b, Registry::new().register(Record(log.clone()))).await?;
+    let rule = Recurrence::every(SignedDuration::from_hours(1))
+        .unwrap()
+        .with_missed(missed);
+    let id = f
+        .party
+        .add(NewTask::new("record").recurrence(rule))
+        .await
+        .unwrap();
+    let worker = f.party.worker(WorkerConfig::default());
+    worker.run_until_idle().await.unwrap(); // runs T
+    // No worker runs for five occurrences (T+1h … T+5h); it comes back at T+5h30m.
+    f.clock.advance(SignedDuration::from_mins(5 * 60 + 30));
+    worker.run_until_idle().await.unwrap();
+    let stamps = log.lock().unwrap().iter().map(|s| s.timestamp).collect();
+    let next = f.party.get(id).await.unwrap();
+    assert_eq!(next.state, State::Scheduled);
+    Some((stamps, next.timestamp))
+}
+
+async fn missed_occurrences_follow_the_task_policy(b: Backend) {
+    let h = |n: i64| t0() + SignedDuration::from_hours(n);
+    let Some((all, next)) = downtime(b, Missed::All).await else {
+        return;
+    };
+    assert_eq!(
+        all,
+        vec![h(0), h(1), h(2), h(3), h(4), h(5)],
+        "all: each missed one, in order"
+    );
+    assert_eq!(next, h(6));
+    let (latest, next) = downtime(b, Missed::Latest).await.unwrap();
+    assert_eq!(
+        latest,
+        vec![h(0), h(5)],
+        "latest: once, for the most recent"
+    );
+    assert_eq!(next, h(6));
+    let (skip, next) = downtime(b, Missed::Skip).await.unwrap();
+    assert_eq!(skip, vec![h(0)], "skip: none of the missed ones");
+    assert_eq!(next, h(6));
+}
+
+async fn monthly_on_the_31st_keeps_its_anchor(b: Backend) {
+    let log: Log = Arc::new(Mutex::new(Vec::new()));
+    let Some(f) = fixture(b, Registry::new().register(Record(log.clone()))).await else {
+        return;
+    };
+    let rule = Recurrence::monthly_on(31, "09:00", None).unwrap();
+    f.party
+        .add(NewTask::new("record").recurrence(rule))
+        .await
+        .unwrap();
+    let worker = f.party.worker(WorkerConfig::default());
+    for _ in 0..4 {
+        let due = f.party.list(&Default::default()).await.unwrap()[0].due_at;
+        f.clock.set(due.max(f.clock.now()));
+        worker.run_until_idle().await.unwrap();
+    }
+    let stamps: Vec<_> = log.lock().unwrap().iter().map(|s| s.timestamp).collect();
+    let expected: Vec<_> = [
+        "2027-01-31T09:00:00Z",
+        "2027-02-28T09:00:00Z",
+        "2027-03-31T09:00:00Z",
+        "2027-04-30T09:00:00Z",
+    ]
+    .iter()
+    .map(|s| ts(s))
+    .collect();
+    assert_eq!(stamps, expected);
+}
+
+async fn occurrence_keys_are_stable_across_retries(b: Backend) {
+    struct FailsOnce(Arc<Mutex<Vec<String>>>);
+    #[party::async_trait]
+    impl Task for FailsOnce {
+        const NAME: &'static str = "fails_once";
+        async fn run(&self, ctx: &mut TaskContext) -> Result<(), TaskError> {
+            self.0.lock().unwrap().push(ctx.occurrence_key());
+            if ctx.attempts() == 1 {
+                Err("first attempt fails".into())
+            } else {
+                Ok(())
+            }
+        }
+    }
+    let keys = Arc::new(Mutex::new(Vec::new()));
+    let Some(f) = fixture(b, Registry::new().register(FailsOnce(keys.clone()))).await else {
+        return;
+    };
+    let id = f.party.add(NewTask::new("fails_once")).await.unwrap();
+    let worker = f.party.worker(WorkerConfig::default());
+    worker.run_until_idle().await.unwrap();
+    f.clock.advance(SignedDuration::from_mins(5));
+    worker.run_until_idle().await.unwrap();
+    let keys = keys.lock().unwrap().clone();
+    assert_eq!(keys.len(), 2);
+    assert_eq!(keys[0], keys[1]);
+    assert_eq!(keys[0], format!("{id}@2027-01-31T09:00:00.000000Z"));
+    assert_eq!(f.clock.now(), t0() + SignedDuration::from_mins(5));
+}
+
+on_every_backend!(
+    every_rule_is_drift_free_and_needs_no_handler_code,
+    cron_in_berlin_stays_at_nine_local_across_dst,
+    missed_occurrences_follow_the_task_policy,
+    monthly_on_the_31st_keeps_its_anchor,
+    occurrence_keys_are_stable_across_retries,
+);

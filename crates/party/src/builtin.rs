@@ -106,9 +106,12 @@ impl Task for Shell {
             .stdout(Stdio::inherit())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
-            .output()
+            // `spawn` keeps the stdout set above; `output()` would capture and drop it.
+            .spawn()
+            .map_err(|e| TaskError::failed(format!("cannot start sh: {e}")))?
+            .wait_with_output()
             .await
-            .map_err(|e| TaskError::failed(format!("cannot start sh: {e}")))?;
+            .map_err(|e| TaskError::failed(format!("sh failed: {e}")))?;
         if output.status.success() {
             return Ok(());
         }

@@ -1,1 +1,5 @@
-fn main() {}
+//! The `party` binary: the command line with the built-in handlers (`noop`, `log`, `shell`).
+
+fn main() {
+    party_cli::main_with(party::Registry::new())
+}

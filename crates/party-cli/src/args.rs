@@ -1,0 +1,175 @@
+//! The command line's shape: every command, option and value parser, in clap's derive form.
+//! Values are checked here, before any database is opened, so bad input writes nothing.
+
+use clap::{Args, Parser, Subcommand};
+use jiff::{SignedDuration, Timestamp};
+use party::{State, TaskId};
+use serde_json::Value;
+
+use crate::parse;
+
+/// party: a durable task scheduler.
+#[derive(Debug, Parser)]
+#[command(
+    name = "party",
+    version,
+    arg_required_else_help = true,
+    after_help = "Exit codes: 0 success, 2 bad usage or input, 3 duplicate recurring task, \
+                  4 not found, 1 anything else.\nLog level: PARTY_LOG=off|error|warn|info|debug|trace \
+                  (default info)."
+)]
+pub(crate) struct Cli {
+    /// The database: a SQLite file path or a postgres:// URL
+    /// [default: $PARTY_DATABASE_URL, else ./party.db]
+    #[arg(long, global = true, value_name = "URL")]
+    pub(crate) db: Option<String>,
+
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Create a task and print its id
+    Add(AddArgs),
+    /// List tasks, soonest first
+    List(ListArgs),
+    /// Show one task with its run history
+    Show(ShowArgs),
+    /// Cancel a task that is not running
+    Cancel(IdArgs),
+    /// Make a dead, cancelled or retrying task due now
+    Retry(IdArgs),
+    /// Counts by state and handler, the oldest due task, throughput, and tasks no worker can run
+    Stats(StatsArgs),
+    /// Run tasks until stopped (Ctrl-C or SIGTERM stop it gracefully)
+    Worker(WorkerArgs),
+    /// Run the seed's examples end to end on a fresh SQLite file, showing what happens
+    Demo(DemoArgs),
+}
+
+/// `party add`.
+#[derive(Debug, Args)]
+pub(crate) struct AddArgs {
+    /// The handler's registered name (built in: noop, log, shell)
+    pub(crate) handler: String,
+
+    /// The task's data: a JSON object, e.g. '{"arg1": "hello"}'
+    #[arg(long, value_name = "JSON", value_parser = parse::data)]
+    pub(crate) data: Option<Value>,
+
+    #[command(flatten)]
+    pub(crate) when: When,
+
+    #[command(flatten)]
+    pub(crate) recurrence: Recurrence,
+
+    /// Attempts allowed per occurrence (1 means no retries) [default: the handler's]
+    #[arg(long, value_name = "N", value_parser = parse::max_attempts)]
+    pub(crate) max_attempts: Option<u32>,
+
+    /// The queue it waits in
+    #[arg(long, value_name = "Q", default_value = party::DEFAULT_QUEUE)]
+    pub(crate) queue: String,
+
+    /// Lower runs first
+    #[arg(long, value_name = "P", default_value_t = 0, allow_negative_numbers = true)]
+    pub(crate) priority: i32,
+}
+
+/// When the first occurrence is due; neither means now.
+#[derive(Debug, Args)]
+pub(crate) struct When {
+    /// Run at this time: RFC 3339, e.g. 2027-01-31T09:00:00Z or 2027-01-31T10:00:00+01:00
+    #[arg(long, value_name = "TIME", value_parser = parse::time, conflicts_with = "in_")]
+    pub(crate) at: Option<Timestamp>,
+
+    /// Run after this long, e.g. 90s, 30m, 2h, 7d, 1h30m
+    #[arg(long = "in", id = "in_", value_name = "DURATION", value_parser = parse::duration)]
+    pub(crate) in_: Option<SignedDuration>,
+}
+
+/// How the task recurs; none of these makes a one-off task (unless its handler recurs).
+#[derive(Debug, Args)]
+pub(crate) struct Recurrence {
+    /// Recur every DURATION, counted from each scheduled time (no drift), e.g. 30m, 7d
+    #[arg(long, value_name = "DURATION", value_parser = parse::interval)]
+    pub(crate) every: Option<SignedDuration>,
+}
+
+/// `party list`.
+#[derive(Debug, Args)]
+pub(crate) struct ListArgs {
+    /// Only tasks in this state: scheduled, running, retrying, done, dead, cancelled
+    #[arg(long, value_name = "S", value_parser = parse::state)]
+    pub(crate) state: Option<State>,
+
+    /// Only tasks of this handler
+    #[arg(long, value_name = "H")]
+    pub(crate) handler: Option<String>,
+
+    /// At most this many
+    #[arg(long, value_name = "N", default_value_t = 100, value_parser = parse::limit)]
+    pub(crate) limit: u32,
+
+    /// Print a JSON array instead of a table
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// `party show`.
+#[derive(Debug, Args)]
+pub(crate) struct ShowArgs {
+    /// The task's id (24 hex characters)
+    #[arg(value_parser = parse::id)]
+    pub(crate) id: TaskId,
+
+    /// Print JSON instead of text
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// `party cancel` and `party retry`.
+#[derive(Debug, Args)]
+pub(crate) struct IdArgs {
+    /// The task's id (24 hex characters)
+    #[arg(value_parser = parse::id)]
+    pub(crate) id: TaskId,
+}
+
+/// `party stats`.
+#[derive(Debug, Args)]
+pub(crate) struct StatsArgs {
+    /// Print JSON instead of text
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// `party worker`.
+#[derive(Debug, Args)]
+pub(crate) struct WorkerArgs {
+    /// Tasks run at the same time
+    #[arg(long, value_name = "N", default_value_t = 10, value_parser = parse::concurrency)]
+    pub(crate) concurrency: usize,
+
+    /// Take tasks from this queue (repeat for several)
+    #[arg(long = "queue", value_name = "Q", default_value = party::DEFAULT_QUEUE)]
+    pub(crate) queues: Vec<String>,
+
+    /// Exit once nothing this worker can run is due and none of its tasks is running
+    #[arg(long)]
+    pub(crate) until_idle: bool,
+
+    /// Run `shell` tasks: commands stored in the database, run with sh -c
+    #[arg(long)]
+    pub(crate) allow_shell: bool,
+}
+
+/// `party demo`.
+#[derive(Debug, Args)]
+pub(crate) struct DemoArgs {
+    /// How long the workers run before the summary
+    #[arg(long = "for", value_name = "DURATION", default_value = "20s", value_parser = parse::demo_length)]
+    pub(crate) run_for: SignedDuration,
+}

@@ -1,0 +1,143 @@
+//! `party list` and `party show`: tasks as tables for people and as JSON for programs.
+
+use jiff::{SignedDuration, Timestamp};
+use party::{ListFilter, Party, State, TaskError, TaskInfo, format_time};
+
+use crate::args::{ListArgs, ShowArgs};
+use crate::output::{self, or_dash, relative, short_time, table, truncate};
+
+/// List tasks, soonest first.
+pub(crate) async fn list(party: &Party, args: ListArgs) -> Result<(), TaskError> {
+    let filter = ListFilter {
+        state: args.state,
+        handler: args.handler,
+        limit: Some(args.limit),
+    };
+    let tasks = party.list(&filter).await?;
+    if args.json {
+        return output::print_json(&tasks);
+    }
+    if tasks.is_empty() {
+        return output::print("no tasks; `party add HANDLER` creates one\n");
+    }
+    let now = party.clock().now();
+    let rows: Vec<Vec<String>> = tasks
+        .iter()
+        .map(|t| {
+            vec![
+                t.id.to_string(),
+                t.handler.clone(),
+                t.state.to_string(),
+                due(t, now),
+                short_time(t.timestamp),
+                format!("{}/{}", t.attempts, t.max_attempts),
+                recurs(t),
+                t.queue.clone(),
+                truncate(&t.data.to_string(), 40),
+            ]
+        })
+        .collect();
+    let mut text = table(
+        &[
+            "ID", "HANDLER", "STATE", "DUE", "TIMESTAMP", "ATTEMPTS", "RECURS", "QUEUE", "DATA",
+        ],
+        &rows,
+    );
+    if tasks.len() as u32 == args.limit {
+        text.push_str(&format!(
+            "(the first {} shown; --limit N shows more)\n",
+            args.limit
+        ));
+    }
+    output::print(&text)
+}
+
+/// Show one task with its run history.
+pub(crate) async fn show(party: &Party, args: ShowArgs) -> Result<(), TaskError> {
+    let task = party.get(args.id).await?;
+    if args.json {
+        return output::print_json(&task);
+    }
+    let now = party.clock().now();
+    let state = match task.state {
+        State::Scheduled | State::Retrying => format!("{} (due {})", task.state, due(&task, now)),
+        State::Running => format!("running on {}", or_dash(task.worker.clone())),
+        _ => task.state.to_string(),
+    };
+    let fields = [
+        ("id", task.id.to_string()),
+        ("handler", task.handler.clone()),
+        ("state", state),
+        ("data", task.data.to_string()),
+        ("timestamp", format_time(task.timestamp)),
+        ("last_run_on", or_dash(task.last_run_on.map(format_time))),
+        (
+            "attempts",
+            format!("{} of {}", task.attempts, task.max_attempts),
+        ),
+        ("recurring", recurs(&task)),
+        ("queue", task.queue.clone()),
+        ("priority", task.priority.to_string()),
+        ("created_at", format_time(task.created_at)),
+        ("last_error", or_dash(task.last_error.clone())),
+    ];
+    let mut text = String::new();
+    for (name, value) in fields {
+        text.push_str(&format!("{name:<12} {value}\n"));
+    }
+    if task.runs.is_empty() {
+        text.push_str("\nrun history: no attempts yet\n");
+    } else {
+        text.push_str("\nrun history, oldest first:\n");
+        let rows: Vec<Vec<String>> = task
+            .runs
+            .iter()
+            .map(|r| {
+                vec![
+                    r.attempt.to_string(),
+                    format_time(r.timestamp),
+                    format_time(r.started_at),
+                    format_time(r.finished_at),
+                    r.outcome.as_str().to_string(),
+                    r.worker.clone(),
+                    or_dash(r.error.clone()),
+                ]
+            })
+            .collect();
+        text.push_str(&table(
+            &[
+                "ATTEMPT",
+                "TIMESTAMP",
+                "STARTED",
+                "FINISHED",
+                "OUTCOME",
+                "WORKER",
+                "ERROR",
+            ],
+            &rows,
+        ));
+    }
+    output::print(&text)
+}
+
+/// When a waiting task is due, relative to now; `-` for tasks that wait for nothing.
+fn due(task: &TaskInfo, now: Timestamp) -> String {
+    match task.state {
+        State::Scheduled | State::Retrying => relative(task.due_at, now),
+        _ => "-".to_string(),
+    }
+}
+
+/// How a task recurs: `every 30m`, its stored rule, `yes` (the handler recurs) or `no`.
+fn recurs(task: &TaskInfo) -> String {
+    match &task.rule {
+        Some(rule) => match rule.get("every").and_then(|v| v.as_i64()) {
+            Some(secs) if rule.as_object().is_some_and(|o| o.len() == 1) => {
+                format!("every {}", output::rough(SignedDuration::from_secs(secs)))
+            }
+            _ => rule.to_string(),
+        },
+        None if task.is_recurring => "yes".to_string(),
+        None => "no".to_string(),
+    }
+}

@@ -1,0 +1,123 @@
+//! The `party` command line, as a library: hand it your [`Registry`] and your binary gets every
+//! command (`add`, `list`, `show`, `cancel`, `retry`, `stats`, `worker`, `demo`) with your own
+//! handlers next to the built-in ones.
+//!
+//! ```no_run
+//! use party::Registry;
+//!
+//! fn main() {
+//!     let registry = Registry::new(); // .register(YourTask) ...
+//!     party_cli::main_with(registry)
+//! }
+//! ```
+//!
+//! Architecture invariant: only this crate knows clap and the process (arguments, exit codes,
+//! signals, standard streams); everything it does goes through the `party` library's public API.
+//!
+//! Exit codes: 0 success, 2 bad usage or bad input, 3 duplicate recurring task, 4 not found,
+//! 1 anything else.
+
+use std::ffi::OsString;
+use std::io::IsTerminal;
+
+use clap::Parser;
+use party::{Registry, TaskError};
+
+mod args;
+mod commands;
+mod demo;
+mod output;
+mod parse;
+mod signals;
+
+use args::{Cli, Command};
+
+/// The environment variable that names the database when `--db` is not given.
+pub const DATABASE_ENV: &str = "PARTY_DATABASE_URL";
+
+/// The environment variable that sets the log level (`off`, `error`, `warn`, `info`, `debug`,
+/// `trace`); the default is `info`.
+pub const LOG_ENV: &str = "PARTY_LOG";
+
+/// Run the command line given in the process's arguments with `registry`'s handlers (the
+/// built-in `noop`, `log` and `shell` are added), and return the exit code.
+pub async fn run(registry: Registry) -> i32 {
+    run_from(registry, std::env::args_os()).await
+}
+
+/// Run the command line `args` (the first item is the program name) with `registry`'s handlers,
+/// and return the exit code. Errors are printed to standard error.
+pub async fn run_from<I, T>(registry: Registry, args: I) -> i32
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            // Help and version go to stdout with code 0; usage errors to stderr with code 2.
+            let _ = e.print();
+            return if e.use_stderr() { 2 } else { 0 };
+        }
+    };
+    let default_level = match cli.command {
+        Command::Demo(_) => tracing::Level::WARN,
+        _ => tracing::Level::INFO,
+    };
+    if let Err(e) = init_logging(default_level) {
+        eprintln!("error: {e}");
+        return e.exit_code();
+    }
+    match commands::dispatch(cli, registry).await {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("error: {e}");
+            e.exit_code()
+        }
+    }
+}
+
+/// Run the command line with `registry`'s handlers on a new tokio runtime and exit the process
+/// with the command's exit code: the whole `main` of a binary with its own handlers.
+pub fn main_with(registry: Registry) -> ! {
+    let code = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => {
+            let code = runtime.block_on(run(registry));
+            runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+            code
+        }
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            1
+        }
+    };
+    output::flush();
+    std::process::exit(code)
+}
+
+fn init_logging(default: tracing::Level) -> Result<(), TaskError> {
+    let level = match std::env::var(LOG_ENV) {
+        Ok(v) if !v.trim().is_empty() => {
+            v.trim()
+                .parse::<tracing_subscriber::filter::LevelFilter>()
+                .map_err(|_| {
+                    TaskError::invalid(format!(
+                        "{LOG_ENV}='{v}' is not a log level: use one of off, error, warn, info, \
+                         debug, trace"
+                    ))
+                })?
+        }
+        _ => default.into(),
+    };
+    // A second initialization (several runs in one process) keeps the first subscriber.
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .with_max_level(level)
+        .try_init();
+    Ok(())
+}

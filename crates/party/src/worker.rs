@@ -320,7 +320,8 @@ impl Worker {
 }
 
 impl Inner {
-    async fn beat(&self) -> Result<Vec<TaskId>, TaskError> {
+    /// Renew the leases of the held tasks; returns the ones lost, with the fence presented.
+    async fn beat(&self) -> Result<Vec<(TaskId, i64)>, TaskError> {
         let held: Vec<(TaskId, i64)> = self
             .held
             .lock()
@@ -335,7 +336,8 @@ impl Inner {
             queues: self.config.queues.clone(),
             last_seen: now,
         };
-        self.party
+        let lost = self
+            .party
             .store()
             .task_heartbeat(HeartbeatParams {
                 worker: &info,
@@ -343,7 +345,11 @@ impl Inner {
                 lease_until: now + self.config.lease,
                 now,
             })
-            .await
+            .await?;
+        Ok(held
+            .into_iter()
+            .filter(|(id, _)| lost.contains(id))
+            .collect())
     }
 }
 
@@ -355,13 +361,20 @@ async fn heartbeat(inner: Arc<Inner>) {
         ticker.tick().await;
         match inner.beat().await {
             Ok(lost) => {
-                for id in lost {
+                for (id, fence) in lost {
+                    // Only a task still held under the fence the heartbeat presented is lost;
+                    // one whose result was written meanwhile (or claimed again) is not.
+                    let held = {
+                        let mut held = inner.held.lock().unwrap();
+                        match held.get(&id) {
+                            Some(h) if h.fence == fence => held.remove(&id),
+                            _ => continue,
+                        }
+                    };
                     // Another worker owns the task now: stop our attempt; its result would be
                     // refused anyway.
-                    if let Some(held) = inner.held.lock().unwrap().remove(&id) {
-                        if let Some(abort) = held.abort {
-                            abort.abort();
-                        }
+                    if let Some(abort) = held.and_then(|h| h.abort) {
+                        abort.abort();
                     }
                     tracing::warn!(worker = %inner.id, task = %id, "lease lost: the task was rescued by another worker; stopping our attempt");
                 }

@@ -74,7 +74,12 @@ pub(crate) struct AddArgs {
     pub(crate) queue: String,
 
     /// Lower runs first
-    #[arg(long, value_name = "P", default_value_t = 0, allow_negative_numbers = true)]
+    #[arg(
+        long,
+        value_name = "P",
+        default_value_t = 0,
+        allow_negative_numbers = true
+    )]
     pub(crate) priority: i32,
 }
 

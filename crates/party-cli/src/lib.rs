@@ -100,16 +100,15 @@ pub fn main_with(registry: Registry) -> ! {
 
 fn init_logging(default: tracing::Level) -> Result<(), TaskError> {
     let level = match std::env::var(LOG_ENV) {
-        Ok(v) if !v.trim().is_empty() => {
-            v.trim()
-                .parse::<tracing_subscriber::filter::LevelFilter>()
-                .map_err(|_| {
-                    TaskError::invalid(format!(
-                        "{LOG_ENV}='{v}' is not a log level: use one of off, error, warn, info, \
+        Ok(v) if !v.trim().is_empty() => v
+            .trim()
+            .parse::<tracing_subscriber::filter::LevelFilter>()
+            .map_err(|_| {
+                TaskError::invalid(format!(
+                    "{LOG_ENV}='{v}' is not a log level: use one of off, error, warn, info, \
                          debug, trace"
-                    ))
-                })?
-        }
+                ))
+            })?,
         _ => default.into(),
     };
     // A second initialization (several runs in one process) keeps the first subscriber.

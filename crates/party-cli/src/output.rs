@@ -114,7 +114,10 @@ mod tests {
     fn tables_align_columns() {
         let t = table(
             &["ID", "STATE"],
-            &[vec!["a".into(), "done".into()], vec!["bbb".into(), "x".into()]],
+            &[
+                vec!["a".into(), "done".into()],
+                vec!["bbb".into(), "x".into()],
+            ],
         );
         assert_eq!(t, "ID   STATE\na    done\nbbb  x\n");
     }

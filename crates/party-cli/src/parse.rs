@@ -212,7 +212,11 @@ mod tests {
             time("2027-01-31T10:00:00+01:00").unwrap(),
             time("2027-01-31T09:00:00Z").unwrap()
         );
-        assert!(time("2027-01-31T09:00:00").unwrap_err().contains("RFC 3339"));
+        assert!(
+            time("2027-01-31T09:00:00")
+                .unwrap_err()
+                .contains("RFC 3339")
+        );
         assert!(time("tomorrow").unwrap_err().contains("RFC 3339"));
     }
 
@@ -228,7 +232,11 @@ mod tests {
     fn counts_must_be_positive() {
         assert_eq!(max_attempts("3").unwrap(), 3);
         assert!(max_attempts("0").unwrap_err().contains("at least 1"));
-        assert!(max_attempts("-1").unwrap_err().contains("not a whole number"));
+        assert!(
+            max_attempts("-1")
+                .unwrap_err()
+                .contains("not a whole number")
+        );
         assert!(limit("x").unwrap_err().contains("not a whole number"));
     }
 }

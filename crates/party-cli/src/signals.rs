@@ -18,9 +18,8 @@ impl Signals {
         {
             use tokio::signal::unix::{SignalKind, signal};
             let listen = |kind: SignalKind, name: &str| {
-                signal(kind).map_err(|e| {
-                    TaskError::failed(format!("cannot listen for {name}: {e}"))
-                })
+                signal(kind)
+                    .map_err(|e| TaskError::failed(format!("cannot listen for {name}: {e}")))
             };
             Ok(Signals {
                 interrupt: listen(SignalKind::interrupt(), "SIGINT")?,

@@ -39,7 +39,15 @@ pub(crate) async fn list(party: &Party, args: ListArgs) -> Result<(), TaskError>
         .collect();
     let mut text = table(
         &[
-            "ID", "HANDLER", "STATE", "DUE", "TIMESTAMP", "ATTEMPTS", "RECURS", "QUEUE", "DATA",
+            "ID",
+            "HANDLER",
+            "STATE",
+            "DUE",
+            "TIMESTAMP",
+            "ATTEMPTS",
+            "RECURS",
+            "QUEUE",
+            "DATA",
         ],
         &rows,
     );

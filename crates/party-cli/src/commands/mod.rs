@@ -20,8 +20,8 @@ pub(crate) async fn dispatch(cli: Cli, registry: Registry) -> Result<(), TaskErr
         command => {
             // Every handler is known for adding and inspecting, `shell` included, so a shell
             // task can be added for a worker started with --allow-shell.
-            let party = Party::connect(&database(cli.db), builtin::registry(true).merge(registry))
-                .await?;
+            let party =
+                Party::connect(&database(cli.db), builtin::registry(true).merge(registry)).await?;
             match command {
                 Command::Add(args) => add::run(&party, args).await,
                 Command::List(args) => inspect::list(&party, args).await,

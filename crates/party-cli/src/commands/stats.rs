@@ -83,7 +83,11 @@ pub(crate) async fn run(party: &Party, args: StatsArgs) -> Result<(), TaskError>
             ));
         }
     }
-    text.push_str(&unhandled(party, &stats.unhandled, !stats.workers.is_empty()));
+    text.push_str(&unhandled(
+        party,
+        &stats.unhandled,
+        !stats.workers.is_empty(),
+    ));
     output::print(&text)
 }
 

@@ -124,13 +124,13 @@ pub(crate) async fn run(db: Option<String>, args: DemoArgs) -> Result<(), TaskEr
     say("\nSummary, read back from the store's run history:");
     let sample = party.get(sample).await?;
     say(&format!(
-        "  SampleTask      {}: {} attempts ({}), every one for timestamp {}",
+        "  SampleTask      {}: {} attempts ({}), all for timestamp {}",
         sample.state,
         sample.runs.len(),
         sample
             .runs
             .iter()
-            .map(|r| format!("{} {}", r.attempt, r.outcome.as_str()))
+            .map(|r| format!("attempt {} {}", r.attempt, r.outcome.as_str()))
             .collect::<Vec<_>>()
             .join(", "),
         clock_time(sample.timestamp)
@@ -138,7 +138,10 @@ pub(crate) async fn run(db: Option<String>, args: DemoArgs) -> Result<(), TaskEr
     let recurring = party.get(recurring).await?;
     say(&format!(
         "  RecurringTask   {}",
-        describe_recurring(&recurring, "counted from each run (now + 30 minutes), so they drift")
+        describe_recurring(
+            &recurring,
+            "counted from each run (now + 30 minutes), so they drift"
+        )
     ));
     let recurring2 = party.get(recurring2).await?;
     say(&format!(
@@ -152,8 +155,7 @@ pub(crate) async fn run(db: Option<String>, args: DemoArgs) -> Result<(), TaskEr
     say("\nSingleton: only one recurring task may exist per handler and data.");
     say("Adding RecurringTask2 again with the same data, keys in another order:");
     let reordered: serde_json::Value =
-        serde_json::from_str(r#"{"plan": "monthly", "customer": "acme"}"#)
-            .expect("valid JSON");
+        serde_json::from_str(r#"{"plan": "monthly", "customer": "acme"}"#).expect("valid JSON");
     match party
         .add(NewTask::new("recurring_task2").data(reordered))
         .await

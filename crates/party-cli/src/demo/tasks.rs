@@ -107,7 +107,13 @@ impl Task for RecurringTask {
     async fn on_complete(&self, ctx: &mut TaskContext) -> Result<(), TaskError> {
         // schedule_next_run(minutes=30), in demo time.
         ctx.schedule_next_run_in(shorten(SignedDuration::from_mins(30)))?;
-        narrate_run(&self.narrator, "RecurringTask", &self.runs, ctx, "now + 30 minutes");
+        narrate_run(
+            &self.narrator,
+            "RecurringTask",
+            &self.runs,
+            ctx,
+            "now + 30 minutes",
+        );
         Ok(())
     }
 }
@@ -150,7 +156,7 @@ fn narrate_run(narrator: &Narrator, who: &str, runs: &AtomicU32, ctx: &TaskConte
             "run {n}: timestamp {}  last_run_on {}  attempts {}  -> next {} ({rule})",
             clock_time(ctx.timestamp()),
             ctx.last_run_on()
-                .map_or_else(|| "-".repeat(15), clock_time),
+                .map_or_else(|| format!("{:<15}", "-"), clock_time),
             ctx.attempts(),
             ctx.next_run().map_or_else(|| "-".to_string(), clock_time),
         ),

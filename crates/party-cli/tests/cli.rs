@@ -1,0 +1,773 @@
+//! The `party` binary as a user drives it: every test spawns the real binary against its own
+//! SQLite file. No test waits for a schedule: future tasks are only checked to stay untouched.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use jiff::{SignedDuration, Timestamp};
+use serde_json::{Value, json};
+
+const PARTY: &str = env!("CARGO_BIN_EXE_party");
+
+/// A fresh directory with a database path in it; removed when dropped.
+struct Store {
+    dir: PathBuf,
+    db: PathBuf,
+}
+
+/// What one run of the binary did.
+#[derive(Debug)]
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Store {
+    fn new() -> Store {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "party-cli-test-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let db = dir.join("party.db");
+        Store { dir, db }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(PARTY);
+        cmd.arg("--db")
+            .arg(&self.db)
+            .args(args)
+            .current_dir(&self.dir)
+            .env_remove("PARTY_DATABASE_URL")
+            .env("PARTY_LOG", "warn");
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> Run {
+        to_run(self.command(args).output().unwrap())
+    }
+
+    /// Run, expect exit code 0, return stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let run = self.run(args);
+        assert_eq!(run.code, 0, "party {args:?} failed: {run:?}");
+        run.stdout
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let out = self.ok(args);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"))
+    }
+
+    fn add(&self, args: &[&str]) -> String {
+        let mut all = vec!["add"];
+        all.extend_from_slice(args);
+        let out = self.ok(&all);
+        let id = out.trim_end_matches('\n').to_string();
+        assert_is_id(&id);
+        id
+    }
+
+    fn show(&self, id: &str) -> Value {
+        self.json(&["show", id, "--json"])
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.join(name).to_str().unwrap().to_string()
+    }
+
+    /// Everything a command could have written: all tasks with their fields.
+    fn snapshot(&self) -> Value {
+        self.json(&["list", "--json", "--limit", "10000"])
+    }
+}
+
+fn to_run(out: Output) -> Run {
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8(out.stdout).unwrap(),
+        stderr: String::from_utf8(out.stderr).unwrap(),
+    }
+}
+
+fn assert_is_id(id: &str) {
+    assert_eq!(id.len(), 24, "not an id: {id:?}");
+    assert!(
+        id.chars()
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()),
+        "not an id: {id:?}"
+    );
+}
+
+/// RFC 3339 in UTC with exactly six fraction digits.
+fn assert_time(v: &Value) -> Timestamp {
+    let s = v.as_str().unwrap_or_else(|| panic!("not a time: {v}"));
+    assert_eq!(s.len(), 27, "{s}");
+    assert!(s.ends_with('Z'), "{s}");
+    assert_eq!(&s[19..20], ".", "{s}");
+    assert!(s[20..26].chars().all(|c| c.is_ascii_digit()), "{s}");
+    s.parse().unwrap()
+}
+
+fn keys(v: &Value) -> Vec<&str> {
+    let mut k: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+    k.sort();
+    k
+}
+
+fn sorted<'a>(mut v: Vec<&'a str>) -> Vec<&'a str> {
+    v.sort();
+    v
+}
+
+/// The SPEC's `--json` task fields, plus what `TaskInfo` adds (rule, due_at, created_at, worker).
+const TASK_FIELDS: [&str; 17] = [
+    "id",
+    "handler",
+    "data",
+    "timestamp",
+    "last_run_on",
+    "attempts",
+    "is_recurring",
+    "state",
+    "queue",
+    "priority",
+    "max_attempts",
+    "last_error",
+    "runs",
+    "rule",
+    "due_at",
+    "created_at",
+    "worker",
+];
+
+/// The SPEC's run fields, plus the occurrence's timestamp.
+const RUN_FIELDS: [&str; 7] = [
+    "attempt",
+    "started_at",
+    "finished_at",
+    "outcome",
+    "error",
+    "worker",
+    "timestamp",
+];
+
+#[test]
+fn add_prints_the_id_alone_on_stdout() {
+    let s = Store::new();
+    let run = s.run(&["add", "noop"]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.ends_with('\n') && run.stdout.lines().count() == 1);
+    assert_is_id(run.stdout.trim_end());
+    assert_eq!(run.stderr, "");
+    let task = s.show(run.stdout.trim_end());
+    assert_eq!(task["handler"], "noop");
+    assert_eq!(task["state"], "scheduled");
+    assert_eq!(task["data"], json!({}));
+}
+
+#[test]
+fn list_json_uses_the_spec_field_names_soonest_first() {
+    let s = Store::new();
+    let later = s.add(&["log", "--in", "2h", "--data", r#"{"n": 2}"#]);
+    let now = s.add(&[
+        "log",
+        "--data",
+        r#"{"n": 1}"#,
+        "--queue",
+        "mail",
+        "--priority",
+        "-3",
+        "--max-attempts",
+        "7",
+    ]);
+    let at = s.add(&["noop", "--at", "2099-01-31T10:00:00+01:00"]);
+    let list = s.json(&["list", "--json"]);
+    let tasks = list.as_array().unwrap();
+    let ids: Vec<&str> = tasks.iter().map(|t| t["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, [now.as_str(), later.as_str(), at.as_str()]);
+    for t in tasks {
+        assert_eq!(keys(t), sorted(TASK_FIELDS.to_vec()));
+        assert_time(&t["timestamp"]);
+        assert_time(&t["due_at"]);
+        assert_time(&t["created_at"]);
+        assert_eq!(t["last_run_on"], Value::Null);
+        assert_eq!(t["attempts"], 0);
+        assert_eq!(t["is_recurring"], false);
+        assert_eq!(t["last_error"], Value::Null);
+        assert_eq!(t["runs"], json!([]));
+    }
+    let first = &tasks[0];
+    assert_eq!(first["data"], json!({"n": 1}));
+    assert_eq!(first["queue"], "mail");
+    assert_eq!(first["priority"], -3);
+    assert_eq!(first["max_attempts"], 7);
+    assert_eq!(tasks[1]["queue"], "default");
+    assert_eq!(tasks[1]["priority"], 0);
+    assert_eq!(tasks[2]["timestamp"], "2099-01-31T09:00:00.000000Z");
+    let in_2h =
+        assert_time(&tasks[1]["timestamp"]).duration_since(assert_time(&tasks[1]["created_at"]));
+    assert!(
+        (in_2h - SignedDuration::from_hours(2)).abs() < SignedDuration::from_secs(1),
+        "{in_2h:?}"
+    );
+
+    let table = s.ok(&["list"]);
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(
+        lines[0].starts_with("ID") && lines[0].contains("STATE"),
+        "{table}"
+    );
+    assert!(
+        lines[1].starts_with(&now) && lines[2].starts_with(&later) && lines[3].starts_with(&at)
+    );
+
+    let filtered = s.json(&["list", "--json", "--handler", "noop"]);
+    assert_eq!(filtered.as_array().unwrap().len(), 1);
+    let limited = s.json(&["list", "--json", "--limit", "2"]);
+    assert_eq!(limited.as_array().unwrap().len(), 2);
+    let done = s.json(&["list", "--json", "--state", "done"]);
+    assert_eq!(done, json!([]));
+}
+
+#[test]
+fn show_json_has_the_run_history() {
+    let s = Store::new();
+    let id = s.add(&["log", "--data", r#"{"arg1": "hello"}"#]);
+    let out = s.ok(&["worker", "--until-idle"]);
+    assert!(
+        out.contains(&id) && out.contains(r#"{"arg1":"hello"}"#),
+        "{out}"
+    );
+    let task = s.show(&id);
+    assert_eq!(keys(&task), sorted(TASK_FIELDS.to_vec()));
+    assert_eq!(task["state"], "done");
+    assert_eq!(task["attempts"], 1);
+    let runs = task["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 1);
+    let run = &runs[0];
+    assert_eq!(keys(run), sorted(RUN_FIELDS.to_vec()));
+    assert_eq!(run["attempt"], 1);
+    assert_eq!(run["outcome"], "succeeded");
+    assert_eq!(run["error"], Value::Null);
+    assert!(!run["worker"].as_str().unwrap().is_empty());
+    let started = assert_time(&run["started_at"]);
+    let finished = assert_time(&run["finished_at"]);
+    assert!(started <= finished);
+    assert_eq!(run["timestamp"], task["timestamp"]);
+
+    let text = s.ok(&["show", &id]);
+    assert!(text.contains("state        done"), "{text}");
+    assert!(
+        text.contains("run history") && text.contains("succeeded"),
+        "{text}"
+    );
+}
+
+#[test]
+fn worker_until_idle_runs_due_tasks_and_leaves_future_ones() {
+    let s = Store::new();
+    let due = s.add(&["log", "--data", r#"{"due": true}"#]);
+    let in_1h = s.add(&["log", "--in", "1h"]);
+    let at = s.add(&["log", "--at", "2099-01-01T00:00:00Z"]);
+    let out = s.ok(&["worker", "--until-idle"]);
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(out.contains(&due));
+    assert_eq!(s.show(&due)["state"], "done");
+    for id in [&in_1h, &at] {
+        let t = s.show(id);
+        assert_eq!(t["state"], "scheduled");
+        assert_eq!(t["attempts"], 0);
+        assert_eq!(t["runs"], json!([]));
+    }
+}
+
+#[test]
+fn worker_takes_only_its_queues_and_lower_priority_first() {
+    let s = Store::new();
+    let other = s.add(&["log", "--queue", "reports"]);
+    s.add(&["log", "--priority", "5", "--data", r#"{"n": "second"}"#]);
+    s.add(&["log", "--priority", "-1", "--data", r#"{"n": "first"}"#]);
+    let out = s.ok(&["worker", "--until-idle", "--concurrency", "1"]);
+    let first = out.find("first").expect("first ran");
+    let second = out.find("second").expect("second ran");
+    assert!(first < second, "{out}");
+    assert_eq!(s.show(&other)["state"], "scheduled");
+    s.ok(&[
+        "worker",
+        "--until-idle",
+        "--queue",
+        "reports",
+        "--queue",
+        "other",
+    ]);
+    assert_eq!(s.show(&other)["state"], "done");
+}
+
+#[test]
+fn cancel_refuses_a_second_cancel_and_unknown_ids() {
+    let s = Store::new();
+    let id = s.add(&["noop", "--in", "1h"]);
+    let out = s.ok(&["cancel", &id]);
+    assert!(out.contains("cancelled") && out.contains(&id), "{out}");
+    assert_eq!(s.show(&id)["state"], "cancelled");
+
+    let again = s.run(&["cancel", &id]);
+    assert_eq!(again.code, 1, "{again:?}");
+    assert!(again.stderr.contains("it is cancelled"), "{again:?}");
+
+    // A cancelled task never runs; retry brings it back, due now.
+    s.ok(&["worker", "--until-idle"]);
+    assert_eq!(s.show(&id)["runs"], json!([]));
+    s.ok(&["retry", &id]);
+    let t = s.show(&id);
+    assert_eq!(t["state"], "scheduled");
+    s.ok(&["worker", "--until-idle"]);
+    assert_eq!(s.show(&id)["state"], "done");
+}
+
+#[test]
+fn retry_brings_back_a_dead_task_with_its_timestamp() {
+    let s = Store::new();
+    let mark = s.path("failed-once");
+    let cmd = format!("test -f '{mark}' || {{ touch '{mark}'; echo broken >&2; exit 1; }}");
+    let data = json!({ "cmd": cmd }).to_string();
+    let id = s.add(&["shell", "--data", &data, "--max-attempts", "1"]);
+    s.ok(&["worker", "--until-idle", "--allow-shell"]);
+    let dead = s.show(&id);
+    assert_eq!(dead["state"], "dead");
+    assert_eq!(dead["attempts"], 1);
+    assert!(
+        dead["last_error"].as_str().unwrap().contains("broken"),
+        "{dead}"
+    );
+    assert_eq!(dead["runs"][0]["outcome"], "failed");
+
+    let out = s.ok(&["retry", &id]);
+    assert!(out.contains("attempt 2"), "{out}");
+    s.ok(&["worker", "--until-idle", "--allow-shell"]);
+    let done = s.show(&id);
+    assert_eq!(done["state"], "done");
+    assert_eq!(done["attempts"], 2);
+    let runs = done["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2);
+    assert_eq!(runs[1]["attempt"], 2);
+    assert_eq!(runs[1]["outcome"], "succeeded");
+    assert_eq!(runs[0]["timestamp"], runs[1]["timestamp"]);
+    assert_eq!(done["timestamp"], dead["timestamp"]);
+
+    let not_dead = s.run(&["retry", &id]);
+    assert_eq!(not_dead.code, 1, "{not_dead:?}");
+    assert!(not_dead.stderr.contains("it is done"), "{not_dead:?}");
+}
+
+#[test]
+fn shell_commands_get_the_task_as_party_variables() {
+    let s = Store::new();
+    let file = s.path("env.txt");
+    let data = json!({ "cmd": format!("env | grep -E '^PARTY_(TASK_ID|TIMESTAMP|LAST_RUN_ON|ATTEMPTS|IS_RECURRING|DATA)=' | sort > '{file}'"), "k": 1 });
+    let id = s.add(&["shell", "--data", &data.to_string()]);
+    s.ok(&["worker", "--until-idle", "--allow-shell"]);
+    let task = s.show(&id);
+    assert_eq!(task["state"], "done");
+    let env = std::fs::read_to_string(&file).unwrap();
+    let vars: Vec<&str> = env.lines().collect();
+    let stored_data = task["data"].to_string();
+    assert_eq!(
+        vars,
+        [
+            "PARTY_ATTEMPTS=1".to_string(),
+            format!("PARTY_DATA={stored_data}"),
+            "PARTY_IS_RECURRING=false".to_string(),
+            "PARTY_LAST_RUN_ON=".to_string(),
+            format!("PARTY_TASK_ID={id}"),
+            format!("PARTY_TIMESTAMP={}", task["timestamp"].as_str().unwrap()),
+        ]
+    );
+}
+
+#[test]
+fn every_makes_a_drift_free_recurring_task() {
+    let s = Store::new();
+    let file = s.path("runs.txt");
+    let data = json!({
+        "cmd": format!("echo \"$PARTY_IS_RECURRING $PARTY_TIMESTAMP $PARTY_LAST_RUN_ON\" >> '{file}'")
+    });
+    let id = s.add(&["shell", "--data", &data.to_string(), "--every", "1h"]);
+    let first = s.show(&id);
+    assert_eq!(first["is_recurring"], true);
+    assert_eq!(first["rule"], json!({ "every": 3600 }));
+    let t0 = assert_time(&first["timestamp"]);
+
+    s.ok(&["worker", "--until-idle", "--allow-shell"]);
+    let after = s.show(&id);
+    assert_eq!(after["state"], "scheduled");
+    assert_eq!(after["attempts"], 0);
+    assert_eq!(
+        assert_time(&after["timestamp"]),
+        t0 + SignedDuration::from_hours(1),
+        "the next occurrence counts from the scheduled time, not from the run"
+    );
+    assert_eq!(after["last_run_on"], after["runs"][0]["started_at"]);
+    let lines = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(
+        lines.trim_end(),
+        format!("true {}", first["timestamp"].as_str().unwrap())
+    );
+
+    // The next occurrence is an hour away: a worker now leaves it alone.
+    s.ok(&["worker", "--until-idle", "--allow-shell"]);
+    assert_eq!(s.show(&id)["runs"].as_array().unwrap().len(), 1);
+    let list = s.ok(&["list"]);
+    assert!(list.contains("every 1h"), "{list}");
+}
+
+#[test]
+fn a_duplicate_recurring_task_exits_3_naming_the_existing_one() {
+    let s = Store::new();
+    let first = s.add(&["noop", "--every", "1d", "--data", r#"{"a": 1, "b": 2}"#]);
+    let before = s.snapshot();
+    let dup = s.run(&[
+        "add",
+        "noop",
+        "--every",
+        "1d",
+        "--data",
+        r#"{"b": 2, "a": 1}"#,
+    ]);
+    assert_eq!(dup.code, 3, "{dup:?}");
+    assert_eq!(dup.stdout, "");
+    assert!(dup.stderr.contains(&first), "{dup:?}");
+    assert_eq!(s.snapshot(), before);
+    // Other data is another task.
+    s.add(&["noop", "--every", "1d", "--data", r#"{"a": 2}"#]);
+}
+
+#[test]
+fn unknown_ids_exit_4() {
+    let s = Store::new();
+    s.add(&["noop"]);
+    let missing = "0123456789abcdef01234567";
+    for cmd in ["show", "cancel", "retry"] {
+        let run = s.run(&[cmd, missing]);
+        assert_eq!(run.code, 4, "{cmd}: {run:?}");
+        assert!(
+            run.stderr.contains(missing) && run.stderr.contains("party list"),
+            "{run:?}"
+        );
+    }
+}
+
+#[test]
+fn usage_errors_exit_2_and_help_exits_0() {
+    let s = Store::new();
+    for args in [
+        &[][..],
+        &["frobnicate"],
+        &["add"],
+        &["add", "noop", "--colour", "red"],
+        &["show"],
+        &["worker", "--concurrency", "0"],
+        &["list", "--limit", "many"],
+    ] {
+        let run = s.run(args);
+        assert_eq!(run.code, 2, "{args:?}: {run:?}");
+        assert!(!run.stderr.is_empty(), "{args:?}");
+    }
+    let help = s.run(&["--help"]);
+    assert_eq!(help.code, 0);
+    assert!(help.stdout.contains("add") && help.stdout.contains("worker"));
+    assert!(!s.db.exists(), "usage errors open no database");
+}
+
+#[test]
+fn bad_input_is_refused_with_exit_2_and_nothing_written() {
+    let s = Store::new();
+    s.add(&["log", "--data", r#"{"keep": true}"#]);
+    s.add(&["noop", "--every", "1h"]);
+    let before = s.snapshot();
+    let cases: &[(&[&str], &str)] = &[
+        (&["add", "log", "--data", "{not json"], "not valid JSON"),
+        (&["add", "log", "--data", "[1, 2]"], "must be a JSON object"),
+        (&["add", "log", "--data", "42"], "not a number"),
+        (&["add", "nosuch"], "unknown handler 'nosuch'"),
+        (
+            &["add", "log", "--at", "2020-01-01T00:00:00Z"],
+            "is in the past",
+        ),
+        (&["add", "log", "--at", "next tuesday"], "is not a time"),
+        (
+            &["add", "log", "--at", "2099-01-01T09:00:00"],
+            "with Z or an offset",
+        ),
+        (&["add", "log", "--in", "5x"], "'x' is not a unit"),
+        (&["add", "log", "--in", "90"], "has no unit"),
+        (&["add", "log", "--every", "soon"], "is not a duration"),
+        (&["add", "log", "--every", "0m"], "positive duration"),
+        (
+            &["add", "log", "--at", "2099-01-01T00:00:00Z", "--in", "1h"],
+            "cannot be used with",
+        ),
+        (&["add", "log", "--max-attempts", "0"], "at least 1"),
+        (&["list", "--state", "sleeping"], "unknown state 'sleeping'"),
+        (&["show", "12345"], "24 hexadecimal characters"),
+        (
+            &["cancel", "zzzzzzzzzzzzzzzzzzzzzzzz"],
+            "24 hexadecimal characters",
+        ),
+        (
+            &["retry", "0123456789abcdef0123456"],
+            "24 hexadecimal characters",
+        ),
+    ];
+    for (args, expected) in cases {
+        let run = s.run(args);
+        assert_eq!(run.code, 2, "{args:?}: {run:?}");
+        assert_eq!(run.stdout, "", "{args:?}");
+        assert!(
+            run.stderr.contains(expected),
+            "{args:?}: expected {expected:?} in {}",
+            run.stderr
+        );
+        assert_eq!(s.snapshot(), before, "{args:?} changed the database");
+    }
+}
+
+#[test]
+fn bad_input_on_a_new_path_creates_no_database() {
+    let s = Store::new();
+    for args in [
+        &["add", "log", "--data", "{"][..],
+        &["add", "log", "--in", "1y"],
+        &["show", "nope"],
+    ] {
+        assert_eq!(s.run(args).code, 2, "{args:?}");
+    }
+    assert!(!s.db.exists());
+}
+
+#[test]
+fn shell_tasks_wait_for_a_worker_that_allows_shell() {
+    let s = Store::new();
+    let file = s.path("ran");
+    let data = json!({ "cmd": format!("touch '{file}'") }).to_string();
+    let id = s.add(&["shell", "--data", &data]);
+    s.ok(&["worker", "--until-idle"]);
+    let t = s.show(&id);
+    assert_eq!(t["state"], "scheduled");
+    assert_eq!(t["attempts"], 0);
+    assert!(!Path::new(&file).exists());
+
+    let text = s.ok(&["stats"]);
+    assert!(text.contains("no worker is running"), "{text}");
+    assert!(
+        text.contains("shell: 1 due task(s); start `party worker --allow-shell`"),
+        "{text}"
+    );
+    let stats = s.json(&["stats", "--json"]);
+    assert_eq!(
+        stats["unhandled"],
+        json!([{ "handler": "shell", "state": "scheduled", "count": 1 }])
+    );
+
+    s.ok(&["worker", "--until-idle", "--allow-shell"]);
+    assert_eq!(s.show(&id)["state"], "done");
+    assert!(Path::new(&file).exists());
+}
+
+#[test]
+fn stats_count_by_state_and_handler() {
+    let s = Store::new();
+    s.add(&["log"]);
+    s.add(&["log"]);
+    let later = s.add(&["noop", "--in", "1d"]);
+    s.ok(&["cancel", &later]);
+    s.add(&["noop", "--in", "1d"]);
+    s.ok(&["worker", "--until-idle"]);
+    let stats = s.json(&["stats", "--json"]);
+    assert_eq!(
+        stats["by_state"],
+        json!({ "scheduled": 1, "running": 0, "retrying": 0, "done": 2, "dead": 0, "cancelled": 1 })
+    );
+    assert_eq!(
+        stats["by_handler"],
+        json!({ "log": { "done": 2 }, "noop": { "cancelled": 1, "scheduled": 1 } })
+    );
+    assert_eq!(stats["oldest_due"], Value::Null);
+    assert_eq!(stats["finished_last_minute"], 2);
+    assert_eq!(stats["unhandled"], json!([]));
+    assert_eq!(stats["workers"], json!([]));
+    let text = s.ok(&["stats"]);
+    assert!(
+        text.contains("throughput: 2 attempts finished in the last minute"),
+        "{text}"
+    );
+    assert!(text.contains("oldest due task: none is due"), "{text}");
+}
+
+#[test]
+fn the_database_comes_from_the_environment_unless_given() {
+    let s = Store::new();
+    let env_db = s.path("from-env.db");
+    let out = Command::new(PARTY)
+        .args(["add", "noop"])
+        .current_dir(&s.dir)
+        .env("PARTY_DATABASE_URL", &env_db)
+        .env("PARTY_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(Path::new(&env_db).exists());
+    let id = String::from_utf8(out.stdout).unwrap();
+    // --db wins over the environment: the other database does not have it.
+    assert_eq!(s.run(&["show", id.trim()]).code, 4);
+
+    let out = Command::new(PARTY)
+        .args(["add", "noop"])
+        .current_dir(&s.dir)
+        .env_remove("PARTY_DATABASE_URL")
+        .env("PARTY_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(s.dir.join("party.db").exists(), "the default is ./party.db");
+}
+
+fn wait_for(path: &str, child: &mut Child) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !Path::new(path).exists() {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the worker exited early: {status}");
+        }
+        assert!(Instant::now() < deadline, "{path} never appeared");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_worker_stops_gracefully_on_sigterm_letting_its_task_finish() {
+    let s = Store::new();
+    let (started, finished) = (s.path("started"), s.path("finished"));
+    let data =
+        json!({ "cmd": format!("touch '{started}'; sleep 1; touch '{finished}'") }).to_string();
+    let id = s.add(&["shell", "--data", &data]);
+    let future = s.add(&["noop", "--in", "1h"]);
+    let mut worker = s
+        .command(&["worker", "--allow-shell"])
+        .env("PARTY_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(&started, &mut worker);
+
+    let busy = s.run(&["cancel", &id]);
+    assert_eq!(busy.code, 1, "{busy:?}");
+    assert!(busy.stderr.contains("it is running"), "{busy:?}");
+    assert_eq!(s.show(&id)["state"], "running");
+
+    let kill = Command::new("kill")
+        .args(["-TERM", &worker.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let out = worker.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{log}");
+    assert!(log.contains("stopping gracefully"), "{log}");
+    assert!(
+        Path::new(&finished).exists(),
+        "the running task was allowed to finish"
+    );
+    let task = s.show(&id);
+    assert_eq!(task["state"], "done");
+    assert_eq!(task["runs"][0]["outcome"], "succeeded");
+    assert_eq!(s.show(&future)["state"], "scheduled");
+    assert_eq!(s.json(&["stats", "--json"])["workers"], json!([]));
+}
+
+#[test]
+fn the_demo_runs_the_seed_examples_end_to_end() {
+    let s = Store::new();
+    let started = Instant::now();
+    let out = s.ok(&["demo"]);
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(19) && took < Duration::from_secs(60),
+        "{took:?}"
+    );
+    for expected in [
+        "30 minutes are 2 seconds and 30 days are 5 seconds",
+        "SampleTask      data arg1 = \"hello from the seed\"",
+        "Attempting run 1 of task",
+        "fails on purpose",
+        "Attempting run 2 of task",
+        "RecurringTask   run 2: timestamp",
+        "RecurringTask2  run 2: timestamp",
+        "last_run_on",
+        "timestamps exactly 5.000000 s apart",
+        "refused: a recurring 'recurring_task2' task with the same data already exists",
+    ] {
+        assert!(out.contains(expected), "missing {expected:?} in:\n{out}");
+    }
+
+    // What the demo showed is what the store holds.
+    let by_handler = |h: &str| {
+        let list = s.json(&["list", "--json", "--handler", h]);
+        assert_eq!(list.as_array().unwrap().len(), 1, "{h}: {list}");
+        s.show(list[0]["id"].as_str().unwrap())
+    };
+    let sample = by_handler("sample_task");
+    assert_eq!(sample["state"], "done");
+    assert_eq!(sample["attempts"], 2);
+    let runs = sample["runs"].as_array().unwrap();
+    assert_eq!(runs[0]["outcome"], "failed");
+    assert_eq!(runs[1]["outcome"], "succeeded");
+    assert_eq!(runs[0]["timestamp"], runs[1]["timestamp"]);
+
+    let every_30m = by_handler("recurring_task");
+    assert!(
+        every_30m["runs"].as_array().unwrap().len() >= 3,
+        "{every_30m}"
+    );
+    assert_eq!(every_30m["is_recurring"], true);
+    assert_time(&every_30m["last_run_on"]);
+
+    let every_30d = by_handler("recurring_task2");
+    let stamps: Vec<Timestamp> = every_30d["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| assert_time(&r["timestamp"]))
+        .collect();
+    assert!(stamps.len() >= 2, "{every_30d}");
+    for pair in stamps.windows(2) {
+        assert_eq!(
+            pair[1].duration_since(pair[0]),
+            SignedDuration::from_secs(5)
+        );
+    }
+    assert_eq!(out.matches("refused").count(), 1);
+    assert!(out.contains(every_30d["id"].as_str().unwrap()));
+
+    // A second demo on the same database is refused: it needs an empty one.
+    let again = s.run(&["demo"]);
+    assert_eq!(again.code, 2, "{again:?}");
+    assert!(
+        again.stderr.contains("needs an empty database"),
+        "{again:?}"
+    );
+}

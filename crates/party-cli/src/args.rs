@@ -52,7 +52,7 @@ pub(crate) enum Command {
 /// `party add`.
 #[derive(Debug, Args)]
 pub(crate) struct AddArgs {
-    /// The handler's registered name (built in: noop, log, shell)
+    /// The handler's registered name (built in: noop, log, sleep, shell)
     pub(crate) handler: String,
 
     /// The task's data: a JSON object, e.g. '{"arg1": "hello"}'

@@ -39,8 +39,10 @@ pub const DATABASE_ENV: &str = "PARTY_DATABASE_URL";
 /// `trace`); the default is `info`.
 pub const LOG_ENV: &str = "PARTY_LOG";
 
-/// Run the command line given in the process's arguments with `registry`'s handlers (the
-/// built-in `noop`, `log` and `shell` are added), and return the exit code.
+/// Run the command line given in the process's arguments with `registry`'s handlers, and return
+/// the exit code. The built-in `noop`, `log`, `sleep` and `shell` are added (a handler of the
+/// same name in `registry` wins); `shell` tasks run only in a worker started with
+/// `--allow-shell`.
 pub async fn run(registry: Registry) -> i32 {
     run_from(registry, std::env::args_os()).await
 }
@@ -120,3 +122,8 @@ fn init_logging(default: tracing::Level) -> Result<(), TaskError> {
         .try_init();
     Ok(())
 }
+
+/// The README's Rust examples, compiled by `cargo test` so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeExamples;

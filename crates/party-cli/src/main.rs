@@ -1,4 +1,4 @@
-//! The `party` binary: the command line with the built-in handlers (`noop`, `log`, `shell`).
+//! The `party` binary: the command line with the built-in handlers (`noop`, `log`, `sleep`, `shell`).
 
 fn main() {
     party_cli::main_with(party::Registry::new())

@@ -128,7 +128,7 @@ fn keys(v: &Value) -> Vec<&str> {
     k
 }
 
-fn sorted<'a>(mut v: Vec<&'a str>) -> Vec<&'a str> {
+fn sorted(mut v: Vec<&str>) -> Vec<&str> {
     v.sort();
     v
 }

@@ -11,6 +11,13 @@
 //! }
 //! ```
 //!
+//! Code map: `args` is the command line's shape (clap derive) and `parse` the value parsers it
+//! uses, so bad input is refused before any database is opened; `commands/` has one module per
+//! group of commands (a new command is a variant in `args::Command` plus a module here; a new
+//! `add` option for recurrence goes in `args::Recurrence` and `commands::add::recurrence`);
+//! `demo/` is `party demo` with the seed's handlers; `output` writes tables and JSON;
+//! `signals` turns SIGINT and SIGTERM into a graceful stop.
+//!
 //! Architecture invariant: only this crate knows clap and the process (arguments, exit codes,
 //! signals, standard streams); everything it does goes through the `party` library's public API.
 //!

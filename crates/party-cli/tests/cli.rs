@@ -771,3 +771,20 @@ fn the_demo_runs_the_seed_examples_end_to_end() {
         "{again:?}"
     );
 }
+
+#[test]
+fn a_bad_log_level_is_refused() {
+    let s = Store::new();
+    let run = to_run(
+        s.command(&["list"])
+            .env("PARTY_LOG", "loud")
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stderr.contains("PARTY_LOG='loud' is not a log level"),
+        "{run:?}"
+    );
+    assert!(!s.db.exists());
+}

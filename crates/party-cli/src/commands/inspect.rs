@@ -53,7 +53,7 @@ pub(crate) async fn list(party: &Party, args: ListArgs) -> Result<(), TaskError>
     );
     if tasks.len() as u32 == args.limit {
         text.push_str(&format!(
-            "(the first {} shown; --limit N shows more)\n",
+            "(at most {} shown; there may be more: raise --limit)\n",
             args.limit
         ));
     }

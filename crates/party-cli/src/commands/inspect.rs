@@ -1,7 +1,9 @@
 //! `party list` and `party show`: tasks as tables for people and as JSON for programs.
 
-use jiff::{SignedDuration, Timestamp};
+use jiff::Timestamp;
+use party::recurrence::{Recurrence, Rule};
 use party::{ListFilter, Party, State, TaskError, TaskInfo, format_time};
+use serde::Deserialize;
 
 use crate::args::{ListArgs, ShowArgs};
 use crate::output::{self, or_dash, relative, short_time, table, truncate};
@@ -136,14 +138,18 @@ fn due(task: &TaskInfo, now: Timestamp) -> String {
     }
 }
 
-/// How a task recurs: `every 30m`, its stored rule, `yes` (the handler recurs) or `no`.
+/// How a task recurs: its stored rule (`every 30m`, `cron "0 9 * * *" in Europe/Berlin`), `yes`
+/// (the handler recurs) or `no`.
 fn recurs(task: &TaskInfo) -> String {
     match &task.rule {
-        Some(rule) => match rule.get("every").and_then(|v| v.as_i64()) {
-            Some(secs) if rule.as_object().is_some_and(|o| o.len() == 1) => {
-                format!("every {}", output::rough(SignedDuration::from_secs(secs)))
+        Some(stored) => match Recurrence::deserialize(stored) {
+            Ok(Recurrence {
+                rule, tz: Some(tz), ..
+            }) if !matches!(rule, Rule::Every { .. }) => {
+                format!("{rule} in {tz}")
             }
-            _ => rule.to_string(),
+            Ok(rec) => rec.rule.to_string(),
+            Err(_) => stored.to_string(),
         },
         None if task.is_recurring => "yes".to_string(),
         None => "no".to_string(),

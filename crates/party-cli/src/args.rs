@@ -47,6 +47,26 @@ pub(crate) enum Command {
     Worker(WorkerArgs),
     /// Run the seed's examples end to end on a fresh SQLite file, showing what happens
     Demo(DemoArgs),
+    /// The next occurrences of a task with a stored rule
+    Next(NextArgs),
+    /// Compare the occurrences a task's rule expected with the runs its history shows
+    Gaps(ShowArgs),
+}
+
+/// `party next`.
+#[derive(Debug, Args)]
+pub(crate) struct NextArgs {
+    /// The task's id (24 hex characters)
+    #[arg(value_parser = parse::id)]
+    pub(crate) id: TaskId,
+
+    /// How many occurrences
+    #[arg(long, value_name = "N", default_value_t = 5, value_parser = parse::count)]
+    pub(crate) count: usize,
+
+    /// Print a JSON array instead of text
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 /// `party add`.
@@ -99,8 +119,40 @@ pub(crate) struct When {
 #[derive(Debug, Args)]
 pub(crate) struct Recurrence {
     /// Recur every DURATION, counted from each scheduled time (no drift), e.g. 30m, 7d
-    #[arg(long, value_name = "DURATION", value_parser = parse::interval)]
+    #[arg(long, value_name = "DURATION", value_parser = parse::interval, group = "rule")]
     pub(crate) every: Option<SignedDuration>,
+
+    /// Recur by a cron expression: 5 fields (minute hour day month weekday) or 6 with seconds
+    /// first, e.g. "0 9 * * MON-FRI"; read in --tz
+    #[arg(long, value_name = "EXPR", value_parser = parse::cron, group = "rule")]
+    pub(crate) cron: Option<String>,
+
+    /// Recur monthly on this day (1-31) at --at-time; a day past a month's end runs on its last
+    /// day, and the next month returns to DAY
+    #[arg(long, value_name = "DAY", value_parser = parse::month_day, group = "rule", requires = "at_time")]
+    pub(crate) monthly_on: Option<u8>,
+
+    /// The wall time for --monthly-on, HH:MM (24-hour) in --tz
+    #[arg(long, value_name = "HH:MM", value_parser = parse::wall_time, requires = "monthly_on")]
+    pub(crate) at_time: Option<String>,
+
+    /// The IANA time zone the rule's wall times are in, e.g. Europe/Berlin [default: UTC]
+    #[arg(long, value_name = "ZONE", value_parser = parse::zone, requires = "rule")]
+    pub(crate) tz: Option<String>,
+
+    /// After downtime: run all missed occurrences in order, only the latest, or skip them
+    #[arg(long, value_name = "POLICY", value_parser = parse::missed, requires = "rule")]
+    pub(crate) missed: Option<party::recurrence::Missed>,
+
+    /// A wall time that does not exist (spring forward): shift past the gap, or skip that day
+    /// [default: shift]
+    #[arg(long, value_name = "shift|skip", value_parser = parse::nonexistent, requires = "rule")]
+    pub(crate) nonexistent: Option<party::recurrence::Nonexistent>,
+
+    /// A wall time that happens twice (fall back): run once, at the first or the second
+    /// [default: first]
+    #[arg(long, value_name = "first|second", value_parser = parse::repeated, requires = "rule")]
+    pub(crate) repeated: Option<party::recurrence::Repeated>,
 }
 
 /// `party list`.
@@ -165,6 +217,11 @@ pub(crate) struct WorkerArgs {
     /// Exit once nothing this worker can run is due and none of its tasks is running
     #[arg(long)]
     pub(crate) until_idle: bool,
+
+    /// How long a claim holds without a heartbeat; a worker that dies or freezes loses its
+    /// tasks to others this long after its last heartbeat (renewed every third of it)
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse::lease)]
+    pub(crate) lease: SignedDuration,
 
     /// Run `shell` tasks: commands stored in the database, run with sh -c
     #[arg(long)]

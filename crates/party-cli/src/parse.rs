@@ -22,6 +22,66 @@ pub(crate) fn interval(s: &str) -> Result<SignedDuration, String> {
     Ok(d)
 }
 
+/// A cron expression, checked now so a bad one writes nothing.
+pub(crate) fn cron(s: &str) -> Result<String, String> {
+    party::recurrence::Recurrence::cron(s, None).map(|_| s.to_string())
+}
+
+/// A day of the month for `--monthly-on`: 1 to 31.
+pub(crate) fn month_day(s: &str) -> Result<u8, String> {
+    match s.trim().parse::<u8>() {
+        Ok(d @ 1..=31) => Ok(d),
+        _ => Err(format!(
+            "'{s}' is not a day of the month: give 1 to 31 (31 runs on the last day of shorter months)"
+        )),
+    }
+}
+
+/// A wall time `HH:MM` for `--at-time`.
+pub(crate) fn wall_time(s: &str) -> Result<String, String> {
+    party::recurrence::Recurrence::monthly_on(1, s, None).map(|_| s.to_string())
+}
+
+/// An IANA time zone name, looked up in the system's time zone database.
+pub(crate) fn zone(s: &str) -> Result<String, String> {
+    party::recurrence::Recurrence::cron("0 0 * * *", Some(s))
+        .map(|r| r.tz.unwrap_or_else(|| s.to_string()))
+}
+
+/// `--missed all|latest|skip`.
+pub(crate) fn missed(s: &str) -> Result<party::recurrence::Missed, String> {
+    s.parse().map_err(|e: String| e)
+}
+
+/// `--nonexistent shift|skip`.
+pub(crate) fn nonexistent(s: &str) -> Result<party::recurrence::Nonexistent, String> {
+    s.parse().map_err(|e: String| e)
+}
+
+/// `--repeated first|second`.
+pub(crate) fn repeated(s: &str) -> Result<party::recurrence::Repeated, String> {
+    s.parse().map_err(|e: String| e)
+}
+
+/// `party next --count`: 1 to 1000.
+pub(crate) fn count(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n @ 1..=1000) => Ok(n),
+        _ => Err(format!("'{s}' is not a count from 1 to 1000")),
+    }
+}
+
+/// `party worker --lease`: 1 second to 1 hour.
+pub(crate) fn lease(s: &str) -> Result<SignedDuration, String> {
+    let d = duration(s)?;
+    if d < SignedDuration::from_secs(1) || d > SignedDuration::from_hours(1) {
+        return Err(format!(
+            "'{s}' is out of range: a lease is between 1s and 1h (default 30s)"
+        ));
+    }
+    Ok(d)
+}
+
 /// How long `party demo` runs: 5 seconds to 10 minutes.
 pub(crate) fn demo_length(s: &str) -> Result<SignedDuration, String> {
     let d = duration(s)?;

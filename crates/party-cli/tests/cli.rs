@@ -528,6 +528,44 @@ fn bad_input_is_refused_with_exit_2_and_nothing_written() {
             "cannot be used with",
         ),
         (&["add", "log", "--max-attempts", "0"], "at least 1"),
+        (
+            &["add", "log", "--cron", "0 0 30 2 *"],
+            "never occurs in February",
+        ),
+        (
+            &["add", "log", "--cron", "61 * * * *"],
+            "invalid cron expression",
+        ),
+        (
+            &["add", "log", "--cron", "* * *"],
+            "invalid cron expression",
+        ),
+        (
+            &["add", "log", "--every", "1h", "--tz", "Mars/Olympus"],
+            "unknown time zone \"Mars/Olympus\"",
+        ),
+        (
+            &["add", "log", "--tz", "Europe/Berlin"],
+            "required arguments",
+        ),
+        (
+            &["add", "log", "--monthly-on", "32", "--at-time", "09:00"],
+            "not a day of the month",
+        ),
+        (&["add", "log", "--monthly-on", "31"], "--at-time"),
+        (
+            &["add", "log", "--monthly-on", "31", "--at-time", "25:00"],
+            "hour 25 is out of range",
+        ),
+        (
+            &["add", "log", "--every", "1h", "--cron", "* * * * *"],
+            "cannot be used with",
+        ),
+        (
+            &["add", "log", "--every", "1h", "--missed", "some"],
+            "use one of all, latest, skip",
+        ),
+        (&["next", "nope"], "24 hexadecimal characters"),
         (&["list", "--state", "sleeping"], "unknown state 'sleeping'"),
         (&["show", "12345"], "24 hexadecimal characters"),
         (
@@ -793,4 +831,63 @@ fn a_bad_log_level_is_refused() {
         "{run:?}"
     );
     assert!(!s.db.exists());
+}
+
+#[test]
+fn rules_from_flags_are_stored_and_next_lists_their_occurrences() {
+    let s = Store::new();
+    let id = s.add(&[
+        "log",
+        "--monthly-on",
+        "31",
+        "--at-time",
+        "09:00",
+        "--tz",
+        "Europe/Berlin",
+        "--missed",
+        "latest",
+        "--at",
+        "2099-01-31T08:00:00Z",
+    ]);
+    let next = s.json(&["next", &id, "--count", "4", "--json"]);
+    assert_eq!(
+        next,
+        json!([
+            "2099-01-31T08:00:00.000000Z",
+            "2099-02-28T08:00:00.000000Z",
+            "2099-03-31T07:00:00.000000Z",
+            "2099-04-30T07:00:00.000000Z"
+        ])
+    );
+    let task = s.json(&["show", &id, "--json"]);
+    assert_eq!(task["is_recurring"], true);
+    assert_eq!(task["rule"]["rule"]["kind"], "monthly_on");
+    assert_eq!(task["rule"]["tz"], "Europe/Berlin");
+    assert_eq!(task["rule"]["missed"], "latest");
+    let cron = s.add(&[
+        "log",
+        "--data",
+        r#"{"weekday": true}"#,
+        "--cron",
+        "0 9 * * MON-FRI",
+        "--tz",
+        "America/New_York",
+    ]);
+    let text = s.ok(&["next", &cron, "--count", "3"]);
+    assert_eq!(text.lines().count(), 3);
+    for line in text.lines() {
+        let t: Timestamp = line.parse().unwrap();
+        let local = t.to_zoned(jiff::tz::TimeZone::get("America/New_York").unwrap());
+        assert_eq!((local.hour(), local.minute()), (9, 0), "{line}");
+        assert!(!matches!(
+            local.weekday(),
+            jiff::civil::Weekday::Saturday | jiff::civil::Weekday::Sunday
+        ));
+    }
+    let gaps = s.json(&["gaps", &cron, "--json"]);
+    assert_eq!(gaps["expected"], 0);
+    let one_off = s.add(&["log"]);
+    let run = s.run(&["next", &one_off]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("one-off task"), "{}", run.stderr);
 }

@@ -7,7 +7,8 @@ use jiff::Timestamp;
 use serde_json::Value;
 
 use crate::clock::{Clock, SystemClock, format_time};
-use crate::model::{ListFilter, NewTask, Stats, TaskInfo};
+use crate::model::{ListFilter, NewTask, Outcome, State, Stats, TaskInfo};
+use crate::recurrence::{self, GapReport, Recurrence};
 use crate::store::{InsertTask, Store, sqlite::SqliteStore};
 use crate::task::Registry;
 use crate::worker::{Worker, WorkerConfig};
@@ -238,6 +239,86 @@ impl Party {
     /// [`TaskError::Store`].
     pub async fn stats(&self) -> Result<Stats, TaskError> {
         self.store.stats(self.clock.now()).await
+    }
+
+    /// The next `count` occurrences of a task with a stored rule: its pending occurrence first
+    /// (when it is still live), then what the rule gives after it.
+    ///
+    /// # Errors
+    /// [`TaskError::Invalid`] when the task has no stored rule (its handler decides each next
+    /// run in `on_complete`, so nothing beyond the pending occurrence is known);
+    /// [`TaskError::NotFound`].
+    pub async fn next_occurrences(
+        &self,
+        id: TaskId,
+        count: usize,
+    ) -> Result<Vec<Timestamp>, TaskError> {
+        let (task, rule) = self.task_with_rule(id).await?;
+        if count == 0 {
+            return Ok(Vec::new());
+        }
+        let live = matches!(
+            task.state,
+            State::Scheduled | State::Running | State::Retrying
+        );
+        Ok(if live {
+            let mut out = vec![task.timestamp];
+            out.extend(rule.upcoming(task.timestamp, count - 1));
+            out
+        } else {
+            rule.upcoming(task.timestamp.max(self.clock.now()), count)
+        })
+    }
+
+    /// Compare the occurrences a task's rule expected, from its first known occurrence up to
+    /// now (the pending one excluded), with the occurrences its run history shows succeeded:
+    /// missing, doubled and unexpected ones.
+    ///
+    /// # Errors
+    /// As [`Party::next_occurrences`].
+    pub async fn gaps(&self, id: TaskId) -> Result<GapReport, TaskError> {
+        let (task, rule) = self.task_with_rule(id).await?;
+        let first = task
+            .runs
+            .iter()
+            .map(|r| r.timestamp)
+            .chain([task.timestamp])
+            .min()
+            .unwrap_or(task.timestamp);
+        let live = matches!(
+            task.state,
+            State::Scheduled | State::Running | State::Retrying
+        );
+        let until = if live {
+            task.timestamp - jiff::SignedDuration::from_micros(1)
+        } else {
+            self.clock.now()
+        };
+        let ran_for: Vec<Timestamp> = task
+            .runs
+            .iter()
+            .filter(|r| r.outcome == Outcome::Succeeded)
+            .map(|r| r.timestamp)
+            .collect();
+        Ok(recurrence::gaps(&rule, first, until, &ran_for))
+    }
+
+    async fn task_with_rule(&self, id: TaskId) -> Result<(TaskInfo, Recurrence), TaskError> {
+        let task = self.get(id).await?;
+        let Some(stored) = &task.rule else {
+            return Err(TaskError::invalid(format!(
+                "task {id} has no stored recurrence rule{}; only tasks added with --every, --cron \
+                 or --monthly-on (or NewTask::recurrence) have occurrences to list",
+                if task.is_recurring {
+                    ": its handler schedules each next run in on_complete"
+                } else {
+                    " (it is a one-off task)"
+                }
+            )));
+        };
+        let rule =
+            rules::parse(&stored.to_string()).map_err(|e| TaskError::invalid(e.to_string()))?;
+        Ok((task, rule))
     }
 
     /// A worker that runs this registry's handlers.

@@ -20,7 +20,7 @@ pub(crate) async fn run(party: &Party, args: AddArgs) -> Result<(), TaskError> {
     if let Some(at) = first_time(&args.when, party.clock().now())? {
         task = task.at(at);
     }
-    let task = recurrence(task, &args.recurrence);
+    let task = recurrence(task, &args.recurrence)?;
     let id = party.add(task).await?;
     output::print(&format!("{id}\n"))
 }
@@ -40,9 +40,28 @@ fn first_time(when: &When, now: Timestamp) -> Result<Option<Timestamp>, TaskErro
 }
 
 /// Attach the recurrence rule the options describe.
-fn recurrence(task: NewTask, rec: &Recurrence) -> NewTask {
-    match rec.every {
-        Some(every) => task.every(every),
-        None => task,
+fn recurrence(task: NewTask, rec: &Recurrence) -> Result<NewTask, TaskError> {
+    let tz = rec.tz.as_deref();
+    let rule = if let Some(every) = rec.every {
+        let mut r = party::recurrence::Recurrence::every(every).map_err(TaskError::invalid)?;
+        r.tz = rec.tz.clone();
+        r
+    } else if let Some(expr) = &rec.cron {
+        party::recurrence::Recurrence::cron(expr, tz).map_err(TaskError::invalid)?
+    } else if let (Some(day), Some(at)) = (rec.monthly_on, &rec.at_time) {
+        party::recurrence::Recurrence::monthly_on(day, at, tz).map_err(TaskError::invalid)?
+    } else {
+        return Ok(task);
+    };
+    let mut rule = rule;
+    if let Some(m) = rec.missed {
+        rule = rule.with_missed(m);
     }
+    if let Some(n) = rec.nonexistent {
+        rule = rule.with_nonexistent(n);
+    }
+    if let Some(r) = rec.repeated {
+        rule = rule.with_repeated(r);
+    }
+    Ok(task.recurrence(rule))
 }

@@ -8,6 +8,7 @@ use crate::demo;
 
 mod add;
 mod inspect;
+mod occurrences;
 mod stats;
 mod steer;
 mod worker;
@@ -29,6 +30,8 @@ pub(crate) async fn dispatch(cli: Cli, registry: Registry) -> Result<(), TaskErr
                 Command::Cancel(args) => steer::cancel(&party, args.id).await,
                 Command::Retry(args) => steer::retry(&party, args.id).await,
                 Command::Stats(args) => stats::run(&party, args).await,
+                Command::Next(args) => occurrences::next(&party, args).await,
+                Command::Gaps(args) => occurrences::gaps(&party, args).await,
                 Command::Demo(_) | Command::Worker(_) => unreachable!("handled above"),
             }
         }

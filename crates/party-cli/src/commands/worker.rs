@@ -12,6 +12,7 @@ pub(crate) async fn run(db: &str, registry: Registry, args: WorkerArgs) -> Resul
     let worker = party.worker(WorkerConfig {
         concurrency: args.concurrency,
         queues: args.queues,
+        lease: args.lease.unsigned_abs(),
         ..WorkerConfig::default()
     });
     let mut signals = Signals::install()?;

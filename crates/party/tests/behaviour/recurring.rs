@@ -103,9 +103,30 @@ async fn downtime(b: Backend, missed: Missed) -> Option<(Vec<Timestamp>, Timesta
     // No worker runs for five occurrences (T+1h … T+5h); it comes back at T+5h30m.
     f.clock.advance(SignedDuration::from_mins(5 * 60 + 30));
     worker.run_until_idle().await.unwrap();
-    let stamps = log.lock().unwrap().iter().map(|s| s.timestamp).collect();
+    let stamps: Vec<Timestamp> = log.lock().unwrap().iter().map(|s| s.timestamp).collect();
     let next = f.party.get(id).await.unwrap();
     assert_eq!(next.state, State::Scheduled);
+    // `gaps` tells which expected occurrences have no successful run.
+    let gaps = f.party.gaps(id).await.unwrap();
+    assert_eq!(
+        gaps.expected, 6,
+        "T … T+5h; the pending T+6h is not expected yet"
+    );
+    let ran: std::collections::BTreeSet<_> = stamps.iter().copied().collect();
+    let expected_missing: Vec<_> = (0..6)
+        .map(|k| t0() + SignedDuration::from_hours(k))
+        .filter(|t| !ran.contains(t))
+        .collect();
+    assert_eq!(gaps.missing, expected_missing);
+    assert!(gaps.doubled.is_empty());
+    assert_eq!(
+        f.party.next_occurrences(id, 3).await.unwrap(),
+        vec![
+            next.timestamp,
+            next.timestamp + SignedDuration::from_hours(1),
+            next.timestamp + SignedDuration::from_hours(2)
+        ]
+    );
     Some((stamps, next.timestamp))
 }
 

@@ -9,7 +9,7 @@ use serde_json::Value;
 use crate::clock::{Clock, SystemClock, format_time};
 use crate::model::{ListFilter, NewTask, Outcome, State, Stats, TaskInfo};
 use crate::recurrence::{self, GapReport, Recurrence};
-use crate::store::{InsertTask, Store, sqlite::SqliteStore};
+use crate::store::{InsertTask, Store, postgres::PgStore, sqlite::SqliteStore};
 use crate::task::Registry;
 use crate::worker::{Worker, WorkerConfig};
 use crate::{TaskError, TaskId, rules};
@@ -57,8 +57,8 @@ pub async fn open_store(url: &str) -> Result<Arc<dyn Store>, TaskError> {
     Ok(Arc::new(SqliteStore::open(path).await?))
 }
 
-async fn open_postgres(_url: &str) -> Result<Arc<dyn Store>, TaskError> {
-    Err(TaskError::invalid("PostgreSQL support is not built in yet"))
+async fn open_postgres(url: &str) -> Result<Arc<dyn Store>, TaskError> {
+    Ok(Arc::new(PgStore::connect(url).await?))
 }
 
 impl Party {
@@ -195,6 +195,50 @@ impl Party {
             })
             .collect::<Result<Vec<_>, _>>()?;
         self.store.task_insert(rows).await
+    }
+
+    /// Create a task inside your own open PostgreSQL transaction: it exists if and only if
+    /// that transaction commits, and no worker sees it before. Workers are woken when it
+    /// commits. The transaction must be on the database this `Party` is connected to (the task
+    /// goes into its schema); a duplicate recurring task is refused without aborting your
+    /// transaction.
+    ///
+    /// # Example
+    /// ```no_run
+    /// use party::store::postgres::tokio_postgres::{self, NoTls};
+    /// use party::{NewTask, Party, Registry, TaskError, serde_json::json};
+    ///
+    /// # async fn example(party: Party) -> Result<(), Box<dyn std::error::Error>> {
+    /// let (mut client, connection) =
+    ///     tokio_postgres::connect("postgres://app@localhost/app", NoTls).await?;
+    /// tokio::spawn(connection);
+    /// let tx = client.transaction().await?;
+    /// tx.execute("INSERT INTO orders (id) VALUES ($1)", &[&42i64]).await?;
+    /// party
+    ///     .add_in_transaction(&tx, NewTask::new("send_receipt").data(json!({"order": 42})))
+    ///     .await?;
+    /// tx.commit().await?; // the order and its task, or neither
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`TaskError::Invalid`] for bad input, or when this `Party` is not on PostgreSQL;
+    /// [`TaskError::Duplicate`] as for [`Party::add`]; [`TaskError::Store`] when the statement
+    /// fails.
+    pub async fn add_in_transaction(
+        &self,
+        tx: &tokio_postgres::Transaction<'_>,
+        task: NewTask,
+    ) -> Result<TaskId, TaskError> {
+        let Some(store) = self.store.as_postgres() else {
+            return Err(TaskError::invalid(format!(
+                "adding a task inside a transaction needs PostgreSQL, but this party uses {}; \
+                 connect with a postgres:// URL, or use add()",
+                self.store.backend()
+            )));
+        };
+        let row = self.prepare(task, self.clock.now())?;
+        Ok(store.task_insert_in(tx, vec![row]).await?[0])
     }
 
     /// One task with its run history.

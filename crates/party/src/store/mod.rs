@@ -15,6 +15,7 @@ use tokio::sync::Notify;
 use crate::model::{ListFilter, Outcome, Stats, TaskInfo, WorkerInfo};
 use crate::{TaskError, TaskId};
 
+pub mod postgres;
 pub mod sqlite;
 
 /// The schema version this binary writes. Both backends number their migrations alike.
@@ -174,6 +175,12 @@ pub trait Store: Send + Sync + 'static {
     /// Notified whenever a task may have become due sooner than a sleeping worker expects:
     /// inserts, retries and reschedules in this process, and (where the backend can) in others.
     fn wakeups(&self) -> Arc<Notify>;
+
+    /// The PostgreSQL store behind this handle, if it is one: adding a task inside a caller's
+    /// own transaction ([`crate::Party::add_in_transaction`]) needs its schema.
+    fn as_postgres(&self) -> Option<&postgres::PgStore> {
+        None
+    }
 
     /// Insert tasks atomically: all or none. A recurring task that collides with an existing
     /// one fails the whole batch with [`TaskError::Duplicate`] naming the existing id.

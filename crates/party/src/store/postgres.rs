@@ -578,7 +578,11 @@ impl Drop for Pooled<'_> {
 
 impl Pool {
     async fn get(&self) -> Result<Pooled<'_>, TaskError> {
-        let slot = self.slots.acquire().await.expect("the pool is never closed");
+        let slot = self
+            .slots
+            .acquire()
+            .await
+            .expect("the pool is never closed");
         let reused = {
             let mut idle = self.idle.lock().unwrap();
             let mut found = None;
@@ -776,7 +780,8 @@ async fn migrate(client: &mut Client, names: &Names) -> Result<(), TaskError> {
 // ---------------------------------------------------------------------------------------------
 // The listener
 
-type PgConnection = tokio_postgres::Connection<tokio_postgres::Socket, tokio_postgres::tls::NoTlsStream>;
+type PgConnection =
+    tokio_postgres::Connection<tokio_postgres::Socket, tokio_postgres::tls::NoTlsStream>;
 
 /// Open a connection and LISTEN on the channel; returns once the server confirmed it.
 async fn listen(config: &Config, names: &Names) -> Result<(Client, PgConnection), TaskError> {
@@ -1245,8 +1250,7 @@ impl PgStore {
                     if inserted.contains(&t.id.to_string()) || refused.contains_key(&i) {
                         continue;
                     }
-                    let e = match existing_singleton(&tx, &st.existing, &t.handler, &t.data)
-                        .await?
+                    let e = match existing_singleton(&tx, &st.existing, &t.handler, &t.data).await?
                     {
                         Some(id) => duplicate(&t.handler, id),
                         None => TaskError::Conflict(format!(
@@ -1274,11 +1278,7 @@ impl PgStore {
         }
     }
 
-    async fn get_with_runs(
-        &self,
-        conn: &Conn,
-        id: TaskId,
-    ) -> Result<Option<TaskInfo>, TaskError> {
+    async fn get_with_runs(&self, conn: &Conn, id: TaskId) -> Result<Option<TaskInfo>, TaskError> {
         let key = id.to_string();
         let params: [&(dyn ToSql + Sync); 1] = [&key];
         let (task, runs) = tokio::try_join!(
@@ -1302,7 +1302,11 @@ impl PgStore {
         done: &str,
         allowed: &str,
     ) -> TaskError {
-        match conn.client.query_opt(&conn.st.get, &[&id.to_string()]).await {
+        match conn
+            .client
+            .query_opt(&conn.st.get, &[&id.to_string()])
+            .await
+        {
             Ok(Some(row)) => match task_from_row(&row) {
                 Ok(t) => TaskError::Conflict(format!(
                     "cannot {what} task {id}: it is {}; only {allowed} tasks can be {done}",
@@ -1453,7 +1457,10 @@ impl Store for PgStore {
         let conn = self.pool.get().await?;
         let rows = conn
             .client
-            .query(&conn.st.rescue, &[&PgTime::of(now), &self.pool.names.channel])
+            .query(
+                &conn.st.rescue,
+                &[&PgTime::of(now), &self.pool.names.channel],
+            )
             .await
             .map_err(db_err)?;
         let ids = rows
@@ -1506,7 +1513,13 @@ impl Store for PgStore {
             .map_err(db_err)?;
         if n == 0 {
             return Err(self
-                .conflict_or_missing(&conn, id, "cancel", "cancelled", "scheduled, retrying or dead")
+                .conflict_or_missing(
+                    &conn,
+                    id,
+                    "cancel",
+                    "cancelled",
+                    "scheduled, retrying or dead",
+                )
                 .await);
         }
         self.get_with_runs(&conn, id)

@@ -1,0 +1,844 @@
+//! PostgreSQL-specific guarantees: concurrent claims across connections, SKIP LOCKED, wake-ups
+//! through LISTEN/NOTIFY, the singleton index under concurrent inserts, migrations under
+//! concurrency, and adding tasks inside a caller's transaction.
+//!
+//! Needs `PARTY_TEST_DATABASE_URL` (e.g. `postgres://postgres@127.0.0.1:5432/test`); without
+//! it the tests say so and pass, except under `CI=true`, where they fail. Each test works in a
+//! fresh schema, dropped at its end.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use party::jiff::{SignedDuration, Timestamp};
+use party::serde_json::json;
+use party::store::postgres::tokio_postgres::{self, NoTls};
+use party::store::postgres::{PgOptions, PgStore};
+use party::store::{ClaimParams, ClaimedTask, Finish, FinishResult, InsertTask, Next, Store};
+use party::{ManualClock, NewTask, Outcome, Party, State, TaskError, TaskId, WorkerConfig};
+
+/// A fresh schema on the test database.
+struct TestDb {
+    base: String,
+    schema: String,
+}
+
+impl TestDb {
+    /// `None` (after saying why) when no test database is configured.
+    fn new() -> Option<TestDb> {
+        let base = match std::env::var("PARTY_TEST_DATABASE_URL") {
+            Ok(url) if !url.trim().is_empty() => url.trim().to_string(),
+            _ => {
+                if std::env::var("CI").as_deref() == Ok("true") {
+                    panic!(
+                        "PARTY_TEST_DATABASE_URL is not set, but CI=true: the PostgreSQL tests \
+                         must run in CI; start PostgreSQL and set it, e.g. \
+                         postgres://postgres@127.0.0.1:5432/test"
+                    );
+                }
+                eprintln!(
+                    "PARTY_TEST_DATABASE_URL is not set: skipping the PostgreSQL tests \
+                     (set it to e.g. postgres://postgres@127.0.0.1:5432/test)"
+                );
+                return None;
+            }
+        };
+        let schema = format!("party_test_{:016x}", fastrand::u64(..));
+        Some(TestDb { base, schema })
+    }
+
+    /// The URL naming this test's schema.
+    fn url(&self) -> String {
+        let sep = if self.base.contains('?') { '&' } else { '?' };
+        format!("{}{sep}schema={}", self.base, self.schema)
+    }
+
+    async fn store(&self) -> Arc<PgStore> {
+        Arc::new(PgStore::connect(&self.url()).await.expect("connect"))
+    }
+
+    async fn party(&self) -> Party {
+        Party::connect(&self.url(), party::builtin::registry(false))
+            .await
+            .expect("connect")
+    }
+
+    /// A plain client, for what the test does behind party's back.
+    async fn client(&self) -> tokio_postgres::Client {
+        let (client, connection) = tokio_postgres::connect(&self.base, NoTls)
+            .await
+            .expect("connect");
+        tokio::spawn(connection);
+        client
+    }
+
+    async fn cleanup(self) {
+        let client = self.client().await;
+        client
+            .batch_execute(&format!(
+                "DROP SCHEMA IF EXISTS \"{}\" CASCADE",
+                self.schema
+            ))
+            .await
+            .expect("drop schema");
+    }
+}
+
+fn t0() -> Timestamp {
+    "2027-01-01T00:00:00Z".parse().unwrap()
+}
+
+fn secs(s: i64) -> SignedDuration {
+    SignedDuration::from_secs(s)
+}
+
+fn handlers() -> Vec<String> {
+    vec!["noop".to_string()]
+}
+
+fn queues() -> Vec<String> {
+    vec!["default".to_string()]
+}
+
+async fn claim(store: &dyn Store, now: Timestamp, limit: u32) -> Vec<ClaimedTask> {
+    store
+        .task_claim(ClaimParams {
+            worker: "test-worker",
+            handlers: &handlers(),
+            queues: &queues(),
+            limit,
+            now,
+            lease_until: now + secs(30),
+        })
+        .await
+        .expect("claim")
+}
+
+fn finish(task: &ClaimedTask, now: Timestamp, next: Next) -> Finish {
+    Finish {
+        id: task.id,
+        fence: task.fence,
+        attempt: task.attempts,
+        timestamp: task.timestamp,
+        started_at: task.started_at,
+        finished_at: now,
+        worker: "test-worker".to_string(),
+        outcome: Outcome::Succeeded,
+        error: None,
+        next,
+        follow_ups: Vec::new(),
+        ran: true,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_runs_tasks_and_records_their_history() {
+    let Some(db) = TestDb::new() else { return };
+    let party = db.party().await;
+    assert_eq!(party.store().backend(), "postgres");
+    let ids = party
+        .add_many(
+            (0..20)
+                .map(|i| NewTask::new("noop").data(json!({ "i": i })))
+                .collect(),
+        )
+        .await
+        .unwrap();
+    let report = party
+        .worker(WorkerConfig::default())
+        .run_until_idle()
+        .await
+        .unwrap();
+    assert_eq!(report.succeeded, 20);
+    for id in ids {
+        let task = party.get(id).await.unwrap();
+        assert_eq!(task.state, State::Done);
+        assert_eq!(task.runs.len(), 1);
+        assert_eq!(task.runs[0].outcome, Outcome::Succeeded);
+        assert_eq!(task.runs[0].attempt, 1);
+    }
+    let stats = party.stats().await.unwrap();
+    assert!(stats.by_state.contains(&(State::Done, 20)));
+    assert_eq!(stats.finished_last_minute, 20);
+    db.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_claims_on_many_connections_never_hand_out_a_task_twice() {
+    let Some(db) = TestDb::new() else { return };
+    let clock = ManualClock::new(t0());
+    let party = db.party().await.with_clock(Arc::new(clock.clone()));
+    let total = 3_000;
+    let tasks: Vec<NewTask> = (0..total)
+        .map(|i| NewTask::new("noop").data(json!({ "i": i })).priority(i % 3))
+        .collect();
+    for chunk in tasks.chunks(1_000) {
+        party.add_many(chunk.to_vec()).await.unwrap();
+    }
+    let now = t0() + secs(1);
+    let mut claimers = Vec::new();
+    for _ in 0..3 {
+        let store = db.store().await;
+        for _ in 0..4 {
+            let store = store.clone();
+            claimers.push(tokio::spawn(async move {
+                let mut mine = Vec::new();
+                loop {
+                    let got = claim(store.as_ref(), now, fastrand::u32(1..=25)).await;
+                    if got.is_empty() {
+                        break;
+                    }
+                    let finishes = got.iter().map(|t| finish(t, now, Next::Done)).collect();
+                    let results = store.task_finish(finishes).await.unwrap();
+                    assert!(results.iter().all(|r| *r == FinishResult::Applied));
+                    mine.extend(got.into_iter().map(|t| t.id));
+                }
+                mine
+            }));
+        }
+    }
+    let mut seen = HashSet::new();
+    let mut per_claimer = Vec::new();
+    for c in claimers {
+        let mine = c.await.unwrap();
+        per_claimer.push(mine.len());
+        for id in mine {
+            assert!(seen.insert(id), "task {id} was claimed twice");
+        }
+    }
+    assert_eq!(seen.len(), total as usize, "every task claimed once");
+    assert!(
+        per_claimer.iter().filter(|n| **n > 0).count() > 1,
+        "the work was shared: {per_claimer:?}"
+    );
+    let stats = party.stats().await.unwrap();
+    assert!(stats.by_state.contains(&(State::Done, total as u64)));
+    db.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claims_follow_priority_then_due_time_and_skip_locked_rows() {
+    let Some(db) = TestDb::new() else { return };
+    let clock = ManualClock::new(t0());
+    let party = db.party().await.with_clock(Arc::new(clock.clone()));
+    let store = party.store().clone();
+    let add = |at: i64, priority: i32| {
+        let party = party.clone();
+        async move {
+            party
+                .add(NewTask::new("noop").at(t0() + secs(at)).priority(priority))
+                .await
+                .unwrap()
+        }
+    };
+    let late = add(3, 0).await;
+    let early = add(1, 0).await;
+    let urgent = add(2, -1).await;
+    let _future = add(600, -5).await;
+    let now = t0() + secs(5);
+    let mut order = Vec::new();
+    for _ in 0..4 {
+        order.extend(
+            claim(store.as_ref(), now, 1)
+                .await
+                .into_iter()
+                .map(|t| t.id),
+        );
+    }
+    assert_eq!(
+        order,
+        vec![urgent, early, late],
+        "priority, then due time; future tasks wait"
+    );
+
+    // A row locked by someone else is skipped at once, not waited for.
+    let first = add(4, 0).await;
+    let second = add(4, 1).await;
+    let mut client = db.client().await;
+    let tx = client.transaction().await.unwrap();
+    tx.execute(
+        &format!(
+            "SELECT 1 FROM \"{}\".tasks WHERE id = $1 FOR UPDATE",
+            db.schema
+        ),
+        &[&first.to_string()],
+    )
+    .await
+    .unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(10), claim(store.as_ref(), now, 10))
+        .await
+        .expect("a claim does not wait for a locked row");
+    assert_eq!(got.iter().map(|t| t.id).collect::<Vec<_>>(), vec![second]);
+    tx.rollback().await.unwrap();
+    let got = claim(store.as_ref(), now, 10).await;
+    assert_eq!(got.iter().map(|t| t.id).collect::<Vec<_>>(), vec![first]);
+    db.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn future_tasks_stay_out_of_the_claim_index() {
+    let Some(db) = TestDb::new() else { return };
+    let clock = ManualClock::new(t0());
+    let party = db.party().await.with_clock(Arc::new(clock.clone()));
+    let future: Vec<NewTask> = (0..2_000)
+        .map(|i| NewTask::new("noop").at(t0() + secs(3_600 + i)))
+        .collect();
+    party.add_many(future).await.unwrap();
+    let due = party.add(NewTask::new("noop")).await.unwrap();
+    let got = claim(party.store().as_ref(), t0() + secs(1), 10).await;
+    assert_eq!(got.iter().map(|t| t.id).collect::<Vec<_>>(), vec![due]);
+    let client = db.client().await;
+    let ready: i64 = client
+        .query_one(
+            &format!("SELECT count(*) FROM \"{}\".tasks WHERE ready", db.schema),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(ready, 0, "no future task is promoted to ready");
+    // Once their time comes, they are promoted and claimed.
+    let got = claim(party.store().as_ref(), t0() + secs(3_600 + 9), 100).await;
+    assert_eq!(got.len(), 10);
+    db.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_on_another_connection_wake_a_listening_store() {
+    let Some(db) = TestDb::new() else { return };
+    let listener = db.store().await;
+    let other = Party::with_store(db.store().await, party::builtin::registry(false));
+    let wakeups = listener.wakeups();
+
+    // An insert.
+    let notified = wakeups.notified();
+    tokio::pin!(notified);
+    notified.as_mut().enable();
+    let id = other.add(NewTask::new("noop")).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), notified)
+        .await
+        .expect("an insert elsewhere wakes the listener");
+
+    // A failed attempt that will be retried.
+    let now = Timestamp::now();
+    let task = claim(other.store().as_ref(), now, 1).await.remove(0);
+    assert_eq!(task.id, id);
+    let notified = wakeups.notified();
+    tokio::pin!(notified);
+    notified.as_mut().enable();
+    let mut f = finish(&task, now, Next::Retry { due_at: now });
+    f.outcome = Outcome::Failed;
+    f.error = Some("boom".into());
+    assert_eq!(
+        other.store().task_finish(vec![f]).await.unwrap(),
+        vec![FinishResult::Applied]
+    );
+    tokio::time::timeout(Duration::from_secs(5), notified)
+        .await
+        .expect("a retry elsewhere wakes the listener");
+
+    // A manual retry of a cancelled task.
+    other.cancel(id).await.unwrap();
+    let notified = wakeups.notified();
+    tokio::pin!(notified);
+    notified.as_mut().enable();
+    other.retry(id).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), notified)
+        .await
+        .expect("a manual retry elsewhere wakes the listener");
+    db.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_listener_connection_is_reestablished_and_wakes_workers() {
+    let Some(db) = TestDb::new() else { return };
+    let listener = db.store().await;
+    let other = db.store().await;
+    let client = db.client().await;
+    let wakeups = listener.wakeups();
+
+    let notified = wakeups.notified();
+    tokio::pin!(notified);
+    notified.as_mut().enable();
+    // Terminate every listener on this schema's channel (each store has one).
+    let killed: i64 = client
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE application_name = 'party listener' AND query = $1",
+            &[&format!("LISTEN \"{}\"", listener.channel())],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(killed, 2);
+    tokio::time::timeout(Duration::from_secs(10), notified)
+        .await
+        .expect("reconnecting wakes the workers once, so they look again");
+
+    // Notifications flow again.
+    let notified = wakeups.notified();
+    tokio::pin!(notified);
+    notified.as_mut().enable();
+    let task = InsertTask {
+        id: TaskId::generate(Timestamp::now()),
+        handler: "noop".into(),
+        data: "{}".into(),
+        timestamp: Timestamp::now(),
+        is_recurring: false,
+        rule: None,
+        max_attempts: 1,
+        queue: "default".into(),
+        priority: 0,
+        created_at: Timestamp::now(),
+    };
+    other.task_insert(vec![task]).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), notified)
+        .await
+        .expect("after reconnecting, inserts elsewhere wake the listener again");
+    db.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_concurrent_singleton_inserts_make_one_task() {
+    let Some(db) = TestDb::new() else { return };
+    let mut parties = Vec::new();
+    for _ in 0..5 {
+        parties.push(db.party().await);
+    }
+    let mut adds = Vec::new();
+    for i in 0..50 {
+        let party = parties[i % parties.len()].clone();
+        // Key order in the data does not matter.
+        let data = if i % 2 == 0 {
+            json!({ "account": 7, "plan": "gold" })
+        } else {
+            party::serde_json::from_str(r#"{"plan":"gold","account":7}"#).unwrap()
+        };
+        adds.push(tokio::spawn(async move {
+            party
+                .add(
+                    NewTask::new("noop")
+                        .data(data)
+                        .every(SignedDuration::from_hours(1)),
+                )
+                .await
+        }));
+    }
+    let mut created = Vec::new();
+    let mut named = Vec::new();
+    for a in adds {
+        match a.await.unwrap() {
+            Ok(id) => created.push(id),
+            Err(TaskError::Duplicate { handler, existing }) => {
+                assert_eq!(handler, "noop");
+                named.push(existing);
+            }
+            Err(e) => panic!("unexpected error: {e}"),
+        }
+    }
+    assert_eq!(created.len(), 1, "exactly one insert wins");
+    assert_eq!(named.len(), 49);
+    assert!(
+        named.iter().all(|id| *id == created[0]),
+        "each duplicate names the winner"
+    );
+    let listed = parties[0].list(&Default::default()).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    db.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrations_are_safe_when_many_processes_start_at_once() {
+    let Some(db) = TestDb::new() else { return };
+    let url = db.url();
+    let opens: Vec<_> = (0..8)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move { PgStore::connect(&url).await.map(|_| ()) })
+        })
+        .collect();
+    for o in opens {
+        o.await.unwrap().expect("every process opens the store");
+    }
+    let client = db.client().await;
+    let row = client
+        .query_one(
+            &format!(
+                "SELECT count(*), max(version) FROM \"{}\".schema_version",
+                db.schema
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), 1, "each migration ran once");
+    assert_eq!(
+        i64::from(row.get::<_, i32>(1)),
+        party::store::SCHEMA_VERSION
+    );
+    db.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_newer_than_the_binary_is_refused() {
+    let Some(db) = TestDb::new() else { return };
+    drop(db.store().await);
+    let client = db.client().await;
+    client
+        .execute(
+            &format!(
+                "INSERT INTO \"{}\".schema_version (version) VALUES ($1)",
+                db.schema
+            ),
+            &[&(party::store::SCHEMA_VERSION as i32 + 1)],
+        )
+        .await
+        .unwrap();
+    let err = PgStore::connect(&db.url()).await.unwrap_err();
+    assert!(matches!(err, TaskError::Store(_)), "{err:?}");
+    let msg = err.to_string();
+    assert!(msg.contains("newer than this party binary"), "{msg}");
+    assert!(msg.contains("upgrade party"), "{msg}");
+    db.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_schema_comes_from_the_url_or_the_options() {
+    let Some(db) = TestDb::new() else { return };
+    let store = PgStore::connect_with(
+        &db.base,
+        PgOptions {
+            schema: db.schema.clone(),
+            ..PgOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(store.schema(), db.schema);
+    assert_eq!(store.channel(), format!("party_{}", db.schema));
+    let client = db.client().await;
+    let exists: bool = client
+        .query_one(
+            "SELECT to_regclass($1) IS NOT NULL",
+            &[&format!("\"{}\".tasks", db.schema)],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(exists);
+    let err = PgStore::connect(&format!(
+        "{}?schema=no-dashes",
+        db.base.split('?').next().unwrap()
+    ))
+    .await
+    .unwrap_err();
+    assert!(matches!(err, TaskError::Invalid(_)), "{err:?}");
+    db.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_added_in_a_transaction_exists_only_if_it_commits() {
+    let Some(db) = TestDb::new() else { return };
+    let party = db.party().await;
+    let observer = db.store().await;
+    let mut client = db.client().await;
+    client
+        .batch_execute("CREATE TEMP TABLE orders (id bigint PRIMARY KEY)")
+        .await
+        .unwrap();
+
+    // Rolled back: neither the order nor the task.
+    let tx = client.transaction().await.unwrap();
+    tx.execute("INSERT INTO orders (id) VALUES (1)", &[])
+        .await
+        .unwrap();
+    let lost = party
+        .add_in_transaction(&tx, NewTask::new("noop").data(json!({ "order": 1 })))
+        .await
+        .unwrap();
+    tx.rollback().await.unwrap();
+    assert_eq!(
+        party.get(lost).await.unwrap_err(),
+        TaskError::NotFound(lost)
+    );
+
+    // Committed: invisible to workers until the commit, then runs.
+    let wakeups = observer.wakeups();
+    let tx = client.transaction().await.unwrap();
+    tx.execute("INSERT INTO orders (id) VALUES (2)", &[])
+        .await
+        .unwrap();
+    let kept = party
+        .add_in_transaction(&tx, NewTask::new("noop").data(json!({ "order": 2 })))
+        .await
+        .unwrap();
+    assert!(observer.task_get(kept).await.unwrap().is_none());
+    assert!(
+        claim(observer.as_ref(), Timestamp::now() + secs(1), 10)
+            .await
+            .is_empty()
+    );
+    let notified = wakeups.notified();
+    tokio::pin!(notified);
+    notified.as_mut().enable();
+    tx.commit().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), notified)
+        .await
+        .expect("the commit wakes workers");
+    let report = party
+        .worker(WorkerConfig::default())
+        .run_until_idle()
+        .await
+        .unwrap();
+    assert_eq!(report.succeeded, 1);
+    assert_eq!(party.get(kept).await.unwrap().state, State::Done);
+
+    // A duplicate recurring task is refused without breaking the caller's transaction.
+    let every = SignedDuration::from_hours(1);
+    let holder = party
+        .add(
+            NewTask::new("noop")
+                .data(json!({ "sync": "crm" }))
+                .every(every),
+        )
+        .await
+        .unwrap();
+    let tx = client.transaction().await.unwrap();
+    let err = party
+        .add_in_transaction(
+            &tx,
+            NewTask::new("noop")
+                .data(json!({ "sync": "crm" }))
+                .every(every),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        TaskError::Duplicate {
+            handler: "noop".into(),
+            existing: holder
+        }
+    );
+    tx.execute("INSERT INTO orders (id) VALUES (3)", &[])
+        .await
+        .expect("the caller's transaction is still usable");
+    tx.commit().await.unwrap();
+    assert_eq!(party.list(&Default::default()).await.unwrap().len(), 2);
+
+    // Bad input is refused before anything is written.
+    let tx = client.transaction().await.unwrap();
+    let err = party
+        .add_in_transaction(&tx, NewTask::new("nope"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, TaskError::Invalid(_)));
+    tx.commit().await.unwrap();
+    db.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adding_in_a_transaction_is_refused_on_sqlite() {
+    let Some(db) = TestDb::new() else { return };
+    let dir = std::env::temp_dir().join(format!("party-pg-test-{:x}.db", fastrand::u64(..)));
+    let party = Party::connect(dir.to_str().unwrap(), party::builtin::registry(false))
+        .await
+        .unwrap();
+    let mut client = db.client().await;
+    let tx = client.transaction().await.unwrap();
+    let err = party
+        .add_in_transaction(&tx, NewTask::new("noop"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, TaskError::Invalid(ref m) if m.contains("PostgreSQL")),
+        "{err:?}"
+    );
+    drop(tx);
+    let _ = std::fs::remove_file(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_fences_are_refused_after_a_rescue() {
+    let Some(db) = TestDb::new() else { return };
+    let clock = ManualClock::new(t0());
+    let party = db.party().await.with_clock(Arc::new(clock.clone()));
+    let store = party.store().clone();
+    let id = party
+        .add(NewTask::new("noop").max_attempts(3))
+        .await
+        .unwrap();
+    let first = claim(store.as_ref(), t0(), 1).await.remove(0);
+    assert_eq!((first.id, first.attempts), (id, 1));
+
+    // The lease runs out: the task is rescued with a `lost` run and claimed again.
+    let later = t0() + secs(60);
+    assert_eq!(store.task_rescue(later).await.unwrap(), vec![id]);
+    let second = claim(store.as_ref(), later, 1).await.remove(0);
+    assert_eq!((second.id, second.attempts), (id, 2));
+    assert!(second.fence > first.fence);
+
+    // The old worker's late answer changes nothing.
+    let stale = store
+        .task_finish(vec![finish(&first, later, Next::Done)])
+        .await
+        .unwrap();
+    assert_eq!(stale, vec![FinishResult::Stale]);
+    assert_eq!(party.get(id).await.unwrap().state, State::Running);
+    let applied = store
+        .task_finish(vec![finish(&second, later + secs(1), Next::Done)])
+        .await
+        .unwrap();
+    assert_eq!(applied, vec![FinishResult::Applied]);
+
+    let task = party.get(id).await.unwrap();
+    assert_eq!(task.state, State::Done);
+    let outcomes: Vec<_> = task.runs.iter().map(|r| (r.attempt, r.outcome)).collect();
+    assert_eq!(outcomes, vec![(1, Outcome::Lost), (2, Outcome::Succeeded)]);
+    let lost = task.runs[0].error.as_deref().unwrap();
+    assert!(
+        lost.contains("lost its lease (it expired at 2027-01-01T00:00:30.000000Z"),
+        "{lost}"
+    );
+    db.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplicate_follow_up_fails_only_its_own_finish() {
+    let Some(db) = TestDb::new() else { return };
+    let clock = ManualClock::new(t0());
+    let party = db.party().await.with_clock(Arc::new(clock.clone()));
+    let store = party.store().clone();
+    let every = SignedDuration::from_hours(1);
+    let holder = party
+        .add(
+            NewTask::new("noop")
+                .data(json!({ "s": 1 }))
+                .every(every)
+                .at(t0() + secs(3_600)),
+        )
+        .await
+        .unwrap();
+    let a = party
+        .add(NewTask::new("noop").data(json!({ "a": 1 })))
+        .await
+        .unwrap();
+    let b = party
+        .add(NewTask::new("noop").data(json!({ "b": 1 })))
+        .await
+        .unwrap();
+    let claimed: HashMap<TaskId, ClaimedTask> = claim(store.as_ref(), t0(), 10)
+        .await
+        .into_iter()
+        .map(|t| (t.id, t))
+        .collect();
+    assert_eq!(claimed.len(), 2);
+    let follow_up = |data: &str, recurring: bool| InsertTask {
+        id: TaskId::generate(t0()),
+        handler: "noop".into(),
+        data: data.into(),
+        timestamp: t0(),
+        is_recurring: recurring,
+        rule: recurring.then(|| r#"{"every":3600}"#.to_string()),
+        max_attempts: 1,
+        queue: "default".into(),
+        priority: 0,
+        created_at: t0(),
+    };
+    let mut fa = finish(&claimed[&a], t0(), Next::Done);
+    fa.follow_ups = vec![
+        follow_up(r#"{"ok":1}"#, false),
+        follow_up(r#"{"s":1}"#, true),
+    ];
+    let mut fb = finish(&claimed[&b], t0(), Next::Done);
+    let fresh = follow_up(r#"{"b_next":1}"#, false);
+    fb.follow_ups = vec![fresh.clone()];
+    let results = store.task_finish(vec![fa, fb]).await.unwrap();
+    assert_eq!(
+        results,
+        vec![
+            FinishResult::Duplicate(TaskError::Duplicate {
+                handler: "noop".into(),
+                existing: holder
+            }),
+            FinishResult::Applied
+        ]
+    );
+    // The refused finish left no trace; the other one was written with its follow-up.
+    let ta = party.get(a).await.unwrap();
+    assert_eq!((ta.state, ta.runs.len()), (State::Running, 0));
+    let tb = party.get(b).await.unwrap();
+    assert_eq!((tb.state, tb.runs.len()), (State::Done, 1));
+    assert_eq!(party.get(fresh.id).await.unwrap().state, State::Scheduled);
+    assert_eq!(party.list(&Default::default()).await.unwrap().len(), 4);
+    db.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_retry_list_and_stats_work_as_on_sqlite() {
+    let Some(db) = TestDb::new() else { return };
+    let clock = ManualClock::new(t0());
+    let party = db.party().await.with_clock(Arc::new(clock.clone()));
+    let store = party.store().clone();
+    let id = party
+        .add(NewTask::new("noop").at(t0() + secs(10)))
+        .await
+        .unwrap();
+    let cancelled = party.cancel(id).await.unwrap();
+    assert_eq!(cancelled.state, State::Cancelled);
+    assert!(matches!(
+        party.cancel(id).await,
+        Err(TaskError::Conflict(_))
+    ));
+    let retried = party.retry(id).await.unwrap();
+    assert_eq!((retried.state, retried.due_at), (State::Scheduled, t0()));
+    let running = claim(store.as_ref(), t0(), 1).await.remove(0);
+    let err = party.cancel(id).await.unwrap_err();
+    assert!(
+        matches!(&err, TaskError::Conflict(m) if m.contains("it is running")),
+        "{err:?}"
+    );
+    let missing = TaskId::generate(t0());
+    assert_eq!(
+        party.cancel(missing).await.unwrap_err(),
+        TaskError::NotFound(missing)
+    );
+    let unknown = party
+        .add(NewTask::new("noop").queue("elsewhere"))
+        .await
+        .unwrap();
+    let listed = party
+        .list(&party::ListFilter {
+            state: Some(State::Running),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        listed.iter().map(|t| t.id).collect::<Vec<_>>(),
+        vec![running.id]
+    );
+    assert_eq!(
+        store.task_next_due(&handlers(), &queues()).await.unwrap(),
+        None,
+        "nothing else is waiting in the default queue"
+    );
+    assert_eq!(
+        store
+            .task_next_due(&handlers(), &["elsewhere".to_string()])
+            .await
+            .unwrap(),
+        Some(t0())
+    );
+    let stats = party.stats().await.unwrap();
+    assert!(stats.by_state.contains(&(State::Running, 1)));
+    assert!(stats.by_state.contains(&(State::Scheduled, 1)));
+    assert_eq!(stats.oldest_due, Some(t0()));
+    assert_eq!(
+        stats.unhandled.len(),
+        1,
+        "no live worker runs noop: {stats:?}"
+    );
+    assert!(party.get(unknown).await.is_ok());
+    db.cleanup().await;
+}

@@ -58,25 +58,63 @@ pub async fn fresh_store(
 }
 
 async fn postgres_store() -> Option<(Arc<dyn Store>, Box<dyn std::any::Any + Send>)> {
-    match std::env::var("PARTY_TEST_DATABASE_URL") {
-        Ok(_url) => {
-            if std::env::var("CI").as_deref() == Ok("true") {
-                panic!("the PostgreSQL backend is not available in this build");
-            }
-            println!("skipped: the PostgreSQL backend is not available in this build");
-            None
-        }
-        Err(_) => {
-            if std::env::var("CI").as_deref() == Ok("true") {
-                panic!(
-                    "CI=true but PARTY_TEST_DATABASE_URL is not set: the PostgreSQL behaviour tests must run in CI"
-                );
-            }
-            println!(
-                "skipped: set PARTY_TEST_DATABASE_URL=postgres://... to run the PostgreSQL behaviour tests"
+    let Some(url) = std::env::var("PARTY_TEST_DATABASE_URL")
+        .ok()
+        .filter(|u| !u.trim().is_empty())
+    else {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!(
+                "CI=true but PARTY_TEST_DATABASE_URL is not set: the PostgreSQL behaviour tests must run in CI"
             );
-            None
         }
+        println!(
+            "skipped: set PARTY_TEST_DATABASE_URL=postgres://... to run the PostgreSQL behaviour tests"
+        );
+        return None;
+    };
+    let schema = TempSchema {
+        url: url.trim().to_string(),
+        name: format!("party_test_{:016x}", fastrand_u64()),
+    };
+    let sep = if schema.url.contains('?') { '&' } else { '?' };
+    let store = party::open_store(&format!("{}{sep}schema={}", schema.url, schema.name))
+        .await
+        .expect("open postgres");
+    Some((store, Box::new(schema)))
+}
+
+/// A fresh PostgreSQL schema for one test, dropped when the test is done.
+pub struct TempSchema {
+    url: String,
+    name: String,
+}
+
+impl Drop for TempSchema {
+    fn drop(&mut self) {
+        // Drop is synchronous and may run on the test's runtime: clean up on a thread of its
+        // own with a runtime of its own. A schema left behind is harmless.
+        let (url, name) = (self.url.clone(), self.name.clone());
+        let cleanup = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                use party::store::postgres::tokio_postgres;
+                let Ok((client, connection)) =
+                    tokio_postgres::connect(&url, tokio_postgres::NoTls).await
+                else {
+                    return;
+                };
+                tokio::spawn(connection);
+                let _ = client
+                    .batch_execute(&format!(
+                        "SET lock_timeout = '5s'; DROP SCHEMA IF EXISTS \"{name}\" CASCADE"
+                    ))
+                    .await;
+            });
+        });
+        let _ = cleanup.join();
     }
 }
 

@@ -360,12 +360,12 @@ async fn a_lost_listener_connection_is_reestablished_and_wakes_workers() {
     let notified = wakeups.notified();
     tokio::pin!(notified);
     notified.as_mut().enable();
-    // Terminate every listener on this schema's channel (each store has one).
+    // Terminate every signal connection on this schema's channel (each store has one).
     let killed: i64 = client
         .query_one(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
-             WHERE application_name = 'party listener' AND query = $1",
-            &[&format!("LISTEN \"{}\"", listener.channel())],
+             WHERE application_name = 'party signal' AND position($1 in query) > 0",
+            &[&format!("\"{}\"", listener.channel())],
         )
         .await
         .unwrap()

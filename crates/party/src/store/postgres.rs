@@ -40,7 +40,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::BytesMut;
 use jiff::Timestamp;
-use tokio::sync::{Notify, Semaphore, SemaphorePermit};
+use tokio::sync::{Notify, Semaphore, SemaphorePermit, oneshot};
 use tokio::task::JoinHandle;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{FromSql, IsNull, ToSql, Type, to_sql_checked};
@@ -69,6 +69,9 @@ const WORKER_LIVE_MICROS: i64 = 30_000_000;
 
 /// At most this many due tasks are promoted to `ready` per claim.
 const PROMOTE_BATCH: i64 = 5_000;
+
+/// At most this many expired leases are released per statement.
+const RESCUE_BATCH: usize = 1_000;
 
 /// The first key of the migration advisory lock (the second is a hash of the schema name).
 const MIGRATION_LOCK_CLASS: i32 = 0x7061_7274;
@@ -104,7 +107,9 @@ impl Default for PgOptions {
 pub struct PgStore {
     pool: Arc<Pool>,
     wakeups: Arc<Notify>,
-    listener: JoinHandle<()>,
+    /// Asks the signal connection to NOTIFY other processes.
+    requests: Arc<Notify>,
+    signal: JoinHandle<()>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -117,7 +122,7 @@ impl std::fmt::Debug for PgStore {
 
 impl Drop for PgStore {
     fn drop(&mut self) {
-        self.listener.abort();
+        self.signal.abort();
     }
 }
 
@@ -257,12 +262,13 @@ const TASK_COLUMNS: &str = "id, handler, data, timestamp, last_run_on, attempts,
 const LIVE: &str = "('scheduled','running','retrying')";
 const WAITING: &str = "('scheduled','retrying')";
 
-/// The columns and source of a task insert from arrays: `$1..$10`.
+/// The columns and source of a task insert from arrays: `$1..$10`. A task already due when it
+/// is created (the common "run now") goes straight into the claim index, with no promotion.
 fn insert_from_arrays(s: &str) -> String {
     format!(
         "INSERT INTO {s}.tasks (id, handler, data, timestamp, due_at, ready, attempts, \
            max_attempts, is_recurring, rule, state, queue, priority, fence, created_at, updated_at) \
-         SELECT id, handler, data, ts, ts, false, 0, max_attempts, is_recurring, rule, \
+         SELECT id, handler, data, ts, ts, ts <= created_at, 0, max_attempts, is_recurring, rule, \
            'scheduled', queue, priority, 0, created_at, created_at \
          FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::int4[], \
            $6::bool[], $7::text[], $8::text[], $9::int4[], $10::timestamptz[]) \
@@ -270,16 +276,14 @@ fn insert_from_arrays(s: &str) -> String {
     )
 }
 
-/// Insert all or none: a singleton collision fails the statement. Notifies on commit.
+/// Insert all or none: a singleton collision fails the statement.
 fn sql_insert(s: &str) -> String {
-    format!(
-        "WITH ins AS ({}) SELECT pg_notify($11, '')",
-        insert_from_arrays(s)
-    )
+    insert_from_arrays(s)
 }
 
 /// Insert, skipping rows that collide with a live recurring task; returns the ids inserted
-/// and notifies on commit if any were.
+/// and, if any were, notifies when the surrounding transaction commits (this one is used
+/// inside transactions, where only the commit knows when the tasks become visible).
 fn sql_insert_skipping(s: &str) -> String {
     format!(
         "WITH ins AS ({} ON CONFLICT (handler, md5(data)) \
@@ -298,48 +302,51 @@ fn sql_existing(s: &str) -> String {
 
 fn sql_promote(s: &str) -> String {
     format!(
-        "WITH due AS MATERIALIZED (SELECT id FROM {s}.tasks WHERE NOT ready \
-           AND state IN {WAITING} AND due_at <= $1 ORDER BY due_at LIMIT $2 \
-           FOR UPDATE SKIP LOCKED) \
-         UPDATE {s}.tasks t SET ready = true FROM due WHERE t.id = due.id"
+        "UPDATE {s}.tasks SET ready = true WHERE id = ANY(ARRAY( \
+           SELECT id FROM {s}.tasks WHERE NOT ready AND state IN {WAITING} AND due_at <= $1 \
+           ORDER BY due_at LIMIT $2 FOR UPDATE SKIP LOCKED))"
     )
 }
 
 fn sql_claim(s: &str) -> String {
     format!(
-        "WITH c AS MATERIALIZED (SELECT id FROM {s}.tasks WHERE ready AND state IN {WAITING} \
-           AND handler = ANY($4::text[]) AND queue = ANY($5::text[]) \
-           ORDER BY priority, due_at LIMIT $6 FOR UPDATE SKIP LOCKED) \
-         UPDATE {s}.tasks t SET state = 'running', ready = false, attempts = t.attempts + 1, \
+        "UPDATE {s}.tasks t SET state = 'running', ready = false, attempts = t.attempts + 1, \
            fence = t.fence + 1, worker = $1, started_at = $2, lease_until = $3, updated_at = $2 \
-         FROM c WHERE t.id = c.id \
+         WHERE t.id = ANY(ARRAY(SELECT id FROM {s}.tasks WHERE ready AND state IN {WAITING} \
+           AND handler = ANY($4::text[]) AND queue = ANY($5::text[]) \
+           ORDER BY priority, due_at LIMIT $6 FOR UPDATE SKIP LOCKED)) \
          RETURNING t.id, t.handler, t.data, t.timestamp, t.last_run_on, t.attempts, \
            t.max_attempts, t.is_recurring, t.rule, t.fence, t.priority, t.due_at"
     )
 }
 
-/// A batch of fenced finishes, their run rows and, when a task becomes claimable again, a
-/// notification: one statement.
+/// A batch of fenced finishes and their run rows: one statement. Returns the applied ids and
+/// their new states.
 fn sql_finish(s: &str) -> String {
+    // The arrays are unnested where they are joined (no shared CTE), so the planner drives
+    // each join from the batch through the primary key.
     format!(
-        "WITH i AS (SELECT * FROM unnest($1::text[], $2::int8[], $3::text[], \
-           $4::timestamptz[], $5::timestamptz[], $6::timestamptz[], $7::bool[], $8::text[], \
-           $9::timestamptz[], $10::bool[], $11::int4[], $12::timestamptz[], $13::timestamptz[], \
-           $14::text[], $15::text[]) AS i(id, fence, state, ts, due_at, last_run_on, reset, \
-           error, finished_at, ran, attempt, run_ts, started_at, worker, outcome)), \
-         u AS (UPDATE {s}.tasks t SET state = i.state, timestamp = COALESCE(i.ts, t.timestamp), \
-           due_at = COALESCE(i.due_at, t.due_at), \
+        "WITH u AS (UPDATE {s}.tasks t SET state = i.state, \
+           timestamp = COALESCE(i.ts, t.timestamp), due_at = COALESCE(i.due_at, t.due_at), \
            last_run_on = COALESCE(i.last_run_on, t.last_run_on), \
            attempts = CASE WHEN i.reset THEN 0 ELSE t.attempts END, \
-           last_error = COALESCE(i.error, t.last_error), ready = false, worker = NULL, \
+           last_error = COALESCE(i.error, t.last_error), \
+           ready = COALESCE(i.due_at <= i.finished_at, false), worker = NULL, \
            started_at = NULL, lease_until = NULL, updated_at = i.finished_at \
-           FROM i WHERE t.id = i.id AND t.fence = i.fence AND t.state = 'running' \
+           FROM unnest($1::text[], $2::int8[], $3::text[], $4::timestamptz[], \
+             $5::timestamptz[], $6::timestamptz[], $7::bool[], $8::text[], $9::timestamptz[]) \
+             AS i(id, fence, state, ts, due_at, last_run_on, reset, error, finished_at) \
+           WHERE t.id = i.id AND t.fence = i.fence AND t.state = 'running' \
            RETURNING t.id, t.state), \
          r AS (INSERT INTO {s}.runs (task_id, attempt, timestamp, started_at, finished_at, \
            outcome, error, worker) \
            SELECT i.id, i.attempt, i.run_ts, i.started_at, i.finished_at, i.outcome, i.error, \
-             i.worker FROM i JOIN u ON u.id = i.id WHERE i.ran) \
-         SELECT u.id, CASE WHEN u.state IN {WAITING} THEN pg_notify($16, '') END FROM u"
+             i.worker \
+           FROM unnest($1::text[], $8::text[], $9::timestamptz[], $10::bool[], $11::int4[], \
+             $12::timestamptz[], $13::timestamptz[], $14::text[], $15::text[]) \
+             AS i(id, error, finished_at, ran, attempt, run_ts, started_at, worker, outcome) \
+           JOIN u ON u.id = i.id WHERE i.ran) \
+         SELECT u.id, u.state FROM u"
     )
 }
 
@@ -358,19 +365,22 @@ fn sql_rescue(s: &str) -> String {
     format!(
         "WITH e AS MATERIALIZED (SELECT id, attempts, max_attempts, timestamp, started_at, \
            COALESCE(worker, '') AS worker, lease_until FROM {s}.tasks \
-           WHERE state = 'running' AND lease_until < $1 FOR UPDATE SKIP LOCKED), \
+           WHERE state = 'running' AND lease_until < $1 LIMIT {RESCUE_BATCH} \
+           FOR UPDATE SKIP LOCKED), \
          m AS (SELECT e.*, 'worker ' || e.worker || ' lost its lease (it expired at ' || \
            to_char(e.lease_until AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') || \
            ' without a heartbeat); the task was rescued' AS error FROM e), \
          u AS (UPDATE {s}.tasks t SET \
            state = CASE WHEN m.attempts >= m.max_attempts THEN 'dead' ELSE 'retrying' END, \
-           due_at = $1, ready = false, last_error = m.error, worker = NULL, started_at = NULL, \
-           lease_until = NULL, updated_at = $1 FROM m WHERE t.id = m.id RETURNING t.id, t.state), \
+           due_at = $1, ready = m.attempts < m.max_attempts, last_error = m.error, worker = NULL, \
+           started_at = NULL, \
+           lease_until = NULL, updated_at = $1 FROM m WHERE t.id = m.id \
+           RETURNING t.id, t.state), \
          r AS (INSERT INTO {s}.runs (task_id, attempt, timestamp, started_at, finished_at, \
            outcome, error, worker) \
            SELECT m.id, m.attempts, m.timestamp, m.started_at, $1, 'lost', m.error, m.worker \
            FROM m JOIN u ON u.id = m.id) \
-         SELECT u.id, CASE WHEN u.state = 'retrying' THEN pg_notify($2, '') END FROM u"
+         SELECT u.id, u.state FROM u"
     )
 }
 
@@ -437,10 +447,9 @@ impl Statements {
                  WHERE id = $2 AND state IN ('scheduled','retrying','dead') RETURNING id"
             ),
             format!(
-                "WITH u AS (UPDATE {s}.tasks SET state = 'scheduled', due_at = $1, ready = false, \
-                   max_attempts = GREATEST(max_attempts, attempts + 1), updated_at = $1 \
-                   WHERE id = $2 AND state IN ('dead','cancelled','retrying') RETURNING id) \
-                 SELECT id, pg_notify($3, '') FROM u"
+                "UPDATE {s}.tasks SET state = 'scheduled', due_at = $1, ready = true, \
+                 max_attempts = GREATEST(max_attempts, attempts + 1), updated_at = $1 \
+                 WHERE id = $2 AND state IN ('dead','cancelled','retrying')"
             ),
             format!(
                 "SELECT handler, state, count(*) FROM {s}.tasks GROUP BY handler, state \
@@ -573,6 +582,13 @@ impl Drop for Pooled<'_> {
                 self.pool.idle.lock().unwrap().push(conn);
             }
         }
+    }
+}
+
+impl Pooled<'_> {
+    /// Close the connection instead of returning it to the pool.
+    fn discard(mut self) {
+        self.conn = None;
     }
 }
 
@@ -778,75 +794,85 @@ async fn migrate(client: &mut Client, names: &Names) -> Result<(), TaskError> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The listener
+// The signal connection: LISTEN for other processes' changes, NOTIFY them of ours
 
-type PgConnection =
-    tokio_postgres::Connection<tokio_postgres::Socket, tokio_postgres::tls::NoTlsStream>;
+/// The signal connection: its client, and a receiver that completes when the connection ends.
+struct Signal {
+    client: Client,
+    closed: oneshot::Receiver<String>,
+}
 
-/// Open a connection and LISTEN on the channel; returns once the server confirmed it.
-async fn listen(config: &Config, names: &Names) -> Result<(Client, PgConnection), TaskError> {
+/// Open the signal connection and LISTEN on the channel; returns once the server confirmed
+/// it. Notifications wake `wakeups`. The connection commits its own NOTIFYs asynchronously:
+/// a notification needs no durability, so it never waits for a disk flush.
+async fn listen(config: &Config, names: &Names, wakeups: &Arc<Notify>) -> Result<Signal, TaskError> {
     let (client, mut connection) = config.connect(NoTls).await.map_err(|e| {
         TaskError::store(format!(
             "cannot connect to PostgreSQL: {}; check that the server runs and the URL is right",
             describe(&e)
         ))
     })?;
-    let sql = format!("LISTEN {}", quote_ident(&names.channel));
-    let listened: Result<(), TaskError> = {
-        let listening = client.batch_execute(&sql);
-        tokio::pin!(listening);
-        loop {
-            tokio::select! {
-                r = &mut listening => break r.map_err(db_err),
-                m = std::future::poll_fn(|cx| connection.poll_message(cx)) => match m {
-                    Some(Ok(_)) => {}
-                    Some(Err(e)) => break Err(db_err(e)),
-                    None => break Err(TaskError::store("the listener connection closed")),
-                },
+    let (closed_tx, closed) = oneshot::channel();
+    let wake = wakeups.clone();
+    tokio::spawn(async move {
+        let why = loop {
+            match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                Some(Ok(AsyncMessage::Notification(_))) => wake.notify_waiters(),
+                Some(Ok(_)) => {}
+                Some(Err(e)) => break describe(&e),
+                None => break "the connection closed".to_string(),
             }
-        }
-    };
-    listened?;
-    Ok((client, connection))
+        };
+        let _ = closed_tx.send(why);
+    });
+    client
+        .batch_execute(&format!(
+            "SET synchronous_commit TO off; LISTEN {}",
+            quote_ident(&names.channel)
+        ))
+        .await
+        .map_err(db_err)?;
+    Ok(Signal { client, closed })
 }
 
-/// Turn notifications into wake-ups; re-establish the connection with backoff when it drops,
-/// then wake everyone once so workers look for what they may have missed.
-async fn listen_loop(
+/// The signal loop: send one NOTIFY per request (requests made while one is in flight share
+/// the next), and re-establish the connection with backoff when it drops. Once back, it wakes
+/// this process's workers and notifies the others, so everyone looks again and nothing that
+/// happened meanwhile is missed.
+async fn signal_loop(
     config: Config,
     names: Names,
     wakeups: Arc<Notify>,
-    mut current: (Client, PgConnection),
+    requests: Arc<Notify>,
+    mut signal: Signal,
 ) {
+    let notify_sql = format!("NOTIFY {}", quote_ident(&names.channel));
     loop {
-        let (_client, mut connection) = current;
-        loop {
-            match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
-                Some(Ok(AsyncMessage::Notification(_))) => wakeups.notify_waiters(),
-                Some(Ok(_)) => {}
-                Some(Err(e)) => {
-                    tracing::warn!(error = %describe(&e), "the PostgreSQL listener connection failed; reconnecting");
-                    break;
-                }
-                None => {
-                    tracing::warn!("the PostgreSQL listener connection closed; reconnecting");
-                    break;
+        let why = loop {
+            tokio::select! {
+                why = &mut signal.closed => break why.unwrap_or_default(),
+                _ = requests.notified() => {
+                    if let Err(e) = signal.client.batch_execute(&notify_sql).await {
+                        break describe(&e);
+                    }
                 }
             }
-        }
+        };
+        tracing::warn!(error = %why, "the PostgreSQL signal connection was lost; reconnecting");
         let mut delay = Duration::from_millis(100);
-        current = loop {
+        signal = loop {
             tokio::time::sleep(delay).await;
-            match listen(&config, &names).await {
-                Ok(c) => break c,
+            match listen(&config, &names, &wakeups).await {
+                Ok(s) => break s,
                 Err(e) => {
-                    tracing::warn!(error = %e, retry_in = ?delay, "cannot re-establish the PostgreSQL listener");
+                    tracing::warn!(error = %e, retry_in = ?delay, "cannot re-establish the PostgreSQL signal connection");
                     delay = (delay * 2).min(LISTENER_MAX_BACKOFF);
                 }
             }
         };
-        tracing::info!(channel = %names.channel, "the PostgreSQL listener is back");
+        tracing::info!(channel = %names.channel, "the PostgreSQL signal connection is back");
         wakeups.notify_waiters();
+        requests.notify_one();
     }
 }
 
@@ -886,7 +912,13 @@ impl InsertArrays {
         }
     }
 
-    fn params<'a>(&'a self, channel: &'a String) -> [&'a (dyn ToSql + Sync); 11] {
+    /// The parameters of the skipping insert, which also names the channel to notify.
+    fn params_notifying<'a>(&'a self, channel: &'a String) -> [&'a (dyn ToSql + Sync); 11] {
+        let [a, b, c, d, e, f, g, h, i, j] = self.params();
+        [a, b, c, d, e, f, g, h, i, j, channel]
+    }
+
+    fn params(&self) -> [&(dyn ToSql + Sync); 10] {
         [
             &self.ids,
             &self.handlers,
@@ -898,7 +930,6 @@ impl InsertArrays {
             &self.queues,
             &self.priorities,
             &self.created,
-            channel,
         ]
     }
 }
@@ -957,7 +988,7 @@ impl FinishArrays {
         self.outcomes.push(f.outcome.as_str());
     }
 
-    fn params<'a>(&'a self, channel: &'a String) -> [&'a (dyn ToSql + Sync); 16] {
+    fn params(&self) -> [&(dyn ToSql + Sync); 15] {
         [
             &self.ids,
             &self.fences,
@@ -974,7 +1005,6 @@ impl FinishArrays {
             &self.started,
             &self.workers,
             &self.outcomes,
-            channel,
         ]
     }
 }
@@ -1090,15 +1120,17 @@ impl PgStore {
             .await
             .map_err(db_err)?;
 
-        let mut listener_config = config.clone();
-        listener_config.application_name("party listener");
-        let listening = listen(&listener_config, &names).await?;
+        let mut signal_config = config.clone();
+        signal_config.application_name("party signal");
         let wakeups = Arc::new(Notify::new());
-        let listener = tokio::spawn(listen_loop(
-            listener_config,
+        let signal = listen(&signal_config, &names, &wakeups).await?;
+        let requests = Arc::new(Notify::new());
+        let signal = tokio::spawn(signal_loop(
+            signal_config,
             names.clone(),
             wakeups.clone(),
-            listening,
+            requests.clone(),
+            signal,
         ));
 
         let pool_size = options.pool_size.max(1);
@@ -1111,8 +1143,16 @@ impl PgStore {
         Ok(PgStore {
             pool,
             wakeups,
-            listener,
+            requests,
+            signal,
         })
+    }
+
+    /// A task may have become claimable: wake this process's workers now, and the other
+    /// processes' through a notification sent after our commit.
+    fn signal(&self) {
+        self.wakeups.notify_waiters();
+        self.requests.notify_one();
     }
 
     /// The schema holding the tables.
@@ -1150,7 +1190,7 @@ impl PgStore {
         let arrays = InsertArrays::new(&tasks);
         let channel = self.pool.names.channel.clone();
         let rows = client
-            .query(&sql_insert_skipping(s), &arrays.params(&channel))
+            .query(&sql_insert_skipping(s), &arrays.params_notifying(&channel))
             .await
             .map_err(db_err)?;
         if rows.len() == tasks.len() {
@@ -1186,23 +1226,26 @@ impl PgStore {
 
     /// Apply a batch of finishes on one connection: the common case is one statement; finishes
     /// with follow-up tasks go in one transaction, and a follow-up that collides with a live
-    /// recurring task fails only its own finish.
+    /// recurring task fails only its own finish. Also says whether a task became claimable.
     async fn finish_batch(
         &self,
         conn: &mut Conn,
         batch: &[Finish],
-    ) -> Result<Vec<FinishResult>, TaskError> {
-        let channel = &self.pool.names.channel;
+    ) -> Result<(Vec<FinishResult>, bool), TaskError> {
+        let claimable = |rows: &[Row]| {
+            rows.iter()
+                .any(|r| matches!(r.get::<_, &str>(1), "scheduled" | "retrying"))
+        };
         if batch.iter().all(|f| f.follow_ups.is_empty()) {
             let mut arrays = FinishArrays::default();
             batch.iter().for_each(|f| arrays.push(f));
             let rows = conn
                 .client
-                .query(&conn.st.finish, &arrays.params(channel))
+                .query(&conn.st.finish, &arrays.params())
                 .await
                 .map_err(db_err)?;
             let applied: HashSet<&str> = rows.iter().map(|r| r.get::<_, &str>(0)).collect();
-            return Ok(batch
+            let results = batch
                 .iter()
                 .map(|f| {
                     if applied.contains(f.id.to_string().as_str()) {
@@ -1211,8 +1254,10 @@ impl PgStore {
                         FinishResult::Stale
                     }
                 })
-                .collect());
+                .collect();
+            return Ok((results, claimable(&rows)));
         }
+        let channel = &self.pool.names.channel;
         let mut refused: HashMap<usize, TaskError> = HashMap::new();
         loop {
             let live: Vec<usize> = (0..batch.len())
@@ -1223,7 +1268,7 @@ impl PgStore {
             let Conn { client, st } = &mut *conn;
             let tx = client.transaction().await.map_err(db_err)?;
             let rows = tx
-                .query(&st.finish, &arrays.params(channel))
+                .query(&st.finish, &arrays.params())
                 .await
                 .map_err(db_err)?;
             let applied: HashSet<String> = rows.iter().map(|r| r.get::<_, String>(0)).collect();
@@ -1240,17 +1285,19 @@ impl PgStore {
             let mut newly_refused = false;
             if !follow_ups.is_empty() {
                 let arrays = InsertArrays::new(&follow_ups);
-                let rows = tx
-                    .query(&st.insert_skipping, &arrays.params(channel))
+                let inserted: HashSet<String> = tx
+                    .query(&st.insert_skipping, &arrays.params_notifying(channel))
                     .await
-                    .map_err(db_err)?;
-                let inserted: HashSet<String> =
-                    rows.iter().map(|r| r.get::<_, String>(0)).collect();
+                    .map_err(db_err)?
+                    .iter()
+                    .map(|r| r.get::<_, String>(0))
+                    .collect();
                 for (t, &i) in follow_ups.iter().zip(&owner) {
                     if inserted.contains(&t.id.to_string()) || refused.contains_key(&i) {
                         continue;
                     }
-                    let e = match existing_singleton(&tx, &st.existing, &t.handler, &t.data).await?
+                    let e = match existing_singleton(&tx, &st.existing, &t.handler, &t.data)
+                        .await?
                     {
                         Some(id) => duplicate(&t.handler, id),
                         None => TaskError::Conflict(format!(
@@ -1268,13 +1315,14 @@ impl PgStore {
                 continue;
             }
             tx.commit().await.map_err(db_err)?;
-            return Ok((0..batch.len())
+            let results = (0..batch.len())
                 .map(|i| match refused.remove(&i) {
                     Some(e) => FinishResult::Duplicate(e),
                     None if applied.contains(&batch[i].id.to_string()) => FinishResult::Applied,
                     None => FinishResult::Stale,
                 })
-                .collect());
+                .collect();
+            return Ok((results, claimable(&rows) || !follow_ups.is_empty()));
         }
     }
 
@@ -1343,16 +1391,15 @@ impl Store for PgStore {
         }
         let conn = self.pool.get().await?;
         let arrays = InsertArrays::new(&tasks);
-        let channel = self.pool.names.channel.clone();
         // A duplicate whose holder finishes before we can name it: try again.
         for _ in 0..5 {
             match conn
                 .client
-                .execute(&conn.st.insert, &arrays.params(&channel))
+                .execute(&conn.st.insert, &arrays.params())
                 .await
             {
                 Ok(_) => {
-                    self.wakeups.notify_waiters();
+                    self.signal();
                     return Ok(tasks.iter().map(|t| t.id).collect());
                 }
                 Err(e) if is_singleton_violation(&e) => {
@@ -1380,14 +1427,24 @@ impl Store for PgStore {
         let limit = i64::from(p.limit);
         let handlers: Vec<&str> = p.handlers.iter().map(String::as_str).collect();
         let queues: Vec<&str> = p.queues.iter().map(String::as_str).collect();
-        // Promotion and claim are sent together: one round trip.
+        // Promotion and claim in one transaction (one commit), sent together (one round trip).
         let promote: [&(dyn ToSql + Sync); 2] = [&now, &PROMOTE_BATCH];
-        let claim: [&(dyn ToSql + Sync); 6] = [&p.worker, &now, &lease, &handlers, &queues, &limit];
-        let (_, rows) = tokio::try_join!(
+        let claim: [&(dyn ToSql + Sync); 6] =
+            [&p.worker, &now, &lease, &handlers, &queues, &limit];
+        let sent = tokio::try_join!(
+            conn.client.batch_execute("BEGIN"),
             conn.client.execute(&conn.st.promote, &promote),
             conn.client.query(&conn.st.claim, &claim),
-        )
-        .map_err(db_err)?;
+            conn.client.batch_execute("COMMIT"),
+        );
+        let rows = match sent {
+            Ok((_, _, rows, _)) => rows,
+            Err(e) => {
+                // The transaction may be left open: never reuse this connection.
+                conn.discard();
+                return Err(db_err(e));
+            }
+        };
         let started_at = now.time();
         let mut out = Vec::with_capacity(rows.len());
         let mut order = Vec::with_capacity(rows.len());
@@ -1419,8 +1476,12 @@ impl Store for PgStore {
             return Ok(Vec::new());
         }
         let mut conn = self.pool.get().await?;
-        let results = self.finish_batch(&mut conn, &batch).await?;
-        self.wakeups.notify_waiters();
+        let (results, claimable) = self.finish_batch(&mut conn, &batch).await?;
+        if claimable {
+            self.signal();
+        } else {
+            self.wakeups.notify_waiters();
+        }
         Ok(results)
     }
 
@@ -1455,20 +1516,23 @@ impl Store for PgStore {
 
     async fn task_rescue(&self, now: Timestamp) -> Result<Vec<TaskId>, TaskError> {
         let conn = self.pool.get().await?;
-        let rows = conn
-            .client
-            .query(
-                &conn.st.rescue,
-                &[&PgTime::of(now), &self.pool.names.channel],
-            )
-            .await
-            .map_err(db_err)?;
-        let ids = rows
-            .iter()
-            .map(|r| r.get::<_, &str>(0).parse())
-            .collect::<Result<Vec<TaskId>, _>>()?;
+        let mut ids = Vec::new();
+        // Each statement rescues a bounded number; a crash of many workers takes a few rounds.
+        loop {
+            let rows = conn
+                .client
+                .query(&conn.st.rescue, &[&PgTime::of(now)])
+                .await
+                .map_err(db_err)?;
+            for r in &rows {
+                ids.push(r.get::<_, &str>(0).parse()?);
+            }
+            if rows.len() < RESCUE_BATCH {
+                break;
+            }
+        }
         if !ids.is_empty() {
-            self.wakeups.notify_waiters();
+            self.signal();
         }
         Ok(ids)
     }
@@ -1531,13 +1595,10 @@ impl Store for PgStore {
         let conn = self.pool.get().await?;
         let r = conn
             .client
-            .query(
-                &conn.st.retry,
-                &[&PgTime::of(now), &id.to_string(), &self.pool.names.channel],
-            )
+            .execute(&conn.st.retry, &[&PgTime::of(now), &id.to_string()])
             .await;
         let n = match r {
-            Ok(rows) => rows.len(),
+            Ok(n) => n,
             Err(e) if is_singleton_violation(&e) => {
                 let row = conn
                     .client
@@ -1567,7 +1628,7 @@ impl Store for PgStore {
             .get_with_runs(&conn, id)
             .await?
             .ok_or(TaskError::NotFound(id))?;
-        self.wakeups.notify_waiters();
+        self.signal();
         Ok(task)
     }
 

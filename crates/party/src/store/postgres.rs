@@ -9,22 +9,31 @@
 //! # Options and their defaults
 //! - `schema` (`party`): the schema holding the tables; also names the wake-up channel
 //!   `party_<schema>`.
-//! - `pool_size` (8): connections kept open for queries, each with every statement prepared
-//!   once. One more connection is held by the wake-up listener.
+//! - `pool_size` (8): connections kept open for queries, opened on demand, each with every
+//!   statement prepared once. One more connection is the signal connection (see below).
 //! - `connect_timeout` (10 s, unless the URL sets `connect_timeout`): how long opening a
 //!   connection may take before the call fails with a clear error.
 //!
 //! # How it works
-//! - Every hot-path call is one statement, sent with the binary protocol as a prepared
-//!   statement: claims lock rows with `FOR UPDATE SKIP LOCKED`; a batch of finishes updates
-//!   the tasks and appends their run rows in one statement built from arrays (`unnest`).
-//! - Tasks waiting for their time are not in the claim index: the claim first promotes due
-//!   tasks to `ready` (pipelined with the claim, so it costs no round trip).
-//! - A change that makes a task claimable (insert, retry, reschedule, rescue) calls
-//!   `pg_notify` in its own statement, so the notification fires when it commits; a dedicated
-//!   listener connection turns notifications into [`Store::wakeups`]. If that connection is
-//!   lost it is re-established with backoff and the workers are woken once, so they look again
-//!   and nothing is missed.
+//! - Every hot-path call is one round trip with prepared statements and the binary protocol.
+//!   A claim promotes due tasks to `ready` and locks up to N of them with
+//!   `FOR UPDATE SKIP LOCKED` in one transaction (the statements are pipelined); a batch of
+//!   finishes updates its tasks, fenced, and appends their run rows in one statement built from
+//!   arrays (`unnest`).
+//! - Tasks waiting for their time are not in the claim index, so a million future tasks do not
+//!   slow claims. A task already due when it is written (the usual "run now") is written
+//!   `ready` and needs no promotion.
+//! - Wake-ups: one extra connection per store, the signal connection, LISTENs on the channel
+//!   and turns notifications into [`Store::wakeups`]. After a write that makes a task
+//!   claimable (insert, retry, reschedule, rescue) commits, the store asks it to send a NOTIFY;
+//!   requests made while one is in flight share the next one. A NOTIFY inside the writing
+//!   transaction would hold PostgreSQL's cluster-wide notification lock through that
+//!   transaction's disk flush and serialize all such commits; sent afterwards, on a connection
+//!   that commits asynchronously, it costs no flush and lets inserts commit in groups. Tasks
+//!   added inside a caller's own transaction ([`PgStore::task_insert_in`]) notify within it, as
+//!   only its commit makes them visible. If the signal connection is lost it is re-established
+//!   with backoff; then this process's workers are woken and the others notified, so everyone
+//!   looks again and nothing is missed.
 //! - Migrations run under a transaction-scoped advisory lock, so many processes may start at
 //!   once; a database whose schema is newer than this binary is refused.
 

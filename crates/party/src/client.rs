@@ -6,7 +6,7 @@ use std::sync::Arc;
 use jiff::Timestamp;
 use serde_json::Value;
 
-use crate::clock::{Clock, SystemClock, format_time};
+use crate::clock::{Clock, SystemClock};
 use crate::model::{ListFilter, NewTask, Outcome, State, Stats, TaskInfo};
 use crate::recurrence::{self, GapReport, Recurrence};
 use crate::store::{InsertTask, Store, postgres::PgStore, sqlite::SqliteStore};
@@ -125,13 +125,6 @@ impl Party {
             rules::validate(rule)?;
         }
         let timestamp = match (task.at, &task.recurrence) {
-            (Some(at), _) if at < now => {
-                return Err(TaskError::invalid(format!(
-                    "the time {} is in the past (now is {}); give a future time, or none to run now",
-                    format_time(at),
-                    format_time(now)
-                )));
-            }
             (Some(at), _) => at,
             (None, Some(rule)) => rules::first(rule, now)?,
             (None, None) => now,

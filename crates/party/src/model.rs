@@ -228,7 +228,9 @@ impl NewTask {
         Ok(self.data(v))
     }
 
-    /// Run at exactly `t`.
+    /// Schedule it for exactly `t`. A time already past is due at once and keeps `t` as its
+    /// timestamp (the CLI refuses past times as a likely mistake; the library allows them
+    /// for work that belongs to an instant that has just gone by).
     pub fn at(mut self, t: Timestamp) -> NewTask {
         self.at = Some(t);
         self

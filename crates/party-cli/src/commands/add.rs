@@ -1,7 +1,7 @@
 //! `party add`: create a task and print its id.
 
 use jiff::Timestamp;
-use party::{NewTask, Party, TaskError};
+use party::{NewTask, Party, TaskError, format_time};
 
 use crate::args::{AddArgs, Recurrence, When};
 use crate::output;
@@ -28,6 +28,11 @@ pub(crate) async fn run(party: &Party, args: AddArgs) -> Result<(), TaskError> {
 /// The first occurrence's time from `--at` or `--in`; `None` means now.
 fn first_time(when: &When, now: Timestamp) -> Result<Option<Timestamp>, TaskError> {
     match (when.at, when.in_) {
+        (Some(at), _) if at < now => Err(TaskError::invalid(format!(
+            "--at {} is in the past (now is {}); give a future time, or leave --at out to run now",
+            format_time(at),
+            format_time(now)
+        ))),
         (Some(at), _) => Ok(Some(at)),
         (None, Some(d)) if d.is_zero() => Ok(None),
         (None, Some(d)) => now.checked_add(d).map(Some).map_err(|_| {

@@ -814,7 +814,11 @@ struct Signal {
 /// Open the signal connection and LISTEN on the channel; returns once the server confirmed
 /// it. Notifications wake `wakeups`. The connection commits its own NOTIFYs asynchronously:
 /// a notification needs no durability, so it never waits for a disk flush.
-async fn listen(config: &Config, names: &Names, wakeups: &Arc<Notify>) -> Result<Signal, TaskError> {
+async fn listen(
+    config: &Config,
+    names: &Names,
+    wakeups: &Arc<Notify>,
+) -> Result<Signal, TaskError> {
     let (client, mut connection) = config.connect(NoTls).await.map_err(|e| {
         TaskError::store(format!(
             "cannot connect to PostgreSQL: {}; check that the server runs and the URL is right",
@@ -1305,8 +1309,7 @@ impl PgStore {
                     if inserted.contains(&t.id.to_string()) || refused.contains_key(&i) {
                         continue;
                     }
-                    let e = match existing_singleton(&tx, &st.existing, &t.handler, &t.data)
-                        .await?
+                    let e = match existing_singleton(&tx, &st.existing, &t.handler, &t.data).await?
                     {
                         Some(id) => duplicate(&t.handler, id),
                         None => TaskError::Conflict(format!(
@@ -1402,11 +1405,7 @@ impl Store for PgStore {
         let arrays = InsertArrays::new(&tasks);
         // A duplicate whose holder finishes before we can name it: try again.
         for _ in 0..5 {
-            match conn
-                .client
-                .execute(&conn.st.insert, &arrays.params())
-                .await
-            {
+            match conn.client.execute(&conn.st.insert, &arrays.params()).await {
                 Ok(_) => {
                     self.signal();
                     return Ok(tasks.iter().map(|t| t.id).collect());
@@ -1438,8 +1437,7 @@ impl Store for PgStore {
         let queues: Vec<&str> = p.queues.iter().map(String::as_str).collect();
         // Promotion and claim in one transaction (one commit), sent together (one round trip).
         let promote: [&(dyn ToSql + Sync); 2] = [&now, &PROMOTE_BATCH];
-        let claim: [&(dyn ToSql + Sync); 6] =
-            [&p.worker, &now, &lease, &handlers, &queues, &limit];
+        let claim: [&(dyn ToSql + Sync); 6] = [&p.worker, &now, &lease, &handlers, &queues, &limit];
         let sent = tokio::try_join!(
             conn.client.batch_execute("BEGIN"),
             conn.client.execute(&conn.st.promote, &promote),

@@ -207,10 +207,6 @@ async fn bad_input_is_refused_and_nothing_is_written(b: Backend) {
             NewTask::new("fails").data(party::serde_json::json!([1, 2])),
             "must be a JSON object",
         ),
-        (
-            NewTask::new("fails").at(t0() - SignedDuration::from_secs(1)),
-            "in the past",
-        ),
         (NewTask::new("fails").max_attempts(0), "at least 1"),
     ];
     for (task, msg) in cases {
@@ -228,7 +224,28 @@ async fn bad_input_is_refused_and_nothing_is_written(b: Backend) {
     assert!(f.party.list(&Default::default()).await.unwrap().is_empty());
 }
 
+async fn a_time_just_past_is_due_at_once_and_keeps_its_timestamp(b: Backend) {
+    let log: Log = Arc::new(Mutex::new(Vec::new()));
+    let Some(f) = fixture(b, Registry::new().register(AlwaysFails(log.clone()))).await else {
+        return;
+    };
+    let at = t0() - SignedDuration::from_secs(90);
+    let id = f.party.add(NewTask::new("fails").at(at)).await.unwrap();
+    let task = f.party.get(id).await.unwrap();
+    assert_eq!(
+        (task.timestamp, task.due_at, task.state),
+        (at, at, State::Scheduled)
+    );
+    f.party
+        .worker(WorkerConfig::default())
+        .run_until_idle()
+        .await
+        .unwrap();
+    assert_eq!(log.lock().unwrap()[0].timestamp, at);
+}
+
 on_every_backend!(
+    a_time_just_past_is_due_at_once_and_keeps_its_timestamp,
     failing_task_keeps_timestamp_backs_off_and_ends_dead,
     recursion_guard_no_next_run_is_done_and_same_time_is_refused,
     schedule_next_run_refuses_past_and_non_recurring,

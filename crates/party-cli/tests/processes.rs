@@ -1,0 +1,116 @@
+//! Several `party` processes on one database: the singleton rule and exactly-once execution
+//! hold across processes, not only across threads.
+
+use std::process::Stdio;
+
+use party::{ListFilter, NewTask, Outcome, Party, State};
+
+mod support;
+use support::{Db, party_cmd};
+
+#[test]
+fn fifty_processes_adding_one_recurring_task_make_one() {
+    for db in Db::all("singleton") {
+        let children: Vec<_> = (0..50)
+            .map(|i| {
+                // Key order differs between processes; it does not matter.
+                let data = if i % 2 == 0 {
+                    r#"{"account":7,"plan":"gold"}"#
+                } else {
+                    r#"{"plan":"gold","account":7}"#
+                };
+                party_cmd(&db.url)
+                    .args(["add", "noop", "--data", data, "--every", "1h"])
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .expect("spawn party add")
+            })
+            .collect();
+        let outputs: Vec<_> = children
+            .into_iter()
+            .map(|c| c.wait_with_output().unwrap())
+            .collect();
+        let ok: Vec<_> = outputs
+            .iter()
+            .filter(|o| o.status.code() == Some(0))
+            .collect();
+        let dup: Vec<_> = outputs
+            .iter()
+            .filter(|o| o.status.code() == Some(3))
+            .collect();
+        assert_eq!(
+            ok.len(),
+            1,
+            "{}: exactly one process creates it; others: {:?}",
+            db.name,
+            outputs
+                .iter()
+                .map(|o| String::from_utf8_lossy(&o.stderr).to_string())
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(dup.len(), 49, "{}", db.name);
+        let id = String::from_utf8_lossy(&ok[0].stdout).trim().to_string();
+        assert_eq!(id.len(), 24);
+        for d in dup {
+            let err = String::from_utf8_lossy(&d.stderr);
+            assert!(
+                err.contains(&id),
+                "{}: the refusal names the existing task: {err}",
+                db.name
+            );
+        }
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let tasks = rt.block_on(async {
+            let party = Party::connect(&db.url, party::builtin::registry(false))
+                .await
+                .unwrap();
+            party.list(&ListFilter::default()).await.unwrap()
+        });
+        assert_eq!(tasks.len(), 1, "{}", db.name);
+    }
+}
+
+#[test]
+fn two_worker_processes_run_2000_tasks_exactly_once() {
+    for db in Db::all("two-workers") {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let party = rt
+            .block_on(Party::connect(&db.url, party::builtin::registry(false)))
+            .unwrap();
+        let ids = rt
+            .block_on(
+                party.add_many(
+                    (0..2000)
+                        .map(|i| NewTask::new("noop").data(party::serde_json::json!({"i": i})))
+                        .collect(),
+                ),
+            )
+            .unwrap();
+        let workers: Vec<_> = (0..2)
+            .map(|_| {
+                party_cmd(&db.url)
+                    .args(["worker", "--until-idle", "--concurrency", "8"])
+                    .env("PARTY_LOG", "warn")
+                    .spawn()
+                    .expect("spawn party worker")
+            })
+            .collect();
+        for mut w in workers {
+            assert!(
+                w.wait().unwrap().success(),
+                "{}: worker exited cleanly",
+                db.name
+            );
+        }
+        let mut by_worker = std::collections::BTreeMap::<String, usize>::new();
+        for id in &ids {
+            let task = rt.block_on(party.get(*id)).unwrap();
+            assert_eq!(task.state, State::Done, "{}: {id}", db.name);
+            assert_eq!(task.runs.len(), 1, "{}: {id} ran exactly once", db.name);
+            assert_eq!(task.runs[0].outcome, Outcome::Succeeded);
+            *by_worker.entry(task.runs[0].worker.clone()).or_default() += 1;
+        }
+        println!("{}: runs per worker process: {by_worker:?}", db.name);
+    }
+}

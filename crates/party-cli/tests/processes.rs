@@ -114,3 +114,22 @@ fn two_worker_processes_run_2000_tasks_exactly_once() {
         println!("{}: runs per worker process: {by_worker:?}", db.name);
     }
 }
+
+#[test]
+fn adding_while_postgresql_is_unreachable_fails_fast_with_a_clear_message() {
+    // Nothing listens on port 1: the connection is refused, and the command must say so
+    // promptly instead of hanging.
+    let started = std::time::Instant::now();
+    let out = party_cmd("postgres://postgres@127.0.0.1:1/test")
+        .args(["add", "noop"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot connect to PostgreSQL"), "{err}");
+    assert!(err.contains("check that the server runs"), "{err}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(15),
+        "bounded by the connect timeout"
+    );
+}

@@ -68,12 +68,11 @@ fn send_signal(pid: i32, sig: i32) -> bool {
         libc::SIGTERM => "TERM",
         _ => unreachable!(),
     };
-    let ok = std::process::Command::new("kill")
+    std::process::Command::new("kill")
         .args([&format!("-{name}"), &pid.to_string()])
         .status()
         .unwrap()
-        .success();
-    if ok { 0 } else { -1 }
+        .success()
 }
 
 #[derive(Default)]

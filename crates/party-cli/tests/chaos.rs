@@ -77,6 +77,7 @@ fn send_signal(pid: i32, sig: i32) -> bool {
 
 #[derive(Default)]
 struct Events {
+    /// When a worker was killed or frozen.
     kills: Vec<Timestamp>,
     stops: usize,
     db_restarts: usize,
@@ -164,6 +165,7 @@ fn run_chaos(db: &Db, n: usize, chaos_for: Duration) {
             froze = true;
             workers.signal(victim, libc::SIGSTOP);
             events.stops += 1;
+            events.kills.push(Timestamp::now());
             std::thread::sleep(Duration::from_secs(LEASE_SECS * 2));
             workers.signal(victim, libc::SIGCONT);
         } else if !restarted && start.elapsed() > chaos_for / 2 {
@@ -300,11 +302,11 @@ fn run_chaos(db: &Db, n: usize, chaos_for: Duration) {
     println!(
         "chaos {}: {n} one-off + {} recurring tasks, {} workers started, {} SIGKILLs, {} SIGSTOP, {} database restarts; \
          all done; {reran} tasks re-ran after {lost_runs} lost attempts (each explained by a lost run); \
-         longest time from a kill to the rescue: {:.1}s; integrity: {integrity}",
+         longest time from a kill or freeze to the rescue: {:.1}s (lease {LEASE_SECS}s); integrity: {integrity}",
         db.name,
         recurring.len(),
         workers.started,
-        events.kills.len(),
+        events.kills.len() - events.stops,
         events.stops,
         events.db_restarts,
         max_rescue.as_secs_f64(),

@@ -223,6 +223,11 @@ pub(crate) struct WorkerArgs {
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse::lease)]
     pub(crate) lease: SignedDuration,
 
+    /// On SIGINT/SIGTERM, how long running tasks get to finish before they are interrupted and
+    /// released to other workers
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse::duration)]
+    pub(crate) grace: SignedDuration,
+
     /// Run `shell` tasks: commands stored in the database, run with sh -c
     #[arg(long)]
     pub(crate) allow_shell: bool,

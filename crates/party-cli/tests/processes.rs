@@ -133,3 +133,89 @@ fn adding_while_postgresql_is_unreachable_fails_fast_with_a_clear_message() {
         "bounded by the connect timeout"
     );
 }
+
+#[test]
+fn sigterm_during_a_busy_run_loses_nothing_and_releases_within_the_grace_period() {
+    for db in Db::all("sigterm") {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let party = rt
+            .block_on(Party::connect(&db.url, party::builtin::registry(false)))
+            .unwrap();
+        // Half the tasks finish within the grace period, half do not.
+        let tasks = (0..40)
+            .map(|i| {
+                NewTask::new("sleep").data(
+                    party::serde_json::json!({"ms": if i % 2 == 0 { 100 } else { 20_000 }, "i": i}),
+                )
+            })
+            .collect();
+        let ids = rt.block_on(party.add_many(tasks)).unwrap();
+        let mut worker = party_cmd(&db.url)
+            .args(["worker", "--concurrency", "40", "--grace", "1s"])
+            .spawn()
+            .expect("spawn party worker");
+        // Wait until it holds every task.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while rt
+            .block_on(party.stats())
+            .unwrap()
+            .by_state
+            .iter()
+            .any(|(s, n)| *s == State::Scheduled && *n > 0)
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{}: the worker did not claim the tasks",
+                db.name
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let stopped = std::time::Instant::now();
+        assert!(
+            std::process::Command::new("kill")
+                .args(["-TERM", &worker.id().to_string()])
+                .status()
+                .unwrap()
+                .success()
+        );
+        assert!(
+            worker.wait().unwrap().success(),
+            "{}: clean exit on SIGTERM",
+            db.name
+        );
+        assert!(
+            stopped.elapsed() < std::time::Duration::from_secs(10),
+            "{}: stopped within the grace period",
+            db.name
+        );
+        let running = rt
+            .block_on(party.list(&ListFilter {
+                state: Some(State::Running),
+                ..Default::default()
+            }))
+            .unwrap();
+        assert!(
+            running.is_empty(),
+            "{}: nothing left claimed by the stopped worker: {running:?}",
+            db.name
+        );
+        let mut released = 0;
+        for id in &ids {
+            let task = rt.block_on(party.get(*id)).unwrap();
+            match task.state {
+                State::Done => assert_eq!(task.runs.len(), 1),
+                State::Retrying => {
+                    released += 1;
+                    assert_eq!(task.runs.len(), 1);
+                    assert_eq!(task.runs[0].outcome, Outcome::Lost);
+                }
+                other => panic!("{}: task {id} is {other}", db.name),
+            }
+        }
+        assert_eq!(
+            released, 20,
+            "{}: the long tasks were released, due now",
+            db.name
+        );
+    }
+}

@@ -13,6 +13,7 @@ pub(crate) async fn run(db: &str, registry: Registry, args: WorkerArgs) -> Resul
         concurrency: args.concurrency,
         queues: args.queues,
         lease: args.lease.unsigned_abs(),
+        shutdown_grace: args.grace.unsigned_abs(),
         ..WorkerConfig::default()
     });
     let mut signals = Signals::install()?;

@@ -317,12 +317,14 @@ fn sql_promote(s: &str) -> String {
     )
 }
 
+/// Ready tasks are due, but one written ready by a process whose clock is a little ahead may
+/// not be due yet by ours: the claim checks `due_at` as well, so nothing starts early.
 fn sql_claim(s: &str) -> String {
     format!(
         "UPDATE {s}.tasks t SET state = 'running', ready = false, attempts = t.attempts + 1, \
            fence = t.fence + 1, worker = $1, started_at = $2, lease_until = $3, updated_at = $2 \
          WHERE t.id = ANY(ARRAY(SELECT id FROM {s}.tasks WHERE ready AND state IN {WAITING} \
-           AND handler = ANY($4::text[]) AND queue = ANY($5::text[]) \
+           AND due_at <= $2 AND handler = ANY($4::text[]) AND queue = ANY($5::text[]) \
            ORDER BY priority, due_at LIMIT $6 FOR UPDATE SKIP LOCKED)) \
          RETURNING t.id, t.handler, t.data, t.timestamp, t.last_run_on, t.attempts, \
            t.max_attempts, t.is_recurring, t.rule, t.fence, t.priority, t.due_at"

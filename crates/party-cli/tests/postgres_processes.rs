@@ -7,38 +7,19 @@
 //! it the test says so and passes, except under `CI=true`, where it fails. It works in a fresh
 //! schema, dropped at its end.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use jiff::{SignedDuration, Timestamp};
-use party::store::postgres::tokio_postgres::{self, NoTls};
-use party::{NewTask, Party, State};
+use party::{ListFilter, NewTask, Outcome, Party, State};
 use serde_json::json;
 
-const PARTY: &str = env!("CARGO_BIN_EXE_party");
+mod support;
+use support::{Db, party_cmd};
+
 const TASKS: usize = 5_000;
 const WORKERS: usize = 3;
-
-fn database_url() -> Option<String> {
-    match std::env::var("PARTY_TEST_DATABASE_URL") {
-        Ok(url) if !url.trim().is_empty() => Some(url.trim().to_string()),
-        _ => {
-            if std::env::var("CI").as_deref() == Ok("true") {
-                panic!(
-                    "PARTY_TEST_DATABASE_URL is not set, but CI=true: the multi-process \
-                     PostgreSQL test must run in CI; start PostgreSQL and set it, e.g. \
-                     postgres://postgres@127.0.0.1:5432/test"
-                );
-            }
-            eprintln!(
-                "PARTY_TEST_DATABASE_URL is not set: skipping the multi-process PostgreSQL test \
-                 (set it to e.g. postgres://postgres@127.0.0.1:5432/test)"
-            );
-            None
-        }
-    }
-}
 
 /// Worker processes, stopped with SIGTERM (and reaped) however the test ends.
 struct Workers(Vec<Child>);
@@ -73,10 +54,10 @@ impl Drop for Workers {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_worker_processes_run_5000_tasks_each_exactly_once() {
-    let Some(base) = database_url() else { return };
-    let schema = format!("party_test_{:016x}", fastrand_u64());
-    let sep = if base.contains('?') { '&' } else { '?' };
-    let url = format!("{base}{sep}schema={schema}");
+    let Some(db) = Db::postgres("processes") else {
+        return;
+    };
+    let url = db.url.clone();
 
     // The adder: this process, through the library (which also creates the schema).
     let party = Party::connect(&url, party::builtin::registry(false))
@@ -86,9 +67,8 @@ async fn three_worker_processes_run_5000_tasks_each_exactly_once() {
     let mut workers = Workers(
         (0..WORKERS)
             .map(|_| {
-                Command::new(PARTY)
-                    .args(["--db", &url, "worker", "--concurrency", "8"])
-                    .env("PARTY_LOG", "warn")
+                party_cmd(&url)
+                    .args(["worker", "--concurrency", "8"])
                     .stdin(Stdio::null())
                     .stdout(Stdio::null())
                     .spawn()
@@ -157,54 +137,38 @@ async fn three_worker_processes_run_5000_tasks_each_exactly_once() {
     }
     workers.stop();
 
-    // Read the run history behind the library's back.
-    let (client, connection) = tokio_postgres::connect(&base, NoTls).await.unwrap();
-    tokio::spawn(connection);
-    let s = format!("\"{schema}\"");
-    let tasks: i64 = client
-        .query_one(&format!("SELECT count(*) FROM {s}.tasks"), &[])
+    // Every task ran exactly once, not before its time, and the work was shared.
+    let tasks = party
+        .list(&ListFilter {
+            limit: Some(2 * TASKS as u32),
+            ..ListFilter::default()
+        })
         .await
-        .unwrap()
-        .get(0);
-    assert_eq!(tasks, TASKS as i64);
-    let bad: Vec<(String, i64)> = client
-        .query(
-            &format!(
-                "SELECT t.id, count(r.task_id) FROM {s}.tasks t \
-                 LEFT JOIN {s}.runs r ON r.task_id = t.id \
-                 GROUP BY t.id HAVING count(r.task_id) <> 1 OR bool_or(r.outcome <> 'succeeded')"
-            ),
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
-    assert!(bad.is_empty(), "tasks not run exactly once: {bad:?}");
-    let early: i64 = client
-        .query_one(
-            &format!(
-                "SELECT count(*) FROM {s}.runs r JOIN {s}.tasks t ON t.id = r.task_id \
-                 WHERE r.started_at < t.timestamp"
-            ),
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(early, 0, "no task runs before its time");
-    let per_worker: HashMap<String, i64> = client
-        .query(
-            &format!("SELECT worker, count(*) FROM {s}.runs GROUP BY worker"),
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
-    println!("runs per worker: {per_worker:?}");
+        .unwrap();
+    assert_eq!(tasks.len(), TASKS);
+    let mut per_worker = BTreeMap::<String, usize>::new();
+    for t in tasks {
+        let task = party.get(t.id).await.unwrap();
+        assert_eq!(task.state, State::Done, "{}", task.id);
+        assert_eq!(
+            task.runs.len(),
+            1,
+            "{} ran exactly once: {:?}",
+            task.id,
+            task.runs
+        );
+        let run = &task.runs[0];
+        assert_eq!(run.outcome, Outcome::Succeeded);
+        assert!(
+            run.started_at >= task.timestamp,
+            "{} started at {} before its time {}",
+            task.id,
+            run.started_at,
+            task.timestamp
+        );
+        *per_worker.entry(run.worker.clone()).or_default() += 1;
+    }
+    println!("runs per worker process: {per_worker:?}");
     assert_eq!(per_worker.len(), WORKERS, "{per_worker:?}");
     for pid in pids {
         let (id, runs) = per_worker
@@ -212,18 +176,8 @@ async fn three_worker_processes_run_5000_tasks_each_exactly_once() {
             .find(|(id, _)| id.contains(&format!("-{pid}-")))
             .unwrap_or_else(|| panic!("worker process {pid} ran nothing: {per_worker:?}"));
         assert!(
-            *runs >= (TASKS / 20) as i64,
+            *runs >= TASKS / 20,
             "worker {id} ran only {runs} of {TASKS}: {per_worker:?}"
         );
     }
-
-    client
-        .batch_execute(&format!("DROP SCHEMA {s} CASCADE"))
-        .await
-        .unwrap();
-}
-
-fn fastrand_u64() -> u64 {
-    use std::hash::{BuildHasher, RandomState};
-    RandomState::new().hash_one(std::time::SystemTime::now())
 }

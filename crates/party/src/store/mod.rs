@@ -21,6 +21,26 @@ pub mod sqlite;
 /// The schema version this binary writes. Both backends number their migrations alike.
 pub const SCHEMA_VERSION: i64 = 1;
 
+/// A person's operation on a task; its state-conflict message is shared by the backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Steer {
+    Cancel,
+    Retry,
+}
+
+impl Steer {
+    /// The refusal for a task in `state`, saying which states allow the operation.
+    pub(crate) fn conflict(self, id: TaskId, state: crate::State) -> TaskError {
+        let (verb, past, allowed) = match self {
+            Steer::Cancel => ("cancel", "cancelled", "scheduled, retrying or dead"),
+            Steer::Retry => ("retry", "retried", "dead, cancelled or retrying"),
+        };
+        TaskError::Conflict(format!(
+            "cannot {verb} task {id}: it is {state}; only {allowed} tasks can be {past}"
+        ))
+    }
+}
+
 /// A task row ready to insert: validated and canonicalized by the client.
 #[derive(Debug, Clone)]
 pub struct InsertTask {

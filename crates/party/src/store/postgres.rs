@@ -59,7 +59,7 @@ pub use tokio_postgres;
 
 use super::{
     ClaimParams, ClaimedTask, Finish, FinishResult, HeartbeatParams, InsertTask, Next,
-    SCHEMA_VERSION, Store,
+    SCHEMA_VERSION, Steer, Store,
 };
 use crate::clock::{from_micros, to_micros};
 use crate::model::{HandlerCount, ListFilter, Outcome, Run, State, Stats, TaskInfo, WorkerInfo};
@@ -1356,24 +1356,14 @@ impl PgStore {
         Ok(Some(task))
     }
 
-    async fn conflict_or_missing(
-        &self,
-        conn: &Conn,
-        id: TaskId,
-        what: &str,
-        done: &str,
-        allowed: &str,
-    ) -> TaskError {
+    async fn conflict_or_missing(&self, conn: &Conn, id: TaskId, op: Steer) -> TaskError {
         match conn
             .client
             .query_opt(&conn.st.get, &[&id.to_string()])
             .await
         {
             Ok(Some(row)) => match task_from_row(&row) {
-                Ok(t) => TaskError::Conflict(format!(
-                    "cannot {what} task {id}: it is {}; only {allowed} tasks can be {done}",
-                    t.state
-                )),
+                Ok(t) => op.conflict(id, t.state),
                 Err(e) => e,
             },
             Ok(None) => TaskError::NotFound(id),
@@ -1585,15 +1575,7 @@ impl Store for PgStore {
             .await
             .map_err(db_err)?;
         if n == 0 {
-            return Err(self
-                .conflict_or_missing(
-                    &conn,
-                    id,
-                    "cancel",
-                    "cancelled",
-                    "scheduled, retrying or dead",
-                )
-                .await);
+            return Err(self.conflict_or_missing(&conn, id, Steer::Cancel).await);
         }
         self.get_with_runs(&conn, id)
             .await?
@@ -1629,9 +1611,7 @@ impl Store for PgStore {
             Err(e) => return Err(db_err(e)),
         };
         if n == 0 {
-            return Err(self
-                .conflict_or_missing(&conn, id, "retry", "retried", "dead, cancelled or retrying")
-                .await);
+            return Err(self.conflict_or_missing(&conn, id, Steer::Retry).await);
         }
         let task = self
             .get_with_runs(&conn, id)

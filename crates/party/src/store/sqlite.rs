@@ -17,7 +17,7 @@ use tokio::sync::{Notify, oneshot};
 
 use super::{
     ClaimParams, ClaimedTask, Finish, FinishResult, HeartbeatParams, InsertTask, Next,
-    SCHEMA_VERSION, Store,
+    SCHEMA_VERSION, Steer, Store,
 };
 use crate::clock::{from_micros, to_micros};
 use crate::model::{HandlerCount, ListFilter, Outcome, Run, State, Stats, TaskInfo, WorkerInfo};
@@ -415,13 +415,9 @@ fn transaction<R>(
     Ok(r)
 }
 
-fn conflict_or_missing(conn: &Connection, id: TaskId, what: &str, allowed: &str) -> TaskError {
+fn conflict_or_missing(conn: &Connection, id: TaskId, op: Steer) -> TaskError {
     match get_task(conn, id, false) {
-        Ok(Some(t)) => TaskError::Conflict(format!(
-            "cannot {what} task {id}: it is {}; only {allowed} tasks can be {what}{}",
-            t.state,
-            if what == "cancel" { "led" } else { "d" },
-        )),
+        Ok(Some(t)) => op.conflict(id, t.state),
         Ok(None) => TaskError::NotFound(id),
         Err(e) => e,
     }
@@ -686,12 +682,7 @@ impl Store for SqliteStore {
                     )
                     .map_err(db_err)?;
                 if n == 0 {
-                    return Err(conflict_or_missing(
-                        tx,
-                        id,
-                        "cancel",
-                        "scheduled, retrying or dead",
-                    ));
+                    return Err(conflict_or_missing(tx, id, Steer::Cancel));
                 }
                 get_task(tx, id, true)?.ok_or(TaskError::NotFound(id))
             })
@@ -724,12 +715,7 @@ impl Store for SqliteStore {
                         Err(e) => return Err(db_err(e)),
                     };
                     if n == 0 {
-                        return Err(conflict_or_missing(
-                            tx,
-                            id,
-                            "retry",
-                            "dead, cancelled or retrying",
-                        ));
+                        return Err(conflict_or_missing(tx, id, Steer::Retry));
                     }
                     get_task(tx, id, true)?.ok_or(TaskError::NotFound(id))
                 })

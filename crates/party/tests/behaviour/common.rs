@@ -166,6 +166,33 @@ pub fn seen(ctx: &party::TaskContext) -> Seen {
     }
 }
 
+/// A worker running in the background until [`Running::stop`].
+pub struct Running {
+    stop: tokio::sync::oneshot::Sender<()>,
+    join: tokio::task::JoinHandle<Result<party::WorkerReport, party::TaskError>>,
+}
+
+/// Start `worker` with [`party::Worker::run`] in the background.
+pub fn start(worker: party::Worker) -> Running {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let join = tokio::spawn(async move {
+        worker
+            .run(async {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    Running { stop, join }
+}
+
+impl Running {
+    /// Signal shutdown and wait for the worker's report.
+    pub async fn stop(self) -> party::WorkerReport {
+        let _ = self.stop.send(());
+        self.join.await.expect("worker task").expect("worker ran")
+    }
+}
+
 /// Instantiate each listed `async fn name(backend)` once per backend.
 macro_rules! on_every_backend {
     ($($name:ident),* $(,)?) => {

@@ -11,7 +11,7 @@ use party::store::{ClaimParams, Finish, FinishResult, Next};
 use party::{Clock, NewTask, Outcome, Registry, State, Task, TaskContext, TaskError, WorkerConfig};
 use tokio::sync::mpsc;
 
-use crate::common::{Backend, fixture, on_every_backend, t0};
+use crate::common::{Backend, fixture, on_every_backend, start, t0};
 
 struct Count(Arc<Mutex<HashMap<String, u32>>>);
 
@@ -217,22 +217,14 @@ async fn a_task_added_in_process_starts_at_once(b: Backend) {
         poll_interval: Duration::from_secs(600),
         ..Default::default()
     });
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(async move {
-        worker
-            .run(async {
-                let _ = stop_rx.await;
-            })
-            .await
-    });
+    let running = start(worker);
     tokio::time::sleep(Duration::from_millis(100)).await; // let it go idle
     let id = party.add(NewTask::new("notify")).await.unwrap();
     let got = tokio::time::timeout(Duration::from_secs(5), rx.recv())
         .await
         .expect("woken without polling");
     assert_eq!(got.unwrap(), id.to_string());
-    stop_tx.send(()).unwrap();
-    running.await.unwrap().unwrap();
+    running.stop().await;
 }
 
 async fn a_future_task_runs_when_the_clock_reaches_it(b: Backend) {
@@ -249,14 +241,7 @@ async fn a_future_task_runs_when_the_clock_reaches_it(b: Backend) {
         poll_interval: Duration::from_secs(600),
         ..Default::default()
     });
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(async move {
-        worker
-            .run(async {
-                let _ = stop_rx.await;
-            })
-            .await
-    });
+    let running = start(worker);
     tokio::time::sleep(Duration::from_millis(100)).await;
     f.clock.advance(SignedDuration::from_hours(5));
     assert!(
@@ -270,8 +255,7 @@ async fn a_future_task_runs_when_the_clock_reaches_it(b: Backend) {
         .await
         .expect("ran when due");
     assert_eq!(got.unwrap(), id.to_string());
-    stop_tx.send(()).unwrap();
-    running.await.unwrap().unwrap();
+    running.stop().await;
 }
 
 struct Order(Arc<Mutex<Vec<i64>>>);
@@ -529,14 +513,7 @@ async fn a_worker_that_loses_its_lease_stops_the_attempt_and_writes_nothing(b: B
         id: Some("frozen".into()),
         ..Default::default()
     });
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(async move {
-        worker
-            .run(async {
-                let _ = stop_rx.await;
-            })
-            .await
-    });
+    let running = start(worker);
     assert_eq!(
         tokio::time::timeout(Duration::from_secs(5), started.recv())
             .await
@@ -558,8 +535,7 @@ async fn a_worker_that_loses_its_lease_stops_the_attempt_and_writes_nothing(b: B
         dropped.load(std::sync::atomic::Ordering::SeqCst),
         "the lost attempt was stopped"
     );
-    stop_tx.send(()).unwrap();
-    running.await.unwrap().unwrap();
+    running.stop().await;
     let task = f.party.get(id).await.unwrap();
     assert_eq!(task.state, State::Dead);
     assert_eq!(
@@ -587,17 +563,9 @@ async fn shutdown_lets_running_tasks_finish_within_the_grace_period(b: Backend) 
         shutdown_grace: Duration::from_secs(5),
         ..Default::default()
     });
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(async move {
-        worker
-            .run(async {
-                let _ = stop_rx.await;
-            })
-            .await
-    });
+    let running = start(worker);
     started.recv().await.unwrap();
-    stop_tx.send(()).unwrap();
-    let report = running.await.unwrap().unwrap();
+    let report = running.stop().await;
     assert_eq!(report.succeeded, 1);
     assert_eq!(f.party.get(id).await.unwrap().state, State::Done);
 }
@@ -612,17 +580,9 @@ async fn shutdown_past_the_grace_period_releases_the_task_for_others(b: Backend)
         shutdown_grace: Duration::from_millis(50),
         ..Default::default()
     });
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(async move {
-        worker
-            .run(async {
-                let _ = stop_rx.await;
-            })
-            .await
-    });
+    let running = start(worker);
     started.recv().await.unwrap();
-    stop_tx.send(()).unwrap();
-    running.await.unwrap().unwrap();
+    running.stop().await;
     assert!(dropped.load(std::sync::atomic::Ordering::SeqCst));
     let task = f.party.get(id).await.unwrap();
     assert_eq!(

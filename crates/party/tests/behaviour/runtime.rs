@@ -595,6 +595,95 @@ async fn shutdown_past_the_grace_period_releases_the_task_for_others(b: Backend)
     assert_eq!(task.worker, None, "no longer held by the stopped worker");
 }
 
+async fn an_interrupted_shell_task_kills_its_child_process(b: Backend) {
+    let Some(f) = fixture(b, Registry::new().register(party::builtin::Shell)).await else {
+        return;
+    };
+    let pidfile = std::env::temp_dir().join(format!(
+        "party-shell-pid-{}-{}",
+        std::process::id(),
+        b as u8
+    ));
+    let _ = std::fs::remove_file(&pidfile);
+    let cmd = format!("echo $$ > {}; exec sleep 30", pidfile.display());
+    f.party
+        .add(NewTask::new("shell").data(json!({ "cmd": cmd })))
+        .await
+        .unwrap();
+    let worker = f.party.worker(WorkerConfig {
+        shutdown_grace: Duration::from_millis(100),
+        ..Default::default()
+    });
+    let running = start(worker);
+    let mut pid = None;
+    for _ in 0..250 {
+        if let Some(p) = std::fs::read_to_string(&pidfile)
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok())
+        {
+            pid = Some(p);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let pid = pid.expect("the shell command started");
+    assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
+    // Past the grace period the attempt's future is dropped, as on a timeout: the child dies.
+    running.stop().await;
+    let mut gone = false;
+    for _ in 0..100 {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // Gone, or a zombie waiting to be reaped: either way no longer running.
+        if status.is_empty() || status.split_whitespace().nth(2) == Some("Z") {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = std::fs::remove_file(&pidfile);
+    assert!(gone, "the shell command's process {pid} was killed");
+}
+
+async fn a_locked_sqlite_file_makes_the_worker_wait_not_lose_tasks(b: Backend) {
+    if b != Backend::Sqlite {
+        return; // a SQLite-only behaviour
+    }
+    let counts = Arc::new(Mutex::new(HashMap::new()));
+    let db = crate::common::temp_db_path("locked");
+    let store = party::open_store(db.path.to_str().unwrap()).await.unwrap();
+    let party = party::Party::with_store(store, Registry::new().register(Count(counts.clone())));
+    let ids = party
+        .add_many(
+            (0..20)
+                .map(|i| NewTask::new("count").data(json!({ "i": i })))
+                .collect(),
+        )
+        .await
+        .unwrap();
+    // Another process-like connection holds the write lock for a while.
+    let path = db.path.clone();
+    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+    let holder = std::thread::spawn(move || {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        locked_tx.send(()).unwrap();
+        std::thread::sleep(Duration::from_millis(700));
+        conn.execute_batch("COMMIT").unwrap();
+    });
+    locked_rx.recv().unwrap();
+    let report = party
+        .worker(WorkerConfig::default())
+        .run_until_idle()
+        .await
+        .unwrap();
+    holder.join().unwrap();
+    assert_eq!(report.succeeded, 20);
+    for id in ids {
+        let task = party.get(id).await.unwrap();
+        assert_eq!((task.state, task.runs.len()), (State::Done, 1));
+    }
+}
+
 on_every_backend!(
     three_workers_run_2000_tasks_each_exactly_once,
     a_panicking_handler_is_a_failed_attempt_not_a_crashed_worker,
@@ -609,4 +698,6 @@ on_every_backend!(
     a_worker_that_loses_its_lease_stops_the_attempt_and_writes_nothing,
     shutdown_lets_running_tasks_finish_within_the_grace_period,
     shutdown_past_the_grace_period_releases_the_task_for_others,
+    an_interrupted_shell_task_kills_its_child_process,
+    a_locked_sqlite_file_makes_the_worker_wait_not_lose_tasks,
 );

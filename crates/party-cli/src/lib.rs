@@ -31,6 +31,8 @@ use clap::Parser;
 use party::{Registry, TaskError};
 
 mod args;
+pub mod bench;
+pub mod bulk;
 mod commands;
 mod demo;
 mod output;

@@ -191,7 +191,7 @@ impl Worker {
         let slots = Arc::new(Semaphore::new(concurrency));
         let (done_tx, done_rx) = mpsc::unbounded_channel::<Executed>();
         let (abort_tx, abort_rx) = watch::channel(false);
-        let completer = tokio::spawn(completer(inner.clone(), done_rx));
+        let completer = tokio::spawn(completer(inner.clone(), done_rx, slots.clone()));
         let heartbeat = tokio::spawn(heartbeat(inner.clone()));
         inner.beat().await?;
         tracing::info!(worker = %inner.id, handlers = ?inner.handlers, queues = ?inner.config.queues, "worker started");
@@ -399,8 +399,13 @@ async fn heartbeat(inner: Arc<Inner>) {
     }
 }
 
-async fn completer(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Executed>) {
+async fn completer(
+    inner: Arc<Inner>,
+    mut rx: mpsc::UnboundedReceiver<Executed>,
+    slots: Arc<Semaphore>,
+) {
     let max = inner.config.finish_batch;
+    let concurrency = inner.config.concurrency;
     let mut batch: Vec<Executed> = Vec::with_capacity(max);
     while let Some(first) = rx.recv().await {
         batch.push(first);
@@ -410,6 +415,12 @@ async fn completer(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Executed>)
                 Ok(e) => batch.push(e),
                 Err(mpsc::error::TryRecvError::Disconnected) => break,
                 Err(mpsc::error::TryRecvError::Empty) => {
+                    // Every task this worker holds is already in the batch: nothing else can
+                    // join it, so waiting would only delay the write.
+                    let held = concurrency - slots.available_permits();
+                    if batch.len() >= held {
+                        break;
+                    }
                     match tokio::time::timeout_at(deadline, rx.recv()).await {
                         Ok(Some(e)) => batch.push(e),
                         _ => break,

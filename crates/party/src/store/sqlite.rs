@@ -263,6 +263,14 @@ fn insert_rows(conn: &Connection, tasks: &[InsertTask]) -> Result<(), TaskError>
     Ok(())
 }
 
+/// A task id read straight from a text column, without an intermediate `String`.
+fn id_from_row(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<TaskId> {
+    let text = r.get_ref(i)?.as_str()?;
+    text.parse().map_err(|e: TaskError| {
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
 fn json_list(items: &[String]) -> String {
     serde_json::to_string(items).expect("strings serialize")
 }
@@ -403,10 +411,50 @@ fn apply_finish(conn: &Connection, f: &Finish) -> Result<FinishResult, TaskError
     Ok(FinishResult::Applied)
 }
 
+/// How durable a write transaction must be when it commits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Durability {
+    /// Survives a power cut (`synchronous=FULL`: the WAL is synced at commit). For writes whose
+    /// success a caller is told about: inserts, cancel, retry.
+    PowerCut,
+    /// Survives a crash of the process, not necessarily a power cut (`synchronous=NORMAL`).
+    /// For claims, results, heartbeats and rescues: losing the last of them to a power cut
+    /// means those tasks run again (at least once), never that a task is lost. The next
+    /// `PowerCut` commit syncs the whole WAL, these included.
+    Crash,
+}
+
+thread_local! {
+    /// The `synchronous` level the connection on this thread is set to.
+    static SYNC_LEVEL: std::cell::Cell<Option<Durability>> = const { std::cell::Cell::new(None) };
+}
+
+fn set_durability(conn: &Connection, d: Durability) -> Result<(), TaskError> {
+    if SYNC_LEVEL.get() != Some(d) {
+        let level = match d {
+            Durability::PowerCut => "FULL",
+            Durability::Crash => "NORMAL",
+        };
+        conn.pragma_update(None, "synchronous", level)
+            .map_err(db_err)?;
+        SYNC_LEVEL.set(Some(d));
+    }
+    Ok(())
+}
+
 fn transaction<R>(
     conn: &mut Connection,
     f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<R, TaskError>,
 ) -> Result<R, TaskError> {
+    transaction_with(conn, Durability::PowerCut, f)
+}
+
+fn transaction_with<R>(
+    conn: &mut Connection,
+    durability: Durability,
+    f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<R, TaskError>,
+) -> Result<R, TaskError> {
+    set_durability(conn, durability)?;
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(db_err)?;
@@ -450,7 +498,7 @@ impl Store for SqliteStore {
         let queues = json_list(p.queues);
         let (now, lease, limit) = (to_micros(p.now), to_micros(p.lease_until), p.limit);
         self.call(move |conn| {
-            transaction(conn, |tx| {
+            transaction_with(conn, Durability::Crash, |tx| {
                 tx.prepare_cached(
                     "UPDATE tasks SET ready = 1 WHERE ready = 0 \
                      AND state IN ('scheduled','retrying') AND due_at <= ?1",
@@ -473,31 +521,22 @@ impl Store for SqliteStore {
                     .map_err(db_err)?;
                 let rows = stmt
                     .query_map(params![worker, now, lease, handlers, queues, limit], |r| {
-                        let id: String = r.get(0)?;
-                        Ok((
-                            id,
-                            ClaimedTask {
-                                id: TaskId::generate(Timestamp::UNIX_EPOCH),
-                                handler: r.get(1)?,
-                                data: r.get(2)?,
-                                timestamp: from_micros(r.get(3)?),
-                                last_run_on: r.get::<_, Option<i64>>(4)?.map(from_micros),
-                                attempts: r.get(5)?,
-                                max_attempts: r.get(6)?,
-                                is_recurring: r.get(7)?,
-                                rule: r.get(8)?,
-                                fence: r.get(9)?,
-                                started_at: from_micros(now),
-                            },
-                        ))
+                        Ok(ClaimedTask {
+                            id: id_from_row(r, 0)?,
+                            handler: r.get(1)?,
+                            data: r.get(2)?,
+                            timestamp: from_micros(r.get(3)?),
+                            last_run_on: r.get::<_, Option<i64>>(4)?.map(from_micros),
+                            attempts: r.get(5)?,
+                            max_attempts: r.get(6)?,
+                            is_recurring: r.get(7)?,
+                            rule: r.get(8)?,
+                            fence: r.get(9)?,
+                            started_at: from_micros(now),
+                        })
                     })
                     .map_err(db_err)?;
-                let mut out = Vec::new();
-                for row in rows {
-                    let (id, mut task) = row.map_err(db_err)?;
-                    task.id = id.parse()?;
-                    out.push(task);
-                }
+                let out = rows.collect::<Result<Vec<_>, _>>().map_err(db_err)?;
                 Ok(out)
             })
         })
@@ -507,9 +546,15 @@ impl Store for SqliteStore {
     async fn task_finish(&self, batch: Vec<Finish>) -> Result<Vec<FinishResult>, TaskError> {
         let results = self
             .call(move |conn| {
-                transaction(conn, |tx| {
+                transaction_with(conn, Durability::Crash, |tx| {
                     let mut out = Vec::with_capacity(batch.len());
                     for f in &batch {
+                        // Only follow-up inserts can collide with a singleton; a finish without
+                        // them is one fenced UPDATE plus one run row and needs no savepoint.
+                        if f.follow_ups.is_empty() {
+                            out.push(apply_finish(tx, f)?);
+                            continue;
+                        }
                         tx.execute_batch("SAVEPOINT finish").map_err(db_err)?;
                         match apply_finish(tx, f) {
                             Ok(r) => {
@@ -537,7 +582,7 @@ impl Store for SqliteStore {
         let tasks = p.tasks.to_vec();
         let (lease, now) = (to_micros(p.lease_until), to_micros(p.now));
         self.call(move |conn| {
-            transaction(conn, |tx| {
+            transaction_with(conn, Durability::Crash, |tx| {
                 tx.prepare_cached(
                     "INSERT INTO workers (id, handlers, queues, last_seen) VALUES (?1, ?2, ?3, ?4) \
                      ON CONFLICT (id) DO UPDATE SET handlers = ?2, queues = ?3, last_seen = ?4",
@@ -566,7 +611,7 @@ impl Store for SqliteStore {
         let now = to_micros(now);
         let ids = self
             .call(move |conn| {
-                transaction(conn, |tx| {
+                transaction_with(conn, Durability::Crash, |tx| {
                     let expired: Vec<(String, u32, u32, i64, i64, Option<String>, i64)> = tx
                         .prepare_cached(
                             "SELECT id, attempts, max_attempts, timestamp, started_at, worker, lease_until \

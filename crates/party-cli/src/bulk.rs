@@ -1,0 +1,147 @@
+//! Bulk enqueue from JSON Lines: `party add --from FILE.jsonl`.
+//!
+//! One task per line: `{"handler": "...", "data": {...}, "at": "...", "queue": "...",
+//! "priority": 0, "max_attempts": 3}`; only `handler` is required. Blank lines are skipped.
+//! Every line is checked before anything is written, and the tasks go in with
+//! [`Party::add_many`]: one transaction, one insert statement per batch of rows. A bad line is
+//! refused with its line number, and nothing is written.
+
+use std::io::BufRead;
+
+use party::jiff::Timestamp;
+use party::serde_json::{Map, Value};
+use party::{NewTask, Party, TaskError, TaskId};
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Line {
+    handler: String,
+    #[serde(default)]
+    data: Option<Value>,
+    #[serde(default)]
+    at: Option<String>,
+    #[serde(default)]
+    queue: Option<String>,
+    #[serde(default)]
+    priority: Option<i32>,
+    #[serde(default)]
+    max_attempts: Option<u32>,
+}
+
+/// The tasks of a JSON Lines text, each with its line number (from 1).
+///
+/// # Errors
+/// [`TaskError::Invalid`] naming the first bad line: not JSON, an unknown field, a missing
+/// handler, data that is not an object, a time that is not RFC 3339.
+pub fn parse(input: impl BufRead) -> Result<Vec<(usize, NewTask)>, TaskError> {
+    let mut tasks = Vec::new();
+    for (i, line) in input.lines().enumerate() {
+        let number = i + 1;
+        let line = line.map_err(|e| TaskError::invalid(format!("line {number}: {e}")))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        tasks.push((number, task(&line).map_err(|m| TaskError::invalid(format!("line {number}: {m}")))?));
+    }
+    Ok(tasks)
+}
+
+fn task(line: &str) -> Result<NewTask, String> {
+    let l: Line = party::serde_json::from_str(line).map_err(|e| {
+        format!(
+            "{e}; each line must be one JSON object like \
+             {{\"handler\": \"noop\", \"data\": {{}}, \"at\": \"2027-01-31T09:00:00Z\"}}"
+        )
+    })?;
+    let mut t = NewTask::new(l.handler);
+    t = t.data(match l.data {
+        None => Value::Object(Map::new()),
+        Some(v @ Value::Object(_)) => v,
+        Some(_) => return Err("\"data\" must be a JSON object like {\"key\": \"value\"}".into()),
+    });
+    if let Some(at) = l.at {
+        let at: Timestamp = at.parse().map_err(|e| {
+            format!("\"at\" is not an RFC 3339 time ({e}); write it like 2027-01-31T09:00:00Z")
+        })?;
+        t = t.at(at);
+    }
+    if let Some(q) = l.queue {
+        t = t.queue(q);
+    }
+    if let Some(p) = l.priority {
+        t = t.priority(p);
+    }
+    if let Some(n) = l.max_attempts {
+        t = t.max_attempts(n);
+    }
+    Ok(t)
+}
+
+/// Parse `input` and add every task in one transaction; returns the ids in line order.
+///
+/// # Errors
+/// [`TaskError::Invalid`] naming the first bad line (nothing is written);
+/// [`TaskError::Duplicate`] for a recurring task that already exists; [`TaskError::Store`].
+pub async fn add_from(party: &Party, input: impl BufRead) -> Result<Vec<TaskId>, TaskError> {
+    let tasks = parse(input)?;
+    if tasks.is_empty() {
+        return Err(TaskError::invalid(
+            "the file has no tasks: give one JSON object per line",
+        ));
+    }
+    let lines: Vec<usize> = tasks.iter().map(|(n, _)| *n).collect();
+    let tasks: Vec<NewTask> = tasks.into_iter().map(|(_, t)| t).collect();
+    party.add_many(tasks).await.map_err(|e| match e {
+        // `add_many` names the task by its place in the batch; name the line instead.
+        TaskError::Invalid(m) => TaskError::Invalid(relabel(&m, &lines)),
+        e => e,
+    })
+}
+
+fn relabel(message: &str, lines: &[usize]) -> String {
+    let place = message
+        .strip_prefix("task ")
+        .and_then(|rest| rest.split_once(": "))
+        .and_then(|(n, rest)| Some((n.parse::<usize>().ok()?, rest)));
+    match place {
+        Some((n, rest)) if (1..=lines.len()).contains(&n) => format!("line {}: {rest}", lines[n - 1]),
+        _ => message.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_become_tasks_and_blank_lines_are_skipped() {
+        let text = "{\"handler\":\"noop\"}\n\n{\"handler\":\"log\",\"data\":{\"a\":1},\"queue\":\"q\",\"priority\":-1}\n";
+        let tasks = parse(text.as_bytes()).unwrap();
+        assert_eq!(tasks.len(), 2);
+        assert_eq!(tasks[1].0, 3);
+        assert_eq!(tasks[1].1.queue, "q");
+        assert_eq!(tasks[1].1.priority, -1);
+    }
+
+    #[test]
+    fn a_bad_line_is_named() {
+        for bad in [
+            "{\"handler\":\"noop\",\"data\":[1]}",
+            "not json",
+            "{\"handler\":\"noop\",\"at\":\"tomorrow\"}",
+            "{\"handler\":\"noop\",\"colour\":\"red\"}",
+            "{\"data\":{}}",
+        ] {
+            let text = format!("{{\"handler\":\"noop\"}}\n{bad}\n");
+            let e = parse(text.as_bytes()).unwrap_err().to_string();
+            assert!(e.contains("line 2:"), "{e}");
+        }
+    }
+
+    #[test]
+    fn batch_places_become_line_numbers() {
+        assert_eq!(relabel("task 2: unknown handler 'x'", &[1, 5]), "line 5: unknown handler 'x'");
+        assert_eq!(relabel("something else", &[1]), "something else");
+    }
+}

@@ -300,6 +300,16 @@ pub async fn run(url: &str, options: &BenchOptions) -> Result<BenchReport, TaskE
         "sqlite"
     };
 
+    if let Ok(n) = std::env::var("PARTY_BENCH_DRAIN_ONLY") {
+        let n: usize = n.parse().unwrap_or(50_000);
+        let scratch = Scratch::new(url).await?;
+        let party = scratch.party().await?;
+        let rate = drain(&party, n, 128).await?;
+        eprintln!("drain {n} at 128: {:.0}/s", rate.per_second);
+        drop(party);
+        scratch.remove().await;
+        std::process::exit(0);
+    }
     step("plain SQL limit");
     let plain_sql = plain_sql(url, sizes.plain).await?;
 
@@ -636,7 +646,12 @@ async fn future_load(
 
 const PLAIN_BATCH: usize = 500;
 
-async fn plain_sql(url: &str, rows: usize) -> Result<PlainSql, TaskError> {
+/// The plain-SQL limit on a scratch table next to the database `url` names: `rows` rows
+/// inserted, then claimed and completed, 500 a transaction.
+///
+/// # Errors
+/// [`TaskError::Store`] when the database fails.
+pub async fn plain_sql(url: &str, rows: usize) -> Result<PlainSql, TaskError> {
     if is_postgres(url) {
         let scratch = Scratch::new(url).await?;
         let r = pg::plain(&scratch.url, rows).await;

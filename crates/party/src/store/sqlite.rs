@@ -233,7 +233,7 @@ fn insert_rows(conn: &Connection, tasks: &[InsertTask]) -> Result<(), TaskError>
         .prepare_cached(
             "INSERT INTO tasks (id, handler, data, timestamp, due_at, ready, attempts, max_attempts, \
              is_recurring, rule, state, queue, priority, fence, created_at, updated_at) \
-             VALUES (?1, ?2, ?3, ?4, ?4, 0, 0, ?5, ?6, ?7, 'scheduled', ?8, ?9, 0, ?10, ?10)",
+             VALUES (?1, ?2, ?3, ?4, ?4, ?4 <= ?10, 0, ?5, ?6, ?7, 'scheduled', ?8, ?9, 0, ?10, ?10)",
         )
         .map_err(db_err)?;
     for t in tasks {

@@ -51,6 +51,8 @@ pub(crate) enum Command {
     Next(NextArgs),
     /// Compare the occurrences a task's rule expected with the runs its history shows
     Gaps(ShowArgs),
+    /// Measure enqueue, throughput, latency and load on scratch stores beside the database
+    Bench(BenchArgs),
 }
 
 /// `party next`.
@@ -73,7 +75,13 @@ pub(crate) struct NextArgs {
 #[derive(Debug, Args)]
 pub(crate) struct AddArgs {
     /// The handler's registered name (built in: noop, log, sleep, shell)
-    pub(crate) handler: String,
+    #[arg(required_unless_present = "from")]
+    pub(crate) handler: Option<String>,
+
+    /// Add every task in a JSON Lines file instead, one task per line: {"handler": "noop",
+    /// "data": {}, "at": TIME, "queue": Q, "priority": P, "max_attempts": N}; all or none
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["handler", "data", "at", "in_", "every", "max_attempts"])]
+    pub(crate) from: Option<std::path::PathBuf>,
 
     /// The task's data: a JSON object, e.g. '{"arg1": "hello"}'
     #[arg(long, value_name = "JSON", value_parser = parse::data)]
@@ -231,6 +239,18 @@ pub(crate) struct WorkerArgs {
     /// Run `shell` tasks: commands stored in the database, run with sh -c
     #[arg(long)]
     pub(crate) allow_shell: bool,
+}
+
+/// `party bench`.
+#[derive(Debug, Args)]
+pub(crate) struct BenchArgs {
+    /// Print the report as JSON
+    #[arg(long)]
+    pub(crate) json: bool,
+
+    /// Scale the workloads down to finish in seconds (for CI)
+    #[arg(long)]
+    pub(crate) quick: bool,
 }
 
 /// `party demo`.

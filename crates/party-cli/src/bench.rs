@@ -74,6 +74,10 @@ pub struct Latency {
     pub p99_ms: f64,
     /// Largest, ms.
     pub max_ms: f64,
+    /// Median time to the claim alone (the run's start), ms.
+    pub claim_p50_ms: f64,
+    /// 99th percentile time to the claim alone, ms.
+    pub claim_p99_ms: f64,
     /// `in-process` or `cross-process`.
     pub worker: String,
 }
@@ -300,16 +304,6 @@ pub async fn run(url: &str, options: &BenchOptions) -> Result<BenchReport, TaskE
         "sqlite"
     };
 
-    if let Ok(n) = std::env::var("PARTY_BENCH_DRAIN_ONLY") {
-        let n: usize = n.parse().unwrap_or(50_000);
-        let scratch = Scratch::new(url).await?;
-        let party = scratch.party().await?;
-        let rate = drain(&party, n, 128).await?;
-        eprintln!("drain {n} at 128: {:.0}/s", rate.per_second);
-        drop(party);
-        scratch.remove().await;
-        std::process::exit(0);
-    }
     step("plain SQL limit");
     let plain_sql = plain_sql(url, sizes.plain).await?;
 
@@ -393,19 +387,25 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 /// The time from each task's scheduled instant to the end of its (no-op) first attempt.
 async fn delays(party: &Party, ids: &[TaskId], worker: &str) -> Result<Latency, TaskError> {
     let mut ms = Vec::with_capacity(ids.len());
+    let mut claim = Vec::with_capacity(ids.len());
     for id in ids {
         let task = party.get(*id).await?;
         if let Some(run) = task.runs.first() {
             let d = run.finished_at.duration_since(task.timestamp);
             ms.push(d.as_secs_f64() * 1000.0);
+            let d = run.started_at.duration_since(task.timestamp);
+            claim.push(d.as_secs_f64() * 1000.0);
         }
     }
     ms.sort_by(f64::total_cmp);
+    claim.sort_by(f64::total_cmp);
     Ok(Latency {
         samples: ms.len(),
         p50_ms: percentile(&ms, 0.50),
         p99_ms: percentile(&ms, 0.99),
         max_ms: ms.last().copied().unwrap_or(0.0),
+        claim_p50_ms: percentile(&claim, 0.50),
+        claim_p99_ms: percentile(&claim, 0.99),
         worker: worker.to_string(),
     })
 }
@@ -899,7 +899,7 @@ pub fn table(r: &BenchReport) -> String {
         row(
             format!("{name} p50 / p99 ({}, {})", l.worker, l.samples),
             format!("{:.2} / {:.2} ms", l.p50_ms, l.p99_ms),
-            String::new(),
+            format!("claim {:.2} / {:.2}", l.claim_p50_ms, l.claim_p99_ms),
             String::new(),
         );
     }

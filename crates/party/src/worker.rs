@@ -206,6 +206,10 @@ impl Worker {
                 tokio::pin!(notified);
                 notified.as_mut().enable();
                 let free = slots.available_permits();
+                // Sampled before the claim: if nothing of ours was running or unrecorded then,
+                // an empty claim means idle. Sampled after, a result written in between (a
+                // reschedule or follow-up now due) would be missed.
+                let all_free = free == concurrency;
                 if free == 0 {
                     tokio::select! {
                         p = slots.clone().acquire_owned() => drop(p),
@@ -266,7 +270,7 @@ impl Worker {
                 if until_idle {
                     // Wait for everything of ours to finish and be recorded, then look again:
                     // follow-ups may be due now.
-                    if got == 0 && slots.available_permits() == concurrency {
+                    if got == 0 && all_free {
                         return Ok(());
                     }
                     if got == 0 {

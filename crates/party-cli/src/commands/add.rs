@@ -8,7 +8,11 @@ use crate::output;
 
 /// Create the task and print its id alone on stdout.
 pub(crate) async fn run(party: &Party, args: AddArgs) -> Result<(), TaskError> {
-    let mut task = NewTask::new(args.handler)
+    if let Some(path) = &args.from {
+        return from_file(party, path).await;
+    }
+    let handler = args.handler.unwrap_or_default();
+    let mut task = NewTask::new(handler)
         .queue(args.queue)
         .priority(args.priority);
     if let Some(data) = args.data {
@@ -23,6 +27,23 @@ pub(crate) async fn run(party: &Party, args: AddArgs) -> Result<(), TaskError> {
     let task = recurrence(task, &args.recurrence)?;
     let id = party.add(task).await?;
     output::print(&format!("{id}\n"))
+}
+
+/// `party add --from FILE`: every line a task, all in one transaction; prints the ids, one a line.
+async fn from_file(party: &Party, path: &std::path::Path) -> Result<(), TaskError> {
+    let file = std::fs::File::open(path).map_err(|e| {
+        TaskError::invalid(format!(
+            "cannot read {}: {e}; give a JSON Lines file, one task per line",
+            path.display()
+        ))
+    })?;
+    let ids = crate::bulk::add_from(party, std::io::BufReader::new(file)).await?;
+    let mut out = String::with_capacity(ids.len() * 25);
+    for id in ids {
+        out.push_str(&id.to_string());
+        out.push('\n');
+    }
+    output::print(&out)
 }
 
 /// The first occurrence's time from `--at` or `--in`; `None` means now.

@@ -7,6 +7,7 @@ use crate::args::{Cli, Command};
 use crate::demo;
 
 mod add;
+mod bench;
 mod inspect;
 mod occurrences;
 mod stats;
@@ -17,6 +18,7 @@ mod worker;
 pub(crate) async fn dispatch(cli: Cli, registry: Registry) -> Result<(), TaskError> {
     match cli.command {
         Command::Demo(args) => demo::run(cli.db, args).await,
+        Command::Bench(args) => bench::run(&database(cli.db), args).await,
         Command::Worker(args) => worker::run(&database(cli.db), registry, args).await,
         command => {
             // Every handler is known for adding and inspecting, `shell` included, so a shell
@@ -32,7 +34,9 @@ pub(crate) async fn dispatch(cli: Cli, registry: Registry) -> Result<(), TaskErr
                 Command::Stats(args) => stats::run(&party, args).await,
                 Command::Next(args) => occurrences::next(&party, args).await,
                 Command::Gaps(args) => occurrences::gaps(&party, args).await,
-                Command::Demo(_) | Command::Worker(_) => unreachable!("handled above"),
+                Command::Demo(_) | Command::Worker(_) | Command::Bench(_) => {
+                    unreachable!("handled above")
+                }
             }
         }
     }

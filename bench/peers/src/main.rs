@@ -281,7 +281,7 @@ async fn main() {
 
     for c in CONCURRENCIES {
         let n = if c == 1 { jobs / 10 } else { jobs };
-        let mut record = |system: &str, backend: &str, r: Res<(f64, f64)>| {
+        let mut record = |system: &str, backend: &str, n: u64, r: Res<(f64, f64)>| {
             let (enq, drain, note) = match r {
                 Ok((e, d)) => (e, d, String::new()),
                 Err(e) => (0.0, 0.0, e.to_string()),
@@ -299,7 +299,7 @@ async fn main() {
         };
         if wants("party") {
             let f = sqlite_file(&dir, "party");
-            record("party", "sqlite", party_run::run(&f, n, c).await);
+            record("party", "sqlite", n, party_run::run(&f, n, c).await);
             remove_sqlite(&f);
         }
         if wants("apalis") {
@@ -307,24 +307,23 @@ async fn main() {
             // apalis on SQLite is slow: a tenth of the jobs keeps the run short.
             let m = (n / 10).max(100);
             let r = apalis_run::sqlite(&f, m, c).await;
-            record("apalis", "sqlite", r);
-            rows.last_mut().unwrap().jobs = m;
+            record("apalis", "sqlite", m, r);
             remove_sqlite(&f);
         }
         if let Some(pg) = &pg {
             if wants("party") {
                 let s = PgScratch::new(pg).await.expect("scratch database");
-                record("party", "postgres", party_run::run(&s.url, n, c).await);
+                record("party", "postgres", n, party_run::run(&s.url, n, c).await);
                 s.drop().await;
             }
             if wants("graphile_worker") {
                 let s = PgScratch::new(pg).await.expect("scratch database");
-                record("graphile_worker", "postgres", graphile::run(&s.url, n, c).await);
+                record("graphile_worker", "postgres", n, graphile::run(&s.url, n, c).await);
                 s.drop().await;
             }
             if wants("apalis") {
                 let s = PgScratch::new(pg).await.expect("scratch database");
-                record("apalis", "postgres", apalis_run::postgres(&s.url, n, c).await);
+                record("apalis", "postgres", n, apalis_run::postgres(&s.url, n, c).await);
                 s.drop().await;
             }
         }

@@ -1,0 +1,123 @@
+//! `party bench --quick` still works and reports every figure, and `party add --from` adds a
+//! JSON Lines file all or nothing. No timing is asserted: only that each figure is there and
+//! positive.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use serde_json::Value;
+
+const PARTY: &str = env!("CARGO_BIN_EXE_party");
+
+struct Dir(PathBuf);
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn dir(name: &str) -> Dir {
+    let d = std::env::temp_dir().join(format!("party-bench-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    Dir(d)
+}
+
+fn party(d: &Dir, args: &[&str]) -> std::process::Output {
+    Command::new(PARTY)
+        .arg("--db")
+        .arg(d.0.join("party.db"))
+        .args(args)
+        .current_dir(&d.0)
+        .env_remove("PARTY_DATABASE_URL")
+        .env("PARTY_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+fn positive(report: &Value, path: &str) {
+    let v = report
+        .pointer(path)
+        .unwrap_or_else(|| panic!("the report has no {path}: {report:#}"));
+    let n = v.as_f64().unwrap_or_else(|| panic!("{path} is not a number: {v}"));
+    assert!(n > 0.0, "{path} is {n}, expected a positive number");
+}
+
+#[test]
+fn quick_bench_reports_every_figure() {
+    let d = dir("quick");
+    let out = party(&d, &["bench", "--quick", "--json"]);
+    assert!(
+        out.status.success(),
+        "party bench failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["backend"], "sqlite");
+    for path in [
+        "/bulk_enqueue/per_second",
+        "/single_enqueue/per_second",
+        "/enqueue_to_start/p50_ms",
+        "/enqueue_to_start/p99_ms",
+        "/due_to_start/p50_ms",
+        "/due_to_start/p99_ms",
+        "/future_load/future_tasks",
+        "/future_load/drain_empty/per_second",
+        "/future_load/drain_loaded/per_second",
+        "/future_load/idle_claim_empty_us",
+        "/future_load/idle_claim_loaded_us",
+        "/future_load/claim_cost_ratio",
+        "/future_load/worker_rss_empty_mb",
+        "/future_load/worker_rss_loaded_mb",
+        "/plain_sql/insert/per_second",
+        "/plain_sql/claim_complete/per_second",
+    ] {
+        positive(&r, path);
+    }
+    let throughput = r["throughput"].as_array().unwrap();
+    let concurrencies: Vec<u64> = throughput
+        .iter()
+        .map(|t| t["concurrency"].as_u64().unwrap())
+        .collect();
+    assert_eq!(concurrencies, [1, 8, 32, 128]);
+    for t in throughput {
+        assert!(t["rate"]["per_second"].as_f64().unwrap() > 0.0, "{t}");
+        assert!(t["rate"]["count"].as_u64().unwrap() > 0, "{t}");
+    }
+    // The scratch stores are gone; the named database was never created.
+    let left: Vec<_> = std::fs::read_dir(&d.0).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+#[test]
+fn add_from_a_file_adds_every_line_or_none() {
+    let d = dir("from");
+    let good = d.0.join("good.jsonl");
+    std::fs::write(
+        &good,
+        "{\"handler\": \"noop\"}\n\n{\"handler\": \"log\", \"data\": {\"a\": 1}, \"queue\": \"q\", \"priority\": 2}\n\
+         {\"handler\": \"noop\", \"at\": \"2999-01-01T00:00:00Z\"}\n",
+    )
+    .unwrap();
+    let out = party(&d, &["add", "--from", good.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 3);
+
+    let bad = d.0.join("bad.jsonl");
+    std::fs::write(&bad, "{\"handler\": \"noop\"}\n{\"handler\": \"nope\"}\n").unwrap();
+    let out = party(&d, &["add", "--from", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("line 2"), "{err}");
+    let bad = d.0.join("bad2.jsonl");
+    std::fs::write(&bad, "{\"handler\": \"noop\"}\n{\"handler\": \"noop\", \"data\": 3}\n").unwrap();
+    let out = party(&d, &["add", "--from", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("line 2"));
+
+    // Only the good file's three tasks exist.
+    let out = party(&d, &["list", "--json"]);
+    let list: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 3);
+}

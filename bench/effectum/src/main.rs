@@ -24,7 +24,10 @@ async fn run(dir: &str, n: u64, c: u16) -> Result<(f64, f64), Box<dyn std::error
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .subsec_nanos();
-    let path = PathBuf::from(format!("{dir}/.peers-effectum-{}-{nanos:x}.db", std::process::id()));
+    let path = PathBuf::from(format!(
+        "{dir}/.peers-effectum-{}-{nanos:x}.db",
+        std::process::id()
+    ));
     let queue = Queue::new(&path).await?;
     let t = Instant::now();
     let mut i = 0;
@@ -82,7 +85,9 @@ async fn main() {
             Ok((e, d)) => (e, d, String::new()),
             Err(e) => (0.0, 0.0, e.to_string()),
         };
-        println!("effectum         sqlite    c={c:<4} n={n:<7} enqueue {enq:>9.0}/s  drain {drain:>9.0}/s {note}");
+        println!(
+            "effectum         sqlite    c={c:<4} n={n:<7} enqueue {enq:>9.0}/s  drain {drain:>9.0}/s {note}"
+        );
         rows.push(serde_json::json!({
             "system": "effectum", "backend": "sqlite", "concurrency": c, "jobs": n,
             "enqueue_per_s": enq, "drain_per_s": drain, "note": note,
@@ -90,6 +95,7 @@ async fn main() {
     }
     if let Some(path) = json {
         let out = serde_json::json!({ "rows": rows });
-        std::fs::write(&path, serde_json::to_string_pretty(&out).unwrap()).expect("write the JSON file");
+        std::fs::write(&path, serde_json::to_string_pretty(&out).unwrap())
+            .expect("write the JSON file");
     }
 }

@@ -128,8 +128,7 @@ mod party_run {
 mod graphile {
     use super::*;
     use graphile_worker::{
-        IntoTaskHandlerResult, JobSpec, LocalQueueConfig, TaskHandler, WorkerContext,
-        WorkerOptions,
+        IntoTaskHandlerResult, JobSpec, LocalQueueConfig, TaskHandler, WorkerContext, WorkerOptions,
     };
     use serde::Deserialize;
 
@@ -162,8 +161,9 @@ mod graphile {
         let t = Instant::now();
         let mut i = 0;
         while i < n {
-            let batch: Vec<(Noop, &JobSpec)> =
-                (i..(i + 1000).min(n)).map(|n| (Noop { n }, &spec)).collect();
+            let batch: Vec<(Noop, &JobSpec)> = (i..(i + 1000).min(n))
+                .map(|n| (Noop { n }, &spec))
+                .collect();
             utils.add_jobs::<Noop>(&batch).await?;
             i += 1000;
         }
@@ -257,7 +257,9 @@ async fn main() {
             "--json" => json = args.next(),
             "--only" => only = args.next(),
             _ => {
-                eprintln!("usage: party-peers [--pg URL] [--dir DIR] [--jobs N] [--json FILE] [--only SYSTEM]");
+                eprintln!(
+                    "usage: party-peers [--pg URL] [--dir DIR] [--jobs N] [--json FILE] [--only SYSTEM]"
+                );
                 std::process::exit(2);
             }
         }
@@ -269,12 +271,20 @@ async fn main() {
     // The plain-SQL limit on each backend.
     let plain_rows = (jobs as usize * 5).max(50_000);
     match party_cli::bench::plain_sql(&format!("{dir}/limit.db"), plain_rows).await {
-        Ok(p) => limits.push(("sqlite".into(), p.insert.per_second, p.claim_complete.per_second)),
+        Ok(p) => limits.push((
+            "sqlite".into(),
+            p.insert.per_second,
+            p.claim_complete.per_second,
+        )),
         Err(e) => eprintln!("plain SQL on SQLite failed: {e}"),
     }
     if let Some(pg) = &pg {
         match party_cli::bench::plain_sql(pg, plain_rows).await {
-            Ok(p) => limits.push(("postgres".into(), p.insert.per_second, p.claim_complete.per_second)),
+            Ok(p) => limits.push((
+                "postgres".into(),
+                p.insert.per_second,
+                p.claim_complete.per_second,
+            )),
             Err(e) => eprintln!("plain SQL on PostgreSQL failed: {e}"),
         }
     }
@@ -286,7 +296,9 @@ async fn main() {
                 Ok((e, d)) => (e, d, String::new()),
                 Err(e) => (0.0, 0.0, e.to_string()),
             };
-            eprintln!("{system:<16} {backend:<9} c={c:<4} n={n:<7} enqueue {enq:>9.0}/s  drain {drain:>9.0}/s {note}");
+            eprintln!(
+                "{system:<16} {backend:<9} c={c:<4} n={n:<7} enqueue {enq:>9.0}/s  drain {drain:>9.0}/s {note}"
+            );
             rows.push(Row {
                 system: system.into(),
                 backend: backend.into(),
@@ -318,12 +330,22 @@ async fn main() {
             }
             if wants("graphile_worker") {
                 let s = PgScratch::new(pg).await.expect("scratch database");
-                record("graphile_worker", "postgres", n, graphile::run(&s.url, n, c).await);
+                record(
+                    "graphile_worker",
+                    "postgres",
+                    n,
+                    graphile::run(&s.url, n, c).await,
+                );
                 s.drop().await;
             }
             if wants("apalis") {
                 let s = PgScratch::new(pg).await.expect("scratch database");
-                record("apalis", "postgres", n, apalis_run::postgres(&s.url, n, c).await);
+                record(
+                    "apalis",
+                    "postgres",
+                    n,
+                    apalis_run::postgres(&s.url, n, c).await,
+                );
                 s.drop().await;
             }
         }
@@ -336,7 +358,9 @@ async fn main() {
     for r in &rows {
         let party = rows
             .iter()
-            .find(|p| p.system == "party" && p.backend == r.backend && p.concurrency == r.concurrency)
+            .find(|p| {
+                p.system == "party" && p.backend == r.backend && p.concurrency == r.concurrency
+            })
             .map(|p| p.drain_per_s)
             .unwrap_or(0.0);
         let limit = limits
@@ -372,6 +396,7 @@ async fn main() {
     }
     if let Some(path) = json {
         let out = serde_json::json!({ "rows": rows, "limits": limits.iter().map(|(b, i, c)| serde_json::json!({"backend": b, "insert_per_s": i, "claim_complete_per_s": c})).collect::<Vec<_>>() });
-        std::fs::write(&path, serde_json::to_string_pretty(&out).unwrap()).expect("write the JSON file");
+        std::fs::write(&path, serde_json::to_string_pretty(&out).unwrap())
+            .expect("write the JSON file");
     }
 }

@@ -248,8 +248,7 @@ impl Scratch {
                 }
             }
             ScratchKind::Postgres { base, schema } => {
-                if let Err(e) = pg::execute(&base, &format!("DROP SCHEMA {schema} CASCADE")).await
-                {
+                if let Err(e) = pg::execute(&base, &format!("DROP SCHEMA {schema} CASCADE")).await {
                     eprintln!("could not drop the scratch schema {schema}: {e}; drop it by hand");
                 }
             }
@@ -324,7 +323,11 @@ pub async fn run(url: &str, options: &BenchOptions) -> Result<BenchReport, TaskE
     let mut throughput = Vec::new();
     for c in CONCURRENCIES {
         step(&format!("no-op throughput at concurrency {c}"));
-        let n = if c == 1 { sizes.drain / 10 } else { sizes.drain };
+        let n = if c == 1 {
+            sizes.drain / 10
+        } else {
+            sizes.drain
+        };
         let scratch = Scratch::new(url).await?;
         let party = scratch.party().await?;
         let rate = drain(&party, n, c).await?;
@@ -536,11 +539,7 @@ async fn enqueue_latency(
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     worker.stop().await?;
-    let mode = if cross {
-        "cross-process"
-    } else {
-        "in-process"
-    };
+    let mode = if cross { "cross-process" } else { "in-process" };
     let latency = delays(&party, &ids, mode).await;
     drop(party);
     scratch.remove().await;
@@ -701,7 +700,8 @@ fn sqlite_plain(path: &Path, rows: usize) -> Result<PlainSql, TaskError> {
     let insert = Rate::new(rows as u64, t.elapsed());
     // Claims and completions are written as party writes them: safe from a crash of the
     // process, synced to disk with the next insert (see the SQLite store).
-    conn.pragma_update(None, "synchronous", "NORMAL").map_err(e)?;
+    conn.pragma_update(None, "synchronous", "NORMAL")
+        .map_err(e)?;
     let t = Instant::now();
     let mut total = 0u64;
     loop {
@@ -870,7 +870,10 @@ pub fn table(r: &BenchReport) -> String {
         let _ = writeln!(s, "{name:<44} {value:>14} {lim:>16} {rat:>7}");
     };
     row(
-        format!("bulk enqueue ({} tasks, 1000 a batch)", r.bulk_enqueue.count),
+        format!(
+            "bulk enqueue ({} tasks, 1000 a batch)",
+            r.bulk_enqueue.count
+        ),
         rate(&r.bulk_enqueue),
         rate(&r.plain_sql.insert),
         ratio(r.bulk_enqueue.per_second, r.plain_sql.insert.per_second),

@@ -42,7 +42,10 @@ pub fn parse(input: impl BufRead) -> Result<Vec<(usize, NewTask)>, TaskError> {
         if line.trim().is_empty() {
             continue;
         }
-        tasks.push((number, task(&line).map_err(|m| TaskError::invalid(format!("line {number}: {m}")))?));
+        tasks.push((
+            number,
+            task(&line).map_err(|m| TaskError::invalid(format!("line {number}: {m}")))?,
+        ));
     }
     Ok(tasks)
 }
@@ -105,7 +108,9 @@ fn relabel(message: &str, lines: &[usize]) -> String {
         .and_then(|rest| rest.split_once(": "))
         .and_then(|(n, rest)| Some((n.parse::<usize>().ok()?, rest)));
     match place {
-        Some((n, rest)) if (1..=lines.len()).contains(&n) => format!("line {}: {rest}", lines[n - 1]),
+        Some((n, rest)) if (1..=lines.len()).contains(&n) => {
+            format!("line {}: {rest}", lines[n - 1])
+        }
         _ => message.to_string(),
     }
 }
@@ -141,7 +146,10 @@ mod tests {
 
     #[test]
     fn batch_places_become_line_numbers() {
-        assert_eq!(relabel("task 2: unknown handler 'x'", &[1, 5]), "line 5: unknown handler 'x'");
+        assert_eq!(
+            relabel("task 2: unknown handler 'x'", &[1, 5]),
+            "line 5: unknown handler 'x'"
+        );
         assert_eq!(relabel("something else", &[1]), "something else");
     }
 }

@@ -72,7 +72,7 @@ where
         }
     };
     let default_level = match cli.command {
-        Command::Demo(_) => tracing::Level::WARN,
+        Command::Demo(_) | Command::Bench(_) => tracing::Level::WARN,
         _ => tracing::Level::INFO,
     };
     if let Err(e) = init_logging(default_level) {

@@ -40,7 +40,9 @@ fn positive(report: &Value, path: &str) {
     let v = report
         .pointer(path)
         .unwrap_or_else(|| panic!("the report has no {path}: {report:#}"));
-    let n = v.as_f64().unwrap_or_else(|| panic!("{path} is not a number: {v}"));
+    let n = v
+        .as_f64()
+        .unwrap_or_else(|| panic!("{path} is not a number: {v}"));
     assert!(n > 0.0, "{path} is {n}, expected a positive number");
 }
 
@@ -86,7 +88,11 @@ fn quick_bench_reports_every_figure() {
         assert!(t["rate"]["count"].as_u64().unwrap() > 0, "{t}");
     }
     // The scratch stores are gone; the named database was never created.
-    let left: Vec<_> = std::fs::read_dir(&d.0).unwrap().flatten().map(|e| e.file_name()).collect();
+    let left: Vec<_> = std::fs::read_dir(&d.0)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
     assert!(left.is_empty(), "left behind: {left:?}");
 }
 
@@ -101,7 +107,11 @@ fn add_from_a_file_adds_every_line_or_none() {
     )
     .unwrap();
     let out = party(&d, &["add", "--from", good.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 3);
 
     let bad = d.0.join("bad.jsonl");
@@ -111,7 +121,11 @@ fn add_from_a_file_adds_every_line_or_none() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("line 2"), "{err}");
     let bad = d.0.join("bad2.jsonl");
-    std::fs::write(&bad, "{\"handler\": \"noop\"}\n{\"handler\": \"noop\", \"data\": 3}\n").unwrap();
+    std::fs::write(
+        &bad,
+        "{\"handler\": \"noop\"}\n{\"handler\": \"noop\", \"data\": 3}\n",
+    )
+    .unwrap();
     let out = party(&d, &["add", "--from", bad.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("line 2"));

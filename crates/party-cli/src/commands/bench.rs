@@ -8,8 +8,9 @@ use crate::output;
 
 /// Measure, then print a table (or JSON with `--json`).
 pub(crate) async fn run(db: &str, args: BenchArgs) -> Result<(), TaskError> {
-    let exe = std::env::current_exe()
-        .map_err(|e| TaskError::store(format!("cannot find this program to start a worker: {e}")))?;
+    let exe = std::env::current_exe().map_err(|e| {
+        TaskError::store(format!("cannot find this program to start a worker: {e}"))
+    })?;
     let options = BenchOptions {
         quick: args.quick,
         worker_command: vec![

@@ -171,6 +171,8 @@ fn open_connection(path: &Path) -> Result<Connection, TaskError> {
         .map_err(db_err)?;
     conn.pragma_update(None, "foreign_keys", "ON")
         .map_err(db_err)?;
+    conn.pragma_update(None, "cache_size", -32_768)
+        .map_err(db_err)?;
     conn.set_prepared_statement_cache_capacity(64);
     migrate(&conn, path)?;
     Ok(conn)

@@ -509,6 +509,9 @@ impl Store for SqliteStore {
                 .execute([now])
                 .map_err(db_err)?;
                 let mut stmt = tx
+                    // `LIMIT (?6 + 0)`, not `LIMIT ?6`: SQLite plans with a bare parameter's
+                    // value and re-prepares the statement whenever it changes, and the limit
+                    // (the free slots) changes on almost every claim.
                     .prepare_cached(
                         "UPDATE tasks SET state = 'running', ready = 0, attempts = attempts + 1, \
                          fence = fence + 1, worker = ?1, started_at = ?2, lease_until = ?3, updated_at = ?2 \
@@ -516,7 +519,7 @@ impl Store for SqliteStore {
                            AND state IN ('scheduled','retrying') \
                            AND handler IN (SELECT value FROM json_each(?4)) \
                            AND queue IN (SELECT value FROM json_each(?5)) \
-                           ORDER BY priority, due_at LIMIT ?6) \
+                           ORDER BY priority, due_at LIMIT (?6 + 0)) \
                          RETURNING id, handler, data, timestamp, last_run_on, attempts, max_attempts, \
                            is_recurring, rule, fence",
                     )

@@ -204,7 +204,7 @@ enum ScratchKind {
 
 impl Scratch {
     async fn new(base: &str) -> Result<Scratch, TaskError> {
-        let tag = format!("{}_{:08x}", std::process::id(), fastrand_u32());
+        let tag = format!("{}_{:08x}", std::process::id(), random_bits());
         if is_postgres(base) {
             let schema = format!("party_bench_{tag}");
             pg::execute(base, &format!("CREATE SCHEMA {schema}")).await?;
@@ -256,7 +256,7 @@ impl Scratch {
     }
 }
 
-fn fastrand_u32() -> u32 {
+fn random_bits() -> u32 {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
@@ -863,11 +863,11 @@ pub fn table(r: &BenchReport) -> String {
     );
     let _ = writeln!(
         s,
-        "{:<44} {:>14} {:>16} {:>7}",
-        "figure", "party", "plain SQL limit", "ratio"
+        "{:<52} {:>16} {:>18} {:>7}",
+        "figure", "party", "limit or baseline", "ratio"
     );
     let mut row = |name: String, value: String, lim: String, rat: String| {
-        let _ = writeln!(s, "{name:<44} {value:>14} {lim:>16} {rat:>7}");
+        let _ = writeln!(s, "{name:<52} {value:>16} {lim:>18} {rat:>7}");
     };
     row(
         format!(

@@ -3,8 +3,8 @@
 //! One task per line: `{"handler": "...", "data": {...}, "at": "...", "queue": "...",
 //! "priority": 0, "max_attempts": 3}`; only `handler` is required. Blank lines are skipped.
 //! Every line is checked before anything is written, and the tasks go in with
-//! [`Party::add_many`]: one transaction, one insert statement per batch of rows. A bad line is
-//! refused with its line number, and nothing is written.
+//! [`Party::add_many`]: one transaction for the whole file, so a file is added all or none. A
+//! bad line is refused with its line number, and nothing is written.
 
 use std::io::BufRead;
 

@@ -193,7 +193,10 @@ fn is_postgres(url: &str) -> bool {
 
 /// A fresh store that disappears after the measurement.
 struct Scratch {
+    /// The URL party opens.
     url: String,
+    /// The URL the plain-SQL limit connects with: the same place, for the database's own client.
+    sql_url: String,
     kind: ScratchKind,
 }
 
@@ -210,7 +213,8 @@ impl Scratch {
             pg::execute(base, &format!("CREATE SCHEMA {schema}")).await?;
             let sep = if base.contains('?') { '&' } else { '?' };
             Ok(Scratch {
-                url: format!("{base}{sep}options=-c%20search_path%3D{schema}"),
+                url: format!("{base}{sep}schema={schema}"),
+                sql_url: format!("{base}{sep}options=-c%20search_path%3D{schema}"),
                 kind: ScratchKind::Postgres {
                     base: base.to_string(),
                     schema,
@@ -229,6 +233,7 @@ impl Scratch {
             let file = dir.join(format!(".party-bench-{tag}.db"));
             Ok(Scratch {
                 url: file.display().to_string(),
+                sql_url: file.display().to_string(),
                 kind: ScratchKind::Sqlite(file),
             })
         }
@@ -653,7 +658,7 @@ const PLAIN_BATCH: usize = 500;
 pub async fn plain_sql(url: &str, rows: usize) -> Result<PlainSql, TaskError> {
     if is_postgres(url) {
         let scratch = Scratch::new(url).await?;
-        let r = pg::plain(&scratch.url, rows).await;
+        let r = pg::plain(&scratch.sql_url, rows).await;
         scratch.remove().await;
         r
     } else {

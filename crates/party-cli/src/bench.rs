@@ -261,6 +261,20 @@ impl Scratch {
     }
 }
 
+/// Run `f` on a fresh scratch store, and remove the store afterwards, also when `f` fails.
+async fn in_scratch<T>(
+    url: &str,
+    f: impl AsyncFnOnce(&Scratch, &Party) -> Result<T, TaskError>,
+) -> Result<T, TaskError> {
+    let scratch = Scratch::new(url).await?;
+    let result = match scratch.party().await {
+        Ok(party) => f(&scratch, &party).await,
+        Err(e) => Err(e),
+    };
+    scratch.remove().await;
+    result
+}
+
 fn random_bits() -> u32 {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -312,18 +326,17 @@ pub async fn run(url: &str, options: &BenchOptions) -> Result<BenchReport, TaskE
     let plain_sql = plain_sql(url, sizes.plain).await?;
 
     step("bulk and single enqueue");
-    let scratch = Scratch::new(url).await?;
-    let party = scratch.party().await?;
-    let t = Instant::now();
-    add_bulk(&party, noop_tasks(sizes.bulk, None)).await?;
-    let bulk_enqueue = Rate::new(sizes.bulk as u64, t.elapsed());
-    let t = Instant::now();
-    for _ in 0..sizes.single {
-        party.add(NewTask::new("noop")).await?;
-    }
-    let single_enqueue = Rate::new(sizes.single as u64, t.elapsed());
-    drop(party);
-    scratch.remove().await;
+    let (bulk_enqueue, single_enqueue) = in_scratch(url, async |_, party| {
+        let t = Instant::now();
+        add_bulk(party, noop_tasks(sizes.bulk, None)).await?;
+        let bulk = Rate::new(sizes.bulk as u64, t.elapsed());
+        let t = Instant::now();
+        for _ in 0..sizes.single {
+            party.add(NewTask::new("noop")).await?;
+        }
+        Ok((bulk, Rate::new(sizes.single as u64, t.elapsed())))
+    })
+    .await?;
 
     let mut throughput = Vec::new();
     for c in CONCURRENCIES {
@@ -333,15 +346,11 @@ pub async fn run(url: &str, options: &BenchOptions) -> Result<BenchReport, TaskE
         } else {
             sizes.drain
         };
-        let scratch = Scratch::new(url).await?;
-        let party = scratch.party().await?;
-        let rate = drain(&party, n, c).await?;
+        let rate = in_scratch(url, async |_, party| drain(party, n, c).await).await?;
         throughput.push(Throughput {
             concurrency: c,
             rate,
         });
-        drop(party);
-        scratch.remove().await;
     }
 
     step("enqueue→start latency");
@@ -524,49 +533,45 @@ async fn enqueue_latency(
     samples: usize,
     options: &BenchOptions,
 ) -> Result<Latency, TaskError> {
-    let scratch = Scratch::new(url).await?;
-    let party = scratch.party().await?;
-    let cross = is_postgres(url) && !options.worker_command.is_empty();
-    let worker = if cross {
-        Running::child(&options.worker_command, &scratch.url)?
-    } else {
-        Running::in_process(&party, 8)
-    };
-    // Let the worker start and go idle; the first task also warms it up.
-    let warm = party.add(NewTask::new("noop")).await?;
-    wait_done(&party, &[warm], Duration::from_secs(30)).await?;
-    let mut ids = Vec::with_capacity(samples);
-    for _ in 0..samples {
-        let id = party.add(NewTask::new("noop")).await?;
-        wait_done(&party, &[id], Duration::from_secs(10)).await?;
-        ids.push(id);
-        // Idle again before the next one.
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    worker.stop().await?;
-    let mode = if cross { "cross-process" } else { "in-process" };
-    let latency = delays(&party, &ids, mode).await;
-    drop(party);
-    scratch.remove().await;
-    latency
+    in_scratch(url, async |scratch, party| {
+        let cross = is_postgres(url) && !options.worker_command.is_empty();
+        let worker = if cross {
+            Running::child(&options.worker_command, &scratch.url)?
+        } else {
+            Running::in_process(party, 8)
+        };
+        // Let the worker start and go idle; the first task also warms it up.
+        let warm = party.add(NewTask::new("noop")).await?;
+        wait_done(party, &[warm], Duration::from_secs(30)).await?;
+        let mut ids = Vec::with_capacity(samples);
+        for _ in 0..samples {
+            let id = party.add(NewTask::new("noop")).await?;
+            wait_done(party, &[id], Duration::from_secs(10)).await?;
+            ids.push(id);
+            // Idle again before the next one.
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        worker.stop().await?;
+        let mode = if cross { "cross-process" } else { "in-process" };
+        delays(party, &ids, mode).await
+    })
+    .await
 }
 
 async fn lateness(url: &str, samples: usize) -> Result<Latency, TaskError> {
-    let scratch = Scratch::new(url).await?;
-    let party = scratch.party().await?;
-    let worker = Running::in_process(&party, 8);
-    let start = Timestamp::now() + SignedDuration::from_secs(2);
-    let mut ids = Vec::with_capacity(samples);
-    for i in 0..samples {
-        let at = start + SignedDuration::from_millis(7 * i as i64);
-        ids.push(party.add(NewTask::new("noop").at(at)).await?);
-    }
-    wait_done(&party, &ids, Duration::from_secs(60)).await?;
-    worker.stop().await?;
-    let latency = delays(&party, &ids, "in-process").await;
-    drop(party);
-    scratch.remove().await;
-    latency
+    in_scratch(url, async |_, party| {
+        let worker = Running::in_process(party, 8);
+        let start = Timestamp::now() + SignedDuration::from_secs(2);
+        let mut ids = Vec::with_capacity(samples);
+        for i in 0..samples {
+            let at = start + SignedDuration::from_millis(7 * i as i64);
+            ids.push(party.add(NewTask::new("noop").at(at)).await?);
+        }
+        wait_done(party, &ids, Duration::from_secs(60)).await?;
+        worker.stop().await?;
+        delays(party, &ids, "in-process").await
+    })
+    .await
 }
 
 /// Mean time of `n` claims that find nothing due.
@@ -610,42 +615,41 @@ async fn future_load(
     sizes: &Sizes,
     options: &BenchOptions,
 ) -> Result<FutureLoad, TaskError> {
-    let scratch = Scratch::new(url).await?;
-    let party = scratch.party().await?;
-    let worker_rss_empty_mb = idle_rss(&party, &scratch.url, options).await?;
-    let idle_claim_empty_us = idle_claim_us(party.store(), 200).await?;
-    let drain_empty = drain(&party, sizes.future_drain, 32).await?;
+    in_scratch(url, async |scratch, party| {
+        let worker_rss_empty_mb = idle_rss(party, &scratch.url, options).await?;
+        let idle_claim_empty_us = idle_claim_us(party.store(), 200).await?;
+        let drain_empty = drain(party, sizes.future_drain, 32).await?;
 
-    let far = Timestamp::now() + SignedDuration::from_hours(24);
-    let t = Instant::now();
-    let mut left = sizes.future;
-    while left > 0 {
-        let n = left.min(10_000);
-        add_bulk(&party, noop_tasks(n, Some(far))).await?;
-        left -= n;
-    }
-    let insert = Rate::new(sizes.future as u64, t.elapsed());
-    let worker_rss_loaded_mb = idle_rss(&party, &scratch.url, options).await?;
-    let idle_claim_loaded_us = idle_claim_us(party.store(), 200).await?;
-    let drain_loaded = drain(&party, sizes.future_drain, 32).await?;
-    drop(party);
-    scratch.remove().await;
-    Ok(FutureLoad {
-        future_tasks: sizes.future as u64,
-        insert,
-        claim_cost_ratio: drain_empty.per_second / drain_loaded.per_second.max(1e-9),
-        drain_empty,
-        drain_loaded,
-        idle_claim_empty_us,
-        idle_claim_loaded_us,
-        worker_rss_empty_mb,
-        worker_rss_loaded_mb,
-        rss_of: if options.worker_command.is_empty() {
-            "this process".to_string()
-        } else {
-            "worker process".to_string()
-        },
+        let far = Timestamp::now() + SignedDuration::from_hours(24);
+        let t = Instant::now();
+        let mut left = sizes.future;
+        while left > 0 {
+            let n = left.min(10_000);
+            add_bulk(party, noop_tasks(n, Some(far))).await?;
+            left -= n;
+        }
+        let insert = Rate::new(sizes.future as u64, t.elapsed());
+        let worker_rss_loaded_mb = idle_rss(party, &scratch.url, options).await?;
+        let idle_claim_loaded_us = idle_claim_us(party.store(), 200).await?;
+        let drain_loaded = drain(party, sizes.future_drain, 32).await?;
+        Ok(FutureLoad {
+            future_tasks: sizes.future as u64,
+            insert,
+            claim_cost_ratio: drain_empty.per_second / drain_loaded.per_second.max(1e-9),
+            drain_empty,
+            drain_loaded,
+            idle_claim_empty_us,
+            idle_claim_loaded_us,
+            worker_rss_empty_mb,
+            worker_rss_loaded_mb,
+            rss_of: if options.worker_command.is_empty() {
+                "this process".to_string()
+            } else {
+                "worker process".to_string()
+            },
+        })
     })
+    .await
 }
 
 const PLAIN_BATCH: usize = 500;

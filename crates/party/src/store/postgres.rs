@@ -115,6 +115,8 @@ impl Default for PgOptions {
 /// connections and stops its listener.
 pub struct PgStore {
     pool: Arc<Pool>,
+    /// Rows inserted since the planner's statistics were last refreshed.
+    statistics: Arc<InsertStatistics>,
     wakeups: Arc<Notify>,
     /// Asks the signal connection to NOTIFY other processes.
     requests: Arc<Notify>,
@@ -259,6 +261,27 @@ impl Names {
             channel: format!("party_{schema}"),
         })
     }
+}
+
+/// Claims and results commit without waiting for the disk (`synchronous_commit = off`, for
+/// these transactions only). A database crash can then lose the last few claims or results;
+/// those tasks are rescued and run again, so "at least once" holds. Inserts, cancels and
+/// retries keep the server's setting: a returned id is durable.
+const BEGIN_ASYNC_COMMIT: &str = "BEGIN; SET LOCAL synchronous_commit TO off";
+
+/// Inserts of at least this many rows in all may refresh the planner's statistics (see
+/// `PgStore::count_inserted`).
+const ANALYZE_AFTER_INSERT: usize = 1000;
+
+/// Rows inserted through this store since its last statistics refresh.
+#[derive(Debug, Default)]
+struct InsertStatistics {
+    /// Inserted since the last refresh.
+    pending: std::sync::atomic::AtomicU64,
+    /// Counted into the statistics by earlier refreshes: the table's size as they saw it.
+    base: std::sync::atomic::AtomicU64,
+    /// A refresh is under way.
+    running: std::sync::atomic::AtomicBool,
 }
 
 fn quote_ident(s: &str) -> String {
@@ -1157,10 +1180,47 @@ impl PgStore {
         });
         Ok(PgStore {
             pool,
+            statistics: Arc::default(),
             wakeups,
             requests,
             signal,
         })
+    }
+
+    /// Count `rows` just inserted; once the rows inserted since the last refresh reach a
+    /// fifth of the table as it was then (and at least [`ANALYZE_AFTER_INSERT`]), refresh the
+    /// planner's statistics of the tasks table in the background. Without fresh statistics a
+    /// claim right after a large burst of inserts may sort every ready row instead of walking
+    /// the ready index; autovacuum catches up only later.
+    fn count_inserted(&self, rows: usize) {
+        use std::sync::atomic::Ordering;
+        let stats = &self.statistics;
+        let pending = stats.pending.fetch_add(rows as u64, Ordering::Relaxed) + rows as u64;
+        let base = stats.base.load(Ordering::Relaxed);
+        if pending < ANALYZE_AFTER_INSERT as u64 || pending < base / 5 {
+            return;
+        }
+        if stats.running.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let pool = self.pool.clone();
+        let stats = stats.clone();
+        tokio::spawn(async move {
+            let counted = stats.pending.load(Ordering::Relaxed);
+            let sql = format!("ANALYZE {}.tasks", pool.names.quoted);
+            let done = match pool.get().await {
+                Ok(conn) => conn.client.batch_execute(&sql).await.map_err(db_err),
+                Err(e) => Err(e),
+            };
+            match done {
+                Ok(()) => {
+                    stats.pending.fetch_sub(counted, Ordering::Relaxed);
+                    stats.base.fetch_add(counted, Ordering::Relaxed);
+                }
+                Err(e) => tracing::debug!(error = %e, "refreshing statistics failed"),
+            }
+            stats.running.store(false, Ordering::Release);
+        });
     }
 
     /// A task may have become claimable: wake this process's workers now, and the other
@@ -1254,11 +1314,21 @@ impl PgStore {
         if batch.iter().all(|f| f.follow_ups.is_empty()) {
             let mut arrays = FinishArrays::default();
             batch.iter().for_each(|f| arrays.push(f));
-            let rows = conn
-                .client
-                .query(&conn.st.finish, &arrays.params())
-                .await
-                .map_err(db_err)?;
+            let params = arrays.params();
+            let sent = tokio::try_join!(
+                conn.client.batch_execute(BEGIN_ASYNC_COMMIT),
+                conn.client.query(&conn.st.finish, &params),
+                conn.client.batch_execute("COMMIT"),
+            );
+            let rows = match sent {
+                Ok((_, rows, _)) => rows,
+                Err(e) => {
+                    // The transaction may be left open: close it before the connection goes
+                    // back to the pool (a broken connection is dropped by the pool).
+                    let _ = conn.client.batch_execute("ROLLBACK").await;
+                    return Err(db_err(e));
+                }
+            };
             let applied: HashSet<&str> = rows.iter().map(|r| r.get::<_, &str>(0)).collect();
             let results = batch
                 .iter()
@@ -1399,6 +1469,7 @@ impl Store for PgStore {
         for _ in 0..5 {
             match conn.client.execute(&conn.st.insert, &arrays.params()).await {
                 Ok(_) => {
+                    self.count_inserted(tasks.len());
                     self.signal();
                     return Ok(tasks.iter().map(|t| t.id).collect());
                 }
@@ -1431,7 +1502,7 @@ impl Store for PgStore {
         let promote: [&(dyn ToSql + Sync); 2] = [&now, &PROMOTE_BATCH];
         let claim: [&(dyn ToSql + Sync); 6] = [&p.worker, &now, &lease, &handlers, &queues, &limit];
         let sent = tokio::try_join!(
-            conn.client.batch_execute("BEGIN"),
+            conn.client.batch_execute(BEGIN_ASYNC_COMMIT),
             conn.client.execute(&conn.st.promote, &promote),
             conn.client.query(&conn.st.claim, &claim),
             conn.client.batch_execute("COMMIT"),

@@ -226,6 +226,11 @@ pub(crate) struct WorkerArgs {
     #[arg(long)]
     pub(crate) until_idle: bool,
 
+    /// Claim up to N tasks ahead of free executors, so claims overlap running tasks: faster
+    /// for short tasks; for long ones it holds work another worker could run
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub(crate) prefetch: usize,
+
     /// How long a claim holds without a heartbeat; a worker that dies or freezes loses its
     /// tasks to others this long after its last heartbeat (renewed every third of it)
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse::lease)]

@@ -377,6 +377,7 @@ pub async fn run(url: &str, options: &BenchOptions) -> Result<BenchReport, TaskE
 fn worker_config(concurrency: usize) -> WorkerConfig {
     WorkerConfig {
         concurrency,
+        prefetch: concurrency,
         shutdown_grace: Duration::from_secs(5),
         ..WorkerConfig::default()
     }

@@ -40,6 +40,11 @@ pub struct WorkerConfig {
     pub poll_interval: Duration,
     /// At most this many tasks per claim (default 256).
     pub claim_batch: usize,
+    /// Tasks claimed ahead of free executors (default 0): while `concurrency` tasks run, up to
+    /// this many more wait in the worker, already claimed, so the next claim overlaps the
+    /// running ones and the writing of their results. It raises throughput for short tasks;
+    /// for long tasks it keeps work waiting here that an idle worker elsewhere could run.
+    pub prefetch: usize,
     /// Results are written in batches of at most this many (default 256).
     pub finish_batch: usize,
     /// How long a finished result may wait for others to share its write (default 1 ms).
@@ -59,6 +64,7 @@ impl Default for WorkerConfig {
             lease: Duration::from_secs(30),
             poll_interval: Duration::from_millis(500),
             claim_batch: 256,
+            prefetch: 0,
             finish_batch: 256,
             flush_delay: Duration::from_millis(1),
             shutdown_grace: Duration::from_secs(30),
@@ -187,8 +193,11 @@ impl Worker {
         let before = self.totals();
         let until_idle = shutdown.is_none();
         let mut shutdown = shutdown.unwrap_or_else(|| Box::pin(std::future::pending()));
-        let concurrency = inner.config.concurrency;
+        // Claimed tasks hold a slot until their result is written; running ones also hold an
+        // executor permit.
+        let concurrency = inner.config.concurrency + inner.config.prefetch;
         let slots = Arc::new(Semaphore::new(concurrency));
+        let executors = Arc::new(Semaphore::new(inner.config.concurrency));
         let (done_tx, done_rx) = mpsc::unbounded_channel::<Executed>();
         let (abort_tx, abort_rx) = watch::channel(false);
         let completer = tokio::spawn(completer(inner.clone(), done_rx, slots.clone()));
@@ -257,6 +266,7 @@ impl Worker {
                         inner.clone(),
                         task,
                         permit,
+                        executors.clone(),
                         done_tx.clone(),
                         abort_rx.clone(),
                     ));
@@ -284,7 +294,11 @@ impl Worker {
                 }
                 let next_due = store
                     .task_next_due(&inner.handlers, &inner.config.queues)
-                    .await?;
+                    .await
+                    .unwrap_or_else(|e| {
+                        tracing::warn!(worker = %inner.id, error = %e, "looking for the next due task failed");
+                        None
+                    });
                 let poll_until = clock.now() + inner.config.poll_interval;
                 let wake_at = next_due.map_or(poll_until, |d| d.min(poll_until));
                 tokio::select! {
@@ -409,7 +423,7 @@ async fn completer(
     slots: Arc<Semaphore>,
 ) {
     let max = inner.config.finish_batch;
-    let concurrency = inner.config.concurrency;
+    let concurrency = inner.config.concurrency + inner.config.prefetch;
     let mut batch: Vec<Executed> = Vec::with_capacity(max);
     while let Some(first) = rx.recv().await {
         batch.push(first);
@@ -558,10 +572,18 @@ async fn execute(
     inner: Arc<Inner>,
     task: ClaimedTask,
     permit: OwnedSemaphorePermit,
+    executors: Arc<Semaphore>,
     done: mpsc::UnboundedSender<Executed>,
     mut abort: watch::Receiver<bool>,
 ) {
+    let mut task = task;
+    let running = executors.acquire_owned().await.expect("never closed");
+    if inner.config.prefetch > 0 {
+        // Claimed ahead: the attempt starts now, not at the claim.
+        task.started_at = inner.party.clock().now();
+    }
     let finish = run_one(&inner, task, &mut abort).await;
+    drop(running);
     inner.attempts.fetch_add(1, Ordering::Relaxed);
     match finish.outcome {
         Outcome::Succeeded => inner.succeeded.fetch_add(1, Ordering::Relaxed),

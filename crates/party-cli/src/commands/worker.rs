@@ -14,6 +14,7 @@ pub(crate) async fn run(db: &str, registry: Registry, args: WorkerArgs) -> Resul
         queues: args.queues,
         lease: args.lease.unsigned_abs(),
         shutdown_grace: args.grace.unsigned_abs(),
+        prefetch: args.prefetch,
         ..WorkerConfig::default()
     });
     let mut signals = Signals::install()?;

@@ -684,6 +684,70 @@ async fn a_locked_sqlite_file_makes_the_worker_wait_not_lose_tasks(b: Backend) {
     }
 }
 
+struct Exclusive {
+    running: Arc<std::sync::atomic::AtomicUsize>,
+    most: Arc<std::sync::atomic::AtomicUsize>,
+    ran: Arc<Mutex<Vec<i64>>>,
+}
+
+#[party::async_trait]
+impl Task for Exclusive {
+    const NAME: &'static str = "exclusive";
+
+    async fn run(&self, ctx: &mut TaskContext) -> Result<(), TaskError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let now = self.running.fetch_add(1, SeqCst) + 1;
+        self.most.fetch_max(now, SeqCst);
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        self.ran
+            .lock()
+            .unwrap()
+            .push(ctx.data()["n"].as_i64().unwrap());
+        self.running.fetch_sub(1, SeqCst);
+        Ok(())
+    }
+}
+
+async fn prefetched_tasks_wait_for_an_executor_and_run_once_in_order(b: Backend) {
+    let most = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let ran = Arc::new(Mutex::new(Vec::new()));
+    let handler = Exclusive {
+        running: Arc::default(),
+        most: most.clone(),
+        ran: ran.clone(),
+    };
+    let Some(f) = fixture(b, Registry::new().register(handler)).await else {
+        return;
+    };
+    let m = |n: i64| SignedDuration::from_millis(n);
+    for n in 0..30 {
+        f.party
+            .add(
+                NewTask::new("exclusive")
+                    .data(json!({ "n": n }))
+                    .at(t0() + m(n)),
+            )
+            .await
+            .unwrap();
+    }
+    f.clock.advance(m(100));
+    let worker = f.party.worker(WorkerConfig {
+        concurrency: 2,
+        prefetch: 6,
+        ..Default::default()
+    });
+    let report = worker.run_until_idle().await.unwrap();
+    assert_eq!(report.succeeded, 30);
+    assert!(
+        most.load(std::sync::atomic::Ordering::SeqCst) <= 2,
+        "never more than `concurrency` at once"
+    );
+    let mut ran = ran.lock().unwrap().clone();
+    assert_eq!(ran.len(), 30);
+    ran.sort();
+    assert_eq!(ran, (0..30).collect::<Vec<_>>(), "each exactly once");
+}
+
 on_every_backend!(
     three_workers_run_2000_tasks_each_exactly_once,
     a_panicking_handler_is_a_failed_attempt_not_a_crashed_worker,
@@ -700,4 +764,5 @@ on_every_backend!(
     shutdown_past_the_grace_period_releases_the_task_for_others,
     an_interrupted_shell_task_kills_its_child_process,
     a_locked_sqlite_file_makes_the_worker_wait_not_lose_tasks,
+    prefetched_tasks_wait_for_an_executor_and_run_once_in_order,
 );

@@ -116,6 +116,8 @@ mod party_run {
         let report = party
             .worker(WorkerConfig {
                 concurrency: c,
+                // Claim ahead, as graphile_worker's local queue does.
+                prefetch: c,
                 ..WorkerConfig::default()
             })
             .run_until_idle()

@@ -110,24 +110,8 @@ pub(crate) fn data(s: &str) -> Result<Value, String> {
             "not valid JSON ({e}); give a JSON object in single quotes, e.g. --data '{{\"arg1\": \"hello\"}}'"
         )
     })?;
-    if !value.is_object() {
-        return Err(format!(
-            "task data must be a JSON object like '{{\"arg1\": \"hello\"}}', not {}",
-            kind(&value)
-        ));
-    }
+    party::check_data(&value).map_err(|e| e.to_string())?;
     Ok(value)
-}
-
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }
 
 fn positive<T: std::str::FromStr + PartialOrd + From<u8>>(

@@ -115,12 +115,7 @@ impl Party {
                 }
             )));
         };
-        if !task.data.is_object() {
-            return Err(TaskError::invalid(format!(
-                "task data must be a JSON object like {{\"key\": \"value\"}}, not {}",
-                json_kind(&task.data)
-            )));
-        }
+        check_data(&task.data)?;
         if let Some(rule) = &task.recurrence {
             rules::validate(rule)?;
         }
@@ -364,13 +359,23 @@ impl Party {
     }
 }
 
-fn json_kind(v: &Value) -> &'static str {
-    match v {
+/// Check that task data is a JSON object, as every task's data must be.
+///
+/// # Errors
+/// [`TaskError::Invalid`] naming what the value is instead.
+pub fn check_data(data: &Value) -> Result<(), TaskError> {
+    if data.is_object() {
+        return Ok(());
+    }
+    let kind = match data {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
         Value::Number(_) => "a number",
         Value::String(_) => "a string",
         Value::Array(_) => "an array",
         Value::Object(_) => "an object",
-    }
+    };
+    Err(TaskError::invalid(format!(
+        "task data must be a JSON object like {{\"arg1\": \"hello\"}}, not {kind}"
+    )))
 }

@@ -46,7 +46,7 @@ mod task;
 mod worker;
 
 pub use async_trait::async_trait;
-pub use client::{DEFAULT_DATABASE, Party, open_store};
+pub use client::{DEFAULT_DATABASE, Party, check_data, open_store};
 pub use clock::{Clock, ManualClock, SystemClock, format_time};
 pub use error::TaskError;
 pub use id::TaskId;

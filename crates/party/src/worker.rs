@@ -198,11 +198,13 @@ impl Worker {
         let concurrency = inner.config.concurrency + inner.config.prefetch;
         let slots = Arc::new(Semaphore::new(concurrency));
         let executors = Arc::new(Semaphore::new(inner.config.concurrency));
+        // Announce the worker first: if the database cannot be reached, fail before anything
+        // runs in the background.
+        inner.beat().await?;
         let (done_tx, done_rx) = mpsc::unbounded_channel::<Executed>();
         let (abort_tx, abort_rx) = watch::channel(false);
         let completer = tokio::spawn(completer(inner.clone(), done_rx, slots.clone()));
         let heartbeat = tokio::spawn(heartbeat(inner.clone()));
-        inner.beat().await?;
         tracing::info!(worker = %inner.id, handlers = ?inner.handlers, queues = ?inner.config.queues, "worker started");
 
         let store = inner.party.store().clone();

@@ -49,7 +49,12 @@ fn fifty_processes_adding_one_recurring_task_make_one() {
                 .map(|o| String::from_utf8_lossy(&o.stderr).to_string())
                 .collect::<Vec<_>>()
         );
-        assert_eq!(dup.len(), 49, "{}", db.name);
+        let others: Vec<String> = outputs
+            .iter()
+            .filter(|o| !matches!(o.status.code(), Some(0) | Some(3)))
+            .map(|o| String::from_utf8_lossy(&o.stderr).to_string())
+            .collect();
+        assert_eq!(dup.len(), 49, "{}: the others said {others:?}", db.name);
         let id = String::from_utf8_lossy(&ok[0].stdout).trim().to_string();
         assert_eq!(id.len(), 24);
         for d in dup {

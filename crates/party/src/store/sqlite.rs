@@ -165,8 +165,19 @@ fn open_connection(path: &Path) -> Result<Connection, TaskError> {
         ))
     })?;
     conn.busy_timeout(Duration::from_secs(30)).map_err(db_err)?;
-    conn.pragma_update(None, "journal_mode", "WAL")
-        .map_err(db_err)?;
+    // Switching a new file to WAL needs a moment alone with it; SQLite reports "locked" at
+    // once, without its busy handler, when another process opens the file at the same instant.
+    // Wait for it as the busy timeout would.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match conn.pragma_update(None, "journal_mode", "WAL") {
+            Ok(()) => break,
+            Err(e) if is_busy(&e) && std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5 + u64::from(fastrand::u8(..20))));
+            }
+            Err(e) => return Err(db_err(e)),
+        }
+    }
     conn.pragma_update(None, "synchronous", "FULL")
         .map_err(db_err)?;
     conn.pragma_update(None, "foreign_keys", "ON")
@@ -205,6 +216,11 @@ fn migrate(conn: &Connection, path: &Path) -> Result<(), TaskError> {
             Err(e)
         }
     }
+}
+
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _)
+        if matches!(f.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked))
 }
 
 fn is_unique_violation(e: &rusqlite::Error) -> bool {

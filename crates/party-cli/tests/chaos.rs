@@ -1,6 +1,6 @@
 //! The chaos test: worker processes run a few thousand tasks while the test kills them
-//! (SIGKILL), freezes one past its lease (SIGSTOP, then SIGCONT) and, on PostgreSQL, restarts
-//! the database. Then it checks that nothing was lost, that a task ran twice only where the
+//! (SIGKILL), freezes one past its lease (SIGSTOP, then SIGCONT) and, on PostgreSQL, stops the
+//! database for a few seconds (adding a task meanwhile must fail promptly) and starts it again. Then it checks that nothing was lost, that a task ran twice only where the
 //! history shows a lost worker, that no two runs of a task overlapped unless the earlier one's
 //! lease had expired, and that no recurring task ever had two live copies.
 //!
@@ -83,7 +83,7 @@ struct Events {
     db_restarts: usize,
 }
 
-fn restart_postgres() {
+fn pg_ctl(action: &str) {
     let versions = std::fs::read_dir("/etc/postgresql").expect("a local PostgreSQL cluster");
     let version = versions
         .flatten()
@@ -93,11 +93,44 @@ fn restart_postgres() {
         .into_string()
         .unwrap();
     let ok = std::process::Command::new("pg_ctlcluster")
-        .args(["--skip-systemctl-redirect", &version, "main", "restart"])
+        .args(["--skip-systemctl-redirect", &version, "main", action])
         .status()
         .expect("pg_ctlcluster")
         .success();
-    assert!(ok, "restarting PostgreSQL failed");
+    assert!(ok, "pg_ctlcluster {action} failed");
+}
+
+/// Starts PostgreSQL again however the outage check ends.
+struct Restart;
+
+impl Drop for Restart {
+    fn drop(&mut self) {
+        pg_ctl("start");
+    }
+}
+
+/// Stop PostgreSQL for a few seconds while the workers run; while it is down, adding a task
+/// must fail promptly with a message that says the server cannot be reached.
+fn postgres_outage(url: &str) {
+    let _restart = Restart;
+    pg_ctl("stop");
+    let started = Instant::now();
+    let out = party_cmd(url).args(["add", "noop"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "adding while the database is down: {err}"
+    );
+    assert!(
+        err.contains("PostgreSQL"),
+        "the error names the database: {err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "the add failed within its connect timeout"
+    );
+    std::thread::sleep(Duration::from_secs(2));
 }
 
 #[test]
@@ -170,7 +203,7 @@ fn run_chaos(db: &Db, n: usize, chaos_for: Duration) {
             workers.signal(victim, libc::SIGCONT);
         } else if !restarted && start.elapsed() > chaos_for / 2 {
             restarted = true;
-            restart_postgres();
+            postgres_outage(&workers.url);
             events.db_restarts += 1;
         } else {
             workers.signal(victim, libc::SIGKILL);

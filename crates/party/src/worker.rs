@@ -580,10 +580,10 @@ async fn execute(
 ) {
     let mut task = task;
     let running = executors.acquire_owned().await.expect("never closed");
-    if inner.config.prefetch > 0 {
-        // Claimed ahead: the attempt starts now, not at the claim.
-        task.started_at = inner.party.clock().now();
-    }
+    // The attempt starts now: after the claim has returned (and, claimed ahead, after an
+    // executor came free), so the run history never shows it starting before the previous
+    // attempt's result was written.
+    task.started_at = inner.party.clock().now();
     let finish = run_one(&inner, task, &mut abort).await;
     drop(running);
     inner.attempts.fetch_add(1, Ordering::Relaxed);

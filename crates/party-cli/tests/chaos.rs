@@ -1,11 +1,12 @@
 //! The chaos test: worker processes run a few thousand tasks while the test kills them
 //! (SIGKILL), freezes one past its lease (SIGSTOP, then SIGCONT) and, on PostgreSQL, stops the
-//! database for a few seconds (adding a task meanwhile must fail promptly) and starts it again. Then it checks that nothing was lost, that a task ran twice only where the
-//! history shows a lost worker, that no two runs of a task overlapped unless the earlier one's
-//! lease had expired, and that no recurring task ever had two live copies.
+//! database for a few seconds (adding a task meanwhile must fail promptly) and starts it
+//! again. Then it checks that nothing was lost, that a task ran twice only where the history
+//! shows a lost worker, that no two runs of a task overlapped unless the earlier one's lease
+//! had expired, and that no recurring task ever had two live copies.
 //!
 //! `cargo test -p party-cli --test chaos -- --nocapture` runs the short version (CI).
-//! `PARTY_CHAOS_TASKS=20000 PARTY_CHAOS_SECONDS=120 cargo test --release -p party-cli --test chaos -- --nocapture`
+//! `PARTY_CHAOS_TASKS=10000 PARTY_CHAOS_SECONDS=60 cargo test -p party-cli --test chaos -- --nocapture`
 //! runs a longer one (see docs/RELIABILITY.md).
 
 use std::collections::BTreeMap;

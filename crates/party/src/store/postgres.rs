@@ -284,6 +284,21 @@ struct InsertStatistics {
     running: std::sync::atomic::AtomicBool,
 }
 
+/// The highest migration recorded in `version_table` (0 when none is).
+async fn recorded_version(
+    client: &impl tokio_postgres::GenericClient,
+    version_table: &str,
+) -> Result<i32, TaskError> {
+    Ok(client
+        .query_one(
+            &format!("SELECT COALESCE(max(version), 0) FROM {version_table}"),
+            &[],
+        )
+        .await
+        .map_err(db_err)?
+        .get(0))
+}
+
 fn quote_ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
 }
@@ -748,14 +763,7 @@ async fn migrate(client: &mut Client, names: &Names) -> Result<(), TaskError> {
         .await
         .map_err(db_err)?;
     if row.get::<_, bool>(0) {
-        let v: i32 = client
-            .query_one(
-                &format!("SELECT COALESCE(max(version), 0) FROM {version_table}"),
-                &[],
-            )
-            .await
-            .map_err(db_err)?
-            .get(0);
+        let v = recorded_version(client, &version_table).await?;
         if i64::from(v) > SCHEMA_VERSION {
             return Err(newer(v));
         }
@@ -795,14 +803,7 @@ async fn migrate(client: &mut Client, names: &Names) -> Result<(), TaskError> {
     ))
     .await
     .map_err(db_err)?;
-    let v: i32 = tx
-        .query_one(
-            &format!("SELECT COALESCE(max(version), 0) FROM {version_table}"),
-            &[],
-        )
-        .await
-        .map_err(db_err)?
-        .get(0);
+    let v = recorded_version(&tx, &version_table).await?;
     if i64::from(v) > SCHEMA_VERSION {
         return Err(newer(v));
     }

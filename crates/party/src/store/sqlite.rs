@@ -29,7 +29,11 @@ const MIGRATIONS: [&str; 1] = [include_str!("sqlite/001_tasks.sql")];
 /// How long a worker's heartbeat keeps it counted as live in [`Store::stats`].
 const WORKER_LIVE_MICROS: i64 = 30_000_000;
 
-type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+/// A call for the writer thread, and how durable its commit must be.
+struct Job {
+    durability: Durability,
+    run: Box<dyn FnOnce(&mut Connection) + Send>,
+}
 
 /// A SQLite-backed [`Store`].
 pub struct SqliteStore {
@@ -74,8 +78,15 @@ impl SqliteStore {
                         return;
                     }
                 };
-                while let Ok(job) = rx.recv() {
-                    job(&mut conn);
+                while let Ok(first) = rx.recv() {
+                    let mut jobs = vec![first];
+                    while jobs.len() < GROUP_MAX {
+                        match rx.try_recv() {
+                            Ok(job) => jobs.push(job),
+                            Err(_) => break,
+                        }
+                    }
+                    run_jobs(&mut conn, jobs);
                 }
             })
             .map_err(TaskError::store)?;
@@ -109,15 +120,40 @@ impl SqliteStore {
         &self.path
     }
 
+    /// Run `f` on the writer thread; its commit survives a process crash.
     async fn call<R: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Connection) -> Result<R, TaskError> + Send + 'static,
     ) -> Result<R, TaskError> {
+        self.call_with(Durability::Crash, f).await
+    }
+
+    /// Run `f` on the writer thread; its commit survives a power cut.
+    async fn call_durable<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<R, TaskError> + Send + 'static,
+    ) -> Result<R, TaskError> {
+        self.call_with(Durability::PowerCut, f).await
+    }
+
+    async fn call_with<R: Send + 'static>(
+        &self,
+        durability: Durability,
+        f: impl FnOnce(&mut Connection) -> Result<R, TaskError> + Send + 'static,
+    ) -> Result<R, TaskError> {
         let (tx, rx) = oneshot::channel();
+        let run = Box::new(move |conn: &mut Connection| {
+            let result = f(conn);
+            // Inside a group the answer waits for the group's commit.
+            defer(Box::new(move |failed: Option<&TaskError>| {
+                let _ = tx.send(match failed {
+                    Some(e) => Err(e.clone()),
+                    None => result,
+                });
+            }));
+        });
         self.tx
-            .send(Box::new(move |conn| {
-                let _ = tx.send(f(conn));
-            }))
+            .send(Job { durability, run })
             .map_err(|_| TaskError::store("the SQLite thread stopped"))?;
         rx.await
             .map_err(|_| TaskError::store("the SQLite thread stopped"))?
@@ -445,6 +481,73 @@ enum Durability {
 thread_local! {
     /// The `synchronous` level the connection on this thread is set to.
     static SYNC_LEVEL: std::cell::Cell<Option<Durability>> = const { std::cell::Cell::new(None) };
+    /// The group commit under way on this thread, if any.
+    static GROUP: std::cell::RefCell<Option<Group>> = const { std::cell::RefCell::new(None) };
+}
+
+/// At most this many queued calls share one commit.
+const GROUP_MAX: usize = 64;
+
+/// An answer to send once the group's commit is known (`Some` if it failed).
+type Answer = Box<dyn FnOnce(Option<&TaskError>) + Send>;
+
+/// Calls that queued up while the writer was busy run in one transaction and share one commit:
+/// each call's own transaction becomes a savepoint, its answer waits for the commit, and the
+/// commit is as durable as the most demanding call needs.
+struct Group {
+    answers: Vec<Answer>,
+}
+
+/// Send `answer` now, or after the group's commit when one is under way.
+fn defer(answer: Answer) {
+    let answer = GROUP.with_borrow_mut(|g| match g {
+        Some(group) => {
+            group.answers.push(answer);
+            None
+        }
+        None => Some(answer),
+    });
+    if let Some(answer) = answer {
+        answer(None);
+    }
+}
+
+/// Run the queued calls: alone, or several in one transaction with one commit.
+fn run_jobs(conn: &mut Connection, jobs: Vec<Job>) {
+    // The commit is as durable as the most demanding call needs (set before the transaction:
+    // SQLite does not change it inside one).
+    let durability = if jobs.iter().any(|j| j.durability == Durability::PowerCut) {
+        Durability::PowerCut
+    } else {
+        Durability::Crash
+    };
+    if jobs.len() == 1
+        || set_durability(conn, durability).is_err()
+        || conn.execute_batch("BEGIN IMMEDIATE").is_err()
+    {
+        for job in jobs {
+            (job.run)(conn);
+        }
+        return;
+    }
+    GROUP.set(Some(Group {
+        answers: Vec::new(),
+    }));
+    for job in jobs {
+        (job.run)(conn);
+    }
+    let group = GROUP.take().expect("the group under way");
+    let committed = conn.execute_batch("COMMIT").map_err(db_err);
+    let failed = match committed {
+        Ok(()) => None,
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Some(e)
+        }
+    };
+    for answer in group.answers {
+        answer(failed.as_ref());
+    }
 }
 
 fn set_durability(conn: &Connection, d: Durability) -> Result<(), TaskError> {
@@ -462,16 +565,23 @@ fn set_durability(conn: &Connection, d: Durability) -> Result<(), TaskError> {
 
 fn transaction<R>(
     conn: &mut Connection,
-    f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<R, TaskError>,
+    f: impl FnOnce(&Connection) -> Result<R, TaskError>,
 ) -> Result<R, TaskError> {
     transaction_with(conn, Durability::PowerCut, f)
 }
 
+/// One write transaction of `durability`; inside a group commit, a savepoint of the group's.
 fn transaction_with<R>(
     conn: &mut Connection,
     durability: Durability,
-    f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<R, TaskError>,
+    f: impl FnOnce(&Connection) -> Result<R, TaskError>,
 ) -> Result<R, TaskError> {
+    if GROUP.with_borrow(Option::is_some) {
+        let sp = conn.savepoint().map_err(db_err)?;
+        let r = f(&sp)?;
+        sp.commit().map_err(db_err)?;
+        return Ok(r);
+    }
     set_durability(conn, durability)?;
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -501,7 +611,7 @@ impl Store for SqliteStore {
 
     async fn task_insert(&self, tasks: Vec<InsertTask>) -> Result<Vec<TaskId>, TaskError> {
         let ids = self
-            .call(move |conn| {
+            .call_durable(move |conn| {
                 transaction(conn, |tx| insert_rows(tx, &tasks))?;
                 Ok(tasks.iter().map(|t| t.id).collect::<Vec<_>>())
             })
@@ -738,7 +848,7 @@ impl Store for SqliteStore {
 
     async fn task_cancel(&self, id: TaskId, now: Timestamp) -> Result<TaskInfo, TaskError> {
         let now = to_micros(now);
-        self.call(move |conn| {
+        self.call_durable(move |conn| {
             transaction(conn, |tx| {
                 let n = tx
                     .execute(
@@ -759,7 +869,7 @@ impl Store for SqliteStore {
     async fn task_retry(&self, id: TaskId, now: Timestamp) -> Result<TaskInfo, TaskError> {
         let now = to_micros(now);
         let task = self
-            .call(move |conn| {
+            .call_durable(move |conn| {
                 transaction(conn, |tx| {
                     let r = tx.execute(
                         "UPDATE tasks SET state = 'scheduled', due_at = ?1, ready = 0, \

@@ -164,7 +164,43 @@ async fn inserts_from_many_threads_make_one_task(b: Backend) {
     );
 }
 
+async fn concurrent_adds_each_return_an_id_that_was_committed(b: Backend) {
+    // Many adds at once share commits on SQLite; every id returned must exist, and a
+    // duplicate among them must not undo the others.
+    let Some(f) = fixture(b, Registry::new().register(Bill)).await else {
+        return;
+    };
+    let party = Arc::new(f.party.clone());
+    let joins: Vec<_> = (0..100)
+        .map(|i| {
+            let party = party.clone();
+            // Tasks 0 and 1 share their data: one of them is a duplicate.
+            let key = if i < 2 { 0 } else { i };
+            tokio::spawn(async move {
+                party
+                    .add(NewTask::new("bill").data(json!({ "key": key })))
+                    .await
+            })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    let mut dups = 0;
+    for j in joins {
+        match j.await.unwrap() {
+            Ok(id) => ids.push(id),
+            Err(TaskError::Duplicate { .. }) => dups += 1,
+            Err(e) => panic!("unexpected error: {e}"),
+        }
+    }
+    assert_eq!((ids.len(), dups), (99, 1));
+    for id in ids {
+        assert_eq!(f.party.get(id).await.unwrap().state, State::Scheduled);
+    }
+    assert_eq!(f.party.list(&Default::default()).await.unwrap().len(), 99);
+}
+
 on_every_backend!(
+    concurrent_adds_each_return_an_id_that_was_committed,
     fifty_concurrent_inserts_make_one_task,
     different_data_does_not_collide_and_finished_tasks_free_the_slot,
     inserts_from_many_threads_make_one_task,

@@ -90,9 +90,7 @@ impl SqliteStore {
                 }
             })
             .map_err(TaskError::store)?;
-        ready_rx
-            .await
-            .map_err(|_| TaskError::store("the SQLite thread stopped"))??;
+        ready_rx.await.map_err(|_| thread_stopped())??;
         let wakeups = Arc::new(Notify::new());
         watch_other_processes(&path, Arc::downgrade(&wakeups));
         Ok(SqliteStore { tx, wakeups, path })
@@ -154,10 +152,17 @@ impl SqliteStore {
         });
         self.tx
             .send(Job { durability, run })
-            .map_err(|_| TaskError::store("the SQLite thread stopped"))?;
-        rx.await
-            .map_err(|_| TaskError::store("the SQLite thread stopped"))?
+            .map_err(|_| thread_stopped())?;
+        rx.await.map_err(|_| thread_stopped())?
     }
+}
+
+/// The error for a call that finds the connection's thread gone.
+fn thread_stopped() -> TaskError {
+    TaskError::store(
+        "the SQLite connection thread has stopped (an earlier database call panicked); \
+         restart the process to open the database again",
+    )
 }
 
 /// How often the watcher asks SQLite whether another process committed.

@@ -131,13 +131,17 @@ async fn a_task_without_a_known_handler_waits_intact_and_stats_say_so(b: Backend
     )
     .with_clock(f.party.clock().clone());
     let worker = partial.worker(WorkerConfig::default());
-    let run = worker.run(async { tokio::time::sleep(Duration::from_millis(300)).await });
-    let stats_during = async {
-        tokio::time::sleep(Duration::from_millis(150)).await;
-        f.party.stats().await.unwrap()
-    };
-    let (report, stats) = tokio::join!(run, stats_during);
-    assert_eq!(report.unwrap().attempts, 0);
+    let running = start(worker);
+    // Wait until the worker has announced itself, then look at the stats while it runs.
+    let mut stats = f.party.stats().await.unwrap();
+    for _ in 0..500 {
+        if !stats.workers.is_empty() {
+            break;
+        }
+        tokio::task::yield_now().await;
+        stats = f.party.stats().await.unwrap();
+    }
+    assert_eq!(running.stop().await.attempts, 0);
     let task = f.party.get(orphan).await.unwrap();
     assert_eq!((task.state, task.attempts), (State::Scheduled, 0));
     assert_eq!(stats.unhandled.len(), 1);

@@ -3,8 +3,6 @@
 
 use std::process::Stdio;
 
-use async_trait::async_trait;
-
 use crate::TaskError;
 use crate::clock::format_time;
 use crate::task::{Registry, Task, TaskContext};
@@ -13,7 +11,6 @@ use crate::task::{Registry, Task, TaskContext};
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Noop;
 
-#[async_trait]
 impl Task for Noop {
     const NAME: &'static str = "noop";
 
@@ -26,7 +23,6 @@ impl Task for Noop {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Log;
 
-#[async_trait]
 impl Task for Log {
     const NAME: &'static str = "log";
 
@@ -47,7 +43,6 @@ impl Task for Log {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Sleep;
 
-#[async_trait]
 impl Task for Sleep {
     const NAME: &'static str = "sleep";
 
@@ -73,7 +68,6 @@ impl Task for Sleep {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Shell;
 
-#[async_trait]
 impl Task for Shell {
     const NAME: &'static str = "shell";
 

@@ -11,7 +11,6 @@
 //!
 //! struct RecurringTask;
 //!
-//! #[party::async_trait]
 //! impl Task for RecurringTask {
 //!     const NAME: &'static str = "recurring";
 //!     const IS_RECURRING: bool = true;
@@ -45,7 +44,6 @@ pub mod store;
 mod task;
 mod worker;
 
-pub use async_trait::async_trait;
 pub use client::{DEFAULT_DATABASE, Party, check_data, open_store};
 pub use clock::{Clock, ManualClock, SystemClock, format_time};
 pub use error::TaskError;

@@ -2,10 +2,11 @@
 //! the [`Registry`] that maps stable names to handlers.
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use jiff::{SignedDuration, Timestamp};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -19,13 +20,16 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// A task handler. Implement `run`; override `on_complete` to schedule the next run of a
 /// recurring task or follow-up tasks.
 ///
+/// Write both as plain `async fn` in your `impl`; no macro is needed. The futures they return
+/// must be `Send` (they run on a multi-threaded runtime), so do not hold a non-`Send` value,
+/// such as an `Rc` or a `std::sync::MutexGuard`, across an `.await`.
+///
 /// # Example
 /// ```
 /// use party::{Task, TaskContext, TaskError};
 ///
 /// struct SampleTask;
 ///
-/// #[party::async_trait]
 /// impl Task for SampleTask {
 ///     const NAME: &'static str = "sample";
 ///
@@ -36,7 +40,6 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 ///     }
 /// }
 /// ```
-#[async_trait]
 pub trait Task: Send + Sync + 'static {
     /// The stable name tasks are stored under. Renaming it orphans existing tasks.
     const NAME: &'static str;
@@ -47,14 +50,19 @@ pub trait Task: Send + Sync + 'static {
     /// How long one attempt may run before it counts as timed out.
     const TIMEOUT: Duration = DEFAULT_TIMEOUT;
 
-    /// The work. An `Err` or a panic is a failed attempt.
-    async fn run(&self, ctx: &mut TaskContext) -> Result<(), TaskError>;
+    /// The work. An `Err` or a panic is a failed attempt. Implement it as
+    /// `async fn run(&self, ctx: &mut TaskContext) -> Result<(), TaskError>`.
+    fn run(&self, ctx: &mut TaskContext) -> impl Future<Output = Result<(), TaskError>> + Send;
 
     /// Called after a successful `run`. A recurring task calls
     /// [`TaskContext::schedule_next_run_at`] or [`TaskContext::schedule_next_run_in_minutes`]
-    /// here; one that schedules nothing is done.
-    async fn on_complete(&self, _ctx: &mut TaskContext) -> Result<(), TaskError> {
-        Ok(())
+    /// here; one that schedules nothing is done. Implement it as
+    /// `async fn on_complete(&self, ctx: &mut TaskContext) -> Result<(), TaskError>`.
+    fn on_complete(
+        &self,
+        _ctx: &mut TaskContext,
+    ) -> impl Future<Output = Result<(), TaskError>> + Send {
+        async { Ok(()) }
     }
 
     /// The wait before attempt `attempt + 1` after attempt `attempt` failed.
@@ -234,20 +242,23 @@ impl TaskContext {
     }
 }
 
+/// A boxed future borrowing the handler and the context: how the erased [`Handler`] returns
+/// what a [`Task`]'s `async fn` returns.
+pub(crate) type HandlerFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<(), TaskError>> + Send + 'a>>;
+
 /// The object-safe face of a [`Task`], used by the registry and the runtime.
-#[async_trait]
 pub(crate) trait Handler: Send + Sync {
     fn is_recurring(&self) -> bool;
     fn max_attempts(&self) -> u32;
     fn timeout(&self) -> Duration;
     fn backoff(&self, attempt: u32) -> SignedDuration;
-    async fn run(&self, ctx: &mut TaskContext) -> Result<(), TaskError>;
-    async fn on_complete(&self, ctx: &mut TaskContext) -> Result<(), TaskError>;
+    fn run<'a>(&'a self, ctx: &'a mut TaskContext) -> HandlerFuture<'a>;
+    fn on_complete<'a>(&'a self, ctx: &'a mut TaskContext) -> HandlerFuture<'a>;
 }
 
 struct Erased<T>(T);
 
-#[async_trait]
 impl<T: Task> Handler for Erased<T> {
     fn is_recurring(&self) -> bool {
         T::IS_RECURRING
@@ -261,11 +272,11 @@ impl<T: Task> Handler for Erased<T> {
     fn backoff(&self, attempt: u32) -> SignedDuration {
         self.0.backoff(attempt)
     }
-    async fn run(&self, ctx: &mut TaskContext) -> Result<(), TaskError> {
-        self.0.run(ctx).await
+    fn run<'a>(&'a self, ctx: &'a mut TaskContext) -> HandlerFuture<'a> {
+        Box::pin(self.0.run(ctx))
     }
-    async fn on_complete(&self, ctx: &mut TaskContext) -> Result<(), TaskError> {
-        self.0.on_complete(ctx).await
+    fn on_complete<'a>(&'a self, ctx: &'a mut TaskContext) -> HandlerFuture<'a> {
+        Box::pin(self.0.on_complete(ctx))
     }
 }
 

@@ -56,7 +56,6 @@ pub(crate) struct SampleTask {
     pub(crate) narrator: Narrator,
 }
 
-#[party::async_trait]
 impl Task for SampleTask {
     const NAME: &'static str = "sample_task";
     const MAX_ATTEMPTS: u32 = 3;
@@ -94,7 +93,6 @@ pub(crate) struct RecurringTask {
     pub(crate) runs: Arc<AtomicU32>,
 }
 
-#[party::async_trait]
 impl Task for RecurringTask {
     const NAME: &'static str = "recurring_task";
     const IS_RECURRING: bool = true;
@@ -124,7 +122,6 @@ pub(crate) struct RecurringTask2 {
     pub(crate) runs: Arc<AtomicU32>,
 }
 
-#[party::async_trait]
 impl Task for RecurringTask2 {
     const NAME: &'static str = "recurring_task2";
     const IS_RECURRING: bool = true;

@@ -10,7 +10,6 @@ use crate::common::{Backend, Log, fixture, on_every_backend, seen, t0};
 
 struct AlwaysFails(Log);
 
-#[party::async_trait]
 impl Task for AlwaysFails {
     const NAME: &'static str = "fails";
     const MAX_ATTEMPTS: u32 = 3;
@@ -89,7 +88,6 @@ async fn failing_task_keeps_timestamp_backs_off_and_ends_dead(b: Backend) {
 
 struct StopsRecurring(Arc<AtomicU32>);
 
-#[party::async_trait]
 impl Task for StopsRecurring {
     const NAME: &'static str = "stops";
     const IS_RECURRING: bool = true;
@@ -102,7 +100,6 @@ impl Task for StopsRecurring {
 
 struct SchedulesSameTime(Arc<AtomicU32>);
 
-#[party::async_trait]
 impl Task for SchedulesSameTime {
     const NAME: &'static str = "loops";
     const IS_RECURRING: bool = true;

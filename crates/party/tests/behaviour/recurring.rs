@@ -11,7 +11,6 @@ use crate::common::{Backend, Log, fixture, on_every_backend, seen, t0};
 
 struct Record(Log);
 
-#[party::async_trait]
 impl Task for Record {
     const NAME: &'static str = "record";
 
@@ -184,7 +183,6 @@ async fn monthly_on_the_31st_keeps_its_anchor(b: Backend) {
 
 async fn occurrence_keys_are_stable_across_retries(b: Backend) {
     struct FailsOnce(Arc<Mutex<Vec<String>>>);
-    #[party::async_trait]
     impl Task for FailsOnce {
         const NAME: &'static str = "fails_once";
         async fn run(&self, ctx: &mut TaskContext) -> Result<(), TaskError> {

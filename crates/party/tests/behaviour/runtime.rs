@@ -15,7 +15,6 @@ use crate::common::{Backend, fixture, on_every_backend, start, t0};
 
 struct Count(Arc<Mutex<HashMap<String, u32>>>);
 
-#[party::async_trait]
 impl Task for Count {
     const NAME: &'static str = "count";
 
@@ -73,7 +72,6 @@ async fn three_workers_run_2000_tasks_each_exactly_once(b: Backend) {
 
 struct Panics;
 
-#[party::async_trait]
 impl Task for Panics {
     const NAME: &'static str = "panics";
     const MAX_ATTEMPTS: u32 = 2;
@@ -153,7 +151,6 @@ async fn a_task_without_a_known_handler_waits_intact_and_stats_say_so(b: Backend
 
 struct Parent;
 
-#[party::async_trait]
 impl Task for Parent {
     const NAME: &'static str = "parent";
 
@@ -200,7 +197,6 @@ async fn on_complete_follow_ups_are_created_and_run(b: Backend) {
 
 struct Notify(mpsc::UnboundedSender<String>);
 
-#[party::async_trait]
 impl Task for Notify {
     const NAME: &'static str = "notify";
 
@@ -264,7 +260,6 @@ async fn a_future_task_runs_when_the_clock_reaches_it(b: Backend) {
 
 struct Order(Arc<Mutex<Vec<i64>>>);
 
-#[party::async_trait]
 impl Task for Order {
     const NAME: &'static str = "order";
 
@@ -313,7 +308,6 @@ struct Invoice {
 
 struct Typed(Arc<Mutex<Vec<(u64, i64)>>>);
 
-#[party::async_trait]
 impl Task for Typed {
     const NAME: &'static str = "typed";
     const MAX_ATTEMPTS: u32 = 1;
@@ -441,7 +435,6 @@ struct Hangs {
     dropped: Arc<std::sync::atomic::AtomicBool>,
 }
 
-#[party::async_trait]
 impl Task for Hangs {
     const NAME: &'static str = "hangs";
     const MAX_ATTEMPTS: u32 = 2;
@@ -694,7 +687,6 @@ struct Exclusive {
     ran: Arc<Mutex<Vec<i64>>>,
 }
 
-#[party::async_trait]
 impl Task for Exclusive {
     const NAME: &'static str = "exclusive";
 

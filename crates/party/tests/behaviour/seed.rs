@@ -9,7 +9,6 @@ use crate::common::{Backend, Log, fixture, on_every_backend, seen, t0};
 
 struct SampleTask(Log);
 
-#[party::async_trait]
 impl Task for SampleTask {
     const NAME: &'static str = "sample";
 
@@ -21,7 +20,6 @@ impl Task for SampleTask {
 
 struct RecurringTask(Log);
 
-#[party::async_trait]
 impl Task for RecurringTask {
     const NAME: &'static str = "recurring";
     const IS_RECURRING: bool = true;
@@ -38,7 +36,6 @@ impl Task for RecurringTask {
 
 struct RecurringTask2(Log);
 
-#[party::async_trait]
 impl Task for RecurringTask2 {
     const NAME: &'static str = "recurring2";
     const IS_RECURRING: bool = true;

@@ -9,7 +9,6 @@ use crate::common::{Backend, fixture, on_every_backend};
 
 struct Bill;
 
-#[party::async_trait]
 impl Task for Bill {
     const NAME: &'static str = "bill";
     const IS_RECURRING: bool = true;

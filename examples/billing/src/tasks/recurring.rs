@@ -8,7 +8,6 @@ use serde::Deserialize;
 /// Runs every 30 minutes, counted from when each run happens.
 pub(crate) struct RecurringTask;
 
-#[party::async_trait]
 impl Task for RecurringTask {
     const NAME: &'static str = "recurring_task";
     const IS_RECURRING: bool = true;
@@ -37,7 +36,6 @@ struct Bill {
 /// drift however late a run starts.
 pub(crate) struct RecurringTask2;
 
-#[party::async_trait]
 impl Task for RecurringTask2 {
     const NAME: &'static str = "recurring_task2";
     const IS_RECURRING: bool = true;

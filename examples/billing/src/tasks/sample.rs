@@ -5,7 +5,6 @@ use party::{Task, TaskContext, TaskError, format_time};
 /// Prints `data.arg1`, then the attempt, the id and the scheduled timestamp.
 pub(crate) struct SampleTask;
 
-#[party::async_trait]
 impl Task for SampleTask {
     const NAME: &'static str = "sample_task";
 

@@ -1,0 +1,791 @@
+//! The PostgreSQL backend: many workers on many machines share one database.
+//!
+//! # How to use
+//! Give [`crate::Party::connect`] (or the CLI's `--db`) a `postgres://` or `postgresql://` URL.
+//! The tables live in their own schema, `party` unless the URL says `?schema=NAME` or
+//! [`PgOptions::schema`] says otherwise, so party sits beside an application's own tables.
+//! The schema is created and migrated on first use.
+//!
+//! # Options and their defaults
+//! - `schema` (`party`): the schema holding the tables; also names the wake-up channel
+//!   `party_<schema>`.
+//! - `pool_size` (8): connections kept open for queries, opened on demand, each with every
+//!   statement prepared once. One more connection is the signal connection (see below).
+//! - `connect_timeout` (10 s, unless the URL sets `connect_timeout`): how long opening a
+//!   connection may take before the call fails with a clear error.
+//!
+//! # How it works
+//! - Every hot-path call is one round trip with prepared statements and the binary protocol.
+//!   A claim promotes due tasks to `ready` and locks up to N of them with
+//!   `FOR UPDATE SKIP LOCKED` in one transaction (the statements are pipelined); a batch of
+//!   finishes updates its tasks, fenced, and appends their run rows in one statement built from
+//!   arrays (`unnest`).
+//! - Tasks waiting for their time are not in the claim index, so a million future tasks do not
+//!   slow claims. A task already due when it is written (the usual "run now") is written
+//!   `ready` and needs no promotion.
+//! - Wake-ups: one extra connection per store, the signal connection, LISTENs on the channel
+//!   and turns notifications into [`Store::wakeups`]. After a write that makes a task
+//!   claimable (insert, retry, reschedule, rescue) commits, the store asks it to send a NOTIFY;
+//!   requests made while one is in flight share the next one. A NOTIFY inside the writing
+//!   transaction would hold PostgreSQL's cluster-wide notification lock through that
+//!   transaction's disk flush and serialize all such commits; sent afterwards, on a connection
+//!   that commits asynchronously, it costs no flush and lets inserts commit in groups. Tasks
+//!   added inside a caller's own transaction ([`PgStore::task_insert_in`]) notify within it, as
+//!   only its commit makes them visible. If the signal connection is lost it is re-established
+//!   with backoff; then this process's workers are woken and the others notified, so everyone
+//!   looks again and nothing is missed.
+//! - Migrations run under a transaction-scoped advisory lock, so many processes may start at
+//!   once; a database whose schema is newer than this binary is refused.
+//!
+//! The files mirror the SQLite backend's: `conn` (connections, the pool, the URL), `sql` (the
+//! statements' text), `migrate` (and `migrations/NNN_*.sql`), `wakeup` (the signal
+//! connection), `rows` (row decoding and batch arrays) and `error`.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use jiff::Timestamp;
+use tokio::sync::{Notify, Semaphore};
+use tokio::task::JoinHandle;
+use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
+
+pub use tokio_postgres;
+
+use self::conn::{Conn, Pool, connect, parse_url};
+use self::error::{
+    db_err, duplicate, duplicate_within, existing_singleton, is_singleton_violation,
+};
+use self::migrate::migrate;
+use self::rows::{
+    FinishArrays, InsertArrays, PgTime, count_at, opt_time_at, run_from_row, task_from_row, time_at,
+};
+use self::sql::{BEGIN_ASYNC_COMMIT, Names, Statements, sql_existing, sql_insert_skipping};
+use self::wakeup::{listen, signal_loop};
+use super::{
+    ClaimParams, ClaimedTask, Finish, FinishResult, HeartbeatParams, InsertTask, Steer, Store,
+};
+use crate::clock::to_micros;
+use crate::model::{HandlerCount, ListFilter, State, Stats, TaskInfo, WorkerInfo};
+use crate::{TaskError, TaskId};
+
+mod conn;
+mod error;
+mod migrate;
+mod rows;
+mod sql;
+mod wakeup;
+/// The schema used unless told otherwise.
+pub const DEFAULT_SCHEMA: &str = "party";
+
+/// How long a worker's heartbeat keeps it counted as live in [`Store::stats`].
+const WORKER_LIVE_MICROS: i64 = 30_000_000;
+
+/// At most this many due tasks are promoted to `ready` per claim.
+const PROMOTE_BATCH: i64 = 5_000;
+
+/// At most this many expired leases are released per statement.
+const RESCUE_BATCH: usize = 1_000;
+
+/// How a [`PgStore`] connects. `Default` gives the documented defaults.
+#[derive(Debug, Clone)]
+pub struct PgOptions {
+    /// The schema holding party's tables (default `party`). Letters, digits and `_`, at most
+    /// 57 characters. A `schema=NAME` parameter in the URL takes precedence.
+    pub schema: String,
+    /// Connections kept open for queries (default 8, at least 1).
+    pub pool_size: usize,
+    /// How long opening a connection may take, unless the URL sets `connect_timeout`
+    /// (default 10 s).
+    pub connect_timeout: Duration,
+}
+
+impl Default for PgOptions {
+    fn default() -> PgOptions {
+        PgOptions {
+            schema: DEFAULT_SCHEMA.to_string(),
+            pool_size: 8,
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A PostgreSQL-backed [`Store`]. Cheap to share behind an `Arc`; dropping it closes its
+/// connections and stops its listener.
+pub struct PgStore {
+    pool: Arc<Pool>,
+    /// Rows inserted since the planner's statistics were last refreshed.
+    statistics: Arc<InsertStatistics>,
+    wakeups: Arc<Notify>,
+    /// Asks the signal connection to NOTIFY other processes.
+    requests: Arc<Notify>,
+    signal: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore")
+            .field("schema", &self.pool.names.schema)
+            .finish()
+    }
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        self.signal.abort();
+    }
+}
+
+/// Inserts of at least this many rows in all may refresh the planner's statistics (see
+/// `PgStore::count_inserted`).
+const ANALYZE_AFTER_INSERT: usize = 1000;
+
+/// Rows inserted through this store since its last statistics refresh.
+#[derive(Debug, Default)]
+struct InsertStatistics {
+    /// Inserted since the last refresh.
+    pending: std::sync::atomic::AtomicU64,
+    /// Counted into the statistics by earlier refreshes: the table's size as they saw it.
+    base: std::sync::atomic::AtomicU64,
+    /// A refresh is under way.
+    running: std::sync::atomic::AtomicBool,
+}
+
+impl PgStore {
+    /// Connect to the database a `postgres://` URL names, with the default options; a
+    /// `schema=NAME` query parameter picks the schema. The schema is created or migrated.
+    ///
+    /// # Errors
+    /// [`TaskError::Invalid`] for a malformed URL or schema name; [`TaskError::Store`] when
+    /// the server cannot be reached, or its schema is newer than this binary (upgrade party).
+    pub async fn connect(url: &str) -> Result<PgStore, TaskError> {
+        PgStore::connect_with(url, PgOptions::default()).await
+    }
+
+    /// Connect with these options (a `schema` parameter in the URL overrides
+    /// [`PgOptions::schema`]).
+    ///
+    /// # Errors
+    /// As [`PgStore::connect`].
+    pub async fn connect_with(url: &str, options: PgOptions) -> Result<PgStore, TaskError> {
+        let (mut config, url_schema) = parse_url(url)?;
+        let names = Names::new(url_schema.as_deref().unwrap_or(&options.schema))?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(options.connect_timeout);
+        }
+        if config.get_application_name().is_none() {
+            config.application_name("party");
+        }
+        let mut first = connect(&config).await?;
+        migrate(&mut first, &names).await?;
+        let st = Statements::prepare(&first, &names.quoted)
+            .await
+            .map_err(db_err)?;
+
+        let mut signal_config = config.clone();
+        signal_config.application_name("party signal");
+        let wakeups = Arc::new(Notify::new());
+        let signal = listen(&signal_config, &names, &wakeups).await?;
+        let requests = Arc::new(Notify::new());
+        let signal = tokio::spawn(signal_loop(
+            signal_config,
+            names.clone(),
+            wakeups.clone(),
+            requests.clone(),
+            signal,
+        ));
+
+        let pool_size = options.pool_size.max(1);
+        let pool = Arc::new(Pool {
+            config,
+            names,
+            idle: Mutex::new(vec![Conn { client: first, st }]),
+            slots: Semaphore::new(pool_size),
+        });
+        Ok(PgStore {
+            pool,
+            statistics: Arc::default(),
+            wakeups,
+            requests,
+            signal,
+        })
+    }
+
+    /// Count `rows` just inserted; once the rows inserted since the last refresh reach a
+    /// fifth of the table as it was then (and at least [`ANALYZE_AFTER_INSERT`]), refresh the
+    /// planner's statistics of the tasks table in the background. Without fresh statistics a
+    /// claim right after a large burst of inserts may sort every ready row instead of walking
+    /// the ready index; autovacuum catches up only later.
+    fn count_inserted(&self, rows: usize) {
+        use std::sync::atomic::Ordering;
+        let stats = &self.statistics;
+        let pending = stats.pending.fetch_add(rows as u64, Ordering::Relaxed) + rows as u64;
+        let base = stats.base.load(Ordering::Relaxed);
+        if pending < ANALYZE_AFTER_INSERT as u64 || pending < base / 5 {
+            return;
+        }
+        if stats.running.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let pool = self.pool.clone();
+        let stats = stats.clone();
+        tokio::spawn(async move {
+            let counted = stats.pending.load(Ordering::Relaxed);
+            let sql = format!("ANALYZE {}.tasks", pool.names.quoted);
+            let done = match pool.get().await {
+                Ok(conn) => conn.client.batch_execute(&sql).await.map_err(db_err),
+                Err(e) => Err(e),
+            };
+            match done {
+                Ok(()) => {
+                    stats.pending.fetch_sub(counted, Ordering::Relaxed);
+                    stats.base.fetch_add(counted, Ordering::Relaxed);
+                }
+                Err(e) => tracing::debug!(error = %e, "refreshing statistics failed"),
+            }
+            stats.running.store(false, Ordering::Release);
+        });
+    }
+
+    /// A task may have become claimable: wake this process's workers now, and the other
+    /// processes' through a notification sent after our commit.
+    fn signal(&self) {
+        self.wakeups.notify_waiters();
+        self.requests.notify_one();
+    }
+
+    /// The schema holding the tables.
+    pub fn schema(&self) -> &str {
+        &self.pool.names.schema
+    }
+
+    /// The channel notifications are sent on: `party_<schema>`.
+    pub fn channel(&self) -> &str {
+        &self.pool.names.channel
+    }
+
+    /// Insert tasks inside the caller's open transaction (or on any client): they exist if and
+    /// only if that transaction commits, and workers cannot see them before. Workers are
+    /// notified when it commits. A duplicate recurring task is refused without aborting the
+    /// caller's transaction, and nothing of the batch is written.
+    ///
+    /// [`crate::Party::add_in_transaction`] validates a [`crate::NewTask`] and calls this.
+    ///
+    /// # Errors
+    /// [`TaskError::Duplicate`] naming the existing task; [`TaskError::Store`] when the
+    /// statement fails (which aborts the caller's transaction, as any failed statement does).
+    pub async fn task_insert_in(
+        &self,
+        client: &impl tokio_postgres::GenericClient,
+        tasks: Vec<InsertTask>,
+    ) -> Result<Vec<TaskId>, TaskError> {
+        if tasks.is_empty() {
+            return Ok(Vec::new());
+        }
+        if let Some(e) = duplicate_within(&tasks) {
+            return Err(e);
+        }
+        let s = &self.pool.names.quoted;
+        let arrays = InsertArrays::new(&tasks);
+        let channel = self.pool.names.channel.clone();
+        let rows = client
+            .query(&sql_insert_skipping(s), &arrays.params_notifying(&channel))
+            .await
+            .map_err(db_err)?;
+        if rows.len() == tasks.len() {
+            return Ok(tasks.iter().map(|t| t.id).collect());
+        }
+        let inserted: HashSet<&str> = rows.iter().map(|r| r.get::<_, &str>(0)).collect();
+        let refused = tasks
+            .iter()
+            .find(|t| !inserted.contains(t.id.to_string().as_str()))
+            .expect("fewer rows than tasks");
+        let existing = client
+            .query_opt(&sql_existing(s), &[&refused.handler, &refused.data])
+            .await
+            .map_err(db_err)?;
+        // Undo the rows of the batch that did go in, so it is all or none.
+        let ids: Vec<&str> = inserted.into_iter().collect();
+        client
+            .execute(
+                &format!("DELETE FROM {s}.tasks WHERE id = ANY($1::text[])"),
+                &[&ids],
+            )
+            .await
+            .map_err(db_err)?;
+        match existing {
+            Some(row) => Err(duplicate(&refused.handler, row.get::<_, &str>(0).parse()?)),
+            None => Err(TaskError::Conflict(format!(
+                "a recurring '{}' task with the same data exists but is not visible to this \
+                 transaction; retry the transaction",
+                refused.handler
+            ))),
+        }
+    }
+
+    /// Apply a batch of finishes on one connection: the common case is one statement; finishes
+    /// with follow-up tasks go in one transaction, and a follow-up that collides with a live
+    /// recurring task fails only its own finish. Also says whether a task became claimable.
+    async fn finish_batch(
+        &self,
+        conn: &mut Conn,
+        batch: &[Finish],
+    ) -> Result<(Vec<FinishResult>, bool), TaskError> {
+        let claimable = |rows: &[Row]| {
+            rows.iter()
+                .any(|r| matches!(r.get::<_, &str>(1), "scheduled" | "retrying"))
+        };
+        if batch.iter().all(|f| f.follow_ups.is_empty()) {
+            let mut arrays = FinishArrays::default();
+            batch.iter().for_each(|f| arrays.push(f));
+            let params = arrays.params();
+            let sent = tokio::try_join!(
+                conn.client.batch_execute(BEGIN_ASYNC_COMMIT),
+                conn.client.query(&conn.st.finish, &params),
+                conn.client.batch_execute("COMMIT"),
+            );
+            let rows = match sent {
+                Ok((_, rows, _)) => rows,
+                Err(e) => {
+                    // The transaction may be left open: close it before the connection goes
+                    // back to the pool (a broken connection is dropped by the pool).
+                    let _ = conn.client.batch_execute("ROLLBACK").await;
+                    return Err(db_err(e));
+                }
+            };
+            let applied: HashSet<&str> = rows.iter().map(|r| r.get::<_, &str>(0)).collect();
+            let results = batch
+                .iter()
+                .map(|f| {
+                    if applied.contains(f.id.to_string().as_str()) {
+                        FinishResult::Applied
+                    } else {
+                        FinishResult::Stale
+                    }
+                })
+                .collect();
+            return Ok((results, claimable(&rows)));
+        }
+        let channel = &self.pool.names.channel;
+        let mut refused: HashMap<usize, TaskError> = HashMap::new();
+        loop {
+            let live: Vec<usize> = (0..batch.len())
+                .filter(|i| !refused.contains_key(i))
+                .collect();
+            let mut arrays = FinishArrays::default();
+            live.iter().for_each(|&i| arrays.push(&batch[i]));
+            let Conn { client, st } = &mut *conn;
+            let tx = client.transaction().await.map_err(db_err)?;
+            let rows = tx
+                .query(&st.finish, &arrays.params())
+                .await
+                .map_err(db_err)?;
+            let applied: HashSet<String> = rows.iter().map(|r| r.get::<_, String>(0)).collect();
+            let mut follow_ups = Vec::new();
+            let mut owner = Vec::new();
+            for &i in &live {
+                if applied.contains(&batch[i].id.to_string()) {
+                    for t in &batch[i].follow_ups {
+                        follow_ups.push(t.clone());
+                        owner.push(i);
+                    }
+                }
+            }
+            let mut newly_refused = false;
+            if !follow_ups.is_empty() {
+                let arrays = InsertArrays::new(&follow_ups);
+                let inserted: HashSet<String> = tx
+                    .query(&st.insert_skipping, &arrays.params_notifying(channel))
+                    .await
+                    .map_err(db_err)?
+                    .iter()
+                    .map(|r| r.get::<_, String>(0))
+                    .collect();
+                for (t, &i) in follow_ups.iter().zip(&owner) {
+                    if inserted.contains(&t.id.to_string()) || refused.contains_key(&i) {
+                        continue;
+                    }
+                    let e = match existing_singleton(&tx, &st.existing, &t.handler, &t.data).await?
+                    {
+                        Some(id) => duplicate(&t.handler, id),
+                        None => TaskError::Conflict(format!(
+                            "a follow-up '{}' task collided with a recurring task that has \
+                             since finished",
+                            t.handler
+                        )),
+                    };
+                    refused.insert(i, e);
+                    newly_refused = true;
+                }
+            }
+            if newly_refused {
+                tx.rollback().await.map_err(db_err)?;
+                continue;
+            }
+            tx.commit().await.map_err(db_err)?;
+            let results = (0..batch.len())
+                .map(|i| match refused.remove(&i) {
+                    Some(e) => FinishResult::Duplicate(e),
+                    None if applied.contains(&batch[i].id.to_string()) => FinishResult::Applied,
+                    None => FinishResult::Stale,
+                })
+                .collect();
+            return Ok((results, claimable(&rows) || !follow_ups.is_empty()));
+        }
+    }
+
+    async fn get_with_runs(&self, conn: &Conn, id: TaskId) -> Result<Option<TaskInfo>, TaskError> {
+        let key = id.to_string();
+        let params: [&(dyn ToSql + Sync); 1] = [&key];
+        let (task, runs) = tokio::try_join!(
+            conn.client.query_opt(&conn.st.get, &params),
+            conn.client.query(&conn.st.runs, &params),
+        )
+        .map_err(db_err)?;
+        let Some(row) = task else {
+            return Ok(None);
+        };
+        let mut task = task_from_row(&row)?;
+        task.runs = runs.iter().map(run_from_row).collect();
+        Ok(Some(task))
+    }
+
+    async fn conflict_or_missing(&self, conn: &Conn, id: TaskId, op: Steer) -> TaskError {
+        match conn
+            .client
+            .query_opt(&conn.st.get, &[&id.to_string()])
+            .await
+        {
+            Ok(Some(row)) => match task_from_row(&row) {
+                Ok(t) => op.conflict(id, t.state),
+                Err(e) => e,
+            },
+            Ok(None) => TaskError::NotFound(id),
+            Err(e) => db_err(e),
+        }
+    }
+}
+
+#[async_trait]
+impl Store for PgStore {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    fn wakeups(&self) -> Arc<Notify> {
+        self.wakeups.clone()
+    }
+
+    fn as_postgres(&self) -> Option<&PgStore> {
+        Some(self)
+    }
+
+    async fn task_insert(&self, tasks: Vec<InsertTask>) -> Result<Vec<TaskId>, TaskError> {
+        if tasks.is_empty() {
+            return Ok(Vec::new());
+        }
+        if let Some(e) = duplicate_within(&tasks) {
+            return Err(e);
+        }
+        let conn = self.pool.get().await?;
+        let arrays = InsertArrays::new(&tasks);
+        // A duplicate whose holder finishes before we can name it: try again.
+        for _ in 0..5 {
+            match conn.client.execute(&conn.st.insert, &arrays.params()).await {
+                Ok(_) => {
+                    self.count_inserted(tasks.len());
+                    self.signal();
+                    return Ok(tasks.iter().map(|t| t.id).collect());
+                }
+                Err(e) if is_singleton_violation(&e) => {
+                    for t in tasks.iter().filter(|t| t.is_recurring) {
+                        if let Some(id) =
+                            existing_singleton(&conn.client, &conn.st.existing, &t.handler, &t.data)
+                                .await?
+                        {
+                            return Err(duplicate(&t.handler, id));
+                        }
+                    }
+                }
+                Err(e) => return Err(db_err(e)),
+            }
+        }
+        Err(TaskError::store(
+            "inserting kept colliding with recurring tasks that finished meanwhile; try again",
+        ))
+    }
+
+    async fn task_claim(&self, p: ClaimParams<'_>) -> Result<Vec<ClaimedTask>, TaskError> {
+        let conn = self.pool.get().await?;
+        let now = PgTime::of(p.now);
+        let lease = PgTime::of(p.lease_until);
+        let limit = i64::from(p.limit);
+        let handlers: Vec<&str> = p.handlers.iter().map(String::as_str).collect();
+        let queues: Vec<&str> = p.queues.iter().map(String::as_str).collect();
+        // Promotion and claim in one transaction (one commit), sent together (one round trip).
+        let promote: [&(dyn ToSql + Sync); 2] = [&now, &PROMOTE_BATCH];
+        let claim: [&(dyn ToSql + Sync); 6] = [&p.worker, &now, &lease, &handlers, &queues, &limit];
+        let sent = tokio::try_join!(
+            conn.client.batch_execute(BEGIN_ASYNC_COMMIT),
+            conn.client.execute(&conn.st.promote, &promote),
+            conn.client.query(&conn.st.claim, &claim),
+            conn.client.batch_execute("COMMIT"),
+        );
+        let rows = match sent {
+            Ok((_, _, rows, _)) => rows,
+            Err(e) => {
+                // The transaction may be left open: never reuse this connection.
+                conn.discard();
+                return Err(db_err(e));
+            }
+        };
+        let started_at = now.time();
+        let mut out = Vec::with_capacity(rows.len());
+        let mut order = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let id: &str = r.get(0);
+            out.push(ClaimedTask {
+                id: id.parse()?,
+                handler: r.get(1),
+                data: r.get(2),
+                timestamp: time_at(r, 3),
+                last_run_on: opt_time_at(r, 4),
+                attempts: r.get::<_, i32>(5).max(0) as u32,
+                max_attempts: r.get::<_, i32>(6).max(0) as u32,
+                is_recurring: r.get(7),
+                rule: r.get(8),
+                fence: r.get(9),
+                started_at,
+            });
+            order.push((r.get::<_, i32>(10), r.get::<_, PgTime>(11).0));
+        }
+        // RETURNING has no order: hand them out in claim order.
+        let mut indexed: Vec<(usize, ClaimedTask)> = out.into_iter().enumerate().collect();
+        indexed.sort_by_key(|(i, _)| order[*i]);
+        Ok(indexed.into_iter().map(|(_, t)| t).collect())
+    }
+
+    async fn task_finish(&self, batch: Vec<Finish>) -> Result<Vec<FinishResult>, TaskError> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.pool.get().await?;
+        let (results, claimable) = self.finish_batch(&mut conn, &batch).await?;
+        if claimable {
+            self.signal();
+        } else {
+            self.wakeups.notify_waiters();
+        }
+        Ok(results)
+    }
+
+    async fn task_heartbeat(&self, p: HeartbeatParams<'_>) -> Result<Vec<TaskId>, TaskError> {
+        let conn = self.pool.get().await?;
+        let ids: Vec<String> = p.tasks.iter().map(|(id, _)| id.to_string()).collect();
+        let fences: Vec<i64> = p.tasks.iter().map(|(_, f)| *f).collect();
+        let rows = conn
+            .client
+            .query(
+                &conn.st.heartbeat,
+                &[
+                    &p.worker.id,
+                    &p.worker.handlers,
+                    &p.worker.queues,
+                    &PgTime::of(p.now),
+                    &PgTime::of(p.lease_until),
+                    &ids,
+                    &fences,
+                ],
+            )
+            .await
+            .map_err(db_err)?;
+        let kept: HashSet<&str> = rows.iter().map(|r| r.get::<_, &str>(0)).collect();
+        Ok(p.tasks
+            .iter()
+            .zip(&ids)
+            .filter(|(_, key)| !kept.contains(key.as_str()))
+            .map(|((id, _), _)| *id)
+            .collect())
+    }
+
+    async fn task_rescue(&self, now: Timestamp) -> Result<Vec<TaskId>, TaskError> {
+        let conn = self.pool.get().await?;
+        let mut ids = Vec::new();
+        // Each statement rescues a bounded number; a crash of many workers takes a few rounds.
+        loop {
+            let rows = conn
+                .client
+                .query(&conn.st.rescue, &[&PgTime::of(now)])
+                .await
+                .map_err(db_err)?;
+            for r in &rows {
+                ids.push(r.get::<_, &str>(0).parse()?);
+            }
+            if rows.len() < RESCUE_BATCH {
+                break;
+            }
+        }
+        if !ids.is_empty() {
+            self.signal();
+        }
+        Ok(ids)
+    }
+
+    async fn task_next_due(
+        &self,
+        handlers: &[String],
+        queues: &[String],
+    ) -> Result<Option<Timestamp>, TaskError> {
+        let conn = self.pool.get().await?;
+        let row = conn
+            .client
+            .query_one(&conn.st.next_due, &[&handlers, &queues])
+            .await
+            .map_err(db_err)?;
+        Ok(opt_time_at(&row, 0))
+    }
+
+    async fn task_get(&self, id: TaskId) -> Result<Option<TaskInfo>, TaskError> {
+        let conn = self.pool.get().await?;
+        self.get_with_runs(&conn, id).await
+    }
+
+    async fn task_list(&self, filter: &ListFilter) -> Result<Vec<TaskInfo>, TaskError> {
+        let conn = self.pool.get().await?;
+        let state = filter.state.map(State::as_str);
+        let limit = i64::from(filter.limit.unwrap_or(100));
+        let rows = conn
+            .client
+            .query(&conn.st.list, &[&state, &filter.handler, &limit])
+            .await
+            .map_err(db_err)?;
+        rows.iter().map(task_from_row).collect()
+    }
+
+    async fn task_cancel(&self, id: TaskId, now: Timestamp) -> Result<TaskInfo, TaskError> {
+        let conn = self.pool.get().await?;
+        let n = conn
+            .client
+            .execute(&conn.st.cancel, &[&PgTime::of(now), &id.to_string()])
+            .await
+            .map_err(db_err)?;
+        if n == 0 {
+            return Err(self.conflict_or_missing(&conn, id, Steer::Cancel).await);
+        }
+        self.get_with_runs(&conn, id)
+            .await?
+            .ok_or(TaskError::NotFound(id))
+    }
+
+    async fn task_retry(&self, id: TaskId, now: Timestamp) -> Result<TaskInfo, TaskError> {
+        let conn = self.pool.get().await?;
+        let r = conn
+            .client
+            .execute(&conn.st.retry, &[&PgTime::of(now), &id.to_string()])
+            .await;
+        let n = match r {
+            Ok(n) => n,
+            Err(e) if is_singleton_violation(&e) => {
+                let row = conn
+                    .client
+                    .query_opt(&conn.st.get, &[&id.to_string()])
+                    .await
+                    .map_err(db_err)?
+                    .ok_or(TaskError::NotFound(id))?;
+                let (handler, data): (String, String) = (row.get(1), row.get(2));
+                return match existing_singleton(&conn.client, &conn.st.existing, &handler, &data)
+                    .await?
+                {
+                    Some(existing) => Err(duplicate(&handler, existing)),
+                    None => Err(TaskError::Conflict(format!(
+                        "task {id} collided with a recurring task that has since finished; \
+                         retry it again"
+                    ))),
+                };
+            }
+            Err(e) => return Err(db_err(e)),
+        };
+        if n == 0 {
+            return Err(self.conflict_or_missing(&conn, id, Steer::Retry).await);
+        }
+        let task = self
+            .get_with_runs(&conn, id)
+            .await?
+            .ok_or(TaskError::NotFound(id))?;
+        self.signal();
+        Ok(task)
+    }
+
+    async fn stats(&self, now: Timestamp) -> Result<Stats, TaskError> {
+        let conn = self.pool.get().await?;
+        let (c, st) = (&conn.client, &conn.st);
+        let micros = to_micros(now);
+        let now_t = PgTime(micros);
+        let minute_ago = PgTime(micros - 60_000_000);
+        let live_since = PgTime(micros - WORKER_LIVE_MICROS);
+        let at_now: [&(dyn ToSql + Sync); 1] = [&now_t];
+        let since_minute: [&(dyn ToSql + Sync); 1] = [&minute_ago];
+        let since_live: [&(dyn ToSql + Sync); 1] = [&live_since];
+        let unhandled: [&(dyn ToSql + Sync); 2] = [&now_t, &live_since];
+        let (counts, oldest, finished, workers, unhandled) = tokio::try_join!(
+            c.query(&st.stats_counts, &[]),
+            c.query_one(&st.stats_oldest, &at_now),
+            c.query_one(&st.stats_finished, &since_minute),
+            c.query(&st.stats_workers, &since_live),
+            c.query(&st.stats_unhandled, &unhandled),
+        )
+        .map_err(db_err)?;
+        let mut by_state: Vec<(State, u64)> = State::ALL.iter().map(|s| (*s, 0)).collect();
+        let mut by_handler = Vec::with_capacity(counts.len());
+        for r in &counts {
+            let state: State = r.get::<_, &str>(1).parse()?;
+            let count = count_at(r, 2);
+            if let Some(e) = by_state.iter_mut().find(|(s, _)| *s == state) {
+                e.1 += count;
+            }
+            by_handler.push(HandlerCount {
+                handler: r.get(0),
+                state,
+                count,
+            });
+        }
+        let unhandled = unhandled
+            .iter()
+            .map(|r| {
+                Ok(HandlerCount {
+                    handler: r.get(0),
+                    state: r.get::<_, &str>(1).parse()?,
+                    count: count_at(r, 2),
+                })
+            })
+            .collect::<Result<Vec<_>, TaskError>>()?;
+        let workers = workers
+            .iter()
+            .map(|r| WorkerInfo {
+                id: r.get(0),
+                handlers: r.get(1),
+                queues: r.get(2),
+                last_seen: time_at(r, 3),
+            })
+            .collect();
+        Ok(Stats {
+            by_state,
+            by_handler,
+            oldest_due: opt_time_at(&oldest, 0),
+            finished_last_minute: count_at(&finished, 0),
+            unhandled,
+            workers,
+        })
+    }
+
+    async fn worker_remove(&self, id: &str) -> Result<(), TaskError> {
+        let conn = self.pool.get().await?;
+        conn.client
+            .execute(&conn.st.worker_remove, &[&id])
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+}

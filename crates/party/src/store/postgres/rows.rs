@@ -1,0 +1,265 @@
+//! Rows and parameters: instants in the `timestamptz` wire format, the arrays batched
+//! statements take, and decoding rows into tasks and runs.
+
+use std::error::Error as StdError;
+
+use bytes::BytesMut;
+use jiff::Timestamp;
+use tokio_postgres::Row;
+use tokio_postgres::types::{FromSql, IsNull, ToSql, Type, to_sql_checked};
+
+use crate::TaskError;
+use crate::clock::{from_micros, to_micros};
+use crate::model::{Outcome, Run, State, TaskInfo};
+use crate::store::{Finish, InsertTask, Next};
+
+// Instants: timestamptz on the wire is microseconds since 2000-01-01 UTC.
+const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
+
+/// An instant as microseconds since the Unix epoch, sent and read as `timestamptz`.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct PgTime(pub(super) i64);
+
+impl PgTime {
+    pub(super) fn of(t: Timestamp) -> PgTime {
+        PgTime(to_micros(t))
+    }
+
+    pub(super) fn time(self) -> Timestamp {
+        from_micros(self.0)
+    }
+}
+
+impl ToSql for PgTime {
+    fn to_sql(
+        &self,
+        _: &Type,
+        out: &mut BytesMut,
+    ) -> Result<IsNull, Box<dyn StdError + Sync + Send>> {
+        out.extend_from_slice(&self.0.saturating_sub(PG_EPOCH_MICROS).to_be_bytes());
+        Ok(IsNull::No)
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        *ty == Type::TIMESTAMPTZ
+    }
+
+    to_sql_checked!();
+}
+
+impl<'a> FromSql<'a> for PgTime {
+    fn from_sql(_: &Type, raw: &'a [u8]) -> Result<PgTime, Box<dyn StdError + Sync + Send>> {
+        let bytes: [u8; 8] = raw.try_into()?;
+        Ok(PgTime(
+            i64::from_be_bytes(bytes).saturating_add(PG_EPOCH_MICROS),
+        ))
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        *ty == Type::TIMESTAMPTZ
+    }
+}
+
+pub(super) fn time_at(row: &Row, i: usize) -> Timestamp {
+    row.get::<_, PgTime>(i).time()
+}
+
+pub(super) fn opt_time_at(row: &Row, i: usize) -> Option<Timestamp> {
+    row.get::<_, Option<PgTime>>(i).map(PgTime::time)
+}
+
+/// The arrays an insert statement takes.
+pub(super) struct InsertArrays {
+    pub(super) ids: Vec<String>,
+    pub(super) handlers: Vec<String>,
+    pub(super) data: Vec<String>,
+    pub(super) timestamps: Vec<PgTime>,
+    pub(super) max_attempts: Vec<i32>,
+    pub(super) recurring: Vec<bool>,
+    pub(super) rules: Vec<Option<String>>,
+    pub(super) queues: Vec<String>,
+    pub(super) priorities: Vec<i32>,
+    pub(super) created: Vec<PgTime>,
+}
+
+impl InsertArrays {
+    pub(super) fn new(tasks: &[InsertTask]) -> InsertArrays {
+        InsertArrays {
+            ids: tasks.iter().map(|t| t.id.to_string()).collect(),
+            handlers: tasks.iter().map(|t| t.handler.clone()).collect(),
+            data: tasks.iter().map(|t| t.data.clone()).collect(),
+            timestamps: tasks.iter().map(|t| PgTime::of(t.timestamp)).collect(),
+            max_attempts: tasks
+                .iter()
+                .map(|t| t.max_attempts.min(i32::MAX as u32) as i32)
+                .collect(),
+            recurring: tasks.iter().map(|t| t.is_recurring).collect(),
+            rules: tasks.iter().map(|t| t.rule.clone()).collect(),
+            queues: tasks.iter().map(|t| t.queue.clone()).collect(),
+            priorities: tasks.iter().map(|t| t.priority).collect(),
+            created: tasks.iter().map(|t| PgTime::of(t.created_at)).collect(),
+        }
+    }
+
+    /// The parameters of the skipping insert, which also names the channel to notify.
+    pub(super) fn params_notifying<'a>(
+        &'a self,
+        channel: &'a String,
+    ) -> [&'a (dyn ToSql + Sync); 11] {
+        let [a, b, c, d, e, f, g, h, i, j] = self.params();
+        [a, b, c, d, e, f, g, h, i, j, channel]
+    }
+
+    pub(super) fn params(&self) -> [&(dyn ToSql + Sync); 10] {
+        [
+            &self.ids,
+            &self.handlers,
+            &self.data,
+            &self.timestamps,
+            &self.max_attempts,
+            &self.recurring,
+            &self.rules,
+            &self.queues,
+            &self.priorities,
+            &self.created,
+        ]
+    }
+}
+
+/// The arrays the finish statement takes.
+#[derive(Default)]
+pub(super) struct FinishArrays {
+    pub(super) ids: Vec<String>,
+    pub(super) fences: Vec<i64>,
+    pub(super) states: Vec<&'static str>,
+    pub(super) timestamps: Vec<Option<PgTime>>,
+    pub(super) due: Vec<Option<PgTime>>,
+    pub(super) last_run_on: Vec<Option<PgTime>>,
+    pub(super) reset: Vec<bool>,
+    pub(super) errors: Vec<Option<String>>,
+    pub(super) finished: Vec<PgTime>,
+    pub(super) ran: Vec<bool>,
+    pub(super) attempts: Vec<i32>,
+    pub(super) run_timestamps: Vec<PgTime>,
+    pub(super) started: Vec<PgTime>,
+    pub(super) workers: Vec<String>,
+    pub(super) outcomes: Vec<&'static str>,
+}
+
+impl FinishArrays {
+    pub(super) fn push(&mut self, f: &Finish) {
+        let (state, timestamp, due_at, last_run_on, reset) = match &f.next {
+            Next::Done => (State::Done, None, None, None, false),
+            Next::Dead => (State::Dead, None, None, None, false),
+            Next::Retry { due_at } => (State::Retrying, None, Some(*due_at), None, false),
+            Next::Reschedule {
+                timestamp,
+                last_run_on,
+            } => (
+                State::Scheduled,
+                Some(*timestamp),
+                Some(*timestamp),
+                *last_run_on,
+                true,
+            ),
+        };
+        self.ids.push(f.id.to_string());
+        self.fences.push(f.fence);
+        self.states.push(state.as_str());
+        self.timestamps.push(timestamp.map(PgTime::of));
+        self.due.push(due_at.map(PgTime::of));
+        self.last_run_on.push(last_run_on.map(PgTime::of));
+        self.reset.push(reset);
+        self.errors.push(f.error.clone());
+        self.finished.push(PgTime::of(f.finished_at));
+        self.ran.push(f.ran);
+        self.attempts.push(f.attempt.min(i32::MAX as u32) as i32);
+        self.run_timestamps.push(PgTime::of(f.timestamp));
+        self.started.push(PgTime::of(f.started_at));
+        self.workers.push(f.worker.clone());
+        self.outcomes.push(f.outcome.as_str());
+    }
+
+    pub(super) fn params(&self) -> [&(dyn ToSql + Sync); 15] {
+        [
+            &self.ids,
+            &self.fences,
+            &self.states,
+            &self.timestamps,
+            &self.due,
+            &self.last_run_on,
+            &self.reset,
+            &self.errors,
+            &self.finished,
+            &self.ran,
+            &self.attempts,
+            &self.run_timestamps,
+            &self.started,
+            &self.workers,
+            &self.outcomes,
+        ]
+    }
+}
+
+pub(super) fn task_from_row(r: &Row) -> Result<TaskInfo, TaskError> {
+    let id: &str = r.get(0);
+    let data: &str = r.get(2);
+    let state: &str = r.get(7);
+    let rule: Option<&str> = r.get(12);
+    Ok(TaskInfo {
+        id: id.parse()?,
+        handler: r.get(1),
+        data: serde_json::from_str(data).unwrap_or(serde_json::Value::Null),
+        timestamp: time_at(r, 3),
+        last_run_on: opt_time_at(r, 4),
+        attempts: r.get::<_, i32>(5).max(0) as u32,
+        is_recurring: r.get(6),
+        state: state.parse()?,
+        queue: r.get(8),
+        priority: r.get(9),
+        max_attempts: r.get::<_, i32>(10).max(0) as u32,
+        last_error: r.get(11),
+        rule: rule.and_then(|s| serde_json::from_str(s).ok()),
+        due_at: time_at(r, 13),
+        created_at: time_at(r, 14),
+        worker: r.get(15),
+        runs: Vec::new(),
+    })
+}
+
+pub(super) fn run_from_row(r: &Row) -> Run {
+    let outcome: &str = r.get(4);
+    Run {
+        attempt: r.get::<_, i32>(0).max(0) as u32,
+        timestamp: time_at(r, 1),
+        started_at: time_at(r, 2),
+        finished_at: time_at(r, 3),
+        outcome: Outcome::parse(outcome).unwrap_or(Outcome::Failed),
+        error: r.get(5),
+        worker: r.get(6),
+    }
+}
+
+pub(super) fn count_at(r: &Row, i: usize) -> u64 {
+    r.get::<_, i64>(i).max(0) as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    pub(super) fn instants_round_trip_through_the_wire_format() {
+        let t: Timestamp = "2026-11-29T04:03:11.123456Z".parse().unwrap();
+        let mut buf = BytesMut::new();
+        PgTime::of(t).to_sql(&Type::TIMESTAMPTZ, &mut buf).unwrap();
+        let back = PgTime::from_sql(&Type::TIMESTAMPTZ, &buf).unwrap();
+        assert_eq!(back.time(), t);
+        // 2000-01-01T00:00:00Z is zero on the wire.
+        let mut buf = BytesMut::new();
+        PgTime::of("2000-01-01T00:00:00Z".parse().unwrap())
+            .to_sql(&Type::TIMESTAMPTZ, &mut buf)
+            .unwrap();
+        assert_eq!(&buf[..], &[0u8; 8]);
+    }
+}

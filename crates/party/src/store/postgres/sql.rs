@@ -1,0 +1,341 @@
+//! The statements' text, built for one schema, and the set every pooled connection prepares.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::Poll;
+
+use tokio_postgres::{Client, Statement};
+
+use super::RESCUE_BATCH;
+use crate::TaskError;
+
+/// The schema and the names derived from it, already quoted for SQL.
+#[derive(Debug, Clone)]
+pub(super) struct Names {
+    /// The schema as given.
+    pub(super) schema: String,
+    /// The schema quoted as an identifier.
+    pub(super) quoted: String,
+    /// The notification channel (as `pg_notify` takes it).
+    pub(super) channel: String,
+}
+
+impl Names {
+    pub(super) fn new(schema: &str) -> Result<Names, TaskError> {
+        let ok = !schema.is_empty()
+            && schema.len() <= 57
+            && schema
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && !schema.starts_with(|c: char| c.is_ascii_digit());
+        if !ok {
+            return Err(TaskError::invalid(format!(
+                "bad PostgreSQL schema name '{schema}': use letters, digits and '_' (not \
+                 starting with a digit), at most 57 characters, e.g. 'party'"
+            )));
+        }
+        Ok(Names {
+            schema: schema.to_string(),
+            quoted: quote_ident(schema),
+            channel: format!("party_{schema}"),
+        })
+    }
+}
+
+/// Claims and results commit without waiting for the disk (`synchronous_commit = off`, for
+/// these transactions only). A database crash can then lose the last few claims or results;
+/// those tasks are rescued and run again, so "at least once" holds. Inserts, cancels and
+/// retries keep the server's setting: a returned id is durable.
+pub(super) const BEGIN_ASYNC_COMMIT: &str = "BEGIN; SET LOCAL synchronous_commit TO off";
+
+pub(super) fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+pub(super) const TASK_COLUMNS: &str = "id, handler, data, timestamp, last_run_on, attempts, is_recurring, \
+    state, queue, priority, max_attempts, last_error, rule, due_at, created_at, worker";
+
+pub(super) const LIVE: &str = "('scheduled','running','retrying')";
+pub(super) const WAITING: &str = "('scheduled','retrying')";
+
+/// The columns and source of a task insert from arrays: `$1..$10`. A task already due when it
+/// is created (the common "run now") goes straight into the claim index, with no promotion.
+pub(super) fn insert_from_arrays(s: &str) -> String {
+    format!(
+        "INSERT INTO {s}.tasks (id, handler, data, timestamp, due_at, ready, attempts, \
+           max_attempts, is_recurring, rule, state, queue, priority, fence, created_at, updated_at) \
+         SELECT id, handler, data, ts, ts, ts <= created_at, 0, max_attempts, is_recurring, rule, \
+           'scheduled', queue, priority, 0, created_at, created_at \
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::int4[], \
+           $6::bool[], $7::text[], $8::text[], $9::int4[], $10::timestamptz[]) \
+           AS t(id, handler, data, ts, max_attempts, is_recurring, rule, queue, priority, created_at)"
+    )
+}
+
+/// Insert all or none: a singleton collision fails the statement.
+pub(super) fn sql_insert(s: &str) -> String {
+    insert_from_arrays(s)
+}
+
+/// Insert, skipping rows that collide with a live recurring task; returns the ids inserted
+/// and, if any were, notifies when the surrounding transaction commits (this one is used
+/// inside transactions, where only the commit knows when the tasks become visible).
+pub(super) fn sql_insert_skipping(s: &str) -> String {
+    format!(
+        "WITH ins AS ({} ON CONFLICT (handler, md5(data)) \
+           WHERE is_recurring AND state IN {LIVE} DO NOTHING RETURNING id) \
+         SELECT id, pg_notify($11, '') FROM ins",
+        insert_from_arrays(s)
+    )
+}
+
+pub(super) fn sql_existing(s: &str) -> String {
+    format!(
+        "SELECT id FROM {s}.tasks WHERE handler = $1 AND md5(data) = md5($2) AND data = $2 \
+         AND is_recurring AND state IN {LIVE}"
+    )
+}
+
+pub(super) fn sql_promote(s: &str) -> String {
+    format!(
+        "UPDATE {s}.tasks SET ready = true WHERE id = ANY(ARRAY( \
+           SELECT id FROM {s}.tasks WHERE NOT ready AND state IN {WAITING} AND due_at <= $1 \
+           ORDER BY due_at LIMIT $2 FOR UPDATE SKIP LOCKED))"
+    )
+}
+
+/// Ready tasks are due, but one written ready by a process whose clock is a little ahead may
+/// not be due yet by ours: the claim checks `due_at` as well, so nothing starts early.
+pub(super) fn sql_claim(s: &str) -> String {
+    format!(
+        "UPDATE {s}.tasks t SET state = 'running', ready = false, attempts = t.attempts + 1, \
+           fence = t.fence + 1, worker = $1, started_at = $2, lease_until = $3, updated_at = $2 \
+         WHERE t.id = ANY(ARRAY(SELECT id FROM {s}.tasks WHERE ready AND state IN {WAITING} \
+           AND due_at <= $2 AND handler = ANY($4::text[]) AND queue = ANY($5::text[]) \
+           ORDER BY priority, due_at LIMIT $6 FOR UPDATE SKIP LOCKED)) \
+         RETURNING t.id, t.handler, t.data, t.timestamp, t.last_run_on, t.attempts, \
+           t.max_attempts, t.is_recurring, t.rule, t.fence, t.priority, t.due_at"
+    )
+}
+
+/// A batch of fenced finishes and their run rows: one statement. Returns the applied ids and
+/// their new states.
+pub(super) fn sql_finish(s: &str) -> String {
+    // The arrays are unnested where they are joined (no shared CTE), so the planner drives
+    // each join from the batch through the primary key.
+    format!(
+        "WITH u AS (UPDATE {s}.tasks t SET state = i.state, \
+           timestamp = COALESCE(i.ts, t.timestamp), due_at = COALESCE(i.due_at, t.due_at), \
+           last_run_on = COALESCE(i.last_run_on, t.last_run_on), \
+           attempts = CASE WHEN i.reset THEN 0 ELSE t.attempts END, \
+           last_error = COALESCE(i.error, t.last_error), \
+           ready = COALESCE(i.due_at <= i.finished_at, false), worker = NULL, \
+           started_at = NULL, lease_until = NULL, updated_at = i.finished_at \
+           FROM unnest($1::text[], $2::int8[], $3::text[], $4::timestamptz[], \
+             $5::timestamptz[], $6::timestamptz[], $7::bool[], $8::text[], $9::timestamptz[]) \
+             AS i(id, fence, state, ts, due_at, last_run_on, reset, error, finished_at) \
+           WHERE t.id = i.id AND t.fence = i.fence AND t.state = 'running' \
+           RETURNING t.id, t.state), \
+         r AS (INSERT INTO {s}.runs (task_id, attempt, timestamp, started_at, finished_at, \
+           outcome, error, worker) \
+           SELECT i.id, i.attempt, i.run_ts, i.started_at, i.finished_at, i.outcome, i.error, \
+             i.worker \
+           FROM unnest($1::text[], $8::text[], $9::timestamptz[], $10::bool[], $11::int4[], \
+             $12::timestamptz[], $13::timestamptz[], $14::text[], $15::text[]) \
+             AS i(id, error, finished_at, ran, attempt, run_ts, started_at, worker, outcome) \
+           JOIN u ON u.id = i.id WHERE i.ran) \
+         SELECT u.id, u.state FROM u"
+    )
+}
+
+pub(super) fn sql_heartbeat(s: &str) -> String {
+    format!(
+        "WITH w AS (INSERT INTO {s}.workers (id, handlers, queues, last_seen) \
+           VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO UPDATE SET handlers = excluded.handlers, \
+           queues = excluded.queues, last_seen = excluded.last_seen) \
+         UPDATE {s}.tasks t SET lease_until = $5 \
+         FROM unnest($6::text[], $7::int8[]) AS h(id, fence) \
+         WHERE t.id = h.id AND t.fence = h.fence AND t.state = 'running' RETURNING t.id"
+    )
+}
+
+pub(super) fn sql_rescue(s: &str) -> String {
+    format!(
+        "WITH e AS MATERIALIZED (SELECT id, attempts, max_attempts, timestamp, started_at, \
+           COALESCE(worker, '') AS worker, lease_until FROM {s}.tasks \
+           WHERE state = 'running' AND lease_until < $1 LIMIT {RESCUE_BATCH} \
+           FOR UPDATE SKIP LOCKED), \
+         m AS (SELECT e.*, 'worker ' || e.worker || ' lost its lease (it expired at ' || \
+           to_char(e.lease_until AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') || \
+           ' without a heartbeat); the task was rescued' AS error FROM e), \
+         u AS (UPDATE {s}.tasks t SET \
+           state = CASE WHEN m.attempts >= m.max_attempts THEN 'dead' ELSE 'retrying' END, \
+           due_at = $1, ready = m.attempts < m.max_attempts, last_error = m.error, worker = NULL, \
+           started_at = NULL, \
+           lease_until = NULL, updated_at = $1 FROM m WHERE t.id = m.id \
+           RETURNING t.id, t.state), \
+         r AS (INSERT INTO {s}.runs (task_id, attempt, timestamp, started_at, finished_at, \
+           outcome, error, worker) \
+           SELECT m.id, m.attempts, m.timestamp, m.started_at, $1, 'lost', m.error, m.worker \
+           FROM m JOIN u ON u.id = m.id) \
+         SELECT u.id, u.state FROM u"
+    )
+}
+
+pub(super) fn sql_next_due(s: &str) -> String {
+    format!(
+        "SELECT min(due_at) FROM ( \
+           (SELECT due_at FROM {s}.tasks WHERE ready AND state IN {WAITING} \
+             AND handler = ANY($1::text[]) AND queue = ANY($2::text[]) LIMIT 1) \
+           UNION ALL \
+           (SELECT due_at FROM {s}.tasks WHERE NOT ready AND state IN {WAITING} \
+             AND handler = ANY($1::text[]) AND queue = ANY($2::text[]) ORDER BY due_at LIMIT 1) \
+         ) d"
+    )
+}
+
+/// Every statement a pooled connection prepares once.
+pub(super) struct Statements {
+    pub(super) insert: Statement,
+    pub(super) insert_skipping: Statement,
+    pub(super) existing: Statement,
+    pub(super) promote: Statement,
+    pub(super) claim: Statement,
+    pub(super) finish: Statement,
+    pub(super) heartbeat: Statement,
+    pub(super) rescue: Statement,
+    pub(super) next_due: Statement,
+    pub(super) get: Statement,
+    pub(super) runs: Statement,
+    pub(super) list: Statement,
+    pub(super) cancel: Statement,
+    pub(super) retry: Statement,
+    pub(super) stats_counts: Statement,
+    pub(super) stats_oldest: Statement,
+    pub(super) stats_finished: Statement,
+    pub(super) stats_workers: Statement,
+    pub(super) stats_unhandled: Statement,
+    pub(super) worker_remove: Statement,
+}
+
+impl Statements {
+    /// The SQL of every statement, in field order.
+    pub(super) fn sql(s: &str) -> Vec<String> {
+        vec![
+            sql_insert(s),
+            sql_insert_skipping(s),
+            sql_existing(s),
+            sql_promote(s),
+            sql_claim(s),
+            sql_finish(s),
+            sql_heartbeat(s),
+            sql_rescue(s),
+            sql_next_due(s),
+            format!("SELECT {TASK_COLUMNS} FROM {s}.tasks WHERE id = $1"),
+            format!(
+                "SELECT attempt, timestamp, started_at, finished_at, outcome, error, worker \
+                 FROM {s}.runs WHERE task_id = $1 ORDER BY seq"
+            ),
+            format!(
+                "SELECT {TASK_COLUMNS} FROM {s}.tasks WHERE ($1::text IS NULL OR state = $1) \
+                 AND ($2::text IS NULL OR handler = $2) ORDER BY due_at, id LIMIT $3"
+            ),
+            format!(
+                "UPDATE {s}.tasks SET state = 'cancelled', ready = false, updated_at = $1 \
+                 WHERE id = $2 AND state IN ('scheduled','retrying','dead') RETURNING id"
+            ),
+            format!(
+                "UPDATE {s}.tasks SET state = 'scheduled', due_at = $1, ready = true, \
+                 max_attempts = GREATEST(max_attempts, attempts + 1), updated_at = $1 \
+                 WHERE id = $2 AND state IN ('dead','cancelled','retrying')"
+            ),
+            format!(
+                "SELECT handler, state, count(*) FROM {s}.tasks GROUP BY handler, state \
+                 ORDER BY handler, state"
+            ),
+            format!("SELECT min(due_at) FROM {s}.tasks WHERE state IN {WAITING} AND due_at <= $1"),
+            format!("SELECT count(*) FROM {s}.runs WHERE finished_at > $1"),
+            format!(
+                "SELECT id, handlers, queues, last_seen FROM {s}.workers WHERE last_seen >= $1 \
+                 ORDER BY id"
+            ),
+            format!(
+                "SELECT handler, state, count(*) FROM {s}.tasks t WHERE state IN {WAITING} \
+                 AND due_at <= $1 AND NOT EXISTS (SELECT 1 FROM {s}.workers w \
+                   WHERE w.last_seen >= $2 AND t.handler = ANY(w.handlers)) \
+                 GROUP BY handler, state ORDER BY handler, state"
+            ),
+            format!("DELETE FROM {s}.workers WHERE id = $1"),
+        ]
+    }
+
+    pub(super) async fn prepare(
+        client: &Client,
+        s: &str,
+    ) -> Result<Statements, tokio_postgres::Error> {
+        let sql = Statements::sql(s);
+        // All prepared at once, so the requests are pipelined on the connection.
+        let mut pending: Vec<Pin<Box<dyn Future<Output = _> + Send + '_>>> = sql
+            .iter()
+            .map(|q| Box::pin(client.prepare(q)) as Pin<Box<dyn Future<Output = _> + Send>>)
+            .collect();
+        let mut done: Vec<Option<Statement>> = vec![None; pending.len()];
+        std::future::poll_fn(|cx| {
+            for (f, slot) in pending.iter_mut().zip(done.iter_mut()) {
+                if slot.is_none() {
+                    if let Poll::Ready(r) = f.as_mut().poll(cx) {
+                        *slot = Some(r?);
+                    }
+                }
+            }
+            if done.iter().all(Option::is_some) {
+                Poll::Ready(Ok(()))
+            } else {
+                Poll::Pending
+            }
+        })
+        .await?;
+        let mut it = done.into_iter().map(|s| s.expect("all prepared"));
+        let mut next = || it.next().expect("one statement per field");
+        Ok(Statements {
+            insert: next(),
+            insert_skipping: next(),
+            existing: next(),
+            promote: next(),
+            claim: next(),
+            finish: next(),
+            heartbeat: next(),
+            rescue: next(),
+            next_due: next(),
+            get: next(),
+            runs: next(),
+            list: next(),
+            cancel: next(),
+            retry: next(),
+            stats_counts: next(),
+            stats_oldest: next(),
+            stats_finished: next(),
+            stats_workers: next(),
+            stats_unhandled: next(),
+            worker_remove: next(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    pub(super) fn schema_names_are_checked() {
+        assert!(Names::new("party").is_ok());
+        assert!(Names::new("party_test_0af3").is_ok());
+        for bad in ["", "1party", "a-b", "a\"b", &"x".repeat(58)] {
+            assert!(
+                matches!(Names::new(bad), Err(TaskError::Invalid(_))),
+                "{bad}"
+            );
+        }
+        assert_eq!(Names::new("p").unwrap().channel, "party_p");
+    }
+}

@@ -1,0 +1,42 @@
+//! Migrations: the numbered `migrations/NNN_*.sql` files, applied in order in one
+//! `BEGIN IMMEDIATE` transaction; `PRAGMA user_version` records how many ran.
+
+use std::path::Path;
+
+use rusqlite::Connection;
+
+use super::error::db_err;
+use crate::TaskError;
+use crate::store::SCHEMA_VERSION;
+
+/// Migrations by number; `PRAGMA user_version` records how many ran.
+pub(super) const MIGRATIONS: [&str; 1] = [include_str!("migrations/001_tasks.sql")];
+
+pub(super) fn migrate(conn: &Connection, path: &Path) -> Result<(), TaskError> {
+    conn.execute_batch("BEGIN IMMEDIATE").map_err(db_err)?;
+    let result = (|| {
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(db_err)?;
+        if version > SCHEMA_VERSION {
+            return Err(TaskError::store(format!(
+                "the database {} has schema version {version}, newer than this party binary knows \
+                 ({SCHEMA_VERSION}); upgrade party to a version that knows it",
+                path.display()
+            )));
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            conn.execute_batch(sql).map_err(db_err)?;
+            conn.pragma_update(None, "user_version", (i + 1) as i64)
+                .map_err(db_err)?;
+        }
+        Ok(())
+    })();
+    match result {
+        Ok(()) => conn.execute_batch("COMMIT").map_err(db_err),
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(e)
+        }
+    }
+}

@@ -1,0 +1,563 @@
+//! The embedded backend: one SQLite file in WAL mode.
+//!
+//! The connection lives on a dedicated thread, off the async runtime; async callers send it
+//! closures and await the answers. Every write is one `BEGIN IMMEDIATE` transaction, so several
+//! processes on one file serialize their writes, and waiting on another process's lock is
+//! handled by SQLite's busy timeout, never surfaced as a lost task.
+//!
+//! The files mirror the PostgreSQL backend's: `conn` (the writer thread), `sql` (the
+//! statements' text), `migrate` (and `migrations/NNN_*.sql`), `wakeup` (noticing other
+//! processes' commits), `rows` (row decoding) and `error`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc;
+
+use async_trait::async_trait;
+use jiff::Timestamp;
+use rusqlite::{Connection, OptionalExtension, params};
+use tokio::sync::Notify;
+
+use self::conn::{Durability, Job, start_writer, transaction, transaction_with};
+use self::error::{db_err, existing_singleton, is_unique_violation};
+use self::rows::{id_from_row, json_list, run_from_row, task_from_row};
+use self::wakeup::watch_other_processes;
+use super::{
+    ClaimParams, ClaimedTask, Finish, FinishResult, HeartbeatParams, InsertTask, Next, Steer, Store,
+};
+use crate::clock::{from_micros, to_micros};
+use crate::model::{HandlerCount, ListFilter, State, Stats, TaskInfo, WorkerInfo};
+use crate::{TaskError, TaskId};
+
+mod conn;
+mod error;
+mod migrate;
+mod rows;
+mod sql;
+mod wakeup;
+
+/// How long a worker's heartbeat keeps it counted as live in [`Store::stats`].
+const WORKER_LIVE_MICROS: i64 = 30_000_000;
+
+/// A SQLite-backed [`Store`].
+pub struct SqliteStore {
+    tx: mpsc::Sender<Job>,
+    wakeups: Arc<Notify>,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+impl SqliteStore {
+    /// Open (creating if needed) the SQLite file at `path` and bring its schema up to date.
+    ///
+    /// # Errors
+    /// [`TaskError::Store`] when the file cannot be opened, and when its schema is newer than
+    /// this binary knows (upgrade party instead of downgrading the database).
+    pub async fn open(path: impl AsRef<Path>) -> Result<SqliteStore, TaskError> {
+        let path = path.as_ref().to_path_buf();
+        let tx = start_writer(&path).await?;
+        let wakeups = Arc::new(Notify::new());
+        watch_other_processes(&path, Arc::downgrade(&wakeups));
+        Ok(SqliteStore { tx, wakeups, path })
+    }
+
+    /// Run `PRAGMA integrity_check`; `Ok("ok")` for a sound file, otherwise SQLite's findings.
+    ///
+    /// # Errors
+    /// [`TaskError::Store`] when the check cannot run.
+    pub async fn integrity_check(&self) -> Result<String, TaskError> {
+        self.call(|conn| {
+            let mut stmt = conn.prepare("PRAGMA integrity_check").map_err(db_err)?;
+            let lines = stmt
+                .query_map([], |r| r.get::<_, String>(0))
+                .map_err(db_err)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(db_err)?;
+            Ok(lines.join("\n"))
+        })
+        .await
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+fn insert_rows(conn: &Connection, tasks: &[InsertTask]) -> Result<(), TaskError> {
+    let mut stmt = conn.prepare_cached(sql::INSERT_TASK).map_err(db_err)?;
+    for t in tasks {
+        let r = stmt.execute(params![
+            t.id.to_string(),
+            t.handler,
+            t.data,
+            to_micros(t.timestamp),
+            t.max_attempts,
+            t.is_recurring,
+            t.rule,
+            t.queue,
+            t.priority,
+            to_micros(t.created_at),
+        ]);
+        if let Err(e) = r {
+            if is_unique_violation(&e) && t.is_recurring {
+                let existing = existing_singleton(conn, &t.handler, &t.data)?;
+                return Err(TaskError::Duplicate {
+                    handler: t.handler.clone(),
+                    existing,
+                });
+            }
+            return Err(db_err(e));
+        }
+    }
+    Ok(())
+}
+
+fn get_task(conn: &Connection, id: TaskId, with_runs: bool) -> Result<Option<TaskInfo>, TaskError> {
+    let mut task = conn
+        .prepare_cached(sql::GET)
+        .map_err(db_err)?
+        .query_row([id.to_string()], task_from_row)
+        .optional()
+        .map_err(db_err)?;
+    if let (Some(task), true) = (task.as_mut(), with_runs) {
+        let mut stmt = conn.prepare_cached(sql::GET_RUNS).map_err(db_err)?;
+        let runs = stmt
+            .query_map([id.to_string()], run_from_row)
+            .map_err(db_err)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(db_err)?;
+        task.runs = runs;
+    }
+    Ok(task)
+}
+
+fn insert_run(conn: &Connection, f: &Finish) -> Result<(), TaskError> {
+    conn.prepare_cached(sql::INSERT_RUN)
+        .map_err(db_err)?
+        .execute(params![
+            f.id.to_string(),
+            f.attempt,
+            to_micros(f.timestamp),
+            to_micros(f.started_at),
+            to_micros(f.finished_at),
+            f.outcome.as_str(),
+            f.error,
+            f.worker,
+        ])
+        .map_err(db_err)?;
+    Ok(())
+}
+
+fn apply_finish(conn: &Connection, f: &Finish) -> Result<FinishResult, TaskError> {
+    let now = to_micros(f.finished_at);
+    let (state, timestamp, due_at, last_run_on, reset_attempts) = match &f.next {
+        Next::Done => (State::Done, None, None, None, false),
+        Next::Dead => (State::Dead, None, None, None, false),
+        Next::Retry { due_at } => (State::Retrying, None, Some(to_micros(*due_at)), None, false),
+        Next::Reschedule {
+            timestamp,
+            last_run_on,
+        } => (
+            State::Scheduled,
+            Some(to_micros(*timestamp)),
+            Some(to_micros(*timestamp)),
+            last_run_on.map(to_micros),
+            true,
+        ),
+    };
+    let changed = conn
+        .prepare_cached(sql::FINISH)
+        .map_err(db_err)?
+        .execute(params![
+            state.as_str(),
+            timestamp,
+            due_at,
+            last_run_on,
+            reset_attempts,
+            f.error,
+            now,
+            f.id.to_string(),
+            f.fence,
+        ])
+        .map_err(db_err)?;
+    if changed == 0 {
+        return Ok(FinishResult::Stale);
+    }
+    if f.ran {
+        insert_run(conn, f)?;
+    }
+    insert_rows(conn, &f.follow_ups)?;
+    Ok(FinishResult::Applied)
+}
+
+fn conflict_or_missing(conn: &Connection, id: TaskId, op: Steer) -> TaskError {
+    match get_task(conn, id, false) {
+        Ok(Some(t)) => op.conflict(id, t.state),
+        Ok(None) => TaskError::NotFound(id),
+        Err(e) => e,
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    fn wakeups(&self) -> Arc<Notify> {
+        self.wakeups.clone()
+    }
+
+    async fn task_insert(&self, tasks: Vec<InsertTask>) -> Result<Vec<TaskId>, TaskError> {
+        let ids = self
+            .call_durable(move |conn| {
+                transaction(conn, |tx| insert_rows(tx, &tasks))?;
+                Ok(tasks.iter().map(|t| t.id).collect::<Vec<_>>())
+            })
+            .await?;
+        self.wakeups.notify_waiters();
+        Ok(ids)
+    }
+
+    async fn task_claim(&self, p: ClaimParams<'_>) -> Result<Vec<ClaimedTask>, TaskError> {
+        let worker = p.worker.to_string();
+        let handlers = json_list(p.handlers);
+        let queues = json_list(p.queues);
+        let (now, lease, limit) = (to_micros(p.now), to_micros(p.lease_until), p.limit);
+        self.call(move |conn| {
+            transaction_with(conn, Durability::Crash, |tx| {
+                tx.prepare_cached(sql::PROMOTE)
+                    .map_err(db_err)?
+                    .execute([now])
+                    .map_err(db_err)?;
+                let mut stmt = tx.prepare_cached(sql::CLAIM).map_err(db_err)?;
+                let rows = stmt
+                    .query_map(params![worker, now, lease, handlers, queues, limit], |r| {
+                        Ok(ClaimedTask {
+                            id: id_from_row(r, 0)?,
+                            handler: r.get(1)?,
+                            data: r.get(2)?,
+                            timestamp: from_micros(r.get(3)?),
+                            last_run_on: r.get::<_, Option<i64>>(4)?.map(from_micros),
+                            attempts: r.get(5)?,
+                            max_attempts: r.get(6)?,
+                            is_recurring: r.get(7)?,
+                            rule: r.get(8)?,
+                            fence: r.get(9)?,
+                            started_at: from_micros(now),
+                        })
+                    })
+                    .map_err(db_err)?;
+                let out = rows.collect::<Result<Vec<_>, _>>().map_err(db_err)?;
+                Ok(out)
+            })
+        })
+        .await
+    }
+
+    async fn task_finish(&self, batch: Vec<Finish>) -> Result<Vec<FinishResult>, TaskError> {
+        let results = self
+            .call(move |conn| {
+                transaction_with(conn, Durability::Crash, |tx| {
+                    let mut out = Vec::with_capacity(batch.len());
+                    for f in &batch {
+                        // Only follow-up inserts can collide with a singleton; a finish without
+                        // them is one fenced UPDATE plus one run row and needs no savepoint.
+                        if f.follow_ups.is_empty() {
+                            out.push(apply_finish(tx, f)?);
+                            continue;
+                        }
+                        tx.execute_batch("SAVEPOINT finish").map_err(db_err)?;
+                        match apply_finish(tx, f) {
+                            Ok(r) => {
+                                tx.execute_batch("RELEASE finish").map_err(db_err)?;
+                                out.push(r);
+                            }
+                            Err(e @ TaskError::Duplicate { .. }) => {
+                                tx.execute_batch("ROLLBACK TO finish; RELEASE finish")
+                                    .map_err(db_err)?;
+                                out.push(FinishResult::Duplicate(e));
+                            }
+                            Err(e) => return Err(e),
+                        }
+                    }
+                    Ok(out)
+                })
+            })
+            .await?;
+        self.wakeups.notify_waiters();
+        Ok(results)
+    }
+
+    async fn task_heartbeat(&self, p: HeartbeatParams<'_>) -> Result<Vec<TaskId>, TaskError> {
+        let worker = p.worker.clone();
+        let tasks = p.tasks.to_vec();
+        let (lease, now) = (to_micros(p.lease_until), to_micros(p.now));
+        self.call(move |conn| {
+            transaction_with(conn, Durability::Crash, |tx| {
+                tx.prepare_cached(sql::HEARTBEAT_WORKER)
+                    .map_err(db_err)?
+                    .execute(params![
+                        worker.id,
+                        json_list(&worker.handlers),
+                        json_list(&worker.queues),
+                        now
+                    ])
+                    .map_err(db_err)?;
+                let mut stmt = tx.prepare_cached(sql::HEARTBEAT).map_err(db_err)?;
+                let mut lost = Vec::new();
+                for (id, fence) in &tasks {
+                    if stmt
+                        .execute(params![lease, id.to_string(), fence])
+                        .map_err(db_err)?
+                        == 0
+                    {
+                        lost.push(*id);
+                    }
+                }
+                Ok(lost)
+            })
+        })
+        .await
+    }
+
+    async fn task_rescue(&self, now: Timestamp) -> Result<Vec<TaskId>, TaskError> {
+        let now = to_micros(now);
+        let ids = self
+            .call(move |conn| {
+                transaction_with(conn, Durability::Crash, |tx| {
+                    let expired: Vec<(String, u32, u32, i64, i64, Option<String>, i64)> = tx
+                        .prepare_cached(
+                            sql::RESCUE_EXPIRED,
+                        )
+                        .map_err(db_err)?
+                        .query_map([now], |r| {
+                            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
+                        })
+                        .map_err(db_err)?
+                        .collect::<Result<_, _>>()
+                        .map_err(db_err)?;
+                    let mut ids = Vec::new();
+                    for (id, attempts, max, ts, started, worker, lease) in expired {
+                        let worker = worker.unwrap_or_default();
+                        let error = format!(
+                            "worker {worker} lost its lease (it expired at {} without a heartbeat); \
+                             the task was rescued",
+                            crate::clock::format_time(from_micros(lease))
+                        );
+                        let state = if attempts >= max { State::Dead } else { State::Retrying };
+                        tx.prepare_cached(
+                            sql::RESCUE,
+                        )
+                        .map_err(db_err)?
+                        .execute(params![state.as_str(), now, error, id])
+                        .map_err(db_err)?;
+                        tx.prepare_cached(
+                            sql::RESCUE_RUN,
+                        )
+                        .map_err(db_err)?
+                        .execute(params![id, attempts, ts, started, now, error, worker])
+                        .map_err(db_err)?;
+                        ids.push(id.parse()?);
+                    }
+                    Ok(ids)
+                })
+            })
+            .await?;
+        if !ids.is_empty() {
+            self.wakeups.notify_waiters();
+        }
+        Ok(ids)
+    }
+
+    async fn task_next_due(
+        &self,
+        handlers: &[String],
+        queues: &[String],
+    ) -> Result<Option<Timestamp>, TaskError> {
+        let (handlers, queues) = (json_list(handlers), json_list(queues));
+        self.call(move |conn| {
+            conn.prepare_cached(sql::NEXT_DUE)
+                .map_err(db_err)?
+                .query_row([handlers, queues], |r| r.get::<_, Option<i64>>(0))
+                .map(|o| o.map(from_micros))
+                .map_err(db_err)
+        })
+        .await
+    }
+
+    async fn task_get(&self, id: TaskId) -> Result<Option<TaskInfo>, TaskError> {
+        self.call(move |conn| get_task(conn, id, true)).await
+    }
+
+    async fn task_list(&self, filter: &ListFilter) -> Result<Vec<TaskInfo>, TaskError> {
+        let filter = filter.clone();
+        self.call(move |conn| {
+            let mut stmt = conn.prepare_cached(sql::LIST).map_err(db_err)?;
+            let rows = stmt
+                .query_map(
+                    params![
+                        filter.state.map(State::as_str),
+                        filter.handler,
+                        filter.limit.unwrap_or(100)
+                    ],
+                    task_from_row,
+                )
+                .map_err(db_err)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(db_err)
+        })
+        .await
+    }
+
+    async fn task_cancel(&self, id: TaskId, now: Timestamp) -> Result<TaskInfo, TaskError> {
+        let now = to_micros(now);
+        self.call_durable(move |conn| {
+            transaction(conn, |tx| {
+                let n = tx
+                    .execute(sql::CANCEL, params![now, id.to_string()])
+                    .map_err(db_err)?;
+                if n == 0 {
+                    return Err(conflict_or_missing(tx, id, Steer::Cancel));
+                }
+                get_task(tx, id, true)?.ok_or(TaskError::NotFound(id))
+            })
+        })
+        .await
+    }
+
+    async fn task_retry(&self, id: TaskId, now: Timestamp) -> Result<TaskInfo, TaskError> {
+        let now = to_micros(now);
+        let task = self
+            .call_durable(move |conn| {
+                transaction(conn, |tx| {
+                    let r = tx.execute(sql::RETRY, params![now, id.to_string()]);
+                    let n = match r {
+                        Ok(n) => n,
+                        Err(e) if is_unique_violation(&e) => {
+                            let t = get_task(tx, id, false)?.ok_or(TaskError::NotFound(id))?;
+                            let data = serde_json::to_string(&t.data).map_err(TaskError::store)?;
+                            let existing = existing_singleton(tx, &t.handler, &data)?;
+                            return Err(TaskError::Duplicate {
+                                handler: t.handler,
+                                existing,
+                            });
+                        }
+                        Err(e) => return Err(db_err(e)),
+                    };
+                    if n == 0 {
+                        return Err(conflict_or_missing(tx, id, Steer::Retry));
+                    }
+                    get_task(tx, id, true)?.ok_or(TaskError::NotFound(id))
+                })
+            })
+            .await?;
+        self.wakeups.notify_waiters();
+        Ok(task)
+    }
+
+    async fn stats(&self, now: Timestamp) -> Result<Stats, TaskError> {
+        let now = to_micros(now);
+        self.call(move |conn| {
+            let mut by_state: Vec<(State, u64)> = State::ALL.iter().map(|s| (*s, 0)).collect();
+            let mut by_handler = Vec::new();
+            let mut stmt = conn.prepare_cached(sql::STATS_COUNTS).map_err(db_err)?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, u64>(2)?,
+                    ))
+                })
+                .map_err(db_err)?;
+            for row in rows {
+                let (handler, state, count) = row.map_err(db_err)?;
+                let state: State = state.parse()?;
+                if let Some(e) = by_state.iter_mut().find(|(s, _)| *s == state) {
+                    e.1 += count;
+                }
+                by_handler.push(HandlerCount {
+                    handler,
+                    state,
+                    count,
+                });
+            }
+            let oldest_due: Option<i64> = conn
+                .query_row(sql::STATS_OLDEST, [now], |r| r.get(0))
+                .map_err(db_err)?;
+            let finished_last_minute: u64 = conn
+                .query_row(sql::STATS_FINISHED, [now - 60_000_000], |r| r.get(0))
+                .map_err(db_err)?;
+            let mut workers = Vec::new();
+            let mut stmt = conn.prepare_cached(sql::STATS_WORKERS).map_err(db_err)?;
+            let rows = stmt
+                .query_map([now - WORKER_LIVE_MICROS], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, i64>(3)?,
+                    ))
+                })
+                .map_err(db_err)?;
+            for row in rows {
+                let (id, handlers, queues, last_seen) = row.map_err(db_err)?;
+                workers.push(WorkerInfo {
+                    id,
+                    handlers: serde_json::from_str(&handlers).unwrap_or_default(),
+                    queues: serde_json::from_str(&queues).unwrap_or_default(),
+                    last_seen: from_micros(last_seen),
+                });
+            }
+            let known: Vec<String> = workers
+                .iter()
+                .flat_map(|w| w.handlers.iter().cloned())
+                .collect();
+            let mut unhandled = Vec::new();
+            let mut stmt = conn.prepare_cached(sql::STATS_UNHANDLED).map_err(db_err)?;
+            let rows = stmt
+                .query_map(params![now, json_list(&known)], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, u64>(2)?,
+                    ))
+                })
+                .map_err(db_err)?;
+            for row in rows {
+                let (handler, state, count) = row.map_err(db_err)?;
+                unhandled.push(HandlerCount {
+                    handler,
+                    state: state.parse()?,
+                    count,
+                });
+            }
+            Ok(Stats {
+                by_state,
+                by_handler,
+                oldest_due: oldest_due.map(from_micros),
+                finished_last_minute,
+                unhandled,
+                workers,
+            })
+        })
+        .await
+    }
+
+    async fn worker_remove(&self, id: &str) -> Result<(), TaskError> {
+        let id = id.to_string();
+        self.call(move |conn| {
+            conn.execute(sql::WORKER_REMOVE, [id]).map_err(db_err)?;
+            Ok(())
+        })
+        .await
+    }
+}

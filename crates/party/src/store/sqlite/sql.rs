@@ -1,0 +1,105 @@
+//! The statements' text. The connection caches each prepared statement, keyed by this text.
+
+/// The columns [`super::rows::task_from_row`] reads, in its order.
+macro_rules! task_columns {
+    () => {
+        "id, handler, data, timestamp, last_run_on, attempts, is_recurring, \
+         state, queue, priority, max_attempts, last_error, rule, due_at, created_at, worker"
+    };
+}
+
+pub(super) const GET: &str = concat!("SELECT ", task_columns!(), " FROM tasks WHERE id = ?1");
+
+pub(super) const LIST: &str = concat!(
+    "SELECT ",
+    task_columns!(),
+    " FROM tasks WHERE (?1 IS NULL OR state = ?1) \
+     AND (?2 IS NULL OR handler = ?2) ORDER BY due_at, id LIMIT ?3"
+);
+
+pub(super) const EXISTING: &str = "SELECT id FROM tasks WHERE handler = ?1 AND data = ?2 AND is_recurring = 1 \
+    AND state IN ('scheduled','running','retrying')";
+
+pub(super) const INSERT_TASK: &str = "INSERT INTO tasks (id, handler, data, timestamp, due_at, ready, attempts, max_attempts, \
+    is_recurring, rule, state, queue, priority, fence, created_at, updated_at) \
+    VALUES (?1, ?2, ?3, ?4, ?4, ?4 <= ?10, 0, ?5, ?6, ?7, 'scheduled', ?8, ?9, 0, ?10, ?10)";
+
+pub(super) const GET_RUNS: &str = "SELECT attempt, timestamp, started_at, finished_at, outcome, error, worker \
+    FROM runs WHERE task_id = ?1 ORDER BY rowid";
+
+pub(super) const INSERT_RUN: &str = "INSERT INTO runs (task_id, attempt, timestamp, started_at, finished_at, outcome, error, worker) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+
+pub(super) const FINISH: &str = "UPDATE tasks SET state = ?1, timestamp = COALESCE(?2, timestamp), \
+    due_at = COALESCE(?3, due_at), last_run_on = COALESCE(?4, last_run_on), \
+    attempts = CASE WHEN ?5 THEN 0 ELSE attempts END, \
+    last_error = COALESCE(?6, last_error), ready = 0, worker = NULL, started_at = NULL, \
+    lease_until = NULL, updated_at = ?7 \
+    WHERE id = ?8 AND fence = ?9 AND state = 'running'";
+
+pub(super) const PROMOTE: &str = "UPDATE tasks SET ready = 1 WHERE ready = 0 \
+    AND state IN ('scheduled','retrying') AND due_at <= ?1";
+
+/// `LIMIT (?6 + 0)`, not `LIMIT ?6`: SQLite plans with a bare parameter's value and
+/// re-prepares the statement whenever it changes, and the limit (the free slots) changes on
+/// almost every claim.
+pub(super) const CLAIM: &str = "UPDATE tasks SET state = 'running', ready = 0, attempts = attempts + 1, \
+    fence = fence + 1, worker = ?1, started_at = ?2, lease_until = ?3, updated_at = ?2 \
+    WHERE id IN (SELECT id FROM tasks WHERE ready = 1 \
+    AND state IN ('scheduled','retrying') \
+    AND handler IN (SELECT value FROM json_each(?4)) \
+    AND queue IN (SELECT value FROM json_each(?5)) \
+    ORDER BY priority, due_at LIMIT (?6 + 0)) \
+    RETURNING id, handler, data, timestamp, last_run_on, attempts, max_attempts, \
+    is_recurring, rule, fence";
+
+pub(super) const HEARTBEAT_WORKER: &str = "INSERT INTO workers (id, handlers, queues, last_seen) VALUES (?1, ?2, ?3, ?4) \
+    ON CONFLICT (id) DO UPDATE SET handlers = ?2, queues = ?3, last_seen = ?4";
+
+pub(super) const HEARTBEAT: &str =
+    "UPDATE tasks SET lease_until = ?1 WHERE id = ?2 AND fence = ?3 AND state = 'running'";
+
+pub(super) const RESCUE_EXPIRED: &str = "SELECT id, attempts, max_attempts, timestamp, started_at, worker, lease_until \
+    FROM tasks WHERE state = 'running' AND lease_until < ?1";
+
+pub(super) const RESCUE: &str = "UPDATE tasks SET state = ?1, due_at = ?2, ready = 0, last_error = ?3, \
+    worker = NULL, started_at = NULL, lease_until = NULL, updated_at = ?2 \
+    WHERE id = ?4";
+
+pub(super) const RESCUE_RUN: &str = "INSERT INTO runs (task_id, attempt, timestamp, started_at, finished_at, \
+    outcome, error, worker) VALUES (?1, ?2, ?3, ?4, ?5, 'lost', ?6, ?7)";
+
+pub(super) const NEXT_DUE: &str = "SELECT min(due_at) FROM ( \
+    SELECT * FROM (SELECT due_at FROM tasks WHERE ready = 1 \
+    AND state IN ('scheduled','retrying') \
+    AND handler IN (SELECT value FROM json_each(?1)) \
+    AND queue IN (SELECT value FROM json_each(?2)) LIMIT 1) \
+    UNION ALL \
+    SELECT * FROM (SELECT due_at FROM tasks WHERE ready = 0 \
+    AND state IN ('scheduled','retrying') \
+    AND handler IN (SELECT value FROM json_each(?1)) \
+    AND queue IN (SELECT value FROM json_each(?2)) ORDER BY due_at LIMIT 1))";
+
+pub(super) const CANCEL: &str = "UPDATE tasks SET state = 'cancelled', ready = 0, updated_at = ?1 \
+    WHERE id = ?2 AND state IN ('scheduled','retrying','dead')";
+
+pub(super) const RETRY: &str = "UPDATE tasks SET state = 'scheduled', due_at = ?1, ready = 0, \
+    max_attempts = MAX(max_attempts, attempts + 1), updated_at = ?1 \
+    WHERE id = ?2 AND state IN ('dead','cancelled','retrying')";
+
+pub(super) const STATS_COUNTS: &str =
+    "SELECT handler, state, count(*) FROM tasks GROUP BY handler, state ORDER BY handler, state";
+
+pub(super) const STATS_OLDEST: &str =
+    "SELECT min(due_at) FROM tasks WHERE state IN ('scheduled','retrying') AND due_at <= ?1";
+
+pub(super) const STATS_FINISHED: &str = "SELECT count(*) FROM runs WHERE finished_at > ?1";
+
+pub(super) const STATS_WORKERS: &str =
+    "SELECT id, handlers, queues, last_seen FROM workers WHERE last_seen >= ?1 ORDER BY id";
+
+pub(super) const STATS_UNHANDLED: &str = "SELECT handler, state, count(*) FROM tasks WHERE state IN ('scheduled','retrying') \
+    AND due_at <= ?1 AND handler NOT IN (SELECT value FROM json_each(?2)) \
+    GROUP BY handler, state ORDER BY handler, state";
+
+pub(super) const WORKER_REMOVE: &str = "DELETE FROM workers WHERE id = ?1";

@@ -244,6 +244,11 @@ pub(crate) struct WorkerArgs {
     /// Run `shell` tasks: commands stored in the database, run with sh -c
     #[arg(long)]
     pub(crate) allow_shell: bool,
+
+    /// Pass this variable of the worker's environment to `shell` commands (repeat for
+    /// several); they get only PATH, HOME and the task's PARTY_* variables otherwise
+    #[arg(long = "shell-env", value_name = "NAME", requires = "allow_shell", value_parser = parse::env_name)]
+    pub(crate) shell_env: Vec<String>,
 }
 
 /// `party bench`.

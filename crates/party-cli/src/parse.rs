@@ -154,6 +154,28 @@ pub(crate) fn id(s: &str) -> Result<TaskId, String> {
     s.parse::<TaskId>().map_err(|e| e.to_string())
 }
 
+/// A variable name for `worker --shell-env`: letters, digits and `_`, not starting with a digit,
+/// and not `PARTY_*` (those carry the task's attributes; the worker's own, such as the database
+/// URL, are never passed on).
+pub(crate) fn env_name(s: &str) -> Result<String, String> {
+    let valid = !s.is_empty()
+        && !s.starts_with(|c: char| c.is_ascii_digit())
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !valid {
+        return Err(format!(
+            "'{}' is not an environment variable name: use letters, digits and _, e.g. AWS_PROFILE",
+            s.chars().take(100).collect::<String>()
+        ));
+    }
+    if s.starts_with("PARTY_") {
+        return Err(format!(
+            "'{s}' cannot be passed to shell commands: PARTY_* names are reserved for the task's \
+             attributes, and the worker's own settings (such as its database URL) stay with it"
+        ));
+    }
+    Ok(s.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

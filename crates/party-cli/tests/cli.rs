@@ -400,6 +400,115 @@ fn shell_commands_get_the_task_as_party_variables() {
 }
 
 #[test]
+fn shell_commands_see_a_clean_environment_without_the_worker_secrets() {
+    let s = Store::new();
+    let file = s.path("env.txt");
+    let data = json!({ "cmd": format!("env > '{file}'") });
+    let id = s.add(&["shell", "--data", &data.to_string()]);
+    let home = s.path("home");
+    let out = s
+        .command(&[
+            "worker",
+            "--until-idle",
+            "--allow-shell",
+            "--shell-env",
+            "PARTY_TEST_ALLOWED",
+        ])
+        .env(
+            "PARTY_DATABASE_URL",
+            "postgres://app:S3cretPw@db.invalid/app",
+        )
+        .env("WORKER_SECRET", "hunter2")
+        .env("PARTY_TEST_ALLOWED", "visible")
+        .env("HOME", &home)
+        .output()
+        .unwrap();
+    let out = to_run(out);
+    assert_eq!(out.code, 2, "PARTY_* names are refused: {out:?}");
+    assert!(out.stderr.contains("reserved"), "{out:?}");
+
+    let out = s
+        .command(&[
+            "worker",
+            "--until-idle",
+            "--allow-shell",
+            "--shell-env",
+            "ALLOWED_ONE",
+            "--shell-env",
+            "NOT_SET_ANYWHERE",
+        ])
+        .env(
+            "PARTY_DATABASE_URL",
+            "postgres://app:S3cretPw@db.invalid/app",
+        )
+        .env("WORKER_SECRET", "hunter2")
+        .env("ALLOWED_ONE", "visible")
+        .env("HOME", &home)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(s.show(&id)["state"], "done");
+    let env = std::fs::read_to_string(&file).unwrap();
+    assert!(!env.contains("S3cretPw"), "{env}");
+    assert!(!env.contains("hunter2"), "{env}");
+    let mut names: Vec<&str> = env
+        .lines()
+        .filter_map(|l| l.split_once('=').map(|(k, _)| k))
+        // Set by sh itself.
+        .filter(|k| !["PWD", "OLDPWD", "SHLVL", "_"].contains(k))
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "ALLOWED_ONE",
+            "HOME",
+            "PARTY_ATTEMPTS",
+            "PARTY_DATA",
+            "PARTY_IS_RECURRING",
+            "PARTY_LAST_RUN_ON",
+            "PARTY_TASK_ID",
+            "PARTY_TIMESTAMP",
+            "PATH",
+        ],
+        "{env}"
+    );
+    assert!(env.lines().any(|l| l == "ALLOWED_ONE=visible"), "{env}");
+    assert!(env.lines().any(|l| l == format!("HOME={home}")), "{env}");
+}
+
+#[test]
+fn shell_env_needs_allow_shell_and_a_variable_name() {
+    let s = Store::new();
+    for args in [
+        &["worker", "--until-idle", "--shell-env", "LANG"][..],
+        &[
+            "worker",
+            "--until-idle",
+            "--allow-shell",
+            "--shell-env",
+            "A=B",
+        ],
+        &["worker", "--until-idle", "--allow-shell", "--shell-env", ""],
+        &[
+            "worker",
+            "--until-idle",
+            "--allow-shell",
+            "--shell-env",
+            "PARTY_DATABASE_URL",
+        ],
+    ] {
+        let run = s.run(args);
+        assert_eq!(run.code, 2, "{args:?}: {run:?}");
+        assert!(
+            run.stderr.contains("shell-env") || run.stderr.contains("allow-shell"),
+            "{args:?}: {run:?}"
+        );
+    }
+    assert!(!s.db.exists(), "nothing was opened");
+}
+
+#[test]
 fn every_makes_a_drift_free_recurring_task() {
     let s = Store::new();
     let file = s.path("runs.txt");

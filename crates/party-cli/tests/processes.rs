@@ -224,3 +224,79 @@ fn sigterm_during_a_busy_run_loses_nothing_and_releases_within_the_grace_period(
         );
     }
 }
+
+#[test]
+fn a_shell_task_stopped_at_shutdown_does_not_run_beside_its_retry() {
+    for db in Db::all("shellgroup") {
+        let dir = std::env::temp_dir().join(format!(
+            "party-shellgroup-{}-{}",
+            std::process::id(),
+            db.name
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let marks = dir.join("m");
+        // `sh -c` inside the command: the loop runs in a child of the task's `sh`.
+        let inner = format!(
+            "for i in 1 2 3 4 5; do echo a$PARTY_ATTEMPTS-\\$i >> '{}'; sleep 1; done",
+            marks.display()
+        );
+        let cmd = format!("sh -c \"{inner}\"");
+        let data = party::serde_json::json!({ "cmd": cmd }).to_string();
+        let add = party_cmd(&db.url)
+            .args(["add", "shell", "--data", &data])
+            .output()
+            .unwrap();
+        assert!(add.status.success(), "{}: {add:?}", db.name);
+
+        let mut worker = party_cmd(&db.url)
+            .args(["worker", "--allow-shell", "--grace", "1s"])
+            .spawn()
+            .expect("spawn party worker");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::fs::read_to_string(&marks)
+            .unwrap_or_default()
+            .is_empty()
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{}: the shell task did not start",
+                db.name
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert!(
+            std::process::Command::new("kill")
+                .args(["-TERM", &worker.id().to_string()])
+                .status()
+                .unwrap()
+                .success()
+        );
+        assert!(worker.wait().unwrap().success(), "{}", db.name);
+
+        let second = party_cmd(&db.url)
+            .args(["worker", "--allow-shell", "--until-idle"])
+            .output()
+            .unwrap();
+        assert!(second.status.success(), "{}: {second:?}", db.name);
+        // Anything left of the first attempt would have written again by now.
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        let lines: Vec<String> = std::fs::read_to_string(&marks)
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect();
+        let first = lines.iter().take_while(|l| l.starts_with("a1-")).count();
+        let expected: Vec<String> = (1..=first)
+            .map(|i| format!("a1-{i}"))
+            .chain((1..=5).map(|i| format!("a2-{i}")))
+            .collect();
+        assert!(first >= 1, "{}: {lines:?}", db.name);
+        assert_eq!(
+            lines, expected,
+            "{}: the first attempt's processes ended at shutdown, before the retry began",
+            db.name
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

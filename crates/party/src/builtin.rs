@@ -2,6 +2,7 @@
 //! `shell`.
 
 use std::process::Stdio;
+use std::time::Duration;
 
 use crate::TaskError;
 use crate::clock::format_time;
@@ -60,10 +61,9 @@ impl Task for Sleep {
     }
 }
 
-/// Runs `data.cmd` with `sh -c`; a non-zero exit is a failed attempt. The task's attributes
-/// reach the command as `PARTY_TASK_ID`, `PARTY_TIMESTAMP`, `PARTY_LAST_RUN_ON`,
-/// `PARTY_ATTEMPTS`, `PARTY_IS_RECURRING` and `PARTY_DATA`. The child is killed if the attempt
-/// times out or is interrupted. Register it only where running shell commands from the
+/// Runs `data.cmd` with `sh -c`; a non-zero exit is a failed attempt. The same as
+/// [`ShellTask::new()`]: the command sees only `PATH`, `HOME` and the task's `PARTY_*`
+/// variables (see [`ShellTask`]). Register it only where running shell commands from the
 /// database is acceptable (the CLI's worker requires `--allow-shell`).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Shell;
@@ -72,57 +72,224 @@ impl Task for Shell {
     const NAME: &'static str = "shell";
 
     async fn run(&self, ctx: &mut TaskContext) -> Result<(), TaskError> {
-        let cmd = ctx
-            .data()
-            .get("cmd")
-            .and_then(|c| c.as_str())
-            .ok_or_else(|| {
-                TaskError::failed(
-                    "shell task data needs a \"cmd\" string, e.g. {\"cmd\": \"echo hi\"}",
-                )
-            })?;
-        let output = tokio::process::Command::new("sh")
-            .arg("-c")
-            .arg(cmd)
-            .env("PARTY_TASK_ID", ctx.id().to_string())
-            .env("PARTY_TIMESTAMP", format_time(ctx.timestamp()))
-            .env(
-                "PARTY_LAST_RUN_ON",
-                ctx.last_run_on().map(format_time).unwrap_or_default(),
-            )
-            .env("PARTY_ATTEMPTS", ctx.attempts().to_string())
-            .env(
-                "PARTY_IS_RECURRING",
-                if ctx.is_recurring() { "true" } else { "false" },
-            )
-            .env("PARTY_DATA", ctx.data().to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::inherit())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            // `spawn` keeps the stdout set above; `output()` would capture and drop it.
-            .spawn()
-            .map_err(|e| TaskError::failed(format!("cannot start sh: {e}")))?
-            .wait_with_output()
-            .await
-            .map_err(|e| TaskError::failed(format!("sh failed: {e}")))?;
-        if output.status.success() {
-            return Ok(());
+        run_shell(ctx, &[]).await
+    }
+}
+
+/// The `shell` handler with settings: which variables of the worker's environment its commands
+/// may see.
+///
+/// Each command runs as `sh -c CMD` in a process group of its own, with a clean environment:
+///
+/// - `PATH` (the worker's, or `/usr/local/bin:/usr/bin:/bin` when it has none) and `HOME`
+///   (when the worker has one);
+/// - the task's attributes: `PARTY_TASK_ID`, `PARTY_TIMESTAMP`, `PARTY_LAST_RUN_ON`,
+///   `PARTY_ATTEMPTS`, `PARTY_IS_RECURRING` and `PARTY_DATA`;
+/// - the variables named with [`ShellTask::allow_env`], with the worker's values, when set.
+///
+/// Nothing else of the worker's environment reaches the command: not the database URL
+/// (`PARTY_DATABASE_URL`), not a token. Names starting with `PARTY_` are reserved for the
+/// task's attributes and never taken from the worker's environment.
+///
+/// When an attempt ends before the command does (it timed out, the worker lost the lease or
+/// shut down after its grace period, or the attempt was cancelled), the whole process group is
+/// ended: `SIGTERM` at once, `SIGKILL` [`KILL_AFTER`] later for whatever is left, so no process
+/// the command started keeps running beside the next attempt. A command that exits on its own
+/// is not touched further.
+///
+/// # Example
+/// ```
+/// use party::Registry;
+/// use party::builtin::ShellTask;
+///
+/// // Commands may read AWS_PROFILE and LANG from the worker's environment, and nothing else.
+/// let registry = Registry::new().register(ShellTask::new().allow_env("AWS_PROFILE").allow_env("LANG"));
+/// assert!(registry.contains("shell"));
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct ShellTask {
+    allowed_env: Vec<String>,
+}
+
+impl ShellTask {
+    /// A shell handler whose commands see no variable of the worker's environment beyond
+    /// `PATH` and `HOME`.
+    pub fn new() -> ShellTask {
+        ShellTask::default()
+    }
+
+    /// Also pass the worker's `name` variable, when it is set, to every command.
+    pub fn allow_env(mut self, name: impl Into<String>) -> ShellTask {
+        let name = name.into();
+        if !self.allowed_env.contains(&name) {
+            self.allowed_env.push(name);
         }
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        let tail: String = stderr
-            .chars()
-            .rev()
-            .take(1000)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .collect();
-        Err(TaskError::failed(format!(
-            "command exited with {}: {}",
-            output.status,
-            tail.trim()
-        )))
+        self
+    }
+
+    /// The variables of the worker's environment passed on, as given to
+    /// [`ShellTask::allow_env`].
+    pub fn allowed_env(&self) -> &[String] {
+        &self.allowed_env
+    }
+}
+
+impl Task for ShellTask {
+    const NAME: &'static str = "shell";
+
+    async fn run(&self, ctx: &mut TaskContext) -> Result<(), TaskError> {
+        run_shell(ctx, &self.allowed_env).await
+    }
+}
+
+/// How long a shell task's process group has, after `SIGTERM`, before `SIGKILL` ends what is
+/// left of it.
+pub const KILL_AFTER: Duration = Duration::from_secs(2);
+
+/// The `PATH` a shell command gets when the worker has none.
+const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+
+/// The prefix of the variables that carry the task's attributes.
+const RESERVED_PREFIX: &str = "PARTY_";
+
+async fn run_shell(ctx: &TaskContext, allowed_env: &[String]) -> Result<(), TaskError> {
+    let cmd = ctx
+        .data()
+        .get("cmd")
+        .and_then(|c| c.as_str())
+        .ok_or_else(|| {
+            TaskError::failed("shell task data needs a \"cmd\" string, e.g. {\"cmd\": \"echo hi\"}")
+        })?;
+    let mut command = tokio::process::Command::new("sh");
+    command.arg("-c").arg(cmd).env_clear().env(
+        "PATH",
+        std::env::var_os("PATH").unwrap_or_else(|| DEFAULT_PATH.into()),
+    );
+    if let Some(home) = std::env::var_os("HOME") {
+        command.env("HOME", home);
+    }
+    for name in allowed_env {
+        if name.starts_with(RESERVED_PREFIX) {
+            continue;
+        }
+        if let Some(value) = std::env::var_os(name) {
+            command.env(name, value);
+        }
+    }
+    command
+        .env("PARTY_TASK_ID", ctx.id().to_string())
+        .env("PARTY_TIMESTAMP", format_time(ctx.timestamp()))
+        .env(
+            "PARTY_LAST_RUN_ON",
+            ctx.last_run_on().map(format_time).unwrap_or_default(),
+        )
+        .env("PARTY_ATTEMPTS", ctx.attempts().to_string())
+        .env(
+            "PARTY_IS_RECURRING",
+            if ctx.is_recurring() { "true" } else { "false" },
+        )
+        .env("PARTY_DATA", ctx.data().to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::inherit())
+        .stderr(Stdio::piped());
+    // Its own process group, so the command and everything it starts can be ended together,
+    // and a Ctrl-C at the worker's terminal reaches the worker alone (it decides what stops).
+    #[cfg(unix)]
+    command.process_group(0);
+    // `spawn` keeps the stdout set above; `output()` would capture and drop it.
+    let child = command
+        .spawn()
+        .map_err(|e| TaskError::failed(format!("cannot start sh: {e}")))?;
+    // Ends the group if this future is dropped before the command is done (timeout, lost
+    // lease, shutdown, cancellation). tokio reaps `sh` itself once it has exited.
+    let mut group = GroupGuard(child.id());
+    let output = child
+        .wait_with_output()
+        .await
+        .map_err(|e| TaskError::failed(format!("sh failed: {e}")))?;
+    group.disarm();
+    if output.status.success() {
+        return Ok(());
+    }
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let tail: String = stderr
+        .chars()
+        .rev()
+        .take(1000)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    Err(TaskError::failed(format!(
+        "command exited with {}: {}",
+        output.status,
+        tail.trim()
+    )))
+}
+
+/// The process group of a running shell command (its id is the id of `sh`, the group's
+/// leader). Dropped while armed, it ends the group.
+struct GroupGuard(Option<u32>);
+
+impl GroupGuard {
+    /// The command is done: leave the group alone.
+    fn disarm(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.0.take() {
+            end_group(pgid);
+        }
+    }
+}
+
+/// Send `SIGTERM` to the process group `pgid`, then `SIGKILL` after [`KILL_AFTER`] if any of
+/// it is left.
+///
+/// Signalling is done by a small `sh` process of its own (the `kill` builtin takes a negative
+/// id for a group), so the library needs no unsafe code, and the `SIGKILL` still comes when
+/// the worker exits right after dropping the attempt (as it does at the end of its grace
+/// period). The group's id cannot be taken by a new process while any member of the group is
+/// alive, and the loop stops as soon as none is.
+fn end_group(pgid: u32) {
+    const SCRIPT: &str = r#"kill -TERM -"$1" 2>/dev/null || exit 0
+n=0
+while kill -0 -"$1" 2>/dev/null; do
+  if [ "$n" -ge "$2" ]; then kill -KILL -"$1" 2>/dev/null; exit 0; fi
+  n=$((n + 1))
+  sleep 0.05
+done"#;
+    let polls = (KILL_AFTER.as_millis() / 50).max(1).to_string();
+    let spawned = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(SCRIPT)
+        .arg("sh")
+        .arg(pgid.to_string())
+        .arg(polls)
+        .env_clear()
+        .env(
+            "PATH",
+            std::env::var_os("PATH").unwrap_or_else(|| DEFAULT_PATH.into()),
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+    match spawned {
+        // Reap it without blocking the caller; if the worker exits first, it runs on alone.
+        Ok(mut reaper) => {
+            let _ = std::thread::Builder::new()
+                .name("party-shell-reaper".into())
+                .spawn(move || reaper.wait());
+        }
+        Err(e) => tracing::warn!(
+            process_group = pgid,
+            error = %e,
+            "cannot start sh to end a shell task's processes; they may keep running"
+        ),
     }
 }
 

@@ -1,13 +1,23 @@
 //! `party worker`: run tasks until stopped, or until idle with `--until-idle`.
 
-use party::{Party, Registry, TaskError, WorkerConfig, builtin};
+use party::builtin::{self, ShellTask};
+use party::{Party, Registry, TaskError, WorkerConfig};
 
 use crate::args::WorkerArgs;
 use crate::signals::Signals;
 
-/// Run a worker with the user's handlers and the built-ins (`shell` only with `--allow-shell`).
+/// Run a worker with the user's handlers and the built-ins (`shell` only with `--allow-shell`,
+/// its commands seeing the variables `--shell-env` names).
 pub(crate) async fn run(db: &str, registry: Registry, args: WorkerArgs) -> Result<(), TaskError> {
-    let registry = builtin::registry(args.allow_shell).merge(registry);
+    let mut builtins = builtin::registry(false);
+    if args.allow_shell {
+        let shell = args
+            .shell_env
+            .iter()
+            .fold(ShellTask::new(), |shell, name| shell.allow_env(name));
+        builtins = builtins.register(shell);
+    }
+    let registry = builtins.merge(registry);
     let party = Party::connect(db, registry).await?;
     let worker = party.worker(WorkerConfig {
         concurrency: args.concurrency,

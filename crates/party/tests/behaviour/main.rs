@@ -7,4 +7,5 @@ mod lifecycle;
 mod recurring;
 mod runtime;
 mod seed;
+mod shell;
 mod singleton;

@@ -140,6 +140,21 @@ pub async fn fixture(backend: Backend, registry: Registry) -> Option<Fixture> {
     })
 }
 
+/// Move the clock past a running task's lease and rescue it. The worker's heartbeat may renew
+/// the lease between the two (it renews from the clock it reads), so repeat until the rescue
+/// took the task.
+pub async fn expire_and_rescue(f: &Fixture, id: party::TaskId) {
+    use party::Clock;
+    for _ in 0..50 {
+        f.clock.advance(party::jiff::SignedDuration::from_secs(1));
+        f.party.store().task_rescue(f.clock.now()).await.unwrap();
+        if f.party.get(id).await.unwrap().state != party::State::Running {
+            return;
+        }
+    }
+    panic!("task {id} was never rescued");
+}
+
 /// What a recording handler saw on one attempt.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Seen {

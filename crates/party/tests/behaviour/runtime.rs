@@ -518,9 +518,7 @@ async fn a_worker_that_loses_its_lease_stops_the_attempt_and_writes_nothing(b: B
         Some(1)
     );
     // The lease expires by the clock; a rescue (ours here, or any worker's) releases the task.
-    f.clock.advance(SignedDuration::from_secs(1));
-    f.party.store().task_rescue(f.clock.now()).await.unwrap();
-    assert_ne!(f.party.get(id).await.unwrap().state, State::Running);
+    crate::common::expire_and_rescue(&f, id).await;
     // The old worker's next heartbeat learns it lost the task and stops the attempt.
     for _ in 0..100 {
         if dropped.load(std::sync::atomic::Ordering::SeqCst) {

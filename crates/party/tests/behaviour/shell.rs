@@ -5,9 +5,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use party::builtin::{KILL_AFTER, ShellTask};
-use party::jiff::SignedDuration;
 use party::serde_json::json;
-use party::{Clock, NewTask, Outcome, Registry, State, Task, TaskContext, TaskError, WorkerConfig};
+use party::{NewTask, Outcome, Registry, State, Task, TaskContext, TaskError, WorkerConfig};
 
 use crate::common::{Backend, fixture, on_every_backend, start};
 
@@ -180,8 +179,7 @@ async fn a_shell_task_whose_lease_is_lost_ends_every_process_it_started(b: Backe
     let pids = scratch.started().await;
     // The lease expires by the clock and the task is rescued; the worker's next heartbeat
     // learns it lost the task and stops the attempt.
-    f.clock.advance(SignedDuration::from_secs(1));
-    f.party.store().task_rescue(f.clock.now()).await.unwrap();
+    crate::common::expire_and_rescue(&f, id).await;
     scratch.assert_all_ended(&pids).await;
     running_worker.stop().await;
     let task = f.party.get(id).await.unwrap();

@@ -700,6 +700,72 @@ fn bad_input_is_refused_with_exit_2_and_nothing_written() {
 }
 
 #[test]
+fn built_in_handlers_check_their_data_when_a_task_is_added() {
+    let s = Store::new();
+    s.add(&["log", "--data", r#"{"keep": true}"#]);
+    let before = s.snapshot();
+    let long = format!(r#"{{"cmd": "{}"}}"#, "x".repeat(65_537));
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["add", "shell", "--data", r#"{"cmd": 5}"#],
+            "\"cmd\" must be a string",
+        ),
+        (&["add", "shell"], "\"cmd\" is missing"),
+        (
+            &["add", "shell", "--data", r#"{"cmd": "  "}"#],
+            "\"cmd\" is empty",
+        ),
+        (
+            &["add", "shell", "--data", &long],
+            "over the limit of 65536",
+        ),
+        (&["add", "shell", "--data", r#"{"cmd": "a\u0000b"}"#], "NUL"),
+        (
+            &["add", "sleep", "--data", r#"{"ms": -5}"#],
+            "\"ms\" must be a whole number of milliseconds (0 or more), not -5",
+        ),
+        (
+            &["add", "sleep", "--data", r#"{"ms": "1s"}"#],
+            "not a string",
+        ),
+    ];
+    for (args, expected) in cases {
+        let run = s.run(args);
+        assert_eq!(run.code, 2, "{args:?}: {run:?}");
+        assert_eq!(run.stdout, "", "{args:?}");
+        assert!(
+            run.stderr.contains(expected) && run.stderr.contains("does not fit handler"),
+            "{args:?}: expected {expected:?} in {}",
+            run.stderr
+        );
+        assert!(
+            run.stderr.len() < 1000,
+            "the input is not echoed back: {}",
+            run.stderr.len()
+        );
+        assert_eq!(s.snapshot(), before, "{args:?} changed the database");
+    }
+
+    // `add --from` runs the same checks, all or nothing, naming the line.
+    let file = s.path("tasks.jsonl");
+    std::fs::write(
+        &file,
+        "{\"handler\": \"shell\", \"data\": {\"cmd\": \"true\"}}\n{\"handler\": \"shell\", \"data\": {\"cmd\": 5}}\n",
+    )
+    .unwrap();
+    let run = s.run(&["add", "--from", &file]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("line 2"), "{run:?}");
+    assert!(run.stderr.contains("\"cmd\" must be a string"), "{run:?}");
+    assert_eq!(s.snapshot(), before);
+
+    // Good data passes.
+    s.add(&["shell", "--data", r#"{"cmd": "true"}"#]);
+    s.add(&["sleep", "--data", r#"{"ms": 0}"#]);
+    s.add(&["sleep"]);
+}
+
+#[test]
 fn bad_input_on_a_new_path_creates_no_database() {
     let s = Store::new();
     for args in [

@@ -4,6 +4,8 @@
 use std::process::Stdio;
 use std::time::Duration;
 
+use serde_json::Value;
+
 use crate::TaskError;
 use crate::clock::format_time;
 use crate::task::{Registry, Task, TaskContext};
@@ -48,16 +50,40 @@ impl Task for Sleep {
     const NAME: &'static str = "sleep";
 
     async fn run(&self, ctx: &mut TaskContext) -> Result<(), TaskError> {
-        let ms = match ctx.data().get("ms") {
-            None => 100,
-            Some(v) => v.as_u64().ok_or_else(|| {
-                TaskError::failed(format!(
-                    "sleep task data \"ms\" must be a whole number of milliseconds, not {v}"
-                ))
-            })?,
-        };
-        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+        let ms =
+            sleep_ms(ctx.data()).map_err(|e| TaskError::failed(format!("sleep task data: {e}")))?;
+        tokio::time::sleep(Duration::from_millis(ms)).await;
         Ok(())
+    }
+
+    fn check(&self, data: &Value) -> Result<(), String> {
+        sleep_ms(data).map(|_| ())
+    }
+}
+
+/// `data.ms` of a `sleep` task: a whole number of milliseconds, 100 when absent.
+fn sleep_ms(data: &Value) -> Result<u64, String> {
+    match data.get("ms") {
+        None => Ok(100),
+        Some(v) => v.as_u64().ok_or_else(|| {
+            format!(
+                "\"ms\" must be a whole number of milliseconds (0 or more), not {}",
+                describe(v)
+            )
+        }),
+    }
+}
+
+/// A short description of a JSON value for a message: numbers as written, other kinds by name
+/// (a long string is not echoed back).
+fn describe(v: &Value) -> String {
+    match v {
+        Value::Null => "null".to_string(),
+        Value::Bool(_) => "a boolean".to_string(),
+        Value::Number(n) => n.to_string(),
+        Value::String(_) => "a string".to_string(),
+        Value::Array(_) => "an array".to_string(),
+        Value::Object(_) => "an object".to_string(),
     }
 }
 
@@ -73,6 +99,10 @@ impl Task for Shell {
 
     async fn run(&self, ctx: &mut TaskContext) -> Result<(), TaskError> {
         run_shell(ctx, &[]).await
+    }
+
+    fn check(&self, data: &Value) -> Result<(), String> {
+        shell_cmd(data).map(|_| ())
     }
 }
 
@@ -140,11 +170,45 @@ impl Task for ShellTask {
     async fn run(&self, ctx: &mut TaskContext) -> Result<(), TaskError> {
         run_shell(ctx, &self.allowed_env).await
     }
+
+    fn check(&self, data: &Value) -> Result<(), String> {
+        shell_cmd(data).map(|_| ())
+    }
 }
 
 /// How long a shell task's process group has, after `SIGTERM`, before `SIGKILL` ends what is
 /// left of it.
 pub const KILL_AFTER: Duration = Duration::from_secs(2);
+
+/// The longest command a `shell` task takes, in bytes.
+pub const MAX_SHELL_CMD_LEN: usize = 65_536;
+
+/// `data.cmd` of a `shell` task: a non-empty string of at most [`MAX_SHELL_CMD_LEN`] bytes
+/// without NUL characters. Checked when the task is added and again before it runs.
+fn shell_cmd(data: &Value) -> Result<&str, String> {
+    const EXAMPLE: &str = "e.g. {\"cmd\": \"echo hi\"}";
+    match data.get("cmd") {
+        None => Err(format!(
+            "\"cmd\" is missing: give the command to run, {EXAMPLE}"
+        )),
+        Some(Value::String(c)) if c.trim().is_empty() => Err(format!(
+            "\"cmd\" is empty: give the command to run, {EXAMPLE}"
+        )),
+        Some(Value::String(c)) if c.len() > MAX_SHELL_CMD_LEN => Err(format!(
+            "\"cmd\" is {} bytes long, over the limit of {MAX_SHELL_CMD_LEN}: put a long \
+             script in a file and run that file",
+            c.len()
+        )),
+        Some(Value::String(c)) if c.contains('\0') => {
+            Err("\"cmd\" contains a NUL character, which a command line cannot carry".to_string())
+        }
+        Some(Value::String(c)) => Ok(c),
+        Some(other) => Err(format!(
+            "\"cmd\" must be a string with the command to run, {EXAMPLE}, not {}",
+            describe(other)
+        )),
+    }
+}
 
 /// The `PATH` a shell command gets when the worker has none.
 const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
@@ -153,13 +217,8 @@ const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 const RESERVED_PREFIX: &str = "PARTY_";
 
 async fn run_shell(ctx: &TaskContext, allowed_env: &[String]) -> Result<(), TaskError> {
-    let cmd = ctx
-        .data()
-        .get("cmd")
-        .and_then(|c| c.as_str())
-        .ok_or_else(|| {
-            TaskError::failed("shell task data needs a \"cmd\" string, e.g. {\"cmd\": \"echo hi\"}")
-        })?;
+    let cmd =
+        shell_cmd(ctx.data()).map_err(|e| TaskError::failed(format!("shell task data: {e}")))?;
     let mut command = tokio::process::Command::new("sh");
     command.arg("-c").arg(cmd).env_clear().env(
         "PATH",
@@ -297,4 +356,69 @@ done"#;
 pub fn registry(allow_shell: bool) -> Registry {
     let r = Registry::new().register(Noop).register(Log).register(Sleep);
     if allow_shell { r.register(Shell) } else { r }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn shell_data_needs_a_non_empty_bounded_cmd_string() {
+        assert_eq!(shell_cmd(&json!({ "cmd": "echo hi" })), Ok("echo hi"));
+        let at_limit = "x".repeat(MAX_SHELL_CMD_LEN);
+        assert_eq!(
+            shell_cmd(&json!({ "cmd": at_limit })),
+            Ok(at_limit.as_str())
+        );
+        for (data, expected) in [
+            (json!({}), "\"cmd\" is missing"),
+            (json!({ "cmd": "" }), "\"cmd\" is empty"),
+            (json!({ "cmd": " \n" }), "\"cmd\" is empty"),
+            (json!({ "cmd": 5 }), "\"cmd\" must be a string"),
+            (json!({ "cmd": null }), "not null"),
+            (json!({ "cmd": ["ls"] }), "not an array"),
+            (json!({ "cmd": "a\u{0}b" }), "NUL"),
+            (
+                json!({ "cmd": "x".repeat(MAX_SHELL_CMD_LEN + 1) }),
+                "65537 bytes long, over the limit of 65536",
+            ),
+        ] {
+            let err = shell_cmd(&data).unwrap_err();
+            assert!(err.contains(expected), "{data}: {err}");
+            assert_eq!(Shell.check(&data), Err(err.clone()));
+            assert_eq!(ShellTask::new().check(&data), Err(err));
+        }
+        assert_eq!(Shell.check(&json!({ "cmd": "true" })), Ok(()));
+    }
+
+    #[test]
+    fn sleep_data_takes_whole_milliseconds() {
+        assert_eq!(sleep_ms(&json!({})), Ok(100));
+        assert_eq!(sleep_ms(&json!({ "ms": 0 })), Ok(0));
+        assert_eq!(sleep_ms(&json!({ "ms": 2500 })), Ok(2500));
+        for (data, expected) in [
+            (json!({ "ms": -1 }), "not -1"),
+            (json!({ "ms": 1.5 }), "not 1.5"),
+            (json!({ "ms": "1s" }), "not a string"),
+            (json!({ "ms": true }), "not a boolean"),
+            (json!({ "ms": {} }), "not an object"),
+        ] {
+            let err = sleep_ms(&data).unwrap_err();
+            assert!(err.contains(expected), "{data}: {err}");
+            assert_eq!(Sleep.check(&data), Err(err));
+        }
+        assert_eq!(Noop.check(&json!({ "anything": 1 })), Ok(()));
+        assert_eq!(Log.check(&json!({ "cmd": 5 })), Ok(()));
+    }
+
+    #[test]
+    fn shell_task_allows_each_name_once() {
+        let shell = ShellTask::new()
+            .allow_env("A")
+            .allow_env("B")
+            .allow_env("A");
+        assert_eq!(shell.allowed_env(), ["A", "B"]);
+    }
 }

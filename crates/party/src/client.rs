@@ -116,6 +116,7 @@ impl Party {
             )));
         };
         check_data(&task.data)?;
+        self.registry.check(&task.handler, &task.data)?;
         if let Some(rule) = &task.recurrence {
             rules::validate(rule)?;
         }

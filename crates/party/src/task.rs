@@ -69,6 +69,38 @@ pub trait Task: Send + Sync + 'static {
     fn backoff(&self, attempt: u32) -> SignedDuration {
         default_backoff(attempt)
     }
+
+    /// Check a new task's data (a JSON object) when the task is added, before anything is
+    /// written: an `Err` refuses the task with [`TaskError::Invalid`] carrying its message, so
+    /// bad data is caught by `add`, not by every attempt. Say which field is wrong and what it
+    /// should be. The default accepts any object.
+    ///
+    /// # Example
+    /// ```
+    /// use party::serde_json::Value;
+    /// use party::{Task, TaskContext, TaskError};
+    ///
+    /// struct Invoice;
+    ///
+    /// impl Task for Invoice {
+    ///     const NAME: &'static str = "invoice";
+    ///
+    ///     async fn run(&self, _ctx: &mut TaskContext) -> Result<(), TaskError> {
+    ///         Ok(())
+    ///     }
+    ///
+    ///     fn check(&self, data: &Value) -> Result<(), String> {
+    ///         match data.get("customer") {
+    ///             Some(Value::String(c)) if !c.is_empty() => Ok(()),
+    ///             _ => Err("\"customer\" must be a non-empty string".to_string()),
+    ///         }
+    ///     }
+    /// }
+    /// ```
+    fn check(&self, data: &Value) -> Result<(), String> {
+        let _ = data;
+        Ok(())
+    }
 }
 
 /// Exponential backoff with jitter: about 2 s after the first failure, doubling each time,
@@ -253,6 +285,7 @@ pub(crate) trait Handler: Send + Sync {
     fn max_attempts(&self) -> u32;
     fn timeout(&self) -> Duration;
     fn backoff(&self, attempt: u32) -> SignedDuration;
+    fn check(&self, data: &Value) -> Result<(), String>;
     fn run<'a>(&'a self, ctx: &'a mut TaskContext) -> HandlerFuture<'a>;
     fn on_complete<'a>(&'a self, ctx: &'a mut TaskContext) -> HandlerFuture<'a>;
 }
@@ -271,6 +304,9 @@ impl<T: Task> Handler for Erased<T> {
     }
     fn backoff(&self, attempt: u32) -> SignedDuration {
         self.0.backoff(attempt)
+    }
+    fn check(&self, data: &Value) -> Result<(), String> {
+        self.0.check(data)
     }
     fn run<'a>(&'a self, ctx: &'a mut TaskContext) -> HandlerFuture<'a> {
         Box::pin(self.0.run(ctx))
@@ -318,6 +354,17 @@ impl Registry {
     /// Whether the handler `name` is registered as recurring.
     pub fn is_recurring(&self, name: &str) -> Option<bool> {
         self.handlers.get(name).map(|h| h.is_recurring())
+    }
+
+    /// Run the check the handler `name` declares ([`Task::check`]) on a new task's data; an
+    /// unknown handler has nothing to check.
+    pub(crate) fn check(&self, name: &str, data: &Value) -> Result<(), TaskError> {
+        match self.handlers.get(name).map(|h| h.check(data)) {
+            Some(Err(why)) => Err(TaskError::invalid(format!(
+                "the data does not fit handler '{name}': {why}"
+            ))),
+            _ => Ok(()),
+        }
     }
 
     pub(crate) fn get(&self, name: &str) -> Option<&Arc<dyn Handler>> {

@@ -2,6 +2,7 @@
 //! The behaviour suite: every test runs on every backend, each on a fresh store, with a
 //! manual clock wherever time matters.
 
+mod checks;
 mod common;
 mod lifecycle;
 mod recurring;

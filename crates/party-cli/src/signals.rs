@@ -42,20 +42,4 @@ impl Signals {
             std::future::pending::<()>().await;
         }
     }
-
-    /// Completes on the first signal; from then on a second one ends the process at once.
-    pub(crate) async fn graceful(mut self) {
-        self.recv().await;
-        tracing::info!(
-            "stopping gracefully: running tasks may finish; press Ctrl-C again to quit now"
-        );
-        tokio::spawn(async move {
-            self.recv().await;
-            eprintln!(
-                "error: stopped at once; tasks still running are released when their leases end"
-            );
-            crate::output::flush();
-            std::process::exit(1);
-        });
-    }
 }

@@ -300,3 +300,77 @@ fn a_shell_task_stopped_at_shutdown_does_not_run_beside_its_retry() {
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
+
+#[test]
+fn a_second_sigterm_ends_the_grace_at_once_and_still_releases_the_tasks() {
+    for db in Db::all("sigterm2") {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let party = rt
+            .block_on(Party::connect(&db.url, party::builtin::registry(false)))
+            .unwrap();
+        let tasks = (0..4)
+            .map(|i| NewTask::new("sleep").data(party::serde_json::json!({"ms": 60_000, "i": i})))
+            .collect();
+        let ids = rt.block_on(party.add_many(tasks)).unwrap();
+        // A long grace and a long lease: only the second signal can make it stop promptly, and
+        // only the release on the way out can free the tasks before the lease ends.
+        let mut worker = party_cmd(&db.url)
+            .args([
+                "worker",
+                "--concurrency",
+                "4",
+                "--grace",
+                "60s",
+                "--lease",
+                "10m",
+            ])
+            .spawn()
+            .expect("spawn party worker");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while rt
+            .block_on(party.stats())
+            .unwrap()
+            .by_state
+            .iter()
+            .any(|(s, n)| *s == State::Scheduled && *n > 0)
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{}: not claimed",
+                db.name
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let term = || {
+            assert!(
+                std::process::Command::new("kill")
+                    .args(["-TERM", &worker.id().to_string()])
+                    .status()
+                    .unwrap()
+                    .success()
+            )
+        };
+        let stopped = std::time::Instant::now();
+        term();
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        term();
+        let status = worker.wait().unwrap();
+        assert_eq!(status.code(), Some(1), "{}: a forced stop exits 1", db.name);
+        assert!(
+            stopped.elapsed() < std::time::Duration::from_secs(10),
+            "{}: the second signal ended the 60 s grace",
+            db.name
+        );
+        for id in &ids {
+            let task = rt.block_on(party.get(*id)).unwrap();
+            assert_eq!(
+                task.state,
+                State::Retrying,
+                "{}: released on the way out, not left running until its lease ends",
+                db.name
+            );
+            assert_eq!(task.runs.len(), 1);
+            assert_eq!(task.runs[0].outcome, Outcome::Lost);
+        }
+    }
+}

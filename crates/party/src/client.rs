@@ -3,16 +3,16 @@
 
 use std::sync::Arc;
 
-use jiff::Timestamp;
-use serde_json::Value;
-
 use crate::clock::{Clock, SystemClock};
-use crate::model::{ListFilter, NewTask, Outcome, State, Stats, TaskInfo};
+use crate::model::{HandlerCount, ListFilter, NewTask, Outcome, State, Stats, StuckTask, TaskInfo};
 use crate::recurrence::{self, GapReport, Recurrence};
-use crate::store::{InsertTask, Store, postgres::PgStore, sqlite::SqliteStore};
+use crate::store::{
+    InsertTask, StatsParams, Store, StoreStats, postgres::PgStore, sqlite::SqliteStore,
+};
 use crate::task::Registry;
 use crate::worker::{Worker, WorkerConfig};
-use crate::{TaskError, TaskId, rules};
+use crate::{TaskError, TaskId, policy, prepare, rules};
+use jiff::Timestamp;
 
 /// The database party uses when none is given: `./party.db`.
 pub const DEFAULT_DATABASE: &str = "party.db";
@@ -102,59 +102,7 @@ impl Party {
 
     /// Check and canonicalize a new task against the registry, at time `now`.
     pub(crate) fn prepare(&self, task: NewTask, now: Timestamp) -> Result<InsertTask, TaskError> {
-        let Some(handler_recurs) = self.registry.is_recurring(&task.handler) else {
-            let names = self.registry.names();
-            return Err(TaskError::invalid(format!(
-                "unknown handler '{}': the registered handlers are {}; register it in the \
-                 registry, or check the spelling",
-                task.handler,
-                if names.is_empty() {
-                    "none".to_string()
-                } else {
-                    names.join(", ")
-                }
-            )));
-        };
-        check_data(&task.data)?;
-        self.registry.check(&task.handler, &task.data)?;
-        if let Some(rule) = &task.recurrence {
-            rules::validate(rule)?;
-        }
-        let timestamp = match (task.at, &task.recurrence) {
-            (Some(at), _) => at,
-            (None, Some(rule)) => rules::first(rule, now)?,
-            (None, None) => now,
-        };
-        let max_attempts = match task.max_attempts {
-            Some(0) => {
-                return Err(TaskError::invalid(
-                    "max attempts must be at least 1 (1 means no retries)",
-                ));
-            }
-            Some(n) => n,
-            None => self
-                .registry
-                .get(&task.handler)
-                .map(|h| h.max_attempts())
-                .unwrap_or(1),
-        };
-        if task.queue.is_empty() {
-            return Err(TaskError::invalid(
-                "the queue name is empty: give a name like 'default'",
-            ));
-        }
-        Ok(InsertTask {
-            id: TaskId::generate(now),
-            handler: task.handler,
-            data: serde_json::to_string(&task.data).map_err(TaskError::invalid)?,
-            timestamp,
-            is_recurring: handler_recurs || task.recurrence.is_some(),
-            rule: task.recurrence.as_ref().map(|r| r.to_json()),
-            max_attempts,
-            queue: task.queue,
-            priority: task.priority,
-            created_at: now,
-        })
+        prepare::prepare(&self.registry, task, now)
     }
 
     /// Create a task; returns its id once it is durably stored.
@@ -246,7 +194,9 @@ impl Party {
     /// # Errors
     /// [`TaskError::Store`].
     pub async fn list(&self, filter: &ListFilter) -> Result<Vec<TaskInfo>, TaskError> {
-        self.store.task_list(filter).await
+        let mut filter = filter.clone();
+        filter.limit.get_or_insert(policy::DEFAULT_LIST_LIMIT);
+        self.store.task_list(&filter).await
     }
 
     /// Cancel a task that is not running.
@@ -271,7 +221,16 @@ impl Party {
     /// # Errors
     /// [`TaskError::Store`].
     pub async fn stats(&self) -> Result<Stats, TaskError> {
-        self.store.stats(self.clock.now()).await
+        let now = self.clock.now();
+        let raw = self
+            .store
+            .stats(StatsParams {
+                now,
+                finished_since: now - policy::THROUGHPUT_WINDOW,
+                stuck_limit: policy::STUCK_LISTED,
+            })
+            .await?;
+        Ok(fold_stats(raw))
     }
 
     /// The next `count` occurrences of a task with a stored rule: its pending occurrence first
@@ -356,27 +315,64 @@ impl Party {
 
     /// A worker that runs this registry's handlers.
     pub fn worker(&self, config: WorkerConfig) -> Worker {
-        Worker::new(self.clone(), config)
+        Worker::new(
+            self.store.clone(),
+            self.clock.clone(),
+            self.registry.clone(),
+            config,
+        )
     }
 }
 
-/// Check that task data is a JSON object, as every task's data must be.
-///
-/// # Errors
-/// [`TaskError::Invalid`] naming what the value is instead.
-pub fn check_data(data: &Value) -> Result<(), TaskError> {
-    if data.is_object() {
-        return Ok(());
-    }
-    let kind = match data {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
+/// Fold the store's raw figures into [`Stats`]: every state listed (zeros included), and the
+/// due tasks whose handler no live worker has registered.
+fn fold_stats(raw: StoreStats) -> Stats {
+    let by_state = State::ALL
+        .iter()
+        .map(|s| {
+            let n = raw.counts.iter().filter(|c| c.1 == *s).map(|c| c.2).sum();
+            (*s, n)
+        })
+        .collect();
+    let known = |h: &str| {
+        raw.workers
+            .iter()
+            .any(|w| w.handlers.iter().any(|k| k == h))
     };
-    Err(TaskError::invalid(format!(
-        "task data must be a JSON object like {{\"arg1\": \"hello\"}}, not {kind}"
-    )))
+    let unhandled = raw
+        .due
+        .iter()
+        .filter(|(h, _, _)| !known(h))
+        .map(|(handler, state, count)| HandlerCount {
+            handler: handler.clone(),
+            state: *state,
+            count: *count,
+        })
+        .collect();
+    Stats {
+        by_state,
+        by_handler: raw
+            .counts
+            .into_iter()
+            .map(|(handler, state, count)| HandlerCount {
+                handler,
+                state,
+                count,
+            })
+            .collect(),
+        oldest_due: raw.oldest_due,
+        finished_last_minute: raw.finished_recently,
+        unhandled,
+        workers: raw.workers,
+        stuck_count: raw.stuck_count,
+        stuck: raw
+            .stuck
+            .into_iter()
+            .map(|t| StuckTask {
+                id: t.id,
+                worker: t.worker,
+                lease_until: t.lease_until,
+            })
+            .collect(),
+    }
 }

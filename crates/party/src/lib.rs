@@ -37,22 +37,26 @@ mod client;
 pub mod clock;
 mod error;
 mod id;
+pub mod maintenance;
 mod model;
+pub mod policy;
+mod prepare;
 pub mod recurrence;
 mod rules;
 pub mod store;
 mod task;
 mod worker;
 
-pub use client::{DEFAULT_DATABASE, Party, check_data, open_store};
+pub use client::{DEFAULT_DATABASE, Party, open_store};
 pub use clock::{Clock, ManualClock, SystemClock, format_time};
 pub use error::TaskError;
 pub use id::TaskId;
 pub use jiff;
 pub use model::{
     DEFAULT_MAX_ATTEMPTS, DEFAULT_QUEUE, HandlerCount, ListFilter, NewTask, Outcome, Run, State,
-    Stats, TaskInfo, WorkerInfo,
+    Stats, StuckTask, TaskInfo, WorkerInfo,
 };
+pub use prepare::check_data;
 pub use serde_json;
 pub use task::{DEFAULT_TIMEOUT, Registry, Task, TaskContext, default_backoff};
 pub use worker::{Worker, WorkerConfig, WorkerReport};

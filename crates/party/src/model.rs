@@ -295,12 +295,16 @@ pub struct Stats {
     /// The due task that has waited longest, if any is due.
     #[serde(with = "serde_time::option")]
     pub oldest_due: Option<Timestamp>,
-    /// Attempts finished in the last 60 seconds.
+    /// Attempts finished in the last [`crate::policy::THROUGHPUT_WINDOW`] (60 s).
     pub finished_last_minute: u64,
     /// Due tasks whose handler no live worker has registered: they wait intact until one does.
     pub unhandled: Vec<HandlerCount>,
-    /// Workers seen recently.
+    /// Live workers: each within its own lease of its last heartbeat.
     pub workers: Vec<WorkerInfo>,
+    /// Running tasks whose lease has ended without a rescue: how many.
+    pub stuck_count: u64,
+    /// The first few of them, earliest expiry first.
+    pub stuck: Vec<StuckTask>,
 }
 
 /// A count of tasks for one handler (and state).
@@ -326,4 +330,21 @@ pub struct WorkerInfo {
     /// Its last heartbeat.
     #[serde(with = "serde_time")]
     pub last_seen: Timestamp,
+    /// It counts as live until here: its last heartbeat plus its own lease. A worker with a
+    /// ten-minute lease heartbeats rarely and stays live between beats.
+    #[serde(with = "serde_time")]
+    pub live_until: Timestamp,
+}
+
+/// A running task whose lease ended and that no rescue has released yet: its worker died or
+/// froze, and no other worker is running rescue passes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StuckTask {
+    /// The task.
+    pub id: TaskId,
+    /// The worker that held it.
+    pub worker: String,
+    /// When its lease ended.
+    #[serde(with = "serde_time")]
+    pub lease_until: Timestamp,
 }

@@ -1,5 +1,5 @@
 //! `party stats`: counts by state and handler, the oldest due task, throughput, live workers,
-//! and the tasks no live worker can run.
+//! the tasks no live worker can run, and running tasks stuck under an expired lease.
 
 use std::collections::BTreeMap;
 
@@ -30,6 +30,8 @@ pub(crate) async fn run(party: &Party, args: StatsArgs) -> Result<(), TaskError>
             "finished_last_minute": stats.finished_last_minute,
             "unhandled": stats.unhandled,
             "workers": stats.workers,
+            "stuck_count": stats.stuck_count,
+            "stuck": stats.stuck,
         });
         return output::print_json(&value);
     }
@@ -88,6 +90,21 @@ pub(crate) async fn run(party: &Party, args: StatsArgs) -> Result<(), TaskError>
         &stats.unhandled,
         !stats.workers.is_empty(),
     ));
+    if stats.stuck_count > 0 {
+        text.push_str(&format!(
+            "running tasks whose lease ended without a heartbeat: {} (their worker stopped; any \
+             running `party worker` releases them to run again)\n",
+            stats.stuck_count
+        ));
+        for t in &stats.stuck {
+            text.push_str(&format!(
+                "  {}: held by {}, lease ended {}\n",
+                t.id,
+                t.worker,
+                relative(t.lease_until, now)
+            ));
+        }
+    }
     output::print(&text)
 }
 

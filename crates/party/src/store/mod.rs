@@ -12,14 +12,14 @@ use async_trait::async_trait;
 use jiff::Timestamp;
 use tokio::sync::Notify;
 
-use crate::model::{ListFilter, Outcome, Stats, TaskInfo, WorkerInfo};
+use crate::model::{ListFilter, Outcome, State, TaskInfo, WorkerInfo};
 use crate::{TaskError, TaskId};
 
 pub mod postgres;
 pub mod sqlite;
 
 /// The schema version this binary writes. Both backends number their migrations alike.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// A person's operation on a task; its state-conflict message is shared by the backends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,6 +81,9 @@ pub struct ClaimParams<'a> {
     pub now: Timestamp,
     /// The lease ends here unless renewed by a heartbeat.
     pub lease_until: Timestamp,
+    /// At most this many due tasks are promoted to `ready` by this claim
+    /// ([`crate::policy::PROMOTE_BATCH`]).
+    pub promote_limit: u32,
 }
 
 /// A task a worker now holds.
@@ -159,6 +162,9 @@ pub struct Finish {
     pub follow_ups: Vec<InsertTask>,
     /// Whether an attempt ran and gets a run row (false for occurrences skipped by policy).
     pub ran: bool,
+    /// For a rescue: apply only while the claim's lease ended before this instant, so a worker
+    /// that renewed its lease meanwhile keeps the task. `None` for a worker's own result.
+    pub expired_before: Option<Timestamp>,
 }
 
 /// The outcome of one [`Finish`] in a batch.
@@ -170,6 +176,79 @@ pub enum FinishResult {
     Stale,
     /// Refused: the reschedule or a follow-up collided with an existing recurring singleton.
     Duplicate(TaskError),
+}
+
+/// Which expired leases to list.
+#[derive(Debug, Clone, Copy)]
+pub struct ExpiredParams {
+    /// Leases that ended before this instant.
+    pub now: Timestamp,
+    /// At most this many, earliest expiry first.
+    pub limit: u32,
+}
+
+/// A running task whose lease ended without a heartbeat.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExpiredTask {
+    /// Id.
+    pub id: TaskId,
+    /// The fence of the claim that lost its lease.
+    pub fence: i64,
+    /// The lost attempt's number.
+    pub attempts: u32,
+    /// Attempts allowed for the occurrence.
+    pub max_attempts: u32,
+    /// The occurrence's scheduled instant.
+    pub timestamp: Timestamp,
+    /// The worker that held it.
+    pub worker: String,
+    /// When the lost attempt started.
+    pub started_at: Timestamp,
+    /// When its lease ended.
+    pub lease_until: Timestamp,
+}
+
+/// A bid to lead a maintenance service until `until`.
+#[derive(Debug, Clone, Copy)]
+pub struct LeaderParams<'a> {
+    /// The service.
+    pub name: &'a str,
+    /// Who bids (a worker id).
+    pub holder: &'a str,
+    /// Now: a leadership that ended before it may be taken over.
+    pub now: Timestamp,
+    /// The end of the term if the bid wins.
+    pub until: Timestamp,
+}
+
+/// What `stats` asks the store to count.
+#[derive(Debug, Clone, Copy)]
+pub struct StatsParams {
+    /// Now: due tasks, live workers and expired leases are judged against it.
+    pub now: Timestamp,
+    /// Count attempts finished after this instant ([`crate::policy::THROUGHPUT_WINDOW`]).
+    pub finished_since: Timestamp,
+    /// Name at most this many stuck tasks ([`crate::policy::STUCK_LISTED`]).
+    pub stuck_limit: u32,
+}
+
+/// The raw figures behind [`crate::Stats`]; the client folds them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StoreStats {
+    /// Tasks per handler and state (non-zero only).
+    pub counts: Vec<(String, State, u64)>,
+    /// Due tasks (scheduled or retrying, due at or before now) per handler and state.
+    pub due: Vec<(String, State, u64)>,
+    /// The earliest due time among due tasks.
+    pub oldest_due: Option<Timestamp>,
+    /// Attempts finished after `finished_since`.
+    pub finished_recently: u64,
+    /// Workers whose own lease (`live_until`) has not ended.
+    pub workers: Vec<WorkerInfo>,
+    /// Running tasks whose lease has ended (not yet rescued): how many, and the first few.
+    pub stuck_count: u64,
+    /// The first `stuck_limit` of them, earliest expiry first.
+    pub stuck: Vec<ExpiredTask>,
 }
 
 /// A lease renewal for the tasks a worker holds.
@@ -211,16 +290,18 @@ pub trait Store: Send + Sync + 'static {
     async fn task_claim(&self, params: ClaimParams<'_>) -> Result<Vec<ClaimedTask>, TaskError>;
 
     /// Record attempts and move tasks to their next state, in one transaction; each write is
-    /// fenced and appends one run row.
+    /// fenced (and, for a rescue, applies only while the lease is still over) and appends one
+    /// run row when the attempt ran.
     async fn task_finish(&self, batch: Vec<Finish>) -> Result<Vec<FinishResult>, TaskError>;
 
-    /// Renew the leases of held tasks and record the worker as alive. Returns the tasks the
-    /// worker no longer holds (stale fence), which it should abandon.
+    /// Renew the leases of held tasks and record the worker as live until its
+    /// [`WorkerInfo::live_until`]. Returns the tasks the worker no longer holds (stale fence),
+    /// which it should abandon.
     async fn task_heartbeat(&self, params: HeartbeatParams<'_>) -> Result<Vec<TaskId>, TaskError>;
 
-    /// Release tasks whose lease ended before `now`: record a `lost` run, then retry them now
-    /// with attempts + 1 (or mark them dead when attempts are used up). Returns their ids.
-    async fn task_rescue(&self, now: Timestamp) -> Result<Vec<TaskId>, TaskError>;
+    /// Running tasks whose lease ended before `now`, earliest expiry first. Releasing them is
+    /// decided above the seam and written with [`Store::task_finish`].
+    async fn task_expired(&self, params: ExpiredParams) -> Result<Vec<ExpiredTask>, TaskError>;
 
     /// The earliest `due_at` among claimable tasks of these handlers and queues.
     async fn task_next_due(
@@ -243,9 +324,17 @@ pub trait Store: Send + Sync + 'static {
     /// allowed if it had used them all). Others are refused with [`TaskError::Conflict`].
     async fn task_retry(&self, id: TaskId, now: Timestamp) -> Result<TaskInfo, TaskError>;
 
-    /// Counts and health; workers last seen before `now - 30s` are not counted as live.
-    async fn stats(&self, now: Timestamp) -> Result<Stats, TaskError>;
+    /// The raw figures behind `stats`.
+    async fn stats(&self, params: StatsParams) -> Result<StoreStats, TaskError>;
 
     /// Forget a worker that stopped cleanly.
     async fn worker_remove(&self, id: &str) -> Result<(), TaskError>;
+
+    /// Take or renew the leadership of a maintenance service: succeeds when nobody holds it,
+    /// `holder` already does, or the current term ended before `now`. Returns whether
+    /// `holder` leads it now.
+    async fn leader_elect(&self, params: LeaderParams<'_>) -> Result<bool, TaskError>;
+
+    /// Give up every leadership `holder` has.
+    async fn leader_resign(&self, holder: &str) -> Result<(), TaskError>;
 }

@@ -83,6 +83,46 @@ async fn postgres_store() -> Option<(Arc<dyn Store>, Box<dyn std::any::Any + Sen
     Some((store, Box::new(schema)))
 }
 
+/// Run `sql` directly on the fixture's database (tables unqualified), bypassing party: to
+/// damage a row the way a person or a bug could. Returns the first column of any rows as text.
+pub async fn raw_sql(f: &Fixture, sql: &str) -> Vec<String> {
+    if let Some(db) = f._keep.downcast_ref::<TempDb>() {
+        let conn = rusqlite::Connection::open(&db.path).expect("open the test's SQLite file");
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .unwrap();
+        let mut stmt = conn.prepare(sql).expect("prepare");
+        if stmt.column_count() == 0 {
+            stmt.execute([]).expect("execute");
+            return Vec::new();
+        }
+        return stmt
+            .query_map([], |r| r.get::<_, String>(0))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+    }
+    let schema = f
+        ._keep
+        .downcast_ref::<TempSchema>()
+        .expect("a SQLite file or a PostgreSQL schema");
+    use party::store::postgres::tokio_postgres;
+    let (client, connection) = tokio_postgres::connect(&schema.url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(connection);
+    client
+        .batch_execute(&format!("SET search_path TO \"{}\"", schema.name))
+        .await
+        .unwrap();
+    let rows = client.simple_query(sql).await.expect("execute");
+    rows.into_iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+            _ => None,
+        })
+        .collect()
+}
+
 /// A fresh PostgreSQL schema for one test, dropped when the test is done.
 pub struct TempSchema {
     url: String,
@@ -144,10 +184,16 @@ pub async fn fixture(backend: Backend, registry: Registry) -> Option<Fixture> {
 /// the lease between the two (it renews from the clock it reads), so repeat until the rescue
 /// took the task.
 pub async fn expire_and_rescue(f: &Fixture, id: party::TaskId) {
-    use party::Clock;
     for _ in 0..50 {
         f.clock.advance(party::jiff::SignedDuration::from_secs(1));
-        f.party.store().task_rescue(f.clock.now()).await.unwrap();
+        party::maintenance::Rescuer::new(
+            f.party.store().clone(),
+            Arc::new(f.clock.clone()),
+            Default::default(),
+        )
+        .run_once()
+        .await
+        .unwrap();
         if f.party.get(id).await.unwrap().state != party::State::Running {
             return;
         }

@@ -5,6 +5,7 @@
 mod checks;
 mod common;
 mod lifecycle;
+mod maintenance;
 mod recurring;
 mod runtime;
 mod seed;

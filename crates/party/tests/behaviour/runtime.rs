@@ -364,6 +364,7 @@ async fn stale_fences_are_refused_and_expired_leases_are_rescued(b: Backend) {
         limit: 10,
         now,
         lease_until: now + SignedDuration::from_secs(30),
+        promote_limit: party::policy::PROMOTE_BATCH,
     };
     let first = store.task_claim(claim("old", f.clock.now())).await.unwrap();
     assert_eq!(first.len(), 1);
@@ -377,7 +378,15 @@ async fn stale_fences_are_refused_and_expired_leases_are_rescued(b: Backend) {
     );
     // The old worker freezes past its lease; the task is rescued and claimed again.
     f.clock.advance(SignedDuration::from_secs(31));
-    assert_eq!(store.task_rescue(f.clock.now()).await.unwrap(), vec![id]);
+    let rescued = party::maintenance::Rescuer::new(
+        store.clone(),
+        Arc::new(f.clock.clone()),
+        Default::default(),
+    )
+    .run_once()
+    .await
+    .unwrap();
+    assert_eq!(rescued.rescued, 1);
     let second = store.task_claim(claim("new", f.clock.now())).await.unwrap();
     assert_eq!(second.len(), 1);
     assert_eq!(second[0].attempts, 2);
@@ -395,6 +404,7 @@ async fn stale_fences_are_refused_and_expired_leases_are_rescued(b: Backend) {
         next: Next::Done,
         follow_ups: vec![],
         ran: true,
+        expired_before: None,
     };
     // The old worker wakes and reports: refused, nothing changes.
     let r = store

@@ -9,7 +9,10 @@ use crate::TaskError;
 use crate::store::SCHEMA_VERSION;
 
 /// Migrations by number; the `schema_version` table records which ran.
-pub(super) const MIGRATIONS: [&str; 1] = [include_str!("migrations/001_tasks.sql")];
+pub(super) const MIGRATIONS: [&str; 2] = [
+    include_str!("migrations/001_tasks.sql"),
+    include_str!("migrations/002_liveness_leaders.sql"),
+];
 
 const _: () = assert!(MIGRATIONS.len() as i64 == SCHEMA_VERSION);
 

@@ -60,15 +60,16 @@ use self::error::{
 };
 use self::migrate::migrate;
 use self::rows::{
-    FinishArrays, InsertArrays, PgTime, count_at, opt_time_at, run_from_row, task_from_row, time_at,
+    FinishArrays, InsertArrays, PgTime, count_at, expired_from_row, opt_time_at, run_from_row,
+    task_from_row, time_at,
 };
 use self::sql::{BEGIN_ASYNC_COMMIT, Names, Statements, sql_existing, sql_insert_skipping};
 use self::wakeup::{listen, signal_loop};
 use super::{
-    ClaimParams, ClaimedTask, Finish, FinishResult, HeartbeatParams, InsertTask, Steer, Store,
+    ClaimParams, ClaimedTask, ExpiredParams, ExpiredTask, Finish, FinishResult, HeartbeatParams,
+    InsertTask, LeaderParams, StatsParams, Steer, Store, StoreStats,
 };
-use crate::clock::to_micros;
-use crate::model::{HandlerCount, ListFilter, State, Stats, TaskInfo, WorkerInfo};
+use crate::model::{ListFilter, State, TaskInfo, WorkerInfo};
 use crate::{TaskError, TaskId};
 
 mod conn;
@@ -79,15 +80,6 @@ mod sql;
 mod wakeup;
 /// The schema used unless told otherwise.
 pub const DEFAULT_SCHEMA: &str = "party";
-
-/// How long a worker's heartbeat keeps it counted as live in [`Store::stats`].
-const WORKER_LIVE_MICROS: i64 = 30_000_000;
-
-/// At most this many due tasks are promoted to `ready` per claim.
-const PROMOTE_BATCH: i64 = 5_000;
-
-/// At most this many expired leases are released per statement.
-const RESCUE_BATCH: usize = 1_000;
 
 /// How a [`PgStore`] connects. `Default` gives the documented defaults.
 #[derive(Debug, Clone)]
@@ -525,7 +517,8 @@ impl Store for PgStore {
         let handlers: Vec<&str> = p.handlers.iter().map(String::as_str).collect();
         let queues: Vec<&str> = p.queues.iter().map(String::as_str).collect();
         // Promotion and claim in one transaction (one commit), sent together (one round trip).
-        let promote: [&(dyn ToSql + Sync); 2] = [&now, &PROMOTE_BATCH];
+        let promote_limit = i64::from(p.promote_limit);
+        let promote: [&(dyn ToSql + Sync); 2] = [&now, &promote_limit];
         let claim: [&(dyn ToSql + Sync); 6] = [&p.worker, &now, &lease, &handlers, &queues, &limit];
         let sent = tokio::try_join!(
             conn.client.batch_execute(BEGIN_ASYNC_COMMIT),
@@ -597,6 +590,7 @@ impl Store for PgStore {
                     &PgTime::of(p.lease_until),
                     &ids,
                     &fences,
+                    &PgTime::of(p.worker.live_until),
                 ],
             )
             .await
@@ -610,27 +604,14 @@ impl Store for PgStore {
             .collect())
     }
 
-    async fn task_rescue(&self, now: Timestamp) -> Result<Vec<TaskId>, TaskError> {
+    async fn task_expired(&self, p: ExpiredParams) -> Result<Vec<ExpiredTask>, TaskError> {
         let conn = self.pool.get().await?;
-        let mut ids = Vec::new();
-        // Each statement rescues a bounded number; a crash of many workers takes a few rounds.
-        loop {
-            let rows = conn
-                .client
-                .query(&conn.st.rescue, &[&PgTime::of(now)])
-                .await
-                .map_err(db_err)?;
-            for r in &rows {
-                ids.push(r.get::<_, &str>(0).parse()?);
-            }
-            if rows.len() < RESCUE_BATCH {
-                break;
-            }
-        }
-        if !ids.is_empty() {
-            self.signal();
-        }
-        Ok(ids)
+        let rows = conn
+            .client
+            .query(&conn.st.expired, &[&PgTime::of(p.now), &i64::from(p.limit)])
+            .await
+            .map_err(db_err)?;
+        rows.iter().map(expired_from_row).collect()
     }
 
     async fn task_next_due(
@@ -655,7 +636,7 @@ impl Store for PgStore {
     async fn task_list(&self, filter: &ListFilter) -> Result<Vec<TaskInfo>, TaskError> {
         let conn = self.pool.get().await?;
         let state = filter.state.map(State::as_str);
-        let limit = i64::from(filter.limit.unwrap_or(100));
+        let limit = i64::from(filter.limit.unwrap_or(crate::policy::DEFAULT_LIST_LIMIT));
         let rows = conn
             .client
             .query(&conn.st.list, &[&state, &filter.handler, &limit])
@@ -718,65 +699,56 @@ impl Store for PgStore {
         Ok(task)
     }
 
-    async fn stats(&self, now: Timestamp) -> Result<Stats, TaskError> {
+    async fn stats(&self, p: StatsParams) -> Result<StoreStats, TaskError> {
         let conn = self.pool.get().await?;
         let (c, st) = (&conn.client, &conn.st);
-        let micros = to_micros(now);
-        let now_t = PgTime(micros);
-        let minute_ago = PgTime(micros - 60_000_000);
-        let live_since = PgTime(micros - WORKER_LIVE_MICROS);
-        let at_now: [&(dyn ToSql + Sync); 1] = [&now_t];
-        let since_minute: [&(dyn ToSql + Sync); 1] = [&minute_ago];
-        let since_live: [&(dyn ToSql + Sync); 1] = [&live_since];
-        let unhandled: [&(dyn ToSql + Sync); 2] = [&now_t, &live_since];
-        let (counts, oldest, finished, workers, unhandled) = tokio::try_join!(
+        let now = PgTime::of(p.now);
+        let since = PgTime::of(p.finished_since);
+        let stuck_limit = i64::from(p.stuck_limit);
+        let at_now: [&(dyn ToSql + Sync); 1] = [&now];
+        let since: [&(dyn ToSql + Sync); 1] = [&since];
+        let stuck: [&(dyn ToSql + Sync); 2] = [&now, &stuck_limit];
+        let (counts, due, oldest, finished, workers, stuck_count, stuck) = tokio::try_join!(
             c.query(&st.stats_counts, &[]),
+            c.query(&st.stats_due, &at_now),
             c.query_one(&st.stats_oldest, &at_now),
-            c.query_one(&st.stats_finished, &since_minute),
-            c.query(&st.stats_workers, &since_live),
-            c.query(&st.stats_unhandled, &unhandled),
+            c.query_one(&st.stats_finished, &since),
+            c.query(&st.stats_workers, &at_now),
+            c.query_one(&st.stats_stuck, &at_now),
+            c.query(&st.expired, &stuck),
         )
         .map_err(db_err)?;
-        let mut by_state: Vec<(State, u64)> = State::ALL.iter().map(|s| (*s, 0)).collect();
-        let mut by_handler = Vec::with_capacity(counts.len());
-        for r in &counts {
-            let state: State = r.get::<_, &str>(1).parse()?;
-            let count = count_at(r, 2);
-            if let Some(e) = by_state.iter_mut().find(|(s, _)| *s == state) {
-                e.1 += count;
-            }
-            by_handler.push(HandlerCount {
-                handler: r.get(0),
-                state,
-                count,
-            });
-        }
-        let unhandled = unhandled
-            .iter()
-            .map(|r| {
-                Ok(HandlerCount {
-                    handler: r.get(0),
-                    state: r.get::<_, &str>(1).parse()?,
-                    count: count_at(r, 2),
+        let counted = |rows: &[Row]| {
+            rows.iter()
+                .map(|r| {
+                    Ok((
+                        r.get::<_, String>(0),
+                        r.get::<_, &str>(1).parse::<State>()?,
+                        count_at(r, 2),
+                    ))
                 })
-            })
-            .collect::<Result<Vec<_>, TaskError>>()?;
-        let workers = workers
-            .iter()
-            .map(|r| WorkerInfo {
-                id: r.get(0),
-                handlers: r.get(1),
-                queues: r.get(2),
-                last_seen: time_at(r, 3),
-            })
-            .collect();
-        Ok(Stats {
-            by_state,
-            by_handler,
+                .collect::<Result<Vec<_>, TaskError>>()
+        };
+        Ok(StoreStats {
+            counts: counted(&counts)?,
+            due: counted(&due)?,
             oldest_due: opt_time_at(&oldest, 0),
-            finished_last_minute: count_at(&finished, 0),
-            unhandled,
-            workers,
+            finished_recently: count_at(&finished, 0),
+            workers: workers
+                .iter()
+                .map(|r| WorkerInfo {
+                    id: r.get(0),
+                    handlers: r.get(1),
+                    queues: r.get(2),
+                    last_seen: time_at(r, 3),
+                    live_until: time_at(r, 4),
+                })
+                .collect(),
+            stuck_count: count_at(&stuck_count, 0),
+            stuck: stuck
+                .iter()
+                .map(expired_from_row)
+                .collect::<Result<_, _>>()?,
         })
     }
 
@@ -784,6 +756,28 @@ impl Store for PgStore {
         let conn = self.pool.get().await?;
         conn.client
             .execute(&conn.st.worker_remove, &[&id])
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn leader_elect(&self, p: LeaderParams<'_>) -> Result<bool, TaskError> {
+        let conn = self.pool.get().await?;
+        let rows = conn
+            .client
+            .query(
+                &conn.st.leader_elect,
+                &[&p.name, &p.holder, &PgTime::of(p.now), &PgTime::of(p.until)],
+            )
+            .await
+            .map_err(db_err)?;
+        Ok(!rows.is_empty())
+    }
+
+    async fn leader_resign(&self, holder: &str) -> Result<(), TaskError> {
+        let conn = self.pool.get().await?;
+        conn.client
+            .execute(&conn.st.leader_resign, &[&holder])
             .await
             .map_err(db_err)?;
         Ok(())

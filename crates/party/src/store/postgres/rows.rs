@@ -11,7 +11,7 @@ use tokio_postgres::types::{FromSql, IsNull, ToSql, Type, to_sql_checked};
 use crate::TaskError;
 use crate::clock::{from_micros, to_micros};
 use crate::model::{Outcome, Run, State, TaskInfo};
-use crate::store::{Finish, InsertTask, Next};
+use crate::store::{ExpiredTask, Finish, InsertTask, Next};
 
 // Instants: timestamptz on the wire is microseconds since 2000-01-01 UTC.
 const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
@@ -144,6 +144,7 @@ pub(super) struct FinishArrays {
     pub(super) started: Vec<PgTime>,
     pub(super) workers: Vec<String>,
     pub(super) outcomes: Vec<&'static str>,
+    pub(super) expired_before: Vec<Option<PgTime>>,
 }
 
 impl FinishArrays {
@@ -178,9 +179,10 @@ impl FinishArrays {
         self.started.push(PgTime::of(f.started_at));
         self.workers.push(f.worker.clone());
         self.outcomes.push(f.outcome.as_str());
+        self.expired_before.push(f.expired_before.map(PgTime::of));
     }
 
-    pub(super) fn params(&self) -> [&(dyn ToSql + Sync); 15] {
+    pub(super) fn params(&self) -> [&(dyn ToSql + Sync); 16] {
         [
             &self.ids,
             &self.fences,
@@ -197,6 +199,7 @@ impl FinishArrays {
             &self.started,
             &self.workers,
             &self.outcomes,
+            &self.expired_before,
         ]
     }
 }
@@ -242,6 +245,20 @@ pub(super) fn run_from_row(r: &Row) -> Run {
 
 pub(super) fn count_at(r: &Row, i: usize) -> u64 {
     r.get::<_, i64>(i).max(0) as u64
+}
+
+/// An expired lease, from `sql::sql_expired`'s columns.
+pub(super) fn expired_from_row(r: &Row) -> Result<ExpiredTask, TaskError> {
+    Ok(ExpiredTask {
+        id: r.get::<_, &str>(0).parse()?,
+        fence: r.get(1),
+        attempts: r.get::<_, i32>(2).max(0) as u32,
+        max_attempts: r.get::<_, i32>(3).max(0) as u32,
+        timestamp: time_at(r, 4),
+        worker: r.get(5),
+        started_at: time_at(r, 6),
+        lease_until: time_at(r, 7),
+    })
 }
 
 #[cfg(test)]

@@ -6,7 +6,6 @@ use std::task::Poll;
 
 use tokio_postgres::{Client, Statement};
 
-use super::RESCUE_BATCH;
 use crate::TaskError;
 
 /// The schema and the names derived from it, already quoted for SQL.
@@ -132,9 +131,12 @@ pub(super) fn sql_finish(s: &str) -> String {
            ready = COALESCE(i.due_at <= i.finished_at, false), worker = NULL, \
            started_at = NULL, lease_until = NULL, updated_at = i.finished_at \
            FROM unnest($1::text[], $2::int8[], $3::text[], $4::timestamptz[], \
-             $5::timestamptz[], $6::timestamptz[], $7::bool[], $8::text[], $9::timestamptz[]) \
-             AS i(id, fence, state, ts, due_at, last_run_on, reset, error, finished_at) \
+             $5::timestamptz[], $6::timestamptz[], $7::bool[], $8::text[], $9::timestamptz[], \
+             $16::timestamptz[]) \
+             AS i(id, fence, state, ts, due_at, last_run_on, reset, error, finished_at, \
+               expired_before) \
            WHERE t.id = i.id AND t.fence = i.fence AND t.state = 'running' \
+             AND (i.expired_before IS NULL OR t.lease_until < i.expired_before) \
            RETURNING t.id, t.state), \
          r AS (INSERT INTO {s}.runs (task_id, attempt, timestamp, started_at, finished_at, \
            outcome, error, worker) \
@@ -150,35 +152,34 @@ pub(super) fn sql_finish(s: &str) -> String {
 
 pub(super) fn sql_heartbeat(s: &str) -> String {
     format!(
-        "WITH w AS (INSERT INTO {s}.workers (id, handlers, queues, last_seen) \
-           VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO UPDATE SET handlers = excluded.handlers, \
-           queues = excluded.queues, last_seen = excluded.last_seen) \
+        "WITH w AS (INSERT INTO {s}.workers (id, handlers, queues, last_seen, live_until) \
+           VALUES ($1, $2, $3, $4, $8) ON CONFLICT (id) DO UPDATE SET \
+           handlers = excluded.handlers, queues = excluded.queues, \
+           last_seen = excluded.last_seen, live_until = excluded.live_until) \
          UPDATE {s}.tasks t SET lease_until = $5 \
          FROM unnest($6::text[], $7::int8[]) AS h(id, fence) \
          WHERE t.id = h.id AND t.fence = h.fence AND t.state = 'running' RETURNING t.id"
     )
 }
 
-pub(super) fn sql_rescue(s: &str) -> String {
+/// Running tasks whose lease ended, earliest first. `lease_until IS NOT NULL` matches the
+/// lease index's predicate.
+pub(super) fn sql_expired(s: &str) -> String {
     format!(
-        "WITH e AS MATERIALIZED (SELECT id, attempts, max_attempts, timestamp, started_at, \
-           COALESCE(worker, '') AS worker, lease_until FROM {s}.tasks \
-           WHERE state = 'running' AND lease_until < $1 LIMIT {RESCUE_BATCH} \
-           FOR UPDATE SKIP LOCKED), \
-         m AS (SELECT e.*, 'worker ' || e.worker || ' lost its lease (it expired at ' || \
-           to_char(e.lease_until AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') || \
-           ' without a heartbeat); the task was rescued' AS error FROM e), \
-         u AS (UPDATE {s}.tasks t SET \
-           state = CASE WHEN m.attempts >= m.max_attempts THEN 'dead' ELSE 'retrying' END, \
-           due_at = $1, ready = m.attempts < m.max_attempts, last_error = m.error, worker = NULL, \
-           started_at = NULL, \
-           lease_until = NULL, updated_at = $1 FROM m WHERE t.id = m.id \
-           RETURNING t.id, t.state), \
-         r AS (INSERT INTO {s}.runs (task_id, attempt, timestamp, started_at, finished_at, \
-           outcome, error, worker) \
-           SELECT m.id, m.attempts, m.timestamp, m.started_at, $1, 'lost', m.error, m.worker \
-           FROM m JOIN u ON u.id = m.id) \
-         SELECT u.id, u.state FROM u"
+        "SELECT id, fence, attempts, max_attempts, timestamp, COALESCE(worker, ''), \
+           COALESCE(started_at, lease_until), lease_until FROM {s}.tasks \
+         WHERE lease_until IS NOT NULL AND lease_until < $1 AND state = 'running' \
+         ORDER BY lease_until LIMIT $2"
+    )
+}
+
+/// Take the leadership when nobody holds it, renew it for its holder, or take it over once
+/// the term ended; a row comes back only in those cases.
+pub(super) fn sql_leader_elect(s: &str) -> String {
+    format!(
+        "INSERT INTO {s}.leaders AS l (name, holder, until) VALUES ($1, $2, $4) \
+         ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, until = excluded.until \
+         WHERE l.holder = excluded.holder OR l.until < $3 RETURNING l.holder"
     )
 }
 
@@ -203,7 +204,7 @@ pub(super) struct Statements {
     pub(super) claim: Statement,
     pub(super) finish: Statement,
     pub(super) heartbeat: Statement,
-    pub(super) rescue: Statement,
+    pub(super) expired: Statement,
     pub(super) next_due: Statement,
     pub(super) get: Statement,
     pub(super) runs: Statement,
@@ -214,8 +215,11 @@ pub(super) struct Statements {
     pub(super) stats_oldest: Statement,
     pub(super) stats_finished: Statement,
     pub(super) stats_workers: Statement,
-    pub(super) stats_unhandled: Statement,
+    pub(super) stats_due: Statement,
+    pub(super) stats_stuck: Statement,
     pub(super) worker_remove: Statement,
+    pub(super) leader_elect: Statement,
+    pub(super) leader_resign: Statement,
 }
 
 impl Statements {
@@ -229,7 +233,7 @@ impl Statements {
             sql_claim(s),
             sql_finish(s),
             sql_heartbeat(s),
-            sql_rescue(s),
+            sql_expired(s),
             sql_next_due(s),
             format!("SELECT {TASK_COLUMNS} FROM {s}.tasks WHERE id = $1"),
             format!(
@@ -256,16 +260,20 @@ impl Statements {
             format!("SELECT min(due_at) FROM {s}.tasks WHERE state IN {WAITING} AND due_at <= $1"),
             format!("SELECT count(*) FROM {s}.runs WHERE finished_at > $1"),
             format!(
-                "SELECT id, handlers, queues, last_seen FROM {s}.workers WHERE last_seen >= $1 \
-                 ORDER BY id"
+                "SELECT id, handlers, queues, last_seen, live_until FROM {s}.workers \
+                 WHERE live_until > $1 ORDER BY id"
             ),
             format!(
-                "SELECT handler, state, count(*) FROM {s}.tasks t WHERE state IN {WAITING} \
-                 AND due_at <= $1 AND NOT EXISTS (SELECT 1 FROM {s}.workers w \
-                   WHERE w.last_seen >= $2 AND t.handler = ANY(w.handlers)) \
-                 GROUP BY handler, state ORDER BY handler, state"
+                "SELECT handler, state, count(*) FROM {s}.tasks WHERE state IN {WAITING} \
+                 AND due_at <= $1 GROUP BY handler, state ORDER BY handler, state"
+            ),
+            format!(
+                "SELECT count(*) FROM {s}.tasks \
+                 WHERE lease_until IS NOT NULL AND lease_until < $1 AND state = 'running'"
             ),
             format!("DELETE FROM {s}.workers WHERE id = $1"),
+            sql_leader_elect(s),
+            format!("DELETE FROM {s}.leaders WHERE holder = $1"),
         ]
     }
 
@@ -305,7 +313,7 @@ impl Statements {
             claim: next(),
             finish: next(),
             heartbeat: next(),
-            rescue: next(),
+            expired: next(),
             next_due: next(),
             get: next(),
             runs: next(),
@@ -316,8 +324,11 @@ impl Statements {
             stats_oldest: next(),
             stats_finished: next(),
             stats_workers: next(),
-            stats_unhandled: next(),
+            stats_due: next(),
+            stats_stuck: next(),
             worker_remove: next(),
+            leader_elect: next(),
+            leader_resign: next(),
         })
     }
 }

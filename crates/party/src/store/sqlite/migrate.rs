@@ -10,7 +10,10 @@ use crate::TaskError;
 use crate::store::SCHEMA_VERSION;
 
 /// Migrations by number; `PRAGMA user_version` records how many ran.
-pub(super) const MIGRATIONS: [&str; 1] = [include_str!("migrations/001_tasks.sql")];
+pub(super) const MIGRATIONS: [&str; 2] = [
+    include_str!("migrations/001_tasks.sql"),
+    include_str!("migrations/002_liveness_leaders.sql"),
+];
 
 pub(super) fn migrate(conn: &Connection, path: &Path) -> Result<(), TaskError> {
     conn.execute_batch("BEGIN IMMEDIATE").map_err(db_err)?;

@@ -20,13 +20,14 @@ use tokio::sync::Notify;
 
 use self::conn::{Durability, Job, start_writer, transaction, transaction_with};
 use self::error::{db_err, existing_singleton, is_unique_violation};
-use self::rows::{id_from_row, json_list, run_from_row, task_from_row};
+use self::rows::{expired_from_row, id_from_row, json_list, run_from_row, task_from_row};
 use self::wakeup::watch_other_processes;
 use super::{
-    ClaimParams, ClaimedTask, Finish, FinishResult, HeartbeatParams, InsertTask, Next, Steer, Store,
+    ClaimParams, ClaimedTask, ExpiredParams, ExpiredTask, Finish, FinishResult, HeartbeatParams,
+    InsertTask, LeaderParams, Next, StatsParams, Steer, Store, StoreStats,
 };
 use crate::clock::{from_micros, to_micros};
-use crate::model::{HandlerCount, ListFilter, State, Stats, TaskInfo, WorkerInfo};
+use crate::model::{ListFilter, State, TaskInfo, WorkerInfo};
 use crate::{TaskError, TaskId};
 
 mod conn;
@@ -35,9 +36,6 @@ mod migrate;
 mod rows;
 mod sql;
 mod wakeup;
-
-/// How long a worker's heartbeat keeps it counted as live in [`Store::stats`].
-const WORKER_LIVE_MICROS: i64 = 30_000_000;
 
 /// A SQLite-backed [`Store`].
 pub struct SqliteStore {
@@ -186,6 +184,7 @@ fn apply_finish(conn: &Connection, f: &Finish) -> Result<FinishResult, TaskError
             now,
             f.id.to_string(),
             f.fence,
+            f.expired_before.map(to_micros),
         ])
         .map_err(db_err)?;
     if changed == 0 {
@@ -232,11 +231,12 @@ impl Store for SqliteStore {
         let handlers = json_list(p.handlers);
         let queues = json_list(p.queues);
         let (now, lease, limit) = (to_micros(p.now), to_micros(p.lease_until), p.limit);
+        let promote_limit = i64::from(p.promote_limit);
         self.call(move |conn| {
             transaction_with(conn, Durability::Crash, |tx| {
                 tx.prepare_cached(sql::PROMOTE)
                     .map_err(db_err)?
-                    .execute([now])
+                    .execute(params![now, promote_limit])
                     .map_err(db_err)?;
                 let mut stmt = tx.prepare_cached(sql::CLAIM).map_err(db_err)?;
                 let rows = stmt
@@ -309,7 +309,8 @@ impl Store for SqliteStore {
                         worker.id,
                         json_list(&worker.handlers),
                         json_list(&worker.queues),
-                        now
+                        now,
+                        to_micros(worker.live_until)
                     ])
                     .map_err(db_err)?;
                 let mut stmt = tx.prepare_cached(sql::HEARTBEAT).map_err(db_err)?;
@@ -329,53 +330,16 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn task_rescue(&self, now: Timestamp) -> Result<Vec<TaskId>, TaskError> {
-        let now = to_micros(now);
-        let ids = self
-            .call(move |conn| {
-                transaction_with(conn, Durability::Crash, |tx| {
-                    let expired: Vec<(String, u32, u32, i64, i64, Option<String>, i64)> = tx
-                        .prepare_cached(
-                            sql::RESCUE_EXPIRED,
-                        )
-                        .map_err(db_err)?
-                        .query_map([now], |r| {
-                            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
-                        })
-                        .map_err(db_err)?
-                        .collect::<Result<_, _>>()
-                        .map_err(db_err)?;
-                    let mut ids = Vec::new();
-                    for (id, attempts, max, ts, started, worker, lease) in expired {
-                        let worker = worker.unwrap_or_default();
-                        let error = format!(
-                            "worker {worker} lost its lease (it expired at {} without a heartbeat); \
-                             the task was rescued",
-                            crate::clock::format_time(from_micros(lease))
-                        );
-                        let state = if attempts >= max { State::Dead } else { State::Retrying };
-                        tx.prepare_cached(
-                            sql::RESCUE,
-                        )
-                        .map_err(db_err)?
-                        .execute(params![state.as_str(), now, error, id])
-                        .map_err(db_err)?;
-                        tx.prepare_cached(
-                            sql::RESCUE_RUN,
-                        )
-                        .map_err(db_err)?
-                        .execute(params![id, attempts, ts, started, now, error, worker])
-                        .map_err(db_err)?;
-                        ids.push(id.parse()?);
-                    }
-                    Ok(ids)
-                })
-            })
-            .await?;
-        if !ids.is_empty() {
-            self.wakeups.notify_waiters();
-        }
-        Ok(ids)
+    async fn task_expired(&self, p: ExpiredParams) -> Result<Vec<ExpiredTask>, TaskError> {
+        let now = to_micros(p.now);
+        self.call(move |conn| {
+            let mut stmt = conn.prepare_cached(sql::EXPIRED).map_err(db_err)?;
+            let rows = stmt
+                .query_map(params![now, p.limit], expired_from_row)
+                .map_err(db_err)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(db_err)
+        })
+        .await
     }
 
     async fn task_next_due(
@@ -407,7 +371,7 @@ impl Store for SqliteStore {
                     params![
                         filter.state.map(State::as_str),
                         filter.handler,
-                        filter.limit.unwrap_or(100)
+                        filter.limit.unwrap_or(crate::policy::DEFAULT_LIST_LIMIT)
                     ],
                     task_from_row,
                 )
@@ -463,90 +427,77 @@ impl Store for SqliteStore {
         Ok(task)
     }
 
-    async fn stats(&self, now: Timestamp) -> Result<Stats, TaskError> {
-        let now = to_micros(now);
+    async fn stats(&self, p: StatsParams) -> Result<StoreStats, TaskError> {
+        let now = to_micros(p.now);
+        let since = to_micros(p.finished_since);
         self.call(move |conn| {
-            let mut by_state: Vec<(State, u64)> = State::ALL.iter().map(|s| (*s, 0)).collect();
-            let mut by_handler = Vec::new();
-            let mut stmt = conn.prepare_cached(sql::STATS_COUNTS).map_err(db_err)?;
-            let rows = stmt
-                .query_map([], |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, u64>(2)?,
-                    ))
-                })
-                .map_err(db_err)?;
-            for row in rows {
-                let (handler, state, count) = row.map_err(db_err)?;
-                let state: State = state.parse()?;
-                if let Some(e) = by_state.iter_mut().find(|(s, _)| *s == state) {
-                    e.1 += count;
+            let counts = |sql: &str, args: &[&dyn rusqlite::ToSql]| {
+                let mut stmt = conn.prepare_cached(sql).map_err(db_err)?;
+                let rows = stmt
+                    .query_map(args, |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, u64>(2)?,
+                        ))
+                    })
+                    .map_err(db_err)?;
+                let mut out = Vec::new();
+                for row in rows {
+                    let (handler, state, count) = row.map_err(db_err)?;
+                    out.push((handler, state.parse::<State>()?, count));
                 }
-                by_handler.push(HandlerCount {
-                    handler,
-                    state,
-                    count,
-                });
-            }
+                Ok::<_, TaskError>(out)
+            };
+            let all = counts(sql::STATS_COUNTS, &[])?;
+            let due = counts(sql::STATS_DUE, &[&now])?;
             let oldest_due: Option<i64> = conn
                 .query_row(sql::STATS_OLDEST, [now], |r| r.get(0))
                 .map_err(db_err)?;
-            let finished_last_minute: u64 = conn
-                .query_row(sql::STATS_FINISHED, [now - 60_000_000], |r| r.get(0))
+            let finished_recently: u64 = conn
+                .query_row(sql::STATS_FINISHED, [since], |r| r.get(0))
                 .map_err(db_err)?;
             let mut workers = Vec::new();
             let mut stmt = conn.prepare_cached(sql::STATS_WORKERS).map_err(db_err)?;
             let rows = stmt
-                .query_map([now - WORKER_LIVE_MICROS], |r| {
+                .query_map([now], |r| {
                     Ok((
                         r.get::<_, String>(0)?,
                         r.get::<_, String>(1)?,
                         r.get::<_, String>(2)?,
                         r.get::<_, i64>(3)?,
+                        r.get::<_, i64>(4)?,
                     ))
                 })
                 .map_err(db_err)?;
             for row in rows {
-                let (id, handlers, queues, last_seen) = row.map_err(db_err)?;
+                let (id, handlers, queues, last_seen, live_until) = row.map_err(db_err)?;
                 workers.push(WorkerInfo {
                     id,
                     handlers: serde_json::from_str(&handlers).unwrap_or_default(),
                     queues: serde_json::from_str(&queues).unwrap_or_default(),
                     last_seen: from_micros(last_seen),
+                    live_until: from_micros(live_until),
                 });
             }
-            let known: Vec<String> = workers
-                .iter()
-                .flat_map(|w| w.handlers.iter().cloned())
-                .collect();
-            let mut unhandled = Vec::new();
-            let mut stmt = conn.prepare_cached(sql::STATS_UNHANDLED).map_err(db_err)?;
-            let rows = stmt
-                .query_map(params![now, json_list(&known)], |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, u64>(2)?,
-                    ))
-                })
+            let stuck_count: u64 = conn
+                .query_row(sql::EXPIRED_COUNT, [now], |r| r.get(0))
                 .map_err(db_err)?;
-            for row in rows {
-                let (handler, state, count) = row.map_err(db_err)?;
-                unhandled.push(HandlerCount {
-                    handler,
-                    state: state.parse()?,
-                    count,
-                });
-            }
-            Ok(Stats {
-                by_state,
-                by_handler,
+            let stuck = conn
+                .prepare_cached(sql::EXPIRED)
+                .map_err(db_err)?
+                .query_map(params![now, p.stuck_limit], expired_from_row)
+                .map_err(db_err)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(db_err)?;
+            Ok(StoreStats {
+                counts: all,
+                due,
                 oldest_due: oldest_due.map(from_micros),
-                finished_last_minute,
-                unhandled,
+                finished_recently,
                 workers,
+                stuck_count,
+                stuck,
             })
         })
         .await
@@ -557,6 +508,36 @@ impl Store for SqliteStore {
         self.call(move |conn| {
             conn.execute(sql::WORKER_REMOVE, [id]).map_err(db_err)?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn leader_elect(&self, p: LeaderParams<'_>) -> Result<bool, TaskError> {
+        let (name, holder) = (p.name.to_string(), p.holder.to_string());
+        let (now, until) = (to_micros(p.now), to_micros(p.until));
+        self.call(move |conn| {
+            transaction_with(conn, Durability::Crash, |tx| {
+                let changed = tx
+                    .prepare_cached(sql::LEADER_ELECT)
+                    .map_err(db_err)?
+                    .execute(params![name, holder, now, until])
+                    .map_err(db_err)?;
+                Ok(changed == 1)
+            })
+        })
+        .await
+    }
+
+    async fn leader_resign(&self, holder: &str) -> Result<(), TaskError> {
+        let holder = holder.to_string();
+        self.call(move |conn| {
+            transaction_with(conn, Durability::Crash, |tx| {
+                tx.prepare_cached(sql::LEADER_RESIGN)
+                    .map_err(db_err)?
+                    .execute([holder])
+                    .map_err(db_err)?;
+                Ok(())
+            })
         })
         .await
     }

@@ -3,6 +3,7 @@
 
 use crate::clock::from_micros;
 use crate::model::{Outcome, Run, TaskInfo};
+use crate::store::ExpiredTask;
 use crate::{TaskError, TaskId};
 
 /// A task id read straight from a text column, without an intermediate `String`.
@@ -56,5 +57,19 @@ pub(super) fn run_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Run> {
         outcome: Outcome::parse(&outcome).unwrap_or(Outcome::Failed),
         error: r.get(5)?,
         worker: r.get(6)?,
+    })
+}
+
+/// An expired lease, from `sql::EXPIRED`'s columns.
+pub(super) fn expired_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ExpiredTask> {
+    Ok(ExpiredTask {
+        id: id_from_row(r, 0)?,
+        fence: r.get(1)?,
+        attempts: r.get(2)?,
+        max_attempts: r.get(3)?,
+        timestamp: from_micros(r.get(4)?),
+        worker: r.get(5)?,
+        started_at: from_micros(r.get::<_, Option<i64>>(6)?.unwrap_or(r.get(7)?)),
+        lease_until: from_micros(r.get(7)?),
     })
 }

@@ -35,10 +35,11 @@ pub(super) const FINISH: &str = "UPDATE tasks SET state = ?1, timestamp = COALES
     attempts = CASE WHEN ?5 THEN 0 ELSE attempts END, \
     last_error = COALESCE(?6, last_error), ready = 0, worker = NULL, started_at = NULL, \
     lease_until = NULL, updated_at = ?7 \
-    WHERE id = ?8 AND fence = ?9 AND state = 'running'";
+    WHERE id = ?8 AND fence = ?9 AND state = 'running' AND (?10 IS NULL OR lease_until < ?10)";
 
-pub(super) const PROMOTE: &str = "UPDATE tasks SET ready = 1 WHERE ready = 0 \
-    AND state IN ('scheduled','retrying') AND due_at <= ?1";
+pub(super) const PROMOTE: &str = "UPDATE tasks SET ready = 1 WHERE id IN (SELECT id FROM tasks \
+    WHERE ready = 0 AND state IN ('scheduled','retrying') AND due_at <= ?1 \
+    ORDER BY due_at LIMIT (?2 + 0))";
 
 /// `LIMIT (?6 + 0)`, not `LIMIT ?6`: SQLite plans with a bare parameter's value and
 /// re-prepares the statement whenever it changes, and the limit (the free slots) changes on
@@ -53,21 +54,19 @@ pub(super) const CLAIM: &str = "UPDATE tasks SET state = 'running', ready = 0, a
     RETURNING id, handler, data, timestamp, last_run_on, attempts, max_attempts, \
     is_recurring, rule, fence";
 
-pub(super) const HEARTBEAT_WORKER: &str = "INSERT INTO workers (id, handlers, queues, last_seen) VALUES (?1, ?2, ?3, ?4) \
-    ON CONFLICT (id) DO UPDATE SET handlers = ?2, queues = ?3, last_seen = ?4";
+pub(super) const HEARTBEAT_WORKER: &str = "INSERT INTO workers (id, handlers, queues, last_seen, live_until) \
+    VALUES (?1, ?2, ?3, ?4, ?5) \
+    ON CONFLICT (id) DO UPDATE SET handlers = ?2, queues = ?3, last_seen = ?4, live_until = ?5";
 
 pub(super) const HEARTBEAT: &str =
     "UPDATE tasks SET lease_until = ?1 WHERE id = ?2 AND fence = ?3 AND state = 'running'";
 
-pub(super) const RESCUE_EXPIRED: &str = "SELECT id, attempts, max_attempts, timestamp, started_at, worker, lease_until \
-    FROM tasks WHERE state = 'running' AND lease_until < ?1";
+pub(super) const EXPIRED: &str = "SELECT id, fence, attempts, max_attempts, timestamp, \
+    COALESCE(worker, ''), started_at, lease_until \
+    FROM tasks WHERE state = 'running' AND lease_until < ?1 ORDER BY lease_until LIMIT ?2";
 
-pub(super) const RESCUE: &str = "UPDATE tasks SET state = ?1, due_at = ?2, ready = 0, last_error = ?3, \
-    worker = NULL, started_at = NULL, lease_until = NULL, updated_at = ?2 \
-    WHERE id = ?4";
-
-pub(super) const RESCUE_RUN: &str = "INSERT INTO runs (task_id, attempt, timestamp, started_at, finished_at, \
-    outcome, error, worker) VALUES (?1, ?2, ?3, ?4, ?5, 'lost', ?6, ?7)";
+pub(super) const EXPIRED_COUNT: &str =
+    "SELECT count(*) FROM tasks WHERE state = 'running' AND lease_until < ?1";
 
 pub(super) const NEXT_DUE: &str = "SELECT min(due_at) FROM ( \
     SELECT * FROM (SELECT due_at FROM tasks WHERE ready = 1 \
@@ -95,11 +94,19 @@ pub(super) const STATS_OLDEST: &str =
 
 pub(super) const STATS_FINISHED: &str = "SELECT count(*) FROM runs WHERE finished_at > ?1";
 
-pub(super) const STATS_WORKERS: &str =
-    "SELECT id, handlers, queues, last_seen FROM workers WHERE last_seen >= ?1 ORDER BY id";
+pub(super) const STATS_WORKERS: &str = "SELECT id, handlers, queues, last_seen, live_until \
+    FROM workers WHERE live_until > ?1 ORDER BY id";
 
-pub(super) const STATS_UNHANDLED: &str = "SELECT handler, state, count(*) FROM tasks WHERE state IN ('scheduled','retrying') \
-    AND due_at <= ?1 AND handler NOT IN (SELECT value FROM json_each(?2)) \
+pub(super) const STATS_DUE: &str = "SELECT handler, state, count(*) FROM tasks \
+    WHERE state IN ('scheduled','retrying') AND due_at <= ?1 \
     GROUP BY handler, state ORDER BY handler, state";
+
+/// Take the leadership when nobody holds it, renew it for its holder, or take it over once
+/// the term ended; the row changes only in those cases.
+pub(super) const LEADER_ELECT: &str = "INSERT INTO leaders (name, holder, until) VALUES (?1, ?2, ?4) \
+    ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, until = excluded.until \
+    WHERE leaders.holder = excluded.holder OR leaders.until < ?3";
+
+pub(super) const LEADER_RESIGN: &str = "DELETE FROM leaders WHERE holder = ?1";
 
 pub(super) const WORKER_REMOVE: &str = "DELETE FROM workers WHERE id = ?1";

@@ -1,0 +1,280 @@
+//! Decisions written once, above the storage seam.
+//!
+//! What an attempt's ending turns a task into (done, the next occurrence, a retry after which
+//! backoff, dead), and every time window and limit the runtime and the client pass to a store.
+//! The stores only apply what they are told: they never decide a state, pick a window or count
+//! attempts against a maximum themselves.
+
+use jiff::{SignedDuration, Timestamp};
+
+use crate::model::Outcome;
+use crate::store::Next;
+
+/// Attempts finished within this window count as the recent throughput in `stats`.
+pub const THROUGHPUT_WINDOW: SignedDuration = SignedDuration::from_secs(60);
+
+/// Tasks a listing returns when the caller gives no limit.
+pub const DEFAULT_LIST_LIMIT: u32 = 100;
+
+/// Expired leases a rescue pass handles at once; the rest wait for the next pass.
+pub const RESCUE_BATCH: u32 = 1_000;
+
+/// Due tasks a claim promotes to `ready` at once; the rest are promoted by the next claim.
+pub const PROMOTE_BATCH: u32 = 5_000;
+
+/// Stuck running tasks (lease over, not yet rescued) that `stats` names one by one.
+pub const STUCK_LISTED: u32 = 10;
+
+/// How an attempt ended, as the runtime saw it. Typed, so that nothing is inferred from the
+/// text of an error message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ending {
+    /// `run` and `on_complete` returned `Ok`. `next` is the next occurrence (scheduled by the
+    /// handler or given by the task's rule); `None` means nothing follows.
+    Succeeded {
+        /// The next occurrence's scheduled instant.
+        next: Option<Timestamp>,
+    },
+    /// `run` returned an error or panicked.
+    Failed,
+    /// `run` ran past the handler's timeout.
+    TimedOut,
+    /// The attempt was stopped before it could end: its worker shut down, or stopped renewing
+    /// its lease and the task was rescued. Nothing is known about how far it got.
+    Lost,
+    /// The work ran, but what follows it could not be recorded (`on_complete` failed, or it
+    /// enqueued a task that cannot be stored). Running the work again could repeat its effects.
+    Unfinishable,
+    /// The stored task cannot be run as written: its data or its rule does not decode.
+    /// Running it again changes nothing until a person repairs it.
+    Undecodable,
+    /// The occurrence was skipped without running, by the rule's missed-occurrence policy.
+    /// `next` is the occurrence to wait for (`None`: the rule has no more).
+    Skipped {
+        /// The next occurrence's scheduled instant.
+        next: Option<Timestamp>,
+    },
+}
+
+/// The facts about one attempt the decision needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Attempt {
+    /// This attempt's number within its occurrence (already counted by the claim).
+    pub attempts: u32,
+    /// Attempts the occurrence may use.
+    pub max_attempts: u32,
+    /// When the attempt started.
+    pub started_at: Timestamp,
+    /// When it ended (for a lost attempt: when that was noticed).
+    pub finished_at: Timestamp,
+}
+
+/// What becomes of the task, and what the run history records.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Decision {
+    /// The run row's outcome; `None` when nothing ran and no run row is written.
+    pub outcome: Option<Outcome>,
+    /// The task's next state.
+    pub next: Next,
+}
+
+/// Decide what an attempt's ending turns its task into. `backoff` gives the wait after a
+/// failed attempt number `n` (the handler's `Task::backoff`).
+///
+/// - A success moves a recurring task to its next occurrence (`last_run_on` becomes the
+///   attempt's start) and finishes anything else.
+/// - A failure or a timeout retries after the backoff while attempts remain, else it is dead.
+/// - A lost attempt retries at once (the task did nothing wrong) while attempts remain.
+/// - An unfinishable or undecodable attempt is dead at once: retrying could repeat effects, or
+///   could not help; a person decides.
+/// - A skipped occurrence moves to the next one without touching `last_run_on`.
+pub(crate) fn decide(
+    ending: Ending,
+    attempt: Attempt,
+    backoff: impl FnOnce(u32) -> SignedDuration,
+) -> Decision {
+    let exhausted = attempt.attempts >= attempt.max_attempts;
+    let retry_after = |wait: SignedDuration| {
+        if exhausted {
+            Next::Dead
+        } else {
+            Next::Retry {
+                due_at: attempt
+                    .finished_at
+                    .saturating_add(wait)
+                    .unwrap_or(Timestamp::MAX),
+            }
+        }
+    };
+    match ending {
+        Ending::Succeeded { next } => Decision {
+            outcome: Some(Outcome::Succeeded),
+            next: match next {
+                Some(timestamp) => Next::Reschedule {
+                    timestamp,
+                    last_run_on: Some(attempt.started_at),
+                },
+                None => Next::Done,
+            },
+        },
+        Ending::Failed => Decision {
+            outcome: Some(Outcome::Failed),
+            next: retry_after(backoff(attempt.attempts)),
+        },
+        Ending::TimedOut => Decision {
+            outcome: Some(Outcome::TimedOut),
+            next: retry_after(backoff(attempt.attempts)),
+        },
+        Ending::Lost => Decision {
+            outcome: Some(Outcome::Lost),
+            next: retry_after(SignedDuration::ZERO),
+        },
+        Ending::Unfinishable => Decision {
+            outcome: Some(Outcome::Succeeded),
+            next: Next::Dead,
+        },
+        Ending::Undecodable => Decision {
+            outcome: Some(Outcome::Failed),
+            next: Next::Dead,
+        },
+        Ending::Skipped { next } => Decision {
+            outcome: None,
+            next: match next {
+                Some(timestamp) => Next::Reschedule {
+                    timestamp,
+                    last_run_on: None,
+                },
+                None => Next::Done,
+            },
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + s).unwrap()
+    }
+
+    fn attempt(attempts: u32, max_attempts: u32) -> Attempt {
+        Attempt {
+            attempts,
+            max_attempts,
+            started_at: t(0),
+            finished_at: t(5),
+        }
+    }
+
+    fn wait(n: u32) -> SignedDuration {
+        SignedDuration::from_secs(i64::from(n) * 10)
+    }
+
+    #[test]
+    fn success_without_next_is_done() {
+        let d = decide(Ending::Succeeded { next: None }, attempt(1, 5), wait);
+        assert_eq!(d.outcome, Some(Outcome::Succeeded));
+        assert_eq!(d.next, Next::Done);
+    }
+
+    #[test]
+    fn success_with_next_reschedules_and_records_the_start() {
+        let d = decide(
+            Ending::Succeeded {
+                next: Some(t(3600)),
+            },
+            attempt(5, 5),
+            wait,
+        );
+        assert_eq!(d.outcome, Some(Outcome::Succeeded));
+        assert_eq!(
+            d.next,
+            Next::Reschedule {
+                timestamp: t(3600),
+                last_run_on: Some(t(0)),
+            }
+        );
+    }
+
+    #[test]
+    fn failure_retries_after_the_backoff_of_this_attempt() {
+        let d = decide(Ending::Failed, attempt(2, 5), wait);
+        assert_eq!(d.outcome, Some(Outcome::Failed));
+        assert_eq!(d.next, Next::Retry { due_at: t(25) });
+    }
+
+    #[test]
+    fn the_last_attempt_failing_is_dead() {
+        assert_eq!(decide(Ending::Failed, attempt(5, 5), wait).next, Next::Dead);
+        assert_eq!(decide(Ending::Failed, attempt(6, 5), wait).next, Next::Dead);
+        assert_eq!(
+            decide(Ending::Failed, attempt(4, 5), wait).next,
+            Next::Retry { due_at: t(45) }
+        );
+    }
+
+    #[test]
+    fn a_timeout_is_its_own_outcome_and_retries_like_a_failure() {
+        let d = decide(Ending::TimedOut, attempt(1, 3), wait);
+        assert_eq!(d.outcome, Some(Outcome::TimedOut));
+        assert_eq!(d.next, Next::Retry { due_at: t(15) });
+        assert_eq!(
+            decide(Ending::TimedOut, attempt(3, 3), wait).next,
+            Next::Dead
+        );
+    }
+
+    #[test]
+    fn a_lost_attempt_retries_at_once_without_backoff() {
+        let d = decide(Ending::Lost, attempt(1, 3), |_| unreachable!());
+        assert_eq!(d.outcome, Some(Outcome::Lost));
+        assert_eq!(d.next, Next::Retry { due_at: t(5) });
+        assert_eq!(
+            decide(Ending::Lost, attempt(3, 3), |_| unreachable!()).next,
+            Next::Dead
+        );
+    }
+
+    #[test]
+    fn unfinishable_and_undecodable_are_dead_with_attempts_left() {
+        let d = decide(Ending::Unfinishable, attempt(1, 5), wait);
+        assert_eq!(d.outcome, Some(Outcome::Succeeded));
+        assert_eq!(d.next, Next::Dead);
+        let d = decide(Ending::Undecodable, attempt(1, 5), wait);
+        assert_eq!(d.outcome, Some(Outcome::Failed));
+        assert_eq!(d.next, Next::Dead);
+    }
+
+    #[test]
+    fn a_skipped_occurrence_writes_no_run_and_keeps_last_run_on() {
+        let d = decide(
+            Ending::Skipped {
+                next: Some(t(7200)),
+            },
+            attempt(1, 5),
+            wait,
+        );
+        assert_eq!(d.outcome, None);
+        assert_eq!(
+            d.next,
+            Next::Reschedule {
+                timestamp: t(7200),
+                last_run_on: None,
+            }
+        );
+        let d = decide(Ending::Skipped { next: None }, attempt(1, 5), wait);
+        assert_eq!(d.next, Next::Done);
+    }
+
+    #[test]
+    fn a_backoff_past_the_end_of_time_is_clamped() {
+        let d = decide(Ending::Failed, attempt(1, 5), |_| SignedDuration::MAX);
+        assert_eq!(
+            d.next,
+            Next::Retry {
+                due_at: Timestamp::MAX
+            }
+        );
+    }
+}

@@ -1,0 +1,92 @@
+//! Preparing a new task for the store: checked against the registry and the rules for task
+//! input, canonicalized, and given an id. Shared by the client (`add`) and the runtime
+//! (follow-up tasks from `on_complete`), so both apply the same checks.
+
+use jiff::Timestamp;
+use serde_json::Value;
+
+use crate::model::NewTask;
+use crate::store::InsertTask;
+use crate::task::Registry;
+use crate::{TaskError, TaskId, rules};
+
+/// Check and canonicalize a new task against the registry, at time `now`.
+pub(crate) fn prepare(
+    registry: &Registry,
+    task: NewTask,
+    now: Timestamp,
+) -> Result<InsertTask, TaskError> {
+    let Some(handler_recurs) = registry.is_recurring(&task.handler) else {
+        let names = registry.names();
+        return Err(TaskError::invalid(format!(
+            "unknown handler '{}': the registered handlers are {}; register it in the \
+             registry, or check the spelling",
+            task.handler,
+            if names.is_empty() {
+                "none".to_string()
+            } else {
+                names.join(", ")
+            }
+        )));
+    };
+    check_data(&task.data)?;
+    registry.check(&task.handler, &task.data)?;
+    if let Some(rule) = &task.recurrence {
+        rules::validate(rule)?;
+    }
+    let timestamp = match (task.at, &task.recurrence) {
+        (Some(at), _) => at,
+        (None, Some(rule)) => rules::first(rule, now)?,
+        (None, None) => now,
+    };
+    let max_attempts = match task.max_attempts {
+        Some(0) => {
+            return Err(TaskError::invalid(
+                "max attempts must be at least 1 (1 means no retries)",
+            ));
+        }
+        Some(n) => n,
+        None => registry
+            .get(&task.handler)
+            .map(|h| h.max_attempts())
+            .unwrap_or(1),
+    };
+    if task.queue.is_empty() {
+        return Err(TaskError::invalid(
+            "the queue name is empty: give a name like 'default'",
+        ));
+    }
+    Ok(InsertTask {
+        id: TaskId::generate(now),
+        handler: task.handler,
+        data: serde_json::to_string(&task.data).map_err(TaskError::invalid)?,
+        timestamp,
+        is_recurring: handler_recurs || task.recurrence.is_some(),
+        rule: task.recurrence.as_ref().map(|r| r.to_json()),
+        max_attempts,
+        queue: task.queue,
+        priority: task.priority,
+        created_at: now,
+    })
+}
+
+/// Check that task data is a JSON object, as every task's data must be.
+///
+/// # Errors
+/// [`TaskError::Invalid`] naming what the value is instead.
+pub fn check_data(data: &Value) -> Result<(), TaskError> {
+    if data.is_object() {
+        return Ok(());
+    }
+    let kind = match data {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    };
+    Err(TaskError::invalid(format!(
+        "task data must be a JSON object like {{\"arg1\": \"hello\"}}, not {kind}"
+    )))
+}

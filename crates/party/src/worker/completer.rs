@@ -1,0 +1,123 @@
+//! The completer: writes finished attempts in batches (group commit), counts what was
+//! recorded, and lets go of the tasks it wrote.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::sync::{Semaphore, mpsc};
+
+use super::{Executed, Inner};
+use crate::model::Outcome;
+use crate::store::{Finish, FinishResult};
+
+impl Inner {
+    /// Count a written result in the worker's report: only what the store recorded.
+    fn count(&self, f: &Finish, r: &FinishResult) {
+        match r {
+            FinishResult::Applied if f.ran => {
+                self.attempts.fetch_add(1, Ordering::Relaxed);
+                if f.outcome == Outcome::Succeeded {
+                    self.succeeded.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    self.failed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            FinishResult::Applied | FinishResult::Duplicate(_) => {}
+            FinishResult::Stale => {
+                self.stale.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// Collect results and write them in batches until every executor has hung up.
+pub(super) async fn completer(
+    inner: Arc<Inner>,
+    mut rx: mpsc::UnboundedReceiver<Executed>,
+    slots: Arc<Semaphore>,
+) {
+    let max = inner.config.finish_batch;
+    let concurrency = inner.config.concurrency + inner.config.prefetch;
+    let mut batch: Vec<Executed> = Vec::with_capacity(max);
+    while let Some(first) = rx.recv().await {
+        batch.push(first);
+        let deadline = tokio::time::Instant::now() + inner.config.flush_delay;
+        while batch.len() < max {
+            match rx.try_recv() {
+                Ok(e) => batch.push(e),
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    // Every task this worker holds is already in the batch: nothing else can
+                    // join it, so waiting would only delay the write.
+                    let held = concurrency - slots.available_permits();
+                    if batch.len() >= held {
+                        break;
+                    }
+                    match tokio::time::timeout_at(deadline, rx.recv()).await {
+                        Ok(Some(e)) => batch.push(e),
+                        _ => break,
+                    }
+                }
+            }
+        }
+        flush(&inner, &mut batch).await;
+    }
+}
+
+/// Write one batch, retrying while the store is unreachable.
+async fn flush(inner: &Inner, batch: &mut Vec<Executed>) {
+    let finishes: Vec<Finish> = batch.iter().map(|e| e.finish.clone()).collect();
+    let mut delay = Duration::from_millis(50);
+    let results = loop {
+        match inner.store.task_finish(finishes.clone()).await {
+            Ok(r) => break r,
+            Err(e) => {
+                tracing::warn!(error = %e, "recording results failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    };
+    let mut retry_without_follow_ups = Vec::new();
+    for (f, r) in finishes.into_iter().zip(results) {
+        inner.count(&f, &r);
+        match r {
+            FinishResult::Applied => {}
+            FinishResult::Stale => tracing::warn!(
+                task = %f.id, fence = f.fence,
+                "result refused: the claim is stale (the task was rescued or changed meanwhile)"
+            ),
+            FinishResult::Duplicate(e) => {
+                tracing::warn!(task = %f.id, error = %e, "a follow-up task was refused; recording the attempt without it");
+                let mut f = f;
+                f.follow_ups.clear();
+                let msg = format!("on_complete follow-up refused: {e}");
+                f.error = Some(f.error.map_or(msg.clone(), |old| format!("{old}; {msg}")));
+                retry_without_follow_ups.push(f);
+            }
+        }
+    }
+    if !retry_without_follow_ups.is_empty() {
+        let again = retry_without_follow_ups.clone();
+        match inner.store.task_finish(retry_without_follow_ups).await {
+            Ok(results) => {
+                for (f, r) in again.iter().zip(results) {
+                    inner.count(f, &r);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "recording results failed; the leases will expire and the tasks be rescued")
+            }
+        }
+    }
+    {
+        let mut held = inner.held.lock().unwrap();
+        for e in batch.iter() {
+            if held.get(&e.finish.id).map(|h| h.fence) == Some(e.finish.fence) {
+                held.remove(&e.finish.id);
+            }
+        }
+    }
+    batch.clear();
+}

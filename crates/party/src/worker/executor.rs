@@ -1,0 +1,301 @@
+//! The executor: runs one claimed task's attempt under a timeout, a panic guard and the
+//! worker's interrupt, and turns its ending into a [`Finish`] through [`policy::decide`].
+
+use std::any::Any;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use jiff::SignedDuration;
+use serde_json::Value;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+
+use super::{Executed, Inner};
+use crate::policy::{self, Attempt, Ending};
+use crate::rules::{self, CatchUp};
+use crate::store::{ClaimedTask, Finish, Next};
+use crate::task::{Handler, TaskContext};
+use crate::{TaskError, prepare};
+
+/// Run one claimed task once an executor permit is free, and hand its result to the completer.
+pub(super) async fn execute(
+    inner: Arc<Inner>,
+    task: ClaimedTask,
+    permit: OwnedSemaphorePermit,
+    executors: Arc<Semaphore>,
+    done: mpsc::UnboundedSender<Executed>,
+    mut abort: watch::Receiver<bool>,
+) {
+    let mut task = task;
+    let running = tokio::select! {
+        p = executors.acquire_owned() => Some(p.expect("never closed")),
+        // Interrupted while waiting for an executor: release the task without starting it.
+        _ = abort.wait_for(|a| *a) => None,
+    };
+    // The attempt starts now: after the claim has returned (and, claimed ahead, after an
+    // executor came free), so the run history never shows it starting before the previous
+    // attempt's result was written.
+    task.started_at = inner.clock.now();
+    let finish = match running {
+        Some(_) if *abort.borrow() => interrupted(&inner, &task),
+        Some(_) => run_one(&inner, task, &mut abort).await,
+        None => interrupted(&inner, &task),
+    };
+    drop(running);
+    inner.mark_finishing(finish.id, finish.fence);
+    let _ = done.send(Executed {
+        finish,
+        _permit: permit,
+    });
+}
+
+/// Catches a panic in the wrapped future, turning it into an error.
+struct CatchUnwind<F>(Pin<Box<F>>);
+
+impl<F: Future> Future for CatchUnwind<F> {
+    type Output = Result<F::Output, Box<dyn Any + Send>>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let fut = self.0.as_mut();
+        match std::panic::catch_unwind(AssertUnwindSafe(|| fut.poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
+            Err(p) => Poll::Ready(Err(p)),
+        }
+    }
+}
+
+fn panic_message(p: &(dyn Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(no message)".to_string()
+    }
+}
+
+/// How a guarded call of `run` or `on_complete` ended.
+enum Call {
+    Ok,
+    Failed(String),
+    TimedOut(String),
+    Interrupted,
+}
+
+async fn guarded(
+    handler: &Arc<dyn Handler>,
+    ctx: &mut TaskContext,
+    complete: bool,
+    abort: &mut watch::Receiver<bool>,
+) -> Call {
+    let timeout = handler.timeout();
+    let fut = async {
+        if complete {
+            handler.on_complete(ctx).await
+        } else {
+            handler.run(ctx).await
+        }
+    };
+    let guarded = tokio::time::timeout(timeout, CatchUnwind(Box::pin(fut)));
+    tokio::select! {
+        r = guarded => match r {
+            Ok(Ok(Ok(()))) => Call::Ok,
+            Ok(Ok(Err(e))) => Call::Failed(e.to_string()),
+            Ok(Err(p)) => Call::Failed(format!("panicked: {}", panic_message(p.as_ref()))),
+            Err(_) => Call::TimedOut(format!("timed out after {}", humantime(timeout))),
+        },
+        _ = abort.wait_for(|a| *a) => Call::Interrupted,
+    }
+}
+
+fn humantime(d: Duration) -> String {
+    format!(
+        "{:#}",
+        SignedDuration::try_from(d).unwrap_or(SignedDuration::MAX)
+    )
+}
+
+/// The finish of an attempt, decided by the policy from how it ended.
+fn finish(
+    inner: &Inner,
+    task: &ClaimedTask,
+    ending: Ending,
+    error: Option<String>,
+    backoff: impl FnOnce(u32) -> SignedDuration,
+) -> Finish {
+    let finished_at = inner.clock.now().max(task.started_at);
+    let decision = policy::decide(
+        ending,
+        Attempt {
+            attempts: task.attempts,
+            max_attempts: task.max_attempts,
+            started_at: task.started_at,
+            finished_at,
+        },
+        backoff,
+    );
+    Finish {
+        id: task.id,
+        fence: task.fence,
+        attempt: task.attempts,
+        timestamp: task.timestamp,
+        started_at: task.started_at,
+        finished_at,
+        worker: inner.id.clone(),
+        ran: decision.outcome.is_some(),
+        outcome: decision.outcome.unwrap_or(crate::Outcome::Succeeded),
+        error,
+        next: decision.next,
+        follow_ups: Vec::new(),
+        expired_before: None,
+    }
+}
+
+/// An attempt stopped by the worker's interrupt (shutdown past its grace, or a second signal).
+fn interrupted(inner: &Inner, task: &ClaimedTask) -> Finish {
+    finish(
+        inner,
+        task,
+        Ending::Lost,
+        Some(format!(
+            "worker {} shut down before the attempt finished",
+            inner.id
+        )),
+        |_| SignedDuration::ZERO,
+    )
+}
+
+/// Decode a claimed task's data: a JSON object, as it was stored. Anything else is an error
+/// naming the task and the field, and the handler is not called.
+fn decode_data(task: &ClaimedTask) -> Result<Value, TaskError> {
+    match serde_json::from_str::<Value>(&task.data) {
+        Ok(v @ Value::Object(_)) => Ok(v),
+        Ok(_) => Err(TaskError::failed(format!(
+            "task {} cannot run: its stored field 'data' is not a JSON object; the task is kept \
+             as it is: repair its data in the database, then retry it",
+            task.id
+        ))),
+        Err(e) => Err(TaskError::failed(format!(
+            "task {} cannot run: its stored field 'data' is not valid JSON ({e}); the task is \
+             kept as it is: repair its data in the database, then retry it",
+            task.id
+        ))),
+    }
+}
+
+pub(super) async fn run_one(
+    inner: &Inner,
+    mut task: ClaimedTask,
+    abort: &mut watch::Receiver<bool>,
+) -> Finish {
+    let Some(handler) = inner.registry.get(&task.handler).cloned() else {
+        // Claims name only this worker's handlers, so this cannot happen; stay safe anyway.
+        return finish(
+            inner,
+            &task,
+            Ending::Lost,
+            Some(format!(
+                "worker {} has no handler '{}'",
+                inner.id, task.handler
+            )),
+            |_| SignedDuration::ZERO,
+        );
+    };
+    let rule = match task.rule.as_deref().map(rules::parse).transpose() {
+        Ok(rule) => rule,
+        Err(e) => {
+            let msg = format!(
+                "task {} cannot run: its stored field 'rule' {e}; the task is kept as it is",
+                task.id
+            );
+            tracing::warn!(task = %task.id, error = %msg, "undecodable task");
+            return finish(inner, &task, Ending::Undecodable, Some(msg), |_| {
+                SignedDuration::ZERO
+            });
+        }
+    };
+    if let Some(rule) = &rule {
+        match rules::catch_up(rule, task.timestamp, inner.clock.now()) {
+            CatchUp::Run(t) => task.timestamp = t,
+            CatchUp::Skip(next) => {
+                tracing::info!(task = %task.id, "missed occurrences skipped by the task's policy");
+                return finish(inner, &task, Ending::Skipped { next }, None, |_| {
+                    SignedDuration::ZERO
+                });
+            }
+        }
+    }
+    let data = match decode_data(&task) {
+        Ok(data) => data,
+        Err(e) => {
+            tracing::warn!(task = %task.id, error = %e, "undecodable task");
+            return finish(
+                inner,
+                &task,
+                Ending::Undecodable,
+                Some(e.to_string()),
+                |_| SignedDuration::ZERO,
+            );
+        }
+    };
+    let mut ctx = TaskContext {
+        id: task.id,
+        handler: task.handler.clone(),
+        data,
+        timestamp: task.timestamp,
+        last_run_on: task.last_run_on,
+        attempts: task.attempts,
+        is_recurring: task.is_recurring,
+        now: task.started_at,
+        worker: inner.id.clone(),
+        next_run: None,
+        follow_ups: Vec::new(),
+    };
+    let backoff = |n| handler.backoff(n);
+    match guarded(&handler, &mut ctx, false, abort).await {
+        Call::Ok => {}
+        Call::Failed(msg) => {
+            tracing::info!(task = %task.id, handler = %task.handler, attempt = task.attempts, error = %msg, "attempt failed");
+            return finish(inner, &task, Ending::Failed, Some(msg), backoff);
+        }
+        Call::TimedOut(msg) => {
+            tracing::info!(task = %task.id, handler = %task.handler, attempt = task.attempts, error = %msg, "attempt timed out");
+            return finish(inner, &task, Ending::TimedOut, Some(msg), backoff);
+        }
+        Call::Interrupted => return interrupted(inner, &task),
+    }
+    match guarded(&handler, &mut ctx, true, abort).await {
+        Call::Ok => {}
+        Call::Interrupted => return interrupted(inner, &task),
+        Call::Failed(m) | Call::TimedOut(m) => {
+            // The work itself succeeded; re-running it could repeat its effects.
+            tracing::warn!(task = %task.id, error = %m, "on_complete failed; the task is dead and needs a look");
+            let msg = format!("on_complete failed: {m}");
+            return finish(inner, &task, Ending::Unfinishable, Some(msg), backoff);
+        }
+    }
+    let now = inner.clock.now();
+    let mut follow_ups = Vec::with_capacity(ctx.follow_ups.len());
+    for t in ctx.follow_ups.drain(..) {
+        match prepare::prepare(&inner.registry, t, now) {
+            Ok(row) => follow_ups.push(row),
+            Err(e) => {
+                let msg = format!("on_complete enqueued a bad follow-up: {e}");
+                return finish(inner, &task, Ending::Unfinishable, Some(msg), backoff);
+            }
+        }
+    }
+    let next = match (ctx.next_run, &rule) {
+        (Some(t), _) => Some(t),
+        (None, Some(rule)) => rule.next_after(task.timestamp),
+        (None, None) => None,
+    };
+    let mut done = finish(inner, &task, Ending::Succeeded { next }, None, backoff);
+    done.follow_ups = follow_ups;
+    debug_assert!(!matches!(done.next, Next::Retry { .. }));
+    done
+}

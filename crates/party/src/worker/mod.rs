@@ -1,0 +1,411 @@
+//! The worker runtime: claims due tasks in batches, runs them on tokio with bounded
+//! concurrency, and records their results in batches (group commit).
+//!
+//! One claimer loop (this module) feeds executors (`executor.rs`); each holds a concurrency
+//! permit until the completer (`completer.rs`) has durably written its result, so "no permits
+//! out" means nothing of ours is running or unrecorded. The heartbeat (`heartbeat.rs`) renews
+//! leases; the maintenance services (rescue of expired leases) run beside it, see
+//! [`crate::maintenance`].
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+
+use crate::clock::Clock;
+use crate::maintenance::{Maintenance, RescueConfig, Rescuer};
+use crate::model::DEFAULT_QUEUE;
+use crate::policy;
+use crate::store::{ClaimParams, Finish, Store};
+use crate::task::Registry;
+use crate::{TaskError, TaskId};
+
+mod completer;
+mod executor;
+mod heartbeat;
+
+/// How a worker runs. `Default` gives the documented defaults.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Tasks run at the same time (default 10).
+    pub concurrency: usize,
+    /// Queues taken from (default `["default"]`).
+    pub queues: Vec<String>,
+    /// How long a claim holds without a heartbeat (default 30 s); renewed every third of it.
+    pub lease: Duration,
+    /// Longest sleep before looking for due tasks again when nothing wakes the worker
+    /// (default 500 ms): a safety net. Inserts in this process wake it at once; commits by
+    /// other processes wake it through PostgreSQL notifications, or on SQLite within about
+    /// 20 ms through the file's change counter.
+    pub poll_interval: Duration,
+    /// At most this many tasks per claim (default 256).
+    pub claim_batch: usize,
+    /// Tasks claimed ahead of free executors (default 0): while `concurrency` tasks run, up to
+    /// this many more wait in the worker, already claimed, so the next claim overlaps the
+    /// running ones and the writing of their results. It raises throughput for short tasks;
+    /// for long tasks it keeps work waiting here that an idle worker elsewhere could run.
+    pub prefetch: usize,
+    /// Results are written in batches of at most this many (default 256).
+    pub finish_batch: usize,
+    /// How long a finished result may wait for others to share its write (default 1 ms).
+    pub flush_delay: Duration,
+    /// On shutdown, how long running tasks get to finish before they are interrupted and
+    /// released (default 30 s).
+    pub shutdown_grace: Duration,
+    /// The worker's id; by default host name, process id and a random suffix.
+    pub id: Option<String>,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> WorkerConfig {
+        WorkerConfig {
+            concurrency: 10,
+            queues: vec![DEFAULT_QUEUE.to_string()],
+            lease: Duration::from_secs(30),
+            poll_interval: Duration::from_millis(500),
+            claim_batch: 256,
+            prefetch: 0,
+            finish_batch: 256,
+            flush_delay: Duration::from_millis(1),
+            shutdown_grace: Duration::from_secs(30),
+            id: None,
+        }
+    }
+}
+
+/// What a worker did before it returned.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WorkerReport {
+    /// Attempts run (any outcome).
+    pub attempts: u64,
+    /// Attempts that succeeded.
+    pub succeeded: u64,
+    /// Attempts that failed, timed out or were lost.
+    pub failed: u64,
+    /// Results the store refused because the claim was stale: the task had been rescued (or
+    /// cancelled) meanwhile, so what this worker did was not recorded. Not counted above.
+    pub stale: u64,
+}
+
+/// Runs tasks. Made by [`crate::Party::worker`].
+pub struct Worker {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    registry: Registry,
+    config: WorkerConfig,
+    id: String,
+    handlers: Vec<String>,
+    attempts: AtomicU64,
+    succeeded: AtomicU64,
+    failed: AtomicU64,
+    stale: AtomicU64,
+    /// Set to interrupt every attempt at once (the grace period is over, or `interrupt`).
+    abort: watch::Sender<bool>,
+    /// Tasks this worker holds: their claim's fence, and a handle to stop the attempt if the
+    /// lease is lost.
+    held: std::sync::Mutex<std::collections::HashMap<TaskId, Held>>,
+}
+
+struct Held {
+    fence: i64,
+    abort: Option<tokio::task::AbortHandle>,
+    /// The attempt has ended and its result is on its way to the store.
+    finishing: bool,
+}
+
+impl Inner {
+    /// The attempt of `id` under `fence` has ended; its result goes to the completer.
+    fn mark_finishing(&self, id: TaskId, fence: i64) {
+        if let Some(h) = self.held.lock().unwrap().get_mut(&id) {
+            if h.fence == fence {
+                h.finishing = true;
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("id", &self.inner.id)
+            .finish()
+    }
+}
+
+fn default_worker_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "host".to_string());
+    format!("{host}-{}-{:04x}", std::process::id(), fastrand::u16(..))
+}
+
+struct Executed {
+    finish: Finish,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Worker {
+    pub(crate) fn new(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        registry: Registry,
+        mut config: WorkerConfig,
+    ) -> Worker {
+        config.concurrency = config.concurrency.max(1);
+        config.claim_batch = config.claim_batch.max(1);
+        config.finish_batch = config.finish_batch.max(1);
+        let id = config.id.clone().unwrap_or_else(default_worker_id);
+        let handlers = registry.names();
+        Worker {
+            inner: Arc::new(Inner {
+                store,
+                clock,
+                registry,
+                config,
+                id,
+                handlers,
+                attempts: AtomicU64::new(0),
+                succeeded: AtomicU64::new(0),
+                failed: AtomicU64::new(0),
+                stale: AtomicU64::new(0),
+                abort: watch::channel(false).0,
+                held: Default::default(),
+            }),
+        }
+    }
+
+    /// Interrupt every running attempt now, without waiting for the grace period: each is
+    /// stopped, recorded as `lost` and released to run again (a `shell` child's whole process
+    /// group is ended). Tasks claimed ahead and not started are released without running. A
+    /// worker that is stopping returns once those results are written. For a second Ctrl-C.
+    pub fn interrupt(&self) {
+        self.inner.abort.send_replace(true);
+    }
+
+    /// The rescue service this worker runs (see [`crate::maintenance`]), for its settings.
+    fn rescuer(&self) -> Rescuer {
+        Rescuer::new(
+            self.inner.store.clone(),
+            self.inner.clock.clone(),
+            RescueConfig::for_lease(self.inner.config.lease),
+        )
+    }
+
+    /// This worker's id, as recorded in run histories.
+    pub fn id(&self) -> &str {
+        &self.inner.id
+    }
+
+    /// Run until nothing this worker can run is due and none of its tasks is running. Future
+    /// tasks, retries waiting for their backoff and tasks of other handlers do not keep it.
+    ///
+    /// # Errors
+    /// [`TaskError::Store`] when the database fails.
+    pub async fn run_until_idle(&self) -> Result<WorkerReport, TaskError> {
+        self.run_inner(None).await
+    }
+
+    /// Run until `shutdown` completes; then stop claiming, give running tasks the grace period,
+    /// interrupt and release the rest, and return.
+    ///
+    /// # Errors
+    /// [`TaskError::Store`] when the database fails.
+    pub async fn run(
+        &self,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<WorkerReport, TaskError> {
+        self.run_inner(Some(Box::pin(shutdown))).await
+    }
+
+    fn totals(&self) -> WorkerReport {
+        WorkerReport {
+            attempts: self.inner.attempts.load(Ordering::Relaxed),
+            succeeded: self.inner.succeeded.load(Ordering::Relaxed),
+            failed: self.inner.failed.load(Ordering::Relaxed),
+            stale: self.inner.stale.load(Ordering::Relaxed),
+        }
+    }
+
+    async fn run_inner(
+        &self,
+        shutdown: Option<Pin<Box<dyn Future<Output = ()> + Send + '_>>>,
+    ) -> Result<WorkerReport, TaskError> {
+        let inner = &self.inner;
+        let before = self.totals();
+        let until_idle = shutdown.is_none();
+        let mut shutdown = shutdown.unwrap_or_else(|| Box::pin(std::future::pending()));
+        // Claimed tasks hold a slot until their result is written; running ones also hold an
+        // executor permit.
+        let concurrency = inner.config.concurrency + inner.config.prefetch;
+        let slots = Arc::new(Semaphore::new(concurrency));
+        let executors = Arc::new(Semaphore::new(inner.config.concurrency));
+        // Announce the worker first: if the database cannot be reached, fail before anything
+        // runs in the background.
+        inner.beat().await?;
+        let (done_tx, done_rx) = mpsc::unbounded_channel::<Executed>();
+        inner.abort.send_replace(false);
+        let abort_rx = inner.abort.subscribe();
+        let completer = tokio::spawn(completer::completer(inner.clone(), done_rx, slots.clone()));
+        let heartbeat = tokio::spawn(heartbeat::heartbeat(inner.clone()));
+        let rescuer = self.rescuer();
+        let maintenance = tokio::spawn(
+            Maintenance::new(inner.store.clone(), inner.clock.clone(), inner.id.clone())
+                .with(rescuer.clone())
+                .run(),
+        );
+        tracing::info!(worker = %inner.id, handlers = ?inner.handlers, queues = ?inner.config.queues, "worker started");
+
+        let store = inner.store.clone();
+        let clock = inner.clock.clone();
+        let wakeups = store.wakeups();
+        let result: Result<(), TaskError> = async {
+            let mut outage = Duration::ZERO;
+            loop {
+                let notified = wakeups.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                let free = slots.available_permits();
+                // Sampled before the claim: if nothing of ours was running or unrecorded then,
+                // an empty claim means idle. Sampled after, a result written in between (a
+                // reschedule or follow-up now due) would be missed.
+                let all_free = free == concurrency;
+                if free == 0 {
+                    tokio::select! {
+                        p = slots.clone().acquire_owned() => drop(p),
+                        _ = &mut shutdown => return Ok(()),
+                    }
+                    continue;
+                }
+                let limit = free.min(inner.config.claim_batch);
+                let now = clock.now();
+                let claimed = match store
+                    .task_claim(ClaimParams {
+                        worker: &inner.id,
+                        handlers: &inner.handlers,
+                        queues: &inner.config.queues,
+                        limit: limit as u32,
+                        now,
+                        lease_until: now + inner.config.lease,
+                        promote_limit: policy::PROMOTE_BATCH,
+                    })
+                    .await
+                {
+                    Ok(c) => {
+                        outage = Duration::ZERO;
+                        c
+                    }
+                    Err(e) => {
+                        // The database is down or busy: say so, back off, and carry on.
+                        outage = (outage * 2).clamp(Duration::from_millis(100), Duration::from_secs(5));
+                        tracing::warn!(worker = %inner.id, error = %e, retry_in = ?outage, "claiming failed; retrying");
+                        tokio::select! {
+                            _ = tokio::time::sleep(outage) => {}
+                            _ = &mut shutdown => return Ok(()),
+                        }
+                        continue;
+                    }
+                };
+                let got = claimed.len();
+                for task in claimed {
+                    let permit = slots
+                        .clone()
+                        .try_acquire_owned()
+                        .expect("a slot per claimed task");
+                    let (id, fence) = (task.id, task.fence);
+                    inner.held.lock().unwrap().insert(id, Held { fence, abort: None, finishing: false });
+                    let handle = tokio::spawn(executor::execute(
+                        inner.clone(),
+                        task,
+                        permit,
+                        executors.clone(),
+                        done_tx.clone(),
+                        abort_rx.clone(),
+                    ));
+                    if let Some(h) = inner.held.lock().unwrap().get_mut(&id).filter(|h| h.fence == fence) {
+                        h.abort = Some(handle.abort_handle());
+                    }
+                }
+                if got == limit {
+                    continue;
+                }
+                if until_idle {
+                    // Wait for everything of ours to finish and be recorded, then look again:
+                    // follow-ups may be due now.
+                    if got == 0 && all_free {
+                        // Nothing claimable: a task stuck in `running` under an expired lease
+                        // would never become so unless rescued, so rescue before calling it idle.
+                        match rescuer.run_once().await {
+                            Ok(report) if report.rescued > 0 => continue,
+                            Ok(_) => return Ok(()),
+                            Err(e) => return Err(e),
+                        }
+                    }
+                    if got == 0 {
+                        let all = slots.acquire_many(concurrency as u32).await.expect("open");
+                        drop(all);
+                    }
+                    continue;
+                }
+                if got > 0 {
+                    continue;
+                }
+                let next_due = store
+                    .task_next_due(&inner.handlers, &inner.config.queues)
+                    .await
+                    .unwrap_or_else(|e| {
+                        tracing::warn!(worker = %inner.id, error = %e, "looking for the next due task failed");
+                        None
+                    });
+                let poll_until = clock.now() + inner.config.poll_interval;
+                let wake_at = next_due.map_or(poll_until, |d| d.min(poll_until));
+                tokio::select! {
+                    _ = clock.sleep_until(wake_at) => {}
+                    _ = &mut notified => {}
+                    _ = &mut shutdown => return Ok(()),
+                }
+            }
+        }
+        .await;
+
+        // Stop: give running tasks the grace period, then interrupt the rest.
+        if !until_idle {
+            tracing::info!(worker = %inner.id, "stopping: no new claims; waiting for running tasks");
+        }
+        let all = concurrency as u32;
+        let mut interrupted = inner.abort.subscribe();
+        let finished_in_grace = tokio::select! {
+            r = tokio::time::timeout(inner.config.shutdown_grace, slots.acquire_many(all)) => r.is_ok(),
+            // Interrupted (a second signal): no more grace.
+            _ = interrupted.wait_for(|a| *a) => false,
+        };
+        if !finished_in_grace {
+            tracing::warn!(worker = %inner.id, "grace period over: interrupting running tasks and releasing them");
+            inner.abort.send_replace(true);
+            let _ = slots.acquire_many(all).await;
+        }
+        drop(done_tx);
+        heartbeat.abort();
+        maintenance.abort();
+        let _ = completer.await;
+        let _ = Maintenance::resign(&*inner.store, &inner.id).await;
+        let _ = inner.store.worker_remove(&inner.id).await;
+        tracing::info!(worker = %inner.id, "worker stopped");
+        let after = self.totals();
+        result.map(|()| WorkerReport {
+            attempts: after.attempts - before.attempts,
+            succeeded: after.succeeded - before.succeeded,
+            failed: after.failed - before.failed,
+            stale: after.stale - before.stale,
+        })
+    }
+}

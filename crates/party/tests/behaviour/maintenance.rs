@@ -1,0 +1,471 @@
+//! Decisions above the storage seam, on every backend: the rescue service and its leadership,
+//! worker liveness from each worker's own lease, undecodable tasks, typed outcomes, and the
+//! worker's report counting only what was recorded.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use party::jiff::SignedDuration;
+use party::maintenance::{Maintenance, RescueConfig, Rescuer, Service};
+use party::serde_json::json;
+use party::store::{ClaimParams, ExpiredParams, FinishResult, HeartbeatParams, LeaderParams};
+use party::{
+    Clock, NewTask, Outcome, Registry, State, Task, TaskContext, TaskError, WorkerConfig,
+    WorkerInfo, builtin,
+};
+use tokio::sync::Notify;
+
+use crate::common::{Backend, Fixture, fixture, on_every_backend, raw_sql, start, t0};
+
+fn claim<'a>(
+    worker: &'a str,
+    handlers: &'a [String],
+    queues: &'a [String],
+    f: &Fixture,
+) -> ClaimParams<'a> {
+    let now = f.clock.now();
+    ClaimParams {
+        worker,
+        handlers,
+        queues,
+        limit: 10,
+        now,
+        lease_until: now + SignedDuration::from_secs(30),
+        promote_limit: party::policy::PROMOTE_BATCH,
+    }
+}
+
+fn default_queue() -> Vec<String> {
+    vec!["default".to_string()]
+}
+
+fn rescuer(f: &Fixture) -> Rescuer {
+    Rescuer::new(
+        f.party.store().clone(),
+        Arc::new(f.clock.clone()),
+        RescueConfig::default(),
+    )
+}
+
+async fn the_rescuer_releases_expired_leases_as_lost_runs(b: Backend) {
+    let Some(f) = fixture(b, builtin::registry(false)).await else {
+        return;
+    };
+    let store = f.party.store().clone();
+    let once = f.party.add(NewTask::new("noop")).await.unwrap();
+    let last = f
+        .party
+        .add(NewTask::new("noop").data(json!({"n": 2})).max_attempts(1))
+        .await
+        .unwrap();
+    let handlers = vec!["noop".to_string()];
+    let queues = default_queue();
+    let now = f.clock.now();
+    let claimed = store
+        .task_claim(claim("gone", &handlers, &queues, &f))
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 2);
+    // Within the lease nothing is expired.
+    f.clock.advance(SignedDuration::from_secs(29));
+    assert_eq!(rescuer(&f).run_once().await.unwrap().rescued, 0);
+    f.clock.advance(SignedDuration::from_secs(2));
+    let report = rescuer(&f).run_once().await.unwrap();
+    assert_eq!(report.rescued, 2);
+    assert_eq!(report.dead, vec![last], "no attempts left: dead");
+    let task = f.party.get(once).await.unwrap();
+    assert_eq!(task.state, State::Retrying);
+    assert_eq!(
+        task.due_at,
+        f.clock.now(),
+        "a lost attempt is due again at once"
+    );
+    assert_eq!(task.runs.len(), 1);
+    let run = &task.runs[0];
+    assert_eq!(run.outcome, Outcome::Lost);
+    assert_eq!(run.worker, "gone");
+    assert_eq!(run.started_at, now);
+    assert_eq!(run.finished_at, f.clock.now());
+    let error = run.error.as_deref().unwrap();
+    assert!(error.contains("worker gone lost its lease"), "{error}");
+    assert_eq!(f.party.get(last).await.unwrap().state, State::Dead);
+    // A second pass finds nothing.
+    assert_eq!(rescuer(&f).run_once().await.unwrap(), Default::default());
+}
+
+async fn a_rescue_racing_a_renewed_lease_changes_nothing(b: Backend) {
+    let Some(f) = fixture(b, builtin::registry(false)).await else {
+        return;
+    };
+    let store = f.party.store().clone();
+    let id = f.party.add(NewTask::new("noop")).await.unwrap();
+    let handlers = vec!["noop".to_string()];
+    let queues = default_queue();
+    let claimed = store
+        .task_claim(claim("slow", &handlers, &queues, &f))
+        .await
+        .unwrap();
+    f.clock.advance(SignedDuration::from_secs(31));
+    let now = f.clock.now();
+    let expired = store
+        .task_expired(ExpiredParams { now, limit: 10 })
+        .await
+        .unwrap();
+    assert_eq!(expired.len(), 1);
+    assert_eq!(expired[0].id, id);
+    assert_eq!(expired[0].fence, claimed[0].fence);
+    assert_eq!(expired[0].worker, "slow");
+    // The worker was only slow: its heartbeat renews the lease before the rescue writes.
+    let info = WorkerInfo {
+        id: "slow".into(),
+        handlers: handlers.clone(),
+        queues: queues.clone(),
+        last_seen: now,
+        live_until: now + SignedDuration::from_secs(30),
+    };
+    let lost = store
+        .task_heartbeat(HeartbeatParams {
+            worker: &info,
+            tasks: &[(id, claimed[0].fence)],
+            lease_until: now + SignedDuration::from_secs(30),
+            now,
+        })
+        .await
+        .unwrap();
+    assert!(lost.is_empty());
+    // The rescue pass that listed it before the renewal is refused.
+    assert_eq!(rescuer(&f).run_once().await.unwrap().rescued, 0);
+    let mut finish = party::store::Finish {
+        id,
+        fence: claimed[0].fence,
+        attempt: 1,
+        timestamp: t0(),
+        started_at: t0(),
+        finished_at: now,
+        worker: "slow".into(),
+        outcome: Outcome::Lost,
+        error: Some("rescued".into()),
+        next: party::store::Next::Retry { due_at: now },
+        follow_ups: vec![],
+        ran: true,
+        expired_before: Some(now),
+    };
+    assert_eq!(
+        store.task_finish(vec![finish.clone()]).await.unwrap(),
+        vec![FinishResult::Stale]
+    );
+    let task = f.party.get(id).await.unwrap();
+    assert_eq!(task.state, State::Running);
+    assert!(task.runs.is_empty());
+    // The worker's own result still applies.
+    finish.expired_before = None;
+    finish.outcome = Outcome::Succeeded;
+    finish.error = None;
+    finish.next = party::store::Next::Done;
+    assert_eq!(
+        store.task_finish(vec![finish]).await.unwrap(),
+        vec![FinishResult::Applied]
+    );
+    assert_eq!(f.party.get(id).await.unwrap().state, State::Done);
+}
+
+async fn one_holder_leads_a_service_until_its_term_lapses_or_it_resigns(b: Backend) {
+    let Some(f) = fixture(b, Registry::new()).await else {
+        return;
+    };
+    let store = f.party.store().clone();
+    let bid = |holder: &'static str, f: &Fixture| {
+        let now = f.clock.now();
+        let store = store.clone();
+        async move {
+            store
+                .leader_elect(LeaderParams {
+                    name: "rescue",
+                    holder,
+                    now,
+                    until: now + SignedDuration::from_secs(3),
+                })
+                .await
+                .unwrap()
+        }
+    };
+    assert!(bid("a", &f).await, "nobody leads: a takes it");
+    assert!(!bid("b", &f).await, "a leads: b is refused");
+    f.clock.advance(SignedDuration::from_secs(2));
+    assert!(bid("a", &f).await, "a renews its term");
+    f.clock.advance(SignedDuration::from_secs(2));
+    assert!(!bid("b", &f).await, "the renewed term still holds");
+    f.clock.advance(SignedDuration::from_secs(2));
+    assert!(bid("b", &f).await, "a's term lapsed: b takes over");
+    assert!(!bid("a", &f).await);
+    Maintenance::resign(&*store, "b").await.unwrap();
+    assert!(bid("a", &f).await, "b resigned: a takes it at once");
+    // Leadership is per service.
+    let now = f.clock.now();
+    assert!(
+        store
+            .leader_elect(LeaderParams {
+                name: "prune",
+                holder: "b",
+                now,
+                until: now + SignedDuration::from_secs(3),
+            })
+            .await
+            .unwrap()
+    );
+    // The maintenance runner elects through the same rows.
+    let m = Maintenance::new(store.clone(), Arc::new(f.clock.clone()), "c".into());
+    assert!(
+        !m.elect(&rescuer(&f)).await.unwrap(),
+        "a still leads rescue"
+    );
+    assert_eq!(rescuer(&f).name(), "rescue");
+}
+
+async fn a_worker_with_a_long_lease_stays_live_in_stats(b: Backend) {
+    let Some(f) = fixture(b, builtin::registry(false)).await else {
+        return;
+    };
+    let worker = f.party.worker(WorkerConfig {
+        lease: Duration::from_secs(600),
+        id: Some("patient".into()),
+        ..Default::default()
+    });
+    let running = start(worker);
+    // The worker announces itself before anything else.
+    for _ in 0..200 {
+        if !f.party.stats().await.unwrap().workers.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Five minutes later, with no heartbeat in between (it beats every 200 s), it is live.
+    f.clock.advance(SignedDuration::from_secs(300));
+    let stats = f.party.stats().await.unwrap();
+    assert_eq!(stats.workers.len(), 1, "{stats:?}");
+    assert_eq!(stats.workers[0].id, "patient");
+    assert_eq!(
+        stats.workers[0].live_until,
+        stats.workers[0].last_seen + SignedDuration::from_secs(600)
+    );
+    // A due task of a handler it knows is not reported as unhandled.
+    f.party.add(NewTask::new("log")).await.unwrap();
+    // Past its lease without a beat it is no longer live.
+    f.clock.advance(SignedDuration::from_secs(301));
+    let stats = f.party.stats().await.unwrap();
+    assert!(stats.workers.is_empty(), "{stats:?}");
+    running.stop().await;
+}
+
+async fn stats_name_running_tasks_stuck_under_an_expired_lease(b: Backend) {
+    let Some(f) = fixture(b, builtin::registry(false)).await else {
+        return;
+    };
+    let store = f.party.store().clone();
+    let id = f.party.add(NewTask::new("noop")).await.unwrap();
+    let handlers = vec!["noop".to_string()];
+    let queues = default_queue();
+    store
+        .task_claim(claim("killed", &handlers, &queues, &f))
+        .await
+        .unwrap();
+    assert_eq!(f.party.stats().await.unwrap().stuck_count, 0);
+    f.clock.advance(SignedDuration::from_secs(45));
+    let stats = f.party.stats().await.unwrap();
+    assert_eq!(stats.stuck_count, 1);
+    assert_eq!(stats.stuck[0].id, id);
+    assert_eq!(stats.stuck[0].worker, "killed");
+    assert_eq!(
+        stats.stuck[0].lease_until,
+        t0() + SignedDuration::from_secs(30)
+    );
+}
+
+async fn run_until_idle_rescues_a_task_stuck_under_an_expired_lease(b: Backend) {
+    let Some(f) = fixture(b, builtin::registry(false)).await else {
+        return;
+    };
+    let store = f.party.store().clone();
+    let id = f.party.add(NewTask::new("noop")).await.unwrap();
+    let handlers = vec!["noop".to_string()];
+    let queues = default_queue();
+    store
+        .task_claim(claim("killed", &handlers, &queues, &f))
+        .await
+        .unwrap();
+    f.clock.advance(SignedDuration::from_secs(31));
+    let report = f
+        .party
+        .worker(WorkerConfig::default())
+        .run_until_idle()
+        .await
+        .unwrap();
+    assert_eq!(report.succeeded, 1);
+    let task = f.party.get(id).await.unwrap();
+    assert_eq!(task.state, State::Done);
+    let outcomes: Vec<_> = task.runs.iter().map(|r| r.outcome).collect();
+    assert_eq!(outcomes, vec![Outcome::Lost, Outcome::Succeeded]);
+}
+
+struct Echo;
+
+impl Task for Echo {
+    const NAME: &'static str = "echo";
+
+    async fn run(&self, ctx: &mut TaskContext) -> Result<(), TaskError> {
+        match ctx.data().get("fail").and_then(|v| v.as_str()) {
+            Some(msg) => Err(TaskError::failed(msg)),
+            None => Ok(()),
+        }
+    }
+}
+
+async fn an_undecodable_task_is_not_run_and_the_others_are(b: Backend) {
+    let Some(f) = fixture(b, Registry::new().register(Echo)).await else {
+        return;
+    };
+    let good = f
+        .party
+        .add(NewTask::new("echo").data(json!({"n": 1})))
+        .await
+        .unwrap();
+    let not_json = f
+        .party
+        .add(NewTask::new("echo").data(json!({"n": 2})))
+        .await
+        .unwrap();
+    let not_object = f
+        .party
+        .add(NewTask::new("echo").data(json!({"n": 3})))
+        .await
+        .unwrap();
+    raw_sql(
+        &f,
+        &format!("UPDATE tasks SET data = '{{\"n\": 2' WHERE id = '{not_json}'"),
+    )
+    .await;
+    raw_sql(
+        &f,
+        &format!("UPDATE tasks SET data = '[1, 2]' WHERE id = '{not_object}'"),
+    )
+    .await;
+    let report = f
+        .party
+        .worker(WorkerConfig::default())
+        .run_until_idle()
+        .await
+        .unwrap();
+    assert_eq!(report.succeeded, 1);
+    assert_eq!(report.failed, 2);
+    assert_eq!(f.party.get(good).await.unwrap().state, State::Done);
+    for (id, what) in [
+        (not_json, "not valid JSON"),
+        (not_object, "not a JSON object"),
+    ] {
+        let task = f.party.get(id).await.unwrap();
+        assert_eq!(task.state, State::Dead, "a person has to repair it");
+        assert_eq!(task.attempts, 1, "no attempts burnt on it");
+        assert_eq!(task.runs.len(), 1);
+        assert_eq!(task.runs[0].outcome, Outcome::Failed);
+        let error = task.runs[0].error.as_deref().unwrap();
+        assert!(error.contains(&id.to_string()), "{error}");
+        assert!(error.contains("'data'"), "{error}");
+        assert!(error.contains(what), "{error}");
+        assert_eq!(task.last_error.as_deref(), Some(error));
+    }
+    // The rows are kept as they were, for a person to look at.
+    let rows = raw_sql(
+        &f,
+        &format!("SELECT data FROM tasks WHERE id = '{not_object}'"),
+    )
+    .await;
+    assert_eq!(rows, vec!["[1, 2]".to_string()]);
+}
+
+async fn an_error_that_says_timed_out_is_a_failure_not_a_timeout(b: Backend) {
+    let Some(f) = fixture(b, Registry::new().register(Echo)).await else {
+        return;
+    };
+    let id = f
+        .party
+        .add(
+            NewTask::new("echo")
+                .data(json!({"fail": "timed out waiting for the bank"}))
+                .max_attempts(1),
+        )
+        .await
+        .unwrap();
+    f.party
+        .worker(WorkerConfig::default())
+        .run_until_idle()
+        .await
+        .unwrap();
+    let task = f.party.get(id).await.unwrap();
+    assert_eq!(task.runs[0].outcome, Outcome::Failed);
+    assert_eq!(
+        task.runs[0].error.as_deref(),
+        Some("timed out waiting for the bank")
+    );
+}
+
+/// Waits for the test's signal before it returns.
+struct Gate(Arc<Notify>, Arc<Notify>);
+
+impl Task for Gate {
+    const NAME: &'static str = "gate";
+
+    async fn run(&self, _ctx: &mut TaskContext) -> Result<(), TaskError> {
+        self.0.notify_one();
+        self.1.notified().await;
+        Ok(())
+    }
+}
+
+async fn a_result_refused_as_stale_is_not_counted_as_succeeded(b: Backend) {
+    let (started, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+    let Some(f) = fixture(
+        b,
+        Registry::new().register(Gate(started.clone(), release.clone())),
+    )
+    .await
+    else {
+        return;
+    };
+    let id = f
+        .party
+        .add(NewTask::new("gate").max_attempts(1))
+        .await
+        .unwrap();
+    let running = start(f.party.worker(WorkerConfig {
+        lease: Duration::from_secs(30),
+        ..Default::default()
+    }));
+    started.notified().await;
+    // The worker looks dead from outside: its lease ends and a rescue pass releases it (this
+    // one, or the worker's own rescuer, which reads the same clock).
+    f.clock.advance(SignedDuration::from_secs(31));
+    rescuer(&f).run_once().await.unwrap();
+    assert_eq!(f.party.get(id).await.unwrap().state, State::Dead);
+    // Its attempts are used up, so nobody claims it again; the old attempt then returns.
+    release.notify_one();
+    let report = running.stop().await;
+    assert_eq!(report.succeeded, 0, "{report:?}");
+    assert_eq!(report.stale, 1, "{report:?}");
+    assert_eq!(report.attempts, 0, "{report:?}");
+    let task = f.party.get(id).await.unwrap();
+    assert_eq!(task.state, State::Dead);
+    assert_eq!(task.runs.len(), 1, "only the lost run");
+    assert_eq!(task.runs[0].outcome, Outcome::Lost);
+}
+
+on_every_backend!(
+    the_rescuer_releases_expired_leases_as_lost_runs,
+    a_rescue_racing_a_renewed_lease_changes_nothing,
+    one_holder_leads_a_service_until_its_term_lapses_or_it_resigns,
+    a_worker_with_a_long_lease_stays_live_in_stats,
+    stats_name_running_tasks_stuck_under_an_expired_lease,
+    run_until_idle_rescues_a_task_stuck_under_an_expired_lease,
+    an_undecodable_task_is_not_run_and_the_others_are,
+    an_error_that_says_timed_out_is_a_failure_not_a_timeout,
+    a_result_refused_as_stale_is_not_counted_as_succeeded,
+);

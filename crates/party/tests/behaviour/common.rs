@@ -57,7 +57,9 @@ pub async fn fresh_store(
     }
 }
 
-async fn postgres_store() -> Option<(Arc<dyn Store>, Box<dyn std::any::Any + Send>)> {
+/// The test server's URL; `None` (with a printed line) when it is not configured, which fails
+/// under `CI=true`.
+pub fn postgres_url() -> Option<String> {
     let Some(url) = std::env::var("PARTY_TEST_DATABASE_URL")
         .ok()
         .filter(|u| !u.trim().is_empty())
@@ -72,10 +74,12 @@ async fn postgres_store() -> Option<(Arc<dyn Store>, Box<dyn std::any::Any + Sen
         );
         return None;
     };
-    let schema = TempSchema {
-        url: url.trim().to_string(),
-        name: format!("party_test_{:016x}", fastrand_u64()),
-    };
+    Some(url.trim().to_string())
+}
+
+async fn postgres_store() -> Option<(Arc<dyn Store>, Box<dyn std::any::Any + Send>)> {
+    let url = postgres_url()?;
+    let schema = TempSchema::new(&url);
     let sep = if schema.url.contains('?') { '&' } else { '?' };
     let store = party::open_store(&format!("{}{sep}schema={}", schema.url, schema.name))
         .await
@@ -127,6 +131,21 @@ pub async fn raw_sql(f: &Fixture, sql: &str) -> Vec<String> {
 pub struct TempSchema {
     url: String,
     name: String,
+}
+
+impl TempSchema {
+    /// A schema name no other test uses, on the server at `url`.
+    pub fn new(url: &str) -> TempSchema {
+        TempSchema {
+            url: url.to_string(),
+            name: format!("party_test_{:016x}", fastrand_u64()),
+        }
+    }
+
+    /// The schema's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
 }
 
 impl Drop for TempSchema {

@@ -469,3 +469,106 @@ on_every_backend!(
     an_error_that_says_timed_out_is_a_failure_not_a_timeout,
     a_result_refused_as_stale_is_not_counted_as_succeeded,
 );
+
+/// A store written at schema version 1 (as the first release wrote it) upgrades on first use:
+/// its tasks and runs are kept, and its workers get a liveness matching the old 30 s window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_1_store_upgrades_in_place() {
+    const V1_SQLITE: &str = include_str!("../../src/store/sqlite/migrations/001_tasks.sql");
+    const V1_POSTGRES: &str = include_str!("../../src/store/postgres/migrations/001_tasks.sql");
+    let seen = 1_800_000_000_000_000i64;
+    let insert_v1 = format!(
+        "INSERT INTO workers (id, handlers, queues, last_seen) VALUES ('old', '[\"noop\"]', \
+         '[\"default\"]', {seen}); \
+         INSERT INTO tasks (id, handler, data, timestamp, due_at, ready, attempts, max_attempts, \
+         is_recurring, state, queue, priority, fence, created_at, updated_at) VALUES \
+         ('6a0000000000000000000001', 'noop', '{{}}', {seen}, {seen}, 0, 1, 5, 0, 'dead', \
+         'default', 0, 1, {seen}, {seen}); \
+         INSERT INTO runs (task_id, attempt, timestamp, started_at, finished_at, outcome, error, \
+         worker) VALUES ('6a0000000000000000000001', 1, {seen}, {seen}, {seen}, 'failed', 'x', \
+         'old');"
+    );
+    // SQLite: the file as version 1 left it.
+    let db = crate::common::temp_db_path("v1");
+    {
+        let conn = rusqlite::Connection::open(&db.path).unwrap();
+        conn.execute_batch(V1_SQLITE).unwrap();
+        conn.execute_batch(&insert_v1).unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+    }
+    let store = party::open_store(db.path.to_str().unwrap()).await.unwrap();
+    check_upgraded(store, seen).await;
+    let conn = rusqlite::Connection::open(&db.path).unwrap();
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, party::store::SCHEMA_VERSION);
+
+    // PostgreSQL: a schema as version 1 left it.
+    let Some(url) = crate::common::postgres_url() else {
+        return;
+    };
+    let schema = crate::common::TempSchema::new(&url);
+    use party::store::postgres::tokio_postgres;
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let pg_v1 = insert_v1
+        .replace("'[\"noop\"]'", "ARRAY['noop']")
+        .replace("'[\"default\"]'", "ARRAY['default']")
+        .replace(&format!("{seen}"), &format!("to_timestamp({seen} / 1e6)"))
+        .replace(", 0, 1, 5, 0, 'dead'", ", false, 1, 5, false, 'dead'");
+    client
+        .batch_execute(&format!(
+            "CREATE SCHEMA \"{n}\"; SET search_path TO \"{n}\"; {V1_POSTGRES}; \
+             CREATE TABLE schema_version (version integer PRIMARY KEY, \
+             applied_at timestamptz NOT NULL DEFAULT now()); \
+             INSERT INTO schema_version (version) VALUES (1); {pg_v1}",
+            n = schema.name()
+        ))
+        .await
+        .unwrap();
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let store = party::open_store(&format!("{url}{sep}schema={}", schema.name()))
+        .await
+        .unwrap();
+    check_upgraded(store, seen).await;
+}
+
+async fn check_upgraded(store: Arc<dyn party::store::Store>, seen: i64) {
+    let clock = party::ManualClock::new(party::jiff::Timestamp::from_microsecond(seen).unwrap());
+    let party = party::Party::with_store(store, builtin::registry(false))
+        .with_clock(Arc::new(clock.clone()));
+    let task = party
+        .get("6a0000000000000000000001".parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(task.state, State::Dead);
+    assert_eq!(task.runs.len(), 1);
+    assert_eq!(task.runs[0].error.as_deref(), Some("x"));
+    // The old worker row is live for the 30 s the old window gave it, and no longer.
+    clock.advance(SignedDuration::from_secs(29));
+    let stats = party.stats().await.unwrap();
+    assert_eq!(stats.workers.len(), 1);
+    assert_eq!(
+        stats.workers[0].live_until,
+        stats.workers[0].last_seen + SignedDuration::from_secs(30)
+    );
+    clock.advance(SignedDuration::from_secs(2));
+    assert!(party.stats().await.unwrap().workers.is_empty());
+    // Leadership works on the upgraded store.
+    let now = clock.now();
+    assert!(
+        party
+            .store()
+            .leader_elect(LeaderParams {
+                name: "rescue",
+                holder: "new",
+                now,
+                until: now + SignedDuration::from_secs(3),
+            })
+            .await
+            .unwrap()
+    );
+}

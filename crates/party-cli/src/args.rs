@@ -75,7 +75,7 @@ pub(crate) struct NextArgs {
 #[derive(Debug, Args)]
 pub(crate) struct AddArgs {
     /// The handler's registered name (built in: noop, log, sleep, shell)
-    #[arg(required_unless_present = "from")]
+    #[arg(required_unless_present = "from", value_parser = parse::handler)]
     pub(crate) handler: Option<String>,
 
     /// Add every task in a JSON Lines file instead, one task per line: {"handler": "noop",
@@ -98,7 +98,7 @@ pub(crate) struct AddArgs {
     pub(crate) max_attempts: Option<u32>,
 
     /// The queue it waits in
-    #[arg(long, value_name = "Q", default_value = party::DEFAULT_QUEUE)]
+    #[arg(long, value_name = "Q", default_value = party::DEFAULT_QUEUE, value_parser = parse::queue)]
     pub(crate) queue: String,
 
     /// Lower runs first
@@ -106,7 +106,8 @@ pub(crate) struct AddArgs {
         long,
         value_name = "P",
         default_value_t = 0,
-        allow_negative_numbers = true
+        allow_negative_numbers = true,
+        value_parser = parse::priority
     )]
     pub(crate) priority: i32,
 }
@@ -171,7 +172,7 @@ pub(crate) struct ListArgs {
     pub(crate) state: Option<State>,
 
     /// Only tasks of this handler
-    #[arg(long, value_name = "H")]
+    #[arg(long, value_name = "H", value_parser = parse::handler)]
     pub(crate) handler: Option<String>,
 
     /// At most this many
@@ -219,7 +220,7 @@ pub(crate) struct WorkerArgs {
     pub(crate) concurrency: usize,
 
     /// Take tasks from this queue (repeat for several)
-    #[arg(long = "queue", value_name = "Q", default_value = party::DEFAULT_QUEUE)]
+    #[arg(long = "queue", value_name = "Q", default_value = party::DEFAULT_QUEUE, value_parser = parse::queue)]
     pub(crate) queues: Vec<String>,
 
     /// Exit once nothing this worker can run is due and none of its tasks is running
@@ -228,7 +229,7 @@ pub(crate) struct WorkerArgs {
 
     /// Claim up to N tasks ahead of free executors, so claims overlap running tasks: faster
     /// for short tasks; for long ones it holds work another worker could run
-    #[arg(long, value_name = "N", default_value_t = 0)]
+    #[arg(long, value_name = "N", default_value_t = 0, value_parser = parse::prefetch)]
     pub(crate) prefetch: usize,
 
     /// How long a claim holds without a heartbeat; a worker that dies or freezes loses its
@@ -238,7 +239,7 @@ pub(crate) struct WorkerArgs {
 
     /// On SIGINT/SIGTERM, how long running tasks get to finish before they are interrupted and
     /// released to other workers
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse::duration)]
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse::grace)]
     pub(crate) grace: SignedDuration,
 
     /// Run `shell` tasks: commands stored in the database, run with sh -c

@@ -6,12 +6,16 @@
 //! [`Party::add_many`]: one transaction for the whole file, so a file is added all or none. A
 //! bad line is refused with its line number, and nothing is written.
 
-use std::io::BufRead;
+use std::io::{BufRead, Read};
 
 use party::jiff::Timestamp;
 use party::serde_json::{Map, Value};
+use party::validate;
 use party::{NewTask, Party, TaskError, TaskId};
 use serde::Deserialize;
+
+/// The longest line read: the largest task data and room for the other fields.
+const MAX_LINE_BYTES: usize = validate::MAX_DATA_BYTES + 64 * 1024;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -24,59 +28,83 @@ struct Line {
     #[serde(default)]
     queue: Option<String>,
     #[serde(default)]
-    priority: Option<i32>,
+    priority: Option<i64>,
     #[serde(default)]
-    max_attempts: Option<u32>,
+    max_attempts: Option<i64>,
 }
 
 /// The tasks of a JSON Lines text, each with its line number (from 1).
 ///
 /// # Errors
-/// [`TaskError::Invalid`] naming the first bad line: not JSON, an unknown field, a missing
-/// handler, data that is not an object, a time that is not RFC 3339.
-pub fn parse(input: impl BufRead) -> Result<Vec<(usize, NewTask)>, TaskError> {
+/// [`TaskError::Invalid`] naming the first bad line: not JSON, too long, an unknown field, a
+/// missing handler, a value outside the limits of [`party::validate`], a time that is not RFC
+/// 3339.
+pub fn parse(mut input: impl BufRead) -> Result<Vec<(usize, NewTask)>, TaskError> {
     let mut tasks = Vec::new();
-    for (i, line) in input.lines().enumerate() {
-        let number = i + 1;
-        let line = line.map_err(|e| TaskError::invalid(format!("line {number}: {e}")))?;
+    let mut buf = Vec::new();
+    let mut number = 0;
+    loop {
+        buf.clear();
+        let read = (&mut input)
+            .take(MAX_LINE_BYTES as u64 + 1)
+            .read_until(b'\n', &mut buf)
+            .map_err(|e| TaskError::invalid(format!("line {}: {e}", number + 1)))?;
+        if read == 0 {
+            break;
+        }
+        number += 1;
+        if buf.len() > MAX_LINE_BYTES && buf.last() != Some(&b'\n') {
+            return Err(TaskError::invalid(format!(
+                "line {number} is too long: at most {MAX_LINE_BYTES} bytes (task data is at most \
+                 {} bytes)",
+                validate::MAX_DATA_BYTES
+            )));
+        }
+        let line = std::str::from_utf8(&buf)
+            .map_err(|_| TaskError::invalid(format!("line {number} is not UTF-8 text")))?;
         if line.trim().is_empty() {
             continue;
         }
         tasks.push((
             number,
-            task(&line).map_err(|m| TaskError::invalid(format!("line {number}: {m}")))?,
+            task(line).map_err(|e| TaskError::invalid(format!("line {number}: {e}")))?,
         ));
     }
     Ok(tasks)
 }
 
-fn task(line: &str) -> Result<NewTask, String> {
+fn task(line: &str) -> Result<NewTask, TaskError> {
     let l: Line = party::serde_json::from_str(line).map_err(|e| {
-        format!(
+        TaskError::invalid(format!(
             "{e}; each line must be one JSON object like \
              {{\"handler\": \"noop\", \"data\": {{}}, \"at\": \"2027-01-31T09:00:00Z\"}}"
-        )
+        ))
     })?;
+    validate::integers_fit(line)?;
+    validate::handler_name(&l.handler)?;
     let mut t = NewTask::new(l.handler);
     t = t.data(match l.data {
         None => Value::Object(Map::new()),
-        Some(v @ Value::Object(_)) => v,
-        Some(_) => return Err("\"data\" must be a JSON object like {\"key\": \"value\"}".into()),
+        Some(v @ Value::Object(_)) => validate::canonical_data(v)?.0,
+        Some(_) => {
+            return Err(TaskError::invalid(
+                "\"data\" must be a JSON object like {\"key\": \"value\"}",
+            ));
+        }
     });
     if let Some(at) = l.at {
-        let at: Timestamp = at.parse().map_err(|e| {
-            format!("\"at\" is not an RFC 3339 time ({e}); write it like 2027-01-31T09:00:00Z")
-        })?;
+        let at: Timestamp = validate::time(&at).map_err(|e| TaskError::invalid(format!("\"at\": {e}")))?;
         t = t.at(at);
     }
     if let Some(q) = l.queue {
+        validate::queue_name(&q)?;
         t = t.queue(q);
     }
     if let Some(p) = l.priority {
-        t = t.priority(p);
+        t = t.priority(validate::priority(p)?);
     }
     if let Some(n) = l.max_attempts {
-        t = t.max_attempts(n);
+        t = t.max_attempts(validate::max_attempts(n)?);
     }
     Ok(t)
 }
@@ -92,6 +120,14 @@ pub async fn add_from(party: &Party, input: impl BufRead) -> Result<Vec<TaskId>,
         return Err(TaskError::invalid(
             "the file has no tasks: give one JSON object per line",
         ));
+    }
+    // The rule `add --at` applies: an explicit time must not be past.
+    let now = party.clock().now();
+    for (number, task) in &tasks {
+        if let Some(at) = task.at {
+            validate::not_past(at, now, "\"at\"")
+                .map_err(|e| TaskError::invalid(format!("line {number}: {e}")))?;
+        }
     }
     let lines: Vec<usize> = tasks.iter().map(|(n, _)| *n).collect();
     let tasks: Vec<NewTask> = tasks.into_iter().map(|(_, t)| t).collect();

@@ -67,7 +67,12 @@ where
         Ok(cli) => cli,
         Err(e) => {
             // Help and version go to stdout with code 0; usage errors to stderr with code 2.
-            let _ = e.print();
+            match bounded_usage_error(&e) {
+                Some(text) => eprint!("{text}"),
+                None => {
+                    let _ = e.print();
+                }
+            }
             return if e.use_stderr() { 2 } else { 0 };
         }
     };
@@ -109,6 +114,49 @@ pub fn main_with(registry: Registry) -> ! {
     std::process::exit(code)
 }
 
+/// clap's message for a usage error quotes the offending argument whole and raw. When that
+/// argument is long or holds control characters, the message is rewritten with the argument
+/// cut and escaped ([`party::validate::quote`]); `None` keeps clap's own message.
+fn bounded_usage_error(e: &clap::Error) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if !e.use_stderr() {
+        return None;
+    }
+    if e.kind() == ErrorKind::ValueValidation {
+        if let (Some(ContextValue::String(arg)), Some(ContextValue::String(value))) = (
+            e.get(ContextKind::InvalidArg),
+            e.get(ContextKind::InvalidValue),
+        ) {
+            let quoted = party::validate::quote(value);
+            if quoted == format!("'{value}'") {
+                return None;
+            }
+            let reason = std::error::Error::source(e)
+                .map(|s| format!(": {s}"))
+                .unwrap_or_default();
+            return Some(format!(
+                "error: invalid value {quoted} for '{arg}'{reason}\n\nFor more information, try \
+                 '--help'.\n"
+            ));
+        }
+    }
+    let text = e.render().to_string();
+    let bounded: Vec<String> = text
+        .lines()
+        .map(|line| {
+            let shown = party::validate::printable(line);
+            if shown.chars().count() > 300 {
+                let head: String = shown.chars().take(300).collect();
+                format!("{head}... ({} bytes)", line.len())
+            } else {
+                shown.into_owned()
+            }
+        })
+        .collect();
+    let bounded = bounded.join("\n") + "\n";
+    (bounded.trim_end() != text.trim_end()).then_some(bounded)
+}
+
 fn init_logging(default: tracing::Level) -> Result<(), TaskError> {
     let level = match std::env::var(LOG_ENV) {
         Ok(v) if !v.trim().is_empty() => v
@@ -116,8 +164,9 @@ fn init_logging(default: tracing::Level) -> Result<(), TaskError> {
             .parse::<tracing_subscriber::filter::LevelFilter>()
             .map_err(|_| {
                 TaskError::invalid(format!(
-                    "{LOG_ENV}='{v}' is not a log level: use one of off, error, warn, info, \
-                         debug, trace"
+                    "{LOG_ENV}={} is not a log level: use one of off, error, warn, info, \
+                         debug, trace",
+                    party::validate::quote(&v)
                 ))
             })?,
         _ => default.into(),

@@ -28,29 +28,58 @@ pub(crate) fn flush() {
     let _ = std::io::stdout().flush();
 }
 
-/// A plain-text table: a header row and left-aligned columns two spaces apart.
+/// The widest a table cell is printed; longer values are cut with `...` (`show` and `--json`
+/// have them whole).
+pub(crate) const MAX_CELL_CHARS: usize = 64;
+
+/// A plain-text table: a header row and left-aligned columns two spaces apart. Every cell is
+/// made safe for a terminal ([`cell`]; the last column, which is not padded, is escaped but
+/// not cut); no value, however long, can break the layout.
 pub(crate) fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
-    for row in rows {
+    let header: Vec<String> = headers.iter().map(|h| h.to_string()).collect();
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| {
+            let last = row.len().saturating_sub(1);
+            // The last column is not padded, so it is shown whole (escaped).
+            row.iter()
+                .enumerate()
+                .map(|(i, c)| if i == last { field(c) } else { cell(c) })
+                .collect()
+        })
+        .collect();
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
         }
     }
     let mut text = String::new();
-    let header: Vec<String> = headers.iter().map(|h| h.to_string()).collect();
-    for row in std::iter::once(&header).chain(rows) {
+    for row in std::iter::once(&header).chain(&rows) {
         let mut line = String::new();
         for (i, (cell, width)) in row.iter().zip(&widths).enumerate() {
-            if i + 1 == row.len() {
-                line.push_str(cell);
-            } else {
-                line.push_str(&format!("{cell:<width$}  "));
+            line.push_str(cell);
+            if i + 1 < row.len() {
+                // Padded by hand: `format!("{:<width$}")` panics for widths past u16::MAX.
+                let pad = width.saturating_sub(cell.chars().count()) + 2;
+                line.extend(std::iter::repeat_n(' ', pad));
             }
         }
         text.push_str(line.trim_end());
         text.push('\n');
     }
     text
+}
+
+/// A value as a table shows it: control characters escaped (an ESC byte stored in a task never
+/// reaches the terminal raw) and cut to [`MAX_CELL_CHARS`].
+pub(crate) fn cell(value: &str) -> String {
+    truncate(&party::validate::printable(value), MAX_CELL_CHARS)
+}
+
+/// A value as `show` prints it: whole, with control characters escaped.
+pub(crate) fn field(value: &str) -> String {
+    party::validate::printable(value).into_owned()
 }
 
 /// A time for a table: RFC 3339 UTC to the second, e.g. `2027-01-31T09:00:00Z`.
@@ -120,6 +149,19 @@ mod tests {
             ],
         );
         assert_eq!(t, "ID   STATE\na    done\nbbb  x\n");
+    }
+
+    #[test]
+    fn tables_survive_long_values_and_escape_control_characters() {
+        let long = "q".repeat(70_000);
+        let t = table(
+            &["QUEUE", "DATA"],
+            &[vec![long, "x".into()], vec!["a\u{1b}[2Jb".into(), "y\u{7}".into()]],
+        );
+        assert!(t.lines().all(|l| l.chars().count() < 100), "{t}");
+        assert!(!t.contains('\u{1b}'), "{t}");
+        assert!(t.contains("a\\u{1b}[2Jb"), "{t}");
+        assert!(t.contains("y\\u{7}") && !t.contains('\u{7}'), "{t}");
     }
 
     #[test]

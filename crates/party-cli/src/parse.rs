@@ -1,157 +1,208 @@
-//! Parsers for the values the command line takes: durations, times, JSON data, ids, states.
-//! Each error says what was wrong and what to write instead; clap adds which option it was.
+//! Parsers for the values the command line takes: durations, times, JSON data, ids, states,
+//! names and numbers. The limits and checks themselves live in [`party::validate`], shared with
+//! the library and `add --from`; these adapt them to clap. Each error says what was wrong and
+//! what to write instead; clap adds which option it was.
 
 use jiff::{SignedDuration, Timestamp};
-use party::{State, TaskId};
+use party::validate::{self, quote};
+use party::{State, TaskError, TaskId};
 use serde_json::Value;
 
-/// A duration like `90s`, `30m`, `2h`, `7d`, `1w` or `1h30m`: the same form recurrence rules
-/// use ([`party::recurrence::parse_duration`]).
-pub(crate) fn duration(s: &str) -> Result<SignedDuration, String> {
-    party::recurrence::parse_duration(s)
+/// A duration like `90s`, `30m`, `2h`, `7d`, `1w` or `1h30m` (`1h 30m` too): the same form
+/// recurrence rules use ([`party::recurrence::parse_duration`]).
+pub(crate) fn duration(s: &str) -> Result<SignedDuration, TaskError> {
+    validate::duration(s)
 }
 
 /// A recurrence interval: a [`duration`] longer than zero.
-pub(crate) fn interval(s: &str) -> Result<SignedDuration, String> {
+pub(crate) fn interval(s: &str) -> Result<SignedDuration, TaskError> {
     let d = duration(s)?;
     if d.is_zero() {
-        return Err(format!(
-            "'{s}' is zero: a task cannot recur every 0 seconds; give a positive duration, e.g. 30m"
-        ));
+        return Err(TaskError::invalid(format!(
+            "{} is zero: a task cannot recur every 0 seconds; give a positive duration, e.g. 30m",
+            quote(s)
+        )));
     }
     Ok(d)
 }
 
 /// A cron expression, checked now so a bad one writes nothing.
-pub(crate) fn cron(s: &str) -> Result<String, String> {
-    party::recurrence::Recurrence::cron(s, None).map(|_| s.to_string())
+pub(crate) fn cron(s: &str) -> Result<String, TaskError> {
+    validate::short_text(s, "the cron expression")?;
+    party::recurrence::Recurrence::cron(s, None)
+        .map(|_| s.to_string())
+        .map_err(TaskError::invalid)
 }
 
 /// A day of the month for `--monthly-on`: 1 to 31.
-pub(crate) fn month_day(s: &str) -> Result<u8, String> {
+pub(crate) fn month_day(s: &str) -> Result<u8, TaskError> {
     match s.trim().parse::<u8>() {
         Ok(d @ 1..=31) => Ok(d),
-        _ => Err(format!(
-            "'{s}' is not a day of the month: give 1 to 31 (31 runs on the last day of shorter months)"
-        )),
+        _ => Err(TaskError::invalid(format!(
+            "{} is not a day of the month: give 1 to 31 (31 runs on the last day of shorter \
+             months)",
+            quote(s)
+        ))),
     }
 }
 
 /// A wall time `HH:MM` for `--at-time`.
-pub(crate) fn wall_time(s: &str) -> Result<String, String> {
-    party::recurrence::Recurrence::monthly_on(1, s, None).map(|_| s.to_string())
+pub(crate) fn wall_time(s: &str) -> Result<String, TaskError> {
+    validate::short_text(s, "the wall time")?;
+    party::recurrence::Recurrence::monthly_on(1, s, None)
+        .map(|_| s.to_string())
+        .map_err(TaskError::invalid)
 }
 
 /// An IANA time zone name, looked up in the system's time zone database.
-pub(crate) fn zone(s: &str) -> Result<String, String> {
+pub(crate) fn zone(s: &str) -> Result<String, TaskError> {
+    validate::short_text(s, "the time zone")?;
     party::recurrence::Recurrence::cron("0 0 * * *", Some(s))
         .map(|r| r.tz.unwrap_or_else(|| s.to_string()))
+        .map_err(TaskError::invalid)
 }
 
 /// `--missed all|latest|skip`.
-pub(crate) fn missed(s: &str) -> Result<party::recurrence::Missed, String> {
-    s.parse().map_err(|e: String| e)
+pub(crate) fn missed(s: &str) -> Result<party::recurrence::Missed, TaskError> {
+    validate::short_text(s, "the policy")?;
+    s.parse().map_err(TaskError::invalid)
 }
 
 /// `--nonexistent shift|skip`.
-pub(crate) fn nonexistent(s: &str) -> Result<party::recurrence::Nonexistent, String> {
-    s.parse().map_err(|e: String| e)
+pub(crate) fn nonexistent(s: &str) -> Result<party::recurrence::Nonexistent, TaskError> {
+    validate::short_text(s, "the policy")?;
+    s.parse().map_err(TaskError::invalid)
 }
 
 /// `--repeated first|second`.
-pub(crate) fn repeated(s: &str) -> Result<party::recurrence::Repeated, String> {
-    s.parse().map_err(|e: String| e)
+pub(crate) fn repeated(s: &str) -> Result<party::recurrence::Repeated, TaskError> {
+    validate::short_text(s, "the policy")?;
+    s.parse().map_err(TaskError::invalid)
 }
 
 /// `party next --count`: 1 to 1000.
-pub(crate) fn count(s: &str) -> Result<usize, String> {
-    match s.trim().parse::<usize>() {
-        Ok(n @ 1..=1000) => Ok(n),
-        _ => Err(format!("'{s}' is not a count from 1 to 1000")),
-    }
+pub(crate) fn count(s: &str) -> Result<usize, TaskError> {
+    validate::whole_number(s, "the count", 1, 1000, "--count 5").map(|n| n as usize)
 }
 
 /// `party worker --lease`: 1 second to 1 hour.
-pub(crate) fn lease(s: &str) -> Result<SignedDuration, String> {
+pub(crate) fn lease(s: &str) -> Result<SignedDuration, TaskError> {
     let d = duration(s)?;
     if d < SignedDuration::from_secs(1) || d > SignedDuration::from_hours(1) {
-        return Err(format!(
-            "'{s}' is out of range: a lease is between 1s and 1h (default 30s)"
-        ));
+        return Err(TaskError::invalid(format!(
+            "{} is out of range: a lease is between 1s and 1h (default 30s)",
+            quote(s)
+        )));
     }
     Ok(d)
+}
+
+/// `party worker --grace`: 0s to 24h.
+pub(crate) fn grace(s: &str) -> Result<SignedDuration, TaskError> {
+    validate::grace(s)
 }
 
 /// How long `party demo` runs: 5 seconds to 10 minutes.
-pub(crate) fn demo_length(s: &str) -> Result<SignedDuration, String> {
+pub(crate) fn demo_length(s: &str) -> Result<SignedDuration, TaskError> {
     let d = duration(s)?;
     if d < SignedDuration::from_secs(5) || d > SignedDuration::from_mins(10) {
-        return Err(format!(
-            "'{s}' is out of range: the demo runs between 5s and 10m (default 20s)"
-        ));
+        return Err(TaskError::invalid(format!(
+            "{} is out of range: the demo runs between 5s and 10m (default 20s)",
+            quote(s)
+        )));
     }
     Ok(d)
 }
 
-/// An instant in RFC 3339 with `Z` or an offset.
-pub(crate) fn time(s: &str) -> Result<Timestamp, String> {
-    s.parse::<Timestamp>().map_err(|e| {
-        format!(
-            "'{s}' is not a time ({e}); write RFC 3339 with Z or an offset, e.g. \
-             2027-01-31T09:00:00Z or 2027-01-31T10:00:00+01:00"
-        )
-    })
+/// An instant in RFC 3339 with `Z` or an offset (see [`validate::time`]).
+pub(crate) fn time(s: &str) -> Result<Timestamp, TaskError> {
+    validate::time(s)
 }
 
-/// Task data: a JSON object.
-pub(crate) fn data(s: &str) -> Result<Value, String> {
-    let value: Value = serde_json::from_str(s).map_err(|e| {
-        format!(
-            "not valid JSON ({e}); give a JSON object in single quotes, e.g. --data '{{\"arg1\": \"hello\"}}'"
-        )
-    })?;
-    party::check_data(&value).map_err(|e| e.to_string())?;
-    Ok(value)
+/// Task data: a JSON object (see [`validate::data_text`]).
+pub(crate) fn data(s: &str) -> Result<Value, TaskError> {
+    validate::data_text(s, "--data '{\"arg1\": \"hello\"}' (in single quotes)")
 }
 
-fn positive<T: std::str::FromStr + PartialOrd + From<u8>>(
-    s: &str,
-    what: &str,
-    example: &str,
-) -> Result<T, String> {
-    match s.parse::<T>() {
-        Ok(n) if n >= T::from(1) => Ok(n),
-        Ok(_) => Err(format!("{what} must be at least 1, e.g. {example}")),
-        Err(_) => Err(format!(
-            "'{s}' is not a whole number: {what} is a whole number of at least 1, e.g. {example}"
-        )),
-    }
+/// A handler name for `add` and `list --handler`.
+pub(crate) fn handler(s: &str) -> Result<String, TaskError> {
+    validate::handler_name(s).map(|()| s.to_string())
 }
 
-/// `--max-attempts`: at least 1.
-pub(crate) fn max_attempts(s: &str) -> Result<u32, String> {
-    positive(s, "max attempts", "--max-attempts 3 (1 means no retries)")
+/// A queue name for `add --queue` and `worker --queue`.
+pub(crate) fn queue(s: &str) -> Result<String, TaskError> {
+    validate::queue_name(s).map(|()| s.to_string())
 }
 
-/// `--limit`: at least 1.
-pub(crate) fn limit(s: &str) -> Result<u32, String> {
-    positive(s, "the limit", "--limit 20")
+/// `--max-attempts`: 1 to [`validate::MAX_ATTEMPTS`].
+pub(crate) fn max_attempts(s: &str) -> Result<u32, TaskError> {
+    let n = validate::whole_number(
+        s,
+        "max attempts",
+        1,
+        validate::MAX_ATTEMPTS.into(),
+        "--max-attempts 3 (1 means no retries)",
+    )?;
+    validate::max_attempts(n)
 }
 
-/// `--concurrency`: at least 1.
-pub(crate) fn concurrency(s: &str) -> Result<usize, String> {
-    let n: u32 = positive(s, "the concurrency", "--concurrency 4")?;
-    Ok(n as usize)
+/// `--priority`: any 32-bit integer; lower runs first.
+pub(crate) fn priority(s: &str) -> Result<i32, TaskError> {
+    let n = validate::whole_number(
+        s,
+        "the priority",
+        i32::MIN.into(),
+        i32::MAX.into(),
+        "--priority -10 (lower runs first)",
+    )?;
+    validate::priority(n)
+}
+
+/// `--limit`: 1 to [`validate::MAX_LIST_LIMIT`].
+pub(crate) fn limit(s: &str) -> Result<u32, TaskError> {
+    validate::whole_number(
+        s,
+        "the limit",
+        1,
+        validate::MAX_LIST_LIMIT.into(),
+        "--limit 20",
+    )
+    .map(|n| n as u32)
+}
+
+/// `--concurrency`: 1 to [`validate::MAX_CONCURRENCY`].
+pub(crate) fn concurrency(s: &str) -> Result<usize, TaskError> {
+    validate::whole_number(
+        s,
+        "the concurrency",
+        1,
+        validate::MAX_CONCURRENCY as i64,
+        "--concurrency 4",
+    )
+    .map(|n| n as usize)
+}
+
+/// `--prefetch`: 0 to [`validate::MAX_PREFETCH`].
+pub(crate) fn prefetch(s: &str) -> Result<usize, TaskError> {
+    validate::whole_number(
+        s,
+        "the prefetch",
+        0,
+        validate::MAX_PREFETCH as i64,
+        "--prefetch 16",
+    )
+    .map(|n| n as usize)
 }
 
 /// A task state name.
-pub(crate) fn state(s: &str) -> Result<State, String> {
-    s.parse::<State>().map_err(|e| e.to_string())
+pub(crate) fn state(s: &str) -> Result<State, TaskError> {
+    validate::short_text(s, "the state")?;
+    s.parse::<State>()
 }
 
 /// A task id: 24 hex characters.
-pub(crate) fn id(s: &str) -> Result<TaskId, String> {
-    s.parse::<TaskId>().map_err(|e| e.to_string())
+pub(crate) fn id(s: &str) -> Result<TaskId, TaskError> {
+    s.parse::<TaskId>()
 }
 
 /// A variable name for `worker --shell-env`: letters, digits and `_`, not starting with a digit,
@@ -186,11 +237,12 @@ mod tests {
         assert_eq!(duration("1h30m").unwrap(), SignedDuration::from_mins(90));
         assert_eq!(duration("1w").unwrap(), SignedDuration::from_hours(7 * 24));
         assert_eq!(duration("0s").unwrap(), SignedDuration::ZERO);
-        assert!(duration("5x").unwrap_err().contains("unknown unit"));
-        assert!(interval("0m").unwrap_err().contains("positive"));
+        assert!(duration("5x").unwrap_err().to_string().contains("unknown unit"));
+        assert!(interval("0m").unwrap_err().to_string().contains("positive"));
         assert!(
             demo_length("1s")
                 .unwrap_err()
+                .to_string()
                 .contains("between 5s and 10m")
         );
     }
@@ -204,28 +256,47 @@ mod tests {
         assert!(
             time("2027-01-31T09:00:00")
                 .unwrap_err()
+                .to_string()
                 .contains("RFC 3339")
         );
-        assert!(time("tomorrow").unwrap_err().contains("RFC 3339"));
+        assert!(time("tomorrow").unwrap_err().to_string().contains("RFC 3339"));
     }
 
     #[test]
     fn data_must_be_a_json_object() {
         assert!(data(r#"{"a": 1}"#).is_ok());
-        assert!(data("{a: 1}").unwrap_err().contains("not valid JSON"));
-        assert!(data("[1, 2]").unwrap_err().contains("not an array"));
-        assert!(data("\"x\"").unwrap_err().contains("not a string"));
+        assert!(data("{a: 1}").unwrap_err().to_string().contains("not valid JSON"));
+        assert!(data("[1, 2]").unwrap_err().to_string().contains("not an array"));
+        assert!(data("\"x\"").unwrap_err().to_string().contains("not a string"));
     }
 
     #[test]
     fn counts_must_be_positive() {
         assert_eq!(max_attempts("3").unwrap(), 3);
-        assert!(max_attempts("0").unwrap_err().contains("at least 1"));
+        assert!(max_attempts("0").unwrap_err().to_string().contains("at least 1"));
         assert!(
             max_attempts("-1")
                 .unwrap_err()
+                .to_string()
+                .contains("too small: it must be at least 1")
+        );
+        assert!(
+            max_attempts("4294967295")
+                .unwrap_err()
+                .to_string()
+                .contains("too large: the maximum is 2147483647")
+        );
+        assert!(
+            limit("x")
+                .unwrap_err()
+                .to_string()
                 .contains("not a whole number")
         );
-        assert!(limit("x").unwrap_err().contains("not a whole number"));
+        assert!(
+            priority("2147483648")
+                .unwrap_err()
+                .to_string()
+                .contains("too large")
+        );
     }
 }

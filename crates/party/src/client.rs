@@ -11,7 +11,7 @@ use crate::store::{
 };
 use crate::task::Registry;
 use crate::worker::{Worker, WorkerConfig};
-use crate::{TaskError, TaskId, policy, prepare, rules};
+use crate::{TaskError, TaskId, policy, prepare, rules, validate};
 use jiff::Timestamp;
 
 /// The database party uses when none is given: `./party.db`.
@@ -35,26 +35,29 @@ impl std::fmt::Debug for Party {
 }
 
 /// Open the store a URL names: a `postgres://` or `postgresql://` URL, or a SQLite file path
-/// (optionally prefixed `sqlite:` or `sqlite://`). The schema is created or upgraded.
+/// (optionally prefixed `sqlite:` or `sqlite://`). The schema is created or upgraded. Text that
+/// looks like another URL (`mysql://…`, a misspelt `postgress://…` or `postgres:…`) is refused
+/// rather than taken for a file name (see [`validate::database_url`]); no message shows the
+/// URL's password.
 ///
 /// # Errors
 /// [`TaskError::Store`] when the database cannot be reached or its schema is newer than this
-/// binary; [`TaskError::Invalid`] for an empty URL.
+/// binary; [`TaskError::Invalid`] for an empty or unsupported URL.
 pub async fn open_store(url: &str) -> Result<Arc<dyn Store>, TaskError> {
     let url = url.trim();
-    if url.is_empty() {
-        return Err(TaskError::invalid(
-            "the database URL is empty: give a SQLite file path or a postgres:// URL",
-        ));
-    }
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        return open_postgres(url).await;
-    }
-    let path = url
-        .strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"))
-        .unwrap_or(url);
-    Ok(Arc::new(SqliteStore::open(path).await?))
+    let opened = match validate::database_url(url)? {
+        validate::DatabaseKind::Postgres => open_postgres(url).await,
+        validate::DatabaseKind::Sqlite => {
+            let path = url
+                .strip_prefix("sqlite://")
+                .or_else(|| url.strip_prefix("sqlite:"))
+                .unwrap_or(url);
+            SqliteStore::open(path)
+                .await
+                .map(|s| Arc::new(s) as Arc<dyn Store>)
+        }
+    };
+    opened.map_err(|e| validate::scrub_error(e, url))
 }
 
 async fn open_postgres(url: &str) -> Result<Arc<dyn Store>, TaskError> {

@@ -77,7 +77,8 @@ impl FromStr for TaskId {
     fn from_str(s: &str) -> Result<TaskId, TaskError> {
         let bad = || {
             TaskError::invalid(format!(
-                "'{s}' is not a task id: an id is 24 hexadecimal characters, as printed by `party add` or `party list`"
+                "{} is not a task id: an id is 24 hexadecimal characters, as printed by `party add` or `party list`",
+                crate::validate::quote(s)
             ))
         };
         if s.len() != 24 || !s.is_ascii() {

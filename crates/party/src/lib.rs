@@ -45,6 +45,7 @@ pub mod recurrence;
 mod rules;
 pub mod store;
 mod task;
+pub mod validate;
 mod worker;
 
 pub use client::{DEFAULT_DATABASE, Party, open_store};

@@ -72,7 +72,8 @@ impl FromStr for State {
     fn from_str(s: &str) -> Result<State, TaskError> {
         State::ALL.into_iter().find(|st| st.as_str() == s).ok_or_else(|| {
             TaskError::invalid(format!(
-                "unknown state '{s}': use one of scheduled, running, retrying, done, dead, cancelled"
+                "unknown state {}: use one of scheduled, running, retrying, done, dead, cancelled",
+                crate::validate::quote(s)
             ))
         })
     }

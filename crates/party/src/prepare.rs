@@ -8,7 +8,7 @@ use serde_json::Value;
 use crate::model::NewTask;
 use crate::store::InsertTask;
 use crate::task::Registry;
-use crate::{TaskError, TaskId, rules};
+use crate::{TaskError, TaskId, rules, validate};
 
 /// Check and canonicalize a new task against the registry, at time `now`.
 pub(crate) fn prepare(
@@ -16,6 +16,7 @@ pub(crate) fn prepare(
     task: NewTask,
     now: Timestamp,
 ) -> Result<InsertTask, TaskError> {
+    validate::handler_name(&task.handler)?;
     let Some(handler_recurs) = registry.is_recurring(&task.handler) else {
         let names = registry.names();
         return Err(TaskError::invalid(format!(
@@ -29,8 +30,8 @@ pub(crate) fn prepare(
             }
         )));
     };
-    check_data(&task.data)?;
-    registry.check(&task.handler, &task.data)?;
+    let (value, data) = validate::canonical_data(task.data)?;
+    registry.check(&task.handler, &value)?;
     if let Some(rule) = &task.recurrence {
         rules::validate(rule)?;
     }
@@ -40,26 +41,17 @@ pub(crate) fn prepare(
         (None, None) => now,
     };
     let max_attempts = match task.max_attempts {
-        Some(0) => {
-            return Err(TaskError::invalid(
-                "max attempts must be at least 1 (1 means no retries)",
-            ));
-        }
-        Some(n) => n,
+        Some(n) => validate::max_attempts(n.into())?,
         None => registry
             .get(&task.handler)
-            .map(|h| h.max_attempts())
+            .map(|h| h.max_attempts().min(validate::MAX_ATTEMPTS))
             .unwrap_or(1),
     };
-    if task.queue.is_empty() {
-        return Err(TaskError::invalid(
-            "the queue name is empty: give a name like 'default'",
-        ));
-    }
+    validate::queue_name(&task.queue)?;
     Ok(InsertTask {
         id: TaskId::generate(now),
         handler: task.handler,
-        data: serde_json::to_string(&task.data).map_err(TaskError::invalid)?,
+        data,
         timestamp,
         is_recurring: handler_recurs || task.recurrence.is_some(),
         rule: task.recurrence.as_ref().map(|r| r.to_json()),

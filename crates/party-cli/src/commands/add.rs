@@ -1,7 +1,7 @@
 //! `party add`: create a task and print its id.
 
 use jiff::Timestamp;
-use party::{NewTask, Party, TaskError, format_time};
+use party::{NewTask, Party, TaskError};
 
 use crate::args::{AddArgs, Recurrence, When};
 use crate::output;
@@ -49,12 +49,7 @@ async fn from_file(party: &Party, path: &std::path::Path) -> Result<(), TaskErro
 /// The first occurrence's time from `--at` or `--in`; `None` means now.
 fn first_time(when: &When, now: Timestamp) -> Result<Option<Timestamp>, TaskError> {
     match (when.at, when.in_) {
-        (Some(at), _) if at < now => Err(TaskError::invalid(format!(
-            "--at {} is in the past (now is {}); give a future time, or leave --at out to run now",
-            format_time(at),
-            format_time(now)
-        ))),
-        (Some(at), _) => Ok(Some(at)),
+        (Some(at), _) => party::validate::not_past(at, now, "--at").map(|()| Some(at)),
         (None, Some(d)) if d.is_zero() => Ok(None),
         (None, Some(d)) => now.checked_add(d).map(Some).map_err(|_| {
             TaskError::invalid(format!(

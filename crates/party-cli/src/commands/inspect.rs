@@ -17,7 +17,21 @@ pub(crate) async fn list(party: &Party, args: ListArgs) -> Result<(), TaskError>
     };
     let tasks = party.list(&filter).await?;
     if args.json {
-        return output::print_json(&tasks);
+        // A listing does not read run histories: leave the field out rather than print an
+        // empty one (`show --json` has it).
+        let listed: Vec<serde_json::Value> = tasks
+            .iter()
+            .map(|t| {
+                let mut v = serde_json::to_value(t).map_err(|e| {
+                    TaskError::failed(format!("cannot write JSON: {e}"))
+                })?;
+                if let Some(o) = v.as_object_mut() {
+                    o.remove("runs");
+                }
+                Ok(v)
+            })
+            .collect::<Result<_, TaskError>>()?;
+        return output::print_json(&listed);
     }
     if tasks.is_empty() {
         return output::print("no tasks; `party add HANDLER` creates one\n");
@@ -93,7 +107,7 @@ pub(crate) async fn show(party: &Party, args: ShowArgs) -> Result<(), TaskError>
     ];
     let mut text = String::new();
     for (name, value) in fields {
-        text.push_str(&format!("{name:<12} {value}\n"));
+        text.push_str(&format!("{name:<12} {}\n", output::field(&value)));
     }
     if task.runs.is_empty() {
         text.push_str("\nrun history: no attempts yet\n");

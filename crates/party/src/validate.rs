@@ -1,0 +1,907 @@
+//! Every limit and check on what a user supplies, in one place: names, task data, numbers,
+//! times, durations and database URLs. The library's [`crate::Party::add`], the command line
+//! (its value parsers and `add --from`) and any other front end call these same functions, so
+//! one input gets one answer everywhere.
+//!
+//! Each check returns [`TaskError::Invalid`] with a message that says what was wrong and what
+//! to write instead. A message quotes at most [`QUOTE_CHARS`] characters of the input (see
+//! [`quote`]), with control characters escaped, so a 100 KB argument is never echoed back.
+//!
+//! The limits:
+//!
+//! | what | limit |
+//! |---|---|
+//! | handler and queue names | 1 to [`MAX_NAME_BYTES`] bytes, no control or bidirectional-format characters |
+//! | task data | a JSON object, at most [`MAX_DATA_BYTES`] bytes as stored, nested at most [`MAX_DATA_DEPTH`] deep; integers within 64 bits |
+//! | max attempts | 1 to [`MAX_ATTEMPTS`] on every backend |
+//! | priority | [`i32::MIN`] to [`i32::MAX`] |
+//! | list limit | 1 to [`MAX_LIST_LIMIT`] |
+//! | worker concurrency, prefetch | 1 to [`MAX_CONCURRENCY`], 0 to [`MAX_PREFETCH`] |
+//! | shutdown grace | 0s to [`MAX_GRACE`] |
+//! | short texts (durations, cron, zones, times) | [`MAX_TEXT_BYTES`] bytes |
+//! | times | RFC 3339 with `Z` or an offset within ±23:59; no leap second |
+
+use std::borrow::Cow;
+
+use jiff::{SignedDuration, Timestamp};
+use serde_json::{Map, Number, Value};
+
+use crate::TaskError;
+
+/// The longest handler or queue name, in bytes.
+pub const MAX_NAME_BYTES: usize = 128;
+
+/// The largest task data, in bytes of its stored (canonical JSON) form: 1 MiB.
+pub const MAX_DATA_BYTES: usize = 1 << 20;
+
+/// How deeply task data may nest objects and arrays (the data object itself is depth 1).
+pub const MAX_DATA_DEPTH: usize = 64;
+
+/// The most attempts an occurrence may be allowed: the largest value PostgreSQL's `integer`
+/// holds, so every backend stores the same number.
+pub const MAX_ATTEMPTS: u32 = i32::MAX as u32;
+
+/// The most tasks one listing returns.
+pub const MAX_LIST_LIMIT: u32 = 1_000_000;
+
+/// The most tasks one worker runs at once.
+pub const MAX_CONCURRENCY: usize = 10_000;
+
+/// The most tasks one worker claims ahead of free executors.
+pub const MAX_PREFETCH: usize = 10_000;
+
+/// The longest shutdown grace a worker may be given.
+pub const MAX_GRACE: SignedDuration = SignedDuration::from_hours(24);
+
+/// The longest short text (a duration, a cron expression, a time zone, a time), in bytes.
+pub const MAX_TEXT_BYTES: usize = 256;
+
+/// How many characters of an input an error message quotes.
+pub const QUOTE_CHARS: usize = 60;
+
+// ---------------------------------------------------------------------------------------------
+// Echoing input back
+
+/// `s` safe to print to a terminal: control characters (C0, DEL, C1) and bidirectional-format
+/// characters are written as `\u{..}` escapes (`\n`, `\r` and `\t` as themselves escaped), so
+/// an ESC byte in stored data cannot drive the terminal. Other text is unchanged.
+pub fn printable(s: &str) -> Cow<'_, str> {
+    if !s.chars().any(unsafe_to_print) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if unsafe_to_print(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+fn unsafe_to_print(c: char) -> bool {
+    c.is_control() || is_bidi_format(c)
+}
+
+/// The characters that reorder text on screen (U+202A..U+202E, U+2066..U+2069, U+200E, U+200F,
+/// U+061C): harmless in data, misleading in a name or a table.
+fn is_bidi_format(c: char) -> bool {
+    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}' | '\u{061C}')
+}
+
+/// `s` quoted for an error message: `'text'`, or its first [`QUOTE_CHARS`] characters and
+/// `...` with the full length when it is longer, control characters escaped (see
+/// [`printable`]).
+pub fn quote(s: &str) -> String {
+    if s.chars().count() <= QUOTE_CHARS {
+        return format!("'{}'", printable(s));
+    }
+    let head: String = s.chars().take(QUOTE_CHARS).collect();
+    format!("'{}...' ({} bytes)", printable(&head), s.len())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Names
+
+/// A handler name: 1 to [`MAX_NAME_BYTES`] bytes without control or bidirectional-format
+/// characters.
+///
+/// # Errors
+/// [`TaskError::Invalid`] saying which rule the name breaks.
+pub fn handler_name(name: &str) -> Result<(), TaskError> {
+    check_name(name, "handler name", "a registered handler such as 'noop'")
+}
+
+/// A queue name: 1 to [`MAX_NAME_BYTES`] bytes without control or bidirectional-format
+/// characters. The same rule holds for the queues a worker takes from.
+///
+/// # Errors
+/// [`TaskError::Invalid`] saying which rule the name breaks.
+pub fn queue_name(name: &str) -> Result<(), TaskError> {
+    check_name(name, "queue name", "a name like 'default' or 'emails'")
+}
+
+fn check_name(name: &str, what: &str, example: &str) -> Result<(), TaskError> {
+    if name.is_empty() {
+        return Err(TaskError::invalid(format!(
+            "the {what} is empty: give {example}"
+        )));
+    }
+    if name.len() > MAX_NAME_BYTES {
+        return Err(TaskError::invalid(format!(
+            "the {what} {} is too long: at most {MAX_NAME_BYTES} bytes; give {example}",
+            quote(name)
+        )));
+    }
+    if let Some(c) = name.chars().find(|&c| unsafe_to_print(c)) {
+        return Err(TaskError::invalid(format!(
+            "the {what} {} contains the control character U+{:04X}: names are printable text; \
+             give {example}",
+            quote(name),
+            c as u32
+        )));
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Task data
+
+/// Check task data and bring it to its canonical form, the form that is stored and that the
+/// singleton rule compares: a JSON object, nested at most [`MAX_DATA_DEPTH`] deep, at most
+/// [`MAX_DATA_BYTES`] bytes stored, keys sorted, and every number with an integral value
+/// written as an integer (`1.0` and `1e0` become `1`, `-0.0` becomes `0`), so equal numbers
+/// are equal data. Numbers with a fraction stay floats.
+///
+/// Returns the canonical value and its stored JSON text.
+///
+/// # Errors
+/// [`TaskError::Invalid`] naming the rule the data breaks.
+pub fn canonical_data(data: Value) -> Result<(Value, String), TaskError> {
+    object(&data)?;
+    depth(&data)?;
+    let data = canonical_numbers(data);
+    let text = serde_json::to_string(&data)
+        .map_err(|e| TaskError::invalid(format!("task data cannot be written as JSON: {e}")))?;
+    if text.len() > MAX_DATA_BYTES {
+        return Err(TaskError::invalid(format!(
+            "task data is too large: {} bytes as JSON, at most {MAX_DATA_BYTES}; keep large \
+             payloads elsewhere (a file, a table) and put their key in the data",
+            text.len()
+        )));
+    }
+    Ok((data, text))
+}
+
+/// Read task data from JSON text, as the command line and `add --from` take it: valid JSON,
+/// within [`MAX_DATA_BYTES`], integers within 64 bits (larger ones would silently lose
+/// digits), and then everything [`canonical_data`] checks. `example` is how to write it in the
+/// caller's syntax, for the message.
+///
+/// # Errors
+/// [`TaskError::Invalid`] naming the rule the text breaks.
+pub fn data_text(text: &str, example: &str) -> Result<Value, TaskError> {
+    if text.len() > MAX_DATA_BYTES {
+        return Err(TaskError::invalid(format!(
+            "task data is too large: {} bytes, at most {MAX_DATA_BYTES}; keep large payloads \
+             elsewhere (a file, a table) and put their key in the data",
+            text.len()
+        )));
+    }
+    let value: Value = serde_json::from_str(text).map_err(|e| {
+        TaskError::invalid(format!(
+            "not valid JSON ({e}); give a JSON object, e.g. {example}"
+        ))
+    })?;
+    integers_fit(text)?;
+    Ok(canonical_data(value)?.0)
+}
+
+/// Refuse integer literals in JSON `text` that do not fit in 64 bits: parsed, they would
+/// become floats and lose digits.
+///
+/// # Errors
+/// [`TaskError::Invalid`] quoting the first such number.
+pub fn integers_fit(text: &str) -> Result<(), TaskError> {
+    let bytes = text.as_bytes();
+    let (mut i, mut in_string) = (0, false);
+    while i < bytes.len() {
+        let b = bytes[i];
+        if in_string {
+            match b {
+                b'\\' => i += 1,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            i += 1;
+            continue;
+        }
+        if b == b'"' {
+            in_string = true;
+            i += 1;
+            continue;
+        }
+        if b == b'-' || b.is_ascii_digit() {
+            let start = i;
+            while i < bytes.len() && matches!(bytes[i], b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')
+            {
+                i += 1;
+            }
+            let literal = &text[start..i];
+            let integral = !literal.contains(['.', 'e', 'E']);
+            if integral && literal.parse::<i64>().is_err() && literal.parse::<u64>().is_err() {
+                return Err(TaskError::invalid(format!(
+                    "the number {} in the data is too large: integers must lie between {} and \
+                     {}; write a larger one as a string, e.g. \"{}\"",
+                    quote(literal),
+                    i64::MIN,
+                    u64::MAX,
+                    quote(literal).trim_matches('\'')
+                )));
+            }
+            continue;
+        }
+        i += 1;
+    }
+    Ok(())
+}
+
+fn object(data: &Value) -> Result<(), TaskError> {
+    if data.is_object() {
+        return Ok(());
+    }
+    let kind = match data {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    };
+    Err(TaskError::invalid(format!(
+        "task data must be a JSON object like {{\"arg1\": \"hello\"}}, not {kind}"
+    )))
+}
+
+/// Checked without recursion, so even a value nested far too deep is refused, not a crash.
+fn depth(data: &Value) -> Result<(), TaskError> {
+    let mut stack: Vec<(&Value, usize)> = vec![(data, 1)];
+    while let Some((v, d)) = stack.pop() {
+        let children: Box<dyn Iterator<Item = &Value>> = match v {
+            Value::Object(m) => Box::new(m.values()),
+            Value::Array(a) => Box::new(a.iter()),
+            _ => continue,
+        };
+        if d > MAX_DATA_DEPTH {
+            return Err(TaskError::invalid(format!(
+                "task data nests objects and arrays more than {MAX_DATA_DEPTH} deep; flatten it"
+            )));
+        }
+        stack.extend(children.map(|c| (c, d + 1)));
+    }
+    Ok(())
+}
+
+fn canonical_numbers(v: Value) -> Value {
+    match v {
+        Value::Number(n) => Value::Number(canonical_number(n)),
+        Value::Array(a) => Value::Array(a.into_iter().map(canonical_numbers).collect()),
+        Value::Object(m) => Value::Object(
+            m.into_iter()
+                .map(|(k, v)| (k, canonical_numbers(v)))
+                .collect::<Map<_, _>>(),
+        ),
+        v => v,
+    }
+}
+
+/// A float with an integral value that fits in 64 bits becomes that integer.
+fn canonical_number(n: Number) -> Number {
+    let Some(f) = n.as_f64().filter(|_| n.is_f64()) else {
+        return n;
+    };
+    if f.fract() != 0.0 || !f.is_finite() {
+        return n;
+    }
+    // i64::MIN is -2^63 exactly; 2^64 is the first value past u64::MAX.
+    if f >= -9_223_372_036_854_775_808.0 && f < 0.0 {
+        Number::from(f as i64)
+    } else if (0.0..18_446_744_073_709_551_616.0).contains(&f) {
+        Number::from(f as u64)
+    } else {
+        n
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Numbers
+
+/// A whole number written in `s`, between `min` and `max`. The message for a number out of
+/// range says "too large" or "too small" with the limit; for text that is no number it says so.
+/// `what` names the value ("max attempts"), `example` shows a good one.
+///
+/// # Errors
+/// [`TaskError::Invalid`].
+pub fn whole_number(
+    s: &str,
+    what: &str,
+    min: i64,
+    max: i64,
+    example: &str,
+) -> Result<i64, TaskError> {
+    let t = s.trim();
+    let digits = t.strip_prefix(['-', '+']).unwrap_or(t);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(TaskError::invalid(format!(
+            "{} is not a whole number: {what} is a whole number from {min} to {max}, e.g. {example}",
+            quote(s)
+        )));
+    }
+    let negative = t.starts_with('-');
+    // Anything too long for i128 is out of range anyway.
+    let n = t.parse::<i128>().unwrap_or(if negative {
+        i128::MIN
+    } else {
+        i128::MAX
+    });
+    in_range(n, what, min, max, example).map(|n| n as i64)
+}
+
+fn in_range(n: i128, what: &str, min: i64, max: i64, example: &str) -> Result<i128, TaskError> {
+    if n > i128::from(max) {
+        return Err(TaskError::invalid(format!(
+            "{what} is too large: the maximum is {max}, e.g. {example}"
+        )));
+    }
+    if n < i128::from(min) {
+        return Err(TaskError::invalid(format!(
+            "{what} is too small: it must be at least {min}, e.g. {example}"
+        )));
+    }
+    Ok(n)
+}
+
+/// Max attempts per occurrence: 1 (no retries) to [`MAX_ATTEMPTS`], the same on every backend.
+///
+/// # Errors
+/// [`TaskError::Invalid`] for 0 or more than [`MAX_ATTEMPTS`].
+pub fn max_attempts(n: i64) -> Result<u32, TaskError> {
+    in_range(
+        i128::from(n),
+        "max attempts",
+        1,
+        i64::from(MAX_ATTEMPTS),
+        "3 (1 means no retries)",
+    )
+    .map(|n| n as u32)
+}
+
+/// A priority: any `i32` (lower runs first).
+///
+/// # Errors
+/// [`TaskError::Invalid`] beyond the `i32` range.
+pub fn priority(n: i64) -> Result<i32, TaskError> {
+    in_range(
+        i128::from(n),
+        "the priority",
+        i64::from(i32::MIN),
+        i64::from(i32::MAX),
+        "-10 (lower runs first; 0 is the default)",
+    )
+    .map(|n| n as i32)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Texts, times and durations
+
+/// A short text (a duration, a cron expression, a time zone name, a time): at most
+/// [`MAX_TEXT_BYTES`] bytes. `what` names it.
+///
+/// # Errors
+/// [`TaskError::Invalid`] for longer text.
+pub fn short_text(s: &str, what: &str) -> Result<(), TaskError> {
+    if s.len() > MAX_TEXT_BYTES {
+        return Err(TaskError::invalid(format!(
+            "{what} {} is too long: at most {MAX_TEXT_BYTES} bytes",
+            quote(s)
+        )));
+    }
+    Ok(())
+}
+
+/// A duration as [`crate::recurrence::parse_duration`] reads it (`90s`, `1h30m`; spaces
+/// between parts are allowed, `1h 30m`), after the length check.
+///
+/// # Errors
+/// [`TaskError::Invalid`].
+pub fn duration(s: &str) -> Result<SignedDuration, TaskError> {
+    short_text(s, "the duration")?;
+    crate::recurrence::parse_duration(s).map_err(TaskError::invalid)
+}
+
+/// A worker's shutdown grace: a [`duration`] of at most [`MAX_GRACE`].
+///
+/// # Errors
+/// [`TaskError::Invalid`].
+pub fn grace(s: &str) -> Result<SignedDuration, TaskError> {
+    let d = duration(s)?;
+    if d > MAX_GRACE {
+        return Err(TaskError::invalid(format!(
+            "the grace {} is too long: at most 24h (default 30s)",
+            quote(s)
+        )));
+    }
+    Ok(d)
+}
+
+/// An instant in RFC 3339 with `Z` or a numeric offset, e.g. `2027-01-31T09:00:00Z`. A leap
+/// second (`:60`) is refused rather than read as `:59`, and an offset must lie within ±23:59
+/// (RFC 3339's range).
+///
+/// # Errors
+/// [`TaskError::Invalid`] saying what is wrong and showing the form.
+pub fn time(s: &str) -> Result<Timestamp, TaskError> {
+    const FORM: &str = "write RFC 3339 with Z or an offset, e.g. 2027-01-31T09:00:00Z or \
+                        2027-01-31T10:00:00+01:00";
+    short_text(s, "the time")?;
+    let t = s.trim();
+    let pieces = jiff::fmt::temporal::Pieces::parse(t)
+        .map_err(|e| TaskError::invalid(format!("{} is not a time ({e}); {FORM}", quote(s))))?;
+    if t.contains('[') {
+        return Err(TaskError::invalid(format!(
+            "{} has a time zone annotation; {FORM}",
+            quote(s)
+        )));
+    }
+    match pieces.offset() {
+        Some(jiff::fmt::temporal::PiecesOffset::Zulu) => {}
+        Some(jiff::fmt::temporal::PiecesOffset::Numeric(n)) => {
+            if n.offset().seconds().abs() >= 24 * 3600 {
+                return Err(TaskError::invalid(format!(
+                    "{} has the offset {}, beyond ±23:59; {FORM}",
+                    quote(s),
+                    n.offset()
+                )));
+            }
+        }
+        _ => {
+            return Err(TaskError::invalid(format!(
+                "{} has no offset; {FORM}",
+                quote(s)
+            )));
+        }
+    }
+    if leap_second(t) {
+        return Err(TaskError::invalid(format!(
+            "{} is a leap second (:60), which party does not store; give :59 or the next \
+             minute's :00",
+            quote(s)
+        )));
+    }
+    t.parse::<Timestamp>()
+        .map_err(|e| TaskError::invalid(format!("{} is not a time ({e}); {FORM}", quote(s))))
+}
+
+/// Whether the time of day in an RFC 3339 text has the second 60.
+fn leap_second(t: &str) -> bool {
+    let Some(sep) = t.find(['T', 't', ' ']) else {
+        return false;
+    };
+    let time = t.as_bytes().get(sep + 1..).unwrap_or_default();
+    // HH:MM:SS, or HHMMSS in the basic format.
+    let second = match time {
+        [_, _, b':', _, _, b':', s1, s2, ..] => [*s1, *s2],
+        [h1, h2, m1, m2, s1, s2, ..] if [h1, h2, m1, m2].iter().all(|b| b.is_ascii_digit()) => {
+            [*s1, *s2]
+        }
+        _ => return false,
+    };
+    &second == b"60"
+}
+
+/// The rule the command line and other front ends apply to an explicit first time: not in the
+/// past. (The library's [`crate::NewTask::at`] allows a past time; see its documentation.)
+/// `what` names where the time came from (`--at`, `"at"`).
+///
+/// # Errors
+/// [`TaskError::Invalid`] for a time before `now`.
+pub fn not_past(at: Timestamp, now: Timestamp, what: &str) -> Result<(), TaskError> {
+    if at < now {
+        return Err(TaskError::invalid(format!(
+            "{what} {} is in the past (now is {}); give a future time, or leave it out to run now",
+            crate::format_time(at),
+            crate::format_time(now)
+        )));
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Database URLs
+
+/// How a database URL is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DatabaseKind {
+    /// A `postgres://` or `postgresql://` URL.
+    Postgres,
+    /// A SQLite file path, bare or after `sqlite:` / `sqlite://`.
+    Sqlite,
+}
+
+/// Decide what a database URL names, refusing what only looks like a path: anything with
+/// `://`, or starting with a scheme-like `word:` (`postgress:`, `mysql:`), that is not a
+/// supported URL. Such a text is far more likely a misspelt URL than a file name; to use a
+/// file whose name starts like that, write `./` before it or `sqlite:`. The message never
+/// shows a password.
+///
+/// # Errors
+/// [`TaskError::Invalid`] for an empty or unsupported URL.
+pub fn database_url(url: &str) -> Result<DatabaseKind, TaskError> {
+    let url = url.trim();
+    if url.is_empty() {
+        return Err(TaskError::invalid(
+            "the database URL is empty: give a SQLite file path or a postgres:// URL",
+        ));
+    }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok(DatabaseKind::Postgres);
+    }
+    if url.starts_with("sqlite:") {
+        return Ok(DatabaseKind::Sqlite);
+    }
+    let scheme = scheme(url);
+    if let Some(s) = scheme.filter(|s| {
+        s.eq_ignore_ascii_case("postgres") || s.eq_ignore_ascii_case("postgresql")
+    }) {
+        let fix = if url[s.len()..].starts_with("://") {
+            "write the scheme in lowercase"
+        } else {
+            "write '://' after the scheme"
+        };
+        return Err(TaskError::invalid(format!(
+            "the database URL {} is not a PostgreSQL URL party can read: {fix}, like \
+             postgres://user:password@host:5432/database",
+            quote(&redact_url(url))
+        )));
+    }
+    if scheme.is_some() || url.contains("://") {
+        let named = scheme
+            .map(|s| format!("the scheme '{}'", printable(s)))
+            .unwrap_or_else(|| "no scheme".to_string());
+        return Err(TaskError::invalid(format!(
+            "the database URL {} has {named}, which party does not support: use \
+             postgres://user:password@host:5432/database for PostgreSQL, or a SQLite file path \
+             (write ./ or sqlite: before a file name that contains ':')",
+            quote(&redact_url(url))
+        )));
+    }
+    Ok(DatabaseKind::Sqlite)
+}
+
+/// The scheme of a text that starts like a URL: a letter, then letters, digits, `+`, `-` or
+/// `.`, then `:`; at least two characters, so a Windows drive (`C:\`) is not one.
+fn scheme(s: &str) -> Option<&str> {
+    let (head, _) = s.split_once(':')?;
+    let mut chars = head.chars();
+    let first = chars.next()?;
+    (head.len() >= 2
+        && first.is_ascii_alphabetic()
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')))
+    .then_some(head)
+}
+
+/// `url` with its password replaced by `***`: the password of the user information
+/// (`scheme://user:secret@host`, also without `//`) and any `password=` parameter. Text that
+/// does not start like a URL is returned unchanged. Use it in every message that shows a URL.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme) = scheme(url) else {
+        // No scheme: still hide what looks like `user:password@`.
+        return match userinfo_without_scheme(url) {
+            Some((start, colon, at)) => format!("{}:***{}", &url[..start + colon], &url[at..]),
+            None => url.to_string(),
+        };
+    };
+    let after = &url[scheme.len() + 1..];
+    let slashes = if after.starts_with("//") { "//" } else { "" };
+    let rest = &after[slashes.len()..];
+    // The authority ends at the first '/', '?' or '#'; its user information at its last '@'.
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let authority = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{user}:***@{host}"),
+            None => format!("{userinfo}@{host}"),
+        },
+        None => authority.to_string(),
+    };
+    let tail = match tail.split_once('?') {
+        Some((path, query)) => {
+            let query: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                    _ => pair.to_string(),
+                })
+                .collect();
+            format!("{path}?{}", query.join("&"))
+        }
+        None => tail.to_string(),
+    };
+    format!("{scheme}:{slashes}{authority}{tail}")
+}
+
+/// In a text without a scheme, the `user:password` before its last `@`: the segment's start,
+/// the offset of its `:` within it, and the `@`'s index.
+fn userinfo_without_scheme(url: &str) -> Option<(usize, usize, usize)> {
+    let at = url.rfind('@')?;
+    let before = &url[..at];
+    let start = before.rfind('/').map_or(0, |i| i + 1);
+    let colon = before[start..].find(':')?;
+    Some((start, colon, at))
+}
+
+/// The passwords a URL carries (user information and `password=` parameters, raw and
+/// percent-decoded), to scrub from messages that might repeat them.
+fn passwords(url: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let Some(scheme) = scheme(url) else {
+        if let Some((start, colon, at)) = userinfo_without_scheme(url) {
+            found.push(url[start + colon + 1..at].to_string());
+        }
+        return found;
+    };
+    let rest = url[scheme.len() + 1..].trim_start_matches('/');
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    if let Some((userinfo, _)) = rest[..end].rsplit_once('@') {
+        if let Some((_, password)) = userinfo.split_once(':') {
+            found.push(password.to_string());
+        }
+    }
+    if let Some((_, query)) = url.split_once('?') {
+        for pair in query.split('&') {
+            if let Some((k, v)) = pair.split_once('=') {
+                if k.eq_ignore_ascii_case("password") {
+                    found.push(v.to_string());
+                }
+            }
+        }
+    }
+    let decoded: Vec<String> = found.iter().filter_map(|p| percent_decoded(p)).collect();
+    found.extend(decoded);
+    found.retain(|p| !p.is_empty());
+    found
+}
+
+fn percent_decoded(s: &str) -> Option<String> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut bytes = s.bytes();
+    while let Some(b) = bytes.next() {
+        if b == b'%' {
+            let hex = [bytes.next()?, bytes.next()?];
+            out.push(u8::from_str_radix(std::str::from_utf8(&hex).ok()?, 16).ok()?);
+        } else {
+            out.push(b);
+        }
+    }
+    String::from_utf8(out).ok().filter(|d| d != s)
+}
+
+/// `error` with every password `url` carries replaced by `***`, and the URL itself shown
+/// redacted: for errors from code that saw the URL.
+pub fn scrub_error(error: TaskError, url: &str) -> TaskError {
+    let secrets = passwords(url);
+    if secrets.is_empty() {
+        return error;
+    }
+    let scrub = |m: String| {
+        let mut m = m.replace(url, &redact_url(url));
+        for s in &secrets {
+            m = m.replace(s.as_str(), "***");
+        }
+        m
+    };
+    match error {
+        TaskError::Store(m) => TaskError::Store(scrub(m)),
+        TaskError::Invalid(m) => TaskError::Invalid(scrub(m)),
+        TaskError::Failed(m) => TaskError::Failed(scrub(m)),
+        TaskError::Conflict(m) => TaskError::Conflict(scrub(m)),
+        e => e,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn msg(e: TaskError) -> String {
+        e.to_string()
+    }
+
+    #[test]
+    fn quotes_are_bounded_and_escaped() {
+        assert_eq!(quote("abc"), "'abc'");
+        let long = "x".repeat(100_000);
+        let q = quote(&long);
+        assert!(q.len() < 100, "{q}");
+        assert!(q.ends_with("...' (100000 bytes)"), "{q}");
+        assert_eq!(quote("a\u{1b}[31mb"), "'a\\u{1b}[31mb'");
+        assert_eq!(printable("ok"), "ok");
+        assert_eq!(printable("a\nb\u{9b}c\u{202e}"), "a\\nb\\u{9b}c\\u{202e}");
+    }
+
+    #[test]
+    fn names_are_bounded_printable_and_not_empty() {
+        assert!(queue_name("default").is_ok());
+        assert!(queue_name(&"q".repeat(MAX_NAME_BYTES)).is_ok());
+        let long = msg(queue_name(&"q".repeat(65_536)).unwrap_err());
+        assert!(long.contains("too long: at most 128 bytes"), "{long}");
+        assert!(long.len() < 300, "{long}");
+        assert!(msg(queue_name("").unwrap_err()).contains("empty"));
+        let nul = msg(queue_name("a\0b").unwrap_err());
+        assert!(nul.contains("U+0000"), "{nul}");
+        assert!(!nul.contains('\0'));
+        let esc = msg(handler_name("a\u{1b}[2Jb").unwrap_err());
+        assert!(esc.contains("U+001B") && !esc.contains('\u{1b}'), "{esc}");
+        assert!(handler_name("rtl\u{202e}txt").is_err());
+        assert!(handler_name("sénd_ëmail").is_ok());
+    }
+
+    #[test]
+    fn equal_numbers_are_equal_data() {
+        let (a, ta) = canonical_data(json!({"n": 1})).unwrap();
+        let (b, tb) = canonical_data(json!({"n": 1.0})).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(ta, tb);
+        assert_eq!(ta, r#"{"n":1}"#);
+        let (c, _) = canonical_data(json!({"a": [-0.0, 1e3, 2.5, -3.0], "b": {"c": 1e19}}))
+            .unwrap();
+        assert_eq!(
+            c,
+            json!({"a": [0, 1000, 2.5, -3], "b": {"c": 10_000_000_000_000_000_000u64}})
+        );
+        // Beyond 64 bits a float stays a float.
+        let (d, _) = canonical_data(json!({"x": 1e30})).unwrap();
+        assert!(d["x"].is_f64());
+    }
+
+    #[test]
+    fn data_must_be_an_object_within_bounds() {
+        assert!(msg(canonical_data(json!([1])).unwrap_err()).contains("not an array"));
+        assert!(msg(canonical_data(json!(null)).unwrap_err()).contains("not null"));
+        let mut deep = json!({});
+        for _ in 0..MAX_DATA_DEPTH {
+            deep = json!({ "a": deep });
+        }
+        assert!(msg(canonical_data(deep).unwrap_err()).contains("64 deep"));
+        let mut ok = json!(1);
+        for _ in 0..MAX_DATA_DEPTH {
+            ok = json!({ "a": ok });
+        }
+        assert!(canonical_data(ok).is_ok());
+        let big = json!({"s": "x".repeat(MAX_DATA_BYTES)});
+        assert!(msg(canonical_data(big).unwrap_err()).contains("too large"));
+    }
+
+    #[test]
+    fn integers_beyond_64_bits_are_refused() {
+        let e = msg(data_text(r#"{"n": 123456789012345678901234567890}"#, "{}").unwrap_err());
+        assert!(e.contains("too large"), "{e}");
+        assert!(data_text(r#"{"n": 18446744073709551615, "m": -9223372036854775808}"#, "").is_ok());
+        assert!(data_text(r#"{"n": -9223372036854775809}"#, "").is_err());
+        // Floats and digits inside strings are not integers.
+        assert!(data_text(r#"{"n": 1.5e300, "s": "123456789012345678901234567890"}"#, "").is_ok());
+        assert!(data_text(r#"{"s": "a\"123456789012345678901234567890"}"#, "").is_ok());
+        assert_eq!(data_text(r#"{"n": 2.0}"#, "").unwrap(), json!({"n": 2}));
+        let e = msg(data_text("{", "--data '{}'").unwrap_err());
+        assert!(e.contains("not valid JSON") && e.contains("--data '{}'"), "{e}");
+    }
+
+    #[test]
+    fn numbers_say_too_large_with_the_maximum() {
+        let e = msg(whole_number("4294967296", "max attempts", 1, 10, "3").unwrap_err());
+        assert!(e.contains("too large: the maximum is 10"), "{e}");
+        let e = msg(whole_number(&"9".repeat(200), "the limit", 1, 10, "3").unwrap_err());
+        assert!(e.contains("too large"), "{e}");
+        let e = msg(whole_number("-5", "the limit", 1, 10, "3").unwrap_err());
+        assert!(e.contains("too small: it must be at least 1"), "{e}");
+        let e = msg(whole_number("x1", "the limit", 1, 10, "3").unwrap_err());
+        assert!(e.contains("is not a whole number"), "{e}");
+        assert_eq!(whole_number(" 7 ", "n", 1, 10, "3").unwrap(), 7);
+        assert_eq!(max_attempts(i64::from(i32::MAX)).unwrap(), MAX_ATTEMPTS);
+        assert!(max_attempts(4_294_967_295).is_err());
+        assert!(max_attempts(0).is_err());
+        assert!(priority(i64::from(i32::MAX) + 1).is_err());
+    }
+
+    #[test]
+    fn times_refuse_leap_seconds_and_wild_offsets() {
+        assert_eq!(
+            time("2027-01-31T10:00:00+01:00").unwrap(),
+            time("2027-01-31T09:00:00Z").unwrap()
+        );
+        let leap = msg(time("2016-12-31T23:59:60Z").unwrap_err());
+        assert!(leap.contains("leap second"), "{leap}");
+        let off = msg(time("2027-01-31T09:00:00+25:00").unwrap_err());
+        assert!(off.contains("beyond"), "{off}");
+        assert!(time("2027-01-31T09:00:00+24:00").is_err());
+        assert!(time("2027-01-31T09:00:00-23:59").is_ok());
+        assert!(msg(time("2027-01-31T09:00:00").unwrap_err()).contains("no offset"));
+        assert!(time("2027-01-31T09:00:00Z[Europe/Berlin]").is_err());
+        assert!(msg(time(&"9".repeat(100_000)).unwrap_err()).len() < 300);
+        assert!(time("2027-01-31T09:59:59.5Z").is_ok());
+    }
+
+    #[test]
+    fn durations_allow_spaces_and_are_bounded() {
+        assert_eq!(duration("1h 30m").unwrap(), SignedDuration::from_mins(90));
+        assert!(msg(duration(&"1".repeat(10_000)).unwrap_err()).len() < 300);
+        assert!(grace("25h").is_err());
+        assert!(grace("0s").is_ok());
+    }
+
+    #[test]
+    fn past_times_are_refused_at_the_boundary() {
+        let now: Timestamp = "2027-01-01T00:00:00Z".parse().unwrap();
+        assert!(not_past(now, now, "--at").is_ok());
+        let e = msg(not_past(now - SignedDuration::from_secs(1), now, "\"at\"").unwrap_err());
+        assert!(e.contains("\"at\"") && e.contains("in the past"), "{e}");
+    }
+
+    #[test]
+    fn urls_that_are_not_supported_are_refused_without_the_password() {
+        use DatabaseKind::*;
+        assert_eq!(database_url("postgres://u:p@h/db").unwrap(), Postgres);
+        assert_eq!(database_url("postgresql://h/db").unwrap(), Postgres);
+        assert_eq!(database_url("party.db").unwrap(), Sqlite);
+        assert_eq!(database_url("/tmp/x/party.db").unwrap(), Sqlite);
+        assert_eq!(database_url("sqlite:party.db").unwrap(), Sqlite);
+        assert_eq!(database_url("sqlite://party.db").unwrap(), Sqlite);
+        assert_eq!(database_url("./a:b.db").unwrap(), Sqlite);
+        assert_eq!(database_url("C:\\party.db").unwrap(), Sqlite);
+        for bad in [
+            "postgres:app:S3cretPw@db/app",
+            "postgress://app:S3cretPw@db/app",
+            "mysql://app:S3cretPw@db/app",
+            "mysql:app:S3cretPw@db",
+            "POSTGRES://app:S3cretPw@db/app",
+            "//app:S3cretPw@db/app://",
+        ] {
+            let e = msg(database_url(bad).unwrap_err());
+            assert!(!e.contains("S3cretPw"), "{e}");
+            assert!(
+                e.contains("does not support") || e.contains("not a PostgreSQL URL"),
+                "{e}"
+            );
+        }
+        assert!(msg(database_url(" ").unwrap_err()).contains("empty"));
+    }
+
+    #[test]
+    fn redaction_hides_every_password() {
+        assert_eq!(
+            redact_url("postgres://app:S3cret@db:5432/app?sslmode=require"),
+            "postgres://app:***@db:5432/app?sslmode=require"
+        );
+        assert_eq!(
+            redact_url("postgres:app:S3cret@db/app"),
+            "postgres:app:***@db/app"
+        );
+        assert_eq!(
+            redact_url("postgres://db/app?user=a&password=S3cret"),
+            "postgres://db/app?user=a&password=***"
+        );
+        assert_eq!(redact_url("postgres://app@db/app"), "postgres://app@db/app");
+        assert_eq!(redact_url("party.db"), "party.db");
+        let url = "postgres://app:p%40ss@db/app";
+        let e = scrub_error(
+            TaskError::store(format!("failed for {url}: password p@ss and p%40ss wrong")),
+            url,
+        );
+        let e = msg(e);
+        assert!(!e.contains("p@ss") && !e.contains("p%40ss"), "{e}");
+    }
+}

@@ -11,6 +11,9 @@ use serde_json::{Value, json};
 
 const PARTY: &str = env!("CARGO_BIN_EXE_party");
 
+mod support;
+use support::Db;
+
 /// A fresh directory with a database path in it; removed when dropped.
 struct Store {
     dir: PathBuf,
@@ -1068,4 +1071,338 @@ fn rules_from_flags_are_stored_and_next_lists_their_occurrences() {
     let run = s.run(&["next", &one_off]);
     assert_eq!(run.code, 2, "{run:?}");
     assert!(run.stderr.contains("one-off task"), "{}", run.stderr);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hostile input: bounds, escapes and secrets, on every backend available.
+
+/// `party --db URL ARGS` in `dir`.
+fn on(db: &Db, dir: &Path, args: &[&str]) -> Run {
+    to_run(
+        support::party_cmd(&db.url)
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap(),
+    )
+}
+
+fn on_ok(db: &Db, dir: &Path, args: &[&str]) -> String {
+    let run = on(db, dir, args);
+    assert_eq!(run.code, 0, "{}: party {args:?}: {run:?}", db.name);
+    run.stdout
+}
+
+/// Refused with exit 2, a short message containing `expected`, and nothing on stdout.
+fn assert_refused(run: &Run, expected: &str, what: &str) {
+    assert_eq!(run.code, 2, "{what}: {run:?}");
+    assert_eq!(run.stdout, "", "{what}");
+    assert!(
+        run.stderr.contains(expected),
+        "{what}: expected {expected:?} in {}",
+        bounded(&run.stderr)
+    );
+    assert!(
+        run.stderr.len() < 2_000,
+        "{what}: the message echoes the input ({} bytes): {}",
+        run.stderr.len(),
+        bounded(&run.stderr)
+    );
+    assert!(!run.stderr.contains('\u{1b}'), "{what}: raw ESC on stderr");
+}
+
+fn bounded(s: &str) -> String {
+    s.chars().take(500).collect()
+}
+
+#[test]
+fn names_are_bounded_and_printable_on_every_backend() {
+    let s = Store::new();
+    for db in Db::all("names") {
+        let before = on_ok(&db, &s.dir, &["list", "--json"]);
+        let long = "q".repeat(65_536);
+        let cases: Vec<(Vec<&str>, &str)> = vec![
+            (vec!["add", "log", "--queue", &long], "too long: at most 128 bytes"),
+            (vec!["add", "log", "--queue", "a\u{1b}[31mb"], "U+001B"),
+            (vec!["add", "log", "--queue", ""], "the queue name is empty"),
+            (vec!["add", &long], "too long: at most 128 bytes"),
+            (vec!["add", "lo\u{7}g"], "U+0007"),
+            (vec!["list", "--handler", &long], "too long"),
+            (vec!["worker", "--until-idle", "--queue", ""], "the queue name is empty"),
+            (vec!["worker", "--until-idle", "--queue", &long], "too long"),
+        ];
+        for (args, expected) in &cases {
+            let what = format!("{}: {:?}", db.name, bounded(&args.join(" ")));
+            assert_refused(&on(&db, &s.dir, args), expected, &what);
+        }
+        // NUL cannot travel in an argument; a file can carry it.
+        let file = s.path(&format!("nul-{}.jsonl", db.name));
+        std::fs::write(&file, "{\"handler\":\"log\",\"queue\":\"a\\u0000b\"}\n").unwrap();
+        let run = on(&db, &s.dir, &["add", "--from", &file]);
+        assert_refused(&run, "line 1: the queue name 'a\\u{0}b' contains", db.name);
+        assert_eq!(on_ok(&db, &s.dir, &["list", "--json"]), before, "{}", db.name);
+        // At the limit is fine.
+        on_ok(&db, &s.dir, &["add", "log", "--queue", &"q".repeat(128)]);
+    }
+}
+
+#[test]
+fn list_survives_long_values_stored_before_the_bounds() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let s = Store::new();
+    for db in Db::all("long-values") {
+        // A row written by an older party, without the bounds: straight into the store.
+        rt.block_on(async {
+            let store = party::open_store(&db.url).await.unwrap();
+            let now = Timestamp::now();
+            store
+                .task_insert(vec![party::store::InsertTask {
+                    id: party::TaskId::generate(now),
+                    handler: "log".into(),
+                    data: "{}".into(),
+                    timestamp: now,
+                    is_recurring: false,
+                    rule: None,
+                    max_attempts: 1,
+                    queue: format!("{}\u{1b}[2J", "q".repeat(70_000)),
+                    priority: 0,
+                    created_at: now,
+                }])
+                .await
+                .unwrap();
+        });
+        let run = on(&db, &s.dir, &["list"]);
+        assert_eq!(run.code, 0, "{}: {}", db.name, bounded(&run.stderr));
+        assert!(
+            run.stdout.lines().all(|l| l.chars().count() < 400),
+            "{}: a cell was not cut",
+            db.name
+        );
+        assert!(!run.stdout.contains('\u{1b}'), "{}: raw ESC in list", db.name);
+        // JSON output stays exact.
+        let listed: Value = serde_json::from_str(&on_ok(&db, &s.dir, &["list", "--json"])).unwrap();
+        assert_eq!(listed[0]["queue"].as_str().unwrap().len(), 70_000 + 4);
+    }
+}
+
+#[test]
+fn control_characters_in_stored_values_are_escaped_in_tables() {
+    let s = Store::new();
+    // C1 CSI (U+009B) passes through JSON text unescaped; ESC arrives in a shell's stderr.
+    let data = s.add(&["log", "--data", r#"{"s": "\u009b2J"}"#]);
+    let failing = s.add(&[
+        "shell",
+        "--max-attempts",
+        "1",
+        "--data",
+        r#"{"cmd": "printf 'boom\\033[2J' >&2; exit 1"}"#,
+    ]);
+    s.ok(&["worker", "--until-idle", "--allow-shell"]);
+    let list = s.ok(&["list"]);
+    assert!(!list.contains('\u{9b}'), "{list}");
+    assert!(list.contains("\\u{9b}2J"), "{list}");
+    let shown = s.ok(&["show", &failing]);
+    assert!(!shown.contains('\u{1b}'), "{shown}");
+    assert!(shown.contains("boom\\u{1b}[2J"), "{shown}");
+    assert!(!s.ok(&["show", &data]).contains('\u{9b}'));
+    // JSON keeps the exact value.
+    assert_eq!(s.show(&data)["data"]["s"], "\u{9b}2J");
+    assert!(
+        s.show(&failing)["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("boom\u{1b}[2J")
+    );
+}
+
+#[test]
+fn url_like_databases_that_are_not_supported_are_refused_without_the_password() {
+    let s = Store::new();
+    for url in [
+        "postgres:app:S3cretPw@db/app",
+        "postgress://app:S3cretPw@db/app",
+        "mysql://app:S3cretPw@db/app",
+        "mysql:app:S3cretPw@db",
+        "POSTGRES://app:S3cretPw@db/app",
+    ] {
+        let run = to_run(
+            Command::new(PARTY)
+                .args(["--db", url, "add", "noop"])
+                .current_dir(&s.dir)
+                .env_remove("PARTY_DATABASE_URL")
+                .output()
+                .unwrap(),
+        );
+        assert_eq!(run.code, 2, "{url}: {run:?}");
+        assert!(!run.stderr.contains("S3cretPw"), "{url}: {}", run.stderr);
+        assert!(run.stderr.contains("***"), "{url}: {}", run.stderr);
+        assert!(run.stderr.contains("postgres://"), "{url}: {}", run.stderr);
+    }
+    let left: Vec<_> = std::fs::read_dir(&s.dir).unwrap().collect();
+    assert!(left.is_empty(), "files were created: {left:?}");
+    // A file name with a colon is still a file, written so.
+    let run = to_run(
+        Command::new(PARTY)
+            .args(["--db", "./my:party.db", "add", "noop"])
+            .current_dir(&s.dir)
+            .env_remove("PARTY_DATABASE_URL")
+            .env("PARTY_LOG", "warn")
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(s.dir.join("my:party.db").exists());
+    // Nor does a PostgreSQL that cannot be reached show it, from the environment either.
+    let run = to_run(
+        Command::new(PARTY)
+            .args(["stats"])
+            .current_dir(&s.dir)
+            .env("PARTY_DATABASE_URL", "postgres://app:S3cretPw@127.0.0.1:1/app")
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(!run.stderr.contains("S3cretPw"), "{}", run.stderr);
+}
+
+#[test]
+fn both_backends_store_the_same_numbers() {
+    let s = Store::new();
+    for db in Db::all("numbers") {
+        let what = db.name;
+        let run = on(&db, &s.dir, &["add", "log", "--max-attempts", "4294967295"]);
+        assert_refused(&run, "too large: the maximum is 2147483647", what);
+        let id = on_ok(&db, &s.dir, &["add", "log", "--max-attempts", "2147483647"]);
+        let shown: Value = serde_json::from_str(&on_ok(&db, &s.dir, &["show", id.trim(), "--json"]))
+            .unwrap();
+        assert_eq!(shown["max_attempts"], 2_147_483_647u32, "{what}");
+        // Equal numbers are equal data: one singleton.
+        let first = on_ok(&db, &s.dir, &["add", "noop", "--every", "1h", "--data", r#"{"n": 1}"#]);
+        let run = on(&db, &s.dir, &["add", "noop", "--every", "1h", "--data", r#"{"n": 1.0}"#]);
+        assert_eq!(run.code, 3, "{what}: {run:?}");
+        assert!(run.stderr.contains(first.trim()), "{what}: {}", run.stderr);
+        let shown: Value =
+            serde_json::from_str(&on_ok(&db, &s.dir, &["show", first.trim(), "--json"])).unwrap();
+        assert_eq!(shown["data"], json!({"n": 1}), "{what}");
+        // Integers beyond 64 bits would silently become floats: refused.
+        let run = on(&db, &s.dir, &["add", "log", "--data", r#"{"n": 123456789012345678901234567890}"#]);
+        assert_refused(&run, "too large", what);
+        let file = s.path(&format!("big-{what}.jsonl"));
+        std::fs::write(
+            &file,
+            "{\"handler\":\"log\",\"data\":{\"n\":99999999999999999999}}\n",
+        )
+        .unwrap();
+        assert_refused(&on(&db, &s.dir, &["add", "--from", &file]), "line 1:", what);
+        let run = on(&db, &s.dir, &["add", "log", "--priority", "2147483648"]);
+        assert_refused(&run, "too large: the maximum is 2147483647", what);
+    }
+}
+
+#[test]
+fn list_json_leaves_out_the_runs_it_does_not_read() {
+    let s = Store::new();
+    let id = s.add(&["noop"]);
+    s.ok(&["worker", "--until-idle"]);
+    let listed = s.json(&["list", "--json"]);
+    assert!(listed[0].get("runs").is_none(), "{listed}");
+    assert_eq!(listed[0]["id"], id.as_str());
+    assert_eq!(s.show(&id)["runs"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn add_from_refuses_a_past_at_like_add_at() {
+    let s = Store::new();
+    for db in Db::all("past-at") {
+        let before = on_ok(&db, &s.dir, &["list", "--json"]);
+        let file = s.path(&format!("past-{}.jsonl", db.name));
+        std::fs::write(
+            &file,
+            "{\"handler\":\"log\",\"at\":\"2099-01-01T00:00:00Z\"}\n\
+             {\"handler\":\"log\",\"at\":\"2020-01-01T00:00:00Z\"}\n",
+        )
+        .unwrap();
+        let from = on(&db, &s.dir, &["add", "--from", &file]);
+        assert_refused(&from, "line 2: \"at\" 2020-01-01T00:00:00", db.name);
+        assert!(from.stderr.contains("is in the past"), "{}", from.stderr);
+        let at = on(&db, &s.dir, &["add", "log", "--at", "2020-01-01T00:00:00Z"]);
+        assert_refused(&at, "is in the past", db.name);
+        assert_eq!(on_ok(&db, &s.dir, &["list", "--json"]), before, "{}", db.name);
+    }
+}
+
+#[test]
+fn long_input_is_not_echoed_whole() {
+    let s = Store::new();
+    let big = "x".repeat(100_000);
+    let not_json = format!("{{{big}");
+    let line = s.path("long.jsonl");
+    std::fs::write(&line, format!("{{\"handler\": \"{big}\"}}\n")).unwrap();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["add", "log", "--data", &not_json], "not valid JSON"),
+        (vec!["add", &big], "too long"),
+        (vec!["add", "log", "--at", &big], "too long"),
+        (vec!["add", "log", "--in", &big], "too long"),
+        (vec!["add", "log", "--every", "1h", "--tz", &big], "too long"),
+        (vec!["add", "log", "--cron", &big], "too long"),
+        (vec!["add", "log", "--max-attempts", &big], "not a whole number"),
+        (vec!["show", &big], "24 hexadecimal characters"),
+        (vec!["list", "--state", &big], "too long"),
+        (vec!["add", "--from", &line], "line 1:"),
+        (vec!["list", &big], "unexpected argument"),
+    ];
+    for (args, expected) in &cases {
+        assert_refused(&s.run(args), expected, &bounded(&args.join(" ")));
+    }
+    let run = to_run(s.command(&["list"]).env("PARTY_LOG", &big).output().unwrap());
+    assert_refused(&run, "is not a log level", "PARTY_LOG");
+}
+
+#[test]
+fn times_numbers_and_durations_at_their_edges() {
+    let s = Store::new();
+    let before = s.snapshot();
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["add", "log", "--at", "2099-12-31T23:59:60Z"],
+            "leap second",
+        ),
+        (
+            &["add", "log", "--at", "2099-01-01T00:00:00+25:00"],
+            "beyond ±23:59",
+        ),
+        (
+            &["add", "log", "--at", "2099-01-01T00:00:00+24:00"],
+            "beyond ±23:59",
+        ),
+        (
+            &["add", "log", "--max-attempts", "99999999999999999999999"],
+            "too large: the maximum is 2147483647",
+        ),
+        (
+            &["list", "--limit", "4294967296"],
+            "too large: the maximum is 1000000",
+        ),
+        (
+            &["worker", "--until-idle", "--concurrency", "100000"],
+            "too large: the maximum is 10000",
+        ),
+        (
+            &["worker", "--until-idle", "--prefetch", "18446744073709551615"],
+            "too large: the maximum is 10000",
+        ),
+        (&["worker", "--until-idle", "--grace", "2d"], "at most 24h"),
+        (&["next", "0123456789abcdef01234567", "--count", "5000"], "too large: the maximum is 1000"),
+    ];
+    for (args, expected) in cases {
+        assert_refused(&s.run(args), expected, &args.join(" "));
+    }
+    assert_eq!(s.snapshot(), before);
+    // A space between the parts of a duration is accepted, as documented.
+    let id = s.add(&["log", "--in", "1h 30m"]);
+    let task = s.show(&id);
+    let d = assert_time(&task["timestamp"]).duration_since(assert_time(&task["created_at"]));
+    assert!((d - SignedDuration::from_mins(90)).abs() < SignedDuration::from_secs(2), "{d:?}");
+    // An offset at the edge is still a time.
+    s.add(&["log", "--at", "2099-01-01T00:00:00-23:59"]);
 }

@@ -93,7 +93,8 @@ fn task(line: &str) -> Result<NewTask, TaskError> {
         }
     });
     if let Some(at) = l.at {
-        let at: Timestamp = validate::time(&at).map_err(|e| TaskError::invalid(format!("\"at\": {e}")))?;
+        let at: Timestamp =
+            validate::time(&at).map_err(|e| TaskError::invalid(format!("\"at\": {e}")))?;
         t = t.at(at);
     }
     if let Some(q) = l.queue {

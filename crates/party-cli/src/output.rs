@@ -156,7 +156,10 @@ mod tests {
         let long = "q".repeat(70_000);
         let t = table(
             &["QUEUE", "DATA"],
-            &[vec![long, "x".into()], vec!["a\u{1b}[2Jb".into(), "y\u{7}".into()]],
+            &[
+                vec![long, "x".into()],
+                vec!["a\u{1b}[2Jb".into(), "y\u{7}".into()],
+            ],
         );
         assert!(t.lines().all(|l| l.chars().count() < 100), "{t}");
         assert!(!t.contains('\u{1b}'), "{t}");

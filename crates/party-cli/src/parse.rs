@@ -237,7 +237,12 @@ mod tests {
         assert_eq!(duration("1h30m").unwrap(), SignedDuration::from_mins(90));
         assert_eq!(duration("1w").unwrap(), SignedDuration::from_hours(7 * 24));
         assert_eq!(duration("0s").unwrap(), SignedDuration::ZERO);
-        assert!(duration("5x").unwrap_err().to_string().contains("unknown unit"));
+        assert!(
+            duration("5x")
+                .unwrap_err()
+                .to_string()
+                .contains("unknown unit")
+        );
         assert!(interval("0m").unwrap_err().to_string().contains("positive"));
         assert!(
             demo_length("1s")
@@ -259,21 +264,46 @@ mod tests {
                 .to_string()
                 .contains("RFC 3339")
         );
-        assert!(time("tomorrow").unwrap_err().to_string().contains("RFC 3339"));
+        assert!(
+            time("tomorrow")
+                .unwrap_err()
+                .to_string()
+                .contains("RFC 3339")
+        );
     }
 
     #[test]
     fn data_must_be_a_json_object() {
         assert!(data(r#"{"a": 1}"#).is_ok());
-        assert!(data("{a: 1}").unwrap_err().to_string().contains("not valid JSON"));
-        assert!(data("[1, 2]").unwrap_err().to_string().contains("not an array"));
-        assert!(data("\"x\"").unwrap_err().to_string().contains("not a string"));
+        assert!(
+            data("{a: 1}")
+                .unwrap_err()
+                .to_string()
+                .contains("not valid JSON")
+        );
+        assert!(
+            data("[1, 2]")
+                .unwrap_err()
+                .to_string()
+                .contains("not an array")
+        );
+        assert!(
+            data("\"x\"")
+                .unwrap_err()
+                .to_string()
+                .contains("not a string")
+        );
     }
 
     #[test]
     fn counts_must_be_positive() {
         assert_eq!(max_attempts("3").unwrap(), 3);
-        assert!(max_attempts("0").unwrap_err().to_string().contains("at least 1"));
+        assert!(
+            max_attempts("0")
+                .unwrap_err()
+                .to_string()
+                .contains("at least 1")
+        );
         assert!(
             max_attempts("-1")
                 .unwrap_err()

@@ -1122,13 +1122,19 @@ fn names_are_bounded_and_printable_on_every_backend() {
         let before = on_ok(&db, &s.dir, &["list", "--json"]);
         let long = "q".repeat(65_536);
         let cases: Vec<(Vec<&str>, &str)> = vec![
-            (vec!["add", "log", "--queue", &long], "too long: at most 128 bytes"),
+            (
+                vec!["add", "log", "--queue", &long],
+                "too long: at most 128 bytes",
+            ),
             (vec!["add", "log", "--queue", "a\u{1b}[31mb"], "U+001B"),
             (vec!["add", "log", "--queue", ""], "the queue name is empty"),
             (vec!["add", &long], "too long: at most 128 bytes"),
             (vec!["add", "lo\u{7}g"], "U+0007"),
             (vec!["list", "--handler", &long], "too long"),
-            (vec!["worker", "--until-idle", "--queue", ""], "the queue name is empty"),
+            (
+                vec!["worker", "--until-idle", "--queue", ""],
+                "the queue name is empty",
+            ),
             (vec!["worker", "--until-idle", "--queue", &long], "too long"),
         ];
         for (args, expected) in &cases {
@@ -1140,7 +1146,12 @@ fn names_are_bounded_and_printable_on_every_backend() {
         std::fs::write(&file, "{\"handler\":\"log\",\"queue\":\"a\\u0000b\"}\n").unwrap();
         let run = on(&db, &s.dir, &["add", "--from", &file]);
         assert_refused(&run, "line 1: the queue name 'a\\u{0}b' contains", db.name);
-        assert_eq!(on_ok(&db, &s.dir, &["list", "--json"]), before, "{}", db.name);
+        assert_eq!(
+            on_ok(&db, &s.dir, &["list", "--json"]),
+            before,
+            "{}",
+            db.name
+        );
         // At the limit is fine.
         on_ok(&db, &s.dir, &["add", "log", "--queue", &"q".repeat(128)]);
     }
@@ -1178,7 +1189,11 @@ fn list_survives_long_values_stored_before_the_bounds() {
             "{}: a cell was not cut",
             db.name
         );
-        assert!(!run.stdout.contains('\u{1b}'), "{}: raw ESC in list", db.name);
+        assert!(
+            !run.stdout.contains('\u{1b}'),
+            "{}: raw ESC in list",
+            db.name
+        );
         // JSON output stays exact.
         let listed: Value = serde_json::from_str(&on_ok(&db, &s.dir, &["list", "--json"])).unwrap();
         assert_eq!(listed[0]["queue"].as_str().unwrap().len(), 70_000 + 4);
@@ -1257,7 +1272,10 @@ fn url_like_databases_that_are_not_supported_are_refused_without_the_password() 
         Command::new(PARTY)
             .args(["stats"])
             .current_dir(&s.dir)
-            .env("PARTY_DATABASE_URL", "postgres://app:S3cretPw@127.0.0.1:1/app")
+            .env(
+                "PARTY_DATABASE_URL",
+                "postgres://app:S3cretPw@127.0.0.1:1/app",
+            )
             .output()
             .unwrap(),
     );
@@ -1273,19 +1291,36 @@ fn both_backends_store_the_same_numbers() {
         let run = on(&db, &s.dir, &["add", "log", "--max-attempts", "4294967295"]);
         assert_refused(&run, "too large: the maximum is 2147483647", what);
         let id = on_ok(&db, &s.dir, &["add", "log", "--max-attempts", "2147483647"]);
-        let shown: Value = serde_json::from_str(&on_ok(&db, &s.dir, &["show", id.trim(), "--json"]))
-            .unwrap();
+        let shown: Value =
+            serde_json::from_str(&on_ok(&db, &s.dir, &["show", id.trim(), "--json"])).unwrap();
         assert_eq!(shown["max_attempts"], 2_147_483_647u32, "{what}");
         // Equal numbers are equal data: one singleton.
-        let first = on_ok(&db, &s.dir, &["add", "noop", "--every", "1h", "--data", r#"{"n": 1}"#]);
-        let run = on(&db, &s.dir, &["add", "noop", "--every", "1h", "--data", r#"{"n": 1.0}"#]);
+        let first = on_ok(
+            &db,
+            &s.dir,
+            &["add", "noop", "--every", "1h", "--data", r#"{"n": 1}"#],
+        );
+        let run = on(
+            &db,
+            &s.dir,
+            &["add", "noop", "--every", "1h", "--data", r#"{"n": 1.0}"#],
+        );
         assert_eq!(run.code, 3, "{what}: {run:?}");
         assert!(run.stderr.contains(first.trim()), "{what}: {}", run.stderr);
         let shown: Value =
             serde_json::from_str(&on_ok(&db, &s.dir, &["show", first.trim(), "--json"])).unwrap();
         assert_eq!(shown["data"], json!({"n": 1}), "{what}");
         // Integers beyond 64 bits would silently become floats: refused.
-        let run = on(&db, &s.dir, &["add", "log", "--data", r#"{"n": 123456789012345678901234567890}"#]);
+        let run = on(
+            &db,
+            &s.dir,
+            &[
+                "add",
+                "log",
+                "--data",
+                r#"{"n": 123456789012345678901234567890}"#,
+            ],
+        );
         assert_refused(&run, "too large", what);
         let file = s.path(&format!("big-{what}.jsonl"));
         std::fs::write(
@@ -1327,7 +1362,12 @@ fn add_from_refuses_a_past_at_like_add_at() {
         assert!(from.stderr.contains("is in the past"), "{}", from.stderr);
         let at = on(&db, &s.dir, &["add", "log", "--at", "2020-01-01T00:00:00Z"]);
         assert_refused(&at, "is in the past", db.name);
-        assert_eq!(on_ok(&db, &s.dir, &["list", "--json"]), before, "{}", db.name);
+        assert_eq!(
+            on_ok(&db, &s.dir, &["list", "--json"]),
+            before,
+            "{}",
+            db.name
+        );
     }
 }
 
@@ -1343,9 +1383,15 @@ fn long_input_is_not_echoed_whole() {
         (vec!["add", &big], "too long"),
         (vec!["add", "log", "--at", &big], "too long"),
         (vec!["add", "log", "--in", &big], "too long"),
-        (vec!["add", "log", "--every", "1h", "--tz", &big], "too long"),
+        (
+            vec!["add", "log", "--every", "1h", "--tz", &big],
+            "too long",
+        ),
         (vec!["add", "log", "--cron", &big], "too long"),
-        (vec!["add", "log", "--max-attempts", &big], "not a whole number"),
+        (
+            vec!["add", "log", "--max-attempts", &big],
+            "not a whole number",
+        ),
         (vec!["show", &big], "24 hexadecimal characters"),
         (vec!["list", "--state", &big], "too long"),
         (vec!["add", "--from", &line], "line 1:"),
@@ -1354,7 +1400,12 @@ fn long_input_is_not_echoed_whole() {
     for (args, expected) in &cases {
         assert_refused(&s.run(args), expected, &bounded(&args.join(" ")));
     }
-    let run = to_run(s.command(&["list"]).env("PARTY_LOG", &big).output().unwrap());
+    let run = to_run(
+        s.command(&["list"])
+            .env("PARTY_LOG", &big)
+            .output()
+            .unwrap(),
+    );
     assert_refused(&run, "is not a log level", "PARTY_LOG");
 }
 
@@ -1388,11 +1439,19 @@ fn times_numbers_and_durations_at_their_edges() {
             "too large: the maximum is 10000",
         ),
         (
-            &["worker", "--until-idle", "--prefetch", "18446744073709551615"],
+            &[
+                "worker",
+                "--until-idle",
+                "--prefetch",
+                "18446744073709551615",
+            ],
             "too large: the maximum is 10000",
         ),
         (&["worker", "--until-idle", "--grace", "2d"], "at most 24h"),
-        (&["next", "0123456789abcdef01234567", "--count", "5000"], "too large: the maximum is 1000"),
+        (
+            &["next", "0123456789abcdef01234567", "--count", "5000"],
+            "too large: the maximum is 1000",
+        ),
     ];
     for (args, expected) in cases {
         assert_refused(&s.run(args), expected, &args.join(" "));
@@ -1402,7 +1461,10 @@ fn times_numbers_and_durations_at_their_edges() {
     let id = s.add(&["log", "--in", "1h 30m"]);
     let task = s.show(&id);
     let d = assert_time(&task["timestamp"]).duration_since(assert_time(&task["created_at"]));
-    assert!((d - SignedDuration::from_mins(90)).abs() < SignedDuration::from_secs(2), "{d:?}");
+    assert!(
+        (d - SignedDuration::from_mins(90)).abs() < SignedDuration::from_secs(2),
+        "{d:?}"
+    );
     // An offset at the edge is still a time.
     s.add(&["log", "--at", "2099-01-01T00:00:00-23:59"]);
 }

@@ -226,7 +226,8 @@ pub fn integers_fit(text: &str) -> Result<(), TaskError> {
         }
         if b == b'-' || b.is_ascii_digit() {
             let start = i;
-            while i < bytes.len() && matches!(bytes[i], b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')
+            while i < bytes.len()
+                && matches!(bytes[i], b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')
             {
                 i += 1;
             }
@@ -307,7 +308,7 @@ fn canonical_number(n: Number) -> Number {
         return n;
     }
     // i64::MIN is -2^63 exactly; 2^64 is the first value past u64::MAX.
-    if f >= -9_223_372_036_854_775_808.0 && f < 0.0 {
+    if (-9_223_372_036_854_775_808.0..0.0).contains(&f) {
         Number::from(f as i64)
     } else if (0.0..18_446_744_073_709_551_616.0).contains(&f) {
         Number::from(f as u64)
@@ -342,11 +343,9 @@ pub fn whole_number(
     }
     let negative = t.starts_with('-');
     // Anything too long for i128 is out of range anyway.
-    let n = t.parse::<i128>().unwrap_or(if negative {
-        i128::MIN
-    } else {
-        i128::MAX
-    });
+    let n = t
+        .parse::<i128>()
+        .unwrap_or(if negative { i128::MIN } else { i128::MAX });
     in_range(n, what, min, max, example).map(|n| n as i64)
 }
 
@@ -553,9 +552,9 @@ pub fn database_url(url: &str) -> Result<DatabaseKind, TaskError> {
         return Ok(DatabaseKind::Sqlite);
     }
     let scheme = scheme(url);
-    if let Some(s) = scheme.filter(|s| {
-        s.eq_ignore_ascii_case("postgres") || s.eq_ignore_ascii_case("postgresql")
-    }) {
+    if let Some(s) = scheme
+        .filter(|s| s.eq_ignore_ascii_case("postgres") || s.eq_ignore_ascii_case("postgresql"))
+    {
         let fix = if url[s.len()..].starts_with("://") {
             "write the scheme in lowercase"
         } else {
@@ -757,8 +756,8 @@ mod tests {
         assert_eq!(a, b);
         assert_eq!(ta, tb);
         assert_eq!(ta, r#"{"n":1}"#);
-        let (c, _) = canonical_data(json!({"a": [-0.0, 1e3, 2.5, -3.0], "b": {"c": 1e19}}))
-            .unwrap();
+        let (c, _) =
+            canonical_data(json!({"a": [-0.0, 1e3, 2.5, -3.0], "b": {"c": 1e19}})).unwrap();
         assert_eq!(
             c,
             json!({"a": [0, 1000, 2.5, -3], "b": {"c": 10_000_000_000_000_000_000u64}})
@@ -790,14 +789,29 @@ mod tests {
     fn integers_beyond_64_bits_are_refused() {
         let e = msg(data_text(r#"{"n": 123456789012345678901234567890}"#, "{}").unwrap_err());
         assert!(e.contains("too large"), "{e}");
-        assert!(data_text(r#"{"n": 18446744073709551615, "m": -9223372036854775808}"#, "").is_ok());
+        assert!(
+            data_text(
+                r#"{"n": 18446744073709551615, "m": -9223372036854775808}"#,
+                ""
+            )
+            .is_ok()
+        );
         assert!(data_text(r#"{"n": -9223372036854775809}"#, "").is_err());
         // Floats and digits inside strings are not integers.
-        assert!(data_text(r#"{"n": 1.5e300, "s": "123456789012345678901234567890"}"#, "").is_ok());
+        assert!(
+            data_text(
+                r#"{"n": 1.5e300, "s": "123456789012345678901234567890"}"#,
+                ""
+            )
+            .is_ok()
+        );
         assert!(data_text(r#"{"s": "a\"123456789012345678901234567890"}"#, "").is_ok());
         assert_eq!(data_text(r#"{"n": 2.0}"#, "").unwrap(), json!({"n": 2}));
         let e = msg(data_text("{", "--data '{}'").unwrap_err());
-        assert!(e.contains("not valid JSON") && e.contains("--data '{}'"), "{e}");
+        assert!(
+            e.contains("not valid JSON") && e.contains("--data '{}'"),
+            "{e}"
+        );
     }
 
     #[test]

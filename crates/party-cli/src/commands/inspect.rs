@@ -22,9 +22,8 @@ pub(crate) async fn list(party: &Party, args: ListArgs) -> Result<(), TaskError>
         let listed: Vec<serde_json::Value> = tasks
             .iter()
             .map(|t| {
-                let mut v = serde_json::to_value(t).map_err(|e| {
-                    TaskError::failed(format!("cannot write JSON: {e}"))
-                })?;
+                let mut v = serde_json::to_value(t)
+                    .map_err(|e| TaskError::failed(format!("cannot write JSON: {e}")))?;
                 if let Some(o) = v.as_object_mut() {
                     o.remove("runs");
                 }

@@ -37,10 +37,10 @@ pub(crate) enum Command {
     List(ListArgs),
     /// Show one task with its run history
     Show(ShowArgs),
-    /// Cancel a task that is not running
-    Cancel(IdArgs),
-    /// Make a dead, cancelled or retrying task due now
-    Retry(IdArgs),
+    /// Cancel a task that is not running, or every task matching --state/--handler/--queue
+    Cancel(SteerArgs),
+    /// Make a dead, cancelled or retrying task due now, or every task matching the filters
+    Retry(SteerArgs),
     /// Counts by state and handler, the oldest due task, throughput, and tasks no worker can run
     Stats(StatsArgs),
     /// Run tasks until stopped (Ctrl-C or SIGTERM stop it gracefully)
@@ -196,12 +196,29 @@ pub(crate) struct ShowArgs {
     pub(crate) json: bool,
 }
 
-/// `party cancel` and `party retry`.
+/// `party cancel` and `party retry`: one task by id, or every task matching the filters.
 #[derive(Debug, Args)]
-pub(crate) struct IdArgs {
-    /// The task's id (24 hex characters)
-    #[arg(value_parser = parse::id)]
-    pub(crate) id: TaskId,
+pub(crate) struct SteerArgs {
+    /// The task's id (24 hex characters); leave it out to act on every task matching the filters
+    #[arg(value_parser = parse::id, conflicts_with_all = ["state", "handler", "queue"])]
+    pub(crate) id: Option<TaskId>,
+
+    /// Every task in this state (cancel: scheduled, retrying or dead; retry: dead, cancelled or
+    /// retrying)
+    #[arg(long, value_name = "S", value_parser = parse::state)]
+    pub(crate) state: Option<State>,
+
+    /// Every task of this handler
+    #[arg(long, value_name = "H")]
+    pub(crate) handler: Option<String>,
+
+    /// Every task in this queue
+    #[arg(long, value_name = "Q")]
+    pub(crate) queue: Option<String>,
+
+    /// Print JSON instead of text (for the filtered form: the count)
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 /// `party stats`.

@@ -346,6 +346,56 @@ fn cancel_refuses_a_second_cancel_and_unknown_ids() {
 }
 
 #[test]
+fn cancel_and_retry_act_on_every_matching_task_and_refuse_without_a_filter() {
+    let s = Store::new();
+    let mail: Vec<String> = (0..3)
+        .map(|i| {
+            s.add(&[
+                "noop",
+                "--in",
+                "1h",
+                "--queue",
+                "mail",
+                "--data",
+                &format!("{{\"i\": {i}}}"),
+            ])
+        })
+        .collect();
+    let other = s.add(&["noop", "--in", "1h"]);
+
+    let none = s.run(&["cancel"]);
+    assert_eq!(none.code, 2, "{none:?}");
+    assert!(
+        none.stderr.contains("give a task id, or filters"),
+        "{none:?}"
+    );
+    let none = s.run(&["retry"]);
+    assert_eq!(none.code, 2, "{none:?}");
+    let both = s.run(&["cancel", &other, "--queue", "mail"]);
+    assert_eq!(both.code, 2, "{both:?}");
+    let running = s.run(&["cancel", "--state", "running"]);
+    assert_eq!(running.code, 2, "{running:?}");
+    assert!(
+        running.stderr.contains("cannot cancel running tasks"),
+        "{running:?}"
+    );
+
+    let out = s.ok(&["cancel", "--queue", "mail", "--state", "scheduled"]);
+    assert_eq!(out, "cancelled 3 tasks\n");
+    for id in &mail {
+        assert_eq!(s.show(id)["state"], "cancelled");
+    }
+    assert_eq!(s.show(&other)["state"], "scheduled");
+
+    let counted = s.json(&["retry", "--queue", "mail", "--json"]);
+    assert_eq!(counted, json!({"retried": 3}));
+    for id in &mail {
+        assert_eq!(s.show(id)["state"], "scheduled");
+    }
+    assert_eq!(s.ok(&["retry", "--queue", "mail"]), "retried 0 tasks\n");
+}
+
+#[test]
 fn retry_brings_back_a_dead_task_with_its_timestamp() {
     let s = Store::new();
     let mark = s.path("failed-once");

@@ -4,10 +4,13 @@
 use std::sync::Arc;
 
 use crate::clock::{Clock, SystemClock};
-use crate::model::{HandlerCount, ListFilter, NewTask, Outcome, State, Stats, StuckTask, TaskInfo};
+use crate::model::{
+    HandlerCount, ListFilter, NewTask, Outcome, State, Stats, SteerFilter, StuckTask, TaskInfo,
+};
 use crate::recurrence::{self, GapReport, Recurrence};
 use crate::store::{
-    InsertTask, StatsParams, Store, StoreStats, postgres::PgStore, sqlite::SqliteStore,
+    InsertTask, StatsParams, Steer, SteerMany, Store, StoreStats, postgres::PgStore,
+    sqlite::SqliteStore,
 };
 use crate::task::Registry;
 use crate::worker::{Worker, WorkerConfig};
@@ -219,6 +222,32 @@ impl Party {
         self.store.task_retry(id, self.clock.now()).await
     }
 
+    /// Cancel every task matching `filter` that can be cancelled (scheduled, retrying or
+    /// dead), in one statement. Returns how many were cancelled.
+    ///
+    /// # Errors
+    /// [`TaskError::Invalid`] for an empty filter (it would cancel everything) or a state that
+    /// cannot be cancelled; [`TaskError::Store`].
+    pub async fn cancel_matching(&self, filter: &SteerFilter) -> Result<u64, TaskError> {
+        let states = steer_states(Steer::Cancel, filter)?;
+        self.store
+            .task_cancel_many(steer_many(&states, filter, self.clock.now()))
+            .await
+    }
+
+    /// Make every task matching `filter` that can be retried (dead, cancelled or retrying)
+    /// due now, in one statement, as [`Party::retry`] does one. A recurring task whose
+    /// singleton is held by a live copy is left as it is. Returns how many were retried.
+    ///
+    /// # Errors
+    /// As [`Party::cancel_matching`].
+    pub async fn retry_matching(&self, filter: &SteerFilter) -> Result<u64, TaskError> {
+        let states = steer_states(Steer::Retry, filter)?;
+        self.store
+            .task_retry_many(steer_many(&states, filter, self.clock.now()))
+            .await
+    }
+
     /// Counts and health.
     ///
     /// # Errors
@@ -324,6 +353,38 @@ impl Party {
             self.registry.clone(),
             config,
         )
+    }
+}
+
+/// The states a bulk operation acts on: those it applies to, narrowed by the filter's state.
+fn steer_states(op: Steer, filter: &SteerFilter) -> Result<Vec<State>, TaskError> {
+    if filter.state.is_none() && filter.handler.is_none() && filter.queue.is_none() {
+        return Err(TaskError::invalid(format!(
+            "refusing to {} every task: narrow it with a state, a handler or a queue",
+            op.verb()
+        )));
+    }
+    match filter.state {
+        None => Ok(op.allowed().to_vec()),
+        Some(s) if op.allowed().contains(&s) => Ok(vec![s]),
+        Some(s) => Err(TaskError::invalid(format!(
+            "cannot {} {s} tasks: only {} tasks can be; pick one of those states",
+            op.verb(),
+            op.allowed()
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
+}
+
+fn steer_many<'a>(states: &'a [State], filter: &'a SteerFilter, now: Timestamp) -> SteerMany<'a> {
+    SteerMany {
+        states,
+        handler: filter.handler.as_deref(),
+        queue: filter.queue.as_deref(),
+        now,
     }
 }
 

@@ -55,7 +55,7 @@ pub use id::TaskId;
 pub use jiff;
 pub use model::{
     DEFAULT_MAX_ATTEMPTS, DEFAULT_QUEUE, HandlerCount, ListFilter, NewTask, Outcome, Run, State,
-    Stats, StuckTask, TaskInfo, WorkerInfo,
+    Stats, SteerFilter, StuckTask, TaskInfo, WorkerInfo,
 };
 pub use prepare::check_data;
 pub use serde_json;

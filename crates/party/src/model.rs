@@ -286,6 +286,19 @@ pub struct ListFilter {
     pub limit: Option<u32>,
 }
 
+/// Which tasks a bulk cancel or retry acts on ([`crate::Party::cancel_matching`],
+/// [`crate::Party::retry_matching`]). At least one field must be set: acting on every task is
+/// refused.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SteerFilter {
+    /// Only tasks in this state (it must be one the operation applies to).
+    pub state: Option<State>,
+    /// Only tasks of this handler.
+    pub handler: Option<String>,
+    /// Only tasks in this queue.
+    pub queue: Option<String>,
+}
+
 /// Counts and health figures, as shown by `party stats`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Stats {

@@ -29,6 +29,22 @@ pub(crate) enum Steer {
 }
 
 impl Steer {
+    /// The states the operation applies to.
+    pub(crate) fn allowed(self) -> &'static [State] {
+        match self {
+            Steer::Cancel => &[State::Scheduled, State::Retrying, State::Dead],
+            Steer::Retry => &[State::Dead, State::Cancelled, State::Retrying],
+        }
+    }
+
+    /// The verb, for messages.
+    pub(crate) fn verb(self) -> &'static str {
+        match self {
+            Steer::Cancel => "cancel",
+            Steer::Retry => "retry",
+        }
+    }
+
     /// The refusal for a task in `state`, saying which states allow the operation.
     pub(crate) fn conflict(self, id: TaskId, state: crate::State) -> TaskError {
         let (verb, past, allowed) = match self {
@@ -64,6 +80,21 @@ pub struct InsertTask {
     pub priority: i32,
     /// Creation time.
     pub created_at: Timestamp,
+}
+
+/// A bulk cancel or retry: every task in one of `states` matching the filters, in one
+/// statement.
+#[derive(Debug, Clone, Copy)]
+pub struct SteerMany<'a> {
+    /// Tasks in these states (decided above the seam: the states the operation applies to,
+    /// narrowed by the caller's filter).
+    pub states: &'a [State],
+    /// Only this handler.
+    pub handler: Option<&'a str>,
+    /// Only this queue.
+    pub queue: Option<&'a str>,
+    /// Now: the time written as the change (and, for a retry, when the tasks are due).
+    pub now: Timestamp,
 }
 
 /// What a worker asks for when it claims.
@@ -323,6 +354,14 @@ pub trait Store: Send + Sync + 'static {
     /// Make a dead, cancelled or retrying task due now, its attempts counting on (one more
     /// allowed if it had used them all). Others are refused with [`TaskError::Conflict`].
     async fn task_retry(&self, id: TaskId, now: Timestamp) -> Result<TaskInfo, TaskError>;
+
+    /// Cancel every matching task (see [`SteerMany`]) in one statement; returns how many.
+    async fn task_cancel_many(&self, params: SteerMany<'_>) -> Result<u64, TaskError>;
+
+    /// Retry every matching task in one statement, as [`Store::task_retry`] does one; a
+    /// recurring task whose singleton is held by a live copy (or by another matching copy) is
+    /// left as it is. Returns how many were retried.
+    async fn task_retry_many(&self, params: SteerMany<'_>) -> Result<u64, TaskError>;
 
     /// The raw figures behind `stats`.
     async fn stats(&self, params: StatsParams) -> Result<StoreStats, TaskError>;

@@ -11,3 +11,4 @@ mod runtime;
 mod seed;
 mod shell;
 mod singleton;
+mod steering;

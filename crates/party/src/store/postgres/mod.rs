@@ -67,7 +67,7 @@ use self::sql::{BEGIN_ASYNC_COMMIT, Names, Statements, sql_existing, sql_insert_
 use self::wakeup::{listen, signal_loop};
 use super::{
     ClaimParams, ClaimedTask, ExpiredParams, ExpiredTask, Finish, FinishResult, HeartbeatParams,
-    InsertTask, LeaderParams, StatsParams, Steer, Store, StoreStats,
+    InsertTask, LeaderParams, StatsParams, Steer, SteerMany, Store, StoreStats,
 };
 use crate::model::{ListFilter, State, TaskInfo, WorkerInfo};
 use crate::{TaskError, TaskId};
@@ -781,5 +781,34 @@ impl Store for PgStore {
             .await
             .map_err(db_err)?;
         Ok(())
+    }
+
+    async fn task_cancel_many(&self, p: SteerMany<'_>) -> Result<u64, TaskError> {
+        let conn = self.pool.get().await?;
+        let states: Vec<&str> = p.states.iter().map(|s| s.as_str()).collect();
+        conn.client
+            .execute(
+                &conn.st.cancel_many,
+                &[&PgTime::of(p.now), &states, &p.handler, &p.queue],
+            )
+            .await
+            .map_err(db_err)
+    }
+
+    async fn task_retry_many(&self, p: SteerMany<'_>) -> Result<u64, TaskError> {
+        let conn = self.pool.get().await?;
+        let states: Vec<&str> = p.states.iter().map(|s| s.as_str()).collect();
+        let n = conn
+            .client
+            .execute(
+                &conn.st.retry_many,
+                &[&PgTime::of(p.now), &states, &p.handler, &p.queue],
+            )
+            .await
+            .map_err(db_err)?;
+        if n > 0 {
+            self.signal();
+        }
+        Ok(n)
     }
 }

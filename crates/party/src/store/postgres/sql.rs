@@ -173,6 +173,23 @@ pub(super) fn sql_expired(s: &str) -> String {
     )
 }
 
+/// A dead or cancelled recurring task is retried only when no live copy holds its singleton
+/// and no other matching copy with a greater id is retried by the same statement.
+pub(super) fn sql_retry_many(s: &str) -> String {
+    format!(
+        "UPDATE {s}.tasks t SET state = 'scheduled', due_at = $1, ready = true, \
+           max_attempts = GREATEST(t.max_attempts, t.attempts + 1), updated_at = $1 \
+         WHERE t.state = ANY($2::text[]) AND ($3::text IS NULL OR t.handler = $3) \
+           AND ($4::text IS NULL OR t.queue = $4) \
+           AND (NOT t.is_recurring OR t.state = 'retrying' OR NOT EXISTS (SELECT 1 \
+             FROM {s}.tasks o WHERE o.handler = t.handler AND md5(o.data) = md5(t.data) \
+             AND o.data = t.data AND o.is_recurring AND o.id <> t.id \
+             AND (o.state IN {LIVE} OR (o.state IN ('dead','cancelled') \
+               AND o.state = ANY($2::text[]) AND ($4::text IS NULL OR o.queue = $4) \
+               AND o.id > t.id))))"
+    )
+}
+
 /// Take the leadership when nobody holds it, renew it for its holder, or take it over once
 /// the term ended; a row comes back only in those cases.
 pub(super) fn sql_leader_elect(s: &str) -> String {
@@ -220,6 +237,8 @@ pub(super) struct Statements {
     pub(super) worker_remove: Statement,
     pub(super) leader_elect: Statement,
     pub(super) leader_resign: Statement,
+    pub(super) cancel_many: Statement,
+    pub(super) retry_many: Statement,
 }
 
 impl Statements {
@@ -274,6 +293,12 @@ impl Statements {
             format!("DELETE FROM {s}.workers WHERE id = $1"),
             sql_leader_elect(s),
             format!("DELETE FROM {s}.leaders WHERE holder = $1"),
+            format!(
+                "UPDATE {s}.tasks SET state = 'cancelled', ready = false, updated_at = $1 \
+                 WHERE state = ANY($2::text[]) AND ($3::text IS NULL OR handler = $3) \
+                 AND ($4::text IS NULL OR queue = $4)"
+            ),
+            sql_retry_many(s),
         ]
     }
 
@@ -329,6 +354,8 @@ impl Statements {
             worker_remove: next(),
             leader_elect: next(),
             leader_resign: next(),
+            cancel_many: next(),
+            retry_many: next(),
         })
     }
 }

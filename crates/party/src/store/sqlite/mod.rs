@@ -24,7 +24,7 @@ use self::rows::{expired_from_row, id_from_row, json_list, run_from_row, task_fr
 use self::wakeup::watch_other_processes;
 use super::{
     ClaimParams, ClaimedTask, ExpiredParams, ExpiredTask, Finish, FinishResult, HeartbeatParams,
-    InsertTask, LeaderParams, Next, StatsParams, Steer, Store, StoreStats,
+    InsertTask, LeaderParams, Next, StatsParams, Steer, SteerMany, Store, StoreStats,
 };
 use crate::clock::{from_micros, to_micros};
 use crate::model::{ListFilter, State, TaskInfo, WorkerInfo};
@@ -53,6 +53,22 @@ impl std::fmt::Debug for SqliteStore {
 }
 
 impl SqliteStore {
+    /// Run a bulk cancel or retry statement in one durable transaction; returns rows changed.
+    async fn steer_many(&self, sql: &'static str, p: SteerMany<'_>) -> Result<u64, TaskError> {
+        let states: Vec<String> = p.states.iter().map(|s| s.as_str().to_string()).collect();
+        let (handler, queue) = (p.handler.map(str::to_string), p.queue.map(str::to_string));
+        let now = to_micros(p.now);
+        self.call_durable(move |conn| {
+            transaction(conn, |tx| {
+                let n = tx
+                    .execute(sql, params![now, json_list(&states), handler, queue])
+                    .map_err(db_err)?;
+                Ok(n as u64)
+            })
+        })
+        .await
+    }
+
     /// Open (creating if needed) the SQLite file at `path` and bring its schema up to date.
     ///
     /// # Errors
@@ -540,5 +556,17 @@ impl Store for SqliteStore {
             })
         })
         .await
+    }
+
+    async fn task_cancel_many(&self, p: SteerMany<'_>) -> Result<u64, TaskError> {
+        self.steer_many(sql::CANCEL_MANY, p).await
+    }
+
+    async fn task_retry_many(&self, p: SteerMany<'_>) -> Result<u64, TaskError> {
+        let n = self.steer_many(sql::RETRY_MANY, p).await?;
+        if n > 0 {
+            self.wakeups.notify_waiters();
+        }
+        Ok(n)
     }
 }

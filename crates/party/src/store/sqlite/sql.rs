@@ -110,3 +110,19 @@ pub(super) const LEADER_ELECT: &str = "INSERT INTO leaders (name, holder, until)
 pub(super) const LEADER_RESIGN: &str = "DELETE FROM leaders WHERE holder = ?1";
 
 pub(super) const WORKER_REMOVE: &str = "DELETE FROM workers WHERE id = ?1";
+
+pub(super) const CANCEL_MANY: &str = "UPDATE tasks SET state = 'cancelled', ready = 0, updated_at = ?1 \
+    WHERE state IN (SELECT value FROM json_each(?2)) AND (?3 IS NULL OR handler = ?3) \
+    AND (?4 IS NULL OR queue = ?4)";
+
+/// A dead or cancelled recurring task is retried only when no live copy holds its singleton
+/// and no other matching copy with a greater id is retried by the same statement.
+pub(super) const RETRY_MANY: &str = "UPDATE tasks SET state = 'scheduled', due_at = ?1, ready = 0, \
+    max_attempts = MAX(max_attempts, attempts + 1), updated_at = ?1 \
+    WHERE state IN (SELECT value FROM json_each(?2)) AND (?3 IS NULL OR handler = ?3) \
+    AND (?4 IS NULL OR queue = ?4) \
+    AND (is_recurring = 0 OR state = 'retrying' OR NOT EXISTS (SELECT 1 FROM tasks o \
+      WHERE o.handler = tasks.handler AND o.data = tasks.data AND o.is_recurring = 1 \
+      AND o.id <> tasks.id AND (o.state IN ('scheduled','running','retrying') \
+        OR (o.state IN ('dead','cancelled') AND o.state IN (SELECT value FROM json_each(?2)) \
+          AND (?4 IS NULL OR o.queue = ?4) AND o.id > tasks.id))))";

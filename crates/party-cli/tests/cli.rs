@@ -1518,3 +1518,74 @@ fn times_numbers_and_durations_at_their_edges() {
     // An offset at the edge is still a time.
     s.add(&["log", "--at", "2099-01-01T00:00:00-23:59"]);
 }
+
+#[test]
+fn a_sqlite_file_with_a_schema_version_party_never_writes_is_refused() {
+    let s = Store::new();
+    s.add(&["noop"]);
+    for version in [-1, i32::MIN] {
+        let conn = rusqlite::Connection::open(&s.db).unwrap();
+        conn.pragma_update(None, "user_version", version).unwrap();
+        drop(conn);
+        let run = s.run(&["list"]);
+        assert_eq!(run.code, 1, "{version}: {run:?}");
+        assert!(
+            run.stderr.contains(&format!(
+                "schema version {version}, which party never writes"
+            )),
+            "{}",
+            run.stderr
+        );
+    }
+}
+
+#[test]
+fn a_damaged_database_stops_the_worker_with_the_database_error() {
+    let s = Store::new();
+    let lines: String = (0..300)
+        .map(|i| {
+            format!(
+                "{{\"handler\":\"noop\",\"data\":{{\"i\":{i},\"pad\":\"{}\"}}}}\n",
+                "x".repeat(60)
+            )
+        })
+        .collect();
+    let file = s.path("many.jsonl");
+    std::fs::write(&file, lines).unwrap();
+    s.ok(&["add", "--from", &file]);
+    // Move everything into the main file, then damage every page but the first.
+    let conn = rusqlite::Connection::open(&s.db).unwrap();
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        .unwrap();
+    drop(conn);
+    let mut bytes = std::fs::read(&s.db).unwrap();
+    assert!(bytes.len() > 3 * 4096, "{}", bytes.len());
+    for page in (2 * 4096..bytes.len()).step_by(4096) {
+        for b in &mut bytes[page + 8..page + 808] {
+            *b = 0xde;
+        }
+    }
+    std::fs::write(&s.db, bytes).unwrap();
+    let mut child = s
+        .command(&["worker", "--until-idle"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the worker kept retrying a damaged database for 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("malformed"), "{stderr}");
+    assert!(stderr.contains("restore it from a backup"), "{stderr}");
+}

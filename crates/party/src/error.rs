@@ -28,6 +28,10 @@ pub enum TaskError {
     Schedule(String),
     /// The database failed or could not be reached.
     Store(String),
+    /// The database is there but cannot be used as it is, and retrying will not change that: a
+    /// damaged file, a file that is not a database, a file party may not write. A worker stops
+    /// with this error instead of retrying; the message says what to do.
+    Unusable(String),
 }
 
 impl TaskError {
@@ -75,7 +79,7 @@ impl fmt::Display for TaskError {
             }
             TaskError::Conflict(m) => write!(f, "{m}"),
             TaskError::Schedule(m) => write!(f, "{m}"),
-            TaskError::Store(m) => write!(f, "database error: {m}"),
+            TaskError::Store(m) | TaskError::Unusable(m) => write!(f, "database error: {m}"),
         }
     }
 }

@@ -704,6 +704,7 @@ pub fn scrub_error(error: TaskError, url: &str) -> TaskError {
     };
     match error {
         TaskError::Store(m) => TaskError::Store(scrub(m)),
+        TaskError::Unusable(m) => TaskError::Unusable(scrub(m)),
         TaskError::Invalid(m) => TaskError::Invalid(scrub(m)),
         TaskError::Failed(m) => TaskError::Failed(scrub(m)),
         TaskError::Conflict(m) => TaskError::Conflict(scrub(m)),

@@ -304,6 +304,8 @@ impl Worker {
                         outage = Duration::ZERO;
                         c
                     }
+                    // Damaged, not a database, not writable: no retry will help.
+                    Err(e @ TaskError::Unusable(_)) => return Err(e),
                     Err(e) => {
                         // The database is down or busy: say so, back off, and carry on.
                         outage = (outage * 2).clamp(Duration::from_millis(100), Duration::from_secs(5));

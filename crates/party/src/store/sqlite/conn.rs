@@ -105,7 +105,8 @@ pub(super) fn thread_stopped() -> TaskError {
 pub(super) fn open_connection(path: &Path) -> Result<Connection, TaskError> {
     let conn = Connection::open(path).map_err(|e| {
         TaskError::store(format!(
-            "cannot open SQLite database {}: {e}",
+            "cannot open SQLite database {}: {e}; check that its directory exists and this \
+             user may write there",
             path.display()
         ))
     })?;

@@ -5,8 +5,29 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::{TaskError, TaskId};
 
+/// A SQLite error as party reports it. A damaged file, a file that is not a database and a
+/// file party may not write are [`TaskError::Unusable`], with what to do: retrying cannot
+/// help. Everything else (busy, I/O, full disk) is [`TaskError::Store`].
 pub(super) fn db_err(e: rusqlite::Error) -> TaskError {
-    TaskError::store(e)
+    use rusqlite::ErrorCode::{DatabaseCorrupt, NotADatabase, ReadOnly};
+    let code = match &e {
+        rusqlite::Error::SqliteFailure(f, _) => Some(f.code),
+        _ => None,
+    };
+    match code {
+        Some(DatabaseCorrupt) => TaskError::Unusable(format!(
+            "{e}: the database file is damaged; stop every party process on it and restore it \
+             from a backup (`sqlite3 FILE 'PRAGMA integrity_check'` lists what is wrong)"
+        )),
+        Some(NotADatabase) => TaskError::Unusable(format!(
+            "{e}: the file is not a SQLite database; check that --db names the party database"
+        )),
+        Some(ReadOnly) => TaskError::Unusable(format!(
+            "{e}: party may not write to the database; check that this user can write the file \
+             and its directory (SQLite writes the -wal and -shm files beside it)"
+        )),
+        _ => TaskError::store(e),
+    }
 }
 
 pub(super) fn is_busy(e: &rusqlite::Error) -> bool {
@@ -33,5 +54,28 @@ pub(super) fn existing_singleton(
         None => Err(TaskError::store(
             "unique constraint failed but no singleton was found",
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failure(code: i32) -> rusqlite::Error {
+        rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None)
+    }
+
+    #[test]
+    fn errors_no_retry_can_fix_are_unusable_and_say_what_to_do() {
+        let read_only = db_err(failure(rusqlite::ffi::SQLITE_READONLY));
+        assert!(matches!(&read_only, TaskError::Unusable(m) if m.contains("its directory")));
+        let corrupt = db_err(failure(rusqlite::ffi::SQLITE_CORRUPT));
+        assert!(matches!(&corrupt, TaskError::Unusable(m) if m.contains("backup")));
+        let not_db = db_err(failure(rusqlite::ffi::SQLITE_NOTADB));
+        assert!(matches!(&not_db, TaskError::Unusable(m) if m.contains("--db")));
+        assert!(matches!(
+            db_err(failure(rusqlite::ffi::SQLITE_BUSY)),
+            TaskError::Store(_)
+        ));
     }
 }

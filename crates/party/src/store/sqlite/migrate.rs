@@ -21,6 +21,14 @@ pub(super) fn migrate(conn: &Connection, path: &Path) -> Result<(), TaskError> {
         let version: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .map_err(db_err)?;
+        if version < 0 {
+            return Err(TaskError::Unusable(format!(
+                "the database {} has schema version {version}, which party never writes: it is \
+                 not a party database, or another program changed it; check that --db names \
+                 the party database, or restore it from a backup",
+                path.display()
+            )));
+        }
         if version > SCHEMA_VERSION {
             return Err(TaskError::store(format!(
                 "the database {} has schema version {version}, newer than this party binary knows \

@@ -45,6 +45,7 @@ pub mod recurrence;
 mod rules;
 pub mod store;
 mod task;
+pub mod testing;
 pub mod validate;
 mod worker;
 

@@ -262,6 +262,11 @@ impl TaskContext {
         self.schedule_next_run_at(t)
     }
 
+    /// The follow-up tasks enqueued so far in this attempt.
+    pub fn enqueued(&self) -> &[NewTask] {
+        &self.follow_ups
+    }
+
     /// The next run scheduled so far in this attempt, if any.
     pub fn next_run(&self) -> Option<Timestamp> {
         self.next_run

@@ -209,11 +209,11 @@ pub(crate) struct SteerArgs {
     pub(crate) state: Option<State>,
 
     /// Every task of this handler
-    #[arg(long, value_name = "H")]
+    #[arg(long, value_name = "H", value_parser = parse::handler)]
     pub(crate) handler: Option<String>,
 
     /// Every task in this queue
-    #[arg(long, value_name = "Q")]
+    #[arg(long, value_name = "Q", value_parser = parse::queue)]
     pub(crate) queue: Option<String>,
 
     /// Print JSON instead of text (for the filtered form: the count)

@@ -214,14 +214,15 @@ pub(crate) fn env_name(s: &str) -> Result<String, String> {
         && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
     if !valid {
         return Err(format!(
-            "'{}' is not an environment variable name: use letters, digits and _, e.g. AWS_PROFILE",
-            s.chars().take(100).collect::<String>()
+            "{} is not an environment variable name: use letters, digits and _, e.g. AWS_PROFILE",
+            quote(s)
         ));
     }
     if s.starts_with("PARTY_") {
         return Err(format!(
-            "'{s}' cannot be passed to shell commands: PARTY_* names are reserved for the task's \
-             attributes, and the worker's own settings (such as its database URL) stay with it"
+            "{} cannot be passed to shell commands: PARTY_* names are reserved for the task's \
+             attributes, and the worker's own settings (such as its database URL) stay with it",
+            quote(s)
         ));
     }
     Ok(s.to_string())

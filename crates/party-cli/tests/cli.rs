@@ -1181,6 +1181,8 @@ fn names_are_bounded_and_printable_on_every_backend() {
             (vec!["add", &long], "too long: at most 128 bytes"),
             (vec!["add", "lo\u{7}g"], "U+0007"),
             (vec!["list", "--handler", &long], "too long"),
+            (vec!["cancel", "--queue", &long], "too long"),
+            (vec!["retry", "--handler", "a\u{1b}b"], "U+001B"),
             (
                 vec!["worker", "--until-idle", "--queue", ""],
                 "the queue name is empty",
@@ -1426,6 +1428,7 @@ fn long_input_is_not_echoed_whole() {
     let s = Store::new();
     let big = "x".repeat(100_000);
     let not_json = format!("{{{big}");
+    let party_big = format!("PARTY_{big}");
     let line = s.path("long.jsonl");
     std::fs::write(&line, format!("{{\"handler\": \"{big}\"}}\n")).unwrap();
     let cases: Vec<(Vec<&str>, &str)> = vec![
@@ -1446,6 +1449,10 @@ fn long_input_is_not_echoed_whole() {
         (vec!["list", "--state", &big], "too long"),
         (vec!["add", "--from", &line], "line 1:"),
         (vec!["list", &big], "unexpected argument"),
+        (
+            vec!["worker", "--allow-shell", "--shell-env", &party_big],
+            "cannot be passed to shell commands",
+        ),
     ];
     for (args, expected) in &cases {
         assert_refused(&s.run(args), expected, &bounded(&args.join(" ")));

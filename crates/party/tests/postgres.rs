@@ -1,12 +1,14 @@
 //! PostgreSQL-specific guarantees: concurrent claims across connections, SKIP LOCKED, wake-ups
 //! through LISTEN/NOTIFY, the singleton index under concurrent inserts, migrations under
-//! concurrency, and adding tasks inside a caller's transaction.
+//! concurrency, schema names, and adding tasks inside a caller's transaction. What every
+//! backend promises is tested once for all of them in the store conformance suite
+//! (`tests/store/`).
 //!
 //! Needs `PARTY_TEST_DATABASE_URL` (e.g. `postgres://postgres@127.0.0.1:5432/test`); without
 //! it the tests say so and pass, except under `CI=true`, where they fail. Each test works in a
 //! fresh schema, dropped at its end.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -219,7 +221,7 @@ async fn concurrent_claims_on_many_connections_never_hand_out_a_task_twice() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn claims_follow_priority_then_due_time_and_skip_locked_rows() {
+async fn a_claim_skips_locked_rows_without_waiting() {
     let Some(db) = TestDb::new() else { return };
     let clock = ManualClock::new(t0());
     let party = db.party().await.with_clock(Arc::new(clock.clone()));
@@ -233,26 +235,7 @@ async fn claims_follow_priority_then_due_time_and_skip_locked_rows() {
                 .unwrap()
         }
     };
-    let late = add(3, 0).await;
-    let early = add(1, 0).await;
-    let urgent = add(2, -1).await;
-    let _future = add(600, -5).await;
     let now = t0() + secs(5);
-    let mut order = Vec::new();
-    for _ in 0..4 {
-        order.extend(
-            claim(store.as_ref(), now, 1)
-                .await
-                .into_iter()
-                .map(|t| t.id),
-        );
-    }
-    assert_eq!(
-        order,
-        vec![urgent, early, late],
-        "priority, then due time; future tasks wait"
-    );
-
     // A row locked by someone else is skipped at once, not waited for.
     let first = add(4, 0).await;
     let second = add(4, 1).await;
@@ -486,29 +469,6 @@ async fn migrations_are_safe_when_many_processes_start_at_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_database_newer_than_the_binary_is_refused() {
-    let Some(db) = TestDb::new() else { return };
-    drop(db.store().await);
-    let client = db.client().await;
-    client
-        .execute(
-            &format!(
-                "INSERT INTO \"{}\".schema_version (version) VALUES ($1)",
-                db.schema
-            ),
-            &[&(party::store::SCHEMA_VERSION as i32 + 1)],
-        )
-        .await
-        .unwrap();
-    let err = PgStore::connect(&db.url()).await.unwrap_err();
-    assert!(matches!(err, TaskError::Store(_)), "{err:?}");
-    let msg = err.to_string();
-    assert!(msg.contains("newer than this party binary"), "{msg}");
-    assert!(msg.contains("upgrade party"), "{msg}");
-    db.cleanup().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_schema_comes_from_the_url_or_the_options() {
     let Some(db) = TestDb::new() else { return };
     let store = PgStore::connect_with(
@@ -662,198 +622,4 @@ async fn adding_in_a_transaction_is_refused_on_sqlite() {
     );
     drop(tx);
     let _ = std::fs::remove_file(&dir);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stale_fences_are_refused_after_a_rescue() {
-    let Some(db) = TestDb::new() else { return };
-    let clock = ManualClock::new(t0());
-    let party = db.party().await.with_clock(Arc::new(clock.clone()));
-    let store = party.store().clone();
-    let id = party
-        .add(NewTask::new("noop").max_attempts(3))
-        .await
-        .unwrap();
-    let first = claim(store.as_ref(), t0(), 1).await.remove(0);
-    assert_eq!((first.id, first.attempts), (id, 1));
-
-    // The lease runs out: the task is rescued with a `lost` run and claimed again.
-    let later = t0() + secs(60);
-    clock.set(later);
-    let rescued = party::maintenance::Rescuer::new(
-        store.clone(),
-        Arc::new(clock.clone()),
-        Default::default(),
-    )
-    .run_once()
-    .await
-    .unwrap();
-    assert_eq!(rescued.rescued, 1);
-    let second = claim(store.as_ref(), later, 1).await.remove(0);
-    assert_eq!((second.id, second.attempts), (id, 2));
-    assert!(second.fence > first.fence);
-
-    // The old worker's late answer changes nothing.
-    let stale = store
-        .task_finish(vec![finish(&first, later, Next::Done)])
-        .await
-        .unwrap();
-    assert_eq!(stale, vec![FinishResult::Stale]);
-    assert_eq!(party.get(id).await.unwrap().state, State::Running);
-    let applied = store
-        .task_finish(vec![finish(&second, later + secs(1), Next::Done)])
-        .await
-        .unwrap();
-    assert_eq!(applied, vec![FinishResult::Applied]);
-
-    let task = party.get(id).await.unwrap();
-    assert_eq!(task.state, State::Done);
-    let outcomes: Vec<_> = task.runs.iter().map(|r| (r.attempt, r.outcome)).collect();
-    assert_eq!(outcomes, vec![(1, Outcome::Lost), (2, Outcome::Succeeded)]);
-    let lost = task.runs[0].error.as_deref().unwrap();
-    assert!(
-        lost.contains("lost its lease (it expired at 2027-01-01T00:00:30.000000Z"),
-        "{lost}"
-    );
-    db.cleanup().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_duplicate_follow_up_fails_only_its_own_finish() {
-    let Some(db) = TestDb::new() else { return };
-    let clock = ManualClock::new(t0());
-    let party = db.party().await.with_clock(Arc::new(clock.clone()));
-    let store = party.store().clone();
-    let every = SignedDuration::from_hours(1);
-    let holder = party
-        .add(
-            NewTask::new("noop")
-                .data(json!({ "s": 1 }))
-                .every(every)
-                .at(t0() + secs(3_600)),
-        )
-        .await
-        .unwrap();
-    let a = party
-        .add(NewTask::new("noop").data(json!({ "a": 1 })))
-        .await
-        .unwrap();
-    let b = party
-        .add(NewTask::new("noop").data(json!({ "b": 1 })))
-        .await
-        .unwrap();
-    let claimed: HashMap<TaskId, ClaimedTask> = claim(store.as_ref(), t0(), 10)
-        .await
-        .into_iter()
-        .map(|t| (t.id, t))
-        .collect();
-    assert_eq!(claimed.len(), 2);
-    let follow_up = |data: &str, recurring: bool| InsertTask {
-        id: TaskId::generate(t0()),
-        handler: "noop".into(),
-        data: data.into(),
-        timestamp: t0(),
-        is_recurring: recurring,
-        rule: recurring.then(|| r#"{"every":3600}"#.to_string()),
-        max_attempts: 1,
-        queue: "default".into(),
-        priority: 0,
-        created_at: t0(),
-    };
-    let mut fa = finish(&claimed[&a], t0(), Next::Done);
-    fa.follow_ups = vec![
-        follow_up(r#"{"ok":1}"#, false),
-        follow_up(r#"{"s":1}"#, true),
-    ];
-    let mut fb = finish(&claimed[&b], t0(), Next::Done);
-    let fresh = follow_up(r#"{"b_next":1}"#, false);
-    fb.follow_ups = vec![fresh.clone()];
-    let results = store.task_finish(vec![fa, fb]).await.unwrap();
-    assert_eq!(
-        results,
-        vec![
-            FinishResult::Duplicate(TaskError::Duplicate {
-                handler: "noop".into(),
-                existing: holder
-            }),
-            FinishResult::Applied
-        ]
-    );
-    // The refused finish left no trace; the other one was written with its follow-up.
-    let ta = party.get(a).await.unwrap();
-    assert_eq!((ta.state, ta.runs.len()), (State::Running, 0));
-    let tb = party.get(b).await.unwrap();
-    assert_eq!((tb.state, tb.runs.len()), (State::Done, 1));
-    assert_eq!(party.get(fresh.id).await.unwrap().state, State::Scheduled);
-    assert_eq!(party.list(&Default::default()).await.unwrap().len(), 4);
-    db.cleanup().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cancel_retry_list_and_stats_work_as_on_sqlite() {
-    let Some(db) = TestDb::new() else { return };
-    let clock = ManualClock::new(t0());
-    let party = db.party().await.with_clock(Arc::new(clock.clone()));
-    let store = party.store().clone();
-    let id = party
-        .add(NewTask::new("noop").at(t0() + secs(10)))
-        .await
-        .unwrap();
-    let cancelled = party.cancel(id).await.unwrap();
-    assert_eq!(cancelled.state, State::Cancelled);
-    assert!(matches!(
-        party.cancel(id).await,
-        Err(TaskError::Conflict(_))
-    ));
-    let retried = party.retry(id).await.unwrap();
-    assert_eq!((retried.state, retried.due_at), (State::Scheduled, t0()));
-    let running = claim(store.as_ref(), t0(), 1).await.remove(0);
-    let err = party.cancel(id).await.unwrap_err();
-    assert!(
-        matches!(&err, TaskError::Conflict(m) if m.contains("it is running")),
-        "{err:?}"
-    );
-    let missing = TaskId::generate(t0());
-    assert_eq!(
-        party.cancel(missing).await.unwrap_err(),
-        TaskError::NotFound(missing)
-    );
-    let unknown = party
-        .add(NewTask::new("noop").queue("elsewhere"))
-        .await
-        .unwrap();
-    let listed = party
-        .list(&party::ListFilter {
-            state: Some(State::Running),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    assert_eq!(
-        listed.iter().map(|t| t.id).collect::<Vec<_>>(),
-        vec![running.id]
-    );
-    assert_eq!(
-        store.task_next_due(&handlers(), &queues()).await.unwrap(),
-        None,
-        "nothing else is waiting in the default queue"
-    );
-    assert_eq!(
-        store
-            .task_next_due(&handlers(), &["elsewhere".to_string()])
-            .await
-            .unwrap(),
-        Some(t0())
-    );
-    let stats = party.stats().await.unwrap();
-    assert!(stats.by_state.contains(&(State::Running, 1)));
-    assert!(stats.by_state.contains(&(State::Scheduled, 1)));
-    assert_eq!(stats.oldest_due, Some(t0()));
-    assert_eq!(
-        stats.unhandled.len(),
-        1,
-        "no live worker runs noop: {stats:?}"
-    );
-    assert!(party.get(unknown).await.is_ok());
-    db.cleanup().await;
 }

@@ -649,10 +649,10 @@ async fn an_interrupted_shell_task_kills_its_child_process(b: Backend) {
     assert!(gone, "the shell command's process {pid} was killed");
 }
 
-async fn a_locked_sqlite_file_makes_the_worker_wait_not_lose_tasks(b: Backend) {
-    if b != Backend::Sqlite {
-        return; // a SQLite-only behaviour
-    }
+/// A SQLite-only behaviour: it runs once, on SQLite, rather than passing on PostgreSQL
+/// without doing anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_sqlite_file_makes_the_worker_wait_not_lose_tasks() {
     let counts = Arc::new(Mutex::new(HashMap::new()));
     let db = crate::common::temp_db_path("locked");
     let store = party::open_store(db.path.to_str().unwrap()).await.unwrap();
@@ -767,6 +767,5 @@ on_every_backend!(
     shutdown_lets_running_tasks_finish_within_the_grace_period,
     shutdown_past_the_grace_period_releases_the_task_for_others,
     an_interrupted_shell_task_kills_its_child_process,
-    a_locked_sqlite_file_makes_the_worker_wait_not_lose_tasks,
     prefetched_tasks_wait_for_an_executor_and_run_once_in_order,
 );

@@ -1,0 +1,214 @@
+//! `task_insert`: what is written reads back unchanged, batches are all or nothing, and the
+//! singleton rule holds for live recurring tasks only.
+
+use party::serde_json::json;
+use party::store::{InsertTask, Next};
+use party::{State, TaskError};
+
+use crate::harness::{
+    Backend, Harness, finish, on_every_backend, recurring, secs, t0, task, task_at,
+};
+
+async fn an_inserted_task_reads_back_as_written(b: Backend) {
+    let Some(h) = Harness::new(b).await else {
+        return;
+    };
+    let written = InsertTask {
+        data: r#"{"account":7,"plan":"gold"}"#.to_string(),
+        timestamp: t0() + secs(90),
+        is_recurring: true,
+        rule: Some(r#"{"every":"1h","tz":"Europe/Paris"}"#.to_string()),
+        max_attempts: 7,
+        queue: "billing".to_string(),
+        priority: -3,
+        created_at: t0() - secs(5),
+        ..task("noop")
+    };
+    let ids = h.insert(vec![written.clone()]).await;
+    assert_eq!(ids, vec![written.id]);
+    let got = h.get(written.id).await;
+    assert_eq!(got.id, written.id);
+    assert_eq!(got.handler, "noop");
+    assert_eq!(got.data, json!({ "account": 7, "plan": "gold" }));
+    assert_eq!(got.timestamp, t0() + secs(90));
+    assert_eq!(got.due_at, t0() + secs(90), "first due at its timestamp");
+    assert_eq!(got.last_run_on, None);
+    assert_eq!(got.attempts, 0);
+    assert!(got.is_recurring);
+    assert_eq!(got.state, State::Scheduled);
+    assert_eq!(got.queue, "billing");
+    assert_eq!(got.priority, -3);
+    assert_eq!(got.max_attempts, 7);
+    assert_eq!(got.last_error, None);
+    assert_eq!(
+        got.rule,
+        Some(json!({ "every": "1h", "tz": "Europe/Paris" }))
+    );
+    assert_eq!(got.created_at, t0() - secs(5));
+    assert_eq!(got.worker, None);
+    assert!(got.runs.is_empty());
+}
+
+async fn instants_keep_their_microseconds(b: Backend) {
+    let Some(h) = Harness::new(b).await else {
+        return;
+    };
+    let at = t0() + party::jiff::SignedDuration::from_micros(123_456);
+    let id = h.insert(vec![task_at("noop", at)]).await[0];
+    let got = h.get(id).await;
+    assert_eq!((got.timestamp, got.due_at), (at, at));
+}
+
+async fn a_batch_goes_in_whole_and_answers_ids_in_order(b: Backend) {
+    let Some(h) = Harness::new(b).await else {
+        return;
+    };
+    let tasks: Vec<InsertTask> = (0..50)
+        .map(|i| InsertTask {
+            data: format!(r#"{{"i":{i}}}"#),
+            ..task("noop")
+        })
+        .collect();
+    let expected: Vec<_> = tasks.iter().map(|t| t.id).collect();
+    assert_eq!(h.insert(tasks).await, expected);
+    for id in expected {
+        assert_eq!(h.get(id).await.state, State::Scheduled);
+    }
+    assert_eq!(h.insert(Vec::new()).await, Vec::new(), "an empty batch");
+}
+
+async fn a_duplicate_recurring_task_fails_the_whole_batch(b: Backend) {
+    let Some(h) = Harness::new(b).await else {
+        return;
+    };
+    let holder = h.insert(vec![recurring("noop", r#"{"s":1}"#)]).await[0];
+    let fresh = task("noop");
+    let err = h
+        .store
+        .task_insert(vec![fresh.clone(), recurring("noop", r#"{"s":1}"#)])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        TaskError::Duplicate {
+            handler: "noop".into(),
+            existing: holder
+        }
+    );
+    assert_eq!(
+        h.store.task_get(fresh.id).await.unwrap(),
+        None,
+        "nothing of a refused batch is written"
+    );
+}
+
+async fn two_equal_recurring_tasks_in_one_batch_are_refused(b: Backend) {
+    let Some(h) = Harness::new(b).await else {
+        return;
+    };
+    let first = recurring("noop", r#"{"s":2}"#);
+    let second = recurring("noop", r#"{"s":2}"#);
+    let err = h
+        .store
+        .task_insert(vec![first.clone(), second.clone()])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        TaskError::Duplicate {
+            handler: "noop".into(),
+            existing: first.id
+        },
+        "the later one is a duplicate of the earlier"
+    );
+    assert_eq!(h.store.task_get(first.id).await.unwrap(), None);
+    assert_eq!(h.store.task_get(second.id).await.unwrap(), None);
+}
+
+async fn the_singleton_binds_only_live_recurring_tasks_of_one_handler_and_data(b: Backend) {
+    let Some(h) = Harness::new(b).await else {
+        return;
+    };
+    let data = r#"{"s":3}"#;
+    let holder = h.insert(vec![recurring("noop", data)]).await[0];
+    // One-off tasks with the same data, and recurring ones of another handler or other data
+    // (due later, so that the claim below takes the holder).
+    let later = t0() + secs(600);
+    h.insert(vec![
+        InsertTask {
+            data: data.into(),
+            ..task_at("noop", later)
+        },
+        InsertTask {
+            data: data.into(),
+            ..task_at("noop", later)
+        },
+        InsertTask {
+            timestamp: later,
+            ..recurring("other", data)
+        },
+        InsertTask {
+            timestamp: later,
+            ..recurring("noop", r#"{"s":4}"#)
+        },
+    ])
+    .await;
+    // While the holder runs it still holds the singleton.
+    let c = h.claim_one("noop", t0()).await;
+    assert_eq!(c.id, holder);
+    let err = h
+        .store
+        .task_insert(vec![recurring("noop", data)])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, TaskError::Duplicate { existing, .. } if existing == holder));
+    // Once it is done, the singleton is free again.
+    h.finish(finish(&c, t0(), Next::Done)).await;
+    let again = recurring("noop", data);
+    assert_eq!(h.insert(vec![again.clone()]).await, vec![again.id]);
+}
+
+async fn retrying_and_finished_recurring_tasks_hold_the_singleton_as_their_state_says(b: Backend) {
+    let Some(h) = Harness::new(b).await else {
+        return;
+    };
+    for (state, holds) in [
+        (State::Retrying, true),
+        (State::Dead, false),
+        (State::Cancelled, false),
+    ] {
+        let data = format!(r#"{{"state":"{state}"}}"#);
+        let holder = recurring("noop", &data);
+        h.insert(vec![holder.clone()]).await;
+        match state {
+            State::Cancelled => {
+                h.store.task_cancel(holder.id, t0()).await.unwrap();
+            }
+            _ => {
+                let c = h.claim_one("noop", t0()).await;
+                let next = if state == State::Dead {
+                    Next::Dead
+                } else {
+                    Next::Retry {
+                        due_at: t0() + secs(60),
+                    }
+                };
+                h.finish(crate::harness::failed(&c, t0(), "boom", next))
+                    .await;
+            }
+        }
+        assert_eq!(h.get(holder.id).await.state, state);
+        let r = h.store.task_insert(vec![recurring("noop", &data)]).await;
+        assert_eq!(r.is_err(), holds, "a {state} recurring task: {r:?}");
+    }
+}
+
+on_every_backend!(
+    an_inserted_task_reads_back_as_written,
+    instants_keep_their_microseconds,
+    a_batch_goes_in_whole_and_answers_ids_in_order,
+    a_duplicate_recurring_task_fails_the_whole_batch,
+    two_equal_recurring_tasks_in_one_batch_are_refused,
+    the_singleton_binds_only_live_recurring_tasks_of_one_handler_and_data,
+    retrying_and_finished_recurring_tasks_hold_the_singleton_as_their_state_says,
+);

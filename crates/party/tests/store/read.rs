@@ -1,0 +1,348 @@
+//! The reads: `task_get`, `task_list` (filters, order, limit), `task_next_due` and `stats`.
+
+use party::store::{InsertTask, Next, StatsParams, StoreStats};
+use party::{ListFilter, State, TaskId};
+
+use crate::harness::{Backend, Harness, failed, finish, on_every_backend, secs, t0, task, task_at};
+
+async fn get_answers_none_for_an_unknown_id(b: Backend) {
+    let Some(h) = Harness::new(b).await else {
+        return;
+    };
+    h.insert(vec![task("noop")]).await;
+    assert_eq!(
+        h.store.task_get(TaskId::generate(t0())).await.unwrap(),
+        None
+    );
+}
+
+async fn list_orders_by_due_time_then_id_and_filters(b: Backend) {
+    let Some(h) = Harness::new(b).await else {
+        return;
+    };
+    // Due times out of insertion order, two of them equal (then the id decides).
+    let c = task_at("noop", t0() + secs(30));
+    let a = task_at("noop", t0() - secs(30));
+    let b1 = task_at("other", t0());
+    let b2 = task_at("noop", t0());
+    h.insert(vec![c.clone(), a.clone(), b1.clone(), b2.clone()])
+        .await;
+    let (mut first, mut second) = (b1.id, b2.id);
+    if second < first {
+        std::mem::swap(&mut first, &mut second);
+    }
+    let ids = |v: Vec<party::TaskInfo>| v.into_iter().map(|t| t.id).collect::<Vec<_>>();
+    let list = |f: ListFilter| {
+        let store = h.store.clone();
+        async move { store.task_list(&f).await.unwrap() }
+    };
+    assert_eq!(
+        ids(list(ListFilter::default()).await),
+        vec![a.id, first, second, c.id]
+    );
+    // Claim one (running) so the state filter has something to tell apart.
+    let running = h.claim_for(&["other"], &[], t0(), 1).await.remove(0);
+    assert_eq!(running.id, b1.id);
+    assert_eq!(
+        ids(list(ListFilter {
+            state: Some(State::Scheduled),
+            ..Default::default()
+        })
+        .await),
+        vec![a.id, b2.id, c.id]
+    );
+    assert_eq!(
+        ids(list(ListFilter {
+            state: Some(State::Running),
+            ..Default::default()
+        })
+        .await),
+        vec![b1.id]
+    );
+    assert_eq!(
+        ids(list(ListFilter {
+            handler: Some("other".into()),
+            ..Default::default()
+        })
+        .await),
+        vec![b1.id]
+    );
+    assert_eq!(
+        ids(list(ListFilter {
+            state: Some(State::Running),
+            handler: Some("noop".into()),
+            ..Default::default()
+        })
+        .await),
+        Vec::<TaskId>::new()
+    );
+    assert_eq!(
+        ids(list(ListFilter {
+            limit: Some(2),
+            ..Default::default()
+        })
+        .await),
+        vec![a.id, first]
+    );
+    // Listings carry no run history, even for tasks that have one.
+    h.finish(finish(&running, t0(), Next::Done)).await;
+    let listed = list(ListFilter {
+        state: Some(State::Done),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(listed.len(), 1);
+    assert!(listed[0].runs.is_empty());
+    assert_eq!(
+        listed[0],
+        party::TaskInfo {
+            runs: Vec::new(),
+            ..h.get(b1.id).await
+        }
+    );
+}
+
+async fn list_returns_a_hundred_unless_told_otherwise(b: Backend) {
+    let Some(h) = Harness::new(b).await else {
+        return;
+    };
+    h.insert((0..105).map(|_| task("noop")).collect()).await;
+    let all = h.store.task_list(&ListFilter::default()).await.unwrap();
+    assert_eq!(all.len(), 100);
+    let more = h
+        .store
+        .task_list(&ListFilter {
+            limit: Some(1_000),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(more.len(), 105);
+}
+
+async fn next_due_is_the_earliest_waiting_task_of_the_given_handlers_and_queues(b: Backend) {
+    let Some(h) = Harness::new(b).await else {
+        return;
+    };
+    let handlers = |h: &[&str]| h.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let next = |hs: Vec<String>, qs: Vec<String>| {
+        let store = h.store.clone();
+        async move { store.task_next_due(&hs, &qs).await.unwrap() }
+    };
+    let noop = handlers(&["noop"]);
+    let default = handlers(&["default"]);
+    assert_eq!(
+        next(noop.clone(), default.clone()).await,
+        None,
+        "nothing waits"
+    );
+    h.insert(vec![
+        task_at("noop", t0() + secs(300)),
+        task_at("noop", t0() + secs(100)),
+        task_at("noop", t0() + secs(200)),
+        task_at("other", t0() + secs(50)),
+        InsertTask {
+            queue: "mail".into(),
+            ..task_at("noop", t0() + secs(10))
+        },
+    ])
+    .await;
+    assert_eq!(
+        next(noop.clone(), default.clone()).await,
+        Some(t0() + secs(100))
+    );
+    assert_eq!(
+        next(handlers(&["noop", "other"]), default.clone()).await,
+        Some(t0() + secs(50))
+    );
+    assert_eq!(
+        next(noop.clone(), handlers(&["mail", "default"])).await,
+        Some(t0() + secs(10))
+    );
+    assert_eq!(next(handlers(&["nobody"]), default.clone()).await, None);
+
+    // Tasks already due: the earliest of them.
+    h.insert(vec![
+        task_at("noop", t0() - secs(5)),
+        task_at("noop", t0() - secs(20)),
+        task_at("noop", t0() - secs(10)),
+    ])
+    .await;
+    assert_eq!(
+        next(noop.clone(), default.clone()).await,
+        Some(t0() - secs(20))
+    );
+    // Running, done, dead and cancelled tasks do not count; a retrying one does.
+    let claimed = h.claim_for(&["noop"], &[], t0(), 3).await;
+    assert_eq!(claimed.len(), 3);
+    assert_eq!(
+        next(noop.clone(), default.clone()).await,
+        Some(t0() + secs(100))
+    );
+    h.finish(failed(
+        &claimed[0],
+        t0(),
+        "boom",
+        Next::Retry {
+            due_at: t0() + secs(60),
+        },
+    ))
+    .await;
+    h.finish(failed(&claimed[1], t0(), "boom", Next::Dead))
+        .await;
+    h.finish(finish(&claimed[2], t0(), Next::Done)).await;
+    assert_eq!(
+        next(noop.clone(), default.clone()).await,
+        Some(t0() + secs(60))
+    );
+    h.store.task_cancel(claimed[0].id, t0()).await.unwrap();
+    assert_eq!(next(noop, default).await, Some(t0() + secs(100)));
+}
+
+async fn stats_count_tasks_per_handler_and_state(b: Backend) {
+    let Some(h) = Harness::new(b).await else {
+        return;
+    };
+    assert_eq!(h.stats(t0()).await, StoreStats::default(), "an empty store");
+    // Scheduled last: bringing a task into a state claims every due task of its handler.
+    for state in [
+        State::Running,
+        State::Retrying,
+        State::Done,
+        State::Dead,
+        State::Cancelled,
+        State::Scheduled,
+    ] {
+        h.task_in(state, "noop").await;
+    }
+    h.insert(vec![
+        task("other"),
+        task("other"),
+        task_at("other", t0() + secs(60)),
+    ])
+    .await;
+    let stats = h.stats(t0()).await;
+    let n = |handler: &str, state: State, count: u64| (handler.to_string(), state, count);
+    assert_eq!(
+        stats.counts,
+        vec![
+            n("noop", State::Cancelled, 1),
+            n("noop", State::Dead, 1),
+            n("noop", State::Done, 1),
+            n("noop", State::Retrying, 1),
+            n("noop", State::Running, 1),
+            n("noop", State::Scheduled, 1),
+            n("other", State::Scheduled, 3),
+        ],
+        "non-zero only, by handler, then state name"
+    );
+    // Due: scheduled or retrying, due at or before now (the retrying one is due at +600 s).
+    assert_eq!(
+        stats.due,
+        vec![
+            n("noop", State::Scheduled, 1),
+            n("other", State::Scheduled, 2)
+        ]
+    );
+    assert_eq!(
+        h.stats(t0() + secs(600)).await.due,
+        vec![
+            n("noop", State::Retrying, 1),
+            n("noop", State::Scheduled, 1),
+            n("other", State::Scheduled, 3),
+        ]
+    );
+}
+
+async fn stats_report_the_oldest_due_task_and_recent_attempts(b: Backend) {
+    let Some(h) = Harness::new(b).await else {
+        return;
+    };
+    h.insert(vec![
+        task_at("noop", t0() - secs(40)),
+        task_at("noop", t0() - secs(90)),
+        task_at("noop", t0() + secs(600)),
+    ])
+    .await;
+    assert_eq!(h.stats(t0()).await.oldest_due, Some(t0() - secs(90)));
+    assert_eq!(
+        h.stats(t0() - secs(100)).await.oldest_due,
+        None,
+        "nothing is due yet then"
+    );
+    // Two attempts finish, 50 s apart.
+    let claimed = h.claim(t0(), 2).await;
+    h.finish(finish(&claimed[0], t0(), Next::Done)).await;
+    h.finish(finish(&claimed[1], t0() + secs(50), Next::Done))
+        .await;
+    let finished = |since| {
+        let store = h.store.clone();
+        async move {
+            store
+                .stats(StatsParams {
+                    now: t0() + secs(100),
+                    finished_since: since,
+                    stuck_limit: 10,
+                })
+                .await
+                .unwrap()
+                .finished_recently
+        }
+    };
+    assert_eq!(finished(t0() - secs(1)).await, 2);
+    assert_eq!(
+        finished(t0()).await,
+        1,
+        "finished after the instant, not at it"
+    );
+    assert_eq!(finished(t0() + secs(50)).await, 0);
+}
+
+async fn stats_name_running_tasks_whose_lease_ended(b: Backend) {
+    let Some(h) = Harness::new(b).await else {
+        return;
+    };
+    h.insert((0..4).map(|_| task("noop")).collect()).await;
+    let first = h.claim(t0(), 3).await;
+    let later = h.claim(t0() + secs(10), 1).await.remove(0);
+    let stats = h.stats(t0() + secs(30)).await;
+    assert_eq!(
+        (stats.stuck_count, stats.stuck.len()),
+        (0, 0),
+        "no lease ended before +30 s"
+    );
+    let stats = h
+        .store
+        .stats(StatsParams {
+            now: t0() + secs(31),
+            finished_since: t0(),
+            stuck_limit: 2,
+        })
+        .await
+        .unwrap();
+    assert_eq!(stats.stuck_count, 3, "every one counted");
+    assert_eq!(stats.stuck.len(), 2, "the first stuck_limit named");
+    assert!(
+        stats
+            .stuck
+            .iter()
+            .all(|t| first.iter().any(|c| c.id == t.id))
+    );
+    let stats = h.stats(t0() + secs(41)).await;
+    assert_eq!(stats.stuck_count, 4);
+    assert_eq!(
+        stats.stuck.last().map(|t| t.id),
+        Some(later.id),
+        "earliest expiry first"
+    );
+}
+
+on_every_backend!(
+    get_answers_none_for_an_unknown_id,
+    list_orders_by_due_time_then_id_and_filters,
+    list_returns_a_hundred_unless_told_otherwise,
+    next_due_is_the_earliest_waiting_task_of_the_given_handlers_and_queues,
+    stats_count_tasks_per_handler_and_state,
+    stats_report_the_oldest_due_task_and_recent_attempts,
+    stats_name_running_tasks_whose_lease_ended,
+);

@@ -1,0 +1,172 @@
+//! `task_cancel` and `task_retry` in every state: what each allows, the refusal's message,
+//! and exactly what a retry leaves behind (state, due time, attempts).
+
+use party::store::Next;
+use party::{State, TaskError, TaskId};
+
+use crate::harness::{
+    Backend, Harness, failed, finish, on_every_backend, recurring, secs, t0, task,
+};
+
+async fn cancel_takes_scheduled_retrying_and_dead_tasks(b: Backend) {
+    let Some(h) = Harness::new(b).await else {
+        return;
+    };
+    for state in [State::Scheduled, State::Retrying, State::Dead] {
+        let handler = format!("h_{state}");
+        let id = h.task_in(state, &handler).await;
+        let before = h.get(id).await;
+        let t = h.store.task_cancel(id, t0() + secs(7)).await.unwrap();
+        assert_eq!(t.state, State::Cancelled, "from {state}");
+        assert_eq!(t.runs, before.runs, "answered with its run history");
+        assert_eq!(
+            (t.attempts, t.timestamp, t.due_at),
+            (before.attempts, before.timestamp, before.due_at),
+            "cancelling a {state} task changes only its state"
+        );
+        assert_eq!(h.get(id).await, t);
+        assert!(
+            h.claim_for(&[handler.as_str()], &[], t0() + secs(3_600), 10)
+                .await
+                .is_empty(),
+            "a cancelled task is not claimed"
+        );
+    }
+}
+
+async fn cancel_refuses_running_done_and_cancelled_tasks(b: Backend) {
+    let Some(h) = Harness::new(b).await else {
+        return;
+    };
+    for state in [State::Running, State::Done, State::Cancelled] {
+        let id = h.task_in(state, &format!("h_{state}")).await;
+        let err = h.store.task_cancel(id, t0()).await.unwrap_err();
+        assert_eq!(
+            err,
+            TaskError::Conflict(format!(
+                "cannot cancel task {id}: it is {state}; only scheduled, retrying or dead tasks \
+                 can be cancelled"
+            ))
+        );
+        assert_eq!(h.get(id).await.state, state, "a refusal changes nothing");
+    }
+    let missing = TaskId::generate(t0());
+    assert_eq!(
+        h.store.task_cancel(missing, t0()).await.unwrap_err(),
+        TaskError::NotFound(missing)
+    );
+}
+
+/// A retry makes the task `scheduled`, due at the retry's `now`, on both backends; its
+/// occurrence and attempts stay, and one more attempt is allowed if it had used them all.
+async fn retry_makes_dead_cancelled_and_retrying_tasks_due_now(b: Backend) {
+    let Some(h) = Harness::new(b).await else {
+        return;
+    };
+    let now = t0() + secs(45);
+    for (state, attempts) in [
+        (State::Dead, 1),
+        (State::Cancelled, 0),
+        (State::Retrying, 1),
+    ] {
+        let handler = format!("h_{state}");
+        let id = h.task_in(state, &handler).await;
+        let before = h.get(id).await;
+        let t = h.store.task_retry(id, now).await.unwrap();
+        assert_eq!(t.state, State::Scheduled, "from {state}");
+        assert_eq!(t.due_at, now, "from {state}: due at the retry's now");
+        assert_eq!(t.timestamp, before.timestamp, "the occurrence stays");
+        assert_eq!(t.attempts, attempts, "attempts count on");
+        assert_eq!(t.max_attempts, before.max_attempts, "attempts were left");
+        assert_eq!(t.runs, before.runs);
+        assert_eq!(h.get(id).await, t);
+        assert!(
+            h.claim_for(&[handler.as_str()], &[], now - secs(1), 10)
+                .await
+                .is_empty(),
+            "from {state}: not claimable before the retry's now"
+        );
+        let c = h.claim_one(&handler, now).await;
+        assert_eq!((c.id, c.attempts), (id, attempts + 1));
+    }
+}
+
+async fn a_retry_of_a_task_out_of_attempts_allows_one_more(b: Backend) {
+    let Some(h) = Harness::new(b).await else {
+        return;
+    };
+    let id = h.insert(vec![task("noop")]).await[0];
+    for attempt in 1..=3 {
+        let c = h.claim(t0(), 1).await.remove(0);
+        assert_eq!(c.attempts, attempt);
+        let next = if attempt < 3 {
+            Next::Retry { due_at: t0() }
+        } else {
+            Next::Dead
+        };
+        h.finish(failed(&c, t0(), "boom", next)).await;
+    }
+    let t = h.store.task_retry(id, t0() + secs(1)).await.unwrap();
+    assert_eq!((t.attempts, t.max_attempts), (3, 4));
+    let c = h.claim(t0() + secs(1), 1).await.remove(0);
+    assert_eq!((c.attempts, c.max_attempts), (4, 4));
+}
+
+async fn retry_refuses_scheduled_running_and_done_tasks(b: Backend) {
+    let Some(h) = Harness::new(b).await else {
+        return;
+    };
+    for state in [State::Scheduled, State::Running, State::Done] {
+        let id = h.task_in(state, &format!("h_{state}")).await;
+        let before = h.get(id).await;
+        let err = h.store.task_retry(id, t0() + secs(1)).await.unwrap_err();
+        assert_eq!(
+            err,
+            TaskError::Conflict(format!(
+                "cannot retry task {id}: it is {state}; only dead, cancelled or retrying tasks \
+                 can be retried"
+            ))
+        );
+        assert_eq!(h.get(id).await, before, "a refusal changes nothing");
+    }
+    let missing = TaskId::generate(t0());
+    assert_eq!(
+        h.store.task_retry(missing, t0()).await.unwrap_err(),
+        TaskError::NotFound(missing)
+    );
+}
+
+async fn cancelling_a_recurring_task_frees_its_singleton_and_retrying_it_needs_it_back(b: Backend) {
+    let Some(h) = Harness::new(b).await else {
+        return;
+    };
+    let data = r#"{"sync":"crm"}"#;
+    let first = h.insert(vec![recurring("noop", data)]).await[0];
+    h.store.task_cancel(first, t0()).await.unwrap();
+    let second = h.insert(vec![recurring("noop", data)]).await[0];
+    let err = h.store.task_retry(first, t0()).await.unwrap_err();
+    assert_eq!(
+        err,
+        TaskError::Duplicate {
+            handler: "noop".into(),
+            existing: second
+        }
+    );
+    assert_eq!(h.get(first).await.state, State::Cancelled, "left as it was");
+    // Once the holder is gone, the retry goes through.
+    let c = h.claim_one("noop", t0()).await;
+    h.finish(finish(&c, t0(), Next::Done)).await;
+    assert_eq!(
+        h.store.task_retry(first, t0()).await.unwrap().state,
+        State::Scheduled
+    );
+}
+
+on_every_backend!(
+    cancel_takes_scheduled_retrying_and_dead_tasks,
+    cancel_refuses_running_done_and_cancelled_tasks,
+    retry_makes_dead_cancelled_and_retrying_tasks_due_now,
+    a_retry_of_a_task_out_of_attempts_allows_one_more,
+    retry_refuses_scheduled_running_and_done_tasks,
+    cancelling_a_recurring_task_frees_its_singleton_and_retrying_it_needs_it_back,
+);

@@ -218,7 +218,91 @@ async fn concurrent_claims_never_hand_out_a_task_twice(b: Backend) {
     assert_eq!(seen.len(), total, "every task claimed once");
 }
 
+async fn claims_take_priority_then_due_time(b: Backend) {
+    let Some(h) = Harness::new(b).await else {
+        return;
+    };
+    // Inserted in an order that matches neither priority nor due time, so ids (which sort by
+    // creation) cannot stand in for either.
+    let later = task_at("noop", t0() - secs(10));
+    let low = InsertTask {
+        priority: 5,
+        ..task_at("noop", t0() - secs(100))
+    };
+    let earlier = task_at("noop", t0() - secs(20));
+    let urgent = InsertTask {
+        priority: -1,
+        ..task_at("noop", t0())
+    };
+    let future = InsertTask {
+        priority: -9,
+        ..task_at("noop", t0() + secs(600))
+    };
+    h.insert(vec![
+        later.clone(),
+        low.clone(),
+        earlier.clone(),
+        urgent.clone(),
+        future,
+    ])
+    .await;
+    let batch: Vec<TaskId> = h.claim(t0(), 10).await.iter().map(|c| c.id).collect();
+    assert_eq!(
+        batch,
+        vec![urgent.id, earlier.id, later.id, low.id],
+        "one batch comes in claim order: priority, then due time; future tasks wait"
+    );
+}
+
+/// A task written by a process whose clock is ahead of ours is already due by the writer's
+/// clock; by ours it is not, and a claim must not start it early.
+async fn a_task_written_due_by_a_clock_ahead_is_not_claimed_early(b: Backend) {
+    let Some(h) = Harness::new(b).await else {
+        return;
+    };
+    let ahead = InsertTask {
+        created_at: t0() + secs(60),
+        ..task_at("noop", t0() + secs(30))
+    };
+    h.insert(vec![ahead.clone()]).await;
+    assert!(
+        h.claim(t0(), 10).await.is_empty(),
+        "due at +30 s: not claimable at +0 s"
+    );
+    assert_eq!(
+        h.store
+            .task_next_due(&["noop".into()], &["default".into()])
+            .await
+            .unwrap(),
+        Some(t0() + secs(30))
+    );
+    assert_eq!(h.claim(t0() + secs(30), 10).await[0].id, ahead.id);
+
+    // The same for a retry whose backoff ends before the writer's clock but after ours.
+    let c = h.claim(t0() + secs(30), 10).await;
+    assert!(c.is_empty());
+    let again = h.insert(vec![task("other")]).await[0];
+    let c = h.claim_one("other", t0()).await;
+    h.finish(failed(
+        &c,
+        t0() + secs(120),
+        "boom",
+        Next::Retry {
+            due_at: t0() + secs(100),
+        },
+    ))
+    .await;
+    assert!(
+        h.claim_for(&["other"], &[], t0() + secs(50), 10)
+            .await
+            .is_empty()
+    );
+    assert_eq!(h.claim_one("other", t0() + secs(100)).await.id, again);
+}
+
 on_every_backend!(
+    a_task_written_due_by_a_clock_ahead_is_not_claimed_early,
+    claims_take_priority_then_due_time,
     successive_claims_of_one_take_the_same_order,
     a_claim_takes_at_most_its_limit,
     a_task_is_claimed_at_its_due_time_and_not_before,

@@ -257,7 +257,8 @@ impl Store for SqliteStore {
                 let mut stmt = tx.prepare_cached(sql::CLAIM).map_err(db_err)?;
                 let rows = stmt
                     .query_map(params![worker, now, lease, handlers, queues, limit], |r| {
-                        Ok(ClaimedTask {
+                        let order: (i32, i64) = (r.get(10)?, r.get(11)?);
+                        let task = ClaimedTask {
                             id: id_from_row(r, 0)?,
                             handler: r.get(1)?,
                             data: r.get(2)?,
@@ -269,11 +270,14 @@ impl Store for SqliteStore {
                             rule: r.get(8)?,
                             fence: r.get(9)?,
                             started_at: from_micros(now),
-                        })
+                        };
+                        Ok((order, task))
                     })
                     .map_err(db_err)?;
-                let out = rows.collect::<Result<Vec<_>, _>>().map_err(db_err)?;
-                Ok(out)
+                let mut out = rows.collect::<Result<Vec<_>, _>>().map_err(db_err)?;
+                // Hand them out in claim order: priority, then due time.
+                out.sort_by_key(|(order, _)| *order);
+                Ok(out.into_iter().map(|(_, task)| task).collect())
             })
         })
         .await

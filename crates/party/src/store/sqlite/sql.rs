@@ -44,15 +44,19 @@ pub(super) const PROMOTE: &str = "UPDATE tasks SET ready = 1 WHERE id IN (SELECT
 /// `LIMIT (?6 + 0)`, not `LIMIT ?6`: SQLite plans with a bare parameter's value and
 /// re-prepares the statement whenever it changes, and the limit (the free slots) changes on
 /// almost every claim.
+///
+/// Ready tasks are due, but one written ready by a process whose clock is a little ahead may
+/// not be due yet by ours: the claim checks `due_at` as well, so nothing starts early.
+/// `RETURNING` has no order: the priority and due time let the caller sort the batch.
 pub(super) const CLAIM: &str = "UPDATE tasks SET state = 'running', ready = 0, attempts = attempts + 1, \
     fence = fence + 1, worker = ?1, started_at = ?2, lease_until = ?3, updated_at = ?2 \
     WHERE id IN (SELECT id FROM tasks WHERE ready = 1 \
-    AND state IN ('scheduled','retrying') \
+    AND state IN ('scheduled','retrying') AND due_at <= ?2 \
     AND handler IN (SELECT value FROM json_each(?4)) \
     AND queue IN (SELECT value FROM json_each(?5)) \
     ORDER BY priority, due_at LIMIT (?6 + 0)) \
     RETURNING id, handler, data, timestamp, last_run_on, attempts, max_attempts, \
-    is_recurring, rule, fence";
+    is_recurring, rule, fence, priority, due_at";
 
 pub(super) const HEARTBEAT_WORKER: &str = "INSERT INTO workers (id, handlers, queues, last_seen, live_until) \
     VALUES (?1, ?2, ?3, ?4, ?5) \

@@ -277,7 +277,48 @@ async fn a_duplicate_follow_up_fails_only_its_own_finish(b: Backend) {
     assert_eq!(h.get(a).await.state, State::Done);
 }
 
+async fn the_same_finish_twice_in_one_batch_is_applied_once(b: Backend) {
+    let Some(h) = Harness::new(b).await else {
+        return;
+    };
+    let id = h.insert(vec![task("noop")]).await[0];
+    let c = h.claim(t0(), 1).await.remove(0);
+    let f = finish(&c, t0(), Next::Done);
+    let results = h.store.task_finish(vec![f.clone(), f]).await.unwrap();
+    assert_eq!(results, vec![FinishResult::Applied, FinishResult::Stale]);
+    assert_eq!(h.get(id).await.runs.len(), 1, "one attempt, one run row");
+}
+
+async fn a_stale_fence_is_refused_and_writes_nothing(b: Backend) {
+    let Some(h) = Harness::new(b).await else {
+        return;
+    };
+    let id = h.insert(vec![task("noop")]).await[0];
+    let first = h.claim(t0(), 1).await.remove(0);
+    h.finish(failed(&first, t0(), "boom", Next::Retry { due_at: t0() }))
+        .await;
+    let second = h.claim(t0(), 1).await.remove(0);
+    assert!(second.fence > first.fence);
+    // The first claim's holder answers late, with a follow-up: nothing of it is written.
+    let mut late = finish(&first, t0() + secs(5), Next::Done);
+    let follow_up = task("other");
+    late.follow_ups = vec![follow_up.clone()];
+    let mixed = h
+        .store
+        .task_finish(vec![late, finish(&second, t0() + secs(6), Next::Done)])
+        .await
+        .unwrap();
+    assert_eq!(mixed, vec![FinishResult::Stale, FinishResult::Applied]);
+    let t = h.get(id).await;
+    assert_eq!(t.state, State::Done);
+    let runs: Vec<_> = t.runs.iter().map(|r| (r.attempt, r.outcome)).collect();
+    assert_eq!(runs, vec![(1, Outcome::Failed), (2, Outcome::Succeeded)]);
+    assert_eq!(h.store.task_get(follow_up.id).await.unwrap(), None);
+}
+
 on_every_backend!(
+    a_stale_fence_is_refused_and_writes_nothing,
+    the_same_finish_twice_in_one_batch_is_applied_once,
     done_ends_the_task_and_records_the_run,
     retry_waits_for_its_due_time_and_keeps_the_occurrence,
     dead_keeps_the_task_and_its_error_for_a_person,

@@ -144,7 +144,37 @@ async fn a_heartbeat_records_the_worker_live_for_its_own_lease_until_it_leaves(b
     assert_eq!(h.stats(t0() + secs(6)).await.workers, vec![slow]);
 }
 
+async fn a_stale_claim_listed_beside_the_current_one_is_reported(b: Backend) {
+    let Some(h) = Harness::new(b).await else {
+        return;
+    };
+    let id = h.insert(vec![task("noop")]).await[0];
+    let old = h.claim(t0(), 1).await.remove(0);
+    h.finish(failed(&old, t0(), "boom", Next::Retry { due_at: t0() }))
+        .await;
+    let current = h.claim(t0(), 1).await.remove(0);
+    assert_eq!(current.id, id);
+    // One worker still holds the old attempt beside the new one: only the old one is lost.
+    let lost = h
+        .store
+        .task_heartbeat(HeartbeatParams {
+            worker: &me(t0()),
+            tasks: &[(id, old.fence), (id, current.fence)],
+            lease_until: t0() + secs(60),
+            now: t0(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(lost, vec![id], "the stale entry is reported, once");
+    assert_eq!(
+        h.expired(t0() + secs(31)).await,
+        Vec::new(),
+        "the current claim's lease was renewed"
+    );
+}
+
 on_every_backend!(
+    a_stale_claim_listed_beside_the_current_one_is_reported,
     a_heartbeat_renews_the_leases_it_still_holds,
     a_heartbeat_reports_the_claims_no_longer_held,
     a_heartbeat_records_the_worker_live_for_its_own_lease_until_it_leaves,

@@ -347,11 +347,11 @@ impl PgStore {
                     return Err(db_err(e));
                 }
             };
-            let applied: HashSet<&str> = rows.iter().map(|r| r.get::<_, &str>(0)).collect();
+            let applied: HashSet<(&str, i64)> = rows.iter().map(fenced_key).collect();
             let results = batch
                 .iter()
                 .map(|f| {
-                    if applied.contains(f.id.to_string().as_str()) {
+                    if applied.contains(&(f.id.to_string().as_str(), f.fence)) {
                         FinishResult::Applied
                     } else {
                         FinishResult::Stale
@@ -374,11 +374,12 @@ impl PgStore {
                 .query(&st.finish, &arrays.params())
                 .await
                 .map_err(db_err)?;
-            let applied: HashSet<String> = rows.iter().map(|r| r.get::<_, String>(0)).collect();
+            let applied: HashSet<(&str, i64)> = rows.iter().map(fenced_key).collect();
+            let is_applied = |f: &Finish| applied.contains(&(f.id.to_string().as_str(), f.fence));
             let mut follow_ups = Vec::new();
             let mut owner = Vec::new();
             for &i in &live {
-                if applied.contains(&batch[i].id.to_string()) {
+                if is_applied(&batch[i]) {
                     for t in &batch[i].follow_ups {
                         follow_ups.push(t.clone());
                         owner.push(i);
@@ -420,7 +421,7 @@ impl PgStore {
             let results = (0..batch.len())
                 .map(|i| match refused.remove(&i) {
                     Some(e) => FinishResult::Duplicate(e),
-                    None if applied.contains(&batch[i].id.to_string()) => FinishResult::Applied,
+                    None if is_applied(&batch[i]) => FinishResult::Applied,
                     None => FinishResult::Stale,
                 })
                 .collect();
@@ -458,6 +459,11 @@ impl PgStore {
             Err(e) => db_err(e),
         }
     }
+}
+
+/// The task id and fence of a row a fenced finish returned.
+fn fenced_key(r: &Row) -> (&str, i64) {
+    (r.get(0), r.get(2))
 }
 
 #[async_trait]
@@ -565,7 +571,30 @@ impl Store for PgStore {
             return Ok(Vec::new());
         }
         let mut conn = self.pool.get().await?;
-        let (results, claimable) = self.finish_batch(&mut conn, &batch).await?;
+        // A finish repeated in one batch (same task, same claim) is applied once and the
+        // repeats are stale, as they would be one after another.
+        let mut seen = HashSet::with_capacity(batch.len());
+        let first: Vec<bool> = batch.iter().map(|f| seen.insert((f.id, f.fence))).collect();
+        let (results, claimable) = if first.iter().all(|f| *f) {
+            self.finish_batch(&mut conn, &batch).await?
+        } else {
+            let unique: Vec<Finish> = batch
+                .iter()
+                .zip(&first)
+                .filter(|(_, first)| **first)
+                .map(|(f, _)| f.clone())
+                .collect();
+            let (results, claimable) = self.finish_batch(&mut conn, &unique).await?;
+            let mut results = results.into_iter();
+            let all = first
+                .iter()
+                .map(|first| match first {
+                    true => results.next().expect("one result per unique finish"),
+                    false => FinishResult::Stale,
+                })
+                .collect();
+            (all, claimable)
+        };
         if claimable {
             self.signal();
         } else {
@@ -595,11 +624,13 @@ impl Store for PgStore {
             )
             .await
             .map_err(db_err)?;
-        let kept: HashSet<&str> = rows.iter().map(|r| r.get::<_, &str>(0)).collect();
+        // Told apart by fence: a stale claim listed beside a current one of the same task is
+        // reported.
+        let kept: HashSet<(&str, i64)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
         Ok(p.tasks
             .iter()
             .zip(&ids)
-            .filter(|(_, key)| !kept.contains(key.as_str()))
+            .filter(|((_, fence), key)| !kept.contains(&(key.as_str(), *fence)))
             .map(|((id, _), _)| *id)
             .collect())
     }

@@ -117,8 +117,10 @@ pub(super) fn sql_claim(s: &str) -> String {
     )
 }
 
-/// A batch of fenced finishes and their run rows: one statement. Returns the applied ids and
-/// their new states.
+/// A batch of fenced finishes and their run rows: one statement. Returns the applied ids,
+/// their new states and the fences they were applied under (a batch may hold a stale finish
+/// and a current one of the same task: each is told apart by its fence, and only the applied
+/// one writes a run row).
 pub(super) fn sql_finish(s: &str) -> String {
     // The arrays are unnested where they are joined (no shared CTE), so the planner drives
     // each join from the batch through the primary key.
@@ -137,16 +139,17 @@ pub(super) fn sql_finish(s: &str) -> String {
                expired_before) \
            WHERE t.id = i.id AND t.fence = i.fence AND t.state = 'running' \
              AND (i.expired_before IS NULL OR t.lease_until < i.expired_before) \
-           RETURNING t.id, t.state), \
+           RETURNING t.id, t.state, t.fence), \
          r AS (INSERT INTO {s}.runs (task_id, attempt, timestamp, started_at, finished_at, \
            outcome, error, worker) \
            SELECT i.id, i.attempt, i.run_ts, i.started_at, i.finished_at, i.outcome, i.error, \
              i.worker \
-           FROM unnest($1::text[], $8::text[], $9::timestamptz[], $10::bool[], $11::int4[], \
-             $12::timestamptz[], $13::timestamptz[], $14::text[], $15::text[]) \
-             AS i(id, error, finished_at, ran, attempt, run_ts, started_at, worker, outcome) \
-           JOIN u ON u.id = i.id WHERE i.ran) \
-         SELECT u.id, u.state FROM u"
+           FROM unnest($1::text[], $2::int8[], $8::text[], $9::timestamptz[], $10::bool[], \
+             $11::int4[], $12::timestamptz[], $13::timestamptz[], $14::text[], $15::text[]) \
+             AS i(id, fence, error, finished_at, ran, attempt, run_ts, started_at, worker, \
+               outcome) \
+           JOIN u ON u.id = i.id AND u.fence = i.fence WHERE i.ran) \
+         SELECT u.id, u.state, u.fence FROM u"
     )
 }
 
@@ -158,7 +161,8 @@ pub(super) fn sql_heartbeat(s: &str) -> String {
            last_seen = excluded.last_seen, live_until = excluded.live_until) \
          UPDATE {s}.tasks t SET lease_until = $5 \
          FROM unnest($6::text[], $7::int8[]) AS h(id, fence) \
-         WHERE t.id = h.id AND t.fence = h.fence AND t.state = 'running' RETURNING t.id"
+         WHERE t.id = h.id AND t.fence = h.fence AND t.state = 'running' \
+         RETURNING t.id, t.fence"
     )
 }
 

@@ -18,7 +18,7 @@ use party::serde_json::json;
 use party::{ListFilter, NewTask, Outcome, Party, State, TaskInfo};
 
 mod support;
-use support::{Db, party_cmd};
+use support::{Cluster, Db, party_cmd};
 
 const LEASE_SECS: u64 = 2;
 const WORKERS: usize = 3;
@@ -84,7 +84,16 @@ struct Events {
     db_restarts: usize,
 }
 
-fn pg_ctl(action: &str) {
+/// Stop or start the server under test: the test's own cluster when it has one, else the
+/// machine's.
+fn pg_ctl(private: Option<&Cluster>, action: &str) {
+    if let Some(c) = private {
+        assert!(
+            c.ctl(action),
+            "pg_ctl {action} failed on the test's cluster"
+        );
+        return;
+    }
     let versions = std::fs::read_dir("/etc/postgresql").expect("a local PostgreSQL cluster");
     let version = versions
         .flatten()
@@ -102,19 +111,19 @@ fn pg_ctl(action: &str) {
 }
 
 /// Starts PostgreSQL again however the outage check ends.
-struct Restart;
+struct Restart<'a>(Option<&'a Cluster>);
 
-impl Drop for Restart {
+impl Drop for Restart<'_> {
     fn drop(&mut self) {
-        pg_ctl("start");
+        pg_ctl(self.0, "start");
     }
 }
 
 /// Stop PostgreSQL for a few seconds while the workers run; while it is down, adding a task
 /// must fail promptly with a message that says the server cannot be reached.
-fn postgres_outage(url: &str) {
-    let _restart = Restart;
-    pg_ctl("stop");
+fn postgres_outage(url: &str, private: Option<&Cluster>) {
+    let _restart = Restart(private);
+    pg_ctl(private, "stop");
     let started = Instant::now();
     let out = party_cmd(url).args(["add", "noop"]).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
@@ -139,11 +148,20 @@ fn chaos_loses_nothing_on_every_backend() {
     let tasks = env_num("PARTY_CHAOS_TASKS", 2000) as usize;
     let seconds = env_num("PARTY_CHAOS_SECONDS", 20);
     for db in Db::all("chaos") {
-        run_chaos(&db, tasks, Duration::from_secs(seconds));
+        if db.name == "postgres" {
+            // Stopping the machine's server would fail every other test using it meanwhile:
+            // stop a cluster of this test's own where one can be made.
+            if let Some(cluster) = Cluster::start() {
+                let own = cluster.db("chaos");
+                run_chaos(&own, tasks, Duration::from_secs(seconds), Some(&cluster));
+                continue;
+            }
+        }
+        run_chaos(&db, tasks, Duration::from_secs(seconds), None);
     }
 }
 
-fn run_chaos(db: &Db, n: usize, chaos_for: Duration) {
+fn run_chaos(db: &Db, n: usize, chaos_for: Duration, private: Option<&Cluster>) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let party = rt
         .block_on(Party::connect(&db.url, party::builtin::registry(false)))
@@ -204,7 +222,7 @@ fn run_chaos(db: &Db, n: usize, chaos_for: Duration) {
             workers.signal(victim, libc::SIGCONT);
         } else if !restarted && start.elapsed() > chaos_for / 2 {
             restarted = true;
-            postgres_outage(&workers.url);
+            postgres_outage(&workers.url, private);
             events.db_restarts += 1;
         } else {
             workers.signal(victim, libc::SIGKILL);

@@ -127,3 +127,127 @@ pub fn party_cmd(url: &str) -> Command {
         .env("PARTY_LOG", "warn");
     cmd
 }
+
+/// A PostgreSQL server of a test's own: a fresh cluster in a temporary directory on a free
+/// port, so a test may stop and start it without touching the machine's server (which other
+/// tests use at the same time). Needs root (it runs the server as the `postgres` user) and
+/// Debian's PostgreSQL binaries; [`Cluster::start`] says why not and returns `None` otherwise.
+pub struct Cluster {
+    bin: std::path::PathBuf,
+    dir: std::path::PathBuf,
+    port: u16,
+}
+
+impl Cluster {
+    /// Create and start a cluster, or say why one cannot be made here.
+    pub fn start() -> Option<Cluster> {
+        let uid = Command::new("id").arg("-u").output().ok()?;
+        if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+            println!("no private PostgreSQL cluster: the test does not run as root");
+            return None;
+        }
+        let mut bins: Vec<_> = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()?
+            .flatten()
+            .map(|e| e.path().join("bin"))
+            .filter(|b| b.join("initdb").exists())
+            .collect();
+        bins.sort();
+        let Some(bin) = bins.pop() else {
+            println!("no private PostgreSQL cluster: no initdb under /usr/lib/postgresql");
+            return None;
+        };
+        let dir =
+            std::env::temp_dir().join(format!("party-pg-{}-{}", std::process::id(), unique()));
+        std::fs::create_dir_all(&dir).ok()?;
+        let owned = Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(&dir)
+            .status()
+            .ok()?
+            .success();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .ok()?
+            .local_addr()
+            .ok()?
+            .port();
+        let cluster = Cluster { bin, dir, port };
+        let made = owned
+            && cluster
+                .as_postgres("initdb")
+                .args([
+                    "-A",
+                    "trust",
+                    "-U",
+                    "postgres",
+                    "-E",
+                    "UTF8",
+                    "--no-sync",
+                    "-D",
+                ])
+                .arg(cluster.dir.join("data"))
+                .output()
+                .map(|o| o.status.success())
+                .unwrap_or(false);
+        if !made || !cluster.ctl("start") {
+            println!(
+                "no private PostgreSQL cluster: initdb or pg_ctl failed in {}",
+                cluster.dir.display()
+            );
+            return None;
+        }
+        Some(cluster)
+    }
+
+    fn as_postgres(&self, tool: &str) -> Command {
+        let mut cmd = Command::new("runuser");
+        cmd.args(["-u", "postgres", "--"]).arg(self.bin.join(tool));
+        cmd
+    }
+
+    /// `pg_ctl start` or `stop` (fast), waiting until it is done; whether it worked.
+    pub fn ctl(&self, action: &str) -> bool {
+        let mut cmd = self.as_postgres("pg_ctl");
+        cmd.arg("-D")
+            .arg(self.dir.join("data"))
+            .arg("-l")
+            .arg(self.dir.join("log"))
+            .args(["-w", "-m", "fast", "-o"])
+            .arg(format!(
+                "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+                self.port,
+                self.dir.display()
+            ))
+            .arg(action);
+        cmd.output().map(|o| o.status.success()).unwrap_or(false)
+    }
+
+    /// The URL of its `postgres` database.
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// A fresh schema on it, as [`Db::postgres`] makes one on the shared server.
+    pub fn db(&self, tag: &str) -> Db {
+        let base = self.url();
+        let schema = format!("party_{tag}_{}", unique()).replace('-', "_");
+        Db {
+            name: "postgres",
+            url: format!("{base}?schema={schema}"),
+            file: None,
+            schema: Some((base, schema)),
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = self
+            .as_postgres("pg_ctl")
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .args(["-w", "-m", "immediate", "stop"])
+            .output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -346,11 +346,19 @@ impl Worker {
                     if got == 0 && all_free {
                         // Nothing claimable: a task stuck in `running` under an expired lease
                         // would never become so unless rescued, so rescue before calling it idle.
-                        match rescuer.run_once().await {
-                            Ok(report) if report.rescued > 0 => continue,
-                            Ok(_) => return Ok(()),
-                            Err(e) => return Err(e),
+                        if rescuer.run_once().await?.rescued > 0 {
+                            continue;
                         }
+                        // Another rescue pass (this worker's own maintenance, or another
+                        // process) may have released a task since the claim: look once more.
+                        let due = store
+                            .task_next_due(&inner.handlers, &inner.config.queues)
+                            .await?;
+                        if due.is_some_and(|d| d <= clock.now()) {
+                            tokio::task::yield_now().await;
+                            continue;
+                        }
+                        return Ok(());
                     }
                     if got == 0 {
                         let all = slots.acquire_many(concurrency as u32).await.expect("open");

@@ -1,7 +1,7 @@
 //! `task_cancel` and `task_retry` in every state: what each allows, the refusal's message,
 //! and exactly what a retry leaves behind (state, due time, attempts).
 
-use party::store::Next;
+use party::store::{Next, SteerMany};
 use party::{State, TaskError, TaskId};
 
 use crate::harness::{
@@ -162,7 +162,71 @@ async fn cancelling_a_recurring_task_frees_its_singleton_and_retrying_it_needs_i
     );
 }
 
+/// The bulk forms act on exactly the states and filters they are given, in one statement, and
+/// a bulk retry leaves what a single retry leaves.
+async fn bulk_cancel_and_retry_take_exactly_the_given_states_and_filters(b: Backend) {
+    let Some(h) = Harness::new(b).await else {
+        return;
+    };
+    let mut ids = Vec::new();
+    for state in State::ALL {
+        ids.push((state, h.task_in(state, &format!("bulk_{state}")).await));
+    }
+    let other = h.task_in(State::Dead, "other").await;
+    let now = t0() + secs(60);
+    let n = h
+        .store
+        .task_cancel_many(SteerMany {
+            states: &[State::Scheduled, State::Retrying],
+            handler: None,
+            queue: Some("default"),
+            now,
+        })
+        .await
+        .unwrap();
+    assert_eq!(n, 2);
+    for (state, id) in &ids {
+        let expected = match state {
+            State::Scheduled | State::Retrying => State::Cancelled,
+            s => *s,
+        };
+        assert_eq!(h.get(*id).await.state, expected, "from {state}");
+    }
+    // Another queue matches nothing.
+    let none = SteerMany {
+        states: &[State::Cancelled],
+        handler: None,
+        queue: Some("elsewhere"),
+        now,
+    };
+    assert_eq!(h.store.task_retry_many(none).await.unwrap(), 0);
+    let dead = ids.iter().find(|(s, _)| *s == State::Dead).unwrap().1;
+    let before = h.get(dead).await;
+    let n = h
+        .store
+        .task_retry_many(SteerMany {
+            states: &[State::Dead],
+            handler: Some("bulk_dead"),
+            queue: None,
+            now,
+        })
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    let after = h.get(dead).await;
+    assert_eq!(after.state, State::Scheduled);
+    assert_eq!(after.due_at, now);
+    assert_eq!(after.attempts, before.attempts);
+    assert!(
+        after.max_attempts > after.attempts,
+        "one more attempt allowed"
+    );
+    assert_eq!(h.get(other).await.state, State::Dead, "another handler");
+    assert_eq!(h.claim_one("bulk_dead", now).await.id, dead);
+}
+
 on_every_backend!(
+    bulk_cancel_and_retry_take_exactly_the_given_states_and_filters,
     cancel_takes_scheduled_retrying_and_dead_tasks,
     cancel_refuses_running_done_and_cancelled_tasks,
     retry_makes_dead_cancelled_and_retrying_tasks_due_now,

@@ -126,6 +126,55 @@ mod tests {
     }
 
     #[test]
+    fn bytes_text_debug_and_json_say_the_same_id() {
+        let t = jiff::Timestamp::from_second(0x6543_2100).unwrap();
+        let id = TaskId::generate(t);
+        let text = id.to_string();
+        let bytes = id.as_bytes();
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(text, hex);
+        assert_eq!(&bytes[..4], &[0x65, 0x43, 0x21, 0x00]);
+        assert_eq!(format!("{id:?}"), format!("TaskId({text})"));
+        assert_eq!(
+            format!("{id:>26}"),
+            format!("  {text}"),
+            "padding is honoured"
+        );
+        let json = serde_json::to_string(&id).unwrap();
+        assert_eq!(json, format!("\"{text}\""));
+        assert_eq!(serde_json::from_str::<TaskId>(&json).unwrap(), id);
+        assert!(serde_json::from_str::<TaskId>("\"nope\"").is_err());
+        let fixed: TaskId = "0123456789abcdefFEDCBA98".parse().unwrap();
+        assert_eq!(
+            fixed.as_bytes(),
+            &[
+                0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef, 0xfe, 0xdc, 0xba, 0x98
+            ]
+        );
+        assert_eq!(fixed.to_string(), "0123456789abcdeffedcba98");
+    }
+
+    #[test]
+    fn the_middle_five_bytes_are_random_once_per_process_and_the_counter_moves() {
+        let t = jiff::Timestamp::from_second(1_700_000_000).unwrap();
+        let ids: Vec<TaskId> = (0..100).map(|_| TaskId::generate(t)).collect();
+        let random = &ids[0].as_bytes()[4..9];
+        assert!(ids.iter().all(|id| &id.as_bytes()[4..9] == random));
+        // Chosen at random: a constant here would make ids of different processes collide.
+        assert_ne!(random, [0u8; 5]);
+        assert_ne!(random, [1u8; 5]);
+        let counters: std::collections::HashSet<[u8; 3]> = ids
+            .iter()
+            .map(|id| id.as_bytes()[9..].try_into().unwrap())
+            .collect();
+        assert_eq!(
+            counters.len(),
+            100,
+            "each id of a second has its own counter value"
+        );
+    }
+
+    #[test]
     fn bad_ids_are_refused_with_a_message() {
         for bad in [
             "",

@@ -382,3 +382,209 @@ impl Registry {
         self
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    struct Plain;
+
+    impl Task for Plain {
+        const NAME: &'static str = "plain";
+
+        async fn run(&self, _ctx: &mut TaskContext) -> Result<(), TaskError> {
+            Ok(())
+        }
+    }
+
+    struct Other;
+
+    impl Task for Other {
+        const NAME: &'static str = "other";
+        const IS_RECURRING: bool = true;
+        const MAX_ATTEMPTS: u32 = 2;
+        const TIMEOUT: Duration = Duration::from_secs(7);
+
+        async fn run(&self, _ctx: &mut TaskContext) -> Result<(), TaskError> {
+            Err(TaskError::failed("other"))
+        }
+    }
+
+    fn t0() -> Timestamp {
+        "2030-01-01T00:00:00Z".parse().unwrap()
+    }
+
+    #[test]
+    fn each_wait_of_the_default_backoff_is_within_a_quarter_of_its_nominal_value() {
+        // Nominal: 2 s after the first failure, doubling, at most one hour.
+        let nominal = |attempt: u32| -> f64 {
+            match attempt {
+                0 | 1 => 2.0,
+                n => (2.0 * 2f64.powi((n - 1).min(30) as i32)).min(3600.0),
+            }
+        };
+        assert_eq!(
+            (1..=13).map(nominal).collect::<Vec<_>>(),
+            [
+                2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 3600.0,
+                3600.0
+            ]
+        );
+        for attempt in [0, 1, 2, 3, 4, 5, 8, 11, 12, 13, 21, 22, 40, u32::MAX] {
+            let n = nominal(attempt);
+            let (mut lo, mut hi) = (f64::MAX, f64::MIN);
+            for _ in 0..2000 {
+                let wait = default_backoff(attempt).as_secs_f64();
+                assert!(
+                    wait >= 0.75 * n - 1e-6 && wait <= 1.25 * n + 1e-6,
+                    "attempt {attempt}: {wait} s is outside 75%..125% of {n} s"
+                );
+                lo = lo.min(wait);
+                hi = hi.max(wait);
+            }
+            // The jitter spreads over the whole band, both sides of the nominal value.
+            assert!(lo < 0.8 * n, "attempt {attempt}: lowest {lo} of {n}");
+            assert!(hi > 1.2 * n, "attempt {attempt}: highest {hi} of {n}");
+        }
+        // The trait's default is this function.
+        let waits: Vec<f64> = (0..200).map(|_| Plain.backoff(3).as_secs_f64()).collect();
+        assert!(waits.iter().all(|w| (6.0..=10.0).contains(w)), "{waits:?}");
+    }
+
+    #[test]
+    fn handler_defaults_and_overrides_reach_the_registry() {
+        assert_eq!(DEFAULT_TIMEOUT, Duration::from_secs(30 * 60));
+        let r = Registry::new().register(Plain).register(Other);
+        let plain = r.get("plain").unwrap();
+        assert_eq!(plain.timeout(), DEFAULT_TIMEOUT);
+        assert_eq!(plain.max_attempts(), DEFAULT_MAX_ATTEMPTS);
+        assert!(!plain.is_recurring());
+        assert_eq!(plain.check(&json!({ "any": "thing" })), Ok(()));
+        let other = r.get("other").unwrap();
+        assert_eq!(other.timeout(), Duration::from_secs(7));
+        assert_eq!(other.max_attempts(), 2);
+        assert!(other.is_recurring());
+        assert_eq!(r.is_recurring("other"), Some(true));
+        assert_eq!(r.is_recurring("plain"), Some(false));
+        assert_eq!(r.is_recurring("nope"), None);
+    }
+
+    #[test]
+    fn the_registry_runs_the_handlers_data_check() {
+        struct Picky;
+        impl Task for Picky {
+            const NAME: &'static str = "picky";
+            async fn run(&self, _ctx: &mut TaskContext) -> Result<(), TaskError> {
+                Ok(())
+            }
+            fn check(&self, data: &Value) -> Result<(), String> {
+                match data.get("n") {
+                    Some(n) if n.is_u64() => Ok(()),
+                    _ => Err("\"n\" must be a whole number".to_string()),
+                }
+            }
+        }
+        let r = Registry::new().register(Picky).register(Plain);
+        assert!(r.check("picky", &json!({ "n": 1 })).is_ok());
+        let err = r.check("picky", &json!({ "n": "1" })).unwrap_err();
+        assert!(matches!(err, TaskError::Invalid(_)), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            "the data does not fit handler 'picky': \"n\" must be a whole number"
+        );
+        assert!(r.check("plain", &json!({ "n": "1" })).is_ok());
+        assert!(r.check("unknown", &json!({})).is_ok(), "nothing to check");
+    }
+
+    #[test]
+    fn the_registry_knows_its_names_and_merges_with_theirs_winning() {
+        let mine = Registry::new().register(Plain);
+        assert!(mine.contains("plain"));
+        assert!(!mine.contains("other"));
+        assert!(!mine.contains(""));
+        assert_eq!(mine.names(), ["plain"]);
+        assert_eq!(format!("{mine:?}"), "[\"plain\"]");
+
+        let merged = mine.merge(Registry::new().register(Other));
+        assert_eq!(merged.names(), ["other", "plain"]);
+        assert!(merged.contains("other") && merged.contains("plain"));
+
+        // On equal names the merged-in registry wins.
+        struct PlainRecurring;
+        impl Task for PlainRecurring {
+            const NAME: &'static str = "plain";
+            const IS_RECURRING: bool = true;
+            async fn run(&self, _ctx: &mut TaskContext) -> Result<(), TaskError> {
+                Ok(())
+            }
+        }
+        let theirs = Registry::new().register(PlainRecurring);
+        assert_eq!(
+            merged.clone().merge(theirs).is_recurring("plain"),
+            Some(true)
+        );
+        assert_eq!(
+            Registry::new()
+                .register(PlainRecurring)
+                .merge(merged)
+                .is_recurring("plain"),
+            Some(false)
+        );
+    }
+
+    #[tokio::test]
+    async fn the_erased_handler_runs_the_tasks_own_methods() {
+        let r = Registry::new().register(Plain).register(Other);
+        let mut ctx = TaskContext::for_test("plain", json!({}), t0());
+        r.get("plain").unwrap().run(&mut ctx).await.unwrap();
+        r.get("plain").unwrap().on_complete(&mut ctx).await.unwrap();
+        let err = r.get("other").unwrap().run(&mut ctx).await.unwrap_err();
+        assert_eq!(err.to_string(), "other");
+    }
+
+    #[test]
+    fn the_context_reports_what_it_was_given() {
+        let data = json!({ "n": 1 });
+        let mut ctx = TaskContext::for_test("plain", data.clone(), t0());
+        assert_eq!(ctx.handler(), "plain");
+        assert_eq!(ctx.worker(), "test");
+        assert_eq!(ctx.data(), &data);
+        assert_eq!(ctx.timestamp(), t0());
+        assert_eq!(ctx.now(), t0());
+        assert_eq!(ctx.attempts(), 1);
+        assert_eq!(ctx.last_run_on(), None);
+        assert!(!ctx.is_recurring());
+        assert_eq!(ctx.id().created_second(), t0().as_second());
+        assert_eq!(
+            ctx.occurrence_key(),
+            format!("{}@2030-01-01T00:00:00.000000Z", ctx.id())
+        );
+        assert_eq!(ctx.next_run(), None);
+        assert!(
+            ctx.schedule_next_run_in_minutes(5).is_err(),
+            "not recurring"
+        );
+        assert_eq!(ctx.next_run(), None);
+
+        ctx.is_recurring = true;
+        let later = t0() + SignedDuration::from_hours(1);
+        ctx.schedule_next_run_at(later).unwrap();
+        assert_eq!(ctx.next_run(), Some(later));
+        assert!(
+            ctx.schedule_next_run_at(t0()).is_err(),
+            "not after the timestamp"
+        );
+        assert_eq!(
+            ctx.next_run(),
+            Some(later),
+            "a refused schedule changes nothing"
+        );
+        ctx.schedule_next_run_in_minutes(30).unwrap();
+        assert_eq!(ctx.next_run(), Some(t0() + SignedDuration::from_mins(30)));
+        assert!(ctx.schedule_next_run_in(SignedDuration::ZERO).is_err());
+        assert!(ctx.schedule_next_run_in_minutes(-1).is_err());
+        assert_eq!(ctx.next_run(), Some(t0() + SignedDuration::from_mins(30)));
+    }
+}

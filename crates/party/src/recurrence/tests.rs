@@ -431,6 +431,64 @@ fn spring_forward_runs_a_missing_wall_time_shifted_or_skips_it() {
 }
 
 #[test]
+fn a_monthly_rule_at_the_end_of_the_fall_back_hour_runs_once_at_its_own_wall_time() {
+    // 2027-11-07 in New York: 02:00 EDT becomes 01:00 EST, so 01:00-01:59 happen twice and
+    // 02:00 once, as 02:00 EST (07:00 UTC), right after the repeated hour.
+    for repeated in [Repeated::First, Repeated::Second] {
+        let bill = Recurrence::monthly_on(7, "02:00", Some("America/New_York"))
+            .unwrap()
+            .with_repeated(repeated);
+        let want = tss(&[
+            "2027-10-07T06:00:00Z",
+            "2027-11-07T07:00:00Z",
+            "2027-12-07T07:00:00Z",
+        ]);
+        assert_eq!(
+            bill.upcoming(ts("2027-10-01T00:00:00Z"), 3),
+            want,
+            "{repeated:?}"
+        );
+        for from in [
+            "2027-11-07T05:00:00Z", // 01:00 EDT, the first 01:00
+            "2027-11-07T05:59:59Z",
+            "2027-11-07T06:00:00Z", // 01:00 EST, the second 01:00
+            "2027-11-07T06:59:59.999999Z",
+        ] {
+            assert_eq!(
+                bill.next_after(ts(from)),
+                Some(ts("2027-11-07T07:00:00Z")),
+                "{repeated:?} from {from}"
+            );
+        }
+        assert_eq!(
+            bill.first_at_or_after(ts("2027-11-07T07:00:00Z")),
+            Some(ts("2027-11-07T07:00:00Z")),
+            "{repeated:?}"
+        );
+        assert_eq!(
+            bill.next_after(ts("2027-11-07T07:00:00Z")),
+            Some(ts("2027-12-07T07:00:00Z")),
+            "{repeated:?}"
+        );
+        assert_eq!(
+            local(ts("2027-11-07T07:00:00Z"), "America/New_York"),
+            "2027-11-07T02:00:00"
+        );
+    }
+    // Inside the repeated hour the policy picks one of the two.
+    let fold = Recurrence::monthly_on(7, "01:30", Some("America/New_York")).unwrap();
+    assert_eq!(
+        fold.next_after(ts("2027-11-01T00:00:00Z")),
+        Some(ts("2027-11-07T05:30:00Z"))
+    );
+    assert_eq!(
+        fold.with_repeated(Repeated::Second)
+            .next_after(ts("2027-11-01T00:00:00Z")),
+        Some(ts("2027-11-07T06:30:00Z"))
+    );
+}
+
+#[test]
 fn half_hourly_across_spring_forward_has_no_duplicates() {
     // 02:00 and 02:30 do not exist; shifted they coincide with 03:00 and 03:30 and run once.
     let rec = cron("*/30 * * * *", "America/New_York");

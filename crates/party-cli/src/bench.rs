@@ -678,6 +678,7 @@ pub async fn plain_sql(url: &str, rows: usize) -> Result<PlainSql, TaskError> {
     }
 }
 
+#[cfg(feature = "sqlite")]
 fn sqlite_plain(path: &Path, rows: usize) -> Result<PlainSql, TaskError> {
     let e = TaskError::store;
     let mut conn = rusqlite::Connection::open(path).map_err(e)?;
@@ -756,6 +757,37 @@ fn sqlite_plain(path: &Path, rows: usize) -> Result<PlainSql, TaskError> {
     })
 }
 
+#[cfg(not(feature = "sqlite"))]
+fn sqlite_plain(_path: &Path, _rows: usize) -> Result<PlainSql, TaskError> {
+    Err(missing("SQLite", "sqlite"))
+}
+
+/// The error for a database this build of the command line leaves out.
+#[cfg(not(all(feature = "sqlite", feature = "postgres")))]
+fn missing(database: &str, feature: &str) -> TaskError {
+    TaskError::invalid(format!(
+        "this build of party has no {database} support: enable the `{feature}` feature of the \
+         party-cli crate"
+    ))
+}
+
+/// Without PostgreSQL support every call says so.
+#[cfg(not(feature = "postgres"))]
+mod pg {
+    use party::TaskError;
+
+    use super::PlainSql;
+
+    pub(super) async fn execute(_url: &str, _sql: &str) -> Result<(), TaskError> {
+        Err(super::missing("PostgreSQL", "postgres"))
+    }
+
+    pub(super) async fn plain(_url: &str, _rows: usize) -> Result<PlainSql, TaskError> {
+        Err(super::missing("PostgreSQL", "postgres"))
+    }
+}
+
+#[cfg(feature = "postgres")]
 mod pg {
     use std::time::Instant;
 

@@ -8,10 +8,7 @@ use crate::model::{
     HandlerCount, ListFilter, NewTask, Outcome, State, Stats, SteerFilter, StuckTask, TaskInfo,
 };
 use crate::recurrence::{self, GapReport, Recurrence};
-use crate::store::{
-    InsertTask, StatsParams, Steer, SteerMany, Store, StoreStats, postgres::PgStore,
-    sqlite::SqliteStore,
-};
+use crate::store::{InsertTask, StatsParams, Steer, SteerMany, Store, StoreStats};
 use crate::task::Registry;
 use crate::worker::{Worker, WorkerConfig};
 use crate::{TaskError, TaskId, policy, prepare, rules, validate};
@@ -45,7 +42,9 @@ impl std::fmt::Debug for Party {
 ///
 /// # Errors
 /// [`TaskError::Store`] when the database cannot be reached or its schema is newer than this
-/// binary; [`TaskError::Invalid`] for an empty or unsupported URL.
+/// binary; [`TaskError::Invalid`] for an empty or unsupported URL, and for a URL whose backend
+/// this build leaves out (the `sqlite` and `postgres` features of the crate, both on by
+/// default).
 pub async fn open_store(url: &str) -> Result<Arc<dyn Store>, TaskError> {
     let url = url.trim();
     let opened = match validate::database_url(url)? {
@@ -55,16 +54,43 @@ pub async fn open_store(url: &str) -> Result<Arc<dyn Store>, TaskError> {
                 .strip_prefix("sqlite://")
                 .or_else(|| url.strip_prefix("sqlite:"))
                 .unwrap_or(url);
-            SqliteStore::open(path)
-                .await
-                .map(|s| Arc::new(s) as Arc<dyn Store>)
+            open_sqlite(path).await
         }
     };
     opened.map_err(|e| validate::scrub_error(e, url))
 }
 
+#[cfg(feature = "sqlite")]
+async fn open_sqlite(path: &str) -> Result<Arc<dyn Store>, TaskError> {
+    Ok(Arc::new(
+        crate::store::sqlite::SqliteStore::open(path).await?,
+    ))
+}
+
+#[cfg(not(feature = "sqlite"))]
+async fn open_sqlite(_path: &str) -> Result<Arc<dyn Store>, TaskError> {
+    Err(missing_backend("SQLite", "sqlite"))
+}
+
+#[cfg(feature = "postgres")]
 async fn open_postgres(url: &str) -> Result<Arc<dyn Store>, TaskError> {
-    Ok(Arc::new(PgStore::connect(url).await?))
+    Ok(Arc::new(
+        crate::store::postgres::PgStore::connect(url).await?,
+    ))
+}
+
+#[cfg(not(feature = "postgres"))]
+async fn open_postgres(_url: &str) -> Result<Arc<dyn Store>, TaskError> {
+    Err(missing_backend("PostgreSQL", "postgres"))
+}
+
+/// The error for a URL whose backend this build leaves out.
+#[cfg(not(all(feature = "sqlite", feature = "postgres")))]
+fn missing_backend(database: &str, feature: &str) -> TaskError {
+    TaskError::invalid(format!(
+        "this build of party has no {database} support: enable the `{feature}` feature of the \
+         party crate"
+    ))
 }
 
 impl Party {
@@ -146,6 +172,8 @@ impl Party {
     /// goes into its schema); a duplicate recurring task is refused without aborting your
     /// transaction.
     ///
+    /// Available with the `postgres` feature (on by default).
+    ///
     /// # Example
     /// ```no_run
     /// use party::store::postgres::tokio_postgres::{self, NoTls};
@@ -168,6 +196,7 @@ impl Party {
     /// [`TaskError::Invalid`] for bad input, or when this `Party` is not on PostgreSQL;
     /// [`TaskError::Duplicate`] as for [`Party::add`]; [`TaskError::Store`] when the statement
     /// fails.
+    #[cfg(feature = "postgres")]
     pub async fn add_in_transaction(
         &self,
         tx: &tokio_postgres::Transaction<'_>,

@@ -31,6 +31,20 @@
 //! println!("{:?}", party.get(id).await?.state);
 //! # Ok(()) }
 //! ```
+//!
+//! # Features
+//! - `sqlite` (default): the SQLite backend, [`store::sqlite`]; compiles the bundled SQLite.
+//! - `postgres` (default): the PostgreSQL backend, [`store::postgres`], and
+//!   [`Party::add_in_transaction`].
+//!
+//! A service on PostgreSQL alone depends on `party` with `default-features = false, features =
+//! ["postgres"]` and builds no SQLite; an embedded application takes `features = ["sqlite"]`
+//! and builds no PostgreSQL client. [`open_store`] refuses a URL whose backend is left out with
+//! an error naming the feature to enable.
+
+// With neither backend the library still builds (a [`store::Store`] of one's own can be given
+// to `Party::with_store`); the backends' shared helpers are then unused.
+#![cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
 
 pub mod builtin;
 mod client;

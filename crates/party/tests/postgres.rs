@@ -603,6 +603,7 @@ async fn a_task_added_in_a_transaction_exists_only_if_it_commits() {
     db.cleanup().await;
 }
 
+#[cfg(feature = "sqlite")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn adding_in_a_transaction_is_refused_on_sqlite() {
     let Some(db) = TestDb::new() else { return };

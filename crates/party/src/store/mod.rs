@@ -15,7 +15,9 @@ use tokio::sync::Notify;
 use crate::model::{ListFilter, Outcome, State, TaskInfo, WorkerInfo};
 use crate::{TaskError, TaskId};
 
+#[cfg(feature = "postgres")]
 pub mod postgres;
+#[cfg(feature = "sqlite")]
 pub mod sqlite;
 
 /// The schema version this binary writes. Both backends number their migrations alike.
@@ -308,6 +310,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// The PostgreSQL store behind this handle, if it is one: adding a task inside a caller's
     /// own transaction ([`crate::Party::add_in_transaction`]) needs its schema.
+    #[cfg(feature = "postgres")]
     fn as_postgres(&self) -> Option<&postgres::PgStore> {
         None
     }

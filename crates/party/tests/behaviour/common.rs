@@ -10,15 +10,19 @@ use party::{ManualClock, Party, Registry};
 /// The backends the suite runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
+    #[cfg(feature = "sqlite")]
     Sqlite,
+    #[cfg(feature = "postgres")]
     Postgres,
 }
 
 /// A fresh SQLite file in the temp dir, removed when dropped.
+#[cfg(feature = "sqlite")]
 pub struct TempDb {
     pub path: std::path::PathBuf,
 }
 
+#[cfg(feature = "sqlite")]
 impl Drop for TempDb {
     fn drop(&mut self) {
         for suffix in ["", "-wal", "-shm"] {
@@ -27,6 +31,7 @@ impl Drop for TempDb {
     }
 }
 
+#[cfg(feature = "sqlite")]
 pub fn temp_db_path(tag: &str) -> TempDb {
     let path = std::env::temp_dir().join(format!(
         "party-test-{tag}-{}-{:016x}.db",
@@ -46,6 +51,7 @@ pub async fn fresh_store(
     backend: Backend,
 ) -> Option<(Arc<dyn Store>, Box<dyn std::any::Any + Send>)> {
     match backend {
+        #[cfg(feature = "sqlite")]
         Backend::Sqlite => {
             let db = temp_db_path("behaviour");
             let store = party::open_store(db.path.to_str().unwrap())
@@ -53,12 +59,14 @@ pub async fn fresh_store(
                 .expect("open sqlite");
             Some((store, Box::new(db)))
         }
+        #[cfg(feature = "postgres")]
         Backend::Postgres => postgres_store().await,
     }
 }
 
 /// The test server's URL; `None` (with a printed line) when it is not configured, which fails
 /// under `CI=true`.
+#[cfg(feature = "postgres")]
 pub fn postgres_url() -> Option<String> {
     let Some(url) = std::env::var("PARTY_TEST_DATABASE_URL")
         .ok()
@@ -77,6 +85,7 @@ pub fn postgres_url() -> Option<String> {
     Some(url.trim().to_string())
 }
 
+#[cfg(feature = "postgres")]
 async fn postgres_store() -> Option<(Arc<dyn Store>, Box<dyn std::any::Any + Send>)> {
     let url = postgres_url()?;
     let schema = TempSchema::new(&url);
@@ -90,6 +99,7 @@ async fn postgres_store() -> Option<(Arc<dyn Store>, Box<dyn std::any::Any + Sen
 /// Run `sql` directly on the fixture's database (tables unqualified), bypassing party: to
 /// damage a row the way a person or a bug could. Returns the first column of any rows as text.
 pub async fn raw_sql(f: &Fixture, sql: &str) -> Vec<String> {
+    #[cfg(feature = "sqlite")]
     if let Some(db) = f._keep.downcast_ref::<TempDb>() {
         let conn = rusqlite::Connection::open(&db.path).expect("open the test's SQLite file");
         conn.busy_timeout(std::time::Duration::from_secs(5))
@@ -105,6 +115,14 @@ pub async fn raw_sql(f: &Fixture, sql: &str) -> Vec<String> {
             .collect::<Result<_, _>>()
             .expect("rows");
     }
+    #[cfg(not(feature = "postgres"))]
+    panic!("in a build without PostgreSQL every fixture keeps a SQLite file");
+    #[cfg(feature = "postgres")]
+    raw_postgres(f, sql).await
+}
+
+#[cfg(feature = "postgres")]
+async fn raw_postgres(f: &Fixture, sql: &str) -> Vec<String> {
     let schema = f
         ._keep
         .downcast_ref::<TempSchema>()
@@ -128,11 +146,13 @@ pub async fn raw_sql(f: &Fixture, sql: &str) -> Vec<String> {
 }
 
 /// A fresh PostgreSQL schema for one test, dropped when the test is done.
+#[cfg(feature = "postgres")]
 pub struct TempSchema {
     url: String,
     name: String,
 }
 
+#[cfg(feature = "postgres")]
 impl TempSchema {
     /// A schema name no other test uses, on the server at `url`.
     pub fn new(url: &str) -> TempSchema {
@@ -143,11 +163,13 @@ impl TempSchema {
     }
 
     /// The schema's name.
+    #[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
     pub fn name(&self) -> &str {
         &self.name
     }
 }
 
+#[cfg(feature = "postgres")]
 impl Drop for TempSchema {
     fn drop(&mut self) {
         // Drop is synchronous and may run on the test's runtime: clean up on a thread of its
@@ -276,6 +298,7 @@ impl Running {
 /// Instantiate each listed `async fn name(backend)` once per backend.
 macro_rules! on_every_backend {
     ($($name:ident),* $(,)?) => {
+        #[cfg(feature = "sqlite")]
         mod sqlite {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -284,6 +307,7 @@ macro_rules! on_every_backend {
                 }
             )*
         }
+        #[cfg(feature = "postgres")]
         mod postgres {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

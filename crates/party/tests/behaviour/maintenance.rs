@@ -472,6 +472,7 @@ on_every_backend!(
 
 /// A store written at schema version 1 (as the first release wrote it) upgrades on first use:
 /// its tasks and runs are kept, and its workers get a liveness matching the old 30 s window.
+#[cfg(all(feature = "sqlite", feature = "postgres"))]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_version_1_store_upgrades_in_place() {
     const V1_SQLITE: &str = include_str!("../../src/store/sqlite/migrations/001_tasks.sql");
@@ -536,6 +537,7 @@ async fn a_version_1_store_upgrades_in_place() {
     check_upgraded(store, seen).await;
 }
 
+#[cfg(all(feature = "sqlite", feature = "postgres"))]
 async fn check_upgraded(store: Arc<dyn party::store::Store>, seen: i64) {
     let clock = party::ManualClock::new(party::jiff::Timestamp::from_microsecond(seen).unwrap());
     let party = party::Party::with_store(store, builtin::registry(false))

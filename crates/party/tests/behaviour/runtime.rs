@@ -651,6 +651,7 @@ async fn an_interrupted_shell_task_kills_its_child_process(b: Backend) {
 
 /// A SQLite-only behaviour: it runs once, on SQLite, rather than passing on PostgreSQL
 /// without doing anything.
+#[cfg(feature = "sqlite")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_locked_sqlite_file_makes_the_worker_wait_not_lose_tasks() {
     let counts = Arc::new(Mutex::new(HashMap::new()));

@@ -53,6 +53,75 @@ pub(crate) enum Command {
     Gaps(ShowArgs),
     /// Measure enqueue, throughput, latency and load on scratch stores beside the database
     Bench(BenchArgs),
+    /// Remove finished tasks and run rows past their retention now (workers do it every minute)
+    Prune(PruneArgs),
+}
+
+/// How long finished tasks and run rows are kept: `party worker` and `party prune`.
+#[derive(Debug, Args)]
+pub(crate) struct RetentionArgs {
+    /// Keep done one-off tasks this long after they finish (default 7d; `forever` keeps them;
+    /// at least 1m)
+    #[arg(long, value_name = "DURATION", value_parser = parse::duration_or_forever)]
+    pub(crate) retain_done: Option<parse::Retain>,
+
+    /// Keep dead and cancelled one-off tasks this long after they finish (default 30d;
+    /// `forever` keeps them; at least 1d, so a person can see them in `list --state dead`)
+    #[arg(long, value_name = "DURATION", value_parser = parse::duration_or_forever)]
+    pub(crate) retain_dead: Option<parse::Retain>,
+
+    /// Keep run rows of recurring tasks, and finished recurring tasks, this long (default
+    /// 400d; `forever` keeps them; at least 1d)
+    #[arg(long, value_name = "DURATION", value_parser = parse::duration_or_forever)]
+    pub(crate) retain_recurring: Option<parse::Retain>,
+}
+
+impl RetentionArgs {
+    /// The retention these flags give, the defaults filling in the rest. A value below its
+    /// floor is refused naming the flag.
+    pub(crate) fn retention(&self) -> Result<party::policy::Retention, party::TaskError> {
+        use party::policy::Retention;
+        let d = Retention::default();
+        let (done, dead, recurring) = (
+            self.retain_done.map_or(d.done(), |r| r.0),
+            self.retain_dead.map_or(d.dead(), |r| r.0),
+            self.retain_recurring.map_or(d.recurring(), |r| r.0),
+        );
+        // Each flag alone beside the defaults (which are valid), so a refusal names its flag.
+        let alone = [
+            (
+                "--retain-done",
+                Retention::new(done, d.dead(), d.recurring()),
+            ),
+            (
+                "--retain-dead",
+                Retention::new(d.done(), dead, d.recurring()),
+            ),
+            (
+                "--retain-recurring",
+                Retention::new(d.done(), d.dead(), recurring),
+            ),
+        ];
+        for (flag, checked) in alone {
+            checked.map_err(|e| party::TaskError::invalid(format!("{flag}: {e}")))?;
+        }
+        Retention::new(done, dead, recurring)
+    }
+}
+
+/// `party prune`.
+#[derive(Debug, Args)]
+pub(crate) struct PruneArgs {
+    /// Count what would be removed, and remove nothing
+    #[arg(long)]
+    pub(crate) dry_run: bool,
+
+    /// Print JSON instead of text
+    #[arg(long)]
+    pub(crate) json: bool,
+
+    #[command(flatten)]
+    pub(crate) retention: RetentionArgs,
 }
 
 /// `party next`.
@@ -267,6 +336,9 @@ pub(crate) struct WorkerArgs {
     /// several); they get only PATH, HOME and the task's PARTY_* variables otherwise
     #[arg(long = "shell-env", value_name = "NAME", requires = "allow_shell", value_parser = parse::env_name)]
     pub(crate) shell_env: Vec<String>,
+
+    #[command(flatten)]
+    pub(crate) retention: RetentionArgs,
 }
 
 /// `party bench`.

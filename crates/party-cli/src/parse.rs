@@ -331,3 +331,19 @@ mod tests {
         );
     }
 }
+
+/// `--retain-done`, `--retain-dead`, `--retain-recurring`: a duration, or `forever` to keep
+/// that kind of history without end. Each kind's floor is checked by
+/// [`party::policy::Retention::new`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Retain(pub(crate) Option<SignedDuration>);
+
+/// A [`duration`] or `forever`.
+pub(crate) fn duration_or_forever(s: &str) -> Result<Retain, String> {
+    if s.trim().eq_ignore_ascii_case("forever") {
+        return Ok(Retain(None));
+    }
+    duration(s)
+        .map(|d| Retain(Some(d)))
+        .map_err(|e| format!("{e}; or write `forever` to keep it without end"))
+}

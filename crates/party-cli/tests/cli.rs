@@ -1596,3 +1596,122 @@ fn a_damaged_database_stops_the_worker_with_the_database_error() {
     assert!(stderr.contains("malformed"), "{stderr}");
     assert!(stderr.contains("restore it from a backup"), "{stderr}");
 }
+
+/// Two done tasks and a dead one that finished ten days ago (written through the library with
+/// a clock set back), and one done task that finishes now.
+fn store_with_old_finished_tasks() -> (Store, String) {
+    let s = Store::new();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let store = party::open_store(s.db.to_str().unwrap()).await.unwrap();
+        let clock = party::ManualClock::new(Timestamp::now() - SignedDuration::from_hours(240));
+        let p = party::Party::with_store(store, party::builtin::registry(true))
+            .with_clock(std::sync::Arc::new(clock));
+        for n in 0..2 {
+            p.add(party::NewTask::new("noop").data(json!({ "n": n })))
+                .await
+                .unwrap();
+        }
+        p.add(
+            party::NewTask::new("shell")
+                .data(json!({ "cmd": "exit 3" }))
+                .max_attempts(1),
+        )
+        .await
+        .unwrap();
+        p.worker(party::WorkerConfig::default())
+            .run_until_idle()
+            .await
+            .unwrap();
+    });
+    let new = s.add(&["noop"]);
+    // The worker prunes too: keep the old done tasks for the test.
+    s.ok(&["worker", "--until-idle", "--retain-done", "forever"]);
+    (s, new)
+}
+
+#[test]
+fn prune_dry_run_counts_what_is_past_retention_and_removes_nothing() {
+    let (s, new) = store_with_old_finished_tasks();
+    let states = |s: &Store| -> Vec<String> {
+        let mut v: Vec<String> = s
+            .snapshot()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["state"].as_str().unwrap().to_string())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(states(&s), ["dead", "done", "done", "done"]);
+
+    let text = s.ok(&["prune", "--dry-run"]);
+    assert!(
+        text.contains("would remove 2 finished tasks and 2 run rows"),
+        "{text}"
+    );
+    assert!(
+        text.contains("retention: done 7d, dead and cancelled 30d, recurring 400d"),
+        "{text}"
+    );
+    let dry = s.json(&["prune", "--dry-run", "--json", "--retain-dead", "1d"]);
+    assert_eq!(dry["dry_run"], true);
+    assert_eq!(dry["tasks"], 3, "{dry}");
+    assert_eq!(dry["runs"], 3, "{dry}");
+    assert_eq!(dry["retention"]["dead"], "1d");
+    assert_eq!(states(&s).len(), 4, "a dry run removes nothing");
+
+    let kept = s.json(&["prune", "--json", "--retain-done", "forever"]);
+    assert_eq!(kept["tasks"], 0, "{kept}");
+    assert_eq!(kept["retention"]["done"], "forever");
+
+    let done = s.json(&["prune", "--json"]);
+    assert_eq!(
+        (done["tasks"].clone(), done["runs"].clone()),
+        (json!(2), json!(2))
+    );
+    assert_eq!(
+        states(&s),
+        ["dead", "done"],
+        "the dead task is younger than 30 days"
+    );
+    assert_eq!(s.show(&new)["state"], "done");
+    assert_eq!(s.json(&["prune", "--dry-run", "--json"])["tasks"], 0);
+}
+
+#[test]
+fn retention_flags_refuse_bad_values_with_exit_2() {
+    let s = Store::new();
+    for (args, says) in [
+        (
+            &["prune", "--retain-done", "soon"][..],
+            "or write `forever`",
+        ),
+        (
+            &["prune", "--retain-dead", "2h"],
+            "--retain-dead: a retention of 2h",
+        ),
+        (&["prune", "--retain-dead", "0s"], "at least 1d"),
+        (&["prune", "--retain-recurring", "1h"], "--retain-recurring"),
+        (&["prune", "--retain-done", "30s"], "at least 1m"),
+        (
+            &["worker", "--until-idle", "--retain-dead", "1h"],
+            "list --state dead",
+        ),
+        (&["worker", "--retain-done=-1d"], "--retain-done"),
+    ] {
+        let run = s.run(args);
+        assert_eq!(run.code, 2, "{args:?}: {run:?}");
+        assert!(run.stderr.contains(says), "{args:?}: {}", run.stderr);
+    }
+    assert!(!s.db.exists(), "a refused retention opens no database");
+    s.ok(&[
+        "worker",
+        "--until-idle",
+        "--retain-done",
+        "1d",
+        "--retain-dead",
+        "forever",
+    ]);
+}

@@ -8,6 +8,7 @@
 use jiff::{SignedDuration, Timestamp};
 
 use crate::model::Outcome;
+use crate::recurrence::format_duration;
 use crate::store::Next;
 
 /// Attempts finished within this window count as the recent throughput in `stats`.
@@ -24,6 +25,167 @@ pub const PROMOTE_BATCH: u32 = 5_000;
 
 /// Stuck running tasks (lease over, not yet rescued) that `stats` names one by one.
 pub const STUCK_LISTED: u32 = 10;
+
+/// Done one-off tasks are kept this long after they finish, by default.
+pub const RETAIN_DONE: SignedDuration = SignedDuration::from_hours(7 * 24);
+
+/// Dead and cancelled one-off tasks are kept this long after they finish, by default: long
+/// enough for a person to notice them in `list --state dead` after a holiday.
+pub const RETAIN_DEAD: SignedDuration = SignedDuration::from_hours(30 * 24);
+
+/// Run rows of recurring tasks, and finished recurring tasks, are kept this long by default:
+/// a year of monthly occurrences plus a margin, for audits such as `gaps`.
+pub const RETAIN_RECURRING: SignedDuration = SignedDuration::from_hours(400 * 24);
+
+/// The shortest retention of done one-off tasks: a task just finished can still be looked up
+/// by whoever added it.
+pub const RETAIN_DONE_FLOOR: SignedDuration = SignedDuration::from_mins(1);
+
+/// The shortest retention of dead and cancelled one-off tasks: a dead task must stay visible
+/// long enough for a person to see it.
+pub const RETAIN_DEAD_FLOOR: SignedDuration = SignedDuration::from_hours(24);
+
+/// The shortest retention of recurring tasks' history: a finished recurring task may be dead,
+/// and must stay visible as long as a dead one-off task at least.
+pub const RETAIN_RECURRING_FLOOR: SignedDuration = RETAIN_DEAD_FLOOR;
+
+/// Finished tasks (and, separately, old run rows of live recurring tasks) one prune batch
+/// removes at once.
+pub const PRUNE_BATCH: u32 = 1_000;
+
+/// Batches one prune pass runs at most; what remains waits for the next pass.
+pub const PRUNE_ROUNDS: u32 = 100;
+
+/// How long finished tasks and run rows are kept before the pruner removes them. Each is a
+/// time after the task finished (its last update); `None` keeps them forever. Built with
+/// [`Retention::new`], which refuses a retention below its floor, so a `Retention` in hand is
+/// always one the pruner may apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    done: Option<SignedDuration>,
+    dead: Option<SignedDuration>,
+    recurring: Option<SignedDuration>,
+}
+
+impl Default for Retention {
+    /// [`RETAIN_DONE`], [`RETAIN_DEAD`] and [`RETAIN_RECURRING`].
+    fn default() -> Retention {
+        Retention {
+            done: Some(RETAIN_DONE),
+            dead: Some(RETAIN_DEAD),
+            recurring: Some(RETAIN_RECURRING),
+        }
+    }
+}
+
+/// The instants before which finished tasks and run rows go, for one prune pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cutoffs {
+    /// Done one-off tasks that finished before this.
+    pub done_before: Option<Timestamp>,
+    /// Dead and cancelled one-off tasks that finished before this.
+    pub dead_before: Option<Timestamp>,
+    /// Finished recurring tasks that finished before this, and run rows of live recurring
+    /// tasks that finished before this.
+    pub recurring_before: Option<Timestamp>,
+}
+
+impl Retention {
+    /// A retention for done one-off tasks, dead and cancelled one-off tasks, and recurring
+    /// tasks' history (`None`: forever).
+    ///
+    /// # Errors
+    /// [`TaskError::Invalid`](crate::TaskError::Invalid) when one is negative or below its
+    /// floor ([`RETAIN_DONE_FLOOR`], [`RETAIN_DEAD_FLOOR`], [`RETAIN_RECURRING_FLOOR`]).
+    pub fn new(
+        done: Option<SignedDuration>,
+        dead: Option<SignedDuration>,
+        recurring: Option<SignedDuration>,
+    ) -> Result<Retention, crate::TaskError> {
+        check_floor(
+            "done tasks",
+            done,
+            RETAIN_DONE_FLOOR,
+            "a task just finished can still be looked up",
+        )?;
+        check_floor(
+            "dead and cancelled tasks",
+            dead,
+            RETAIN_DEAD_FLOOR,
+            "a dead task must stay visible in `list --state dead` long enough for a person to see it",
+        )?;
+        check_floor(
+            "recurring tasks' history",
+            recurring,
+            RETAIN_RECURRING_FLOOR,
+            "a finished recurring task may be dead, and a dead task must stay visible long enough for a person to see it",
+        )?;
+        Ok(Retention {
+            done,
+            dead,
+            recurring,
+        })
+    }
+
+    /// Keep everything.
+    pub fn forever() -> Retention {
+        Retention {
+            done: None,
+            dead: None,
+            recurring: None,
+        }
+    }
+
+    /// How long done one-off tasks are kept (`None`: forever).
+    pub fn done(&self) -> Option<SignedDuration> {
+        self.done
+    }
+
+    /// How long dead and cancelled one-off tasks are kept (`None`: forever).
+    pub fn dead(&self) -> Option<SignedDuration> {
+        self.dead
+    }
+
+    /// How long recurring tasks' run rows, and finished recurring tasks, are kept
+    /// (`None`: forever).
+    pub fn recurring(&self) -> Option<SignedDuration> {
+        self.recurring
+    }
+
+    /// Whether nothing is ever removed.
+    pub fn keeps_everything(&self) -> bool {
+        self.done.is_none() && self.dead.is_none() && self.recurring.is_none()
+    }
+
+    /// The cutoffs at `now`.
+    pub fn cutoffs(&self, now: Timestamp) -> Cutoffs {
+        let before = |keep: Option<SignedDuration>| {
+            keep.map(|d| now.checked_sub(d).unwrap_or(Timestamp::MIN))
+        };
+        Cutoffs {
+            done_before: before(self.done),
+            dead_before: before(self.dead),
+            recurring_before: before(self.recurring),
+        }
+    }
+}
+
+fn check_floor(
+    what: &str,
+    keep: Option<SignedDuration>,
+    floor: SignedDuration,
+    why: &str,
+) -> Result<(), crate::TaskError> {
+    match keep {
+        Some(d) if d < floor => Err(crate::TaskError::invalid(format!(
+            "a retention of {} for {what} is too short: it must be at least {}, because {why}; \
+             give a longer duration, or `forever`",
+            format_duration(d),
+            format_duration(floor)
+        ))),
+        _ => Ok(()),
+    }
+}
 
 /// How an attempt ended, as the runtime saw it. Typed, so that nothing is inferred from the
 /// text of an error message.
@@ -265,6 +427,42 @@ mod tests {
         );
         let d = decide(Ending::Skipped { next: None }, attempt(1, 5), wait);
         assert_eq!(d.next, Next::Done);
+    }
+
+    #[test]
+    fn retention_defaults_and_cutoffs() {
+        let r = Retention::default();
+        assert_eq!(r.done(), Some(SignedDuration::from_hours(7 * 24)));
+        assert_eq!(r.dead(), Some(SignedDuration::from_hours(30 * 24)));
+        assert_eq!(r.recurring(), Some(SignedDuration::from_hours(400 * 24)));
+        let c = r.cutoffs(t(0));
+        assert_eq!(c.done_before, Some(t(-7 * 86_400)));
+        assert_eq!(c.dead_before, Some(t(-30 * 86_400)));
+        assert_eq!(c.recurring_before, Some(t(-400 * 86_400)));
+        let forever = Retention::forever();
+        assert!(forever.keeps_everything());
+        assert_eq!(forever.cutoffs(t(0)).done_before, None);
+        let huge = Retention::new(Some(SignedDuration::MAX), None, None).unwrap();
+        assert_eq!(huge.cutoffs(t(0)).done_before, Some(Timestamp::MIN));
+    }
+
+    #[test]
+    fn retention_below_its_floor_is_refused() {
+        let day = SignedDuration::from_hours(24);
+        let err = Retention::new(None, Some(day - SignedDuration::from_secs(1)), None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("dead and cancelled tasks"), "{err}");
+        assert!(err.contains("at least 1d"), "{err}");
+        assert!(err.contains("list --state dead"), "{err}");
+        assert!(Retention::new(None, Some(day), None).is_ok());
+        let err = Retention::new(Some(SignedDuration::from_secs(59)), None, None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("at least 1m"), "{err}");
+        assert!(Retention::new(Some(SignedDuration::from_mins(1)), None, None).is_ok());
+        assert!(Retention::new(None, None, Some(SignedDuration::from_hours(23))).is_err());
+        assert!(Retention::new(Some(-day), None, None).is_err());
     }
 
     #[test]

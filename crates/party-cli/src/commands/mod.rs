@@ -10,6 +10,7 @@ mod add;
 mod bench;
 mod inspect;
 mod occurrences;
+mod prune;
 mod stats;
 mod steer;
 mod worker;
@@ -20,6 +21,7 @@ pub(crate) async fn dispatch(cli: Cli, registry: Registry) -> Result<(), TaskErr
         Command::Demo(args) => demo::run(cli.db, args).await,
         Command::Bench(args) => bench::run(&database(cli.db), args).await,
         Command::Worker(args) => worker::run(&database(cli.db), registry, args).await,
+        Command::Prune(args) => prune::run(&database(cli.db), args).await,
         command => {
             // Every handler is known for adding and inspecting, `shell` included, so a shell
             // task can be added for a worker started with --allow-shell.
@@ -34,7 +36,7 @@ pub(crate) async fn dispatch(cli: Cli, registry: Registry) -> Result<(), TaskErr
                 Command::Stats(args) => stats::run(&party, args).await,
                 Command::Next(args) => occurrences::next(&party, args).await,
                 Command::Gaps(args) => occurrences::gaps(&party, args).await,
-                Command::Demo(_) | Command::Worker(_) | Command::Bench(_) => {
+                Command::Demo(_) | Command::Worker(_) | Command::Bench(_) | Command::Prune(_) => {
                     unreachable!("handled above")
                 }
             }

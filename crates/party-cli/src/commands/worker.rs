@@ -9,6 +9,7 @@ use crate::signals::Signals;
 /// Run a worker with the user's handlers and the built-ins (`shell` only with `--allow-shell`,
 /// its commands seeing the variables `--shell-env` names).
 pub(crate) async fn run(db: &str, registry: Registry, args: WorkerArgs) -> Result<(), TaskError> {
+    let retention = args.retention.retention()?;
     let mut builtins = builtin::registry(false);
     if args.allow_shell {
         let shell = args
@@ -25,6 +26,7 @@ pub(crate) async fn run(db: &str, registry: Registry, args: WorkerArgs) -> Resul
         lease: args.lease.unsigned_abs(),
         shutdown_grace: args.grace.unsigned_abs(),
         prefetch: args.prefetch,
+        retention,
         ..WorkerConfig::default()
     });
     let mut signals = Signals::install()?;

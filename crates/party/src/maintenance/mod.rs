@@ -9,7 +9,8 @@
 //! leadership only avoids doing the same work many times. On SQLite the same code elects one of
 //! the processes sharing the file.
 //!
-//! Services: [`Rescuer`] (tasks whose worker stopped renewing their lease). Every
+//! Services: [`Rescuer`] (tasks whose worker stopped renewing their lease) and [`Pruner`]
+//! (finished tasks and run rows past their retention). Every
 //! `Worker` runs them; `Worker::run_until_idle` also runs a rescue pass before it calls a store
 //! idle, so a task stuck under an expired lease is never waited past.
 
@@ -22,8 +23,10 @@ use crate::TaskError;
 use crate::clock::Clock;
 use crate::store::{LeaderParams, Store};
 
+mod prune;
 mod rescue;
 
+pub use prune::{PruneConfig, PruneReport, Pruner};
 pub use rescue::{RescueConfig, RescueReport, Rescuer};
 
 /// A maintenance service: one pass at a time, every `interval`.

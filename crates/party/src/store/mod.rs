@@ -21,7 +21,7 @@ pub mod postgres;
 pub mod sqlite;
 
 /// The schema version this binary writes. Both backends number their migrations alike.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// A person's operation on a task; its state-conflict message is shared by the backends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -241,6 +241,37 @@ pub struct ExpiredTask {
     pub lease_until: Timestamp,
 }
 
+/// What one prune batch removes: finished tasks past their cutoff (by when they finished, their
+/// last update) with all their run rows, and old run rows of live recurring tasks. The cutoffs
+/// are decided above the seam ([`crate::policy::Retention`]); `None` keeps that kind forever.
+#[derive(Debug, Clone, Copy)]
+pub struct PruneParams {
+    /// Done one-off tasks that finished before this instant.
+    pub done_before: Option<Timestamp>,
+    /// Dead and cancelled one-off tasks that finished before this instant.
+    pub dead_before: Option<Timestamp>,
+    /// Finished recurring tasks (done, dead or cancelled) that finished before this instant,
+    /// and run rows of live recurring tasks that finished before it. A live task is never
+    /// removed.
+    pub recurring_before: Option<Timestamp>,
+    /// At most this many finished tasks, and at most this many run rows of live recurring
+    /// tasks.
+    pub limit: u32,
+    /// Count what would be removed, and remove nothing.
+    pub dry_run: bool,
+}
+
+/// What one prune batch removed (or, in a dry run, would remove).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PruneCounts {
+    /// Finished tasks.
+    pub tasks: u64,
+    /// Run rows of those tasks.
+    pub task_runs: u64,
+    /// Old run rows of live recurring tasks.
+    pub recurring_runs: u64,
+}
+
 /// A bid to lead a maintenance service until `until`.
 #[derive(Debug, Clone, Copy)]
 pub struct LeaderParams<'a> {
@@ -371,6 +402,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// Forget a worker that stopped cleanly.
     async fn worker_remove(&self, id: &str) -> Result<(), TaskError>;
+
+    /// Remove (or, in a dry run, count) up to `limit` finished tasks past their cutoff with
+    /// all their run rows, and up to `limit` run rows of live recurring tasks past the
+    /// recurring cutoff, in one transaction. Live tasks are never removed.
+    async fn task_prune(&self, params: PruneParams) -> Result<PruneCounts, TaskError>;
 
     /// Take or renew the leadership of a maintenance service: succeeds when nobody holds it,
     /// `holder` already does, or the current term ended before `now`. Returns whether

@@ -4,8 +4,8 @@
 //! One claimer loop (this module) feeds executors (`executor.rs`); each holds a concurrency
 //! permit until the completer (`completer.rs`) has durably written its result, so "no permits
 //! out" means nothing of ours is running or unrecorded. The heartbeat (`heartbeat.rs`) renews
-//! leases; the maintenance services (rescue of expired leases) run beside it, see
-//! [`crate::maintenance`].
+//! leases; the maintenance services (rescue of expired leases, pruning of old history) run
+//! beside it, see [`crate::maintenance`].
 
 use std::future::Future;
 use std::pin::Pin;
@@ -16,9 +16,9 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
 use crate::clock::Clock;
-use crate::maintenance::{Maintenance, RescueConfig, Rescuer};
+use crate::maintenance::{Maintenance, PruneConfig, Pruner, RescueConfig, Rescuer};
 use crate::model::DEFAULT_QUEUE;
-use crate::policy;
+use crate::policy::{self, Retention};
 use crate::store::{ClaimParams, Finish, Store};
 use crate::task::Registry;
 use crate::{TaskError, TaskId};
@@ -57,6 +57,10 @@ pub struct WorkerConfig {
     pub shutdown_grace: Duration,
     /// The worker's id; by default host name, process id and a random suffix.
     pub id: Option<String>,
+    /// How long finished tasks and run rows are kept before the pruner, which every worker
+    /// runs (one at a time across the store), removes them (default [`Retention::default`]:
+    /// done tasks 7 days, dead and cancelled 30 days, recurring tasks' history 400 days).
+    pub retention: Retention,
 }
 
 impl Default for WorkerConfig {
@@ -72,6 +76,7 @@ impl Default for WorkerConfig {
             flush_delay: Duration::from_millis(1),
             shutdown_grace: Duration::from_secs(30),
             id: None,
+            retention: Retention::default(),
         }
     }
 }
@@ -261,6 +266,14 @@ impl Worker {
         let maintenance = tokio::spawn(
             Maintenance::new(inner.store.clone(), inner.clock.clone(), inner.id.clone())
                 .with(rescuer.clone())
+                .with(Pruner::new(
+                    inner.store.clone(),
+                    inner.clock.clone(),
+                    PruneConfig {
+                        retention: inner.config.retention,
+                        ..PruneConfig::default()
+                    },
+                ))
                 .run(),
         );
         tracing::info!(worker = %inner.id, handlers = ?inner.handlers, queues = ?inner.config.queues, "worker started");

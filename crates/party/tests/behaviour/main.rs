@@ -7,6 +7,7 @@ mod common;
 mod lifecycle;
 mod maintenance;
 mod recurring;
+mod retention;
 mod runtime;
 mod seed;
 mod shell;

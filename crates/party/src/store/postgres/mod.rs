@@ -67,7 +67,8 @@ use self::sql::{BEGIN_ASYNC_COMMIT, Names, Statements, sql_existing, sql_insert_
 use self::wakeup::{listen, signal_loop};
 use super::{
     ClaimParams, ClaimedTask, ExpiredParams, ExpiredTask, Finish, FinishResult, HeartbeatParams,
-    InsertTask, LeaderParams, StatsParams, Steer, SteerMany, Store, StoreStats,
+    InsertTask, LeaderParams, PruneCounts, PruneParams, StatsParams, Steer, SteerMany, Store,
+    StoreStats,
 };
 use crate::model::{ListFilter, State, TaskInfo, WorkerInfo};
 use crate::{TaskError, TaskId};
@@ -790,6 +791,35 @@ impl Store for PgStore {
             .await
             .map_err(db_err)?;
         Ok(())
+    }
+
+    async fn task_prune(&self, p: PruneParams) -> Result<PruneCounts, TaskError> {
+        let s = &self.pool.names.quoted;
+        // Rare (once a minute at most): not among the statements every connection prepares.
+        let query = if p.dry_run {
+            sql::sql_prune_count(s)
+        } else {
+            sql::sql_prune(s)
+        };
+        let conn = self.pool.get().await?;
+        let row = conn
+            .client
+            .query_one(
+                &query,
+                &[
+                    &p.done_before.map(PgTime::of),
+                    &p.dead_before.map(PgTime::of),
+                    &p.recurring_before.map(PgTime::of),
+                    &i64::from(p.limit),
+                ],
+            )
+            .await
+            .map_err(db_err)?;
+        Ok(PruneCounts {
+            tasks: count_at(&row, 0),
+            task_runs: count_at(&row, 1),
+            recurring_runs: count_at(&row, 2),
+        })
     }
 
     async fn leader_elect(&self, p: LeaderParams<'_>) -> Result<bool, TaskError> {

@@ -216,6 +216,71 @@ pub(super) fn sql_next_due(s: &str) -> String {
     )
 }
 
+/// Finished tasks past their cutoff ($1 done, $2 dead and cancelled, $3 recurring; NULL keeps
+/// that kind), at most $4, oldest first. One branch per kind and state, each an ordered range
+/// of the finished-tasks index, so a batch reads only the rows it removes.
+fn prune_candidates(s: &str) -> String {
+    let branches = [
+        ("NOT is_recurring", "done", "$1"),
+        ("NOT is_recurring", "dead", "$2"),
+        ("NOT is_recurring", "cancelled", "$2"),
+        ("is_recurring", "done", "$3"),
+        ("is_recurring", "dead", "$3"),
+        ("is_recurring", "cancelled", "$3"),
+    ]
+    .map(|(recurring, state, before)| {
+        format!(
+            "(SELECT id FROM {s}.tasks WHERE state IN ('done', 'dead', 'cancelled') \
+             AND {recurring} AND state = '{state}' AND updated_at < {before} \
+             ORDER BY updated_at LIMIT $4)"
+        )
+    });
+    format!("candidates AS ({} LIMIT $4)", branches.join(" UNION ALL "))
+}
+
+/// Run rows of live recurring tasks that finished before $3, at most $4.
+fn prune_old_runs(s: &str, column: &str) -> String {
+    format!(
+        "SELECT r.{column} FROM {s}.runs r JOIN {s}.tasks t ON t.id = r.task_id \
+         WHERE r.finished_at < $3 AND t.is_recurring \
+           AND t.state IN ('scheduled', 'running', 'retrying') LIMIT $4"
+    )
+}
+
+/// One prune batch in one statement: the candidates are deleted only while still finished and
+/// past their cutoff (a task retried meanwhile stays), then their runs, then old runs of live
+/// recurring tasks (by `ctid`: run rows are never updated). Returns the three counts.
+pub(super) fn sql_prune(s: &str) -> String {
+    format!(
+        "WITH {candidates}, \
+         gone AS (DELETE FROM {s}.tasks t WHERE t.id = ANY(ARRAY(SELECT id FROM candidates)) \
+           AND t.state IN ('done', 'dead', 'cancelled') \
+           AND CASE WHEN t.is_recurring THEN t.updated_at < $3 \
+                    WHEN t.state = 'done' THEN t.updated_at < $1 \
+                    ELSE t.updated_at < $2 END \
+           RETURNING t.id), \
+         gone_runs AS (DELETE FROM {s}.runs WHERE task_id = ANY(ARRAY(SELECT id FROM gone)) \
+           RETURNING 1), \
+         old AS (DELETE FROM {s}.runs WHERE ctid = ANY(ARRAY({old})) RETURNING 1) \
+         SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM gone_runs), \
+           (SELECT count(*) FROM old)",
+        candidates = prune_candidates(s),
+        old = prune_old_runs(s, "ctid"),
+    )
+}
+
+/// [`sql_prune`]'s counts, removing nothing.
+pub(super) fn sql_prune_count(s: &str) -> String {
+    format!(
+        "WITH {candidates} \
+         SELECT (SELECT count(*) FROM candidates), \
+           (SELECT count(*) FROM {s}.runs WHERE task_id = ANY(ARRAY(SELECT id FROM candidates))), \
+           (SELECT count(*) FROM ({old}) o)",
+        candidates = prune_candidates(s),
+        old = prune_old_runs(s, "ctid"),
+    )
+}
+
 /// Every statement a pooled connection prepares once.
 pub(super) struct Statements {
     pub(super) insert: Statement,

@@ -24,7 +24,8 @@ use self::rows::{expired_from_row, id_from_row, json_list, run_from_row, task_fr
 use self::wakeup::watch_other_processes;
 use super::{
     ClaimParams, ClaimedTask, ExpiredParams, ExpiredTask, Finish, FinishResult, HeartbeatParams,
-    InsertTask, LeaderParams, Next, StatsParams, Steer, SteerMany, Store, StoreStats,
+    InsertTask, LeaderParams, Next, PruneCounts, PruneParams, StatsParams, Steer, SteerMany, Store,
+    StoreStats,
 };
 use crate::clock::{from_micros, to_micros};
 use crate::model::{ListFilter, State, TaskInfo, WorkerInfo};
@@ -219,6 +220,70 @@ fn conflict_or_missing(conn: &Connection, id: TaskId, op: Steer) -> TaskError {
         Ok(None) => TaskError::NotFound(id),
         Err(e) => e,
     }
+}
+
+/// One prune batch: finished tasks past their cutoff, kind by kind, then old run rows of live
+/// recurring tasks.
+fn prune(conn: &Connection, p: &PruneParams) -> Result<PruneCounts, TaskError> {
+    let mut counts = PruneCounts::default();
+    let kinds = [
+        (sql::PRUNE_DONE, sql::PRUNE_DONE_COUNT, p.done_before),
+        (sql::PRUNE_DEAD, sql::PRUNE_DEAD_COUNT, p.dead_before),
+        (
+            sql::PRUNE_RECURRING,
+            sql::PRUNE_RECURRING_COUNT,
+            p.recurring_before,
+        ),
+    ];
+    for (select, count, before) in kinds {
+        let room = u64::from(p.limit).saturating_sub(counts.tasks);
+        let Some(before) = before.filter(|_| room > 0) else {
+            continue;
+        };
+        let args = params![to_micros(before), room as i64];
+        if p.dry_run {
+            let (tasks, runs) = conn
+                .prepare_cached(count)
+                .map_err(db_err)?
+                .query_row(args, |r| Ok((r.get::<_, u64>(0)?, r.get::<_, u64>(1)?)))
+                .map_err(db_err)?;
+            counts.tasks += tasks;
+            counts.task_runs += runs;
+            continue;
+        }
+        let ids = conn
+            .prepare_cached(select)
+            .map_err(db_err)?
+            .query_map(args, |r| r.get::<_, String>(0))
+            .map_err(db_err)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(db_err)?;
+        let mut runs = conn
+            .prepare_cached(sql::PRUNE_DELETE_RUNS)
+            .map_err(db_err)?;
+        let mut task = conn
+            .prepare_cached(sql::PRUNE_DELETE_TASK)
+            .map_err(db_err)?;
+        for id in &ids {
+            counts.task_runs += runs.execute([id]).map_err(db_err)? as u64;
+            counts.tasks += task.execute([id]).map_err(db_err)? as u64;
+        }
+    }
+    if let Some(before) = p.recurring_before {
+        let args = params![to_micros(before), i64::from(p.limit)];
+        counts.recurring_runs = if p.dry_run {
+            conn.prepare_cached(sql::PRUNE_COUNT_OLD_RUNS)
+                .map_err(db_err)?
+                .query_row(args, |r| r.get::<_, u64>(0))
+                .map_err(db_err)?
+        } else {
+            conn.prepare_cached(sql::PRUNE_DELETE_OLD_RUNS)
+                .map_err(db_err)?
+                .execute(args)
+                .map_err(db_err)? as u64
+        };
+    }
+    Ok(counts)
 }
 
 #[async_trait]
@@ -530,6 +595,11 @@ impl Store for SqliteStore {
             Ok(())
         })
         .await
+    }
+
+    async fn task_prune(&self, p: PruneParams) -> Result<PruneCounts, TaskError> {
+        self.call(move |conn| transaction_with(conn, Durability::Crash, |tx| prune(tx, &p)))
+            .await
     }
 
     async fn leader_elect(&self, p: LeaderParams<'_>) -> Result<bool, TaskError> {

@@ -130,3 +130,73 @@ pub(super) const RETRY_MANY: &str = "UPDATE tasks SET state = 'scheduled', due_a
       AND o.id <> tasks.id AND (o.state IN ('scheduled','running','retrying') \
         OR (o.state IN ('dead','cancelled') AND o.state IN (SELECT value FROM json_each(?2)) \
           AND (?4 IS NULL OR o.queue = ?4) AND o.id > tasks.id))))";
+
+/// Finished one-off done tasks past their cutoff. Every prune query names the finished-tasks
+/// index's predicate word for word, so SQLite may use that partial index.
+macro_rules! prune_done {
+    () => {
+        "SELECT id FROM tasks \
+         WHERE state IN ('done', 'dead', 'cancelled') AND is_recurring = 0 AND state = 'done' \
+         AND updated_at < ?1 LIMIT (?2 + 0)"
+    };
+}
+
+/// Finished one-off dead and cancelled tasks past their cutoff.
+macro_rules! prune_dead {
+    () => {
+        "SELECT id FROM tasks \
+         WHERE state IN ('done', 'dead', 'cancelled') AND is_recurring = 0 \
+         AND state IN ('dead', 'cancelled') AND updated_at < ?1 LIMIT (?2 + 0)"
+    };
+}
+
+/// Finished recurring tasks past their cutoff.
+macro_rules! prune_recurring {
+    () => {
+        "SELECT id FROM tasks \
+         WHERE state IN ('done', 'dead', 'cancelled') AND is_recurring = 1 \
+         AND updated_at < ?1 LIMIT (?2 + 0)"
+    };
+}
+
+/// A kind's candidates and their run rows, counted.
+macro_rules! prune_count {
+    ($kind:ident) => {
+        concat!(
+            "SELECT count(*), (SELECT count(*) FROM runs WHERE task_id IN (",
+            $kind!(),
+            ")) FROM (",
+            $kind!(),
+            ")"
+        )
+    };
+}
+
+pub(super) const PRUNE_DONE: &str = prune_done!();
+pub(super) const PRUNE_DEAD: &str = prune_dead!();
+pub(super) const PRUNE_RECURRING: &str = prune_recurring!();
+pub(super) const PRUNE_DONE_COUNT: &str = prune_count!(prune_done);
+pub(super) const PRUNE_DEAD_COUNT: &str = prune_count!(prune_dead);
+pub(super) const PRUNE_RECURRING_COUNT: &str = prune_count!(prune_recurring);
+
+pub(super) const PRUNE_DELETE_RUNS: &str = "DELETE FROM runs WHERE task_id = ?1";
+
+pub(super) const PRUNE_DELETE_TASK: &str = "DELETE FROM tasks WHERE id = ?1";
+
+/// Run rows of live recurring tasks that finished before ?1.
+macro_rules! old_recurring_runs {
+    () => {
+        "SELECT r.rowid FROM runs r JOIN tasks t ON t.id = r.task_id \
+         WHERE r.finished_at < ?1 AND t.is_recurring = 1 \
+         AND t.state IN ('scheduled', 'running', 'retrying') LIMIT (?2 + 0)"
+    };
+}
+
+pub(super) const PRUNE_COUNT_OLD_RUNS: &str =
+    concat!("SELECT count(*) FROM (", old_recurring_runs!(), ")");
+
+pub(super) const PRUNE_DELETE_OLD_RUNS: &str = concat!(
+    "DELETE FROM runs WHERE rowid IN (",
+    old_recurring_runs!(),
+    ")"
+);

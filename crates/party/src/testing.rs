@@ -289,6 +289,8 @@ impl TestParty {
                 queues: self.queues.clone(),
                 concurrency: 1,
                 id: Some("test-worker".into()),
+                // A test's history stays however far its clock is moved.
+                retention: crate::policy::Retention::forever(),
                 ..Default::default()
             })
             .run_until_idle()

@@ -229,6 +229,9 @@ impl Party {
     /// # Errors
     /// [`TaskError::Store`].
     pub async fn list(&self, filter: &ListFilter) -> Result<Vec<TaskInfo>, TaskError> {
+        if let Some(handler) = &filter.handler {
+            validate::handler_name(handler)?;
+        }
         let mut filter = filter.clone();
         filter.limit.get_or_insert(policy::DEFAULT_LIST_LIMIT);
         self.store.task_list(&filter).await
@@ -387,6 +390,12 @@ impl Party {
 
 /// The states a bulk operation acts on: those it applies to, narrowed by the filter's state.
 fn steer_states(op: Steer, filter: &SteerFilter) -> Result<Vec<State>, TaskError> {
+    if let Some(handler) = &filter.handler {
+        validate::handler_name(handler)?;
+    }
+    if let Some(queue) = &filter.queue {
+        validate::queue_name(queue)?;
+    }
     if filter.state.is_none() && filter.handler.is_none() && filter.queue.is_none() {
         return Err(TaskError::invalid(format!(
             "refusing to {} every task: narrow it with a state, a handler or a queue",

@@ -57,17 +57,29 @@
 //! # Ok(()) }
 //! ```
 
+#[cfg(feature = "sqlite")]
 use std::path::PathBuf;
+#[cfg(feature = "sqlite")]
 use std::sync::Arc;
 
-use jiff::{SignedDuration, Timestamp};
+#[cfg(feature = "sqlite")]
+use jiff::SignedDuration;
+use jiff::Timestamp;
 use serde_json::Value;
 
+#[cfg(feature = "sqlite")]
+use crate::Party;
+#[cfg(feature = "sqlite")]
 use crate::clock::ManualClock;
-use crate::model::{ListFilter, NewTask, Outcome, State, TaskInfo};
-use crate::task::{Registry, Task, TaskContext};
+#[cfg(feature = "sqlite")]
+use crate::model::{ListFilter, State, TaskInfo};
+use crate::model::{NewTask, Outcome};
+#[cfg(feature = "sqlite")]
+use crate::task::Registry;
+use crate::task::{Task, TaskContext};
+#[cfg(feature = "sqlite")]
 use crate::worker::WorkerConfig;
-use crate::{Party, TaskError, TaskId};
+use crate::{TaskError, TaskId};
 
 /// The instant a [`TestParty`] and a [`context`] start at unless told otherwise:
 /// 2030-01-01T09:00:00Z.
@@ -178,7 +190,9 @@ pub struct Ran {
     pub error: Option<String>,
 }
 
-/// A real store in a temporary SQLite file, on a [`ManualClock`], with your registry.
+/// A real store in a temporary SQLite file, on a [`ManualClock`], with your registry. Needs the
+/// `sqlite` feature.
+#[cfg(feature = "sqlite")]
 #[derive(Debug)]
 pub struct TestParty {
     party: Party,
@@ -187,6 +201,7 @@ pub struct TestParty {
     path: PathBuf,
 }
 
+#[cfg(feature = "sqlite")]
 impl Drop for TestParty {
     fn drop(&mut self) {
         for suffix in ["", "-wal", "-shm"] {
@@ -196,8 +211,10 @@ impl Drop for TestParty {
 }
 
 /// Tasks listed at most, when the helpers look through a store.
+#[cfg(feature = "sqlite")]
 const LOOK_AT: u32 = 1_000_000;
 
+#[cfg(feature = "sqlite")]
 impl TestParty {
     /// A fresh store with `registry`, its clock at [`start`].
     ///
@@ -443,6 +460,7 @@ impl TestParty {
 }
 
 /// Whether `data` contains every field of `subset`.
+#[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
 fn contains(data: &Value, subset: &Value) -> bool {
     match (data, subset) {
         (Value::Object(d), Value::Object(s)) => s

@@ -254,6 +254,14 @@ impl Worker {
         let concurrency = inner.config.concurrency + inner.config.prefetch;
         let slots = Arc::new(Semaphore::new(concurrency));
         let executors = Arc::new(Semaphore::new(inner.config.concurrency));
+        if inner.config.queues.is_empty() {
+            return Err(TaskError::invalid(
+                "a worker needs at least one queue to take tasks from, e.g. 'default'",
+            ));
+        }
+        for queue in &inner.config.queues {
+            crate::validate::queue_name(queue)?;
+        }
         // Announce the worker first: if the database cannot be reached, fail before anything
         // runs in the background.
         inner.beat().await?;

@@ -192,7 +192,49 @@ async fn bulk_steering_refuses_no_filter_and_wrong_states(b: Backend) {
     assert!(matches!(err, TaskError::Invalid(_)), "{err:?}");
 }
 
+async fn the_library_checks_filters_and_worker_queues_as_the_cli_does(b: Backend) {
+    let Some(f) = fixture(b, builtin::registry(false)).await else {
+        return;
+    };
+    let bad = "mail\u{1b}[2J".to_string();
+    let err = f
+        .party
+        .cancel_matching(&SteerFilter {
+            queue: Some(bad.clone()),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, TaskError::Invalid(_)), "{err:?}");
+    let err = f
+        .party
+        .list(&party::ListFilter {
+            handler: Some("x".repeat(10_000)),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, TaskError::Invalid(_)), "{err:?}");
+    for queues in [vec![], vec![bad.clone()], vec![String::new()]] {
+        let err = f
+            .party
+            .worker(WorkerConfig {
+                queues: queues.clone(),
+                ..Default::default()
+            })
+            .run_until_idle()
+            .await
+            .unwrap_err();
+        assert!(matches!(err, TaskError::Invalid(_)), "{queues:?}: {err:?}");
+    }
+    assert!(
+        f.party.stats().await.unwrap().workers.is_empty(),
+        "no worker announced"
+    );
+}
+
 on_every_backend!(
+    the_library_checks_filters_and_worker_queues_as_the_cli_does,
     bulk_cancel_acts_on_every_match_and_nothing_else,
     bulk_retry_makes_matches_due_and_skips_a_taken_singleton,
     bulk_steering_refuses_no_filter_and_wrong_states,

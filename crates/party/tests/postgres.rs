@@ -622,5 +622,8 @@ async fn adding_in_a_transaction_is_refused_on_sqlite() {
         "{err:?}"
     );
     drop(tx);
-    let _ = std::fs::remove_file(&dir);
+    drop(party);
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", dir.display()));
+    }
 }

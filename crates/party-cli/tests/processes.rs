@@ -160,21 +160,7 @@ fn sigterm_during_a_busy_run_loses_nothing_and_releases_within_the_grace_period(
             .spawn()
             .expect("spawn party worker");
         // Wait until it holds every task.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        while rt
-            .block_on(party.stats())
-            .unwrap()
-            .by_state
-            .iter()
-            .any(|(s, n)| *s == State::Scheduled && *n > 0)
-        {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{}: the worker did not claim the tasks",
-                db.name
-            );
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
+        wait_until_all_claimed(&rt, &party, db.name);
         let stopped = std::time::Instant::now();
         assert!(
             std::process::Command::new("kill")
@@ -326,21 +312,7 @@ fn a_second_sigterm_ends_the_grace_at_once_and_still_releases_the_tasks() {
             ])
             .spawn()
             .expect("spawn party worker");
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        while rt
-            .block_on(party.stats())
-            .unwrap()
-            .by_state
-            .iter()
-            .any(|(s, n)| *s == State::Scheduled && *n > 0)
-        {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{}: not claimed",
-                db.name
-            );
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
+        wait_until_all_claimed(&rt, &party, db.name);
         let term = || {
             assert!(
                 std::process::Command::new("kill")
@@ -372,5 +344,23 @@ fn a_second_sigterm_ends_the_grace_at_once_and_still_releases_the_tasks() {
             assert_eq!(task.runs.len(), 1);
             assert_eq!(task.runs[0].outcome, Outcome::Lost);
         }
+    }
+}
+
+/// Poll (the worker is another process) until no task is left `scheduled`, for up to 20 s.
+fn wait_until_all_claimed(rt: &tokio::runtime::Runtime, party: &Party, name: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while rt
+        .block_on(party.stats())
+        .unwrap()
+        .by_state
+        .iter()
+        .any(|(s, n)| *s == State::Scheduled && *n > 0)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{name}: the worker did not claim the tasks"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }

@@ -72,7 +72,7 @@ pub use model::{
     DEFAULT_MAX_ATTEMPTS, DEFAULT_QUEUE, HandlerCount, ListFilter, NewTask, Outcome, Run, State,
     Stats, SteerFilter, StuckTask, TaskInfo, WorkerInfo,
 };
-pub use prepare::check_data;
 pub use serde_json;
 pub use task::{DEFAULT_TIMEOUT, Registry, Task, TaskContext, default_backoff};
+pub use validate::check_data;
 pub use worker::{Worker, WorkerConfig, WorkerReport};

@@ -3,7 +3,6 @@
 //! (follow-up tasks from `on_complete`), so both apply the same checks.
 
 use jiff::Timestamp;
-use serde_json::Value;
 
 use crate::model::NewTask;
 use crate::store::InsertTask;
@@ -60,25 +59,4 @@ pub(crate) fn prepare(
         priority: task.priority,
         created_at: now,
     })
-}
-
-/// Check that task data is a JSON object, as every task's data must be.
-///
-/// # Errors
-/// [`TaskError::Invalid`] naming what the value is instead.
-pub fn check_data(data: &Value) -> Result<(), TaskError> {
-    if data.is_object() {
-        return Ok(());
-    }
-    let kind = match data {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    };
-    Err(TaskError::invalid(format!(
-        "task data must be a JSON object like {{\"arg1\": \"hello\"}}, not {kind}"
-    )))
 }

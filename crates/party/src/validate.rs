@@ -161,7 +161,7 @@ fn check_name(name: &str, what: &str, example: &str) -> Result<(), TaskError> {
 /// # Errors
 /// [`TaskError::Invalid`] naming the rule the data breaks.
 pub fn canonical_data(data: Value) -> Result<(Value, String), TaskError> {
-    object(&data)?;
+    check_data(&data)?;
     depth(&data)?;
     let data = canonical_numbers(data);
     let text = serde_json::to_string(&data)
@@ -250,7 +250,11 @@ pub fn integers_fit(text: &str) -> Result<(), TaskError> {
     Ok(())
 }
 
-fn object(data: &Value) -> Result<(), TaskError> {
+/// Check that task data is a JSON object, as every task's data must be.
+///
+/// # Errors
+/// [`TaskError::Invalid`] naming what the value is instead.
+pub fn check_data(data: &Value) -> Result<(), TaskError> {
     if data.is_object() {
         return Ok(());
     }

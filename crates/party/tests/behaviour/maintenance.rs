@@ -39,6 +39,16 @@ fn default_queue() -> Vec<String> {
     vec!["default".to_string()]
 }
 
+/// Claim every due `noop` task for `worker`, as a worker that then dies would.
+async fn claim_noops(worker: &str, f: &Fixture) -> Vec<party::store::ClaimedTask> {
+    let (handlers, queues) = (vec!["noop".to_string()], default_queue());
+    f.party
+        .store()
+        .task_claim(claim(worker, &handlers, &queues, f))
+        .await
+        .unwrap()
+}
+
 fn rescuer(f: &Fixture) -> Rescuer {
     Rescuer::new(
         f.party.store().clone(),
@@ -51,20 +61,14 @@ async fn the_rescuer_releases_expired_leases_as_lost_runs(b: Backend) {
     let Some(f) = fixture(b, builtin::registry(false)).await else {
         return;
     };
-    let store = f.party.store().clone();
     let once = f.party.add(NewTask::new("noop")).await.unwrap();
     let last = f
         .party
         .add(NewTask::new("noop").data(json!({"n": 2})).max_attempts(1))
         .await
         .unwrap();
-    let handlers = vec!["noop".to_string()];
-    let queues = default_queue();
     let now = f.clock.now();
-    let claimed = store
-        .task_claim(claim("gone", &handlers, &queues, &f))
-        .await
-        .unwrap();
+    let claimed = claim_noops("gone", &f).await;
     assert_eq!(claimed.len(), 2);
     // Within the lease nothing is expired.
     f.clock.advance(SignedDuration::from_secs(29));
@@ -101,10 +105,7 @@ async fn a_rescue_racing_a_renewed_lease_changes_nothing(b: Backend) {
     let id = f.party.add(NewTask::new("noop")).await.unwrap();
     let handlers = vec!["noop".to_string()];
     let queues = default_queue();
-    let claimed = store
-        .task_claim(claim("slow", &handlers, &queues, &f))
-        .await
-        .unwrap();
+    let claimed = claim_noops("slow", &f).await;
     f.clock.advance(SignedDuration::from_secs(31));
     let now = f.clock.now();
     let expired = store
@@ -261,14 +262,8 @@ async fn stats_name_running_tasks_stuck_under_an_expired_lease(b: Backend) {
     let Some(f) = fixture(b, builtin::registry(false)).await else {
         return;
     };
-    let store = f.party.store().clone();
     let id = f.party.add(NewTask::new("noop")).await.unwrap();
-    let handlers = vec!["noop".to_string()];
-    let queues = default_queue();
-    store
-        .task_claim(claim("killed", &handlers, &queues, &f))
-        .await
-        .unwrap();
+    claim_noops("killed", &f).await;
     assert_eq!(f.party.stats().await.unwrap().stuck_count, 0);
     f.clock.advance(SignedDuration::from_secs(45));
     let stats = f.party.stats().await.unwrap();
@@ -285,14 +280,8 @@ async fn run_until_idle_rescues_a_task_stuck_under_an_expired_lease(b: Backend) 
     let Some(f) = fixture(b, builtin::registry(false)).await else {
         return;
     };
-    let store = f.party.store().clone();
     let id = f.party.add(NewTask::new("noop")).await.unwrap();
-    let handlers = vec!["noop".to_string()];
-    let queues = default_queue();
-    store
-        .task_claim(claim("killed", &handlers, &queues, &f))
-        .await
-        .unwrap();
+    claim_noops("killed", &f).await;
     f.clock.advance(SignedDuration::from_secs(31));
     let report = f
         .party

@@ -160,14 +160,7 @@ pub(crate) fn priority(s: &str) -> Result<i32, TaskError> {
 
 /// `--limit`: 1 to [`validate::MAX_LIST_LIMIT`].
 pub(crate) fn limit(s: &str) -> Result<u32, TaskError> {
-    validate::whole_number(
-        s,
-        "the limit",
-        1,
-        validate::MAX_LIST_LIMIT.into(),
-        "--limit 20",
-    )
-    .map(|n| n as u32)
+    validate::list_limit(s, "--limit 20")
 }
 
 /// `--concurrency`: 1 to [`validate::MAX_CONCURRENCY`].

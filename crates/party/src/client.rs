@@ -224,13 +224,17 @@ impl Party {
             .ok_or(TaskError::NotFound(id))
     }
 
-    /// Tasks, soonest first.
+    /// Tasks, soonest due first (then by id); a [`ListFilter::cursor`] continues a listing
+    /// after a task of an earlier page.
     ///
     /// # Errors
     /// [`TaskError::Store`].
     pub async fn list(&self, filter: &ListFilter) -> Result<Vec<TaskInfo>, TaskError> {
         if let Some(handler) = &filter.handler {
             validate::handler_name(handler)?;
+        }
+        if let Some(queue) = &filter.queue {
+            validate::queue_name(queue)?;
         }
         let mut filter = filter.clone();
         filter.limit.get_or_insert(policy::DEFAULT_LIST_LIMIT);

@@ -69,8 +69,8 @@ pub use error::TaskError;
 pub use id::TaskId;
 pub use jiff;
 pub use model::{
-    DEFAULT_MAX_ATTEMPTS, DEFAULT_QUEUE, HandlerCount, ListFilter, NewTask, Outcome, Run, State,
-    Stats, SteerFilter, StuckTask, TaskInfo, WorkerInfo,
+    DEFAULT_MAX_ATTEMPTS, DEFAULT_QUEUE, HandlerCount, ListCursor, ListFilter, NewTask, Outcome,
+    Run, State, Stats, SteerFilter, StuckTask, TaskInfo, WorkerInfo,
 };
 pub use serde_json;
 pub use task::{DEFAULT_TIMEOUT, Registry, Task, TaskContext, default_backoff};

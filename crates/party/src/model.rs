@@ -282,8 +282,47 @@ pub struct ListFilter {
     pub state: Option<State>,
     /// Only this handler.
     pub handler: Option<String>,
+    /// Only this queue.
+    pub queue: Option<String>,
     /// At most this many (default 100).
     pub limit: Option<u32>,
+    /// Only tasks after this one in the listing's order (keyset pagination): pass the
+    /// [`TaskInfo::cursor`] of the last task of the previous page.
+    pub cursor: Option<ListCursor>,
+}
+
+/// A place in a listing (soonest due first, then by id): the listing continues after it.
+/// Written as text (`due-microseconds_id`) for APIs; parse it with [`crate::validate::list_cursor`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListCursor {
+    /// The due time of the last task seen.
+    pub due_at: Timestamp,
+    /// Its id.
+    pub id: TaskId,
+}
+
+impl fmt::Display for ListCursor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}_{}", self.due_at.as_microsecond(), self.id)
+    }
+}
+
+impl FromStr for ListCursor {
+    type Err = TaskError;
+
+    fn from_str(s: &str) -> Result<ListCursor, TaskError> {
+        crate::validate::list_cursor(s)
+    }
+}
+
+impl TaskInfo {
+    /// Where a listing that ends with this task continues ([`ListFilter::cursor`]).
+    pub fn cursor(&self) -> ListCursor {
+        ListCursor {
+            due_at: self.due_at,
+            id: self.id,
+        }
+    }
 }
 
 /// Which tasks a bulk cancel or retry acts on ([`crate::Party::cancel_matching`],

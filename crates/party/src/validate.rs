@@ -16,6 +16,7 @@
 //! | max attempts | 1 to [`MAX_ATTEMPTS`] on every backend |
 //! | priority | [`i32::MIN`] to [`i32::MAX`] |
 //! | list limit | 1 to [`MAX_LIST_LIMIT`] |
+//! | list cursor | as written by [`crate::ListCursor`]'s `Display` |
 //! | worker concurrency, prefetch | 1 to [`MAX_CONCURRENCY`], 0 to [`MAX_PREFETCH`] |
 //! | shutdown grace | 0s to [`MAX_GRACE`] |
 //! | short texts (durations, cron, zones, times) | [`MAX_TEXT_BYTES`] bytes |
@@ -365,6 +366,26 @@ fn in_range(n: i128, what: &str, min: i64, max: i64, example: &str) -> Result<i1
         )));
     }
     Ok(n)
+}
+
+/// A listing's limit given as text: 1 to [`MAX_LIST_LIMIT`].
+pub fn list_limit(s: &str, example: &str) -> Result<u32, TaskError> {
+    whole_number(s, "the limit", 1, MAX_LIST_LIMIT.into(), example).map(|n| n as u32)
+}
+
+/// A listing's cursor, as written by [`crate::ListCursor`] (`due-microseconds_id`).
+pub fn list_cursor(s: &str) -> Result<crate::ListCursor, TaskError> {
+    let bad = || {
+        TaskError::invalid(format!(
+            "{} is not a list cursor: pass the next_cursor of the previous page as it was given",
+            quote(s)
+        ))
+    };
+    let (micros, id) = s.split_once('_').ok_or_else(bad)?;
+    let micros: i64 = micros.parse().map_err(|_| bad())?;
+    let due_at = Timestamp::from_microsecond(micros).map_err(|_| bad())?;
+    let id = id.parse().map_err(|_| bad())?;
+    Ok(crate::ListCursor { due_at, id })
 }
 
 /// Max attempts per occurrence: 1 (no retries) to [`MAX_ATTEMPTS`], the same on every backend.
@@ -852,6 +873,24 @@ mod tests {
         assert!(time("2027-01-31T09:00:00Z[Europe/Berlin]").is_err());
         assert!(msg(time(&"9".repeat(100_000)).unwrap_err()).len() < 300);
         assert!(time("2027-01-31T09:59:59.5Z").is_ok());
+    }
+
+    #[test]
+    fn list_cursors_are_read_back_or_refused() {
+        let id = crate::TaskId::generate(Timestamp::UNIX_EPOCH);
+        let c = list_cursor(&format!("1700000000000000_{id}")).unwrap();
+        assert_eq!(c.id, id);
+        assert_eq!(c.due_at.as_microsecond(), 1_700_000_000_000_000);
+        for bad in [
+            "",
+            "12",
+            "x_y",
+            &format!("1_{id}x"),
+            &format!("{}_{id}", i64::MAX),
+        ] {
+            let e = msg(list_cursor(bad).unwrap_err());
+            assert!(e.contains("is not a list cursor"), "{e}");
+        }
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub(crate) async fn list(party: &Party, args: ListArgs) -> Result<(), TaskError>
         state: args.state,
         handler: args.handler,
         limit: Some(args.limit),
+        ..ListFilter::default()
     };
     let tasks = party.list(&filter).await?;
     if args.json {

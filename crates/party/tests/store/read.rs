@@ -120,6 +120,83 @@ async fn list_returns_a_hundred_unless_told_otherwise(b: Backend) {
     assert_eq!(more.len(), 105);
 }
 
+async fn list_pages_after_a_cursor_and_filters_by_queue(b: Backend) {
+    let Some(h) = Harness::new(b).await else {
+        return;
+    };
+    // Seven tasks: three share a due time (the id orders them), one is in another queue.
+    let mut tasks: Vec<InsertTask> = (0..3).map(|_| task_at("noop", t0())).collect();
+    tasks.push(task_at("noop", t0() - secs(10)));
+    tasks.push(task_at("noop", t0() + secs(10)));
+    tasks.push(task_at("noop", t0() + secs(20)));
+    tasks.push(InsertTask {
+        queue: "mail".into(),
+        ..task_at("noop", t0() + secs(5))
+    });
+    h.insert(tasks.clone()).await;
+    let all = h.store.task_list(&ListFilter::default()).await.unwrap();
+    assert_eq!(all.len(), 7);
+    // Page through three at a time: every task exactly once, in the listing's order.
+    let mut paged = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = h
+            .store
+            .task_list(&ListFilter {
+                limit: Some(3),
+                cursor,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let Some(last) = page.last() else { break };
+        cursor = Some(last.cursor());
+        paged.extend(page.iter().map(|t| t.id));
+        assert!(paged.len() <= 7, "pages never repeat a task");
+    }
+    let ids = |v: &[party::TaskInfo]| v.iter().map(|t| t.id).collect::<Vec<_>>();
+    assert_eq!(paged, ids(&all));
+    // A cursor in the middle of equal due times continues with the next id.
+    let after_second = h
+        .store
+        .task_list(&ListFilter {
+            cursor: Some(all[2].cursor()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(ids(&after_second), ids(&all[3..]));
+    // The cursor survives its text form.
+    let text = all[2].cursor().to_string();
+    assert_eq!(text.parse::<party::ListCursor>().unwrap(), all[2].cursor());
+    // Queue filter, alone and with a cursor.
+    let mail = h
+        .store
+        .task_list(&ListFilter {
+            queue: Some("mail".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(ids(&mail), vec![tasks[6].id]);
+    let default_after = h
+        .store
+        .task_list(&ListFilter {
+            queue: Some("default".into()),
+            cursor: Some(all[4].cursor()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let expected: Vec<TaskId> = all[5..]
+        .iter()
+        .filter(|t| t.queue == "default")
+        .map(|t| t.id)
+        .collect();
+    assert_eq!(ids(&default_after), expected);
+    assert!(!expected.is_empty());
+}
+
 async fn next_due_is_the_earliest_waiting_task_of_the_given_handlers_and_queues(b: Backend) {
     let Some(h) = Harness::new(b).await else {
         return;
@@ -341,6 +418,7 @@ on_every_backend!(
     get_answers_none_for_an_unknown_id,
     list_orders_by_due_time_then_id_and_filters,
     list_returns_a_hundred_unless_told_otherwise,
+    list_pages_after_a_cursor_and_filters_by_queue,
     next_due_is_the_earliest_waiting_task_of_the_given_handlers_and_queues,
     stats_count_tasks_per_handler_and_state,
     stats_report_the_oldest_due_task_and_recent_attempts,

@@ -669,9 +669,21 @@ impl Store for PgStore {
         let conn = self.pool.get().await?;
         let state = filter.state.map(State::as_str);
         let limit = i64::from(filter.limit.unwrap_or(crate::policy::DEFAULT_LIST_LIMIT));
+        let after = filter.cursor.map(|c| PgTime::of(c.due_at));
+        let after_id = filter.cursor.map(|c| c.id.to_string());
         let rows = conn
             .client
-            .query(&conn.st.list, &[&state, &filter.handler, &limit])
+            .query(
+                &conn.st.list,
+                &[
+                    &state,
+                    &filter.handler,
+                    &limit,
+                    &filter.queue,
+                    &after,
+                    &after_id,
+                ],
+            )
             .await
             .map_err(db_err)?;
         rows.iter().map(task_from_row).collect()

@@ -330,7 +330,9 @@ impl Statements {
             ),
             format!(
                 "SELECT {TASK_COLUMNS} FROM {s}.tasks WHERE ($1::text IS NULL OR state = $1) \
-                 AND ($2::text IS NULL OR handler = $2) ORDER BY due_at, id LIMIT $3"
+                 AND ($2::text IS NULL OR handler = $2) AND ($4::text IS NULL OR queue = $4) \
+                 AND ($5::timestamptz IS NULL OR (due_at, id) > ($5, $6::text)) \
+                 ORDER BY due_at, id LIMIT $3"
             ),
             format!(
                 "UPDATE {s}.tasks SET state = 'cancelled', ready = false, updated_at = $1 \

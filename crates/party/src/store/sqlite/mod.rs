@@ -456,7 +456,10 @@ impl Store for SqliteStore {
                     params![
                         filter.state.map(State::as_str),
                         filter.handler,
-                        filter.limit.unwrap_or(crate::policy::DEFAULT_LIST_LIMIT)
+                        filter.limit.unwrap_or(crate::policy::DEFAULT_LIST_LIMIT),
+                        filter.queue,
+                        filter.cursor.map(|c| to_micros(c.due_at)),
+                        filter.cursor.map(|c| c.id.to_string()),
                     ],
                     task_from_row,
                 )

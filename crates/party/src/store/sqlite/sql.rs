@@ -14,7 +14,8 @@ pub(super) const LIST: &str = concat!(
     "SELECT ",
     task_columns!(),
     " FROM tasks WHERE (?1 IS NULL OR state = ?1) \
-     AND (?2 IS NULL OR handler = ?2) ORDER BY due_at, id LIMIT ?3"
+     AND (?2 IS NULL OR handler = ?2) AND (?4 IS NULL OR queue = ?4) \
+     AND (?5 IS NULL OR (due_at, id) > (?5, ?6)) ORDER BY due_at, id LIMIT ?3"
 );
 
 pub(super) const EXISTING: &str = "SELECT id FROM tasks WHERE handler = ?1 AND data = ?2 AND is_recurring = 1 \

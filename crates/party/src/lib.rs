@@ -42,6 +42,8 @@
 //! and builds no PostgreSQL client. [`open_store`] refuses a URL whose backend is left out with
 //! an error naming the feature to enable.
 
+// On docs.rs, each feature-gated item says which feature it needs.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 // With neither backend the library still builds (a [`store::Store`] of one's own can be given
 // to `Party::with_store`); the backends' shared helpers are then unused.
 #![cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]

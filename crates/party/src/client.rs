@@ -139,6 +139,22 @@ impl Party {
 
     /// Create a task; returns its id once it is durably stored.
     ///
+    /// # Example
+    /// ```no_run
+    /// # use party::{NewTask, Party, TaskError};
+    /// # async fn example(party: &Party) -> Result<(), TaskError> {
+    /// use party::serde_json::json;
+    ///
+    /// let task = NewTask::new("monthly_bill").data(json!({ "customer": "acme" }));
+    /// match party.add(task).await {
+    ///     Ok(id) => println!("added {id}"),
+    ///     // A recurring handler keeps one live task per data: the singleton rule.
+    ///     Err(TaskError::Duplicate { existing, .. }) => println!("already there: {existing}"),
+    ///     Err(e) => return Err(e),
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
     /// # Errors
     /// [`TaskError::Invalid`] for bad input (nothing is written), [`TaskError::Duplicate`] when
     /// a recurring task with the same handler and data exists, [`TaskError::Store`].
@@ -148,6 +164,20 @@ impl Party {
     }
 
     /// Create many tasks in one transaction: all or none.
+    ///
+    /// # Example
+    /// ```no_run
+    /// # use party::{NewTask, Party, TaskError};
+    /// # async fn example(party: &Party) -> Result<(), TaskError> {
+    /// use party::serde_json::json;
+    ///
+    /// let receipts = (1..=100)
+    ///     .map(|order| NewTask::new("send_receipt").data(json!({ "order": order })))
+    ///     .collect();
+    /// let ids = party.add_many(receipts).await?; // in the order given
+    /// assert_eq!(ids.len(), 100);
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     /// As [`Party::add`]; the first bad task fails the batch and nothing is written.
@@ -260,6 +290,23 @@ impl Party {
 
     /// Cancel every task matching `filter` that can be cancelled (scheduled, retrying or
     /// dead), in one statement. Returns how many were cancelled.
+    ///
+    /// # Example
+    /// ```no_run
+    /// # use party::{Party, TaskError};
+    /// # async fn example(party: &Party) -> Result<(), TaskError> {
+    /// use party::{State, SteerFilter};
+    ///
+    /// // The mail queue's waiting tasks: the provider is gone for good.
+    /// let filter = SteerFilter {
+    ///     queue: Some("mail".to_string()),
+    ///     state: Some(State::Scheduled),
+    ///     ..SteerFilter::default()
+    /// };
+    /// let cancelled = party.cancel_matching(&filter).await?;
+    /// println!("{cancelled} cancelled");
+    /// # Ok(()) }
+    /// ```
     ///
     /// # Errors
     /// [`TaskError::Invalid`] for an empty filter (it would cancel everything) or a state that

@@ -183,6 +183,30 @@ pub struct TaskInfo {
 }
 
 /// What to create: a handler name, its data, and when and how it runs.
+///
+/// # Example
+/// ```
+/// use party::jiff::{SignedDuration, Timestamp};
+/// use party::serde_json::json;
+/// use party::NewTask;
+///
+/// // Due now, in the default queue, with the handler's own attempt limit.
+/// let now = NewTask::new("send_receipt").data(json!({ "order": 42 }));
+/// assert_eq!(now.queue, "default");
+///
+/// // At an exact instant, in a queue of its own, ahead of priority-0 tasks.
+/// let at: Timestamp = "2027-01-31T09:00:00Z".parse().unwrap();
+/// let later = NewTask::new("send_report")
+///     .at(at)
+///     .queue("reports")
+///     .priority(-1)
+///     .max_attempts(3);
+/// assert_eq!(later.at, Some(at));
+///
+/// // Every 30 minutes, counted from each scheduled time (the handler must be recurring).
+/// let recurring = NewTask::new("sync_prices").every(SignedDuration::from_mins(30));
+/// assert!(recurring.recurrence.is_some());
+/// ```
 #[derive(Debug, Clone)]
 pub struct NewTask {
     /// Handler name; must be registered.

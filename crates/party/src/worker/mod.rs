@@ -223,6 +223,28 @@ impl Worker {
     /// Run until `shutdown` completes; then stop claiming, give running tasks the grace period,
     /// interrupt and release the rest, and return.
     ///
+    /// # Example
+    /// ```no_run
+    /// # use party::{Party, TaskError, WorkerConfig};
+    /// # async fn example(party: &Party) -> Result<(), TaskError> {
+    /// use std::time::Duration;
+    ///
+    /// let worker = party.worker(WorkerConfig {
+    ///     concurrency: 16,
+    ///     queues: vec!["default".to_string(), "mail".to_string()],
+    ///     shutdown_grace: Duration::from_secs(20),
+    ///     ..WorkerConfig::default()
+    /// });
+    /// // Until Ctrl-C; examples/worker also stops on SIGTERM and interrupts on a second signal.
+    /// let report = worker
+    ///     .run(async {
+    ///         let _ = tokio::signal::ctrl_c().await;
+    ///     })
+    ///     .await?;
+    /// println!("{} attempts, {} succeeded", report.attempts, report.succeeded);
+    /// # Ok(()) }
+    /// ```
+    ///
     /// # Errors
     /// [`TaskError::Store`] when the database fails.
     pub async fn run(

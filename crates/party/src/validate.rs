@@ -21,6 +21,7 @@
 //! | shutdown grace | 0s to [`MAX_GRACE`] |
 //! | short texts (durations, cron, zones, times) | [`MAX_TEXT_BYTES`] bytes |
 //! | times | RFC 3339 with `Z` or an offset within ±23:59; no leap second |
+//! | PostgreSQL URL parameters | `pool_max` 1 to [`MAX_POOL`], `pool_timeout` 1 to [`MAX_POOL_TIMEOUT_SECS`] seconds, `sslmode` and `pooler` from their lists |
 
 use std::borrow::Cow;
 
@@ -544,6 +545,125 @@ pub fn not_past(at: Timestamp, now: Timestamp, what: &str) -> Result<(), TaskErr
 }
 
 // ---------------------------------------------------------------------------------------------
+// PostgreSQL URL parameters
+
+/// The most connections one process's PostgreSQL pool may open (`?pool_max=`).
+pub const MAX_POOL: usize = 1000;
+
+/// The longest a statement may wait for a free pooled connection, in seconds
+/// (`?pool_timeout=`).
+pub const MAX_POOL_TIMEOUT_SECS: u64 = 3600;
+
+/// How a PostgreSQL connection uses TLS: the `sslmode` values as libpq reads them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SslMode {
+    /// Never TLS.
+    Disable,
+    /// TLS when the server offers it, unverified; plain otherwise (libpq's default).
+    Prefer,
+    /// Always TLS; the certificate is checked against `sslrootcert` only when a root
+    /// certificate file is there (as libpq does), otherwise not at all.
+    Require,
+    /// Always TLS, the server's certificate signed by a CA in `sslrootcert`.
+    VerifyCa,
+    /// As `VerifyCa`, and the certificate names the host connected to.
+    VerifyFull,
+}
+
+impl SslMode {
+    /// The name as written in a URL.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SslMode::Disable => "disable",
+            SslMode::Prefer => "prefer",
+            SslMode::Require => "require",
+            SslMode::VerifyCa => "verify-ca",
+            SslMode::VerifyFull => "verify-full",
+        }
+    }
+}
+
+/// Read an `sslmode` value.
+///
+/// # Errors
+/// [`TaskError::Invalid`] naming the accepted values.
+pub fn ssl_mode(value: &str) -> Result<SslMode, TaskError> {
+    Ok(match value {
+        "disable" => SslMode::Disable,
+        "prefer" => SslMode::Prefer,
+        "require" => SslMode::Require,
+        "verify-ca" => SslMode::VerifyCa,
+        "verify-full" => SslMode::VerifyFull,
+        // libpq's `allow` (plain first, TLS only if the server insists) is refused too.
+        _ => {
+            return Err(TaskError::invalid(format!(
+                "sslmode={} is not a mode party knows: write sslmode=disable, prefer, require, \
+                 verify-ca or verify-full",
+                quote(value)
+            )));
+        }
+    })
+}
+
+/// What sits between party and PostgreSQL (`?pooler=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pooler {
+    /// A direct connection, or a pooler in session mode: a connection is one server session.
+    None,
+    /// A pooler in transaction mode (PgBouncer's `pool_mode = transaction`): consecutive
+    /// transactions may run on different server sessions, so nothing may rely on session
+    /// state (named prepared statements, `LISTEN`).
+    Transaction,
+}
+
+/// Read a `pooler` value: `none` (also `session`) or `transaction`.
+///
+/// # Errors
+/// [`TaskError::Invalid`] naming the accepted values.
+pub fn pooler(value: &str) -> Result<Pooler, TaskError> {
+    match value {
+        "none" | "session" => Ok(Pooler::None),
+        "transaction" => Ok(Pooler::Transaction),
+        _ => Err(TaskError::invalid(format!(
+            "pooler={} is not a pooler mode party knows: write pooler=transaction when the URL \
+             points at PgBouncer (or another pooler) in transaction mode, pooler=none otherwise",
+            quote(value)
+        ))),
+    }
+}
+
+/// Read a `pool_max` value: connections per process, 1 to [`MAX_POOL`].
+///
+/// # Errors
+/// [`TaskError::Invalid`] for anything else.
+pub fn pool_max(value: &str) -> Result<usize, TaskError> {
+    match value.parse::<usize>() {
+        Ok(n) if (1..=MAX_POOL).contains(&n) => Ok(n),
+        _ => Err(TaskError::invalid(format!(
+            "pool_max={} is not a connection count: write a whole number from 1 to {MAX_POOL} \
+             (the connections one process may open; the server's max_connections bounds all \
+             processes together)",
+            quote(value)
+        ))),
+    }
+}
+
+/// Read a `pool_timeout` value: whole seconds from 1 to [`MAX_POOL_TIMEOUT_SECS`].
+///
+/// # Errors
+/// [`TaskError::Invalid`] for anything else.
+pub fn pool_timeout(value: &str) -> Result<std::time::Duration, TaskError> {
+    match value.parse::<u64>() {
+        Ok(n) if (1..=MAX_POOL_TIMEOUT_SECS).contains(&n) => Ok(std::time::Duration::from_secs(n)),
+        _ => Err(TaskError::invalid(format!(
+            "pool_timeout={} is not a wait in seconds: write a whole number from 1 to \
+             {MAX_POOL_TIMEOUT_SECS} (how long a statement waits for a free connection)",
+            quote(value)
+        ))),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Database URLs
 
 /// How a database URL is read.
@@ -647,6 +767,11 @@ pub fn redact_url(url: &str) -> String {
                 .split('&')
                 .map(|pair| match pair.split_once('=') {
                     Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                    // Another URL inside (PostgreSQL's listen_url), shown decoded and redacted.
+                    Some(("listen_url", v)) => format!(
+                        "listen_url={}",
+                        redact_url(&percent_decoded(v).unwrap_or_else(|| v.to_string()))
+                    ),
                     _ => pair.to_string(),
                 })
                 .collect();
@@ -689,6 +814,12 @@ fn passwords(url: &str) -> Vec<String> {
             if let Some((k, v)) = pair.split_once('=') {
                 if k.eq_ignore_ascii_case("password") {
                     found.push(v.to_string());
+                }
+                // A PostgreSQL URL may carry another URL (percent-encoded) with its own password.
+                if k == "listen_url" {
+                    if let Some(inner) = percent_decoded(v) {
+                        found.extend(passwords(&inner));
+                    }
                 }
             }
         }
@@ -961,5 +1092,15 @@ mod tests {
         );
         let e = msg(e);
         assert!(!e.contains("p@ss") && !e.contains("p%40ss"), "{e}");
+        let url = "postgres://a:one@pooler/app?listen_url=postgres%3A%2F%2Fa%3Atwo%40db%2Fapp";
+        assert_eq!(
+            redact_url(url),
+            "postgres://a:***@pooler/app?listen_url=postgres://a:***@db/app"
+        );
+        let e = msg(scrub_error(
+            TaskError::store("passwords one and two".to_string()),
+            url,
+        ));
+        assert!(!e.contains("one") && !e.contains("two"), "{e}");
     }
 }

@@ -627,3 +627,140 @@ async fn adding_in_a_transaction_is_refused_on_sqlite() {
         let _ = std::fs::remove_file(format!("{}{suffix}", dir.display()));
     }
 }
+
+/// The store's pooled connections (those that carry `app` as their application name).
+async fn backends(client: &tokio_postgres::Client, app: &str) -> Vec<i32> {
+    client
+        .query(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = $1 ORDER BY pid",
+            &[&app],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pool_opens_at_most_pool_max_connections_and_a_wait_for_one_is_bounded() {
+    let Some(db) = TestDb::new() else { return };
+    let app = format!("party_pool_{:08x}", fastrand::u32(..));
+    let store = Arc::new(
+        PgStore::connect(&format!(
+            "{}&pool_max=1&pool_timeout=1&application_name={app}",
+            db.url()
+        ))
+        .await
+        .unwrap(),
+    );
+    let party = Party::with_store(store.clone(), party::builtin::registry(false));
+    let id = party.add(NewTask::new("noop")).await.unwrap();
+
+    // Another session locks the table: the store's one connection waits in a read.
+    let mut other = db.client().await;
+    let lock = other.transaction().await.unwrap();
+    lock.batch_execute(&format!(
+        "LOCK TABLE \"{}\".tasks IN ACCESS EXCLUSIVE MODE",
+        db.schema
+    ))
+    .await
+    .unwrap();
+    let blocked = {
+        let store = store.clone();
+        tokio::spawn(async move { store.task_get(id).await })
+    };
+    let watcher = db.client().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while watcher
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 \
+             AND wait_event_type = 'Lock'",
+            &[&app],
+        )
+        .await
+        .unwrap()
+        .get::<_, i64>(0)
+        == 0
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the read never waited"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // A second statement finds no free connection and gives up after pool_timeout.
+    let started = std::time::Instant::now();
+    let err = store.task_list(&Default::default()).await.unwrap_err();
+    let waited = started.elapsed();
+    assert!(matches!(err, TaskError::Store(_)), "{err:?}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("no PostgreSQL connection became free within 1 s") && msg.contains("pool_max"),
+        "{msg}"
+    );
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(5),
+        "{waited:?}"
+    );
+    assert_eq!(backends(&watcher, &app).await.len(), 1, "pool_max=1");
+
+    lock.rollback().await.unwrap();
+    let task = blocked.await.unwrap().unwrap().expect("the task");
+    assert_eq!(task.id, id);
+    assert_eq!(store.task_list(&Default::default()).await.unwrap().len(), 1);
+    db.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pooled_connections_the_server_closed_are_replaced() {
+    let Some(db) = TestDb::new() else { return };
+    let app = format!("party_pool_{:08x}", fastrand::u32(..));
+    let store = Arc::new(
+        PgStore::connect(&format!("{}&pool_max=3&application_name={app}", db.url()))
+            .await
+            .unwrap(),
+    );
+    let party = Party::with_store(store.clone(), party::builtin::registry(false));
+    // Three statements at once open three connections.
+    let (a, b, c) = tokio::join!(
+        party.add(NewTask::new("noop")),
+        party.add(NewTask::new("noop")),
+        party.add(NewTask::new("noop")),
+    );
+    let ids = [a.unwrap(), b.unwrap(), c.unwrap()];
+    let watcher = db.client().await;
+    let before = backends(&watcher, &app).await;
+    assert!(!before.is_empty() && before.len() <= 3, "{before:?}");
+
+    // The server ends every one of them (as a restart or a failover would).
+    watcher
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+            &[&app],
+        )
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !backends(&watcher, &app).await.is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the backends did not end"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The pool sees them closed and opens new ones: the next statements just work.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (a, b, c) = tokio::join!(party.get(ids[0]), party.get(ids[1]), party.get(ids[2]),);
+    for got in [a, b, c] {
+        assert_eq!(got.unwrap().state, State::Scheduled);
+    }
+    let after = backends(&watcher, &app).await;
+    assert!(!after.is_empty() && after.len() <= 3, "{after:?}");
+    assert!(
+        after.iter().all(|pid| !before.contains(pid)),
+        "{before:?} {after:?}"
+    );
+    db.cleanup().await;
+}

@@ -132,18 +132,58 @@ pub fn party_cmd(url: &str) -> Command {
 /// port, so a test may stop and start it without touching the machine's server (which other
 /// tests use at the same time). Needs root (it runs the server as the `postgres` user) and
 /// Debian's PostgreSQL binaries; [`Cluster::start`] says why not and returns `None` otherwise.
+/// Dropping it stops the server and removes its directory, also when the test fails.
 pub struct Cluster {
     bin: std::path::PathBuf,
-    dir: std::path::PathBuf,
-    port: u16,
+    /// The cluster's directory: `data/`, `log`, and the TLS files when it has them.
+    pub dir: std::path::PathBuf,
+    /// The port it listens on, at 127.0.0.1.
+    pub port: u16,
+    setup: Setup,
+}
+
+/// How a [`Cluster`] is set up beyond the defaults (trust authentication, no TLS).
+#[derive(Clone, Default)]
+pub struct Setup {
+    /// Serve TLS with a certificate for `localhost` and `127.0.0.1`, signed by a CA the test
+    /// makes (`ca.crt` in [`Cluster::dir`]); a second, unrelated CA is `other-ca.crt`.
+    pub tls: bool,
+    /// Require this password (SCRAM) for TCP connections instead of trusting them.
+    pub password: Option<String>,
+    /// Log every connection (with its TLS protocol) to the server's log.
+    pub log_connections: bool,
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> Option<u16> {
+    Some(
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .ok()?
+            .local_addr()
+            .ok()?
+            .port(),
+    )
+}
+
+/// Whether this process runs as root; prints why not when it does not.
+pub fn is_root(what: &str) -> bool {
+    let uid = Command::new("id").arg("-u").output();
+    let root = uid.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    if !root {
+        println!("{what}: skipped, the test does not run as root");
+    }
+    root
 }
 
 impl Cluster {
     /// Create and start a cluster, or say why one cannot be made here.
     pub fn start() -> Option<Cluster> {
-        let uid = Command::new("id").arg("-u").output().ok()?;
-        if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
-            println!("no private PostgreSQL cluster: the test does not run as root");
+        Cluster::start_with(Setup::default())
+    }
+
+    /// Create and start a cluster set up so, or say why one cannot be made here.
+    pub fn start_with(setup: Setup) -> Option<Cluster> {
+        if !is_root("no private PostgreSQL cluster") {
             return None;
         }
         let mut bins: Vec<_> = std::fs::read_dir("/usr/lib/postgresql")
@@ -160,35 +200,58 @@ impl Cluster {
         let dir =
             std::env::temp_dir().join(format!("party-pg-{}-{}", std::process::id(), unique()));
         std::fs::create_dir_all(&dir).ok()?;
+        let port = free_port()?;
+        let cluster = Cluster {
+            bin,
+            dir,
+            port,
+            setup,
+        };
+        if cluster.setup.tls && !cluster.make_certificates() {
+            println!("no private PostgreSQL cluster: openssl could not make the test certificates");
+            return None;
+        }
         let owned = Command::new("chown")
             .args(["-R", "postgres:postgres"])
-            .arg(&dir)
+            .arg(&cluster.dir)
             .status()
             .ok()?
             .success();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .ok()?
-            .local_addr()
-            .ok()?
-            .port();
-        let cluster = Cluster { bin, dir, port };
+        let mut initdb = cluster.as_postgres("initdb");
+        initdb.args([
+            "-U",
+            "postgres",
+            "-E",
+            "UTF8",
+            "--no-sync",
+            "--auth-local=trust",
+        ]);
+        match &cluster.setup.password {
+            Some(password) => {
+                let file = cluster.dir.join("pwfile");
+                std::fs::write(&file, password).ok()?;
+                Command::new("chown")
+                    .args(["postgres:postgres"])
+                    .arg(&file)
+                    .status()
+                    .ok()?;
+                initdb
+                    .arg("--auth-host=scram-sha-256")
+                    .arg("--pwfile")
+                    .arg(&file);
+            }
+            None => {
+                initdb.arg("--auth-host=trust");
+            }
+        }
         let made = owned
-            && cluster
-                .as_postgres("initdb")
-                .args([
-                    "-A",
-                    "trust",
-                    "-U",
-                    "postgres",
-                    "-E",
-                    "UTF8",
-                    "--no-sync",
-                    "-D",
-                ])
+            && initdb
+                .arg("-D")
                 .arg(cluster.dir.join("data"))
                 .output()
                 .map(|o| o.status.success())
                 .unwrap_or(false);
+        let _ = std::fs::remove_file(cluster.dir.join("pwfile"));
         if !made || !cluster.ctl("start") {
             println!(
                 "no private PostgreSQL cluster: initdb or pg_ctl failed in {}",
@@ -197,6 +260,79 @@ impl Cluster {
             return None;
         }
         Some(cluster)
+    }
+
+    /// A CA, a server certificate it signs (for `localhost` and `127.0.0.1`), and an
+    /// unrelated CA, with openssl.
+    fn make_certificates(&self) -> bool {
+        let d = &self.dir;
+        let ext = d.join("server.ext");
+        if std::fs::write(&ext, "subjectAltName=DNS:localhost,IP:127.0.0.1\n").is_err() {
+            return false;
+        }
+        let run = |args: &[&str]| {
+            Command::new("openssl")
+                .args(args)
+                .current_dir(d)
+                .output()
+                .map(|o| o.status.success())
+                .unwrap_or(false)
+        };
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        let ca = |name: &str, cn: &str| {
+            let (key, crt, subj) = (
+                format!("{name}.key"),
+                format!("{name}.crt"),
+                format!("/CN={cn}"),
+            );
+            let mut args = vec!["req", "-x509"];
+            args.extend(ec);
+            args.extend(["-keyout", &key, "-out", &crt, "-days", "2", "-subj", &subj]);
+            run(&args)
+        };
+        let mut csr = vec!["req"];
+        csr.extend(ec);
+        csr.extend([
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=localhost",
+        ]);
+        let made = ca("ca", "party test CA")
+            && ca("other-ca", "another CA")
+            && run(&csr)
+            && run(&[
+                "x509",
+                "-req",
+                "-in",
+                "server.csr",
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                "server.crt",
+                "-days",
+                "2",
+                "-extfile",
+                "server.ext",
+            ]);
+        // PostgreSQL refuses a key that others may read.
+        use std::os::unix::fs::PermissionsExt;
+        made && std::fs::set_permissions(
+            d.join("server.key"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .is_ok()
     }
 
     fn as_postgres(&self, tool: &str) -> Command {
@@ -213,13 +349,32 @@ impl Cluster {
             .arg("-l")
             .arg(self.dir.join("log"))
             .args(["-w", "-m", "fast", "-o"])
-            .arg(format!(
-                "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
-                self.port,
-                self.dir.display()
-            ))
+            .arg(self.server_options())
             .arg(action);
         cmd.output().map(|o| o.status.success()).unwrap_or(false)
+    }
+
+    fn server_options(&self) -> String {
+        let mut o = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            self.port,
+            self.dir.display()
+        );
+        if self.setup.tls {
+            o.push_str(&format!(
+                " -c ssl=on -c ssl_cert_file={0}/server.crt -c ssl_key_file={0}/server.key",
+                self.dir.display()
+            ));
+        }
+        if self.setup.log_connections {
+            o.push_str(" -c log_connections=on");
+        }
+        o
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("log")).unwrap_or_default()
     }
 
     /// The URL of its `postgres` database.

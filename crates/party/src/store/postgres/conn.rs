@@ -1,22 +1,76 @@
-//! Connections and the pool: opening a connection, a small pool of connections that each
-//! prepared every statement once, and the `postgres://` URL with party's own parameters.
+//! Connections and the pool: the `postgres://` URL with party's own parameters, opening a
+//! connection (with TLS as the URL says), and the pool of connections that each prepared every
+//! statement once.
 
 use std::sync::Mutex;
+use std::time::Duration;
 
-use tokio::sync::{Semaphore, SemaphorePermit};
-use tokio_postgres::{Client, Config, NoTls};
+use deadpool::managed::{self, Metrics, RecycleError, RecycleResult, TimeoutType, Timeouts};
+use tokio_postgres::tls::MakeTlsConnect;
+use tokio_postgres::{Client, Config, Connection, Socket};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::error::{db_err, describe};
 use super::sql::{Names, Statements};
+use super::tls::Tls;
 use crate::TaskError;
+use crate::validate::{self, Pooler, SslMode};
 
-pub(super) async fn connect(config: &Config) -> Result<Client, TaskError> {
-    let (client, connection) = config.connect(NoTls).await.map_err(|e| {
-        TaskError::store(format!(
-            "cannot connect to PostgreSQL: {}; check that the server runs and the URL is right",
-            describe(&e)
-        ))
-    })?;
+/// A connection's background half, which drives its socket.
+pub(super) type PgConnection =
+    Connection<Socket, <MakeRustlsConnect as MakeTlsConnect<Socket>>::Stream>;
+
+/// One server to connect to: address, credentials and TLS.
+#[derive(Clone)]
+pub(super) struct Target {
+    pub(super) config: Config,
+    pub(super) tls: Tls,
+}
+
+impl Target {
+    /// `host:port` of the first host, for messages.
+    fn place(&self) -> String {
+        use tokio_postgres::config::Host;
+        let host = match self.config.get_hosts().first() {
+            Some(Host::Tcp(h)) => h.clone(),
+            Some(Host::Unix(p)) => p.display().to_string(),
+            None => "localhost".to_string(),
+        };
+        let port = self.config.get_ports().first().copied().unwrap_or(5432);
+        format!("{host}:{port}")
+    }
+
+    fn host(&self) -> String {
+        use tokio_postgres::config::Host;
+        match self.config.get_hosts().first() {
+            Some(Host::Tcp(h)) => h.clone(),
+            _ => "localhost".to_string(),
+        }
+    }
+}
+
+/// Open a connection; the caller drives (spawns) its background half.
+pub(super) async fn open(target: &Target) -> Result<(Client, PgConnection), TaskError> {
+    target
+        .config
+        .connect(target.tls.connector.clone())
+        .await
+        .map_err(|e| {
+            let why = target
+                .tls
+                .explain(&e, &target.host())
+                .unwrap_or_else(|| describe(&e));
+            TaskError::store(format!(
+                "cannot connect to PostgreSQL at {}: {why}; check that the server runs and the \
+                 URL is right",
+                target.place()
+            ))
+        })
+}
+
+/// Open a connection whose background half runs on its own task.
+pub(super) async fn connect(target: &Target) -> Result<Client, TaskError> {
+    let (client, connection) = open(target).await?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!(error = %describe(&e), "a PostgreSQL connection ended");
@@ -31,102 +85,189 @@ pub(super) struct Conn {
     pub(super) st: Statements,
 }
 
-/// A small pool: up to `size` connections, opened on demand, each preparing every statement
-/// once. A connection found closed is dropped and replaced on the next checkout.
+/// Opens connections for the pool and checks returned ones.
+pub(super) struct Manager {
+    target: Target,
+    names: Names,
+    /// A connection opened before the pool (the one that ran the migrations), used first.
+    spare: Mutex<Option<Conn>>,
+}
+
+impl managed::Manager for Manager {
+    type Type = Conn;
+    type Error = TaskError;
+
+    async fn create(&self) -> Result<Conn, TaskError> {
+        if let Some(conn) = self.spare.lock().unwrap().take() {
+            if !conn.client.is_closed() {
+                return Ok(conn);
+            }
+        }
+        let client = connect(&self.target).await?;
+        let st = Statements::prepare(&client, &self.names.quoted)
+            .await
+            .map_err(db_err)?;
+        Ok(Conn { client, st })
+    }
+
+    async fn recycle(&self, conn: &mut Conn, _: &Metrics) -> RecycleResult<TaskError> {
+        // A connection whose socket broke is closed by tokio-postgres; it is dropped here and
+        // the pool opens a new one in its place.
+        if conn.client.is_closed() {
+            return Err(RecycleError::message("the connection was closed"));
+        }
+        Ok(())
+    }
+}
+
+/// The pool: up to `max` connections per store, opened on demand (deadpool). A statement
+/// waits at most `wait` for a free one, then fails saying so.
 pub(super) struct Pool {
-    pub(super) config: Config,
     pub(super) names: Names,
-    pub(super) idle: Mutex<Vec<Conn>>,
-    pub(super) slots: Semaphore,
+    inner: managed::Pool<Manager>,
+    max: usize,
+    wait: Duration,
 }
 
-/// A connection checked out of the pool; it goes back when dropped, unless it was closed.
-pub(super) struct Pooled<'a> {
-    pub(super) conn: Option<Conn>,
-    pub(super) pool: &'a Pool,
-    pub(super) _slot: SemaphorePermit<'a>,
+/// A connection checked out of the pool; it goes back when dropped.
+pub(super) struct Pooled {
+    conn: managed::Object<Manager>,
 }
 
-impl std::ops::Deref for Pooled<'_> {
+impl std::ops::Deref for Pooled {
     type Target = Conn;
 
     fn deref(&self) -> &Conn {
-        self.conn.as_ref().expect("present until dropped")
+        &self.conn
     }
 }
 
-impl std::ops::DerefMut for Pooled<'_> {
+impl std::ops::DerefMut for Pooled {
     fn deref_mut(&mut self) -> &mut Conn {
-        self.conn.as_mut().expect("present until dropped")
+        &mut self.conn
     }
 }
 
-impl Drop for Pooled<'_> {
-    fn drop(&mut self) {
-        if let Some(conn) = self.conn.take() {
-            if !conn.client.is_closed() {
-                self.pool.idle.lock().unwrap().push(conn);
-            }
-        }
-    }
-}
-
-impl Pooled<'_> {
+impl Pooled {
     /// Close the connection instead of returning it to the pool.
-    pub(super) fn discard(mut self) {
-        self.conn = None;
+    pub(super) fn discard(self) {
+        drop(managed::Object::take(self.conn));
     }
 }
 
 impl Pool {
-    pub(super) async fn get(&self) -> Result<Pooled<'_>, TaskError> {
-        let slot = self
-            .slots
-            .acquire()
-            .await
-            .expect("the pool is never closed");
-        let reused = {
-            let mut idle = self.idle.lock().unwrap();
-            let mut found = None;
-            while let Some(c) = idle.pop() {
-                if !c.client.is_closed() {
-                    found = Some(c);
-                    break;
-                }
-            }
-            found
+    /// A pool for `target` holding up to `max` connections; `first` (already open, its
+    /// statements prepared) is the first one handed out.
+    pub(super) fn new(
+        target: Target,
+        names: Names,
+        first: Conn,
+        max: usize,
+        wait: Duration,
+    ) -> Pool {
+        let manager = Manager {
+            target,
+            names: names.clone(),
+            spare: Mutex::new(Some(first)),
         };
-        let conn = match reused {
-            Some(c) => c,
-            None => {
-                let client = connect(&self.config).await?;
-                let st = Statements::prepare(&client, &self.names.quoted)
-                    .await
-                    .map_err(db_err)?;
-                Conn { client, st }
-            }
+        let inner = managed::Pool::builder(manager)
+            .max_size(max)
+            .wait_timeout(Some(wait))
+            .runtime(deadpool::Runtime::Tokio1)
+            .build()
+            .expect("a runtime and a size are given");
+        Pool {
+            names,
+            inner,
+            max,
+            wait,
+        }
+    }
+
+    /// A free connection, opening one if fewer than `max` are open.
+    ///
+    /// # Errors
+    /// [`TaskError::Store`] when none became free within the pool's wait, or a new one could
+    /// not be opened.
+    pub(super) async fn get(&self) -> Result<Pooled, TaskError> {
+        let timeouts = Timeouts {
+            wait: Some(self.wait),
+            create: None,
+            recycle: None,
         };
-        Ok(Pooled {
-            conn: Some(conn),
-            pool: self,
-            _slot: slot,
-        })
+        match self.inner.timeout_get(&timeouts).await {
+            Ok(conn) => Ok(Pooled { conn }),
+            Err(managed::PoolError::Backend(e)) => Err(e),
+            Err(managed::PoolError::Timeout(TimeoutType::Wait)) => Err(TaskError::store(format!(
+                "no PostgreSQL connection became free within {} s: all {} of this process's \
+                 connections are busy; raise pool_max in the URL (the server's max_connections \
+                 bounds all processes together), lower the workers' concurrency, or raise \
+                 pool_timeout",
+                self.wait.as_secs(),
+                self.max
+            ))),
+            Err(e) => Err(TaskError::store(format!(
+                "cannot get a PostgreSQL connection from the pool: {e}"
+            ))),
+        }
     }
 }
 
-/// Split a `postgres://` URL into the connection configuration and the `schema` parameter,
-/// which is party's own and is removed before tokio-postgres reads the URL.
-pub(super) fn parse_url(url: &str) -> Result<(Config, Option<String>), TaskError> {
+/// The default of `pool_max`: connections per store.
+pub(super) const DEFAULT_POOL_MAX: usize = 8;
+
+/// The default of `pool_timeout`.
+pub(super) const DEFAULT_POOL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A `postgres://` URL read: the connection, and party's own parameters, which are taken out
+/// before tokio-postgres reads the rest.
+pub(super) struct PgUrl {
+    pub(super) target: Target,
+    /// `schema=NAME`.
+    pub(super) schema: Option<String>,
+    /// `pool_max=N`.
+    pub(super) pool_max: Option<usize>,
+    /// `pool_timeout=SECONDS`.
+    pub(super) pool_timeout: Option<Duration>,
+    /// `pooler=transaction|none`.
+    pub(super) pooler: Pooler,
+    /// `listen_url=URL` (percent-encoded): a direct connection for wake-ups.
+    pub(super) listen: Option<Target>,
+}
+
+/// Read a `postgres://` URL: party's parameters (`schema`, `pool_max`, `pool_timeout`,
+/// `pooler`, `listen_url`), the TLS ones tokio-postgres does not read as libpq does
+/// (`sslmode`, `sslrootcert`), and the rest as tokio-postgres reads it.
+pub(super) fn parse_url(url: &str) -> Result<PgUrl, TaskError> {
     let (base, query) = match url.split_once('?') {
         Some((b, q)) => (b, Some(q)),
         None => (url, None),
     };
     let mut schema = None;
+    let mut pool_max = None;
+    let mut pool_timeout = None;
+    let mut pooler = Pooler::None;
+    let mut listen_url = None;
+    let mut ssl_mode = SslMode::Prefer;
+    let mut root_cert = None;
     let mut kept = Vec::new();
     for pair in query.into_iter().flat_map(|q| q.split('&')) {
-        match pair.split_once('=') {
-            Some(("schema", v)) => schema = Some(percent_decode(v)?),
-            _ if pair.is_empty() => {}
+        let Some((key, raw)) = pair.split_once('=') else {
+            if !pair.is_empty() {
+                kept.push(pair);
+            }
+            continue;
+        };
+        match key {
+            "schema" => schema = Some(percent_decode(key, raw)?),
+            "pool_max" => pool_max = Some(validate::pool_max(&percent_decode(key, raw)?)?),
+            "pool_timeout" => {
+                pool_timeout = Some(validate::pool_timeout(&percent_decode(key, raw)?)?)
+            }
+            "pooler" => pooler = validate::pooler(&percent_decode(key, raw)?)?,
+            "listen_url" => listen_url = Some(percent_decode(key, raw)?),
+            "sslmode" => ssl_mode = validate::ssl_mode(&percent_decode(key, raw)?)?,
+            "sslrootcert" => root_cert = Some(percent_decode(key, raw)?),
             _ => kept.push(pair),
         }
     }
@@ -135,17 +276,47 @@ pub(super) fn parse_url(url: &str) -> Result<(Config, Option<String>), TaskError
     } else {
         format!("{base}?{}", kept.join("&"))
     };
-    let config: Config = clean.parse().map_err(|e: tokio_postgres::Error| {
+    let mut config: Config = clean.parse().map_err(|e: tokio_postgres::Error| {
         TaskError::invalid(format!(
             "bad PostgreSQL URL: {}; write it like \
              postgres://user:password@host:5432/database?schema=party",
             describe(&e)
         ))
     })?;
-    Ok((config, schema))
+    let tls = Tls::new(ssl_mode, root_cert.as_deref())?;
+    config.ssl_mode(tls.negotiation());
+    let listen = match listen_url {
+        None => None,
+        Some(u) => {
+            if validate::database_url(&u)? != validate::DatabaseKind::Postgres {
+                return Err(TaskError::invalid(
+                    "listen_url must be a postgres:// URL (percent-encoded inside the main URL) \
+                     of a direct connection to the same database",
+                ));
+            }
+            let inner = parse_url(&u)?;
+            if inner.pooler == Pooler::Transaction || inner.listen.is_some() {
+                return Err(TaskError::invalid(
+                    "listen_url must name a direct connection to the database (LISTEN needs a \
+                     session of its own): it may not carry pooler=transaction or listen_url",
+                ));
+            }
+            Some(inner.target)
+        }
+    };
+    Ok(PgUrl {
+        target: Target { config, tls },
+        schema,
+        pool_max,
+        pool_timeout,
+        pooler,
+        listen,
+    })
 }
 
-pub(super) fn percent_decode(s: &str) -> Result<String, TaskError> {
+/// A URL parameter's value with its `%XX` escapes (and `+`) decoded. The message names the
+/// parameter but never repeats its value, which may hold a password.
+pub(super) fn percent_decode(key: &str, s: &str) -> Result<String, TaskError> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -156,7 +327,10 @@ pub(super) fn percent_decode(s: &str) -> Result<String, TaskError> {
                     .get(i + 1..i + 3)
                     .and_then(|h| u8::from_str_radix(h, 16).ok())
                     .ok_or_else(|| {
-                        TaskError::invalid(format!("bad percent escape in the URL value '{s}'"))
+                        TaskError::invalid(format!(
+                            "the URL parameter {key} has a bad percent escape: write each \
+                             escaped byte as % and two hex digits"
+                        ))
                     })?;
                 out.push(hex);
                 i += 3;
@@ -171,8 +345,11 @@ pub(super) fn percent_decode(s: &str) -> Result<String, TaskError> {
             }
         }
     }
-    String::from_utf8(out)
-        .map_err(|_| TaskError::invalid(format!("the URL value '{s}' is not UTF-8")))
+    String::from_utf8(out).map_err(|_| {
+        TaskError::invalid(format!(
+            "the URL parameter {key} is not UTF-8 once its percent escapes are decoded"
+        ))
+    })
 }
 
 #[cfg(test)]
@@ -181,15 +358,49 @@ mod tests {
 
     #[test]
     pub(super) fn schema_parameter_is_taken_out_of_the_url() {
-        let (config, schema) =
-            parse_url("postgres://u@localhost:5433/db?schema=app_party&application_name=x")
-                .unwrap();
-        assert_eq!(schema.as_deref(), Some("app_party"));
-        assert_eq!(config.get_dbname(), Some("db"));
-        assert_eq!(config.get_application_name(), Some("x"));
-        let (_, schema) = parse_url("postgresql://u@localhost/db").unwrap();
-        assert_eq!(schema, None);
-        let (_, schema) = parse_url("postgres://u@h/db?schema=a%5Fb").unwrap();
-        assert_eq!(schema.as_deref(), Some("a_b"));
+        let url = parse_url("postgres://u@localhost:5433/db?schema=app_party&application_name=x")
+            .unwrap();
+        assert_eq!(url.schema.as_deref(), Some("app_party"));
+        assert_eq!(url.target.config.get_dbname(), Some("db"));
+        assert_eq!(url.target.config.get_application_name(), Some("x"));
+        assert_eq!(
+            parse_url("postgresql://u@localhost/db").unwrap().schema,
+            None
+        );
+        let url = parse_url("postgres://u@h/db?schema=a%5Fb").unwrap();
+        assert_eq!(url.schema.as_deref(), Some("a_b"));
+    }
+
+    #[test]
+    fn pool_and_tls_parameters_are_read_and_checked() {
+        let url = parse_url(
+            "postgres://u:pw@h/db?pool_max=3&pool_timeout=7&sslmode=disable&pooler=transaction\
+             &listen_url=postgres%3A%2F%2Fu%3Apw%40direct%3A5433%2Fdb",
+        )
+        .unwrap();
+        assert_eq!(url.pool_max, Some(3));
+        assert_eq!(url.pool_timeout, Some(Duration::from_secs(7)));
+        assert_eq!(url.pooler, Pooler::Transaction);
+        assert_eq!(url.target.tls.mode, SslMode::Disable);
+        let listen = url.listen.expect("listen_url");
+        assert_eq!(listen.place(), "direct:5433");
+        assert_eq!(url.target.place(), "h:5432");
+
+        let refused = |u: &str| match parse_url(u) {
+            Err(TaskError::Invalid(m)) => m,
+            Err(e) => panic!("{u}: {e:?}"),
+            Ok(_) => panic!("{u} was accepted"),
+        };
+        assert!(refused("postgres://h/db?pool_max=0").contains("pool_max='0'"));
+        assert!(refused("postgres://h/db?pool_max=1001").contains("1 to 1000"));
+        assert!(refused("postgres://h/db?pool_timeout=x").contains("pool_timeout='x'"));
+        assert!(refused("postgres://h/db?sslmode=allow").contains("sslmode='allow'"));
+        assert!(refused("postgres://h/db?pooler=statement").contains("pooler='statement'"));
+        assert!(
+            refused("postgres://h/db?listen_url=postgres%3A%2F%2Fh%2Fdb%3Fpooler%3Dtransaction")
+                .contains("direct connection")
+        );
+        let bad_escape = refused("postgres://h/db?listen_url=postgres%3A%2F%2Fu%3Asecret%zz");
+        assert!(bad_escape.contains("listen_url") && !bad_escape.contains("secret"));
     }
 }

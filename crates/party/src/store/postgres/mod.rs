@@ -9,8 +9,13 @@
 //! # Options and their defaults
 //! - `schema` (`party`): the schema holding the tables; also names the wake-up channel
 //!   `party_<schema>`.
-//! - `pool_size` (8): connections kept open for queries, opened on demand, each with every
-//!   statement prepared once. One more connection is the signal connection (see below).
+//! - `pool_size` (8; the URL's `pool_max=N` wins): connections kept open for queries, opened
+//!   on demand, each with every statement prepared once. One more connection is the signal
+//!   connection (see below). A connection the server closed is replaced on the next checkout.
+//! - `pool_timeout` (30 s; the URL's `pool_timeout=SECONDS` wins): how long a statement waits
+//!   for a free connection before it fails, saying so.
+//! - TLS: the URL's `sslmode` (`prefer` unless set) and `sslrootcert`, as libpq reads them
+//!   (see `tls.rs`).
 //! - `connect_timeout` (10 s, unless the URL sets `connect_timeout`): how long opening a
 //!   connection may take before the call fails with a clear error.
 //!
@@ -39,22 +44,22 @@
 //!
 //! The files mirror the SQLite backend's: `conn` (connections, the pool, the URL), `sql` (the
 //! statements' text), `migrate` (and `migrations/NNN_*.sql`), `wakeup` (the signal
-//! connection), `rows` (row decoding and batch arrays) and `error`.
+//! connection), `rows` (row decoding and batch arrays) and `error`; `tls` is PostgreSQL's own.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use jiff::Timestamp;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
 pub use tokio_postgres;
 
-use self::conn::{Conn, Pool, connect, parse_url};
+use self::conn::{Conn, DEFAULT_POOL_MAX, DEFAULT_POOL_TIMEOUT, PgUrl, Pool, connect, parse_url};
 use self::error::{
     db_err, duplicate, duplicate_within, existing_singleton, is_singleton_violation,
 };
@@ -71,6 +76,7 @@ use super::{
     StoreStats,
 };
 use crate::model::{ListFilter, State, TaskInfo, WorkerInfo};
+use crate::validate::Pooler;
 use crate::{TaskError, TaskId};
 
 mod conn;
@@ -78,6 +84,7 @@ mod error;
 mod migrate;
 mod rows;
 mod sql;
+mod tls;
 mod wakeup;
 /// The schema used unless told otherwise.
 pub const DEFAULT_SCHEMA: &str = "party";
@@ -88,18 +95,35 @@ pub struct PgOptions {
     /// The schema holding party's tables (default `party`). Letters, digits and `_`, at most
     /// 57 characters. A `schema=NAME` parameter in the URL takes precedence.
     pub schema: String,
-    /// Connections kept open for queries (default 8, at least 1).
+    /// Connections kept open for queries (default 8, at least 1). A `pool_max=N` parameter
+    /// in the URL takes precedence.
     pub pool_size: usize,
+    /// How long a statement waits for a free connection before it fails (default 30 s). A
+    /// `pool_timeout=SECONDS` parameter in the URL takes precedence.
+    pub pool_timeout: Duration,
     /// How long opening a connection may take, unless the URL sets `connect_timeout`
     /// (default 10 s).
     pub connect_timeout: Duration,
+}
+
+impl PgOptions {
+    /// Fill in what the URL left unsaid.
+    fn apply(&self, config: &mut tokio_postgres::Config) {
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(self.connect_timeout);
+        }
+        if config.get_application_name().is_none() {
+            config.application_name("party");
+        }
+    }
 }
 
 impl Default for PgOptions {
     fn default() -> PgOptions {
         PgOptions {
             schema: DEFAULT_SCHEMA.to_string(),
-            pool_size: 8,
+            pool_size: DEFAULT_POOL_MAX,
+            pool_timeout: DEFAULT_POOL_TIMEOUT,
             connect_timeout: Duration::from_secs(10),
         }
     }
@@ -114,7 +138,8 @@ pub struct PgStore {
     wakeups: Arc<Notify>,
     /// Asks the signal connection to NOTIFY other processes.
     requests: Arc<Notify>,
-    signal: JoinHandle<()>,
+    /// The signal connection's loop; none behind a transaction pooler without `listen_url`.
+    signal: Option<JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -127,7 +152,9 @@ impl std::fmt::Debug for PgStore {
 
 impl Drop for PgStore {
     fn drop(&mut self) {
-        self.signal.abort();
+        if let Some(signal) = &self.signal {
+            signal.abort();
+        }
     }
 }
 
@@ -163,40 +190,60 @@ impl PgStore {
     /// # Errors
     /// As [`PgStore::connect`].
     pub async fn connect_with(url: &str, options: PgOptions) -> Result<PgStore, TaskError> {
-        let (mut config, url_schema) = parse_url(url)?;
-        let names = Names::new(url_schema.as_deref().unwrap_or(&options.schema))?;
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(options.connect_timeout);
-        }
-        if config.get_application_name().is_none() {
-            config.application_name("party");
-        }
-        let mut first = connect(&config).await?;
+        PgStore::open(url, options)
+            .await
+            .map_err(|e| crate::validate::scrub_error(e, url))
+    }
+
+    async fn open(url: &str, options: PgOptions) -> Result<PgStore, TaskError> {
+        let PgUrl {
+            mut target,
+            schema,
+            pool_max,
+            pool_timeout,
+            pooler,
+            listen: listen_target,
+        } = parse_url(url)?;
+        let names = Names::new(schema.as_deref().unwrap_or(&options.schema))?;
+        options.apply(&mut target.config);
+        let mut first = connect(&target).await?;
         migrate(&mut first, &names).await?;
         let st = Statements::prepare(&first, &names.quoted)
             .await
             .map_err(db_err)?;
 
-        let mut signal_config = config.clone();
-        signal_config.application_name("party signal");
+        // Wake-ups need a session of their own: the listen_url's, else the URL's own unless
+        // it goes through a pooler in transaction mode (then workers find tasks by polling).
+        let signal_target = match (listen_target, pooler) {
+            (Some(t), _) => Some(t),
+            (None, Pooler::None) => Some(target.clone()),
+            (None, Pooler::Transaction) => None,
+        };
         let wakeups = Arc::new(Notify::new());
-        let signal = listen(&signal_config, &names, &wakeups).await?;
         let requests = Arc::new(Notify::new());
-        let signal = tokio::spawn(signal_loop(
-            signal_config,
-            names.clone(),
-            wakeups.clone(),
-            requests.clone(),
-            signal,
-        ));
+        let signal = match signal_target {
+            Some(mut t) => {
+                options.apply(&mut t.config);
+                t.config.application_name("party signal");
+                let signal = listen(&t, &names, &wakeups).await?;
+                Some(tokio::spawn(signal_loop(
+                    t,
+                    names.clone(),
+                    wakeups.clone(),
+                    requests.clone(),
+                    signal,
+                )))
+            }
+            None => None,
+        };
 
-        let pool_size = options.pool_size.max(1);
-        let pool = Arc::new(Pool {
-            config,
+        let pool = Arc::new(Pool::new(
+            target,
             names,
-            idle: Mutex::new(vec![Conn { client: first, st }]),
-            slots: Semaphore::new(pool_size),
-        });
+            Conn { client: first, st },
+            pool_max.unwrap_or(options.pool_size).max(1),
+            pool_timeout.unwrap_or(options.pool_timeout),
+        ));
         Ok(PgStore {
             pool,
             statistics: Arc::default(),

@@ -5,8 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{Notify, oneshot};
-use tokio_postgres::{AsyncMessage, Client, Config, NoTls};
+use tokio_postgres::{AsyncMessage, Client};
 
+use super::conn::{Target, open};
 use super::error::{db_err, describe};
 use super::sql::{Names, quote_ident};
 use crate::TaskError;
@@ -24,16 +25,11 @@ pub(super) struct Signal {
 /// it. Notifications wake `wakeups`. The connection commits its own NOTIFYs asynchronously:
 /// a notification needs no durability, so it never waits for a disk flush.
 pub(super) async fn listen(
-    config: &Config,
+    target: &Target,
     names: &Names,
     wakeups: &Arc<Notify>,
 ) -> Result<Signal, TaskError> {
-    let (client, mut connection) = config.connect(NoTls).await.map_err(|e| {
-        TaskError::store(format!(
-            "cannot connect to PostgreSQL: {}; check that the server runs and the URL is right",
-            describe(&e)
-        ))
-    })?;
+    let (client, mut connection) = open(target).await?;
     let (closed_tx, closed) = oneshot::channel();
     let wake = wakeups.clone();
     tokio::spawn(async move {
@@ -62,7 +58,7 @@ pub(super) async fn listen(
 /// this process's workers and notifies the others, so everyone looks again and nothing that
 /// happened meanwhile is missed.
 pub(super) async fn signal_loop(
-    config: Config,
+    target: Target,
     names: Names,
     wakeups: Arc<Notify>,
     requests: Arc<Notify>,
@@ -84,7 +80,7 @@ pub(super) async fn signal_loop(
         let mut delay = Duration::from_millis(100);
         signal = loop {
             tokio::time::sleep(delay).await;
-            match listen(&config, &names, &wakeups).await {
+            match listen(&target, &names, &wakeups).await {
                 Ok(s) => break s,
                 Err(e) => {
                     tracing::warn!(error = %e, retry_in = ?delay, "cannot re-establish the PostgreSQL signal connection");

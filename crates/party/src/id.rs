@@ -41,6 +41,11 @@ impl TaskId {
         TaskId(bytes)
     }
 
+    /// The id made of these 12 bytes (as [`TaskId::as_bytes`] gives them).
+    pub fn from_bytes(bytes: [u8; 12]) -> TaskId {
+        TaskId(bytes)
+    }
+
     /// The raw 12 bytes.
     pub fn as_bytes(&self) -> &[u8; 12] {
         &self.0

@@ -246,7 +246,7 @@ async fn a_claim_skips_locked_rows_without_waiting() {
             "SELECT 1 FROM \"{}\".tasks WHERE id = $1 FOR UPDATE",
             db.schema
         ),
-        &[&first.to_string()],
+        &[&&first.as_bytes()[..]],
     )
     .await
     .unwrap();

@@ -98,6 +98,34 @@ async fn postgres_store() -> Option<(Arc<dyn Store>, Box<dyn std::any::Any + Sen
 
 /// Run `sql` directly on the fixture's database (tables unqualified), bypassing party: to
 /// damage a row the way a person or a bug could. Returns the first column of any rows as text.
+/// A task id as an SQL literal of the fixture's backend (ids are stored as their 12 bytes).
+pub fn id_literal(f: &Fixture, id: party::TaskId) -> String {
+    let _ = f;
+    #[cfg(feature = "sqlite")]
+    if f._keep.downcast_ref::<TempDb>().is_some() {
+        return format!("X'{id}'");
+    }
+    format!("'\\x{id}'::bytea")
+}
+
+/// Move a live task to the finished tasks' table in `state` (done, dead or cancelled), as if
+/// it had finished now; for tests that need a task in a state no quick path reaches.
+pub async fn set_finished(f: &Fixture, id: party::TaskId, state: &str) {
+    let key = id_literal(f, id);
+    raw_sql(
+        f,
+        &format!(
+            "INSERT INTO task_history (id, handler, data, timestamp, due_at, last_run_on, \
+             attempts, max_attempts, is_recurring, rule, state, queue, priority, last_error, \
+             fence, created_at, finished_at) SELECT id, handler, data, timestamp, due_at, \
+             last_run_on, attempts, max_attempts, is_recurring, rule, '{state}', queue, \
+             priority, last_error, fence, created_at, updated_at FROM tasks WHERE id = {key}"
+        ),
+    )
+    .await;
+    raw_sql(f, &format!("DELETE FROM tasks WHERE id = {key}")).await;
+}
+
 pub async fn raw_sql(f: &Fixture, sql: &str) -> Vec<String> {
     #[cfg(feature = "sqlite")]
     if let Some(db) = f._keep.downcast_ref::<TempDb>() {

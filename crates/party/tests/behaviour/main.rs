@@ -13,3 +13,4 @@ mod seed;
 mod shell;
 mod singleton;
 mod steering;
+mod upgrade;

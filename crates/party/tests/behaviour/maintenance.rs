@@ -15,7 +15,7 @@ use party::{
 };
 use tokio::sync::Notify;
 
-use crate::common::{Backend, Fixture, fixture, on_every_backend, raw_sql, start, t0};
+use crate::common::{Backend, Fixture, fixture, id_literal, on_every_backend, raw_sql, start, t0};
 
 fn claim<'a>(
     worker: &'a str,
@@ -330,12 +330,18 @@ async fn an_undecodable_task_is_not_run_and_the_others_are(b: Backend) {
         .unwrap();
     raw_sql(
         &f,
-        &format!("UPDATE tasks SET data = '{{\"n\": 2' WHERE id = '{not_json}'"),
+        &format!(
+            "UPDATE tasks SET data = '{{\"n\": 2' WHERE id = {}",
+            id_literal(&f, not_json)
+        ),
     )
     .await;
     raw_sql(
         &f,
-        &format!("UPDATE tasks SET data = '[1, 2]' WHERE id = '{not_object}'"),
+        &format!(
+            "UPDATE tasks SET data = '[1, 2]' WHERE id = {}",
+            id_literal(&f, not_object)
+        ),
     )
     .await;
     let report = f
@@ -365,7 +371,10 @@ async fn an_undecodable_task_is_not_run_and_the_others_are(b: Backend) {
     // The rows are kept as they were, for a person to look at.
     let rows = raw_sql(
         &f,
-        &format!("SELECT data FROM tasks WHERE id = '{not_object}'"),
+        &format!(
+            "SELECT data FROM task_history WHERE id = {}",
+            id_literal(&f, not_object)
+        ),
     )
     .await;
     assert_eq!(rows, vec!["[1, 2]".to_string()]);

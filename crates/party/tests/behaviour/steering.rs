@@ -6,14 +6,10 @@ use party::{
     Clock, NewTask, Registry, State, SteerFilter, TaskError, TaskId, WorkerConfig, builtin,
 };
 
-use crate::common::{Backend, Fixture, fixture, on_every_backend, raw_sql};
+use crate::common::{Backend, Fixture, fixture, on_every_backend, set_finished};
 
 async fn set_state(f: &Fixture, id: TaskId, state: &str) {
-    raw_sql(
-        f,
-        &format!("UPDATE tasks SET state = '{state}' WHERE id = '{id}'"),
-    )
-    .await;
+    set_finished(f, id, state).await;
 }
 
 async fn states(f: &Fixture, ids: &[TaskId]) -> Vec<State> {

@@ -52,7 +52,7 @@ pub(super) async fn existing_singleton(
         .query_opt(stmt, &[&handler, &data])
         .await
         .map_err(db_err)?;
-    row.map(|r| r.get::<_, &str>(0).parse()).transpose()
+    row.map(|r| super::rows::id_at(&r, 0)).transpose()
 }
 
 pub(super) fn duplicate(handler: &str, existing: TaskId) -> TaskError {

@@ -65,8 +65,8 @@ use self::error::{
 };
 use self::migrate::migrate;
 use self::rows::{
-    FinishArrays, InsertArrays, PgTime, count_at, expired_from_row, opt_time_at, run_from_row,
-    task_from_row, time_at,
+    FinishArrays, InsertArrays, PgTime, count_at, expired_from_row, id_at, opt_time_at,
+    run_from_row, task_from_row, time_at,
 };
 use self::sql::{BEGIN_ASYNC_COMMIT, Names, Statements, sql_existing, sql_insert_skipping};
 use self::wakeup::{listen, signal_loop};
@@ -337,26 +337,26 @@ impl PgStore {
         if rows.len() == tasks.len() {
             return Ok(tasks.iter().map(|t| t.id).collect());
         }
-        let inserted: HashSet<&str> = rows.iter().map(|r| r.get::<_, &str>(0)).collect();
+        let inserted: HashSet<&[u8]> = rows.iter().map(|r| r.get::<_, &[u8]>(0)).collect();
         let refused = tasks
             .iter()
-            .find(|t| !inserted.contains(t.id.to_string().as_str()))
+            .find(|t| !inserted.contains(&t.id.as_bytes()[..]))
             .expect("fewer rows than tasks");
         let existing = client
             .query_opt(&sql_existing(s), &[&refused.handler, &refused.data])
             .await
             .map_err(db_err)?;
         // Undo the rows of the batch that did go in, so it is all or none.
-        let ids: Vec<&str> = inserted.into_iter().collect();
+        let ids: Vec<&[u8]> = inserted.into_iter().collect();
         client
             .execute(
-                &format!("DELETE FROM {s}.tasks WHERE id = ANY($1::text[])"),
+                &format!("DELETE FROM {s}.tasks WHERE id = ANY($1::bytea[])"),
                 &[&ids],
             )
             .await
             .map_err(db_err)?;
         match existing {
-            Some(row) => Err(duplicate(&refused.handler, row.get::<_, &str>(0).parse()?)),
+            Some(row) => Err(duplicate(&refused.handler, id_at(&row, 0)?)),
             None => Err(TaskError::Conflict(format!(
                 "a recurring '{}' task with the same data exists but is not visible to this \
                  transaction; retry the transaction",
@@ -395,11 +395,11 @@ impl PgStore {
                     return Err(db_err(e));
                 }
             };
-            let applied: HashSet<(&str, i64)> = rows.iter().map(fenced_key).collect();
+            let applied: HashSet<(&[u8], i64)> = rows.iter().map(fenced_key).collect();
             let results = batch
                 .iter()
                 .map(|f| {
-                    if applied.contains(&(f.id.to_string().as_str(), f.fence)) {
+                    if applied.contains(&(&f.id.as_bytes()[..], f.fence)) {
                         FinishResult::Applied
                     } else {
                         FinishResult::Stale
@@ -422,8 +422,8 @@ impl PgStore {
                 .query(&st.finish, &arrays.params())
                 .await
                 .map_err(db_err)?;
-            let applied: HashSet<(&str, i64)> = rows.iter().map(fenced_key).collect();
-            let is_applied = |f: &Finish| applied.contains(&(f.id.to_string().as_str(), f.fence));
+            let applied: HashSet<(&[u8], i64)> = rows.iter().map(fenced_key).collect();
+            let is_applied = |f: &Finish| applied.contains(&(&f.id.as_bytes()[..], f.fence));
             let mut follow_ups = Vec::new();
             let mut owner = Vec::new();
             for &i in &live {
@@ -437,15 +437,15 @@ impl PgStore {
             let mut newly_refused = false;
             if !follow_ups.is_empty() {
                 let arrays = InsertArrays::new(&follow_ups);
-                let inserted: HashSet<String> = tx
+                let inserted: HashSet<Vec<u8>> = tx
                     .query(&st.insert_skipping, &arrays.params_notifying(channel))
                     .await
                     .map_err(db_err)?
                     .iter()
-                    .map(|r| r.get::<_, String>(0))
+                    .map(|r| r.get::<_, Vec<u8>>(0))
                     .collect();
                 for (t, &i) in follow_ups.iter().zip(&owner) {
-                    if inserted.contains(&t.id.to_string()) || refused.contains_key(&i) {
+                    if inserted.contains(&t.id.as_bytes()[..]) || refused.contains_key(&i) {
                         continue;
                     }
                     let e = match existing_singleton(&tx, &st.existing, &t.handler, &t.data).await?
@@ -478,14 +478,15 @@ impl PgStore {
     }
 
     async fn get_with_runs(&self, conn: &Conn, id: TaskId) -> Result<Option<TaskInfo>, TaskError> {
-        let key = id.to_string();
+        let key = &id.as_bytes()[..];
         let params: [&(dyn ToSql + Sync); 1] = [&key];
-        let (task, runs) = tokio::try_join!(
+        let (task, finished, runs) = tokio::try_join!(
             conn.client.query_opt(&conn.st.get, &params),
+            conn.client.query_opt(&conn.st.get_history, &params),
             conn.client.query(&conn.st.runs, &params),
         )
         .map_err(db_err)?;
-        let Some(row) = task else {
+        let Some(row) = task.or(finished) else {
             return Ok(None);
         };
         let mut task = task_from_row(&row)?;
@@ -494,23 +495,16 @@ impl PgStore {
     }
 
     async fn conflict_or_missing(&self, conn: &Conn, id: TaskId, op: Steer) -> TaskError {
-        match conn
-            .client
-            .query_opt(&conn.st.get, &[&id.to_string()])
-            .await
-        {
-            Ok(Some(row)) => match task_from_row(&row) {
-                Ok(t) => op.conflict(id, t.state),
-                Err(e) => e,
-            },
+        match self.get_with_runs(conn, id).await {
+            Ok(Some(t)) => op.conflict(id, t.state),
             Ok(None) => TaskError::NotFound(id),
-            Err(e) => db_err(e),
+            Err(e) => e,
         }
     }
 }
 
 /// The task id and fence of a row a fenced finish returned.
-fn fenced_key(r: &Row) -> (&str, i64) {
+fn fenced_key(r: &Row) -> (&[u8], i64) {
     (r.get(0), r.get(2))
 }
 
@@ -592,9 +586,8 @@ impl Store for PgStore {
         let mut out = Vec::with_capacity(rows.len());
         let mut order = Vec::with_capacity(rows.len());
         for r in &rows {
-            let id: &str = r.get(0);
             out.push(ClaimedTask {
-                id: id.parse()?,
+                id: id_at(r, 0)?,
                 handler: r.get(1),
                 data: r.get(2),
                 timestamp: time_at(r, 3),
@@ -653,7 +646,7 @@ impl Store for PgStore {
 
     async fn task_heartbeat(&self, p: HeartbeatParams<'_>) -> Result<Vec<TaskId>, TaskError> {
         let conn = self.pool.get().await?;
-        let ids: Vec<String> = p.tasks.iter().map(|(id, _)| id.to_string()).collect();
+        let ids: Vec<&[u8]> = p.tasks.iter().map(|(id, _)| &id.as_bytes()[..]).collect();
         let fences: Vec<i64> = p.tasks.iter().map(|(_, f)| *f).collect();
         let rows = conn
             .client
@@ -674,11 +667,11 @@ impl Store for PgStore {
             .map_err(db_err)?;
         // Told apart by fence: a stale claim listed beside a current one of the same task is
         // reported.
-        let kept: HashSet<(&str, i64)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+        let kept: HashSet<(&[u8], i64)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
         Ok(p.tasks
             .iter()
             .zip(&ids)
-            .filter(|((_, fence), key)| !kept.contains(&(key.as_str(), *fence)))
+            .filter(|((_, fence), key)| !kept.contains(&(**key, *fence)))
             .map(|((id, _), _)| *id)
             .collect())
     }
@@ -717,7 +710,7 @@ impl Store for PgStore {
         let state = filter.state.map(State::as_str);
         let limit = i64::from(filter.limit.unwrap_or(crate::policy::DEFAULT_LIST_LIMIT));
         let after = filter.cursor.map(|c| PgTime::of(c.due_at));
-        let after_id = filter.cursor.map(|c| c.id.to_string());
+        let after_id = filter.cursor.map(|c| c.id.as_bytes().to_vec());
         let rows = conn
             .client
             .query(
@@ -738,11 +731,13 @@ impl Store for PgStore {
 
     async fn task_cancel(&self, id: TaskId, now: Timestamp) -> Result<TaskInfo, TaskError> {
         let conn = self.pool.get().await?;
+        let key = &id.as_bytes()[..];
         let n = conn
             .client
-            .execute(&conn.st.cancel, &[&PgTime::of(now), &id.to_string()])
+            .query(&conn.st.cancel, &[&PgTime::of(now), &key])
             .await
-            .map_err(db_err)?;
+            .map_err(db_err)?
+            .len();
         if n == 0 {
             return Err(self.conflict_or_missing(&conn, id, Steer::Cancel).await);
         }
@@ -753,20 +748,21 @@ impl Store for PgStore {
 
     async fn task_retry(&self, id: TaskId, now: Timestamp) -> Result<TaskInfo, TaskError> {
         let conn = self.pool.get().await?;
-        let r = conn
-            .client
-            .execute(&conn.st.retry, &[&PgTime::of(now), &id.to_string()])
-            .await;
+        let key = &id.as_bytes()[..];
+        let params: [&(dyn ToSql + Sync); 2] = [&PgTime::of(now), &key];
+        let r = match conn.client.execute(&conn.st.retry, &params).await {
+            Ok(0) => conn.client.execute(&conn.st.retry_move, &params).await,
+            r => r,
+        };
         let n = match r {
             Ok(n) => n,
             Err(e) if is_singleton_violation(&e) => {
-                let row = conn
-                    .client
-                    .query_opt(&conn.st.get, &[&id.to_string()])
-                    .await
-                    .map_err(db_err)?
+                let t = self
+                    .get_with_runs(&conn, id)
+                    .await?
                     .ok_or(TaskError::NotFound(id))?;
-                let (handler, data): (String, String) = (row.get(1), row.get(2));
+                let data = serde_json::to_string(&t.data).map_err(TaskError::store)?;
+                let handler = t.handler;
                 return match existing_singleton(&conn.client, &conn.st.existing, &handler, &data)
                     .await?
                 {
@@ -799,6 +795,8 @@ impl Store for PgStore {
         let at_now: [&(dyn ToSql + Sync); 1] = [&now];
         let since: [&(dyn ToSql + Sync); 1] = [&since];
         let stuck: [&(dyn ToSql + Sync); 2] = [&now, &stuck_limit];
+        // The finished-task counters are deltas: fold them first, so the sum reads few rows.
+        c.execute(&st.fold_counts, &[]).await.map_err(db_err)?;
         let (counts, due, oldest, finished, workers, stuck_count, stuck) = tokio::try_join!(
             c.query(&st.stats_counts, &[]),
             c.query(&st.stats_due, &at_now),
@@ -874,6 +872,12 @@ impl Store for PgStore {
             )
             .await
             .map_err(db_err)?;
+        if !p.dry_run {
+            conn.client
+                .execute(&conn.st.fold_counts, &[])
+                .await
+                .map_err(db_err)?;
+        }
         Ok(PruneCounts {
             tasks: count_at(&row, 0),
             task_runs: count_at(&row, 1),
@@ -906,26 +910,29 @@ impl Store for PgStore {
     async fn task_cancel_many(&self, p: SteerMany<'_>) -> Result<u64, TaskError> {
         let conn = self.pool.get().await?;
         let states: Vec<&str> = p.states.iter().map(|s| s.as_str()).collect();
-        conn.client
-            .execute(
+        let row = conn
+            .client
+            .query_one(
                 &conn.st.cancel_many,
                 &[&PgTime::of(p.now), &states, &p.handler, &p.queue],
             )
             .await
-            .map_err(db_err)
+            .map_err(db_err)?;
+        Ok(count_at(&row, 0))
     }
 
     async fn task_retry_many(&self, p: SteerMany<'_>) -> Result<u64, TaskError> {
-        let conn = self.pool.get().await?;
+        let mut conn = self.pool.get().await?;
         let states: Vec<&str> = p.states.iter().map(|s| s.as_str()).collect();
-        let n = conn
-            .client
-            .execute(
-                &conn.st.retry_many,
-                &[&PgTime::of(p.now), &states, &p.handler, &p.queue],
-            )
-            .await
-            .map_err(db_err)?;
+        let params: [&(dyn ToSql + Sync); 4] = [&PgTime::of(p.now), &states, &p.handler, &p.queue];
+        // Both sides in one transaction: the count is of one moment.
+        let Conn { client, st } = &mut *conn;
+        let tx = client.transaction().await.map_err(db_err)?;
+        let n = tx.execute(&st.retry_many, &params).await.map_err(db_err)?
+            + tx.execute(&st.retry_many_move, &params)
+                .await
+                .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
         if n > 0 {
             self.signal();
         }

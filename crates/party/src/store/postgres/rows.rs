@@ -8,10 +8,10 @@ use jiff::Timestamp;
 use tokio_postgres::Row;
 use tokio_postgres::types::{FromSql, IsNull, ToSql, Type, to_sql_checked};
 
-use crate::TaskError;
 use crate::clock::{from_micros, to_micros};
 use crate::model::{Outcome, Run, State, TaskInfo};
 use crate::store::{ExpiredTask, Finish, InsertTask, Next};
+use crate::{TaskError, TaskId};
 
 // Instants: timestamptz on the wire is microseconds since 2000-01-01 UTC.
 const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
@@ -60,6 +60,22 @@ impl<'a> FromSql<'a> for PgTime {
     }
 }
 
+/// A task id from its 12 stored bytes.
+pub(super) fn id_at(row: &Row, i: usize) -> Result<TaskId, TaskError> {
+    id_of(row.get::<_, &[u8]>(i))
+}
+
+/// A task id from 12 bytes.
+pub(super) fn id_of(bytes: &[u8]) -> Result<TaskId, TaskError> {
+    let bytes: [u8; 12] = bytes.try_into().map_err(|_| {
+        TaskError::store(format!(
+            "a task id of {} bytes is stored; ids have 12",
+            bytes.len()
+        ))
+    })?;
+    Ok(TaskId::from_bytes(bytes))
+}
+
 pub(super) fn time_at(row: &Row, i: usize) -> Timestamp {
     row.get::<_, PgTime>(i).time()
 }
@@ -70,7 +86,7 @@ pub(super) fn opt_time_at(row: &Row, i: usize) -> Option<Timestamp> {
 
 /// The arrays an insert statement takes.
 pub(super) struct InsertArrays {
-    pub(super) ids: Vec<String>,
+    pub(super) ids: Vec<Vec<u8>>,
     pub(super) handlers: Vec<String>,
     pub(super) data: Vec<String>,
     pub(super) timestamps: Vec<PgTime>,
@@ -85,7 +101,7 @@ pub(super) struct InsertArrays {
 impl InsertArrays {
     pub(super) fn new(tasks: &[InsertTask]) -> InsertArrays {
         InsertArrays {
-            ids: tasks.iter().map(|t| t.id.to_string()).collect(),
+            ids: tasks.iter().map(|t| t.id.as_bytes().to_vec()).collect(),
             handlers: tasks.iter().map(|t| t.handler.clone()).collect(),
             data: tasks.iter().map(|t| t.data.clone()).collect(),
             timestamps: tasks.iter().map(|t| PgTime::of(t.timestamp)).collect(),
@@ -129,7 +145,7 @@ impl InsertArrays {
 /// The arrays the finish statement takes.
 #[derive(Default)]
 pub(super) struct FinishArrays {
-    pub(super) ids: Vec<String>,
+    pub(super) ids: Vec<Vec<u8>>,
     pub(super) fences: Vec<i64>,
     pub(super) states: Vec<&'static str>,
     pub(super) timestamps: Vec<Option<PgTime>>,
@@ -164,7 +180,7 @@ impl FinishArrays {
                 true,
             ),
         };
-        self.ids.push(f.id.to_string());
+        self.ids.push(f.id.as_bytes().to_vec());
         self.fences.push(f.fence);
         self.states.push(state.as_str());
         self.timestamps.push(timestamp.map(PgTime::of));
@@ -205,12 +221,11 @@ impl FinishArrays {
 }
 
 pub(super) fn task_from_row(r: &Row) -> Result<TaskInfo, TaskError> {
-    let id: &str = r.get(0);
     let data: &str = r.get(2);
     let state: &str = r.get(7);
     let rule: Option<&str> = r.get(12);
     Ok(TaskInfo {
-        id: id.parse()?,
+        id: id_at(r, 0)?,
         handler: r.get(1),
         data: serde_json::from_str(data).unwrap_or(serde_json::Value::Null),
         timestamp: time_at(r, 3),
@@ -250,7 +265,7 @@ pub(super) fn count_at(r: &Row, i: usize) -> u64 {
 /// An expired lease, from `sql::sql_expired`'s columns.
 pub(super) fn expired_from_row(r: &Row) -> Result<ExpiredTask, TaskError> {
     Ok(ExpiredTask {
-        id: r.get::<_, &str>(0).parse()?,
+        id: id_at(r, 0)?,
         fence: r.get(1),
         attempts: r.get::<_, i32>(2).max(0) as u32,
         max_attempts: r.get::<_, i32>(3).max(0) as u32,

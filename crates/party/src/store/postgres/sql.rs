@@ -54,6 +54,27 @@ pub(super) fn quote_ident(s: &str) -> String {
 pub(super) const TASK_COLUMNS: &str = "id, handler, data, timestamp, last_run_on, attempts, is_recurring, \
     state, queue, priority, max_attempts, last_error, rule, due_at, created_at, worker";
 
+/// The columns [`super::rows::task_from_row`] reads, from a history row (no worker).
+pub(super) const HISTORY_COLUMNS: &str = "id, handler, data, timestamp, last_run_on, attempts, \
+    is_recurring, state, queue, priority, max_attempts, last_error, rule, due_at, created_at, \
+    NULL::text";
+
+/// A listing's filters: $1 state, $2 handler, $4 queue, and the keyset cursor ($5 due time,
+/// $6 id) it continues after.
+pub(super) const LIST_FILTERS: &str = "WHERE ($1::text IS NULL OR state = $1) \
+    AND ($2::text IS NULL OR handler = $2) AND ($4::text IS NULL OR queue = $4) \
+    AND ($5::timestamptz IS NULL OR (due_at, id) > ($5, $6::bytea)) ORDER BY due_at, id LIMIT $3";
+
+/// The history's columns, in the order the moves below select them.
+pub(super) const HISTORY_INSERT: &str = "(id, handler, data, timestamp, due_at, last_run_on, \
+    attempts, max_attempts, is_recurring, rule, state, queue, priority, last_error, fence, \
+    created_at, finished_at)";
+
+/// The live columns a retried task is written back with.
+pub(super) const LIVE_INSERT: &str = "(id, handler, data, timestamp, due_at, ready, last_run_on, \
+    attempts, max_attempts, is_recurring, rule, state, queue, priority, last_error, fence, \
+    created_at, updated_at)";
+
 pub(super) const LIVE: &str = "('scheduled','running','retrying')";
 pub(super) const WAITING: &str = "('scheduled','retrying')";
 
@@ -65,7 +86,7 @@ pub(super) fn insert_from_arrays(s: &str) -> String {
            max_attempts, is_recurring, rule, state, queue, priority, fence, created_at, updated_at) \
          SELECT id, handler, data, ts, ts, ts <= created_at, 0, max_attempts, is_recurring, rule, \
            'scheduled', queue, priority, 0, created_at, created_at \
-         FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::int4[], \
+         FROM unnest($1::bytea[], $2::text[], $3::text[], $4::timestamptz[], $5::int4[], \
            $6::bool[], $7::text[], $8::text[], $9::int4[], $10::timestamptz[]) \
            AS t(id, handler, data, ts, max_attempts, is_recurring, rule, queue, priority, created_at)"
     )
@@ -117,10 +138,11 @@ pub(super) fn sql_claim(s: &str) -> String {
     )
 }
 
-/// A batch of fenced finishes and their run rows: one statement. Returns the applied ids,
-/// their new states and the fences they were applied under (a batch may hold a stale finish
-/// and a current one of the same task: each is told apart by its fence, and only the applied
-/// one writes a run row).
+/// A batch of fenced finishes and their run rows: one statement. A task that goes on
+/// (retrying, or its next occurrence) is updated in place; one that finished for good (done,
+/// dead) moves to the history. Returns the applied ids, their new states and the fences they
+/// were applied under (a batch may hold a stale finish and a current one of the same task:
+/// each is told apart by its fence, and only the applied one writes a run row).
 pub(super) fn sql_finish(s: &str) -> String {
     // The arrays are unnested where they are joined (no shared CTE), so the planner drives
     // each join from the batch through the primary key.
@@ -132,24 +154,37 @@ pub(super) fn sql_finish(s: &str) -> String {
            last_error = COALESCE(i.error, t.last_error), \
            ready = COALESCE(i.due_at <= i.finished_at, false), worker = NULL, \
            started_at = NULL, lease_until = NULL, updated_at = i.finished_at \
-           FROM unnest($1::text[], $2::int8[], $3::text[], $4::timestamptz[], \
+           FROM unnest($1::bytea[], $2::int8[], $3::text[], $4::timestamptz[], \
              $5::timestamptz[], $6::timestamptz[], $7::bool[], $8::text[], $9::timestamptz[], \
              $16::timestamptz[]) \
              AS i(id, fence, state, ts, due_at, last_run_on, reset, error, finished_at, \
                expired_before) \
            WHERE t.id = i.id AND t.fence = i.fence AND t.state = 'running' \
+             AND i.state IN {WAITING} \
              AND (i.expired_before IS NULL OR t.lease_until < i.expired_before) \
            RETURNING t.id, t.state, t.fence), \
+         d AS (DELETE FROM {s}.tasks t \
+           USING unnest($1::bytea[], $2::int8[], $3::text[], $8::text[], $9::timestamptz[], \
+             $16::timestamptz[]) AS i(id, fence, state, error, finished_at, expired_before) \
+           WHERE t.id = i.id AND t.fence = i.fence AND t.state = 'running' \
+             AND i.state IN ('done', 'dead') \
+             AND (i.expired_before IS NULL OR t.lease_until < i.expired_before) \
+           RETURNING t.id, t.handler, t.data, t.timestamp, t.due_at, t.last_run_on, \
+             t.attempts, t.max_attempts, t.is_recurring, t.rule, i.state, t.queue, \
+             t.priority, COALESCE(i.error, t.last_error) AS last_error, t.fence, \
+             t.created_at, i.finished_at), \
+         h AS (INSERT INTO {s}.task_history {HISTORY_INSERT} SELECT * FROM d), \
+         a AS (SELECT id, state, fence FROM u UNION ALL SELECT id, state, fence FROM d), \
          r AS (INSERT INTO {s}.runs (task_id, attempt, timestamp, started_at, finished_at, \
            outcome, error, worker) \
            SELECT i.id, i.attempt, i.run_ts, i.started_at, i.finished_at, i.outcome, i.error, \
              i.worker \
-           FROM unnest($1::text[], $2::int8[], $8::text[], $9::timestamptz[], $10::bool[], \
+           FROM unnest($1::bytea[], $2::int8[], $8::text[], $9::timestamptz[], $10::bool[], \
              $11::int4[], $12::timestamptz[], $13::timestamptz[], $14::text[], $15::text[]) \
              AS i(id, fence, error, finished_at, ran, attempt, run_ts, started_at, worker, \
                outcome) \
-           JOIN u ON u.id = i.id AND u.fence = i.fence WHERE i.ran) \
-         SELECT u.id, u.state, u.fence FROM u"
+           JOIN a ON a.id = i.id AND a.fence = i.fence WHERE i.ran) \
+         SELECT a.id, a.state, a.fence FROM a"
     )
 }
 
@@ -160,7 +195,7 @@ pub(super) fn sql_heartbeat(s: &str) -> String {
            handlers = excluded.handlers, queues = excluded.queues, \
            last_seen = excluded.last_seen, live_until = excluded.live_until) \
          UPDATE {s}.tasks t SET lease_until = $5 \
-         FROM unnest($6::text[], $7::int8[]) AS h(id, fence) \
+         FROM unnest($6::bytea[], $7::int8[]) AS h(id, fence) \
          WHERE t.id = h.id AND t.fence = h.fence AND t.state = 'running' \
          RETURNING t.id, t.fence"
     )
@@ -177,20 +212,83 @@ pub(super) fn sql_expired(s: &str) -> String {
     )
 }
 
-/// A dead or cancelled recurring task is retried only when no live copy holds its singleton
-/// and no other matching copy with a greater id is retried by the same statement.
-pub(super) fn sql_retry_many(s: &str) -> String {
+/// Bulk retry, live side: matching retrying tasks are made due now.
+pub(super) fn sql_retry_many_live(s: &str) -> String {
     format!(
         "UPDATE {s}.tasks t SET state = 'scheduled', due_at = $1, ready = true, \
            max_attempts = GREATEST(t.max_attempts, t.attempts + 1), updated_at = $1 \
-         WHERE t.state = ANY($2::text[]) AND ($3::text IS NULL OR t.handler = $3) \
-           AND ($4::text IS NULL OR t.queue = $4) \
-           AND (NOT t.is_recurring OR t.state = 'retrying' OR NOT EXISTS (SELECT 1 \
-             FROM {s}.tasks o WHERE o.handler = t.handler AND md5(o.data) = md5(t.data) \
-             AND o.data = t.data AND o.is_recurring AND o.id <> t.id \
-             AND (o.state IN {LIVE} OR (o.state IN ('dead','cancelled') \
-               AND o.state = ANY($2::text[]) AND ($4::text IS NULL OR o.queue = $4) \
-               AND o.id > t.id))))"
+         WHERE t.state = 'retrying' AND 'retrying' = ANY($2::text[]) \
+           AND ($3::text IS NULL OR t.handler = $3) AND ($4::text IS NULL OR t.queue = $4)"
+    )
+}
+
+/// Bulk retry, history side: matching dead and cancelled tasks move back to the live tasks.
+/// A recurring one moves only when no live copy holds its singleton and no other matching
+/// copy with a greater id moves in the same statement.
+pub(super) fn sql_retry_many_move(s: &str) -> String {
+    format!(
+        "WITH m AS (DELETE FROM {s}.task_history t \
+           WHERE t.state IN ('dead','cancelled') AND t.state = ANY($2::text[]) \
+             AND ($3::text IS NULL OR t.handler = $3) AND ($4::text IS NULL OR t.queue = $4) \
+             AND (NOT t.is_recurring OR (NOT EXISTS (SELECT 1 FROM {s}.tasks o \
+               WHERE o.handler = t.handler AND md5(o.data) = md5(t.data) \
+               AND o.data = t.data AND o.is_recurring AND o.state IN {LIVE}) \
+             AND NOT EXISTS (SELECT 1 FROM {s}.task_history o \
+               WHERE o.handler = t.handler AND o.data = t.data AND o.is_recurring \
+               AND o.id > t.id AND o.state IN ('dead','cancelled') \
+               AND o.state = ANY($2::text[]) AND ($4::text IS NULL OR o.queue = $4)))) \
+           RETURNING t.*) \
+         INSERT INTO {s}.tasks {LIVE_INSERT} \
+         SELECT id, handler, data, timestamp, $1, true, last_run_on, attempts, \
+           GREATEST(max_attempts, attempts + 1), is_recurring, rule, 'scheduled', queue, \
+           priority, last_error, fence, created_at, $1 FROM m"
+    )
+}
+
+/// One dead or cancelled task moves back to the live tasks, due now: $1 now, $2 id.
+pub(super) fn sql_retry_move(s: &str) -> String {
+    format!(
+        "WITH m AS (DELETE FROM {s}.task_history WHERE id = $2 \
+           AND state IN ('dead','cancelled') RETURNING *) \
+         INSERT INTO {s}.tasks {LIVE_INSERT} \
+         SELECT id, handler, data, timestamp, $1, true, last_run_on, attempts, \
+           GREATEST(max_attempts, attempts + 1), is_recurring, rule, 'scheduled', queue, \
+           priority, last_error, fence, created_at, $1 FROM m"
+    )
+}
+
+/// Live tasks that are not running move to the history as cancelled: $1 now, $2 states,
+/// $3 handler, $4 queue; and matching dead ones are cancelled where they are. Returns how many
+/// changed.
+pub(super) fn sql_cancel_many(s: &str) -> String {
+    format!(
+        "WITH m AS (DELETE FROM {s}.tasks t WHERE t.state IN {WAITING} \
+           AND t.state = ANY($2::text[]) AND ($3::text IS NULL OR t.handler = $3) \
+           AND ($4::text IS NULL OR t.queue = $4) RETURNING t.*), \
+         h AS (INSERT INTO {s}.task_history {HISTORY_INSERT} \
+           SELECT id, handler, data, timestamp, due_at, last_run_on, attempts, max_attempts, \
+             is_recurring, rule, 'cancelled', queue, priority, last_error, fence, created_at, $1 \
+           FROM m RETURNING 1), \
+         dead AS (UPDATE {s}.task_history t SET state = 'cancelled', finished_at = $1 \
+           WHERE t.state = 'dead' AND 'dead' = ANY($2::text[]) \
+             AND ($3::text IS NULL OR t.handler = $3) AND ($4::text IS NULL OR t.queue = $4) \
+           RETURNING 1) \
+         SELECT (SELECT count(*) FROM h) + (SELECT count(*) FROM dead)"
+    )
+}
+
+/// One task cancelled: moved from the live tasks when scheduled or retrying, or cancelled in
+/// the history when dead. $1 now, $2 id; a row comes back when it was cancelled.
+pub(super) fn sql_cancel(s: &str) -> String {
+    format!(
+        "WITH m AS (DELETE FROM {s}.tasks WHERE id = $2 AND state IN {WAITING} RETURNING *), \
+         h AS (INSERT INTO {s}.task_history {HISTORY_INSERT} \
+           SELECT id, handler, data, timestamp, due_at, last_run_on, attempts, max_attempts, \
+             is_recurring, rule, 'cancelled', queue, priority, last_error, fence, created_at, $1 \
+           FROM m RETURNING id), \
+         dead AS (UPDATE {s}.task_history SET state = 'cancelled', finished_at = $1 \
+           WHERE id = $2 AND state = 'dead' RETURNING id) \
+         SELECT id FROM h UNION ALL SELECT id FROM dead"
     )
 }
 
@@ -218,7 +316,7 @@ pub(super) fn sql_next_due(s: &str) -> String {
 
 /// Finished tasks past their cutoff ($1 done, $2 dead and cancelled, $3 recurring; NULL keeps
 /// that kind), at most $4, oldest first. One branch per kind and state, each an ordered range
-/// of the finished-tasks index, so a batch reads only the rows it removes.
+/// of the history's finished index, so a batch reads only the rows it removes.
 fn prune_candidates(s: &str) -> String {
     let branches = [
         ("NOT is_recurring", "done", "$1"),
@@ -230,9 +328,8 @@ fn prune_candidates(s: &str) -> String {
     ]
     .map(|(recurring, state, before)| {
         format!(
-            "(SELECT id FROM {s}.tasks WHERE state IN ('done', 'dead', 'cancelled') \
-             AND {recurring} AND state = '{state}' AND updated_at < {before} \
-             ORDER BY updated_at LIMIT $4)"
+            "(SELECT id FROM {s}.task_history WHERE {recurring} AND state = '{state}' \
+             AND finished_at < {before} ORDER BY finished_at LIMIT $4)"
         )
     });
     format!("candidates AS ({} LIMIT $4)", branches.join(" UNION ALL "))
@@ -242,22 +339,30 @@ fn prune_candidates(s: &str) -> String {
 fn prune_old_runs(s: &str, column: &str) -> String {
     format!(
         "SELECT r.{column} FROM {s}.runs r JOIN {s}.tasks t ON t.id = r.task_id \
-         WHERE r.finished_at < $3 AND t.is_recurring \
-           AND t.state IN ('scheduled', 'running', 'retrying') LIMIT $4"
+         WHERE r.finished_at < $3 AND t.is_recurring LIMIT $4"
     )
 }
 
-/// One prune batch in one statement: the candidates are deleted only while still finished and
-/// past their cutoff (a task retried meanwhile stays), then their runs, then old runs of live
-/// recurring tasks (by `ctid`: run rows are never updated). Returns the three counts.
+/// Fold the finished-task counters: one row per handler and state.
+pub(super) fn sql_fold_counts(s: &str) -> String {
+    format!(
+        "WITH gone AS (DELETE FROM {s}.task_counts RETURNING handler, state, n) \
+         INSERT INTO {s}.task_counts (handler, state, n) \
+         SELECT handler, state, sum(n) FROM gone GROUP BY handler, state HAVING sum(n) <> 0"
+    )
+}
+
+/// One prune batch in one statement: the candidates are deleted only while still past their
+/// cutoff (a task retried meanwhile has left the history), then their runs, then old runs of
+/// live recurring tasks (by `ctid`: run rows are never updated). Returns the three counts.
 pub(super) fn sql_prune(s: &str) -> String {
     format!(
         "WITH {candidates}, \
-         gone AS (DELETE FROM {s}.tasks t WHERE t.id = ANY(ARRAY(SELECT id FROM candidates)) \
-           AND t.state IN ('done', 'dead', 'cancelled') \
-           AND CASE WHEN t.is_recurring THEN t.updated_at < $3 \
-                    WHEN t.state = 'done' THEN t.updated_at < $1 \
-                    ELSE t.updated_at < $2 END \
+         gone AS (DELETE FROM {s}.task_history t \
+           WHERE t.id = ANY(ARRAY(SELECT id FROM candidates)) \
+           AND CASE WHEN t.is_recurring THEN t.finished_at < $3 \
+                    WHEN t.state = 'done' THEN t.finished_at < $1 \
+                    ELSE t.finished_at < $2 END \
            RETURNING t.id), \
          gone_runs AS (DELETE FROM {s}.runs WHERE task_id = ANY(ARRAY(SELECT id FROM gone)) \
            RETURNING 1), \
@@ -293,10 +398,12 @@ pub(super) struct Statements {
     pub(super) expired: Statement,
     pub(super) next_due: Statement,
     pub(super) get: Statement,
+    pub(super) get_history: Statement,
     pub(super) runs: Statement,
     pub(super) list: Statement,
     pub(super) cancel: Statement,
     pub(super) retry: Statement,
+    pub(super) retry_move: Statement,
     pub(super) stats_counts: Statement,
     pub(super) stats_oldest: Statement,
     pub(super) stats_finished: Statement,
@@ -308,6 +415,8 @@ pub(super) struct Statements {
     pub(super) leader_resign: Statement,
     pub(super) cancel_many: Statement,
     pub(super) retry_many: Statement,
+    pub(super) retry_many_move: Statement,
+    pub(super) fold_counts: Statement,
 }
 
 impl Statements {
@@ -324,28 +433,30 @@ impl Statements {
             sql_expired(s),
             sql_next_due(s),
             format!("SELECT {TASK_COLUMNS} FROM {s}.tasks WHERE id = $1"),
+            format!("SELECT {HISTORY_COLUMNS} FROM {s}.task_history WHERE id = $1"),
             format!(
                 "SELECT attempt, timestamp, started_at, finished_at, outcome, error, worker \
                  FROM {s}.runs WHERE task_id = $1 ORDER BY seq"
             ),
+            // Live and finished tasks, each side walked in list order through its own index.
             format!(
-                "SELECT {TASK_COLUMNS} FROM {s}.tasks WHERE ($1::text IS NULL OR state = $1) \
-                 AND ($2::text IS NULL OR handler = $2) AND ($4::text IS NULL OR queue = $4) \
-                 AND ($5::timestamptz IS NULL OR (due_at, id) > ($5, $6::text)) \
+                "SELECT * FROM ((SELECT {TASK_COLUMNS} FROM {s}.tasks {LIST_FILTERS}) \
+                 UNION ALL (SELECT {HISTORY_COLUMNS} FROM {s}.task_history {LIST_FILTERS})) l \
                  ORDER BY due_at, id LIMIT $3"
             ),
-            format!(
-                "UPDATE {s}.tasks SET state = 'cancelled', ready = false, updated_at = $1 \
-                 WHERE id = $2 AND state IN ('scheduled','retrying','dead') RETURNING id"
-            ),
+            sql_cancel(s),
             format!(
                 "UPDATE {s}.tasks SET state = 'scheduled', due_at = $1, ready = true, \
                  max_attempts = GREATEST(max_attempts, attempts + 1), updated_at = $1 \
-                 WHERE id = $2 AND state IN ('dead','cancelled','retrying')"
+                 WHERE id = $2 AND state = 'retrying'"
             ),
+            sql_retry_move(s),
+            // Live tasks counted (the hot table holds only them); finished ones from their
+            // counters.
             format!(
                 "SELECT handler, state, count(*) FROM {s}.tasks GROUP BY handler, state \
-                 ORDER BY handler, state"
+                 UNION ALL SELECT handler, state, sum(n)::int8 FROM {s}.task_counts \
+                 GROUP BY handler, state HAVING sum(n) > 0 ORDER BY 1, 2"
             ),
             format!("SELECT min(due_at) FROM {s}.tasks WHERE state IN {WAITING} AND due_at <= $1"),
             format!("SELECT count(*) FROM {s}.runs WHERE finished_at > $1"),
@@ -364,12 +475,10 @@ impl Statements {
             format!("DELETE FROM {s}.workers WHERE id = $1"),
             sql_leader_elect(s),
             format!("DELETE FROM {s}.leaders WHERE holder = $1"),
-            format!(
-                "UPDATE {s}.tasks SET state = 'cancelled', ready = false, updated_at = $1 \
-                 WHERE state = ANY($2::text[]) AND ($3::text IS NULL OR handler = $3) \
-                 AND ($4::text IS NULL OR queue = $4)"
-            ),
-            sql_retry_many(s),
+            sql_cancel_many(s),
+            sql_retry_many_live(s),
+            sql_retry_many_move(s),
+            sql_fold_counts(s),
         ]
     }
 
@@ -412,10 +521,12 @@ impl Statements {
             expired: next(),
             next_due: next(),
             get: next(),
+            get_history: next(),
             runs: next(),
             list: next(),
             cancel: next(),
             retry: next(),
+            retry_move: next(),
             stats_counts: next(),
             stats_oldest: next(),
             stats_finished: next(),
@@ -427,6 +538,8 @@ impl Statements {
             leader_resign: next(),
             cancel_many: next(),
             retry_many: next(),
+            retry_many_move: next(),
+            fold_counts: next(),
         })
     }
 }

@@ -45,12 +45,14 @@ pub(super) fn existing_singleton(
     handler: &str,
     data: &str,
 ) -> Result<TaskId, TaskError> {
-    let id: Option<String> = conn
-        .query_row(super::sql::EXISTING, params![handler, data], |r| r.get(0))
+    let id = conn
+        .query_row(super::sql::EXISTING, params![handler, data], |r| {
+            super::rows::id_from_row(r, 0)
+        })
         .optional()
         .map_err(db_err)?;
     match id {
-        Some(id) => id.parse(),
+        Some(id) => Ok(id),
         None => Err(TaskError::store(
             "unique constraint failed but no singleton was found",
         )),

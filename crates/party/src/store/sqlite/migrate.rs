@@ -10,10 +10,11 @@ use crate::TaskError;
 use crate::store::SCHEMA_VERSION;
 
 /// Migrations by number; `PRAGMA user_version` records how many ran.
-pub(super) const MIGRATIONS: [&str; 3] = [
+pub(super) const MIGRATIONS: [&str; 4] = [
     include_str!("migrations/001_tasks.sql"),
     include_str!("migrations/002_liveness_leaders.sql"),
     include_str!("migrations/003_finished_index.sql"),
+    include_str!("migrations/004_hot_cold.sql"),
 ];
 
 pub(super) fn migrate(conn: &Connection, path: &Path) -> Result<(), TaskError> {

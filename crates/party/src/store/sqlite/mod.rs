@@ -20,7 +20,7 @@ use tokio::sync::Notify;
 
 use self::conn::{Durability, Job, start_writer, transaction, transaction_with};
 use self::error::{db_err, existing_singleton, is_unique_violation};
-use self::rows::{expired_from_row, id_from_row, json_list, run_from_row, task_from_row};
+use self::rows::{expired_from_row, id_from_row, id_key, json_list, run_from_row, task_from_row};
 use self::wakeup::watch_other_processes;
 use super::{
     ClaimParams, ClaimedTask, ExpiredParams, ExpiredTask, Finish, FinishResult, HeartbeatParams,
@@ -54,17 +54,31 @@ impl std::fmt::Debug for SqliteStore {
 }
 
 impl SqliteStore {
-    /// Run a bulk cancel or retry statement in one durable transaction; returns rows changed.
-    async fn steer_many(&self, sql: &'static str, p: SteerMany<'_>) -> Result<u64, TaskError> {
+    /// Run a bulk cancel or retry's statements in one durable transaction; returns how many
+    /// tasks changed: the rows the counting statements changed.
+    async fn steer_many(
+        &self,
+        statements: &'static [(&'static str, bool)],
+        p: SteerMany<'_>,
+    ) -> Result<u64, TaskError> {
         let states: Vec<String> = p.states.iter().map(|s| s.as_str().to_string()).collect();
         let (handler, queue) = (p.handler.map(str::to_string), p.queue.map(str::to_string));
         let now = to_micros(p.now);
         self.call_durable(move |conn| {
             transaction(conn, |tx| {
-                let n = tx
-                    .execute(sql, params![now, json_list(&states), handler, queue])
-                    .map_err(db_err)?;
-                Ok(n as u64)
+                let states = json_list(&states);
+                let mut changed = 0;
+                for (sql, counts) in statements {
+                    let n = tx
+                        .prepare_cached(sql)
+                        .map_err(db_err)?
+                        .execute(params![now, states, handler, queue])
+                        .map_err(db_err)?;
+                    if *counts {
+                        changed += n as u64;
+                    }
+                }
+                Ok(changed)
             })
         })
         .await
@@ -110,7 +124,7 @@ fn insert_rows(conn: &Connection, tasks: &[InsertTask]) -> Result<(), TaskError>
     let mut stmt = conn.prepare_cached(sql::INSERT_TASK).map_err(db_err)?;
     for t in tasks {
         let r = stmt.execute(params![
-            t.id.to_string(),
+            id_key(&t.id),
             t.handler,
             t.data,
             to_micros(t.timestamp),
@@ -135,17 +149,26 @@ fn insert_rows(conn: &Connection, tasks: &[InsertTask]) -> Result<(), TaskError>
     Ok(())
 }
 
+/// A task, live or finished, with its run history if asked.
 fn get_task(conn: &Connection, id: TaskId, with_runs: bool) -> Result<Option<TaskInfo>, TaskError> {
     let mut task = conn
         .prepare_cached(sql::GET)
         .map_err(db_err)?
-        .query_row([id.to_string()], task_from_row)
+        .query_row([id_key(&id)], task_from_row)
         .optional()
         .map_err(db_err)?;
+    if task.is_none() {
+        task = conn
+            .prepare_cached(sql::GET_HISTORY)
+            .map_err(db_err)?
+            .query_row([id_key(&id)], task_from_row)
+            .optional()
+            .map_err(db_err)?;
+    }
     if let (Some(task), true) = (task.as_mut(), with_runs) {
         let mut stmt = conn.prepare_cached(sql::GET_RUNS).map_err(db_err)?;
         let runs = stmt
-            .query_map([id.to_string()], run_from_row)
+            .query_map([id_key(&id)], run_from_row)
             .map_err(db_err)?
             .collect::<Result<Vec<_>, _>>()
             .map_err(db_err)?;
@@ -158,7 +181,7 @@ fn insert_run(conn: &Connection, f: &Finish) -> Result<(), TaskError> {
     conn.prepare_cached(sql::INSERT_RUN)
         .map_err(db_err)?
         .execute(params![
-            f.id.to_string(),
+            id_key(&f.id),
             f.attempt,
             to_micros(f.timestamp),
             to_micros(f.started_at),
@@ -174,8 +197,34 @@ fn insert_run(conn: &Connection, f: &Finish) -> Result<(), TaskError> {
 fn apply_finish(conn: &Connection, f: &Finish) -> Result<FinishResult, TaskError> {
     let now = to_micros(f.finished_at);
     let (state, timestamp, due_at, last_run_on, reset_attempts) = match &f.next {
-        Next::Done => (State::Done, None, None, None, false),
-        Next::Dead => (State::Dead, None, None, None, false),
+        Next::Done | Next::Dead => {
+            // Finished for good: the task leaves the live table for the history.
+            let state = if f.next == Next::Done {
+                State::Done
+            } else {
+                State::Dead
+            };
+            let moved = conn
+                .prepare_cached(sql::FINISH_MOVE)
+                .map_err(db_err)?
+                .execute(params![
+                    state.as_str(),
+                    f.error,
+                    now,
+                    id_key(&f.id),
+                    f.fence,
+                    f.expired_before.map(to_micros),
+                ])
+                .map_err(db_err)?;
+            if moved == 0 {
+                return Ok(FinishResult::Stale);
+            }
+            conn.prepare_cached(sql::DELETE_LIVE)
+                .map_err(db_err)?
+                .execute([id_key(&f.id)])
+                .map_err(db_err)?;
+            return finish_rest(conn, f);
+        }
         Next::Retry { due_at } => (State::Retrying, None, Some(to_micros(*due_at)), None, false),
         Next::Reschedule {
             timestamp,
@@ -199,7 +248,7 @@ fn apply_finish(conn: &Connection, f: &Finish) -> Result<FinishResult, TaskError
             reset_attempts,
             f.error,
             now,
-            f.id.to_string(),
+            id_key(&f.id),
             f.fence,
             f.expired_before.map(to_micros),
         ])
@@ -207,6 +256,11 @@ fn apply_finish(conn: &Connection, f: &Finish) -> Result<FinishResult, TaskError
     if changed == 0 {
         return Ok(FinishResult::Stale);
     }
+    finish_rest(conn, f)
+}
+
+/// After an applied finish: its run row and follow-up tasks.
+fn finish_rest(conn: &Connection, f: &Finish) -> Result<FinishResult, TaskError> {
     if f.ran {
         insert_run(conn, f)?;
     }
@@ -254,7 +308,7 @@ fn prune(conn: &Connection, p: &PruneParams) -> Result<PruneCounts, TaskError> {
         let ids = conn
             .prepare_cached(select)
             .map_err(db_err)?
-            .query_map(args, |r| r.get::<_, String>(0))
+            .query_map(args, |r| r.get::<_, Vec<u8>>(0))
             .map_err(db_err)?
             .collect::<Result<Vec<_>, _>>()
             .map_err(db_err)?;
@@ -402,7 +456,7 @@ impl Store for SqliteStore {
                 let mut lost = Vec::new();
                 for (id, fence) in &tasks {
                     if stmt
-                        .execute(params![lease, id.to_string(), fence])
+                        .execute(params![lease, id_key(id), fence])
                         .map_err(db_err)?
                         == 0
                     {
@@ -459,7 +513,7 @@ impl Store for SqliteStore {
                         filter.limit.unwrap_or(crate::policy::DEFAULT_LIST_LIMIT),
                         filter.queue,
                         filter.cursor.map(|c| to_micros(c.due_at)),
-                        filter.cursor.map(|c| c.id.to_string()),
+                        filter.cursor.map(|c| c.id.as_bytes().to_vec()),
                     ],
                     task_from_row,
                 )
@@ -473,9 +527,17 @@ impl Store for SqliteStore {
         let now = to_micros(now);
         self.call_durable(move |conn| {
             transaction(conn, |tx| {
-                let n = tx
-                    .execute(sql::CANCEL, params![now, id.to_string()])
+                let key = id_key(&id);
+                let mut n = tx
+                    .execute(sql::CANCEL_MOVE, params![now, key])
                     .map_err(db_err)?;
+                if n == 1 {
+                    tx.execute(sql::DELETE_LIVE, [key]).map_err(db_err)?;
+                } else {
+                    n = tx
+                        .execute(sql::CANCEL_DEAD, params![now, key])
+                        .map_err(db_err)?;
+                }
                 if n == 0 {
                     return Err(conflict_or_missing(tx, id, Steer::Cancel));
                 }
@@ -490,7 +552,13 @@ impl Store for SqliteStore {
         let task = self
             .call_durable(move |conn| {
                 transaction(conn, |tx| {
-                    let r = tx.execute(sql::RETRY, params![now, id.to_string()]);
+                    let key = id_key(&id);
+                    let r = tx
+                        .execute(sql::RETRY, params![now, key])
+                        .and_then(|n| match n {
+                            0 => tx.execute(sql::RETRY_MOVE, params![now, key]),
+                            n => Ok(n),
+                        });
                     let n = match r {
                         Ok(n) => n,
                         Err(e) if is_unique_violation(&e) => {
@@ -507,6 +575,7 @@ impl Store for SqliteStore {
                     if n == 0 {
                         return Err(conflict_or_missing(tx, id, Steer::Retry));
                     }
+                    tx.execute(sql::DELETE_HISTORY, [key]).map_err(db_err)?;
                     get_task(tx, id, true)?.ok_or(TaskError::NotFound(id))
                 })
             })
@@ -636,11 +705,21 @@ impl Store for SqliteStore {
     }
 
     async fn task_cancel_many(&self, p: SteerMany<'_>) -> Result<u64, TaskError> {
-        self.steer_many(sql::CANCEL_MANY, p).await
+        const CANCEL: &[(&str, bool)] = &[
+            (sql::CANCEL_MANY_MOVE, true),
+            (sql::CANCEL_MANY_DELETE, false),
+            (sql::CANCEL_MANY_DEAD, true),
+        ];
+        self.steer_many(CANCEL, p).await
     }
 
     async fn task_retry_many(&self, p: SteerMany<'_>) -> Result<u64, TaskError> {
-        let n = self.steer_many(sql::RETRY_MANY, p).await?;
+        const RETRY: &[(&str, bool)] = &[
+            (sql::RETRY_MANY_LIVE, true),
+            (sql::RETRY_MANY_MOVE, true),
+            (sql::RETRY_MANY_DELETE, false),
+        ];
+        let n = self.steer_many(RETRY, p).await?;
         if n > 0 {
             self.wakeups.notify_waiters();
         }

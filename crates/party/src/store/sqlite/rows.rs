@@ -6,12 +6,25 @@ use crate::model::{Outcome, Run, TaskInfo};
 use crate::store::ExpiredTask;
 use crate::{TaskError, TaskId};
 
-/// A task id read straight from a text column, without an intermediate `String`.
+/// A task id read straight from its 12 stored bytes.
 pub(super) fn id_from_row(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<TaskId> {
-    let text = r.get_ref(i)?.as_str()?;
-    text.parse().map_err(|e: TaskError| {
-        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
-    })
+    let bytes = r.get_ref(i)?.as_blob()?;
+    let bytes: [u8; 12] = bytes.try_into().map_err(|_| {
+        rusqlite::Error::FromSqlConversionFailure(
+            i,
+            rusqlite::types::Type::Blob,
+            Box::new(TaskError::store(format!(
+                "a task id of {} bytes is stored; ids have 12",
+                bytes.len()
+            ))),
+        )
+    })?;
+    Ok(TaskId::from_bytes(bytes))
+}
+
+/// A task id as it is stored: its 12 bytes.
+pub(super) fn id_key(id: &TaskId) -> &[u8] {
+    &id.as_bytes()[..]
 }
 
 pub(super) fn json_list(items: &[String]) -> String {
@@ -19,7 +32,6 @@ pub(super) fn json_list(items: &[String]) -> String {
 }
 
 pub(super) fn task_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TaskInfo> {
-    let id: String = r.get(0)?;
     let data: String = r.get(2)?;
     let state: String = r.get(7)?;
     let rule: Option<String> = r.get(12)?;
@@ -27,7 +39,7 @@ pub(super) fn task_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TaskInfo>
         rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
     };
     Ok(TaskInfo {
-        id: id.parse().map_err(conv)?,
+        id: id_from_row(r, 0)?,
         handler: r.get(1)?,
         data: serde_json::from_str(&data).unwrap_or(serde_json::Value::Null),
         timestamp: from_micros(r.get(3)?),

@@ -8,15 +8,97 @@ macro_rules! task_columns {
     };
 }
 
+/// The columns [`super::rows::task_from_row`] reads, from a history row (no worker).
+macro_rules! history_columns {
+    () => {
+        "id, handler, data, timestamp, last_run_on, attempts, is_recurring, \
+         state, queue, priority, max_attempts, last_error, rule, due_at, created_at, NULL"
+    };
+}
+
 pub(super) const GET: &str = concat!("SELECT ", task_columns!(), " FROM tasks WHERE id = ?1");
 
-pub(super) const LIST: &str = concat!(
+pub(super) const GET_HISTORY: &str = concat!(
     "SELECT ",
-    task_columns!(),
-    " FROM tasks WHERE (?1 IS NULL OR state = ?1) \
-     AND (?2 IS NULL OR handler = ?2) AND (?4 IS NULL OR queue = ?4) \
-     AND (?5 IS NULL OR (due_at, id) > (?5, ?6)) ORDER BY due_at, id LIMIT ?3"
+    history_columns!(),
+    " FROM task_history WHERE id = ?1"
 );
+
+/// A listing's filters: ?1 state, ?2 handler, ?4 queue, and the keyset cursor (?5 due time,
+/// ?6 id) it continues after.
+macro_rules! list_filters {
+    () => {
+        " WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR handler = ?2) \
+         AND (?4 IS NULL OR queue = ?4) AND (?5 IS NULL OR (due_at, id) > (?5, ?6)) \
+         ORDER BY due_at, id LIMIT ?3"
+    };
+}
+
+/// Live and finished tasks, each side walked in list order through its own index, merged.
+pub(super) const LIST: &str = concat!(
+    "SELECT * FROM (SELECT * FROM (SELECT ",
+    task_columns!(),
+    " FROM tasks",
+    list_filters!(),
+    ") UNION ALL SELECT * FROM (SELECT ",
+    history_columns!(),
+    " FROM task_history",
+    list_filters!(),
+    ")) ORDER BY due_at, id LIMIT ?3"
+);
+
+/// The history columns a finished task is written with, in the order the moves select them.
+macro_rules! history_insert {
+    () => {
+        "INSERT INTO task_history (id, handler, data, timestamp, due_at, last_run_on, attempts, \
+         max_attempts, is_recurring, rule, state, queue, priority, last_error, fence, created_at, \
+         finished_at) "
+    };
+}
+
+/// A claimed task that finished for good (done or dead) moves to the history, fenced:
+/// ?1 state, ?2 error, ?3 now, ?4 id, ?5 fence, ?6 rescue cutoff.
+pub(super) const FINISH_MOVE: &str = concat!(
+    history_insert!(),
+    "SELECT id, handler, data, timestamp, due_at, last_run_on, attempts, max_attempts, \
+     is_recurring, rule, ?1, queue, priority, COALESCE(?2, last_error), fence, created_at, ?3 \
+     FROM tasks WHERE id = ?4 AND fence = ?5 AND state = 'running' \
+     AND (?6 IS NULL OR lease_until < ?6)"
+);
+
+pub(super) const DELETE_LIVE: &str = "DELETE FROM tasks WHERE id = ?1";
+
+/// A live task that is not running moves to the history as cancelled: ?1 now, ?2 id.
+pub(super) const CANCEL_MOVE: &str = concat!(
+    history_insert!(),
+    "SELECT id, handler, data, timestamp, due_at, last_run_on, attempts, max_attempts, \
+     is_recurring, rule, 'cancelled', queue, priority, last_error, fence, created_at, ?1 \
+     FROM tasks WHERE id = ?2 AND state IN ('scheduled','retrying')"
+);
+
+/// A dead task is cancelled where it is.
+pub(super) const CANCEL_DEAD: &str = "UPDATE task_history SET state = 'cancelled', finished_at = ?1 \
+    WHERE id = ?2 AND state = 'dead'";
+
+/// The live columns a retried task is written back with.
+macro_rules! live_insert {
+    () => {
+        "INSERT INTO tasks (id, handler, data, timestamp, due_at, ready, last_run_on, attempts, \
+         max_attempts, is_recurring, rule, state, queue, priority, last_error, fence, \
+         created_at, updated_at) "
+    };
+}
+
+/// A dead or cancelled task moves back to the live tasks, due now: ?1 now, ?2 id.
+pub(super) const RETRY_MOVE: &str = concat!(
+    live_insert!(),
+    "SELECT id, handler, data, timestamp, ?1, 0, last_run_on, attempts, \
+     MAX(max_attempts, attempts + 1), is_recurring, rule, 'scheduled', queue, priority, \
+     last_error, fence, created_at, ?1 \
+     FROM task_history WHERE id = ?2 AND state IN ('dead','cancelled')"
+);
+
+pub(super) const DELETE_HISTORY: &str = "DELETE FROM task_history WHERE id = ?1";
 
 pub(super) const EXISTING: &str = "SELECT id FROM tasks WHERE handler = ?1 AND data = ?2 AND is_recurring = 1 \
     AND state IN ('scheduled','running','retrying')";
@@ -84,15 +166,15 @@ pub(super) const NEXT_DUE: &str = "SELECT min(due_at) FROM ( \
     AND handler IN (SELECT value FROM json_each(?1)) \
     AND queue IN (SELECT value FROM json_each(?2)) ORDER BY due_at LIMIT 1))";
 
-pub(super) const CANCEL: &str = "UPDATE tasks SET state = 'cancelled', ready = 0, updated_at = ?1 \
-    WHERE id = ?2 AND state IN ('scheduled','retrying','dead')";
-
+/// A retrying task is made due now where it is.
 pub(super) const RETRY: &str = "UPDATE tasks SET state = 'scheduled', due_at = ?1, ready = 0, \
     max_attempts = MAX(max_attempts, attempts + 1), updated_at = ?1 \
-    WHERE id = ?2 AND state IN ('dead','cancelled','retrying')";
+    WHERE id = ?2 AND state = 'retrying'";
 
-pub(super) const STATS_COUNTS: &str =
-    "SELECT handler, state, count(*) FROM tasks GROUP BY handler, state ORDER BY handler, state";
+/// Live tasks counted (the hot table holds only them); finished ones from their counters.
+pub(super) const STATS_COUNTS: &str = "SELECT handler, state, count(*) FROM tasks \
+    GROUP BY handler, state \
+    UNION ALL SELECT handler, state, n FROM task_counts WHERE n > 0 ORDER BY 1, 2";
 
 pub(super) const STATS_OLDEST: &str =
     "SELECT min(due_at) FROM tasks WHERE state IN ('scheduled','retrying') AND due_at <= ?1";
@@ -116,47 +198,83 @@ pub(super) const LEADER_RESIGN: &str = "DELETE FROM leaders WHERE holder = ?1";
 
 pub(super) const WORKER_REMOVE: &str = "DELETE FROM workers WHERE id = ?1";
 
-pub(super) const CANCEL_MANY: &str = "UPDATE tasks SET state = 'cancelled', ready = 0, updated_at = ?1 \
-    WHERE state IN (SELECT value FROM json_each(?2)) AND (?3 IS NULL OR handler = ?3) \
-    AND (?4 IS NULL OR queue = ?4)";
+/// Bulk cancel, live side: matching scheduled and retrying tasks move to the history.
+/// ?1 now, ?2 states (JSON list), ?3 handler, ?4 queue.
+pub(super) const CANCEL_MANY_MOVE: &str = concat!(
+    history_insert!(),
+    "SELECT id, handler, data, timestamp, due_at, last_run_on, attempts, max_attempts, \
+     is_recurring, rule, 'cancelled', queue, priority, last_error, fence, created_at, ?1 \
+     FROM tasks WHERE state IN ('scheduled','retrying') \
+     AND state IN (SELECT value FROM json_each(?2)) AND (?3 IS NULL OR handler = ?3) \
+     AND (?4 IS NULL OR queue = ?4)"
+);
 
-/// A dead or cancelled recurring task is retried only when no live copy holds its singleton
-/// and no other matching copy with a greater id is retried by the same statement.
-pub(super) const RETRY_MANY: &str = "UPDATE tasks SET state = 'scheduled', due_at = ?1, ready = 0, \
+/// The live rows [`CANCEL_MANY_MOVE`] copied (same transaction, same writer).
+pub(super) const CANCEL_MANY_DELETE: &str = "DELETE FROM tasks WHERE state IN ('scheduled','retrying') \
+    AND state IN (SELECT value FROM json_each(?2)) AND (?3 IS NULL OR handler = ?3) \
+    AND (?4 IS NULL OR queue = ?4) AND ?1 IS NOT NULL";
+
+/// Bulk cancel, history side: matching dead tasks are cancelled where they are.
+pub(super) const CANCEL_MANY_DEAD: &str = "UPDATE task_history SET state = 'cancelled', finished_at = ?1 \
+    WHERE state = 'dead' AND 'dead' IN (SELECT value FROM json_each(?2)) \
+    AND (?3 IS NULL OR handler = ?3) AND (?4 IS NULL OR queue = ?4)";
+
+/// Bulk retry, live side: matching retrying tasks are made due now.
+pub(super) const RETRY_MANY_LIVE: &str = "UPDATE tasks SET state = 'scheduled', due_at = ?1, ready = 0, \
     max_attempts = MAX(max_attempts, attempts + 1), updated_at = ?1 \
-    WHERE state IN (SELECT value FROM json_each(?2)) AND (?3 IS NULL OR handler = ?3) \
-    AND (?4 IS NULL OR queue = ?4) \
-    AND (is_recurring = 0 OR state = 'retrying' OR NOT EXISTS (SELECT 1 FROM tasks o \
-      WHERE o.handler = tasks.handler AND o.data = tasks.data AND o.is_recurring = 1 \
-      AND o.id <> tasks.id AND (o.state IN ('scheduled','running','retrying') \
-        OR (o.state IN ('dead','cancelled') AND o.state IN (SELECT value FROM json_each(?2)) \
-          AND (?4 IS NULL OR o.queue = ?4) AND o.id > tasks.id))))";
+    WHERE state = 'retrying' AND 'retrying' IN (SELECT value FROM json_each(?2)) \
+    AND (?3 IS NULL OR handler = ?3) AND (?4 IS NULL OR queue = ?4)";
 
-/// Finished one-off done tasks past their cutoff. Every prune query names the finished-tasks
-/// index's predicate word for word, so SQLite may use that partial index.
+/// Bulk retry, history side: matching dead and cancelled tasks move back to the live tasks.
+/// A recurring one moves only when no live copy holds its singleton and no other matching
+/// copy with a greater id moves in the same statement.
+pub(super) const RETRY_MANY_MOVE: &str = concat!(
+    live_insert!(),
+    "SELECT id, handler, data, timestamp, ?1, 0, last_run_on, attempts, \
+     MAX(max_attempts, attempts + 1), is_recurring, rule, 'scheduled', queue, priority, \
+     last_error, fence, created_at, ?1 \
+     FROM task_history h WHERE state IN ('dead','cancelled') \
+     AND state IN (SELECT value FROM json_each(?2)) AND (?3 IS NULL OR handler = ?3) \
+     AND (?4 IS NULL OR queue = ?4) \
+     AND (is_recurring = 0 OR (NOT EXISTS (SELECT 1 FROM tasks o \
+       WHERE o.handler = h.handler AND o.data = h.data AND o.is_recurring = 1 \
+       AND o.state IN ('scheduled','running','retrying')) \
+     AND NOT EXISTS (SELECT 1 FROM task_history o \
+       WHERE o.handler = h.handler AND o.data = h.data AND o.is_recurring = 1 \
+       AND o.id > h.id AND o.state IN ('dead','cancelled') \
+       AND o.state IN (SELECT value FROM json_each(?2)) AND (?4 IS NULL OR o.queue = ?4))))"
+);
+
+/// The history rows [`RETRY_MANY_MOVE`] copied back: matching, and now live.
+pub(super) const RETRY_MANY_DELETE: &str = "DELETE FROM task_history \
+    WHERE state IN ('dead','cancelled') AND state IN (SELECT value FROM json_each(?2)) \
+    AND (?3 IS NULL OR handler = ?3) AND (?4 IS NULL OR queue = ?4) \
+    AND EXISTS (SELECT 1 FROM tasks t WHERE t.id = task_history.id) AND ?1 IS NOT NULL";
+
+/// Finished one-off done tasks past their cutoff. Every prune query names the history's
+/// finished index columns in order, so SQLite walks that index.
 macro_rules! prune_done {
     () => {
-        "SELECT id FROM tasks \
-         WHERE state IN ('done', 'dead', 'cancelled') AND is_recurring = 0 AND state = 'done' \
-         AND updated_at < ?1 LIMIT (?2 + 0)"
+        "SELECT id FROM task_history \
+         WHERE is_recurring = 0 AND state = 'done' AND finished_at < ?1 LIMIT (?2 + 0)"
     };
 }
 
 /// Finished one-off dead and cancelled tasks past their cutoff.
 macro_rules! prune_dead {
     () => {
-        "SELECT id FROM tasks \
-         WHERE state IN ('done', 'dead', 'cancelled') AND is_recurring = 0 \
-         AND state IN ('dead', 'cancelled') AND updated_at < ?1 LIMIT (?2 + 0)"
+        "SELECT id FROM task_history \
+         WHERE is_recurring = 0 AND state IN ('dead', 'cancelled') AND finished_at < ?1 \
+         LIMIT (?2 + 0)"
     };
 }
 
 /// Finished recurring tasks past their cutoff.
 macro_rules! prune_recurring {
     () => {
-        "SELECT id FROM tasks \
-         WHERE state IN ('done', 'dead', 'cancelled') AND is_recurring = 1 \
-         AND updated_at < ?1 LIMIT (?2 + 0)"
+        "SELECT id FROM task_history \
+         WHERE is_recurring = 1 AND state IN ('done', 'dead', 'cancelled') AND finished_at < ?1 \
+         LIMIT (?2 + 0)"
     };
 }
 
@@ -182,14 +300,13 @@ pub(super) const PRUNE_RECURRING_COUNT: &str = prune_count!(prune_recurring);
 
 pub(super) const PRUNE_DELETE_RUNS: &str = "DELETE FROM runs WHERE task_id = ?1";
 
-pub(super) const PRUNE_DELETE_TASK: &str = "DELETE FROM tasks WHERE id = ?1";
+pub(super) const PRUNE_DELETE_TASK: &str = "DELETE FROM task_history WHERE id = ?1";
 
 /// Run rows of live recurring tasks that finished before ?1.
 macro_rules! old_recurring_runs {
     () => {
         "SELECT r.rowid FROM runs r JOIN tasks t ON t.id = r.task_id \
-         WHERE r.finished_at < ?1 AND t.is_recurring = 1 \
-         AND t.state IN ('scheduled', 'running', 'retrying') LIMIT (?2 + 0)"
+         WHERE r.finished_at < ?1 AND t.is_recurring = 1 LIMIT (?2 + 0)"
     };
 }
 

@@ -1,7 +1,9 @@
 //! Bulk enqueue from JSON Lines: `party add --from FILE.jsonl`.
 //!
-//! One task per line: `{"handler": "...", "data": {...}, "at": "...", "queue": "...",
-//! "priority": 0, "max_attempts": 3}`; only `handler` is required. Blank lines are skipped.
+//! One task per line, in the shape of [`party::spec::TaskSpec`] (the HTTP API's too):
+//! `{"handler": "...", "data": {...}, "at": "...", "queue": "...", "priority": 0,
+//! "max_attempts": 3}`, and `in`, `every`, `cron`, `tz`, `monthly_on`, `at_time`, `missed`;
+//! only `handler` is required. Blank lines are skipped.
 //! Every line is checked before anything is written, and the tasks go in with
 //! [`Party::add_many`]: one transaction for the whole file, so a file is added all or none. A
 //! bad line is refused with its line number, and nothing is written.
@@ -9,37 +11,20 @@
 use std::io::{BufRead, Read};
 
 use party::jiff::Timestamp;
-use party::serde_json::{Map, Value};
+use party::spec::TaskSpec;
 use party::validate;
 use party::{NewTask, Party, TaskError, TaskId};
-use serde::Deserialize;
 
 /// The longest line read: the largest task data and room for the other fields.
 const MAX_LINE_BYTES: usize = validate::MAX_DATA_BYTES + 64 * 1024;
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Line {
-    handler: String,
-    #[serde(default)]
-    data: Option<Value>,
-    #[serde(default)]
-    at: Option<String>,
-    #[serde(default)]
-    queue: Option<String>,
-    #[serde(default)]
-    priority: Option<i64>,
-    #[serde(default)]
-    max_attempts: Option<i64>,
-}
 
 /// The tasks of a JSON Lines text, each with its line number (from 1).
 ///
 /// # Errors
 /// [`TaskError::Invalid`] naming the first bad line: not JSON, too long, an unknown field, a
 /// missing handler, a value outside the limits of [`party::validate`], a time that is not RFC
-/// 3339.
-pub fn parse(mut input: impl BufRead) -> Result<Vec<(usize, NewTask)>, TaskError> {
+/// 3339 or is before `now`.
+pub fn parse(mut input: impl BufRead, now: Timestamp) -> Result<Vec<(usize, NewTask)>, TaskError> {
     let mut tasks = Vec::new();
     let mut buf = Vec::new();
     let mut number = 0;
@@ -67,47 +52,12 @@ pub fn parse(mut input: impl BufRead) -> Result<Vec<(usize, NewTask)>, TaskError
         }
         tasks.push((
             number,
-            task(line).map_err(|e| TaskError::invalid(format!("line {number}: {e}")))?,
+            TaskSpec::from_json(line)
+                .and_then(|spec| spec.new_task(now))
+                .map_err(|e| TaskError::invalid(format!("line {number}: {e}")))?,
         ));
     }
     Ok(tasks)
-}
-
-fn task(line: &str) -> Result<NewTask, TaskError> {
-    let l: Line = party::serde_json::from_str(line).map_err(|e| {
-        TaskError::invalid(format!(
-            "{e}; each line must be one JSON object like \
-             {{\"handler\": \"noop\", \"data\": {{}}, \"at\": \"2027-01-31T09:00:00Z\"}}"
-        ))
-    })?;
-    validate::integers_fit(line)?;
-    validate::handler_name(&l.handler)?;
-    let mut t = NewTask::new(l.handler);
-    t = t.data(match l.data {
-        None => Value::Object(Map::new()),
-        Some(v @ Value::Object(_)) => validate::canonical_data(v)?.0,
-        Some(_) => {
-            return Err(TaskError::invalid(
-                "\"data\" must be a JSON object like {\"key\": \"value\"}",
-            ));
-        }
-    });
-    if let Some(at) = l.at {
-        let at: Timestamp =
-            validate::time(&at).map_err(|e| TaskError::invalid(format!("\"at\": {e}")))?;
-        t = t.at(at);
-    }
-    if let Some(q) = l.queue {
-        validate::queue_name(&q)?;
-        t = t.queue(q);
-    }
-    if let Some(p) = l.priority {
-        t = t.priority(validate::priority(p)?);
-    }
-    if let Some(n) = l.max_attempts {
-        t = t.max_attempts(validate::max_attempts(n)?);
-    }
-    Ok(t)
 }
 
 /// Parse `input` and add every task in one transaction; returns the ids in line order.
@@ -116,19 +66,11 @@ fn task(line: &str) -> Result<NewTask, TaskError> {
 /// [`TaskError::Invalid`] naming the first bad line (nothing is written);
 /// [`TaskError::Duplicate`] for a recurring task that already exists; [`TaskError::Store`].
 pub async fn add_from(party: &Party, input: impl BufRead) -> Result<Vec<TaskId>, TaskError> {
-    let tasks = parse(input)?;
+    let tasks = parse(input, party.clock().now())?;
     if tasks.is_empty() {
         return Err(TaskError::invalid(
             "the file has no tasks: give one JSON object per line",
         ));
-    }
-    // The rule `add --at` applies: an explicit time must not be past.
-    let now = party.clock().now();
-    for (number, task) in &tasks {
-        if let Some(at) = task.at {
-            validate::not_past(at, now, "\"at\"")
-                .map_err(|e| TaskError::invalid(format!("line {number}: {e}")))?;
-        }
     }
     let lines: Vec<usize> = tasks.iter().map(|(n, _)| *n).collect();
     let tasks: Vec<NewTask> = tasks.into_iter().map(|(_, t)| t).collect();
@@ -159,7 +101,7 @@ mod tests {
     #[test]
     fn lines_become_tasks_and_blank_lines_are_skipped() {
         let text = "{\"handler\":\"noop\"}\n\n{\"handler\":\"log\",\"data\":{\"a\":1},\"queue\":\"q\",\"priority\":-1}\n";
-        let tasks = parse(text.as_bytes()).unwrap();
+        let tasks = parse(text.as_bytes(), Timestamp::UNIX_EPOCH).unwrap();
         assert_eq!(tasks.len(), 2);
         assert_eq!(tasks[1].0, 3);
         assert_eq!(tasks[1].1.queue, "q");
@@ -176,7 +118,9 @@ mod tests {
             "{\"data\":{}}",
         ] {
             let text = format!("{{\"handler\":\"noop\"}}\n{bad}\n");
-            let e = parse(text.as_bytes()).unwrap_err().to_string();
+            let e = parse(text.as_bytes(), Timestamp::UNIX_EPOCH)
+                .unwrap_err()
+                .to_string();
             assert!(e.contains("line 2:"), "{e}");
         }
     }

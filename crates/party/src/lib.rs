@@ -59,6 +59,7 @@ pub mod policy;
 mod prepare;
 pub mod recurrence;
 mod rules;
+pub mod spec;
 pub mod store;
 mod task;
 pub mod testing;

@@ -340,6 +340,16 @@ impl FromStr for ListCursor {
 }
 
 impl TaskInfo {
+    /// The task as a listing shows it in JSON (`party list --json`, the HTTP API's task list):
+    /// every field but `runs`, which a listing does not read.
+    pub fn listing_json(&self) -> Value {
+        let mut v = serde_json::to_value(self).unwrap_or(Value::Null);
+        if let Some(o) = v.as_object_mut() {
+            o.remove("runs");
+        }
+        v
+    }
+
     /// Where a listing that ends with this task continues ([`ListFilter::cursor`]).
     pub fn cursor(&self) -> ListCursor {
         ListCursor {
@@ -382,6 +392,32 @@ pub struct Stats {
     pub stuck_count: u64,
     /// The first few of them, earliest expiry first.
     pub stuck: Vec<StuckTask>,
+}
+
+impl Stats {
+    /// The figures as `party stats --json` and the HTTP API write them: counts by state and
+    /// by handler as objects keyed by state name.
+    pub fn to_json(&self) -> Value {
+        use std::collections::BTreeMap;
+        let mut by_handler: BTreeMap<&str, BTreeMap<&str, u64>> = BTreeMap::new();
+        for c in &self.by_handler {
+            *by_handler
+                .entry(&c.handler)
+                .or_default()
+                .entry(c.state.as_str())
+                .or_default() += c.count;
+        }
+        serde_json::json!({
+            "by_state": self.by_state.iter().map(|(s, n)| (s.as_str(), *n)).collect::<BTreeMap<_, _>>(),
+            "by_handler": by_handler,
+            "oldest_due": self.oldest_due.map(crate::format_time),
+            "finished_last_minute": self.finished_last_minute,
+            "unhandled": self.unhandled,
+            "workers": self.workers,
+            "stuck_count": self.stuck_count,
+            "stuck": self.stuck,
+        })
+    }
 }
 
 /// A count of tasks for one handler (and state).

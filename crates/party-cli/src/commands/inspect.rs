@@ -20,17 +20,7 @@ pub(crate) async fn list(party: &Party, args: ListArgs) -> Result<(), TaskError>
     if args.json {
         // A listing does not read run histories: leave the field out rather than print an
         // empty one (`show --json` has it).
-        let listed: Vec<serde_json::Value> = tasks
-            .iter()
-            .map(|t| {
-                let mut v = serde_json::to_value(t)
-                    .map_err(|e| TaskError::failed(format!("cannot write JSON: {e}")))?;
-                if let Some(o) = v.as_object_mut() {
-                    o.remove("runs");
-                }
-                Ok(v)
-            })
-            .collect::<Result<_, TaskError>>()?;
+        let listed: Vec<serde_json::Value> = tasks.iter().map(TaskInfo::listing_json).collect();
         return output::print_json(&listed);
     }
     if tasks.is_empty() {

@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 
 use party::{HandlerCount, Party, State, TaskError, format_time};
-use serde_json::json;
 
 use crate::args::StatsArgs;
 use crate::output::{self, relative, table};
@@ -21,19 +20,7 @@ pub(crate) async fn run(party: &Party, args: StatsArgs) -> Result<(), TaskError>
             .or_default() += c.count;
     }
     if args.json {
-        let value = json!({
-            "by_state": stats.by_state.iter().map(|(s, n)| (s.as_str(), *n)).collect::<BTreeMap<_, _>>(),
-            "by_handler": by_handler.iter().map(|(h, states)| {
-                (*h, states.iter().map(|(s, n)| (s.as_str(), *n)).collect::<BTreeMap<_, _>>())
-            }).collect::<BTreeMap<_, _>>(),
-            "oldest_due": stats.oldest_due.map(format_time),
-            "finished_last_minute": stats.finished_last_minute,
-            "unhandled": stats.unhandled,
-            "workers": stats.workers,
-            "stuck_count": stats.stuck_count,
-            "stuck": stats.stuck,
-        });
-        return output::print_json(&value);
+        return output::print_json(&stats.to_json());
     }
 
     let now = party.clock().now();

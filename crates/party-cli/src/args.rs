@@ -55,6 +55,31 @@ pub(crate) enum Command {
     Bench(BenchArgs),
     /// Remove finished tasks and run rows past their retention now (workers do it every minute)
     Prune(PruneArgs),
+    /// Serve the HTTP API, the dashboard and metrics (Ctrl-C or SIGTERM stop it gracefully)
+    #[cfg(feature = "serve")]
+    Serve(ServeArgs),
+}
+
+/// `party serve`.
+#[cfg(feature = "serve")]
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// The address to listen on
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    pub(crate) listen: std::net::SocketAddr,
+
+    /// Read the token from this file (first line) instead of $PARTY_API_TOKEN; with neither, a
+    /// random token is made and the dashboard's address with it printed once
+    #[arg(long, value_name = "PATH")]
+    pub(crate) token_file: Option<std::path::PathBuf>,
+
+    /// Hide these data fields from the API and the pages, e.g. data.card,data.token
+    #[arg(long, value_name = "FIELDS", value_delimiter = ',')]
+    pub(crate) redact: Vec<String>,
+
+    /// Serve /metrics without a token
+    #[arg(long)]
+    pub(crate) metrics_public: bool,
 }
 
 /// How long finished tasks and run rows are kept: `party worker` and `party prune`.

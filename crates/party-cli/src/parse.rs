@@ -82,7 +82,7 @@ pub(crate) fn repeated(s: &str) -> Result<party::recurrence::Repeated, TaskError
 
 /// `party next --count`: 1 to 1000.
 pub(crate) fn count(s: &str) -> Result<usize, TaskError> {
-    validate::whole_number(s, "the count", 1, 1000, "--count 5").map(|n| n as usize)
+    validate::occurrence_count(s, "--count 5")
 }
 
 /// `party worker --lease`: 1 second to 1 hour.

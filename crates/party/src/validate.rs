@@ -16,6 +16,8 @@
 //! | max attempts | 1 to [`MAX_ATTEMPTS`] on every backend |
 //! | priority | [`i32::MIN`] to [`i32::MAX`] |
 //! | list limit | 1 to [`MAX_LIST_LIMIT`] |
+//! | API tokens | [`MIN_TOKEN_BYTES`] to [`MAX_TOKEN_BYTES`] bytes of visible ASCII |
+//! | redacted data fields | `data.FIELD[.FIELD...]`, each field a name of at most [`MAX_NAME_BYTES`] bytes |
 //! | list cursor | as written by [`crate::ListCursor`]'s `Display` |
 //! | worker concurrency, prefetch | 1 to [`MAX_CONCURRENCY`], 0 to [`MAX_PREFETCH`] |
 //! | shutdown grace | 0s to [`MAX_GRACE`] |
@@ -57,6 +59,15 @@ pub const MAX_GRACE: SignedDuration = SignedDuration::from_hours(24);
 
 /// The longest short text (a duration, a cron expression, a time zone, a time), in bytes.
 pub const MAX_TEXT_BYTES: usize = 256;
+
+/// The most future occurrences one request lists.
+pub const MAX_OCCURRENCES: usize = 1000;
+
+/// The shortest token `party serve` accepts.
+pub const MIN_TOKEN_BYTES: usize = 16;
+
+/// The longest token `party serve` accepts.
+pub const MAX_TOKEN_BYTES: usize = 1024;
 
 /// How many characters of an input an error message quotes.
 pub const QUOTE_CHARS: usize = 60;
@@ -367,6 +378,54 @@ fn in_range(n: i128, what: &str, min: i64, max: i64, example: &str) -> Result<i1
         )));
     }
     Ok(n)
+}
+
+/// A token for `party serve`: [`MIN_TOKEN_BYTES`] to [`MAX_TOKEN_BYTES`] bytes of visible
+/// ASCII (no spaces). The message never quotes the token: it is a secret.
+pub fn api_token(token: &str, what: &str) -> Result<(), TaskError> {
+    if token.len() < MIN_TOKEN_BYTES || token.len() > MAX_TOKEN_BYTES {
+        return Err(TaskError::invalid(format!(
+            "{what} is {} bytes long: give {MIN_TOKEN_BYTES} to {MAX_TOKEN_BYTES} (e.g. 32 random              bytes as hex: `openssl rand -hex 32`)",
+            token.len()
+        )));
+    }
+    if !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(TaskError::invalid(format!(
+            "{what} has a character that is not visible ASCII (a space, a control character or              non-ASCII): use letters, digits and punctuation only"
+        )));
+    }
+    Ok(())
+}
+
+/// A data field to hide (`serve --redact`): `data.FIELD`, or `data.FIELD.INNER` for a field of
+/// a nested object. Returns the field names below `data`.
+pub fn redact_path(path: &str) -> Result<Vec<String>, TaskError> {
+    let bad = |why: &str| {
+        TaskError::invalid(format!(
+            "{} is not a data field to redact: {why}; write it like data.card or data.payment.token",
+            quote(path)
+        ))
+    };
+    let rest = path
+        .trim()
+        .strip_prefix("data.")
+        .ok_or_else(|| bad("it must start with data."))?;
+    let fields: Vec<String> = rest.split('.').map(str::to_string).collect();
+    if fields.len() > MAX_DATA_DEPTH {
+        return Err(bad("it nests deeper than task data may"));
+    }
+    for f in &fields {
+        if f.is_empty() || f.len() > MAX_NAME_BYTES || f.chars().any(unsafe_to_print) {
+            return Err(bad("each field name is 1 to 128 printable bytes"));
+        }
+    }
+    Ok(fields)
+}
+
+/// How many future occurrences to show (`party next --count`, the API's `count`): 1 to
+/// [`MAX_OCCURRENCES`].
+pub fn occurrence_count(s: &str, example: &str) -> Result<usize, TaskError> {
+    whole_number(s, "the count", 1, MAX_OCCURRENCES as i64, example).map(|n| n as usize)
 }
 
 /// A listing's limit given as text: 1 to [`MAX_LIST_LIMIT`].
@@ -1004,6 +1063,23 @@ mod tests {
         assert!(time("2027-01-31T09:00:00Z[Europe/Berlin]").is_err());
         assert!(msg(time(&"9".repeat(100_000)).unwrap_err()).len() < 300);
         assert!(time("2027-01-31T09:59:59.5Z").is_ok());
+    }
+
+    #[test]
+    fn tokens_and_redacted_fields_are_checked() {
+        assert!(api_token(&"a".repeat(16), "the token").is_ok());
+        let e = msg(api_token("secret-short", "the token").unwrap_err());
+        assert!(!e.contains("secret"), "{e}");
+        assert!(api_token("short", "the token").is_err());
+        assert!(api_token(&format!("{}  ", "a".repeat(20)), "the token").is_err());
+        assert_eq!(redact_path("data.card").unwrap(), vec!["card"]);
+        assert_eq!(redact_path("data.pay.token").unwrap(), vec!["pay", "token"]);
+        for bad in ["card", "data.", "data..x", "meta.card"] {
+            assert!(
+                msg(redact_path(bad).unwrap_err()).contains("data.card"),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -11,6 +11,8 @@ mod bench;
 mod inspect;
 mod occurrences;
 mod prune;
+#[cfg(feature = "serve")]
+mod serve;
 mod stats;
 mod steer;
 mod worker;
@@ -22,6 +24,8 @@ pub(crate) async fn dispatch(cli: Cli, registry: Registry) -> Result<(), TaskErr
         Command::Bench(args) => bench::run(&database(cli.db), args).await,
         Command::Worker(args) => worker::run(&database(cli.db), registry, args).await,
         Command::Prune(args) => prune::run(&database(cli.db), args).await,
+        #[cfg(feature = "serve")]
+        Command::Serve(args) => serve::run(&database(cli.db), registry, args).await,
         command => {
             // Every handler is known for adding and inspecting, `shell` included, so a shell
             // task can be added for a worker started with --allow-shell.
@@ -36,6 +40,8 @@ pub(crate) async fn dispatch(cli: Cli, registry: Registry) -> Result<(), TaskErr
                 Command::Stats(args) => stats::run(&party, args).await,
                 Command::Next(args) => occurrences::next(&party, args).await,
                 Command::Gaps(args) => occurrences::gaps(&party, args).await,
+                #[cfg(feature = "serve")]
+                Command::Serve(_) => unreachable!("handled above"),
                 Command::Demo(_) | Command::Worker(_) | Command::Bench(_) | Command::Prune(_) => {
                     unreachable!("handled above")
                 }

@@ -1,0 +1,258 @@
+//! The JSON API under `/api/v1`: the same fields, checks and library calls as the command
+//! line's `add`, `list --json`, `show --json`, `cancel`, `retry`, `next`, `gaps` and `stats
+//! --json`. Described by [`crate::openapi::document`].
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Json, Response};
+use axum::routing::{get, post};
+use party::spec::TaskSpec;
+use party::{ListFilter, State as TaskState, TaskError, TaskId, TaskInfo, format_time, validate};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::Shared;
+use crate::auth::{Access, Caller};
+use crate::error::ApiError;
+
+/// The most tasks one bulk add takes.
+pub(crate) const MAX_BULK: usize = 10_000;
+
+pub(crate) fn routes() -> Router<Shared> {
+    Router::new()
+        .route("/tasks", get(list).post(add))
+        .route("/tasks/bulk", post(add_bulk))
+        .route("/tasks/{id}", get(show))
+        .route("/tasks/{id}/cancel", post(cancel))
+        .route("/tasks/{id}/retry", post(retry))
+        .route("/tasks/{id}/next", get(next))
+        .route("/tasks/{id}/gaps", get(gaps))
+        .route("/stats", get(stats))
+        .route("/openapi.json", get(openapi))
+        .fallback(not_found)
+}
+
+type ApiResult = Result<Response, ApiError>;
+
+fn reader(app: &Shared, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    Ok(app.auth.api(headers)?)
+}
+
+fn writer(app: &Shared, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    let caller = app.auth.api(headers)?;
+    app.auth.check_change(&caller, headers, None)?;
+    debug_assert_eq!(caller.access, Access::Write);
+    Ok(caller)
+}
+
+fn task_id(text: &str) -> Result<TaskId, ApiError> {
+    Ok(text.parse::<TaskId>()?)
+}
+
+/// A task as `party show --json` writes it, redacted.
+fn task_json(app: &Shared, task: &TaskInfo) -> Value {
+    let mut v = serde_json::to_value(task).unwrap_or(Value::Null);
+    app.redact.task(&mut v);
+    v
+}
+
+fn body_text(body: &Bytes) -> Result<&str, ApiError> {
+    std::str::from_utf8(body)
+        .map_err(|_| ApiError::bad_request("the request body is not UTF-8 text"))
+}
+
+async fn add(
+    State(app): State<Shared>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    writer(&app, &headers)?;
+    let body = body?;
+    let spec = TaskSpec::from_json(body_text(&body)?)?;
+    let task = spec.new_task(app.party.clock().now())?;
+    let id = app.party.add(task).await?;
+    let task = app.party.get(id).await?;
+    Ok((StatusCode::CREATED, Json(task_json(&app, &task))).into_response())
+}
+
+async fn add_bulk(
+    State(app): State<Shared>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    writer(&app, &headers)?;
+    let body = body?;
+    let text = body_text(&body)?;
+    validate::integers_fit(text)?;
+    let items: Vec<Value> = serde_json::from_str(text).map_err(|e| {
+        ApiError::bad_request(format!(
+            "{e}; the body is a JSON array of tasks like [{{\"handler\": \"noop\", \"data\": {{}}}}]"
+        ))
+    })?;
+    if items.is_empty() || items.len() > MAX_BULK {
+        return Err(ApiError::bad_request(format!(
+            "give 1 to {MAX_BULK} tasks in one bulk add (got {})",
+            items.len()
+        )));
+    }
+    let now = app.party.clock().now();
+    let tasks = items
+        .into_iter()
+        .enumerate()
+        .map(|(i, item)| {
+            serde_json::from_value::<TaskSpec>(item)
+                .map_err(|e| TaskError::invalid(e.to_string()))
+                .and_then(|spec| spec.new_task(now))
+                .map_err(|e| TaskError::invalid(format!("task {}: {e}", i + 1)))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let ids = app.party.add_many(tasks).await?;
+    let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
+    Ok((StatusCode::CREATED, Json(json!({ "ids": ids }))).into_response())
+}
+
+/// `GET /tasks`'s query: every field optional, unknown ones refused.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ListQuery {
+    pub(crate) state: Option<String>,
+    pub(crate) handler: Option<String>,
+    pub(crate) queue: Option<String>,
+    pub(crate) limit: Option<String>,
+    pub(crate) cursor: Option<String>,
+}
+
+impl ListQuery {
+    /// The library's filter, every value checked by [`party::validate`]; empty values are
+    /// left out (as a form sends them).
+    pub(crate) fn filter(&self) -> Result<ListFilter, TaskError> {
+        Ok(ListFilter {
+            state: given(&self.state)
+                .map(str::parse::<TaskState>)
+                .transpose()?,
+            handler: given(&self.handler).map(str::to_string),
+            queue: given(&self.queue).map(str::to_string),
+            limit: Some(
+                given(&self.limit)
+                    .map(|l| validate::list_limit(l, "limit=20"))
+                    .transpose()?
+                    .unwrap_or(party::policy::DEFAULT_LIST_LIMIT),
+            ),
+            cursor: given(&self.cursor).map(validate::list_cursor).transpose()?,
+        })
+    }
+}
+
+/// One page of tasks and where the next one starts (`None` on the last page).
+pub(crate) async fn page(
+    app: &Shared,
+    filter: &ListFilter,
+) -> Result<(Vec<TaskInfo>, Option<String>), TaskError> {
+    let limit = filter.limit.unwrap_or(party::policy::DEFAULT_LIST_LIMIT);
+    // One more than asked tells whether another page exists.
+    let mut probe = filter.clone();
+    probe.limit = Some(limit.saturating_add(1));
+    let mut tasks = app.party.list(&probe).await?;
+    let next = if tasks.len() > limit as usize {
+        tasks.truncate(limit as usize);
+        tasks.last().map(|t| t.cursor().to_string())
+    } else {
+        None
+    };
+    Ok((tasks, next))
+}
+
+async fn list(
+    State(app): State<Shared>,
+    headers: HeaderMap,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> ApiResult {
+    reader(&app, &headers)?;
+    let Query(query) = query?;
+    let (tasks, next) = page(&app, &query.filter()?).await?;
+    let tasks: Vec<Value> = tasks
+        .iter()
+        .map(|t| {
+            let mut v = t.listing_json();
+            app.redact.task(&mut v);
+            v
+        })
+        .collect();
+    Ok(Json(json!({ "tasks": tasks, "next_cursor": next })).into_response())
+}
+
+async fn show(State(app): State<Shared>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
+    reader(&app, &headers)?;
+    let task = app.party.get(task_id(&id)?).await?;
+    Ok(Json(task_json(&app, &task)).into_response())
+}
+
+async fn cancel(
+    State(app): State<Shared>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> ApiResult {
+    writer(&app, &headers)?;
+    let task = app.party.cancel(task_id(&id)?).await?;
+    Ok(Json(task_json(&app, &task)).into_response())
+}
+
+async fn retry(State(app): State<Shared>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
+    writer(&app, &headers)?;
+    let task = app.party.retry(task_id(&id)?).await?;
+    Ok(Json(task_json(&app, &task)).into_response())
+}
+
+/// A query value, trimmed; an empty one counts as not given (as a form sends it).
+fn given(v: &Option<String>) -> Option<&str> {
+    v.as_deref().map(str::trim).filter(|s| !s.is_empty())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NextQuery {
+    count: Option<String>,
+}
+
+async fn next(
+    State(app): State<Shared>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    query: Result<Query<NextQuery>, QueryRejection>,
+) -> ApiResult {
+    reader(&app, &headers)?;
+    let Query(query) = query?;
+    let count = match query.count.as_deref() {
+        Some(c) => validate::occurrence_count(c, "count=5")?,
+        None => 5,
+    };
+    let times = app.party.next_occurrences(task_id(&id)?, count).await?;
+    let times: Vec<String> = times.into_iter().map(format_time).collect();
+    Ok(Json(times).into_response())
+}
+
+async fn gaps(State(app): State<Shared>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
+    reader(&app, &headers)?;
+    let report = app.party.gaps(task_id(&id)?).await?;
+    Ok(Json(report).into_response())
+}
+
+async fn stats(State(app): State<Shared>, headers: HeaderMap) -> ApiResult {
+    reader(&app, &headers)?;
+    Ok(Json(app.party.stats().await?.to_json()).into_response())
+}
+
+async fn openapi(State(app): State<Shared>, headers: HeaderMap) -> ApiResult {
+    reader(&app, &headers)?;
+    Ok(Json(crate::openapi::document()).into_response())
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "no such API route: GET /api/v1/openapi.json lists them",
+    )
+}

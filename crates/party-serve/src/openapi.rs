@@ -1,0 +1,202 @@
+//! The OpenAPI 3 description of the JSON API, served at `/api/v1/openapi.json`. The API tests
+//! call every operation described here against a live server and check that each answer's
+//! status is one the document lists, and that no route exists that it leaves out.
+
+use serde_json::{Value, json};
+
+/// The OpenAPI 3.0 document of `/api/v1`.
+pub fn document() -> Value {
+    let error = json!({"$ref": "#/components/responses/Error"});
+    let id = json!({"name": "id", "in": "path", "required": true,
+        "description": "A task id: 24 hexadecimal characters.",
+        "schema": {"type": "string", "pattern": "^[0-9a-f]{24}$"}});
+    let task = |desc: &str| {
+        json!({"description": desc,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Task"}}}})
+    };
+    json!({
+        "openapi": "3.0.3",
+        "info": {
+            "title": "party",
+            "version": "1",
+            "description": "A durable task scheduler's HTTP API. Every operation needs \
+                `Authorization: Bearer TOKEN`; a read-only token may call the GET operations \
+                only. Errors are JSON objects with an `error` message."
+        },
+        "servers": [{"url": "/api/v1"}],
+        "security": [{"bearer": []}],
+        "paths": {
+            "/tasks": {
+                "get": {
+                    "operationId": "listTasks",
+                    "summary": "Tasks, soonest due first, a page at a time",
+                    "parameters": [
+                        {"name": "state", "in": "query", "schema": {"$ref": "#/components/schemas/State"}},
+                        {"name": "handler", "in": "query", "schema": {"type": "string"}},
+                        {"name": "queue", "in": "query", "schema": {"type": "string"}},
+                        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": party::validate::MAX_LIST_LIMIT, "default": party::policy::DEFAULT_LIST_LIMIT}},
+                        {"name": "cursor", "in": "query", "description": "The `next_cursor` of the previous page.", "schema": {"type": "string"}}
+                    ],
+                    "responses": {
+                        "200": {"description": "One page", "content": {"application/json": {"schema": {
+                            "type": "object", "required": ["tasks", "next_cursor"],
+                            "properties": {
+                                "tasks": {"type": "array", "items": {"$ref": "#/components/schemas/Task"}},
+                                "next_cursor": {"type": "string", "nullable": true}
+                            }}}}},
+                        "400": error, "401": error
+                    }
+                },
+                "post": {
+                    "operationId": "addTask",
+                    "summary": "Add a task",
+                    "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/NewTask"}}}},
+                    "responses": {
+                        "201": task("The task as stored"),
+                        "400": error, "401": error, "403": error,
+                        "409": {"$ref": "#/components/responses/Duplicate"},
+                        "413": error
+                    }
+                }
+            },
+            "/tasks/bulk": {
+                "post": {
+                    "operationId": "addTasks",
+                    "summary": "Add many tasks in one transaction: all or none",
+                    "requestBody": {"required": true, "content": {"application/json": {"schema": {
+                        "type": "array", "minItems": 1, "maxItems": crate::api::MAX_BULK,
+                        "items": {"$ref": "#/components/schemas/NewTask"}}}}},
+                    "responses": {
+                        "201": {"description": "The new ids, in the order given", "content": {"application/json": {"schema": {
+                            "type": "object", "required": ["ids"],
+                            "properties": {"ids": {"type": "array", "items": {"type": "string"}}}}}}},
+                        "400": error, "401": error, "403": error,
+                        "409": {"$ref": "#/components/responses/Duplicate"},
+                        "413": error
+                    }
+                }
+            },
+            "/tasks/{id}": {
+                "get": {
+                    "operationId": "getTask",
+                    "summary": "One task with its run history",
+                    "parameters": [id],
+                    "responses": {"200": task("The task"), "400": error, "401": error, "404": error}
+                }
+            },
+            "/tasks/{id}/cancel": {
+                "post": {
+                    "operationId": "cancelTask",
+                    "summary": "Cancel a scheduled, retrying or dead task",
+                    "parameters": [id],
+                    "responses": {"200": task("The cancelled task"), "400": error, "401": error, "403": error, "404": error, "409": error}
+                }
+            },
+            "/tasks/{id}/retry": {
+                "post": {
+                    "operationId": "retryTask",
+                    "summary": "Make a dead, cancelled or retrying task due now",
+                    "parameters": [id],
+                    "responses": {"200": task("The task, due now"), "400": error, "401": error, "403": error, "404": error, "409": error}
+                }
+            },
+            "/tasks/{id}/next": {
+                "get": {
+                    "operationId": "nextOccurrences",
+                    "summary": "The next occurrences of a task with a rule",
+                    "parameters": [id, {"name": "count", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": party::validate::MAX_OCCURRENCES, "default": 5}}],
+                    "responses": {
+                        "200": {"description": "Instants, RFC 3339", "content": {"application/json": {"schema": {"type": "array", "items": {"type": "string", "format": "date-time"}}}}},
+                        "400": error, "401": error, "404": error
+                    }
+                }
+            },
+            "/tasks/{id}/gaps": {
+                "get": {
+                    "operationId": "occurrenceGaps",
+                    "summary": "Expected occurrences that are missing, doubled or unexpected in the run history",
+                    "parameters": [id],
+                    "responses": {
+                        "200": {"description": "The report", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Gaps"}}}},
+                        "400": error, "401": error, "404": error
+                    }
+                }
+            },
+            "/stats": {
+                "get": {
+                    "operationId": "stats",
+                    "summary": "Counts by state and handler, the oldest due task, throughput, live workers",
+                    "responses": {
+                        "200": {"description": "As `party stats --json`", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Stats"}}}},
+                        "401": error
+                    }
+                }
+            },
+            "/openapi.json": {
+                "get": {
+                    "operationId": "openapi",
+                    "summary": "This document",
+                    "responses": {"200": {"description": "OpenAPI 3", "content": {"application/json": {"schema": {"type": "object"}}}}, "401": error}
+                }
+            }
+        },
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "responses": {
+                "Error": {"description": "What was wrong", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
+                "Duplicate": {"description": "A recurring task with the same handler and data exists (or a state conflict)", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+            },
+            "schemas": {
+                "Error": {"type": "object", "required": ["error"], "properties": {
+                    "error": {"type": "string"},
+                    "existing_id": {"type": "string", "description": "For a duplicate recurring task: the task that already exists"}}},
+                "State": {"type": "string", "enum": ["scheduled", "running", "retrying", "done", "dead", "cancelled"]},
+                "NewTask": {"type": "object", "required": ["handler"], "additionalProperties": false, "properties": {
+                    "handler": {"type": "string"},
+                    "data": {"type": "object"},
+                    "at": {"type": "string", "format": "date-time", "description": "First run, not in the past"},
+                    "in": {"type": "string", "description": "First run after this long, e.g. 90s, 2h"},
+                    "every": {"type": "string", "description": "Recur at this interval"},
+                    "cron": {"type": "string"},
+                    "tz": {"type": "string", "description": "IANA time zone of the rule"},
+                    "monthly_on": {"type": "integer", "minimum": 1, "maximum": 31},
+                    "at_time": {"type": "string", "description": "HH:MM, with monthly_on"},
+                    "missed": {"type": "string", "enum": ["all", "latest", "skip"]},
+                    "nonexistent": {"type": "string", "enum": ["shift", "skip"]},
+                    "repeated": {"type": "string", "enum": ["first", "second"]},
+                    "max_attempts": {"type": "integer", "minimum": 1},
+                    "queue": {"type": "string"},
+                    "priority": {"type": "integer"}}},
+                "Run": {"type": "object", "properties": {
+                    "attempt": {"type": "integer"}, "timestamp": {"type": "string", "format": "date-time"},
+                    "started_at": {"type": "string", "format": "date-time"}, "finished_at": {"type": "string", "format": "date-time"},
+                    "outcome": {"type": "string", "enum": ["succeeded", "failed", "timed_out", "lost"]},
+                    "error": {"type": "string", "nullable": true}, "worker": {"type": "string"}}},
+                "Task": {"type": "object", "required": ["id", "handler", "data", "state"], "properties": {
+                    "id": {"type": "string"}, "handler": {"type": "string"}, "data": {"type": "object"},
+                    "timestamp": {"type": "string", "format": "date-time"},
+                    "last_run_on": {"type": "string", "format": "date-time", "nullable": true},
+                    "attempts": {"type": "integer"}, "is_recurring": {"type": "boolean"},
+                    "state": {"$ref": "#/components/schemas/State"}, "queue": {"type": "string"},
+                    "priority": {"type": "integer"}, "max_attempts": {"type": "integer"},
+                    "last_error": {"type": "string", "nullable": true},
+                    "rule": {"type": "object", "nullable": true},
+                    "due_at": {"type": "string", "format": "date-time"},
+                    "created_at": {"type": "string", "format": "date-time"},
+                    "worker": {"type": "string", "nullable": true},
+                    "runs": {"type": "array", "items": {"$ref": "#/components/schemas/Run"}, "description": "Left out of listings"}}},
+                "Gaps": {"type": "object", "properties": {
+                    "expected": {"type": "integer"}, "truncated": {"type": "boolean"},
+                    "missing": {"type": "array", "items": {"type": "string"}},
+                    "doubled": {"type": "array"}, "unexpected": {"type": "array", "items": {"type": "string"}}}},
+                "Stats": {"type": "object", "properties": {
+                    "by_state": {"type": "object", "additionalProperties": {"type": "integer"}},
+                    "by_handler": {"type": "object"},
+                    "oldest_due": {"type": "string", "format": "date-time", "nullable": true},
+                    "finished_last_minute": {"type": "integer"},
+                    "unhandled": {"type": "array"}, "workers": {"type": "array"},
+                    "stuck_count": {"type": "integer"}, "stuck": {"type": "array"}}}
+            }
+        }
+    })
+}

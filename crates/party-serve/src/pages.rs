@@ -1,0 +1,523 @@
+//! The dashboard: server-rendered pages (maud templates, compiled into the binary and escaping
+//! every value), refreshed every few seconds by the browser without losing the page's filters
+//! (they live in the address). Actions are POST forms carrying the session's CSRF token.
+
+use std::collections::BTreeMap;
+
+use axum::Router;
+use axum::extract::rejection::{FormRejection, QueryRejection};
+use axum::extract::{Form, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use jiff::{SignedDuration, Timestamp};
+use maud::{DOCTYPE, Markup, PreEscaped, html};
+use party::recurrence::{Recurrence, format_duration};
+use party::{State as TaskState, SteerFilter, TaskError, TaskId, TaskInfo, format_time};
+use serde::Deserialize;
+
+use crate::Shared;
+use crate::api::{ListQuery, page};
+use crate::auth::{Caller, Denied};
+
+/// How often pages reload themselves, in seconds.
+const REFRESH_SECS: u32 = 5;
+
+pub(crate) fn routes() -> Router<Shared> {
+    Router::new()
+        .route("/", get(overview))
+        .route("/tasks", get(tasks))
+        .route("/tasks/{id}", get(detail))
+        .route("/tasks/{id}/cancel", post(cancel))
+        .route("/tasks/{id}/retry", post(retry))
+        .route("/tasks/retry-matching", post(retry_matching))
+        .route("/tasks/cancel-matching", post(cancel_matching))
+}
+
+/// A page's failure, shown as a page.
+struct PageError(StatusCode, String);
+
+impl From<TaskError> for PageError {
+    fn from(e: TaskError) -> PageError {
+        PageError(crate::error::status_of(&e), e.to_string())
+    }
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        let body = layout(
+            "error",
+            None,
+            false,
+            html! { h1 { "Something went wrong" } p.error role="alert" { (self.1) } p { a href="/" { "Back to the overview" } } },
+        );
+        (self.0, Html(body.into_string())).into_response()
+    }
+}
+
+/// Who is asking; `None` sends the browser to the login page.
+fn caller(app: &Shared, headers: &HeaderMap) -> Option<Caller> {
+    app.auth.page(headers).ok()
+}
+
+fn to_login() -> Response {
+    Redirect::to("/login").into_response()
+}
+
+fn denied(d: Denied) -> Response {
+    PageError(d.status(), d.message().to_string()).into_response()
+}
+
+pub(crate) const CSS: &str = "\
+body{font:14px/1.45 system-ui,sans-serif;margin:0;background:#f6f7f9;color:#1d2330}\
+header{background:#1d2330;color:#fff;padding:.6rem 1.2rem;display:flex;gap:1.2rem;align-items:center}\
+header a{color:#cfd8ff;text-decoration:none}header strong{margin-right:1rem}header form{margin-left:auto}\
+main{padding:1rem 1.2rem;max-width:1200px}h1{font-size:1.3rem}h2{font-size:1.05rem;margin-top:1.6rem}\
+table{border-collapse:collapse;background:#fff;width:100%}th,td{text-align:left;padding:.35rem .6rem;border-bottom:1px solid #e3e6ea;vertical-align:top}\
+th{background:#eef0f3;font-weight:600}td.num{text-align:right;font-variant-numeric:tabular-nums}\
+.cards{display:flex;flex-wrap:wrap;gap:.8rem}.card{background:#fff;border-radius:6px;padding:.6rem 1rem;min-width:7rem;box-shadow:0 1px 2px #0001}\
+.card b{display:block;font-size:1.5rem}.card a{color:inherit;text-decoration:none}\
+.error,.alert{color:#b00020}.alert{background:#fdecee;padding:.5rem .8rem;border-radius:4px}\
+pre{background:#fff;padding:.8rem;overflow:auto;border:1px solid #e3e6ea;white-space:pre-wrap;word-break:break-all}\
+form.inline{display:inline}button{padding:.3rem .8rem;cursor:pointer}.muted{color:#667}\
+.state{padding:.05rem .4rem;border-radius:3px;background:#eef0f3}.state-dead{background:#fdecee;color:#b00020}\
+.state-done{background:#e6f4ea;color:#1e6b34}.state-running{background:#e8f0fe;color:#1a4fb0}\
+.filters{display:flex;gap:.6rem;align-items:end;flex-wrap:wrap;margin-bottom:.8rem}.filters label{display:flex;flex-direction:column;font-size:.85rem}\
+.bar{display:inline-block;background:#5b7bd5;height:.7rem;vertical-align:middle}";
+
+/// The frame around every page. `refresh` makes the browser reload the same address (filters
+/// included) every few seconds.
+fn layout(title: &str, caller: Option<&Caller>, refresh: bool, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                @if refresh { meta http-equiv="refresh" content=(REFRESH_SECS); }
+                title { "party · " (title) }
+                style { (PreEscaped(CSS)) }
+            }
+            body {
+                header {
+                    strong { "party" }
+                    a href="/" { "Overview" }
+                    a href="/tasks" { "Tasks" }
+                    a href="/tasks?state=dead" { "Dead" }
+                    @if let Some(c) = caller {
+                        @if !c.csrf().is_empty() {
+                            form.inline method="post" action="/logout" {
+                                input type="hidden" name="csrf" value=(c.csrf());
+                                button type="submit" { "Log out" }
+                            }
+                        }
+                    }
+                }
+                main { (body) }
+            }
+        }
+    }
+}
+
+fn state_badge(s: TaskState) -> Markup {
+    html! { span class={ "state state-" (s.as_str()) } { (s.as_str()) } }
+}
+
+/// `t` relative to `now`, for people: "in 5m", "3s ago".
+fn relative(t: Timestamp, now: Timestamp) -> String {
+    let d = t.duration_since(now);
+    let whole = SignedDuration::from_secs(d.as_secs());
+    if d.is_negative() {
+        format!("{} ago", format_duration(-whole))
+    } else if whole.is_zero() {
+        "now".to_string()
+    } else {
+        format!("in {}", format_duration(whole))
+    }
+}
+
+async fn overview(State(app): State<Shared>, headers: HeaderMap) -> Response {
+    let Some(c) = caller(&app, &headers) else {
+        return to_login();
+    };
+    let stats = match app.party.stats().await {
+        Ok(s) => s,
+        Err(e) => return PageError::from(e).into_response(),
+    };
+    let now = app.party.clock().now();
+    let mut by_handler: BTreeMap<&str, BTreeMap<TaskState, u64>> = BTreeMap::new();
+    for h in &stats.by_handler {
+        *by_handler
+            .entry(&h.handler)
+            .or_default()
+            .entry(h.state)
+            .or_default() += h.count;
+    }
+    let body = html! {
+        h1 { "Overview" }
+        @if !stats.unhandled.is_empty() {
+            div.alert role="alert" id="unhandled" {
+                strong { "Due tasks no live worker can run: " }
+                @for u in &stats.unhandled {
+                    a href={ "/tasks?handler=" (urlencode(&u.handler)) } { (u.handler) } " (" (u.count) " " (u.state.as_str()) ") "
+                }
+            }
+        }
+        div.cards id="by-state" {
+            @for (state, n) in &stats.by_state {
+                div.card { a href={ "/tasks?state=" (state.as_str()) } { b data-state=(state.as_str()) { (n) } (state.as_str()) } }
+            }
+        }
+        h2 { "Health" }
+        table {
+            tr { th { "Oldest due task" } td {
+                @match stats.oldest_due {
+                    Some(t) => { (format_time(t)) " (" (relative(t, now)) ")" }
+                    None => span.muted { "nothing is waiting" },
+                }
+            } }
+            tr { th { "Attempts finished in the last minute" } td id="throughput" { (stats.finished_last_minute) } }
+            tr { th { "Running tasks whose lease ended" } td { (stats.stuck_count) } }
+        }
+        h2 { "Tasks by handler" }
+        @if by_handler.is_empty() {
+            p.muted { "No tasks yet. Add one with " code { "party add noop" } " or POST /api/v1/tasks." }
+        } @else {
+            table {
+                tr { th { "Handler" } @for s in TaskState::ALL { th { (s.as_str()) } } }
+                @for (h, counts) in &by_handler {
+                    tr {
+                        td { a href={ "/tasks?handler=" (urlencode(h)) } { (h) } }
+                        @for s in TaskState::ALL {
+                            td.num { @if let Some(n) = counts.get(&s) { a href={ "/tasks?handler=" (urlencode(h)) "&state=" (s.as_str()) } { (n) } } @else { span.muted { "0" } } }
+                        }
+                    }
+                }
+            }
+        }
+        h2 { "Live workers" }
+        @if stats.workers.is_empty() {
+            p.muted { "No live worker. Start one with " code { "party worker" } "." }
+        } @else {
+            table {
+                tr { th { "Worker" } th { "Last heartbeat" } th { "Handlers" } th { "Queues" } }
+                @for w in &stats.workers {
+                    tr { td { (w.id) } td { (relative(w.last_seen, now)) } td { (w.handlers.join(", ")) } td { (w.queues.join(", ")) } }
+                }
+            }
+        }
+    };
+    Html(layout("overview", Some(&c), true, body).into_string()).into_response()
+}
+
+/// A query value made safe for an address.
+fn urlencode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+async fn tasks(
+    State(app): State<Shared>,
+    headers: HeaderMap,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Response {
+    let Some(c) = caller(&app, &headers) else {
+        return to_login();
+    };
+    let query = match query {
+        Ok(Query(q)) => q,
+        Err(e) => return PageError(StatusCode::BAD_REQUEST, e.body_text()).into_response(),
+    };
+    let filter = match query.filter() {
+        Ok(f) => f,
+        Err(e) => return PageError::from(e).into_response(),
+    };
+    let (list, next) = match page(&app, &filter).await {
+        Ok(p) => p,
+        Err(e) => return PageError::from(e).into_response(),
+    };
+    let now = app.party.clock().now();
+    let keep = |v: &Option<String>| v.clone().unwrap_or_default();
+    let filters = format!(
+        "state={}&handler={}&queue={}",
+        urlencode(&keep(&query.state)),
+        urlencode(&keep(&query.handler)),
+        urlencode(&keep(&query.queue))
+    );
+    let steerable = filter.state.is_some() || filter.handler.is_some() || filter.queue.is_some();
+    let body = html! {
+        h1 { "Tasks" }
+        form.filters method="get" action="/tasks" {
+            label { "State" select name="state" {
+                option value="" { "any" }
+                @for s in TaskState::ALL { option value=(s.as_str()) selected[filter.state == Some(s)] { (s.as_str()) } }
+            } }
+            label { "Handler" input name="handler" value=(keep(&query.handler)); }
+            label { "Queue" input name="queue" value=(keep(&query.queue)); }
+            button type="submit" { "Filter" }
+        }
+        @if steerable {
+            p {
+                form.inline method="post" action="/tasks/retry-matching" {
+                    input type="hidden" name="csrf" value=(c.csrf());
+                    input type="hidden" name="state" value=(keep(&query.state));
+                    input type="hidden" name="handler" value=(keep(&query.handler));
+                    input type="hidden" name="queue" value=(keep(&query.queue));
+                    button type="submit" id="retry-matching" { "Retry every matching task" }
+                }
+                " "
+                form.inline method="post" action="/tasks/cancel-matching" {
+                    input type="hidden" name="csrf" value=(c.csrf());
+                    input type="hidden" name="state" value=(keep(&query.state));
+                    input type="hidden" name="handler" value=(keep(&query.handler));
+                    input type="hidden" name="queue" value=(keep(&query.queue));
+                    button type="submit" id="cancel-matching" { "Cancel every matching task" }
+                }
+            }
+        }
+        @if list.is_empty() {
+            p.muted { "No task matches." }
+        } @else {
+            table id="tasks" {
+                tr { th { "Id" } th { "Handler" } th { "State" } th { "Due" } th { "Attempts" } th { "Queue" } th { "Data" } th { "Last error" } }
+                @for t in &list {
+                    tr {
+                        td { a href={ "/tasks/" (t.id) } { code { (t.id) } } }
+                        td { (t.handler) }
+                        td { (state_badge(t.state)) }
+                        td { (relative(t.due_at, now)) }
+                        td.num { (t.attempts) "/" (t.max_attempts) }
+                        td { (t.queue) }
+                        td { code { (short(&redacted_data(&app, t), 60)) } }
+                        td.error { (t.last_error.as_deref().map(|e| short(e, 80)).unwrap_or_default()) }
+                    }
+                }
+            }
+        }
+        @if let Some(next) = next {
+            p { a id="next-page" href={ "/tasks?" (filters) "&limit=" (filter.limit.unwrap_or(100)) "&cursor=" (urlencode(&next)) } { "Next page →" } }
+        }
+    };
+    Html(layout("tasks", Some(&c), true, body).into_string()).into_response()
+}
+
+fn redacted_data(app: &Shared, t: &TaskInfo) -> String {
+    let mut data = t.data.clone();
+    app.redact.data(&mut data);
+    data.to_string()
+}
+
+fn short(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_string();
+    }
+    let head: String = s.chars().take(max).collect();
+    format!("{head}…")
+}
+
+async fn detail(State(app): State<Shared>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    let Some(c) = caller(&app, &headers) else {
+        return to_login();
+    };
+    let task = match id.parse::<TaskId>() {
+        Ok(id) => app.party.get(id).await,
+        Err(e) => Err(e),
+    };
+    let t = match task {
+        Ok(t) => t,
+        Err(e) => return PageError::from(e).into_response(),
+    };
+    let now = app.party.clock().now();
+    let rule = t
+        .rule
+        .as_ref()
+        .and_then(|r| Recurrence::from_json(&r.to_string()).ok());
+    let upcoming = match &rule {
+        Some(_) => app
+            .party
+            .next_occurrences(t.id, 5)
+            .await
+            .unwrap_or_default(),
+        None => Vec::new(),
+    };
+    let mut data = t.data.clone();
+    app.redact.data(&mut data);
+    let pretty = serde_json::to_string_pretty(&data).unwrap_or_default();
+    let body = html! {
+        h1 { "Task " code { (t.id) } }
+        table id="fields" {
+            tr { th { "Handler" } td { (t.handler) } }
+            tr { th { "State" } td { (state_badge(t.state)) } }
+            tr { th { "timestamp" } td { (format_time(t.timestamp)) " (" (relative(t.timestamp, now)) ")" } }
+            tr { th { "Due" } td { (format_time(t.due_at)) } }
+            tr { th { "last_run_on" } td { @match t.last_run_on { Some(x) => (format_time(x)), None => span.muted { "never" } } } }
+            tr { th { "Attempts" } td { (t.attempts) " of " (t.max_attempts) } }
+            tr { th { "Queue, priority" } td { (t.queue) ", " (t.priority) } }
+            @if let Some(r) = &rule {
+                tr { th { "Rule" } td { (r.rule.to_string()) @if let Some(tz) = &r.tz { " in " (tz) } " · missed: " (r.missed.to_string()) } }
+                tr { th { "Next occurrences" } td { @for u in &upcoming { (format_time(u.to_owned())) br; } } }
+            }
+            @if let Some(e) = &t.last_error { tr { th { "Last error" } td.error { pre { (e) } } } }
+        }
+        h2 { "Data" }
+        pre id="data" { (pretty) }
+        h2 { "Actions" }
+        p {
+            form.inline method="post" action={ "/tasks/" (t.id) "/retry" } {
+                input type="hidden" name="csrf" value=(c.csrf());
+                button type="submit" id="retry" { @if matches!(t.state, TaskState::Scheduled) { "Run now" } @else { "Retry" } }
+            }
+            " "
+            form.inline method="post" action={ "/tasks/" (t.id) "/cancel" } {
+                input type="hidden" name="csrf" value=(c.csrf());
+                button type="submit" id="cancel" { "Cancel" }
+            }
+        }
+        h2 { "Runs" }
+        @if t.runs.is_empty() {
+            p.muted { "No attempt yet." }
+        } @else {
+            table id="runs" {
+                tr { th { "Occurrence" } th { "Attempt" } th { "Started" } th { "Took" } th { "Outcome" } th { "Worker" } th { "Error" } }
+                @for r in t.runs.iter().rev() {
+                    tr {
+                        td { (format_time(r.timestamp)) }
+                        td.num { (r.attempt) }
+                        td { (format_time(r.started_at)) }
+                        td { (format!("{:.3}s", r.finished_at.duration_since(r.started_at).as_secs_f64())) }
+                        td { (r.outcome.as_str()) }
+                        td { (r.worker) }
+                        td.error { (r.error.clone().unwrap_or_default()) }
+                    }
+                }
+            }
+        }
+    };
+    let refresh = !matches!(t.state, TaskState::Done | TaskState::Cancelled);
+    Html(layout("task", Some(&c), refresh, body).into_string()).into_response()
+}
+
+#[derive(Deserialize)]
+struct ActionForm {
+    #[serde(default)]
+    csrf: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct MatchingForm {
+    #[serde(default)]
+    csrf: Option<String>,
+    #[serde(default)]
+    state: Option<String>,
+    #[serde(default)]
+    handler: Option<String>,
+    #[serde(default)]
+    queue: Option<String>,
+}
+
+/// Check a dashboard POST: a caller with write access, and (with the cookie) the session's
+/// CSRF token.
+fn change(app: &Shared, headers: &HeaderMap, csrf: Option<&str>) -> Result<(), Denied> {
+    let c = caller(app, headers).ok_or(Denied::Unauthenticated)?;
+    app.auth.check_change(&c, headers, csrf)
+}
+
+async fn cancel(
+    State(app): State<Shared>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    form: Result<Form<ActionForm>, FormRejection>,
+) -> Response {
+    steer_one(app, headers, id, form, true).await
+}
+
+async fn retry(
+    State(app): State<Shared>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    form: Result<Form<ActionForm>, FormRejection>,
+) -> Response {
+    steer_one(app, headers, id, form, false).await
+}
+
+async fn steer_one(
+    app: Shared,
+    headers: HeaderMap,
+    id: String,
+    form: Result<Form<ActionForm>, FormRejection>,
+    cancel: bool,
+) -> Response {
+    let csrf = form.ok().and_then(|Form(f)| f.csrf);
+    if let Err(d) = change(&app, &headers, csrf.as_deref()) {
+        return denied(d);
+    }
+    let result = match id.parse::<TaskId>() {
+        Ok(id) if cancel => app.party.cancel(id).await,
+        Ok(id) => app.party.retry(id).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(t) => Redirect::to(&format!("/tasks/{}", t.id)).into_response(),
+        Err(e) => PageError::from(e).into_response(),
+    }
+}
+
+async fn retry_matching(
+    State(app): State<Shared>,
+    headers: HeaderMap,
+    form: Result<Form<MatchingForm>, FormRejection>,
+) -> Response {
+    steer_matching(app, headers, form, false).await
+}
+
+async fn cancel_matching(
+    State(app): State<Shared>,
+    headers: HeaderMap,
+    form: Result<Form<MatchingForm>, FormRejection>,
+) -> Response {
+    steer_matching(app, headers, form, true).await
+}
+
+async fn steer_matching(
+    app: Shared,
+    headers: HeaderMap,
+    form: Result<Form<MatchingForm>, FormRejection>,
+    cancel: bool,
+) -> Response {
+    let Ok(Form(f)) = form else {
+        return denied(Denied::Forged);
+    };
+    if let Err(d) = change(&app, &headers, f.csrf.as_deref()) {
+        return denied(d);
+    }
+    let q = ListQuery {
+        state: f.state,
+        handler: f.handler,
+        queue: f.queue,
+        ..ListQuery::default()
+    };
+    let filter = match q.filter() {
+        Ok(l) => SteerFilter {
+            state: l.state,
+            handler: l.handler,
+            queue: l.queue,
+        },
+        Err(e) => return PageError::from(e).into_response(),
+    };
+    let result = if cancel {
+        app.party.cancel_matching(&filter).await
+    } else {
+        app.party.retry_matching(&filter).await
+    };
+    match result {
+        Ok(_) => Redirect::to("/tasks").into_response(),
+        Err(e) => PageError::from(e).into_response(),
+    }
+}

@@ -1,0 +1,405 @@
+//! The JSON API over HTTP against a live server, on SQLite and PostgreSQL: authentication,
+//! every route's answers beside the library's (the CLI's `--json` shapes), errors, keyset
+//! pages, bulk adds, and the OpenAPI document checked against what the server does.
+
+mod support;
+
+use party::TaskId;
+use serde_json::{Value, json};
+use support::{Backend, READ_TOKEN, Server, on_every_backend};
+
+async fn only_healthz_is_open_and_tokens_are_checked(b: Backend) {
+    let Some(s) = Server::start(b).await else {
+        return;
+    };
+    let health = s.raw("GET", "/healthz", &[], None).await;
+    assert_eq!((health.status, health.body.as_str()), (200, "ok\n"));
+    for path in [
+        "/api/v1/tasks",
+        "/api/v1/stats",
+        "/api/v1/openapi.json",
+        "/metrics",
+    ] {
+        let r = s.raw("GET", path, &[], None).await;
+        assert_eq!(r.status, 401, "{path}");
+        assert!(
+            r.json()["error"].as_str().unwrap().contains("Bearer"),
+            "{path}"
+        );
+        assert_eq!(r.header("www-authenticate"), Some("Bearer"));
+        let wrong = s
+            .raw(
+                "GET",
+                path,
+                &[("Authorization", "Bearer test-token-0123456789abcdeX")],
+                None,
+            )
+            .await;
+        assert_eq!(wrong.status, 401, "{path}");
+    }
+    // The dashboard sends a stranger to the login page.
+    let page = s.raw("GET", "/", &[], None).await;
+    assert_eq!(page.status, 303);
+    assert_eq!(page.header("location"), Some("/login"));
+    // The read-only token reads and may not change anything.
+    let read = format!("Bearer {READ_TOKEN}");
+    let r = s
+        .raw("GET", "/api/v1/tasks", &[("Authorization", &read)], None)
+        .await;
+    assert_eq!(r.status, 200);
+    let r = s
+        .raw(
+            "POST",
+            "/api/v1/tasks",
+            &[("Authorization", &read)],
+            Some(r#"{"handler":"noop"}"#),
+        )
+        .await;
+    assert_eq!(r.status, 403);
+    assert!(r.json()["error"].as_str().unwrap().contains("read-only"));
+    assert!(
+        s.party.list(&Default::default()).await.unwrap().is_empty(),
+        "nothing written"
+    );
+}
+
+async fn tasks_are_added_shown_and_steered_as_the_cli_does(b: Backend) {
+    let Some(s) = Server::start(b).await else {
+        return;
+    };
+    let r = s
+        .api(
+            "POST",
+            "/api/v1/tasks",
+            Some(r#"{"handler":"noop","data":{"customer":"acme"},"in":"1h","queue":"billing","priority":3,"max_attempts":2}"#),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let created = r.json();
+    let id: TaskId = created["id"].as_str().unwrap().parse().unwrap();
+    // The answer is the task as the library reads it back (the shape of `show --json`).
+    let stored = s.party.get(id).await.unwrap();
+    assert_eq!(created, serde_json::to_value(&stored).unwrap());
+    assert_eq!(created["queue"], "billing");
+    assert_eq!(created["priority"], 3);
+    assert_eq!(created["max_attempts"], 2);
+    assert_eq!(created["state"], "scheduled");
+    let shown = s.api("GET", &format!("/api/v1/tasks/{id}"), None).await;
+    assert_eq!(shown.status, 200);
+    assert_eq!(shown.json(), serde_json::to_value(&stored).unwrap());
+    // The listing leaves out runs, as `list --json` does.
+    let listed = s.api("GET", "/api/v1/tasks", None).await.json();
+    assert_eq!(listed["tasks"], json!([stored.listing_json()]));
+    assert_eq!(listed["next_cursor"], Value::Null);
+    // Cancel, cancel again (a conflict), retry, unknown ids.
+    let c = s
+        .api("POST", &format!("/api/v1/tasks/{id}/cancel"), None)
+        .await;
+    assert_eq!(
+        (c.status, c.json()["state"].clone()),
+        (200, json!("cancelled"))
+    );
+    let again = s
+        .api("POST", &format!("/api/v1/tasks/{id}/cancel"), None)
+        .await;
+    assert_eq!(again.status, 409);
+    assert!(
+        again.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("cannot cancel")
+    );
+    let r = s
+        .api("POST", &format!("/api/v1/tasks/{id}/retry"), None)
+        .await;
+    assert_eq!(
+        (r.status, r.json()["state"].clone()),
+        (200, json!("scheduled"))
+    );
+    let unknown = TaskId::generate(party::jiff::Timestamp::now());
+    for (m, p) in [
+        ("GET", format!("/api/v1/tasks/{unknown}")),
+        ("POST", format!("/api/v1/tasks/{unknown}/cancel")),
+        ("POST", format!("/api/v1/tasks/{unknown}/retry")),
+        ("GET", format!("/api/v1/tasks/{unknown}/gaps")),
+    ] {
+        let r = s.api(m, &p, None).await;
+        assert_eq!(r.status, 404, "{m} {p}");
+        assert!(
+            r.json()["error"]
+                .as_str()
+                .unwrap()
+                .contains("no task with id")
+        );
+    }
+    let bad = s.api("GET", "/api/v1/tasks/not-an-id", None).await;
+    assert_eq!(bad.status, 400);
+    // Stats are `party stats --json`.
+    let stats = s.api("GET", "/api/v1/stats", None).await;
+    assert_eq!(stats.status, 200);
+    let mine = s.party.stats().await.unwrap().to_json();
+    assert_eq!(stats.json()["by_state"], mine["by_state"]);
+    assert_eq!(stats.json()["by_handler"], mine["by_handler"]);
+}
+
+async fn recurring_tasks_refuse_duplicates_and_show_their_future(b: Backend) {
+    let Some(s) = Server::start(b).await else {
+        return;
+    };
+    let body =
+        r#"{"handler":"noop","data":{"report":"daily"},"cron":"0 9 * * *","tz":"Europe/Berlin"}"#;
+    let first = s.api("POST", "/api/v1/tasks", Some(body)).await;
+    assert_eq!(first.status, 201, "{}", first.body);
+    let id = first.json()["id"].as_str().unwrap().to_string();
+    let dup = s.api("POST", "/api/v1/tasks", Some(body)).await;
+    assert_eq!(dup.status, 409);
+    assert_eq!(dup.json()["existing_id"], json!(id));
+    assert!(dup.json()["error"].as_str().unwrap().contains(&id));
+    let next = s
+        .api("GET", &format!("/api/v1/tasks/{id}/next?count=3"), None)
+        .await;
+    assert_eq!(next.status, 200);
+    let times = next.json();
+    assert_eq!(times.as_array().unwrap().len(), 3);
+    let expected: Vec<String> = s
+        .party
+        .next_occurrences(id.parse().unwrap(), 3)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(party::format_time)
+        .collect();
+    assert_eq!(times, json!(expected));
+    for bad in ["count=0", "count=1001", "count=x", "colour=red"] {
+        let r = s
+            .api("GET", &format!("/api/v1/tasks/{id}/next?{bad}"), None)
+            .await;
+        assert_eq!(r.status, 400, "{bad}: {}", r.body);
+    }
+    let gaps = s
+        .api("GET", &format!("/api/v1/tasks/{id}/gaps"), None)
+        .await;
+    assert_eq!(gaps.status, 200);
+    assert_eq!(gaps.json()["expected"], 0);
+}
+
+async fn bad_input_is_refused_with_a_message_and_nothing_written(b: Backend) {
+    let Some(s) = Server::start_with(b, |c| party_serve::ServeConfig {
+        body_limit: 4096,
+        ..c
+    })
+    .await
+    else {
+        return;
+    };
+    for (body, says) in [
+        (
+            r#"{"handler":"noop","colour":"red"}"#,
+            "unknown field `colour`",
+        ),
+        (r#"{"handler":"nope"}"#, "unknown handler"),
+        (r#"{"handler":"noop","data":[1]}"#, "must be a JSON object"),
+        (r#"{"handler":"noop","at":"2001-01-01T00:00:00Z"}"#, "past"),
+        (r#"{"handler":"noop","every":"0s"}"#, "zero"),
+        (r#"{"handler":"noop","max_attempts":0}"#, "attempts"),
+        ("not json", "a task is one JSON object"),
+    ] {
+        let r = s.api("POST", "/api/v1/tasks", Some(body)).await;
+        assert_eq!(r.status, 400, "{body}");
+        let e = r.json()["error"].as_str().unwrap().to_string();
+        assert!(e.contains(says), "{body}: {e}");
+    }
+    let big = format!(
+        r#"{{"handler":"noop","data":{{"x":"{}"}}}}"#,
+        "a".repeat(5000)
+    );
+    let r = s.api("POST", "/api/v1/tasks", Some(&big)).await;
+    assert_eq!(r.status, 413);
+    assert!(r.json()["error"].as_str().unwrap().contains("too large"));
+    for q in ["state=sleeping", "limit=0", "cursor=nope", "colour=red"] {
+        let r = s.api("GET", &format!("/api/v1/tasks?{q}"), None).await;
+        assert_eq!(r.status, 400, "{q}");
+        assert!(r.json()["error"].is_string());
+    }
+    // A bulk add with one bad task adds none, and names the bad one.
+    let r = s
+        .api(
+            "POST",
+            "/api/v1/tasks/bulk",
+            Some(r#"[{"handler":"noop"},{"handler":"noop","queue":""}]"#),
+        )
+        .await;
+    assert_eq!(r.status, 400);
+    assert!(
+        r.json()["error"].as_str().unwrap().starts_with("task 2:"),
+        "{}",
+        r.body
+    );
+    let r = s.api("POST", "/api/v1/tasks/bulk", Some("[]")).await;
+    assert_eq!(r.status, 400);
+    assert!(s.party.list(&Default::default()).await.unwrap().is_empty());
+    let missing = s.api("GET", "/api/v1/nothing-here", None).await;
+    assert_eq!(missing.status, 404);
+    assert!(missing.json()["error"].is_string());
+}
+
+async fn pages_follow_the_cursor_through_every_task_once(b: Backend) {
+    let Some(s) = Server::start(b).await else {
+        return;
+    };
+    let tasks: Vec<Value> = (0..7)
+        .map(|i| json!({"handler": "noop", "data": {"n": i}, "queue": if i % 3 == 0 { "mail" } else { "default" }}))
+        .collect();
+    let r = s
+        .api(
+            "POST",
+            "/api/v1/tasks/bulk",
+            Some(&Value::from(tasks).to_string()),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let ids: Vec<String> = serde_json::from_value(r.json()["ids"].clone()).unwrap();
+    assert_eq!(ids.len(), 7);
+    let mut seen = Vec::new();
+    let mut path = "/api/v1/tasks?limit=3".to_string();
+    loop {
+        let page = s.api("GET", &path, None).await.json();
+        for t in page["tasks"].as_array().unwrap() {
+            seen.push(t["id"].as_str().unwrap().to_string());
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => path = format!("/api/v1/tasks?limit=3&cursor={c}"),
+            None => break,
+        }
+    }
+    let all: Vec<String> = s
+        .party
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .iter()
+        .map(|t| t.id.to_string())
+        .collect();
+    assert_eq!(seen, all);
+    let mut sorted = seen.clone();
+    sorted.sort();
+    let mut given = ids.clone();
+    given.sort();
+    assert_eq!(sorted, given, "every added task, once");
+    let mail = s
+        .api(
+            "GET",
+            "/api/v1/tasks?queue=mail&state=scheduled&handler=noop",
+            None,
+        )
+        .await
+        .json();
+    assert_eq!(mail["tasks"].as_array().unwrap().len(), 3);
+}
+
+async fn redacted_fields_never_leave_the_server(b: Backend) {
+    let Some(s) = Server::start_with(b, |c| party_serve::ServeConfig {
+        redact: vec!["data.card".into(), "data.pay.token".into()],
+        ..c
+    })
+    .await
+    else {
+        return;
+    };
+    let r = s
+        .api("POST", "/api/v1/tasks", Some(r#"{"handler":"noop","data":{"card":"4242424242424242","pay":{"token":"tok_secret","amount":3}}}"#))
+        .await;
+    assert_eq!(r.status, 201);
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    for path in [
+        format!("/api/v1/tasks/{id}"),
+        "/api/v1/tasks".to_string(),
+        format!("/tasks/{id}"),
+        "/tasks".to_string(),
+    ] {
+        let body = s.api("GET", &path, None).await.body;
+        assert!(
+            !body.contains("4242424242424242") && !body.contains("tok_secret"),
+            "{path}: {body}"
+        );
+        assert!(body.contains("[redacted]"), "{path}");
+    }
+    // The store keeps the data for the handler.
+    let stored = s.party.get(id.parse().unwrap()).await.unwrap();
+    assert_eq!(stored.data["card"], "4242424242424242");
+}
+
+async fn every_route_matches_the_openapi_document(b: Backend) {
+    let Some(s) = Server::start(b).await else {
+        return;
+    };
+    let doc = s.api("GET", "/api/v1/openapi.json", None).await.json();
+    assert_eq!(doc, party_serve::openapi_document());
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    // A recurring task to call every operation on.
+    let r = s
+        .api(
+            "POST",
+            "/api/v1/tasks",
+            Some(r#"{"handler":"noop","every":"1h"}"#),
+        )
+        .await;
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    let bodies = |path: &str| match path {
+        "/tasks" => Some(r#"{"handler":"noop","data":{"k":1}}"#),
+        "/tasks/bulk" => Some(r#"[{"handler":"noop"}]"#),
+        _ => None,
+    };
+    let paths = doc["paths"].as_object().unwrap();
+    let mut operations = 0;
+    for (path, item) in paths {
+        for (method, op) in item.as_object().unwrap() {
+            let url = format!("/api/v1{}", path.replace("{id}", &id));
+            let method = method.to_uppercase();
+            for (who, auth) in [("token", Some(support::TOKEN)), ("nobody", None)] {
+                let header = auth.map(|t| format!("Bearer {t}"));
+                let headers: Vec<(&str, &str)> = header
+                    .iter()
+                    .map(|h| ("Authorization", h.as_str()))
+                    .collect();
+                let r = s.raw(&method, &url, &headers, bodies(path)).await;
+                let documented = op["responses"].as_object().unwrap();
+                assert!(
+                    documented.contains_key(&r.status.to_string()),
+                    "{method} {path} as {who} answered {} which the document does not list: {}",
+                    r.status,
+                    r.body
+                );
+                if who == "token" {
+                    assert!(r.status < 300, "{method} {path}: {}", r.body);
+                }
+            }
+            operations += 1;
+        }
+    }
+    assert_eq!(operations, 10);
+    // No route answers that the document leaves out.
+    for (method, path) in [
+        ("DELETE", format!("/api/v1/tasks/{id}")),
+        ("PUT", "/api/v1/tasks".to_string()),
+        ("GET", "/api/v1/tasks/bulk/x".to_string()),
+        ("GET", "/api/v1/workers".to_string()),
+    ] {
+        let r = s.api(method, &path, None).await;
+        assert!(
+            r.status == 404 || r.status == 405,
+            "{method} {path}: {}",
+            r.status
+        );
+    }
+}
+
+on_every_backend!(
+    only_healthz_is_open_and_tokens_are_checked,
+    tasks_are_added_shown_and_steered_as_the_cli_does,
+    recurring_tasks_refuse_duplicates_and_show_their_future,
+    bad_input_is_refused_with_a_message_and_nothing_written,
+    pages_follow_the_cursor_through_every_task_once,
+    redacted_fields_never_leave_the_server,
+    every_route_matches_the_openapi_document,
+);

@@ -1,0 +1,326 @@
+//! The dashboard and metrics over HTTP against a live server, on SQLite and PostgreSQL: the
+//! login page's cookie, every page escaping task data, actions that need the session's CSRF
+//! token, and Prometheus text.
+
+mod support;
+
+use party::{NewTask, State, TaskId};
+use serde_json::json;
+use support::{Backend, Server, TOKEN, on_every_backend};
+
+/// Log in through the form; returns the `Cookie` header to send.
+async fn login(s: &Server) -> String {
+    let r = s
+        .raw(
+            "POST",
+            "/login",
+            &[("Content-Type", "application/x-www-form-urlencoded")],
+            Some(&format!("token={TOKEN}")),
+        )
+        .await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    let cookie = r
+        .header("set-cookie")
+        .expect("a session cookie")
+        .to_string();
+    assert!(cookie.contains("HttpOnly"), "{cookie}");
+    assert!(cookie.contains("SameSite=Strict"), "{cookie}");
+    cookie.split(';').next().unwrap().to_string()
+}
+
+/// The CSRF token in a page's forms.
+fn csrf(page: &str) -> String {
+    let at = page
+        .find("name=\"csrf\" value=\"")
+        .expect("a form with a CSRF token");
+    let rest = &page[at + "name=\"csrf\" value=\"".len()..];
+    rest[..rest.find('"').unwrap()].to_string()
+}
+
+async fn login_gives_a_strict_http_only_cookie_and_wrong_tokens_none(b: Backend) {
+    let Some(s) = Server::start(b).await else {
+        return;
+    };
+    let page = s.raw("GET", "/login", &[], None).await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("type=\"password\""));
+    let wrong = s
+        .raw(
+            "POST",
+            "/login",
+            &[("Content-Type", "application/x-www-form-urlencoded")],
+            Some("token=not-the-token-at-all"),
+        )
+        .await;
+    assert_eq!(wrong.status, 401);
+    assert!(wrong.header("set-cookie").is_none());
+    let cookie = login(&s).await;
+    let overview = s.raw("GET", "/", &[("Cookie", &cookie)], None).await;
+    assert_eq!(overview.status, 200);
+    assert!(overview.body.contains("Overview"));
+    // Pages take the bearer header too, for scripts.
+    let bearer = format!("Bearer {TOKEN}");
+    assert_eq!(
+        s.raw("GET", "/tasks", &[("Authorization", &bearer)], None)
+            .await
+            .status,
+        200
+    );
+    // Logging out ends the session.
+    let token = csrf(&overview.body);
+    let out = s
+        .raw(
+            "POST",
+            "/logout",
+            &[
+                ("Cookie", &cookie),
+                ("Content-Type", "application/x-www-form-urlencoded"),
+            ],
+            Some(&format!("csrf={token}")),
+        )
+        .await;
+    assert_eq!(out.status, 303);
+    assert_eq!(
+        s.raw("GET", "/", &[("Cookie", &cookie)], None).await.status,
+        303
+    );
+}
+
+async fn overview_counts_equal_stats(b: Backend) {
+    let Some(s) = Server::start(b).await else {
+        return;
+    };
+    for i in 0..3 {
+        s.party
+            .add(NewTask::new("noop").data(json!({ "i": i })))
+            .await
+            .unwrap();
+    }
+    let id = s.party.add(NewTask::new("log")).await.unwrap();
+    s.party.cancel(id).await.unwrap();
+    let cookie = login(&s).await;
+    let page = s.raw("GET", "/", &[("Cookie", &cookie)], None).await.body;
+    let stats = s.party.stats().await.unwrap();
+    for (state, n) in &stats.by_state {
+        let cell = format!("data-state=\"{}\">{n}<", state.as_str());
+        assert!(page.contains(&cell), "{cell} in {page}");
+    }
+    // No worker is live, so the due tasks are called out.
+    assert!(page.contains("id=\"unhandled\""));
+    assert!(
+        page.contains("http-equiv=\"refresh\""),
+        "the page refreshes itself"
+    );
+}
+
+async fn task_data_is_shown_as_text_everywhere(b: Backend) {
+    let Some(s) = Server::start(b).await else {
+        return;
+    };
+    let payloads = json!({
+        "script": "<script>alert(1)</script>",
+        "attr": "\"><img src=x onerror=alert(2)>",
+    });
+    let id = s
+        .party
+        .add(NewTask::new("noop").data(payloads).queue("<b>q</b>"))
+        .await
+        .unwrap();
+    let cookie = login(&s).await;
+    for path in [
+        format!("/tasks/{id}"),
+        "/tasks".to_string(),
+        "/tasks?handler=%3Cscript%3E".to_string(),
+        "/".to_string(),
+    ] {
+        let body = s.raw("GET", &path, &[("Cookie", &cookie)], None).await.body;
+        assert!(!body.contains("<script>alert"), "{path}");
+        assert!(!body.contains("<img src=x"), "{path}");
+        assert!(!body.contains("<b>q</b>"), "{path}");
+    }
+    let detail = s
+        .raw("GET", &format!("/tasks/{id}"), &[("Cookie", &cookie)], None)
+        .await
+        .body;
+    assert!(
+        detail.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+        "{detail}"
+    );
+    assert!(detail.contains("&lt;b&gt;q&lt;/b&gt;"));
+}
+
+async fn actions_need_the_sessions_csrf_token(b: Backend) {
+    let Some(s) = Server::start(b).await else {
+        return;
+    };
+    let id = s.party.add(NewTask::new("noop")).await.unwrap();
+    let cookie = login(&s).await;
+    let page = s
+        .raw("GET", &format!("/tasks/{id}"), &[("Cookie", &cookie)], None)
+        .await
+        .body;
+    let token = csrf(&page);
+    let form = [
+        ("Cookie", cookie.as_str()),
+        ("Content-Type", "application/x-www-form-urlencoded"),
+    ];
+    let state = |id: TaskId| {
+        let party = s.party.clone();
+        async move { party.get(id).await.unwrap().state }
+    };
+    // A cross-site form post: the cookie rides along, the CSRF token does not.
+    let forged = s
+        .raw("POST", &format!("/tasks/{id}/cancel"), &form, Some(""))
+        .await;
+    assert_eq!(forged.status, 403);
+    let wrong = s
+        .raw(
+            "POST",
+            &format!("/tasks/{id}/cancel"),
+            &form,
+            Some("csrf=0000"),
+        )
+        .await;
+    assert_eq!(wrong.status, 403);
+    // The right token from another origin.
+    let mut foreign = form.to_vec();
+    foreign.push(("Origin", "http://evil.example"));
+    let r = s
+        .raw(
+            "POST",
+            &format!("/tasks/{id}/cancel"),
+            &foreign,
+            Some(&format!("csrf={token}")),
+        )
+        .await;
+    assert_eq!(r.status, 403);
+    assert_eq!(state(id).await, State::Scheduled, "nothing changed");
+    // The dashboard's own form.
+    let r = s
+        .raw(
+            "POST",
+            &format!("/tasks/{id}/cancel"),
+            &form,
+            Some(&format!("csrf={token}")),
+        )
+        .await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    assert_eq!(state(id).await, State::Cancelled);
+    let r = s
+        .raw(
+            "POST",
+            &format!("/tasks/{id}/retry"),
+            &form,
+            Some(&format!("csrf={token}")),
+        )
+        .await;
+    assert_eq!(r.status, 303);
+    assert_eq!(state(id).await, State::Scheduled);
+    // Bulk actions on a filter, with and without the token.
+    let r = s
+        .raw(
+            "POST",
+            "/tasks/cancel-matching",
+            &form,
+            Some("handler=noop"),
+        )
+        .await;
+    assert_eq!(r.status, 403);
+    assert_eq!(state(id).await, State::Scheduled);
+    let r = s
+        .raw(
+            "POST",
+            "/tasks/cancel-matching",
+            &form,
+            Some(&format!("csrf={token}&handler=noop&state=&queue=")),
+        )
+        .await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    assert_eq!(state(id).await, State::Cancelled);
+    // A read-only login sees pages and changes nothing.
+    let r = s
+        .raw(
+            "POST",
+            "/login",
+            &[("Content-Type", "application/x-www-form-urlencoded")],
+            Some(&format!("token={}", support::READ_TOKEN)),
+        )
+        .await;
+    let read_cookie = r
+        .header("set-cookie")
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let page = s
+        .raw(
+            "GET",
+            &format!("/tasks/{id}"),
+            &[("Cookie", &read_cookie)],
+            None,
+        )
+        .await
+        .body;
+    let read_csrf = csrf(&page);
+    let r = s
+        .raw(
+            "POST",
+            &format!("/tasks/{id}/retry"),
+            &[
+                ("Cookie", &read_cookie),
+                ("Content-Type", "application/x-www-form-urlencoded"),
+            ],
+            Some(&format!("csrf={read_csrf}")),
+        )
+        .await;
+    assert_eq!(r.status, 403);
+    assert_eq!(state(id).await, State::Cancelled);
+}
+
+async fn metrics_are_prometheus_text_behind_the_token(b: Backend) {
+    let Some(s) = Server::start(b).await else {
+        return;
+    };
+    s.party.add(NewTask::new("noop")).await.unwrap();
+    s.party.add(NewTask::new("noop\"x")).await.ok();
+    assert_eq!(s.raw("GET", "/metrics", &[], None).await.status, 401);
+    let r = s.api("GET", "/metrics", None).await;
+    assert_eq!(r.status, 200);
+    assert!(
+        r.header("content-type")
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
+    assert!(r.body.contains("# TYPE party_tasks gauge"));
+    assert!(
+        r.body.contains("party_tasks{state=\"scheduled\"} 1\n"),
+        "{}",
+        r.body
+    );
+    assert!(
+        r.body
+            .contains("party_handler_tasks{handler=\"noop\",state=\"scheduled\"} 1\n")
+    );
+    assert!(r.body.contains("party_live_workers 0\n"));
+    let public = Server::start_with(b, |c| party_serve::ServeConfig {
+        metrics_public: true,
+        ..c
+    })
+    .await
+    .unwrap();
+    assert_eq!(public.raw("GET", "/metrics", &[], None).await.status, 200);
+    assert_eq!(
+        public.raw("GET", "/api/v1/stats", &[], None).await.status,
+        401,
+        "only metrics open"
+    );
+}
+
+on_every_backend!(
+    login_gives_a_strict_http_only_cookie_and_wrong_tokens_none,
+    overview_counts_equal_stats,
+    task_data_is_shown_as_text_everywhere,
+    actions_need_the_sessions_csrf_token,
+    metrics_are_prometheus_text_behind_the_token,
+);

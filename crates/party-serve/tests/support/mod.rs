@@ -1,0 +1,285 @@
+//! A live server for tests: `party serve`'s router on a real TCP port over a fresh SQLite file
+//! or PostgreSQL schema, and a small HTTP/1.1 client that shows status, headers and body.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::net::SocketAddr;
+
+use party::{Party, Registry, builtin};
+use party_serve::ServeConfig;
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+pub const TOKEN: &str = "test-token-0123456789abcdef";
+pub const READ_TOKEN: &str = "read-token-0123456789abcdef";
+
+/// The backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+fn unique() -> String {
+    use std::hash::{BuildHasher, RandomState};
+    format!(
+        "{:016x}",
+        RandomState::new().hash_one(std::time::SystemTime::now())
+    )
+}
+
+/// A database for one test, removed when dropped.
+pub struct Db {
+    pub url: String,
+    file: Option<std::path::PathBuf>,
+    schema: Option<(String, String)>,
+}
+
+impl Db {
+    pub fn new(backend: Backend) -> Option<Db> {
+        match backend {
+            Backend::Sqlite => {
+                let file = std::env::temp_dir().join(format!(
+                    "party-serve-{}-{}.db",
+                    std::process::id(),
+                    unique()
+                ));
+                Some(Db {
+                    url: file.display().to_string(),
+                    file: Some(file),
+                    schema: None,
+                })
+            }
+            Backend::Postgres => {
+                let Some(base) = std::env::var("PARTY_TEST_DATABASE_URL")
+                    .ok()
+                    .filter(|u| !u.trim().is_empty())
+                else {
+                    if std::env::var("CI").as_deref() == Ok("true") {
+                        panic!("CI=true but PARTY_TEST_DATABASE_URL is not set");
+                    }
+                    println!("skipped on PostgreSQL: set PARTY_TEST_DATABASE_URL to run it");
+                    return None;
+                };
+                let base = base.trim().to_string();
+                let schema = format!("party_serve_{}", unique());
+                let sep = if base.contains('?') { '&' } else { '?' };
+                Some(Db {
+                    url: format!("{base}{sep}schema={schema}"),
+                    file: None,
+                    schema: Some((base, schema)),
+                })
+            }
+        }
+    }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        if let Some(f) = &self.file {
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", f.display()));
+            }
+        }
+        if let Some((base, schema)) = self.schema.clone() {
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async move {
+                    use party::store::postgres::tokio_postgres;
+                    let Ok((client, conn)) =
+                        tokio_postgres::connect(&base, tokio_postgres::NoTls).await
+                    else {
+                        return;
+                    };
+                    tokio::spawn(conn);
+                    let _ = client
+                        .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+                        .await;
+                });
+            })
+            .join();
+        }
+    }
+}
+
+/// A server on a free port; stops when dropped.
+pub struct Server {
+    pub addr: SocketAddr,
+    pub party: Party,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    _db: Db,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+impl Server {
+    pub async fn start(backend: Backend) -> Option<Server> {
+        Server::start_with(backend, |c| c).await
+    }
+
+    pub async fn start_with(
+        backend: Backend,
+        config: impl FnOnce(ServeConfig) -> ServeConfig,
+    ) -> Option<Server> {
+        let db = Db::new(backend)?;
+        let registry = builtin::registry(true).merge(Registry::new());
+        let party = Party::connect(&db.url, registry)
+            .await
+            .expect("open the store");
+        let config = config(ServeConfig {
+            read_token: Some(READ_TOKEN.to_string()),
+            ..ServeConfig::new(TOKEN)
+        });
+        let app = party_serve::router(party.clone(), config).expect("router");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(party_serve::serve(app, listener, async move {
+            let _ = rx.await;
+        }));
+        Some(Server {
+            addr,
+            party,
+            stop: Some(tx),
+            _db: db,
+        })
+    }
+
+    /// A request with the full token.
+    pub async fn api(&self, method: &str, path: &str, body: Option<&str>) -> Resp {
+        let auth = format!("Bearer {TOKEN}");
+        request(self.addr, method, path, &[("Authorization", &auth)], body).await
+    }
+
+    /// A request with these headers only.
+    pub async fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&str>,
+    ) -> Resp {
+        request(self.addr, method, path, headers, body).await
+    }
+}
+
+/// An HTTP answer.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Resp {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// One HTTP/1.1 request on a fresh connection.
+pub async fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> Resp {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    let body = body.unwrap_or("");
+    if !body.is_empty() || method == "POST" {
+        if !headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+        {
+            req.push_str("Content-Type: application/json\r\n");
+        }
+        req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    req.push_str("\r\n");
+    stream.write_all(req.as_bytes()).await.unwrap();
+    stream.write_all(body.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.unwrap();
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+    let body = if chunked {
+        dechunk(rest)
+    } else {
+        rest.to_string()
+    };
+    Resp {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// Run a test on SQLite and on PostgreSQL.
+macro_rules! on_every_backend {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(crate::support::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(crate::support::Backend::Postgres).await
+                }
+            )*
+        }
+    };
+}
+pub(crate) use on_every_backend;

@@ -17,6 +17,7 @@ fn tls_cluster() -> Option<Cluster> {
         tls: true,
         password: Some(PASSWORD.to_string()),
         log_connections: true,
+        ..Setup::default()
     })
 }
 

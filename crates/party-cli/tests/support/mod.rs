@@ -152,6 +152,10 @@ pub struct Setup {
     pub password: Option<String>,
     /// Log every connection (with its TLS protocol) to the server's log.
     pub log_connections: bool,
+    /// Listen on these addresses (comma-separated) instead of 127.0.0.1 alone.
+    pub listen_addresses: Option<String>,
+    /// Trust TCP connections from this network (CIDR) too.
+    pub trust_network: Option<String>,
 }
 
 /// A free TCP port on 127.0.0.1.
@@ -252,6 +256,21 @@ impl Cluster {
                 .map(|o| o.status.success())
                 .unwrap_or(false);
         let _ = std::fs::remove_file(cluster.dir.join("pwfile"));
+        if let Some(net) = &cluster.setup.trust_network {
+            use std::io::Write as _;
+            let hba = cluster.dir.join("data").join("pg_hba.conf");
+            let added = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&hba)
+                .and_then(|mut f| writeln!(f, "host all all {net} trust"));
+            if added.is_err() {
+                println!(
+                    "no private PostgreSQL cluster: cannot write {}",
+                    hba.display()
+                );
+                return None;
+            }
+        }
         if !made || !cluster.ctl("start") {
             println!(
                 "no private PostgreSQL cluster: initdb or pg_ctl failed in {}",
@@ -356,9 +375,13 @@ impl Cluster {
 
     fn server_options(&self) -> String {
         let mut o = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            "-p {} -k {} -c listen_addresses={} -c fsync=off",
             self.port,
-            self.dir.display()
+            self.dir.display(),
+            self.setup
+                .listen_addresses
+                .as_deref()
+                .unwrap_or("127.0.0.1")
         );
         if self.setup.tls {
             o.push_str(&format!(
@@ -403,6 +426,124 @@ impl Drop for Cluster {
             .arg(self.dir.join("data"))
             .args(["-w", "-m", "immediate", "stop"])
             .output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A PgBouncer of a test's own in front of a PostgreSQL server, on a free port, in the given
+/// pool mode, with a few server connections so clients share them. Needs root (it runs as the
+/// `postgres` user) and Debian's `pgbouncer`; [`Bouncer::start`] says why not and returns
+/// `None` otherwise. Dropping it stops it and removes its directory.
+pub struct Bouncer {
+    dir: std::path::PathBuf,
+    child: std::process::Child,
+    /// The port it listens on, at 127.0.0.1.
+    pub port: u16,
+}
+
+impl Bouncer {
+    /// Start one in front of the server at 127.0.0.1:`upstream`, in `pool_mode`
+    /// (`transaction` or `session`), with at most `server_connections` per database and user.
+    pub fn start(upstream: u16, pool_mode: &str, server_connections: u32) -> Option<Bouncer> {
+        if !is_root("no PgBouncer") {
+            return None;
+        }
+        let Some(bin) = ["/usr/sbin/pgbouncer", "/usr/bin/pgbouncer"]
+            .into_iter()
+            .map(std::path::PathBuf::from)
+            .find(|p| p.exists())
+        else {
+            let why = "no PgBouncer: not installed (apt-get install pgbouncer)";
+            assert!(std::env::var("CI").as_deref() != Ok("true"), "{why}");
+            println!("{why}");
+            return None;
+        };
+        let dir =
+            std::env::temp_dir().join(format!("party-bouncer-{}-{}", std::process::id(), unique()));
+        std::fs::create_dir_all(&dir).ok()?;
+        let port = free_port()?;
+        let ini = format!(
+            "[databases]\n\
+             * = host=127.0.0.1 port={upstream}\n\
+             [pgbouncer]\n\
+             listen_addr = 127.0.0.1\n\
+             listen_port = {port}\n\
+             unix_socket_dir =\n\
+             auth_type = trust\n\
+             auth_file = {dir}/users.txt\n\
+             pool_mode = {pool_mode}\n\
+             default_pool_size = {server_connections}\n\
+             max_client_conn = 200\n\
+             ignore_startup_parameters = extra_float_digits,options\n\
+             logfile = {dir}/pgbouncer.log\n\
+             pidfile = {dir}/pgbouncer.pid\n",
+            dir = dir.display()
+        );
+        std::fs::write(dir.join("pgbouncer.ini"), ini).ok()?;
+        std::fs::write(dir.join("users.txt"), "\"postgres\" \"\"\n").ok()?;
+        Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(&dir)
+            .status()
+            .ok()?;
+        let child = Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(bin)
+            .arg(dir.join("pgbouncer.ini"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .ok()?;
+        let mut bouncer = Bouncer { dir, child, port };
+        // Ready when it answers a startup packet (pg_isready), not merely accepts a socket.
+        let ready = || {
+            Command::new("pg_isready")
+                .args([
+                    "-q",
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &port.to_string(),
+                    "-U",
+                    "postgres",
+                ])
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut answered = 0;
+        while answered < 2 {
+            if bouncer.child.try_wait().ok().flatten().is_some()
+                || std::time::Instant::now() > deadline
+            {
+                let why = format!(
+                    "no PgBouncer: it did not start within 10 s: {}",
+                    bouncer.log()
+                );
+                assert!(std::env::var("CI").as_deref() != Ok("true"), "{why}");
+                println!("{why}");
+                return None;
+            }
+            answered = if ready() { answered + 1 } else { 0 };
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Some(bouncer)
+    }
+
+    /// Its log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("pgbouncer.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Bouncer {
+    fn drop(&mut self) {
+        // runuser passes the signal on; the pid file names pgbouncer itself in any case.
+        if let Ok(pid) = std::fs::read_to_string(self.dir.join("pgbouncer.pid")) {
+            let _ = Command::new("kill").arg(pid.trim()).status();
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

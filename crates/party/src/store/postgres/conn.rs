@@ -2,12 +2,18 @@
 //! connection (with TLS as the URL says), and the pool of connections that each prepared every
 //! statement once.
 
-use std::sync::Mutex;
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use deadpool::managed::{self, Metrics, RecycleError, RecycleResult, TimeoutType, Timeouts};
+use futures_util::TryStreamExt;
 use tokio_postgres::tls::MakeTlsConnect;
-use tokio_postgres::{Client, Config, Connection, Socket};
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::{
+    Client, Config, Connection, Error, GenericClient, Row, Socket, Statement, Transaction,
+};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::error::{db_err, describe};
@@ -81,7 +87,7 @@ pub(super) async fn connect(target: &Target) -> Result<Client, TaskError> {
 
 /// An open connection with its prepared statements.
 pub(super) struct Conn {
-    pub(super) client: Client,
+    pub(super) client: PgClient,
     pub(super) st: Statements,
 }
 
@@ -89,6 +95,7 @@ pub(super) struct Conn {
 pub(super) struct Manager {
     target: Target,
     names: Names,
+    sending: Sending,
     /// A connection opened before the pool (the one that ran the migrations), used first.
     spare: Mutex<Option<Conn>>,
 }
@@ -104,10 +111,13 @@ impl managed::Manager for Manager {
             }
         }
         let client = connect(&self.target).await?;
-        let st = Statements::prepare(&client, &self.names.quoted)
+        let st = Statements::prepare(&client, &self.names.quoted, &self.sending)
             .await
             .map_err(db_err)?;
-        Ok(Conn { client, st })
+        Ok(Conn {
+            client: PgClient::new(client, self.sending.clone()),
+            st,
+        })
     }
 
     async fn recycle(&self, conn: &mut Conn, _: &Metrics) -> RecycleResult<TaskError> {
@@ -168,6 +178,7 @@ impl Pool {
         let manager = Manager {
             target,
             names: names.clone(),
+            sending: first.client.sending.clone(),
             spare: Mutex::new(Some(first)),
         };
         let inner = managed::Pool::builder(manager)
@@ -210,6 +221,417 @@ impl Pool {
                 "cannot get a PostgreSQL connection from the pool: {e}"
             ))),
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sending statements: prepared once per connection, or unnamed behind a transaction pooler
+
+/// How statements reach the server. On a direct connection the fixed set is prepared once per
+/// connection and SQL text is prepared as tokio-postgres does. Behind a pooler in transaction
+/// mode consecutive transactions may land on different server sessions, so no named prepared
+/// statement may outlive its transaction: every statement goes as an unnamed one, parsed,
+/// bound and run in one round trip, with parameter types learnt once (for the fixed set when a
+/// connection opens, for SQL text on first use), each time inside a transaction.
+#[derive(Clone, Default)]
+pub(super) struct Sending {
+    unnamed: bool,
+    /// Parameter types of SQL text, learnt once each.
+    learnt: Arc<Mutex<HashMap<String, Arc<[Type]>>>>,
+}
+
+impl Sending {
+    /// Statements for a connection behind `pooler`.
+    pub(super) fn for_pooler(pooler: Pooler) -> Sending {
+        Sending {
+            unnamed: pooler == Pooler::Transaction,
+            learnt: Arc::default(),
+        }
+    }
+
+    /// Whether statements go unnamed.
+    pub(super) fn unnamed(&self) -> bool {
+        self.unnamed
+    }
+
+    /// The parameter types of `s`: its own for one of the set, else learnt once (inside the
+    /// caller's transaction, or one of its own).
+    async fn types<C, S>(&self, c: &C, in_tx: bool, s: &S) -> Result<Arc<[Type]>, Error>
+    where
+        C: GenericClient + Sync,
+        S: Sql + ?Sized,
+    {
+        if let Some(st) = s.stmt() {
+            return Ok(st.types.clone());
+        }
+        let known = self.learnt.lock().unwrap().get(s.text()).cloned();
+        if let Some(types) = known {
+            return Ok(types);
+        }
+        if !in_tx {
+            c.batch_execute("BEGIN").await?;
+        }
+        let learnt = learn_types(c, &[s.text()]).await;
+        if !in_tx {
+            let end = if learnt.is_ok() { "COMMIT" } else { "ROLLBACK" };
+            c.batch_execute(end).await?;
+        }
+        let types = learnt?.pop().expect("one statement, one list of types");
+        self.learnt
+            .lock()
+            .unwrap()
+            .insert(s.text().to_string(), types.clone());
+        Ok(types)
+    }
+
+    async fn rows<C, S>(
+        &self,
+        c: &C,
+        in_tx: bool,
+        s: &S,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, Error>
+    where
+        C: GenericClient + Sync,
+        S: Sql + ?Sized,
+    {
+        if !self.unnamed {
+            return match s.stmt().and_then(|st| st.prepared.as_ref()) {
+                Some(prepared) => c.query(prepared, params).await,
+                None => c.query(s.text(), params).await,
+            };
+        }
+        let types = self.types(c, in_tx, s).await?;
+        c.query_typed(s.text(), &typed(params, &types)).await
+    }
+
+    async fn row_opt<C, S>(
+        &self,
+        c: &C,
+        in_tx: bool,
+        s: &S,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<Row>, Error>
+    where
+        C: GenericClient + Sync,
+        S: Sql + ?Sized,
+    {
+        if !self.unnamed {
+            return match s.stmt().and_then(|st| st.prepared.as_ref()) {
+                Some(prepared) => c.query_opt(prepared, params).await,
+                None => c.query_opt(s.text(), params).await,
+            };
+        }
+        let types = self.types(c, in_tx, s).await?;
+        c.query_typed_opt(s.text(), &typed(params, &types)).await
+    }
+
+    async fn row<C, S>(
+        &self,
+        c: &C,
+        in_tx: bool,
+        s: &S,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Row, Error>
+    where
+        C: GenericClient + Sync,
+        S: Sql + ?Sized,
+    {
+        if !self.unnamed {
+            return match s.stmt().and_then(|st| st.prepared.as_ref()) {
+                Some(prepared) => c.query_one(prepared, params).await,
+                None => c.query_one(s.text(), params).await,
+            };
+        }
+        let types = self.types(c, in_tx, s).await?;
+        c.query_typed_one(s.text(), &typed(params, &types)).await
+    }
+
+    async fn count<C, S>(
+        &self,
+        c: &C,
+        in_tx: bool,
+        s: &S,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64, Error>
+    where
+        C: GenericClient + Sync,
+        S: Sql + ?Sized,
+    {
+        if !self.unnamed {
+            return match s.stmt().and_then(|st| st.prepared.as_ref()) {
+                Some(prepared) => c.execute(prepared, params).await,
+                None => c.execute(s.text(), params).await,
+            };
+        }
+        let types = self.types(c, in_tx, s).await?;
+        let stream = c.query_typed_raw(s.text(), typed(params, &types)).await?;
+        let mut stream = std::pin::pin!(stream);
+        while stream.try_next().await?.is_some() {}
+        Ok(stream.rows_affected().unwrap_or(0))
+    }
+}
+
+/// The parameter types of each statement, asked of the server without a protocol-level
+/// prepared statement (whose name another client of a pooled server session may hold): SQL
+/// `PREPARE` under names of this call's own, read back from `pg_prepared_statements`, and
+/// `DEALLOCATE`d at once. Runs inside the caller's transaction, so all of it happens in one
+/// server session.
+pub(super) async fn learn_types<C: GenericClient + Sync>(
+    c: &C,
+    sqls: &[&str],
+) -> Result<Vec<Arc<[Type]>>, Error> {
+    use std::fmt::Write as _;
+    let tag = format!("party_types_{:016x}", fastrand::u64(..));
+    let mut prepare = String::new();
+    let mut deallocate = String::new();
+    for (i, sql) in sqls.iter().enumerate() {
+        let _ = write!(prepare, "PREPARE {tag}_{i} AS {sql};");
+        let _ = write!(deallocate, "DEALLOCATE {tag}_{i};");
+    }
+    c.batch_execute(&prepare).await?;
+    let rows = c
+        .query_typed(
+            &format!(
+                "SELECT name, parameter_types::oid[] FROM pg_prepared_statements \
+                 WHERE name LIKE '{tag}%'"
+            ),
+            &[],
+        )
+        .await?;
+    c.batch_execute(&deallocate).await?;
+    let mut types: Vec<Option<Arc<[Type]>>> = vec![None; sqls.len()];
+    for row in rows {
+        let name: &str = row.get(0);
+        let oids: Vec<u32> = row.get(1);
+        if let Some(slot) = name
+            .rsplit('_')
+            .next()
+            .and_then(|i| i.parse::<usize>().ok())
+            .and_then(|i| types.get_mut(i))
+        {
+            *slot = Some(
+                oids.into_iter()
+                    .map(|oid| Type::from_oid(oid).unwrap_or(Type::UNKNOWN))
+                    .collect(),
+            );
+        }
+    }
+    Ok(types
+        .into_iter()
+        .map(|t| t.expect("every statement was prepared"))
+        .collect())
+}
+
+fn typed<'a>(
+    params: &[&'a (dyn ToSql + Sync)],
+    types: &[Type],
+) -> Vec<(&'a (dyn ToSql + Sync), Type)> {
+    params.iter().copied().zip(types.iter().cloned()).collect()
+}
+
+/// A statement of the fixed set: its text and parameter types, and on a direct connection
+/// the statement prepared on that connection.
+#[derive(Clone)]
+pub(super) struct Stmt {
+    sql: Arc<str>,
+    types: Arc<[Type]>,
+    prepared: Option<Statement>,
+}
+
+impl Stmt {
+    /// One that stays unprepared: sent unnamed with these parameter types.
+    pub(super) fn unnamed(sql: &str, types: Arc<[Type]>) -> Stmt {
+        Stmt {
+            sql: Arc::from(sql),
+            types,
+            prepared: None,
+        }
+    }
+
+    /// `statement`, prepared from `sql`; kept prepared unless statements go unnamed.
+    pub(super) fn new(sql: &str, statement: Statement, sending: &Sending) -> Stmt {
+        Stmt {
+            sql: Arc::from(sql),
+            types: Arc::from(statement.params()),
+            prepared: (!sending.unnamed).then_some(statement),
+        }
+    }
+}
+
+/// What may be sent: one of the fixed set, or SQL text.
+pub(super) trait Sql: Sync {
+    /// The statement of the set, if it is one.
+    fn stmt(&self) -> Option<&Stmt>;
+    /// Its SQL.
+    fn text(&self) -> &str;
+}
+
+impl Sql for Stmt {
+    fn stmt(&self) -> Option<&Stmt> {
+        Some(self)
+    }
+    fn text(&self) -> &str {
+        &self.sql
+    }
+}
+
+impl Sql for str {
+    fn stmt(&self) -> Option<&Stmt> {
+        None
+    }
+    fn text(&self) -> &str {
+        self
+    }
+}
+
+impl Sql for String {
+    fn stmt(&self) -> Option<&Stmt> {
+        None
+    }
+    fn text(&self) -> &str {
+        self
+    }
+}
+
+/// Running statements, the same way on a connection and in a transaction.
+pub(super) trait Queries: Sync {
+    /// The rows `s` returns.
+    fn query<S: Sql + ?Sized>(
+        &self,
+        s: &S,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> impl Future<Output = Result<Vec<Row>, Error>> + Send;
+    /// The one row `s` returns (an error for none or more).
+    fn query_one<S: Sql + ?Sized>(
+        &self,
+        s: &S,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> impl Future<Output = Result<Row, Error>> + Send;
+    /// The row `s` returns, if any (an error for more than one).
+    fn query_opt<S: Sql + ?Sized>(
+        &self,
+        s: &S,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> impl Future<Output = Result<Option<Row>, Error>> + Send;
+    /// How many rows `s` changed.
+    fn execute<S: Sql + ?Sized>(
+        &self,
+        s: &S,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> impl Future<Output = Result<u64, Error>> + Send;
+}
+
+/// A connection and how it sends statements. SQL text sent outside a transaction must not be
+/// sent between a `BEGIN` and a `COMMIT` given as text (learning its types opens a transaction
+/// of its own behind a pooler); use [`PgClient::transaction`] for that.
+pub(super) struct PgClient {
+    pub(super) inner: Client,
+    sending: Sending,
+}
+
+impl PgClient {
+    pub(super) fn new(inner: Client, sending: Sending) -> PgClient {
+        PgClient { inner, sending }
+    }
+
+    /// Run statements given as text, with the simple protocol (nothing prepared).
+    pub(super) async fn batch_execute(&self, sql: &str) -> Result<(), Error> {
+        self.inner.batch_execute(sql).await
+    }
+
+    pub(super) async fn transaction(&mut self) -> Result<PgTransaction<'_>, Error> {
+        let sending = self.sending.clone();
+        Ok(PgTransaction {
+            inner: self.inner.transaction().await?,
+            sending,
+        })
+    }
+
+    pub(super) fn is_closed(&self) -> bool {
+        self.inner.is_closed()
+    }
+}
+
+impl Queries for PgClient {
+    async fn query<S: Sql + ?Sized>(
+        &self,
+        s: &S,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, Error> {
+        self.sending.rows(&self.inner, false, s, params).await
+    }
+    async fn query_one<S: Sql + ?Sized>(
+        &self,
+        s: &S,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Row, Error> {
+        self.sending.row(&self.inner, false, s, params).await
+    }
+    async fn query_opt<S: Sql + ?Sized>(
+        &self,
+        s: &S,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<Row>, Error> {
+        self.sending.row_opt(&self.inner, false, s, params).await
+    }
+    async fn execute<S: Sql + ?Sized>(
+        &self,
+        s: &S,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64, Error> {
+        self.sending.count(&self.inner, false, s, params).await
+    }
+}
+
+/// A transaction on a [`PgClient`]; rolled back if dropped unfinished.
+pub(super) struct PgTransaction<'a> {
+    inner: Transaction<'a>,
+    sending: Sending,
+}
+
+impl PgTransaction<'_> {
+    pub(super) async fn batch_execute(&self, sql: &str) -> Result<(), Error> {
+        self.inner.batch_execute(sql).await
+    }
+
+    pub(super) async fn commit(self) -> Result<(), Error> {
+        self.inner.commit().await
+    }
+
+    pub(super) async fn rollback(self) -> Result<(), Error> {
+        self.inner.rollback().await
+    }
+}
+
+impl Queries for PgTransaction<'_> {
+    async fn query<S: Sql + ?Sized>(
+        &self,
+        s: &S,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, Error> {
+        self.sending.rows(&self.inner, true, s, params).await
+    }
+    async fn query_one<S: Sql + ?Sized>(
+        &self,
+        s: &S,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Row, Error> {
+        self.sending.row(&self.inner, true, s, params).await
+    }
+    async fn query_opt<S: Sql + ?Sized>(
+        &self,
+        s: &S,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<Row>, Error> {
+        self.sending.row_opt(&self.inner, true, s, params).await
+    }
+    async fn execute<S: Sql + ?Sized>(
+        &self,
+        s: &S,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64, Error> {
+        self.sending.count(&self.inner, true, s, params).await
     }
 }
 

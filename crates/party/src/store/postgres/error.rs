@@ -5,9 +5,9 @@ use std::collections::HashMap;
 use std::error::Error as StdError;
 use std::fmt::Write as _;
 
-use tokio_postgres::Statement;
 use tokio_postgres::error::SqlState;
 
+use super::conn::{Queries, Stmt};
 use crate::store::InsertTask;
 use crate::{TaskError, TaskId};
 
@@ -43,8 +43,8 @@ pub(super) fn is_singleton_violation(e: &tokio_postgres::Error) -> bool {
 
 /// The existing live recurring task with this handler and data, as seen by `client`.
 pub(super) async fn existing_singleton(
-    client: &impl tokio_postgres::GenericClient,
-    stmt: &Statement,
+    client: &impl Queries,
+    stmt: &Stmt,
     handler: &str,
     data: &str,
 ) -> Result<Option<TaskId>, TaskError> {

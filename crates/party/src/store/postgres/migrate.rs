@@ -1,8 +1,7 @@
 //! Migrations: the numbered `migrations/NNN_*.sql` files, applied in order under an advisory
 //! lock and recorded in the schema's `schema_version` table.
 
-use tokio_postgres::Client;
-
+use super::conn::{PgClient, Queries};
 use super::error::{db_err, describe};
 use super::sql::Names;
 use crate::TaskError;
@@ -23,7 +22,7 @@ pub(super) const MIGRATION_LOCK_CLASS: i32 = 0x7061_7274;
 
 /// The highest migration recorded in `version_table` (0 when none is).
 pub(super) async fn recorded_version(
-    client: &impl tokio_postgres::GenericClient,
+    client: &impl Queries,
     version_table: &str,
 ) -> Result<i32, TaskError> {
     Ok(client
@@ -36,7 +35,7 @@ pub(super) async fn recorded_version(
         .get(0))
 }
 
-pub(super) async fn migrate(client: &mut Client, names: &Names) -> Result<(), TaskError> {
+pub(super) async fn migrate(client: &mut PgClient, names: &Names) -> Result<(), TaskError> {
     let q = &names.quoted;
     let version_table = format!("{q}.schema_version");
     let newer = |v: i32| {

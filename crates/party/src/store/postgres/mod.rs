@@ -16,6 +16,10 @@
 //!   for a free connection before it fails, saying so.
 //! - TLS: the URL's `sslmode` (`prefer` unless set) and `sslrootcert`, as libpq reads them
 //!   (see `tls.rs`).
+//! - `pooler` (`none`; the URL's `pooler=transaction`): behind a pooler in transaction mode
+//!   nothing stays prepared on a connection (each statement goes unnamed) and the signal
+//!   connection uses the URL's `listen_url` (a direct connection); without one, this process
+//!   sends its notifications through the pool and its workers poll.
 //! - `connect_timeout` (10 s, unless the URL sets `connect_timeout`): how long opening a
 //!   connection may take before the call fails with a clear error.
 //!
@@ -59,7 +63,10 @@ use tokio_postgres::types::ToSql;
 
 pub use tokio_postgres;
 
-use self::conn::{Conn, DEFAULT_POOL_MAX, DEFAULT_POOL_TIMEOUT, PgUrl, Pool, connect, parse_url};
+use self::conn::{
+    Conn, DEFAULT_POOL_MAX, DEFAULT_POOL_TIMEOUT, PgClient, PgUrl, Pool, Queries, Sending, connect,
+    parse_url,
+};
 use self::error::{
     db_err, duplicate, duplicate_within, existing_singleton, is_singleton_violation,
 };
@@ -69,7 +76,7 @@ use self::rows::{
     run_from_row, task_from_row, time_at,
 };
 use self::sql::{BEGIN_ASYNC_COMMIT, Names, Statements, sql_existing, sql_insert_skipping};
-use self::wakeup::{listen, signal_loop};
+use self::wakeup::{listen, notify_loop, signal_loop};
 use super::{
     ClaimParams, ClaimedTask, ExpiredParams, ExpiredTask, Finish, FinishResult, HeartbeatParams,
     InsertTask, LeaderParams, PruneCounts, PruneParams, StatsParams, Steer, SteerMany, Store,
@@ -138,8 +145,9 @@ pub struct PgStore {
     wakeups: Arc<Notify>,
     /// Asks the signal connection to NOTIFY other processes.
     requests: Arc<Notify>,
-    /// The signal connection's loop; none behind a transaction pooler without `listen_url`.
-    signal: Option<JoinHandle<()>>,
+    /// The signal connection's loop (or, behind a transaction pooler without `listen_url`,
+    /// the loop that sends notifications on pooled connections).
+    signal: JoinHandle<()>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -152,9 +160,7 @@ impl std::fmt::Debug for PgStore {
 
 impl Drop for PgStore {
     fn drop(&mut self) {
-        if let Some(signal) = &self.signal {
-            signal.abort();
-        }
+        self.signal.abort();
     }
 }
 
@@ -206,17 +212,27 @@ impl PgStore {
         } = parse_url(url)?;
         let names = Names::new(schema.as_deref().unwrap_or(&options.schema))?;
         options.apply(&mut target.config);
-        let mut first = connect(&target).await?;
+        let sending = Sending::for_pooler(pooler);
+        let mut first = PgClient::new(connect(&target).await?, sending.clone());
         migrate(&mut first, &names).await?;
-        let st = Statements::prepare(&first, &names.quoted)
+        let st = Statements::prepare(&first.inner, &names.quoted, &sending)
             .await
             .map_err(db_err)?;
 
+        let pool = Arc::new(Pool::new(
+            target.clone(),
+            names.clone(),
+            Conn { client: first, st },
+            pool_max.unwrap_or(options.pool_size).max(1),
+            pool_timeout.unwrap_or(options.pool_timeout),
+        ));
+
         // Wake-ups need a session of their own: the listen_url's, else the URL's own unless
-        // it goes through a pooler in transaction mode (then workers find tasks by polling).
+        // it goes through a pooler in transaction mode. Without one this process sends its
+        // notifications on pooled connections and its workers find others' tasks by polling.
         let signal_target = match (listen_target, pooler) {
             (Some(t), _) => Some(t),
-            (None, Pooler::None) => Some(target.clone()),
+            (None, Pooler::None) => Some(target),
             (None, Pooler::Transaction) => None,
         };
         let wakeups = Arc::new(Notify::new());
@@ -226,24 +242,16 @@ impl PgStore {
                 options.apply(&mut t.config);
                 t.config.application_name("party signal");
                 let signal = listen(&t, &names, &wakeups).await?;
-                Some(tokio::spawn(signal_loop(
+                tokio::spawn(signal_loop(
                     t,
-                    names.clone(),
+                    names,
                     wakeups.clone(),
                     requests.clone(),
                     signal,
-                )))
+                ))
             }
-            None => None,
+            None => tokio::spawn(notify_loop(pool.clone(), requests.clone())),
         };
-
-        let pool = Arc::new(Pool::new(
-            target,
-            names,
-            Conn { client: first, st },
-            pool_max.unwrap_or(options.pool_size).max(1),
-            pool_timeout.unwrap_or(options.pool_timeout),
-        ));
         Ok(PgStore {
             pool,
             statistics: Arc::default(),

@@ -6,6 +6,8 @@ use std::task::Poll;
 
 use tokio_postgres::{Client, Statement};
 
+use super::conn::{Sending, Stmt, learn_types};
+
 use crate::TaskError;
 
 /// The schema and the names derived from it, already quoted for SQL.
@@ -388,35 +390,35 @@ pub(super) fn sql_prune_count(s: &str) -> String {
 
 /// Every statement a pooled connection prepares once.
 pub(super) struct Statements {
-    pub(super) insert: Statement,
-    pub(super) insert_skipping: Statement,
-    pub(super) existing: Statement,
-    pub(super) promote: Statement,
-    pub(super) claim: Statement,
-    pub(super) finish: Statement,
-    pub(super) heartbeat: Statement,
-    pub(super) expired: Statement,
-    pub(super) next_due: Statement,
-    pub(super) get: Statement,
-    pub(super) get_history: Statement,
-    pub(super) runs: Statement,
-    pub(super) list: Statement,
-    pub(super) cancel: Statement,
-    pub(super) retry: Statement,
-    pub(super) retry_move: Statement,
-    pub(super) stats_counts: Statement,
-    pub(super) stats_oldest: Statement,
-    pub(super) stats_finished: Statement,
-    pub(super) stats_workers: Statement,
-    pub(super) stats_due: Statement,
-    pub(super) stats_stuck: Statement,
-    pub(super) worker_remove: Statement,
-    pub(super) leader_elect: Statement,
-    pub(super) leader_resign: Statement,
-    pub(super) cancel_many: Statement,
-    pub(super) retry_many: Statement,
-    pub(super) retry_many_move: Statement,
-    pub(super) fold_counts: Statement,
+    pub(super) insert: Stmt,
+    pub(super) insert_skipping: Stmt,
+    pub(super) existing: Stmt,
+    pub(super) promote: Stmt,
+    pub(super) claim: Stmt,
+    pub(super) finish: Stmt,
+    pub(super) heartbeat: Stmt,
+    pub(super) expired: Stmt,
+    pub(super) next_due: Stmt,
+    pub(super) get: Stmt,
+    pub(super) get_history: Stmt,
+    pub(super) runs: Stmt,
+    pub(super) list: Stmt,
+    pub(super) cancel: Stmt,
+    pub(super) retry: Stmt,
+    pub(super) retry_move: Stmt,
+    pub(super) stats_counts: Stmt,
+    pub(super) stats_oldest: Stmt,
+    pub(super) stats_finished: Stmt,
+    pub(super) stats_workers: Stmt,
+    pub(super) stats_due: Stmt,
+    pub(super) stats_stuck: Stmt,
+    pub(super) worker_remove: Stmt,
+    pub(super) leader_elect: Stmt,
+    pub(super) leader_resign: Stmt,
+    pub(super) cancel_many: Stmt,
+    pub(super) retry_many: Stmt,
+    pub(super) retry_many_move: Stmt,
+    pub(super) fold_counts: Stmt,
 }
 
 impl Statements {
@@ -482,9 +484,34 @@ impl Statements {
         ]
     }
 
+    /// Prepare every statement on `client`. Behind a transaction pooler nothing stays
+    /// prepared: their parameter types are learnt instead, in one transaction.
     pub(super) async fn prepare(
         client: &Client,
         s: &str,
+        sending: &Sending,
+    ) -> Result<Statements, tokio_postgres::Error> {
+        if sending.unnamed() {
+            let sql = Statements::sql(s);
+            let texts: Vec<&str> = sql.iter().map(String::as_str).collect();
+            client.batch_execute("BEGIN").await?;
+            let learnt = learn_types(client, &texts).await;
+            client
+                .batch_execute(if learnt.is_ok() { "COMMIT" } else { "ROLLBACK" })
+                .await?;
+            let stmts = sql
+                .iter()
+                .zip(learnt?)
+                .map(|(text, types)| Stmt::unnamed(text, types));
+            return Ok(Statements::from_stmts(stmts));
+        }
+        Statements::prepare_all(client, s, sending).await
+    }
+
+    async fn prepare_all(
+        client: &Client,
+        s: &str,
+        sending: &Sending,
     ) -> Result<Statements, tokio_postgres::Error> {
         let sql = Statements::sql(s);
         // All prepared at once, so the requests are pipelined on the connection.
@@ -508,9 +535,18 @@ impl Statements {
             }
         })
         .await?;
-        let mut it = done.into_iter().map(|s| s.expect("all prepared"));
+        let stmts = done
+            .into_iter()
+            .zip(&sql)
+            .map(|(st, text)| Stmt::new(text, st.expect("all prepared"), sending));
+        Ok(Statements::from_stmts(stmts))
+    }
+
+    /// The statements in field order.
+    fn from_stmts(stmts: impl Iterator<Item = Stmt>) -> Statements {
+        let mut it = stmts;
         let mut next = || it.next().expect("one statement per field");
-        Ok(Statements {
+        Statements {
             insert: next(),
             insert_skipping: next(),
             existing: next(),
@@ -540,7 +576,7 @@ impl Statements {
             retry_many: next(),
             retry_many_move: next(),
             fold_counts: next(),
-        })
+        }
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, oneshot};
 use tokio_postgres::{AsyncMessage, Client};
 
-use super::conn::{Target, open};
+use super::conn::{Pool, Target, open};
 use super::error::{db_err, describe};
 use super::sql::{Names, quote_ident};
 use crate::TaskError;
@@ -91,5 +91,22 @@ pub(super) async fn signal_loop(
         tracing::info!(channel = %names.channel, "the PostgreSQL signal connection is back");
         wakeups.notify_waiters();
         requests.notify_one();
+    }
+}
+
+/// Behind a transaction pooler with no `listen_url` there is no signal connection: send each
+/// requested NOTIFY on a pooled connection instead (requests made while one is in flight share
+/// the next), so processes that do listen still hear of this one's tasks.
+pub(super) async fn notify_loop(pool: Arc<Pool>, requests: Arc<Notify>) {
+    let notify_sql = format!("NOTIFY {}", quote_ident(&pool.names.channel));
+    loop {
+        requests.notified().await;
+        let sent = match pool.get().await {
+            Ok(conn) => conn.client.batch_execute(&notify_sql).await.map_err(db_err),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = sent {
+            tracing::debug!(error = %e, "a notification could not be sent");
+        }
     }
 }

@@ -24,6 +24,11 @@ pub(crate) struct Cli {
     #[arg(long, global = true, value_name = "URL")]
     pub(crate) db: Option<String>,
 
+    /// How logs are written to standard error: text for people, json (one object a line)
+    /// for log shippers
+    #[arg(long, global = true, value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub(crate) log_format: String,
+
     #[command(subcommand)]
     pub(crate) command: Command,
 }
@@ -361,6 +366,12 @@ pub(crate) struct WorkerArgs {
     /// several); they get only PATH, HOME and the task's PARTY_* variables otherwise
     #[arg(long = "shell-env", value_name = "NAME", requires = "allow_shell", value_parser = parse::env_name)]
     pub(crate) shell_env: Vec<String>,
+
+    /// Serve this worker's counters and histograms as Prometheus text on
+    /// http://ADDR/metrics (runs, durations, waits, claims, rescues)
+    #[cfg(feature = "serve")]
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) metrics: Option<std::net::SocketAddr>,
 
     #[command(flatten)]
     pub(crate) retention: RetentionArgs,

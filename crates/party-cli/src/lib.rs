@@ -80,7 +80,7 @@ where
         Command::Demo(_) | Command::Bench(_) => tracing::Level::WARN,
         _ => tracing::Level::INFO,
     };
-    if let Err(e) = init_logging(default_level) {
+    if let Err(e) = init_logging(default_level, cli.log_format == "json") {
         eprintln!("error: {e}");
         return e.exit_code();
     }
@@ -157,7 +157,7 @@ fn bounded_usage_error(e: &clap::Error) -> Option<String> {
     (bounded.trim_end() != text.trim_end()).then_some(bounded)
 }
 
-fn init_logging(default: tracing::Level) -> Result<(), TaskError> {
+fn init_logging(default: tracing::Level, json: bool) -> Result<(), TaskError> {
     let level = match std::env::var(LOG_ENV) {
         Ok(v) if !v.trim().is_empty() => v
             .trim()
@@ -172,12 +172,20 @@ fn init_logging(default: tracing::Level) -> Result<(), TaskError> {
         _ => default.into(),
     };
     // A second initialization (several runs in one process) keeps the first subscriber.
-    let _ = tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
-        .with_max_level(level)
-        .try_init();
+        .with_max_level(level);
+    if json {
+        // One JSON object a line, with the span an event happened in (a task's attempt).
+        let _ = fmt
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init();
+    } else {
+        let _ = fmt.with_ansi(std::io::stderr().is_terminal()).try_init();
+    }
     Ok(())
 }
 

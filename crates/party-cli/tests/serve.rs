@@ -194,3 +194,92 @@ fn serve_takes_its_token_from_the_environment_or_a_file_and_refuses_a_weak_one()
     assert!(String::from_utf8_lossy(&out.stderr).contains("data.card"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn worker_metrics_count_runs_and_json_logs_carry_the_attempts_span() {
+    let db = Db::sqlite("worker-metrics");
+    let add = |args: &[&str]| {
+        let out = party_cmd(&db.url).arg("add").args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    add(&["noop", "--queue", "mail"]);
+    let failing = add(&[
+        "shell",
+        "--data",
+        r#"{"cmd": "exit 3"}"#,
+        "--max-attempts",
+        "1",
+    ]);
+    // A free port for the worker's metrics.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let child = party_cmd(&db.url)
+        .env("PARTY_LOG", "info")
+        .args([
+            "--log-format",
+            "json",
+            "worker",
+            "--allow-shell",
+            "--queue",
+            "default",
+        ])
+        .args(["--queue", "mail", "--metrics", &addr])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let text = loop {
+        assert!(
+            Instant::now() < deadline,
+            "the worker's metrics never showed both runs"
+        );
+        if let Ok(mut s) = std::net::TcpStream::connect(&addr) {
+            write!(
+                s,
+                "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+            )
+            .unwrap();
+            let mut text = String::new();
+            s.read_to_string(&mut text).unwrap();
+            if text.contains("outcome=\"failed\"") && text.contains("outcome=\"succeeded\"") {
+                break text;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(
+        text.contains("party_runs_total{handler=\"noop\",queue=\"mail\",outcome=\"succeeded\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("party_runs_total{handler=\"shell\",queue=\"default\",outcome=\"failed\"} 1"),
+        "{text}"
+    );
+    assert!(text.contains("# TYPE party_run_duration_seconds histogram"));
+    assert!(!text.contains(&failing), "no task id in the metrics");
+    sigterm(&child);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let logs = String::from_utf8_lossy(&out.stderr);
+    let failed: Value = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["fields"]["message"] == "attempt failed")
+        .unwrap_or_else(|| panic!("no JSON line for the failed attempt in {logs}"));
+    let span = &failed["span"];
+    assert_eq!(span["name"], "attempt");
+    assert_eq!(span["task"], failing.as_str());
+    assert_eq!(span["handler"], "shell");
+    assert_eq!(span["queue"], "default");
+    assert_eq!(span["attempt"], 1);
+}

@@ -119,6 +119,29 @@ pub fn router(party: Party, config: ServeConfig) -> Result<Router, TaskError> {
         .with_state(state))
 }
 
+/// A router with only `GET /metrics` (a worker's own figures, from
+/// [`party::metrics::WorkerMetrics::render`]) and `GET /healthz`, open to any scraper: it shows
+/// counts per handler and queue, never task data. `party worker --metrics ADDR` serves it.
+pub fn worker_metrics_router(metrics: Arc<party::metrics::WorkerMetrics>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route(
+            "/metrics",
+            get(move || {
+                let m = metrics.clone();
+                async move {
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4; charset=utf-8",
+                        )],
+                        m.render(),
+                    )
+                }
+            }),
+        )
+}
+
 /// Serve `app` (from [`router`]) on `listener` until `shutdown` completes, then finish the
 /// requests in flight.
 ///

@@ -10,12 +10,7 @@ use axum::response::{IntoResponse, Response};
 use crate::Shared;
 use crate::error::ApiError;
 
-/// A label value escaped as the text format asks (backslash, quote, newline).
-pub(crate) fn label(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
+use party::metrics::label;
 
 pub(crate) async fn metrics(State(app): State<Shared>, headers: HeaderMap) -> Response {
     if !app.metrics_public {
@@ -95,12 +90,4 @@ pub(crate) async fn metrics(State(app): State<Shared>, headers: HeaderMap) -> Re
         out,
     )
         .into_response()
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn label_values_are_escaped() {
-        assert_eq!(super::label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
-    }
 }

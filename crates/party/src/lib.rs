@@ -54,6 +54,7 @@ pub mod clock;
 mod error;
 mod id;
 pub mod maintenance;
+pub mod metrics;
 mod model;
 pub mod policy;
 mod prepare;

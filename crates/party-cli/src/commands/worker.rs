@@ -20,6 +20,13 @@ pub(crate) async fn run(db: &str, registry: Registry, args: WorkerArgs) -> Resul
     }
     let registry = builtins.merge(registry);
     let party = Party::connect(db, registry).await?;
+    #[cfg(feature = "serve")]
+    let metrics = match args.metrics {
+        Some(addr) => Some(serve_metrics(addr).await?),
+        None => None,
+    };
+    #[cfg(not(feature = "serve"))]
+    let metrics = None;
     let worker = party.worker(WorkerConfig {
         concurrency: args.concurrency,
         queues: args.queues,
@@ -27,6 +34,7 @@ pub(crate) async fn run(db: &str, registry: Registry, args: WorkerArgs) -> Resul
         shutdown_grace: args.grace.unsigned_abs(),
         prefetch: args.prefetch,
         retention,
+        metrics,
         ..WorkerConfig::default()
     });
     let mut signals = Signals::install()?;
@@ -78,4 +86,21 @@ pub(crate) async fn run(db: &str, registry: Registry, args: WorkerArgs) -> Resul
         ));
     }
     Ok(())
+}
+
+/// Serve the worker's metrics on `addr` (`GET /metrics`) for as long as the process runs.
+#[cfg(feature = "serve")]
+async fn serve_metrics(
+    addr: std::net::SocketAddr,
+) -> Result<std::sync::Arc<party::metrics::WorkerMetrics>, TaskError> {
+    let metrics = std::sync::Arc::new(party::metrics::WorkerMetrics::new());
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        TaskError::invalid(format!(
+            "cannot listen on {addr} for --metrics: {e}; give another address"
+        ))
+    })?;
+    let app = party_serve::worker_metrics_router(metrics.clone());
+    tracing::info!(addr = %listener.local_addr().unwrap_or(addr), "serving worker metrics");
+    tokio::spawn(party_serve::serve(app, listener, std::future::pending()));
+    Ok(metrics)
 }

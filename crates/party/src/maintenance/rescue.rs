@@ -61,6 +61,7 @@ pub struct Rescuer {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     config: RescueConfig,
+    metrics: Option<Arc<crate::metrics::WorkerMetrics>>,
 }
 
 impl std::fmt::Debug for Rescuer {
@@ -78,7 +79,14 @@ impl Rescuer {
             store,
             clock,
             config,
+            metrics: None,
         }
+    }
+
+    /// Count the tasks each pass releases in a worker's metrics.
+    pub fn with_metrics(mut self, metrics: Option<Arc<crate::metrics::WorkerMetrics>>) -> Rescuer {
+        self.metrics = metrics;
+        self
     }
 
     /// One pass: release up to `batch` tasks whose lease ended before now.
@@ -110,6 +118,9 @@ impl Rescuer {
             }
         }
         if report.rescued > 0 {
+            if let Some(m) = &self.metrics {
+                m.rescued(report.rescued);
+            }
             tracing::warn!(
                 count = report.rescued,
                 "rescued tasks whose workers stopped renewing their leases"

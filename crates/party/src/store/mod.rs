@@ -144,6 +144,11 @@ pub struct ClaimedTask {
     pub fence: i64,
     /// When the claim was made.
     pub started_at: Timestamp,
+    /// When it became due (its timestamp, or the end of a retry's backoff): the claim's wait
+    /// is `started_at - due_at`.
+    pub due_at: Timestamp,
+    /// Its queue.
+    pub queue: String,
 }
 
 /// What becomes of a claimed task after an attempt.

@@ -26,6 +26,9 @@ impl Inner {
             FinishResult::Applied | FinishResult::Duplicate(_) => {}
             FinishResult::Stale => {
                 self.stale.fetch_add(1, Ordering::Relaxed);
+                if let Some(m) = &self.config.metrics {
+                    m.fence_refused();
+                }
             }
         }
     }

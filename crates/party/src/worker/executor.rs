@@ -12,6 +12,7 @@ use std::time::Duration;
 use jiff::SignedDuration;
 use serde_json::Value;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tracing::Instrument;
 
 use super::{Executed, Inner};
 use crate::policy::{self, Attempt, Ending};
@@ -39,11 +40,34 @@ pub(super) async fn execute(
     // executor came free), so the run history never shows it starting before the previous
     // attempt's result was written.
     task.started_at = inner.clock.now();
+    let (handler, queue) = (task.handler.clone(), task.queue.clone());
+    let metrics = inner.config.metrics.clone();
+    if let (Some(m), Some(_)) = (&metrics, &running) {
+        let secs = |since: jiff::Timestamp| task.started_at.duration_since(since).as_secs_f64();
+        m.started(&handler, &queue, secs(task.due_at), secs(task.timestamp));
+    }
+    // Every attempt runs in a span naming the task, so any subscriber sees which one it was.
+    let span = tracing::info_span!(
+        "attempt",
+        task = %task.id,
+        handler = %task.handler,
+        attempt = task.attempts,
+        queue = %task.queue,
+    );
     let finish = match running {
         Some(_) if *abort.borrow() => interrupted(&inner, &task),
-        Some(_) => run_one(&inner, task, &mut abort).await,
+        Some(_) => run_one(&inner, task, &mut abort).instrument(span).await,
         None => interrupted(&inner, &task),
     };
+    if let Some(m) = &metrics {
+        if finish.ran {
+            let secs = finish
+                .finished_at
+                .duration_since(finish.started_at)
+                .as_secs_f64();
+            m.ran(&handler, &queue, finish.outcome, secs);
+        }
+    }
     drop(running);
     inner.mark_finishing(finish.id, finish.fence);
     let _ = done.send(Executed {

@@ -17,6 +17,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
 use crate::clock::Clock;
 use crate::maintenance::{Maintenance, PruneConfig, Pruner, RescueConfig, Rescuer};
+use crate::metrics::WorkerMetrics;
 use crate::model::DEFAULT_QUEUE;
 use crate::policy::{self, Retention};
 use crate::store::{ClaimParams, Finish, Store};
@@ -61,6 +62,9 @@ pub struct WorkerConfig {
     /// runs (one at a time across the store), removes them (default [`Retention::default`]:
     /// done tasks 7 days, dead and cancelled 30 days, recurring tasks' history 400 days).
     pub retention: Retention,
+    /// Where the worker counts its runs, waits, claims, rescues and refused results (none by
+    /// default); serve them with [`crate::metrics::WorkerMetrics::render`].
+    pub metrics: Option<Arc<WorkerMetrics>>,
 }
 
 impl Default for WorkerConfig {
@@ -77,6 +81,7 @@ impl Default for WorkerConfig {
             shutdown_grace: Duration::from_secs(30),
             id: None,
             retention: Retention::default(),
+            metrics: None,
         }
     }
 }
@@ -204,6 +209,7 @@ impl Worker {
             self.inner.clock.clone(),
             RescueConfig::for_lease(self.inner.config.lease),
         )
+        .with_metrics(self.inner.config.metrics.clone())
     }
 
     /// This worker's id, as recorded in run histories.
@@ -345,6 +351,9 @@ impl Worker {
                 {
                     Ok(c) => {
                         outage = Duration::ZERO;
+                        if let Some(m) = &inner.config.metrics {
+                            m.claimed(c.len());
+                        }
                         c
                     }
                     // Damaged, not a database, not writable: no retry will help.

@@ -753,7 +753,81 @@ async fn prefetched_tasks_wait_for_an_executor_and_run_once_in_order(b: Backend)
     assert_eq!(ran, (0..30).collect::<Vec<_>>(), "each exactly once");
 }
 
+/// Fails when its data says so.
+struct Flaky;
+
+impl Task for Flaky {
+    const NAME: &'static str = "flaky";
+
+    async fn run(&self, ctx: &mut TaskContext) -> Result<(), TaskError> {
+        if ctx.data()["fail"] == json!(true) {
+            return Err(TaskError::failed("asked to fail"));
+        }
+        Ok(())
+    }
+}
+
+async fn a_workers_metrics_count_its_runs_waits_and_claims(b: Backend) {
+    let Some(f) = fixture(b, Registry::new().register(Flaky)).await else {
+        return;
+    };
+    // Due half a minute ago in queue mail; and one that fails its only attempt.
+    f.party
+        .add(
+            NewTask::new("flaky")
+                .queue("mail")
+                .at(t0() - SignedDuration::from_secs(30)),
+        )
+        .await
+        .unwrap();
+    f.party
+        .add(
+            NewTask::new("flaky")
+                .data(json!({"fail": true}))
+                .max_attempts(1),
+        )
+        .await
+        .unwrap();
+    let metrics = Arc::new(party::metrics::WorkerMetrics::new());
+    let worker = f.party.worker(WorkerConfig {
+        queues: vec!["default".into(), "mail".into()],
+        metrics: Some(metrics.clone()),
+        ..WorkerConfig::default()
+    });
+    let report = worker.run_until_idle().await.unwrap();
+    assert_eq!(report.attempts, 2);
+    assert_eq!(metrics.runs("flaky", "mail", Outcome::Succeeded), 1);
+    assert_eq!(metrics.runs("flaky", "default", Outcome::Failed), 1);
+    assert_eq!(metrics.runs("flaky", "mail", Outcome::Failed), 0);
+    let text = metrics.render();
+    // Started at t0 (the manual clock): 30 s after its timestamp, and as long after it was due.
+    for name in ["party_schedule_lag_seconds", "party_queue_wait_seconds"] {
+        assert!(
+            text.contains(&format!(
+                "{name}_bucket{{handler=\"flaky\",queue=\"mail\",le=\"10\"}} 0\n"
+            )),
+            "{text}"
+        );
+        assert!(text.contains(&format!(
+            "{name}_bucket{{handler=\"flaky\",queue=\"mail\",le=\"60\"}} 1\n"
+        )));
+        assert!(text.contains(&format!(
+            "{name}_bucket{{handler=\"flaky\",queue=\"default\",le=\"0.001\"}} 1\n"
+        )));
+    }
+    assert!(text.contains("party_claimed_tasks_total 2\n"), "{text}");
+    assert!(text.contains("party_fence_refusals_total 0\n"));
+    assert!(
+        !text.contains(
+            &f.party.list(&Default::default()).await.unwrap()[0]
+                .id
+                .to_string()
+        )
+    );
+}
+
 on_every_backend!(
+    a_workers_metrics_count_its_runs_waits_and_claims,
     three_workers_run_2000_tasks_each_exactly_once,
     a_panicking_handler_is_a_failed_attempt_not_a_crashed_worker,
     a_task_without_a_known_handler_waits_intact_and_stats_say_so,

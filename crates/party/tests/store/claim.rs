@@ -124,12 +124,15 @@ async fn a_claim_runs_the_task_under_a_new_fence_and_counts_the_attempt(b: Backe
     let written = InsertTask {
         data: r#"{"k":"v"}"#.into(),
         max_attempts: 4,
+        queue: "mail".into(),
         ..crate::harness::recurring("noop", "{}")
     };
     h.insert(vec![written.clone()]).await;
     let now = t0() + secs(3);
-    let first = h.claim(now, 10).await.remove(0);
+    let first = h.claim_for(&["noop"], &["mail"], now, 10).await.remove(0);
     assert_eq!(first.id, written.id);
+    assert_eq!(first.queue, "mail");
+    assert_eq!(first.due_at, t0(), "due at its timestamp");
     assert_eq!(first.handler, "noop");
     assert_eq!(first.data, r#"{"k":"v"}"#);
     assert_eq!(first.timestamp, t0());
@@ -147,8 +150,12 @@ async fn a_claim_runs_the_task_under_a_new_fence_and_counts_the_attempt(b: Backe
     // Retried and claimed again: a new fence, the next attempt.
     h.finish(failed(&first, now, "boom", Next::Retry { due_at: now }))
         .await;
-    let second = h.claim(now + secs(1), 10).await.remove(0);
+    let second = h
+        .claim_for(&["noop"], &["mail"], now + secs(1), 10)
+        .await
+        .remove(0);
     assert!(second.fence > first.fence, "a new claim, a new fence");
+    assert_eq!(second.due_at, now, "due when its backoff ended");
     assert_eq!(second.attempts, 2);
     assert_eq!(second.timestamp, t0(), "a retry keeps its occurrence");
     assert_eq!(second.started_at, now + secs(1));

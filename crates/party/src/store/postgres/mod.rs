@@ -606,6 +606,8 @@ impl Store for PgStore {
                 rule: r.get(8),
                 fence: r.get(9),
                 started_at,
+                due_at: time_at(r, 11),
+                queue: r.get(12),
             });
             order.push((r.get::<_, i32>(10), r.get::<_, PgTime>(11).0));
         }

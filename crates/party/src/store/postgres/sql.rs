@@ -136,7 +136,7 @@ pub(super) fn sql_claim(s: &str) -> String {
            AND due_at <= $2 AND handler = ANY($4::text[]) AND queue = ANY($5::text[]) \
            ORDER BY priority, due_at LIMIT $6 FOR UPDATE SKIP LOCKED)) \
          RETURNING t.id, t.handler, t.data, t.timestamp, t.last_run_on, t.attempts, \
-           t.max_attempts, t.is_recurring, t.rule, t.fence, t.priority, t.due_at"
+           t.max_attempts, t.is_recurring, t.rule, t.fence, t.priority, t.due_at, t.queue"
     )
 }
 

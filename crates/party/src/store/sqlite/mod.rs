@@ -389,6 +389,8 @@ impl Store for SqliteStore {
                             rule: r.get(8)?,
                             fence: r.get(9)?,
                             started_at: from_micros(now),
+                            due_at: from_micros(order.1),
+                            queue: r.get(12)?,
                         };
                         Ok((order, task))
                     })

@@ -139,7 +139,7 @@ pub(super) const CLAIM: &str = "UPDATE tasks SET state = 'running', ready = 0, a
     AND queue IN (SELECT value FROM json_each(?5)) \
     ORDER BY priority, due_at LIMIT (?6 + 0)) \
     RETURNING id, handler, data, timestamp, last_run_on, attempts, max_attempts, \
-    is_recurring, rule, fence, priority, due_at";
+    is_recurring, rule, fence, priority, due_at, queue";
 
 pub(super) const HEARTBEAT_WORKER: &str = "INSERT INTO workers (id, handlers, queues, last_seen, live_until) \
     VALUES (?1, ?2, ?3, ?4, ?5) \

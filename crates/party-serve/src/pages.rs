@@ -32,6 +32,7 @@ pub(crate) fn routes() -> Router<Shared> {
         .route("/tasks/{id}/retry", post(retry))
         .route("/tasks/retry-matching", post(retry_matching))
         .route("/tasks/cancel-matching", post(cancel_matching))
+        .route("/add", get(add_form).post(add))
 }
 
 /// A page's failure, shown as a page.
@@ -104,6 +105,7 @@ fn layout(title: &str, caller: Option<&Caller>, refresh: bool, body: Markup) -> 
                     a href="/" { "Overview" }
                     a href="/tasks" { "Tasks" }
                     a href="/tasks?state=dead" { "Dead" }
+                    a href="/add" { "Add" }
                     @if let Some(c) = caller {
                         @if !c.csrf().is_empty() {
                             form.inline method="post" action="/logout" {
@@ -342,11 +344,16 @@ async fn detail(State(app): State<Shared>, headers: HeaderMap, Path(id): Path<St
     let upcoming = match &rule {
         Some(_) => app
             .party
-            .next_occurrences(t.id, 5)
+            .next_occurrences(t.id, 12)
             .await
             .unwrap_or_default(),
         None => Vec::new(),
     };
+    let ledger = match &rule {
+        Some(_) => app.party.gaps(t.id).await.ok().map(|g| ledger(&t, &g)),
+        None => None,
+    };
+    let calendar = rule.as_ref().map(|r| calendar(r, &upcoming));
     let mut data = t.data.clone();
     app.redact.data(&mut data);
     let pretty = serde_json::to_string_pretty(&data).unwrap_or_default();
@@ -362,12 +369,36 @@ async fn detail(State(app): State<Shared>, headers: HeaderMap, Path(id): Path<St
             tr { th { "Queue, priority" } td { (t.queue) ", " (t.priority) } }
             @if let Some(r) = &rule {
                 tr { th { "Rule" } td { (r.rule.to_string()) @if let Some(tz) = &r.tz { " in " (tz) } " · missed: " (r.missed.to_string()) } }
-                tr { th { "Next occurrences" } td { @for u in &upcoming { (format_time(u.to_owned())) br; } } }
             }
             @if let Some(e) = &t.last_error { tr { th { "Last error" } td.error { pre { (e) } } } }
         }
         h2 { "Data" }
         pre id="data" { (pretty) }
+        @if let Some(cal) = calendar {
+            h2 { "Coming occurrences" }
+            table id="calendar" {
+                tr { th { "When (UTC)" } th { "Local time" } th { "Note" } }
+                @for (t, local, note) in &cal {
+                    tr { td { (format_time(*t)) } td { (local) } td class=(if note.is_empty() { "" } else { "alert" }) { (note) } }
+                }
+            }
+        }
+        @if let Some((rows, truncated)) = ledger {
+            h2 { "Occurrence ledger" }
+            p.muted { "Each expected occurrence beside what ran for it: missed, late, doubled or unexpected ones are flagged." @if truncated { " Only the earliest expected occurrences were compared." } }
+            @if rows.is_empty() { p.muted { "No occurrence was due yet." } } @else {
+                table id="ledger" {
+                    tr { th { "Occurrence" } th { "Runs" } th { "Verdict" } }
+                    @for row in &rows {
+                        tr {
+                            td { (format_time(row.0)) }
+                            td { (row.1) }
+                            td class=(if row.2 == "ran" { "" } else { "alert" }) { (row.2) }
+                        }
+                    }
+                }
+            }
+        }
         h2 { "Actions" }
         p {
             form.inline method="post" action={ "/tasks/" (t.id) "/retry" } {
@@ -519,5 +550,286 @@ async fn steer_matching(
     match result {
         Ok(_) => Redirect::to("/tasks").into_response(),
         Err(e) => PageError::from(e).into_response(),
+    }
+}
+
+/// How late a run may start after its occurrence before the ledger calls it late.
+const LATE_AFTER: SignedDuration = SignedDuration::from_secs(60);
+
+/// The most ledger rows a page shows (the latest).
+const LEDGER_ROWS: usize = 100;
+
+/// The occurrence ledger: each expected occurrence (the latest first) with its runs and a
+/// verdict: ran, late, missed, doubled, or unexpected (a run the rule does not produce).
+fn ledger(
+    t: &TaskInfo,
+    g: &party::recurrence::GapReport,
+) -> (Vec<(Timestamp, String, &'static str)>, bool) {
+    let mut by_occurrence: BTreeMap<Timestamp, Vec<&party::Run>> = BTreeMap::new();
+    for r in &t.runs {
+        by_occurrence.entry(r.timestamp).or_default().push(r);
+    }
+    let mut rows: Vec<(Timestamp, String, &'static str)> = Vec::new();
+    for (ts, runs) in &by_occurrence {
+        let ok = runs
+            .iter()
+            .filter(|r| r.outcome == party::Outcome::Succeeded)
+            .count();
+        let first = runs.iter().map(|r| r.started_at).min().unwrap_or(*ts);
+        let verdict = if g.unexpected.contains(ts) {
+            "unexpected"
+        } else if ok > 1 {
+            "doubled"
+        } else if ok == 0 {
+            "failed"
+        } else if first.duration_since(*ts) > LATE_AFTER {
+            "late"
+        } else {
+            "ran"
+        };
+        let text = runs
+            .iter()
+            .map(|r| {
+                format!(
+                    "{} ({}, started {})",
+                    r.outcome.as_str(),
+                    r.attempt,
+                    format_time(r.started_at)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        rows.push((*ts, text, verdict));
+    }
+    for m in &g.missing {
+        if !by_occurrence.contains_key(m) {
+            rows.push((*m, "none".to_string(), "missed"));
+        }
+    }
+    rows.sort_by_key(|r| std::cmp::Reverse(r.0));
+    rows.truncate(LEDGER_ROWS);
+    (rows, g.truncated)
+}
+
+/// The coming occurrences in the rule's time zone, noting a change of UTC offset (a DST
+/// switch moved the wall clock) and a monthly day that a short month does not have.
+fn calendar(rule: &Recurrence, upcoming: &[Timestamp]) -> Vec<(Timestamp, String, String)> {
+    let tz = rule
+        .tz
+        .as_deref()
+        .and_then(|z| jiff::tz::TimeZone::get(z).ok())
+        .unwrap_or(jiff::tz::TimeZone::UTC);
+    let mut out = Vec::new();
+    let mut previous: Option<jiff::tz::Offset> = None;
+    for t in upcoming {
+        let z = t.to_zoned(tz.clone());
+        let offset = z.offset();
+        let mut note = String::new();
+        if let Some(p) = previous.filter(|p| *p != offset) {
+            note = format!("clocks change before this one: UTC offset {p} → {offset}");
+        }
+        if let party::recurrence::Rule::MonthlyOn { day, .. } = rule.rule {
+            if i16::from(day) > i16::from(z.day()) {
+                let sep = if note.is_empty() { "" } else { "; " };
+                note.push_str(&format!(
+                    "{sep}this month has no day {day}: runs on its last day"
+                ));
+            }
+        }
+        previous = Some(offset);
+        out.push((*t, z.strftime("%Y-%m-%d %H:%M %Z").to_string(), note));
+    }
+    out
+}
+
+/// The add form's fields: every one text, as a browser sends them.
+#[derive(Debug, Default, Deserialize)]
+struct AddForm {
+    #[serde(default)]
+    csrf: Option<String>,
+    #[serde(default)]
+    handler: String,
+    #[serde(default)]
+    data: String,
+    #[serde(default)]
+    at: String,
+    #[serde(default, rename = "in")]
+    in_: String,
+    #[serde(default)]
+    every: String,
+    #[serde(default)]
+    cron: String,
+    #[serde(default)]
+    tz: String,
+    #[serde(default)]
+    monthly_on: String,
+    #[serde(default)]
+    at_time: String,
+    #[serde(default)]
+    queue: String,
+}
+
+impl AddForm {
+    /// The task the form describes, through the same [`party::spec::TaskSpec`] checks as the
+    /// API's.
+    fn task(&self, now: Timestamp) -> Result<party::NewTask, TaskError> {
+        let opt = |s: &str| Some(s.trim().to_string()).filter(|s| !s.is_empty());
+        let data = match opt(&self.data) {
+            Some(text) => Some(party::validate::data_text(
+                &text,
+                "{\"customer\": \"acme\"}",
+            )?),
+            None => None,
+        };
+        let monthly_on = match opt(&self.monthly_on) {
+            Some(d) => Some(party::validate::whole_number(
+                &d,
+                "the day of the month",
+                1,
+                31,
+                "31",
+            )?),
+            None => None,
+        };
+        party::spec::TaskSpec {
+            handler: self.handler.trim().to_string(),
+            data,
+            at: opt(&self.at),
+            in_: opt(&self.in_),
+            every: opt(&self.every),
+            cron: opt(&self.cron),
+            tz: opt(&self.tz),
+            monthly_on,
+            at_time: opt(&self.at_time),
+            queue: opt(&self.queue),
+            ..party::spec::TaskSpec::default()
+        }
+        .new_task(now)
+    }
+}
+
+fn add_page(
+    app: &Shared,
+    c: &Caller,
+    form: &AddForm,
+    message: Option<String>,
+    preview: Option<Vec<Timestamp>>,
+) -> Markup {
+    let names = app.party.registry().names();
+    let body = html! {
+        h1 { "Add a task" }
+        @if let Some(m) = &message { p.alert role="alert" id="add-error" { (m) } }
+        form method="post" action="/add" id="add" {
+            input type="hidden" name="csrf" value=(c.csrf());
+            div.filters {
+                label { "Handler" select name="handler" {
+                    @for n in &names { option value=(n) selected[*n == form.handler] { (n) } }
+                } }
+                label { "Queue" input name="queue" placeholder="default" value=(form.queue); }
+            }
+            label { "Data (a JSON object)" br; textarea name="data" rows="5" cols="70" placeholder="{}" { (form.data) } }
+            h2 { "When" }
+            div.filters {
+                label { "In (e.g. 90s, 2h)" input name="in" value=(form.in_); }
+                label { "At (RFC 3339)" input name="at" placeholder="2027-01-31T09:00:00Z" value=(form.at); }
+            }
+            h2 { "Recurring (optional)" }
+            div.filters {
+                label { "Every" input name="every" placeholder="1h" value=(form.every); }
+                label { "Cron" input name="cron" placeholder="0 9 * * MON-FRI" value=(form.cron); }
+                label { "Monthly on day" input name="monthly_on" size="3" value=(form.monthly_on); }
+                label { "at (HH:MM)" input name="at_time" size="6" value=(form.at_time); }
+                label { "Time zone" input name="tz" placeholder="Europe/Berlin" value=(form.tz); }
+            }
+            p {
+                button type="submit" formmethod="get" id="preview" { "Preview the rule" }
+                " "
+                button type="submit" id="save" { "Add the task" }
+            }
+        }
+        @if let Some(times) = preview {
+            h2 { "The next occurrences" }
+            @if times.is_empty() { p.muted { "A one-off task: it runs once." } }
+            ol id="preview-times" { @for t in &times { li { (format_time(*t)) } } }
+        }
+    };
+    layout("add", Some(c), false, body)
+}
+
+async fn add_form(
+    State(app): State<Shared>,
+    headers: HeaderMap,
+    query: Result<Query<AddForm>, QueryRejection>,
+) -> Response {
+    let Some(c) = caller(&app, &headers) else {
+        return to_login();
+    };
+    let form = query.map(|Query(f)| f).unwrap_or_default();
+    if form.handler.is_empty() {
+        return Html(add_page(&app, &c, &form, None, None).into_string()).into_response();
+    }
+    // A preview: check everything, show the rule's next occurrences, write nothing.
+    let now = app.party.clock().now();
+    let page = match form.task(now) {
+        Ok(t) => {
+            let times = t
+                .recurrence
+                .as_ref()
+                .map(|r| r.upcoming(t.at.unwrap_or(now) - SignedDuration::from_micros(1), 5))
+                .unwrap_or_default();
+            add_page(&app, &c, &form, None, Some(times))
+        }
+        Err(e) => add_page(&app, &c, &form, Some(e.to_string()), None),
+    };
+    Html(page.into_string()).into_response()
+}
+
+async fn add(
+    State(app): State<Shared>,
+    headers: HeaderMap,
+    form: Result<Form<AddForm>, FormRejection>,
+) -> Response {
+    let Ok(Form(form)) = form else {
+        return denied(Denied::Forged);
+    };
+    if let Err(d) = change(&app, &headers, form.csrf.as_deref()) {
+        return denied(d);
+    }
+    let Some(c) = caller(&app, &headers) else {
+        return to_login();
+    };
+    let now = app.party.clock().now();
+    let result = match form.task(now) {
+        Ok(t) => app.party.add(t).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(id) => Redirect::to(&format!("/tasks/{id}")).into_response(),
+        Err(e) => (
+            crate::error::status_of(&e),
+            Html(add_page(&app, &c, &form, Some(e.to_string()), None).into_string()),
+        )
+            .into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_calendar_notes_a_dst_switch_and_a_short_month() {
+        let t = |s: &str| s.parse::<Timestamp>().unwrap();
+        let cron = Recurrence::cron("30 2 * * *", Some("Europe/Berlin")).unwrap();
+        // 2027-03-28 is the spring switch in Berlin: 02:30 does not exist that day.
+        let times = cron.upcoming(t("2027-03-26T00:00:00Z"), 3);
+        let cal = calendar(&cron, &times);
+        assert!(cal[0].2.is_empty(), "{cal:?}");
+        assert!(cal.iter().any(|c| c.2.contains("clocks change")), "{cal:?}");
+        let monthly = Recurrence::monthly_on(31, "09:00", None).unwrap();
+        let times = monthly.upcoming(t("2027-01-01T00:00:00Z"), 3);
+        let cal = calendar(&monthly, &times);
+        assert!(cal[0].2.is_empty());
+        assert!(cal[1].2.contains("no day 31"), "{cal:?}");
     }
 }

@@ -317,7 +317,132 @@ async fn metrics_are_prometheus_text_behind_the_token(b: Backend) {
     );
 }
 
+async fn the_add_form_previews_a_rule_then_adds_with_the_apis_checks(b: Backend) {
+    let Some(s) = Server::start(b).await else {
+        return;
+    };
+    let cookie = login(&s).await;
+    let form = s.raw("GET", "/add", &[("Cookie", &cookie)], None).await;
+    assert_eq!(form.status, 200);
+    let token = csrf(&form.body);
+    // Preview: the rule's next occurrences, nothing written.
+    let preview = s
+        .raw(
+            "GET",
+            "/add?handler=noop&monthly_on=31&at_time=09%3A00&tz=Europe%2FBerlin&data=",
+            &[("Cookie", &cookie)],
+            None,
+        )
+        .await;
+    assert_eq!(preview.status, 200);
+    assert!(
+        preview.body.contains("id=\"preview-times\""),
+        "{}",
+        preview.body
+    );
+    assert_eq!(preview.body.matches("<li>").count(), 5);
+    assert!(s.party.list(&Default::default()).await.unwrap().is_empty());
+    // A bad rule: the API's message, nothing written.
+    let headers = [
+        ("Cookie", cookie.as_str()),
+        ("Content-Type", "application/x-www-form-urlencoded"),
+    ];
+    let bad = s
+        .raw(
+            "POST",
+            "/add",
+            &headers,
+            Some(&format!("csrf={token}&handler=noop&every=0s")),
+        )
+        .await;
+    assert_eq!(bad.status, 400);
+    assert!(bad.body.contains("id=\"add-error\""));
+    assert!(bad.body.contains("zero"));
+    // Without the session's token: refused.
+    let forged = s.raw("POST", "/add", &headers, Some("handler=noop")).await;
+    assert_eq!(forged.status, 403);
+    assert!(s.party.list(&Default::default()).await.unwrap().is_empty());
+    let ok = s
+        .raw(
+            "POST",
+            "/add",
+            &headers,
+            Some(&format!(
+                "csrf={token}&handler=noop&data=%7B%22customer%22%3A%22acme%22%7D&every=1h&queue="
+            )),
+        )
+        .await;
+    assert_eq!(ok.status, 303, "{}", ok.body);
+    let tasks = s.party.list(&Default::default()).await.unwrap();
+    assert_eq!(tasks.len(), 1);
+    assert_eq!(tasks[0].data, json!({"customer": "acme"}));
+    assert!(tasks[0].is_recurring);
+    assert_eq!(
+        ok.header("location"),
+        Some(format!("/tasks/{}", tasks[0].id).as_str())
+    );
+}
+
+async fn a_recurring_tasks_page_shows_its_ledger_and_coming_occurrences(b: Backend) {
+    let Some(s) = Server::start(b).await else {
+        return;
+    };
+    let now = party::jiff::Timestamp::now();
+    // Every hour from three hours ago: the worker catches up on each missed occurrence, late.
+    let id = s
+        .party
+        .add(
+            NewTask::new("noop")
+                .every(party::jiff::SignedDuration::from_hours(1))
+                .at(now - party::jiff::SignedDuration::from_secs(3 * 3600 - 30)),
+        )
+        .await
+        .unwrap();
+    s.party
+        .worker(Default::default())
+        .run_until_idle()
+        .await
+        .unwrap();
+    let monthly = s
+        .party
+        .add(NewTask::new("log").recurrence(
+            party::recurrence::Recurrence::monthly_on(31, "09:00", Some("Europe/Berlin")).unwrap(),
+        ))
+        .await
+        .unwrap();
+    let cookie = login(&s).await;
+    let page = s
+        .raw("GET", &format!("/tasks/{id}"), &[("Cookie", &cookie)], None)
+        .await
+        .body;
+    assert!(page.contains("id=\"ledger\""), "{page}");
+    let ledger = &page[page.find("id=\"ledger\"").unwrap()..];
+    assert_eq!(
+        ledger.matches(">late<").count(),
+        3,
+        "every occurrence ran long after its time: {ledger}"
+    );
+    assert!(page.contains("id=\"calendar\""));
+    assert!(page.contains("every 1h"));
+    let page = s
+        .raw(
+            "GET",
+            &format!("/tasks/{monthly}"),
+            &[("Cookie", &cookie)],
+            None,
+        )
+        .await
+        .body;
+    assert!(
+        page.contains("this month has no day 31: runs on its last day"),
+        "{page}"
+    );
+    assert!(page.contains("in Europe/Berlin"));
+}
+
 on_every_backend!(
+    the_add_form_previews_a_rule_then_adds_with_the_apis_checks,
+    a_recurring_tasks_page_shows_its_ledger_and_coming_occurrences,
     login_gives_a_strict_http_only_cookie_and_wrong_tokens_none,
     overview_counts_equal_stats,
     task_data_is_shown_as_text_everywhere,

@@ -75,7 +75,7 @@ header{background:#1d2330;color:#fff;padding:.6rem 1.2rem;display:flex;gap:1.2re
 header a{color:#cfd8ff;text-decoration:none}header strong{margin-right:1rem}header form{margin-left:auto}\
 main{padding:1rem 1.2rem;max-width:1200px}h1{font-size:1.3rem}h2{font-size:1.05rem;margin-top:1.6rem}\
 table{border-collapse:collapse;background:#fff;width:100%}th,td{text-align:left;padding:.35rem .6rem;border-bottom:1px solid #e3e6ea;vertical-align:top}\
-th{background:#eef0f3;font-weight:600}td.num{text-align:right;font-variant-numeric:tabular-nums}\
+th{background:#eef0f3;font-weight:600}td.num{font-variant-numeric:tabular-nums}\
 .cards{display:flex;flex-wrap:wrap;gap:.8rem}.card{background:#fff;border-radius:6px;padding:.6rem 1rem;min-width:7rem;box-shadow:0 1px 2px #0001}\
 .card b{display:block;font-size:1.5rem}.card a{color:inherit;text-decoration:none}\
 .error,.alert{color:#b00020}.alert{background:#fdecee;padding:.5rem .8rem;border-radius:4px}\

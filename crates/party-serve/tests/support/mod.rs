@@ -219,10 +219,19 @@ pub async fn request(
     req.push_str("\r\n");
     stream.write_all(req.as_bytes()).await.unwrap();
     stream.write_all(body.as_bytes()).await.unwrap();
+    // Read the head, then the body by its length (or chunks, or to the end): some servers
+    // keep the connection open after answering.
     let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).await.unwrap();
-    let text = String::from_utf8_lossy(&raw).to_string();
-    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut buf = [0u8; 8192];
+    let head_end = loop {
+        if let Some(i) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i;
+        }
+        let n = stream.read(&mut buf).await.unwrap();
+        assert!(n > 0, "the connection closed before the answer's head");
+        raw.extend_from_slice(&buf[..n]);
+    };
+    let head = String::from_utf8_lossy(&raw[..head_end]).to_string();
     let mut lines = head.lines();
     let status = lines
         .next()
@@ -233,14 +242,36 @@ pub async fn request(
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
         .collect();
-    let chunked = headers
-        .iter()
-        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
-    let body = if chunked {
-        dechunk(rest)
-    } else {
-        rest.to_string()
+    let find = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
     };
+    let mut rest = raw[head_end + 4..].to_vec();
+    let chunked = find("transfer-encoding").is_some_and(|v| v.contains("chunked"));
+    if let Some(len) = find("content-length").and_then(|v| v.parse::<usize>().ok()) {
+        while rest.len() < len {
+            let n = stream.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            rest.extend_from_slice(&buf[..n]);
+        }
+        rest.truncate(len);
+    } else if chunked {
+        while !rest.windows(5).any(|w| w == b"0\r\n\r\n") {
+            let n = stream.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            rest.extend_from_slice(&buf[..n]);
+        }
+    } else {
+        stream.read_to_end(&mut rest).await.unwrap();
+    }
+    let rest = String::from_utf8_lossy(&rest).to_string();
+    let body = if chunked { dechunk(&rest) } else { rest };
     Resp {
         status,
         headers,
@@ -262,6 +293,7 @@ fn dechunk(mut s: &str) -> String {
 }
 
 /// Run a test on SQLite and on PostgreSQL.
+#[allow(unused_macros)]
 macro_rules! on_every_backend {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -282,4 +314,5 @@ macro_rules! on_every_backend {
         }
     };
 }
+#[allow(unused_imports)]
 pub(crate) use on_every_backend;

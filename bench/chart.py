@@ -3,7 +3,8 @@
 
     python3 bench/chart.py OUT.svg RESULTS.json [MORE.json ...]
 
-Each JSON file has {"rows": [{"system", "backend", "concurrency", "drain_per_s"}, ...]} and
+Each JSON file has {"rows": [{"system", "backend", "concurrency", "drain_per_s"}, ...]} (one row
+per configuration tried; the chart shows each system's best at each concurrency) and
 optionally {"limits": [{"backend", "claim_complete_per_s"}]}, as written by
 `party-peers --json` and `party-peers-effectum --json`. Only the Python standard library is used.
 """
@@ -26,12 +27,13 @@ def load(paths):
             if r.get("drain_per_s", 0) <= 0:
                 continue
             key = f'{r["system"]} ({r["backend"]})'
-            series.setdefault(key, []).append((r["concurrency"], r["drain_per_s"]))
+            # Several configurations of one system: keep its best at each concurrency.
+            points = series.setdefault(key, {})
+            c = r["concurrency"]
+            points[c] = max(points.get(c, 0), r["drain_per_s"])
         for l in data.get("limits", []):
             limits[l["backend"]] = l["claim_complete_per_s"]
-    for points in series.values():
-        points.sort()
-    return series, limits
+    return {k: sorted(v.items()) for k, v in series.items()}, limits
 
 
 def main():

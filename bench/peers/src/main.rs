@@ -2,7 +2,9 @@
 //!
 //! Workload: N no-op jobs enqueued in bulk (timed), then drained by one worker at concurrency C
 //! (timed until the last job has run). Every system gets a fresh scratch store: a temporary
-//! SQLite file, or a scratch PostgreSQL database dropped afterwards.
+//! SQLite file, or a scratch PostgreSQL database dropped afterwards. Each system runs in
+//! several configurations (its defaults and what its own docs recommend for throughput); the
+//! table shows each system's best per backend and concurrency, the JSON file every run.
 //!
 //! `party-peers [--pg URL] [--dir DIR] [--jobs N] [--json FILE]`
 
@@ -21,6 +23,8 @@ struct Row {
     backend: String,
     concurrency: usize,
     jobs: u64,
+    /// The configuration this row ran with.
+    settings: String,
     enqueue_per_s: f64,
     drain_per_s: f64,
     note: String,
@@ -100,7 +104,17 @@ mod party_run {
     use super::*;
     use party::{NewTask, Party, WorkerConfig};
 
-    pub(super) async fn run(url: &str, n: u64, c: usize) -> Res<(f64, f64)> {
+    /// party's settings for short tasks (README "Throughput"): `prefetch`, tasks claimed
+    /// ahead of free executors, as a local queue. Tried at the concurrency and at 100 or more.
+    pub(super) fn settings(c: usize) -> Vec<(String, usize)> {
+        let mut v = vec![(format!("prefetch {c}"), c)];
+        if c < 100 {
+            v.push(("prefetch 100".into(), 100));
+        }
+        v
+    }
+
+    pub(super) async fn run(url: &str, n: u64, c: usize, prefetch: usize) -> Res<(f64, f64)> {
         let party = Party::connect(url, party::builtin::registry(false)).await?;
         let t = Instant::now();
         let mut left = n;
@@ -116,8 +130,7 @@ mod party_run {
         let report = party
             .worker(WorkerConfig {
                 concurrency: c,
-                // Claim ahead, as graphile_worker's local queue does.
-                prefetch: c,
+                prefetch,
                 ..WorkerConfig::default()
             })
             .run_until_idle()
@@ -148,16 +161,72 @@ mod graphile {
         }
     }
 
-    pub(super) async fn run(url: &str, n: u64, c: usize) -> Res<(f64, f64)> {
-        let worker = WorkerOptions::default()
+    /// One configuration of graphile_worker.
+    #[derive(Clone)]
+    pub(super) struct Settings {
+        pub(super) label: String,
+        pool: u32,
+        local_queue: Option<(usize, usize)>,
+        batch_delay: Option<Duration>,
+    }
+
+    /// The configurations tried: its defaults as a reference, then what its docs recommend
+    /// for many small jobs (a pool sized to the concurrency, the local queue of 100 jobs,
+    /// completions batched every 5 ms, a 500 ms poll), with several local queues and with a
+    /// larger one. The pool is capped at 40: the server allows 100 connections in all.
+    pub(super) fn settings(c: usize) -> Vec<Settings> {
+        let pool = (c as u32).clamp(10, 40);
+        let mut v = vec![
+            Settings {
+                label: "defaults (pool 20, no local queue)".into(),
+                pool: 20,
+                local_queue: None,
+                batch_delay: None,
+            },
+            Settings {
+                label: format!("pool {pool}, local queue 100, batch 5 ms"),
+                pool,
+                local_queue: Some((100, 1)),
+                batch_delay: Some(Duration::from_millis(5)),
+            },
+        ];
+        if c >= 8 {
+            v.push(Settings {
+                label: format!("pool {pool}, 4 local queues of 100, batch 5 ms"),
+                pool,
+                local_queue: Some((100, 4)),
+                batch_delay: Some(Duration::from_millis(5)),
+            });
+            v.push(Settings {
+                label: format!("pool {pool}, local queue 500, batch 5 ms"),
+                pool,
+                local_queue: Some((500, 1)),
+                batch_delay: Some(Duration::from_millis(5)),
+            });
+        }
+        v
+    }
+
+    pub(super) async fn run(url: &str, n: u64, c: usize, s: &Settings) -> Res<(f64, f64)> {
+        let mut options = WorkerOptions::default()
             .database_url(url)
+            .max_pg_conn(s.pool)
             .concurrency(c)
             .schema("graphile_worker")
-            .local_queue(LocalQueueConfig::default())
+            .poll_interval(Duration::from_millis(500))
             .listen_os_shutdown_signals(false)
-            .define_job::<Noop>()
-            .init()
-            .await?;
+            .define_job::<Noop>();
+        if let Some((size, queues)) = s.local_queue {
+            options = options.local_queue(
+                LocalQueueConfig::default()
+                    .with_size(size)
+                    .with_queue_count(queues),
+            );
+        }
+        if let Some(delay) = s.batch_delay {
+            options = options.complete_job_batch_delay(delay);
+        }
+        let worker = options.init().await?;
         let utils = worker.create_utils();
         let spec = JobSpec::default();
         let t = Instant::now();
@@ -200,11 +269,33 @@ mod apalis_run {
         Ok(())
     }
 
-    pub(super) async fn postgres(url: &str, n: u64, c: usize) -> Res<(f64, f64)> {
-        use apalis_postgres::{PgPool, PostgresStorage};
-        let pool = PgPool::connect(url).await?;
+    /// The configurations tried: its defaults (fetch batches of 10, a pool of 10), then the
+    /// larger fetch batch its docs suggest for throughput with a pool sized to the concurrency
+    /// (capped at 40: the server allows 100 connections in all).
+    pub(super) fn settings(c: usize) -> Vec<(String, usize, u32)> {
+        let pool = (c as u32).clamp(10, 40);
+        vec![
+            ("defaults (batch 10, pool 10)".into(), 10, 10),
+            (format!("batch 100, pool {pool}"), 100, pool),
+        ]
+    }
+
+    pub(super) async fn postgres(
+        url: &str,
+        n: u64,
+        c: usize,
+        (_, batch, pool_size): &(String, usize, u32),
+    ) -> Res<(f64, f64)> {
+        use apalis_postgres::PostgresStorage;
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(*pool_size)
+            .connect(url)
+            .await?;
         PostgresStorage::setup(&pool).await?;
-        let mut backend = PostgresStorage::new(&pool);
+        let config = apalis_postgres::Config::default()
+            .queue(std::any::type_name::<u64>())
+            .batch_size(*batch);
+        let mut backend = PostgresStorage::new(&pool).with_config(config);
         let t = Instant::now();
         let mut items = stream::iter((0..n).map(|i| TaskBuilder::new(i).build()));
         backend.push_all(&mut items).await?;
@@ -221,11 +312,19 @@ mod apalis_run {
         Ok((enq, n as f64 / took.as_secs_f64()))
     }
 
-    pub(super) async fn sqlite(path: &str, n: u64, c: usize) -> Res<(f64, f64)> {
+    pub(super) async fn sqlite(
+        path: &str,
+        n: u64,
+        c: usize,
+        (_, batch, _): &(String, usize, u32),
+    ) -> Res<(f64, f64)> {
         use apalis_sqlite::{SqlitePool, SqliteStorage};
         let pool = SqlitePool::connect(&format!("sqlite://{path}?mode=rwc")).await?;
         SqliteStorage::setup(&pool).await?;
-        let mut backend = SqliteStorage::new(&pool);
+        let config = apalis_sqlite::Config::default()
+            .queue(std::any::type_name::<u64>())
+            .batch_size(*batch);
+        let mut backend = SqliteStorage::new(&pool).with_config(config);
         let t = Instant::now();
         let mut items = stream::iter((0..n).map(|i| TaskBuilder::new(i).build()));
         backend.push_all(&mut items).await?;
@@ -293,72 +392,89 @@ async fn main() {
 
     for c in CONCURRENCIES {
         let n = if c == 1 { jobs / 10 } else { jobs };
-        let mut record = |system: &str, backend: &str, n: u64, r: Res<(f64, f64)>| {
+        let mut record = |system: &str, backend: &str, n: u64, settings: &str, r: Res<(f64, f64)>| {
             let (enq, drain, note) = match r {
                 Ok((e, d)) => (e, d, String::new()),
                 Err(e) => (0.0, 0.0, e.to_string()),
             };
             eprintln!(
-                "{system:<16} {backend:<9} c={c:<4} n={n:<7} enqueue {enq:>9.0}/s  drain {drain:>9.0}/s {note}"
+                "{system:<16} {backend:<9} c={c:<4} n={n:<7} enqueue {enq:>9.0}/s  drain {drain:>9.0}/s  [{settings}] {note}"
             );
             rows.push(Row {
                 system: system.into(),
                 backend: backend.into(),
                 concurrency: c,
                 jobs: n,
+                settings: settings.into(),
                 enqueue_per_s: enq,
                 drain_per_s: drain,
                 note,
             });
         };
         if wants("party") {
-            let f = sqlite_file(&dir, "party");
-            record("party", "sqlite", n, party_run::run(&f, n, c).await);
-            remove_sqlite(&f);
+            for (label, prefetch) in party_run::settings(c) {
+                let f = sqlite_file(&dir, "party");
+                record("party", "sqlite", n, &label, party_run::run(&f, n, c, prefetch).await);
+                remove_sqlite(&f);
+            }
         }
         if wants("apalis") {
-            let f = sqlite_file(&dir, "apalis");
-            // apalis on SQLite is slow: a tenth of the jobs keeps the run short.
-            let m = (n / 10).max(100);
-            let r = apalis_run::sqlite(&f, m, c).await;
-            record("apalis", "sqlite", m, r);
-            remove_sqlite(&f);
+            for s in apalis_run::settings(c) {
+                let f = sqlite_file(&dir, "apalis");
+                // apalis on SQLite is slow: a tenth of the jobs keeps the run short.
+                let m = (n / 10).max(100);
+                let r = apalis_run::sqlite(&f, m, c, &s).await;
+                record("apalis", "sqlite", m, &s.0, r);
+                remove_sqlite(&f);
+            }
         }
         if let Some(pg) = &pg {
             if wants("party") {
-                let s = PgScratch::new(pg).await.expect("scratch database");
-                record("party", "postgres", n, party_run::run(&s.url, n, c).await);
-                s.drop().await;
+                for (label, prefetch) in party_run::settings(c) {
+                    let s = PgScratch::new(pg).await.expect("scratch database");
+                    let r = party_run::run(&s.url, n, c, prefetch).await;
+                    record("party", "postgres", n, &label, r);
+                    s.drop().await;
+                }
             }
             if wants("graphile_worker") {
-                let s = PgScratch::new(pg).await.expect("scratch database");
-                record(
-                    "graphile_worker",
-                    "postgres",
-                    n,
-                    graphile::run(&s.url, n, c).await,
-                );
-                s.drop().await;
+                for settings in graphile::settings(c) {
+                    let s = PgScratch::new(pg).await.expect("scratch database");
+                    let r = graphile::run(&s.url, n, c, &settings).await;
+                    record("graphile_worker", "postgres", n, &settings.label, r);
+                    s.drop().await;
+                }
             }
             if wants("apalis") {
-                let s = PgScratch::new(pg).await.expect("scratch database");
-                record(
-                    "apalis",
-                    "postgres",
-                    n,
-                    apalis_run::postgres(&s.url, n, c).await,
-                );
-                s.drop().await;
+                for settings in apalis_run::settings(c) {
+                    let s = PgScratch::new(pg).await.expect("scratch database");
+                    let r = apalis_run::postgres(&s.url, n, c, &settings).await;
+                    record("apalis", "postgres", n, &settings.0, r);
+                    s.drop().await;
+                }
             }
         }
     }
+
+    // Each system at its best: the fastest of its configurations per backend and concurrency.
+    let best: Vec<&Row> = rows
+        .iter()
+        .filter(|r| {
+            !rows.iter().any(|o| {
+                o.system == r.system
+                    && o.backend == r.backend
+                    && o.concurrency == r.concurrency
+                    && o.drain_per_s > r.drain_per_s
+            })
+        })
+        .collect();
 
     println!(
         "{:<16} {:<9} {:>5} {:>8} {:>12} {:>12} {:>10} {:>10}",
         "system", "backend", "conc", "jobs", "enqueue/s", "drain/s", "vs party", "vs limit"
     );
-    for r in &rows {
-        let party = rows
+    for r in &best {
+        let party = best
             .iter()
             .find(|p| {
                 p.system == "party" && p.backend == r.backend && p.concurrency == r.concurrency
@@ -378,7 +494,7 @@ async fn main() {
             }
         };
         println!(
-            "{:<16} {:<9} {:>5} {:>8} {:>12.0} {:>12.0} {:>10} {:>10}  {}",
+            "{:<16} {:<9} {:>5} {:>8} {:>12.0} {:>12.0} {:>10} {:>10}  {} {}",
             r.system,
             r.backend,
             r.concurrency,
@@ -387,6 +503,7 @@ async fn main() {
             r.drain_per_s,
             pct(r.drain_per_s, party),
             pct(r.drain_per_s, limit),
+            r.settings,
             r.note
         );
     }
@@ -397,7 +514,7 @@ async fn main() {
         );
     }
     if let Some(path) = json {
-        let out = serde_json::json!({ "rows": rows, "limits": limits.iter().map(|(b, i, c)| serde_json::json!({"backend": b, "insert_per_s": i, "claim_complete_per_s": c})).collect::<Vec<_>>() });
+        let out = serde_json::json!({ "rows": rows, "best": best, "limits": limits.iter().map(|(b, i, c)| serde_json::json!({"backend": b, "insert_per_s": i, "claim_complete_per_s": c})).collect::<Vec<_>>() });
         std::fs::write(&path, serde_json::to_string_pretty(&out).unwrap())
             .expect("write the JSON file");
     }

@@ -38,10 +38,10 @@ impl Inner {
 pub(super) async fn completer(
     inner: Arc<Inner>,
     mut rx: mpsc::UnboundedReceiver<Executed>,
-    slots: Arc<Semaphore>,
+    unrecorded: Arc<Semaphore>,
 ) {
     let max = inner.config.finish_batch;
-    let concurrency = inner.config.concurrency + inner.config.prefetch;
+    let places = super::unrecorded_places(&inner.config);
     let mut batch: Vec<Executed> = Vec::with_capacity(max);
     while let Some(first) = rx.recv().await {
         batch.push(first);
@@ -53,7 +53,7 @@ pub(super) async fn completer(
                 Err(mpsc::error::TryRecvError::Empty) => {
                     // Every task this worker holds is already in the batch: nothing else can
                     // join it, so waiting would only delay the write.
-                    let held = concurrency - slots.available_permits();
+                    let held = places - unrecorded.available_permits();
                     if batch.len() >= held {
                         break;
                     }

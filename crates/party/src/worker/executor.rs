@@ -25,7 +25,7 @@ use crate::{TaskError, prepare};
 pub(super) async fn execute(
     inner: Arc<Inner>,
     task: ClaimedTask,
-    permit: OwnedSemaphorePermit,
+    (ahead, unrecorded): (OwnedSemaphorePermit, OwnedSemaphorePermit),
     executors: Arc<Semaphore>,
     done: mpsc::UnboundedSender<Executed>,
     mut abort: watch::Receiver<bool>,
@@ -70,9 +70,11 @@ pub(super) async fn execute(
     }
     drop(running);
     inner.mark_finishing(finish.id, finish.fence);
+    // The attempt is over: the claimer may take another task while this result is written.
+    drop(ahead);
     let _ = done.send(Executed {
         finish,
-        _permit: permit,
+        _permit: unrecorded,
     });
 }
 

@@ -1,9 +1,12 @@
 //! The worker runtime: claims due tasks in batches, runs them on tokio with bounded
 //! concurrency, and records their results in batches (group commit).
 //!
-//! One claimer loop (this module) feeds executors (`executor.rs`); each holds a concurrency
-//! permit until the completer (`completer.rs`) has durably written its result, so "no permits
-//! out" means nothing of ours is running or unrecorded. The heartbeat (`heartbeat.rs`) renews
+//! One claimer loop (this module) feeds executors (`executor.rs`). A claimed task holds two
+//! places: one in `ahead` (concurrency + prefetch) until its attempt ends, and one in
+//! `unrecorded` (twice that) until the completer (`completer.rs`) has durably written its
+//! result. The next claim therefore waits only for attempts to end, not for their results'
+//! write, which overlaps it; and "every `unrecorded` place free" means nothing of ours is
+//! running or unrecorded. The heartbeat (`heartbeat.rs`) renews
 //! leases; the maintenance services (rescue of expired leases, pruning of old history) run
 //! beside it, see [`crate::maintenance`].
 
@@ -161,7 +164,14 @@ fn default_worker_id() -> String {
 
 struct Executed {
     finish: Finish,
+    /// The task's place in `unrecorded`, given back once the result is written.
     _permit: OwnedSemaphorePermit,
+}
+
+/// Places for claimed tasks whose results are not yet written: twice what may be claimed
+/// ahead, so a full set of attempts can end while the previous set's results are written.
+fn unrecorded_places(config: &WorkerConfig) -> usize {
+    2 * (config.concurrency + config.prefetch)
 }
 
 impl Worker {
@@ -277,10 +287,12 @@ impl Worker {
         let before = self.totals();
         let until_idle = shutdown.is_none();
         let mut shutdown = shutdown.unwrap_or_else(|| Box::pin(std::future::pending()));
-        // Claimed tasks hold a slot until their result is written; running ones also hold an
-        // executor permit.
+        // Claimed tasks hold a place in `ahead` until their attempt ends and one in
+        // `unrecorded` until their result is written; running ones also hold an executor permit.
         let concurrency = inner.config.concurrency + inner.config.prefetch;
-        let slots = Arc::new(Semaphore::new(concurrency));
+        let ahead = Arc::new(Semaphore::new(concurrency));
+        let unrecorded_places = unrecorded_places(&inner.config);
+        let unrecorded = Arc::new(Semaphore::new(unrecorded_places));
         let executors = Arc::new(Semaphore::new(inner.config.concurrency));
         if inner.config.queues.is_empty() {
             return Err(TaskError::invalid(
@@ -296,7 +308,11 @@ impl Worker {
         let (done_tx, done_rx) = mpsc::unbounded_channel::<Executed>();
         inner.abort.send_replace(false);
         let abort_rx = inner.abort.subscribe();
-        let completer = tokio::spawn(completer::completer(inner.clone(), done_rx, slots.clone()));
+        let completer = tokio::spawn(completer::completer(
+            inner.clone(),
+            done_rx,
+            unrecorded.clone(),
+        ));
         let heartbeat = tokio::spawn(heartbeat::heartbeat(inner.clone()));
         let rescuer = self.rescuer();
         let maintenance = tokio::spawn(
@@ -323,14 +339,18 @@ impl Worker {
                 let notified = wakeups.notified();
                 tokio::pin!(notified);
                 notified.as_mut().enable();
-                let free = slots.available_permits();
+                let free = ahead.available_permits().min(unrecorded.available_permits());
                 // Sampled before the claim: if nothing of ours was running or unrecorded then,
                 // an empty claim means idle. Sampled after, a result written in between (a
                 // reschedule or follow-up now due) would be missed.
-                let all_free = free == concurrency;
+                let all_free = unrecorded.available_permits() == unrecorded_places;
                 if free == 0 {
                     tokio::select! {
-                        p = slots.clone().acquire_owned() => drop(p),
+                        p = async {
+                            let a = ahead.acquire().await;
+                            let b = unrecorded.acquire().await;
+                            (a, b)
+                        } => drop(p),
                         _ = &mut shutdown => return Ok(()),
                     }
                     continue;
@@ -371,16 +391,20 @@ impl Worker {
                 };
                 let got = claimed.len();
                 for task in claimed {
-                    let permit = slots
+                    let permit = ahead
                         .clone()
                         .try_acquire_owned()
-                        .expect("a slot per claimed task");
+                        .expect("a place ahead per claimed task");
+                    let recording = unrecorded
+                        .clone()
+                        .try_acquire_owned()
+                        .expect("an unrecorded place per claimed task");
                     let (id, fence) = (task.id, task.fence);
                     inner.held.lock().unwrap().insert(id, Held { fence, abort: None, finishing: false });
                     let handle = tokio::spawn(executor::execute(
                         inner.clone(),
                         task,
-                        permit,
+                        (permit, recording),
                         executors.clone(),
                         done_tx.clone(),
                         abort_rx.clone(),
@@ -413,7 +437,7 @@ impl Worker {
                         return Ok(());
                     }
                     if got == 0 {
-                        let all = slots.acquire_many(concurrency as u32).await.expect("open");
+                        let all = unrecorded.acquire_many(unrecorded_places as u32).await.expect("open");
                         drop(all);
                     }
                     continue;
@@ -443,17 +467,17 @@ impl Worker {
         if !until_idle {
             tracing::info!(worker = %inner.id, "stopping: no new claims; waiting for running tasks");
         }
-        let all = concurrency as u32;
+        let all = unrecorded_places as u32;
         let mut interrupted = inner.abort.subscribe();
         let finished_in_grace = tokio::select! {
-            r = tokio::time::timeout(inner.config.shutdown_grace, slots.acquire_many(all)) => r.is_ok(),
+            r = tokio::time::timeout(inner.config.shutdown_grace, unrecorded.acquire_many(all)) => r.is_ok(),
             // Interrupted (a second signal): no more grace.
             _ = interrupted.wait_for(|a| *a) => false,
         };
         if !finished_in_grace {
             tracing::warn!(worker = %inner.id, "grace period over: interrupting running tasks and releasing them");
             inner.abort.send_replace(true);
-            let _ = slots.acquire_many(all).await;
+            let _ = unrecorded.acquire_many(all).await;
         }
         drop(done_tx);
         heartbeat.abort();

@@ -48,9 +48,11 @@ pub struct WorkerConfig {
     /// At most this many tasks per claim (default 256).
     pub claim_batch: usize,
     /// Tasks claimed ahead of free executors (default 0): while `concurrency` tasks run, up to
-    /// this many more wait in the worker, already claimed, so the next claim overlaps the
-    /// running ones and the writing of their results. It raises throughput for short tasks;
-    /// for long tasks it keeps work waiting here that an idle worker elsewhere could run.
+    /// this many more wait in the worker, already claimed, like a local queue. While some
+    /// wait, the worker claims again only once half of its places are free, so claims are few
+    /// and large and overlap the running tasks and the writing of their results. It raises
+    /// throughput for short tasks (try 100); for long tasks it keeps work waiting here that an
+    /// idle worker elsewhere could run.
     pub prefetch: usize,
     /// Results are written in batches of at most this many (default 256).
     pub finish_batch: usize,
@@ -344,7 +346,15 @@ impl Worker {
                 // an empty claim means idle. Sampled after, a result written in between (a
                 // reschedule or follow-up now due) would be missed.
                 let all_free = unrecorded.available_permits() == unrecorded_places;
-                if free == 0 {
+                // Claim in batches, as a local queue refills: while tasks claimed ahead still
+                // wait for an executor, wait until half the places are free, so claims are few
+                // and large and the next one overlaps the waiting tasks' runs. With nothing
+                // waiting (no prefetch, or the queue ran dry) claim at once.
+                let claimed_ahead = concurrency - ahead.available_permits();
+                let running = inner.config.concurrency - executors.available_permits();
+                let waiting = claimed_ahead.saturating_sub(running);
+                let batch_at = (concurrency.min(inner.config.claim_batch) / 2).max(1);
+                if free == 0 || (waiting > 0 && free < batch_at) {
                     tokio::select! {
                         p = async {
                             let a = ahead.acquire().await;

@@ -826,6 +826,47 @@ async fn a_workers_metrics_count_its_runs_waits_and_claims(b: Backend) {
     );
 }
 
+/// A deep local queue: claims refill it in batches while earlier results are still being
+/// written; every task still runs once, never more than `concurrency` at a time, and
+/// `run_until_idle` returns only once every result is recorded.
+async fn a_deep_local_queue_runs_each_task_once_and_idle_means_all_recorded(b: Backend) {
+    let most = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let ran = Arc::new(Mutex::new(Vec::new()));
+    let handler = Exclusive {
+        running: Arc::default(),
+        most: most.clone(),
+        ran: ran.clone(),
+    };
+    let Some(f) = fixture(b, Registry::new().register(handler)).await else {
+        return;
+    };
+    let tasks = (0..300)
+        .map(|n| NewTask::new("exclusive").data(json!({ "n": n })))
+        .collect();
+    f.party.add_many(tasks).await.unwrap();
+    let worker = f.party.worker(WorkerConfig {
+        concurrency: 3,
+        prefetch: 100,
+        ..Default::default()
+    });
+    let report = worker.run_until_idle().await.unwrap();
+    assert_eq!(report.succeeded, 300);
+    assert!(most.load(std::sync::atomic::Ordering::SeqCst) <= 3);
+    let mut ran = ran.lock().unwrap().clone();
+    ran.sort();
+    assert_eq!(ran, (0..300).collect::<Vec<_>>(), "each exactly once");
+    let stats = f.party.stats().await.unwrap();
+    let count = |state| {
+        stats
+            .by_state
+            .iter()
+            .find(|(s, _)| *s == state)
+            .map_or(0, |(_, n)| *n)
+    };
+    assert_eq!(count(State::Done), 300, "every result recorded");
+    assert_eq!(count(State::Running), 0);
+}
+
 on_every_backend!(
     a_workers_metrics_count_its_runs_waits_and_claims,
     three_workers_run_2000_tasks_each_exactly_once,
@@ -843,4 +884,5 @@ on_every_backend!(
     shutdown_past_the_grace_period_releases_the_task_for_others,
     an_interrupted_shell_task_kills_its_child_process,
     prefetched_tasks_wait_for_an_executor_and_run_once_in_order,
+    a_deep_local_queue_runs_each_task_once_and_idle_means_all_recorded,
 );

@@ -179,7 +179,7 @@ pub(crate) struct AddArgs {
 
     /// Add every task in a JSON Lines file instead, one task per line: {"handler": "noop",
     /// "data": {}, "at": TIME, "queue": Q, "priority": P, "max_attempts": N}; all or none
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["handler", "data", "at", "in_", "every", "max_attempts"])]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["handler", "data", "at", "in_", "every", "max_attempts", "unique_key"])]
     pub(crate) from: Option<std::path::PathBuf>,
 
     /// The task's data: a JSON object, e.g. '{"arg1": "hello"}'
@@ -209,6 +209,15 @@ pub(crate) struct AddArgs {
         value_parser = parse::priority
     )]
     pub(crate) priority: i32,
+
+    /// Refuse this one-off task (exit 3, naming the other) while a task of the same handler
+    /// with this key is scheduled, running or retrying
+    #[arg(long, value_name = "KEY", value_parser = parse::unique_key)]
+    pub(crate) unique_key: Option<String>,
+
+    /// With --unique-key: refuse it also while such a task finished less than DURATION ago
+    #[arg(long, value_name = "DURATION", requires = "unique_key", value_parser = parse::unique_for)]
+    pub(crate) unique_for: Option<SignedDuration>,
 }
 
 /// When the first occurrence is due; neither means now.

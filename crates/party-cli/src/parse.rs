@@ -134,6 +134,17 @@ pub(crate) fn queue(s: &str) -> Result<String, TaskError> {
     validate::queue_name(s).map(|()| s.to_string())
 }
 
+/// `--unique-key`: as [`validate::unique_key`].
+pub(crate) fn unique_key(s: &str) -> Result<String, TaskError> {
+    validate::unique_key(s).map(|()| s.to_string())
+}
+
+/// `--unique-for`: a [`duration`] within [`validate::unique_for`].
+pub(crate) fn unique_for(s: &str) -> Result<SignedDuration, TaskError> {
+    let d = duration(s)?;
+    validate::unique_for(d).map(|()| d)
+}
+
 /// `--max-attempts`: 1 to [`validate::MAX_ATTEMPTS`].
 pub(crate) fn max_attempts(s: &str) -> Result<u32, TaskError> {
     let n = validate::whole_number(

@@ -137,7 +137,7 @@ fn sorted(mut v: Vec<&str>) -> Vec<&str> {
 }
 
 /// The SPEC's `--json` task fields, plus what `TaskInfo` adds (rule, due_at, created_at, worker).
-const TASK_FIELDS: [&str; 17] = [
+const TASK_FIELDS: [&str; 19] = [
     "id",
     "handler",
     "data",
@@ -155,6 +155,8 @@ const TASK_FIELDS: [&str; 17] = [
     "due_at",
     "created_at",
     "worker",
+    "unique_key",
+    "cancel_requested",
 ];
 
 /// The SPEC's run fields, plus the occurrence's timestamp.
@@ -948,10 +950,6 @@ fn a_worker_stops_gracefully_on_sigterm_letting_its_task_finish() {
         .spawn()
         .unwrap();
     wait_for(&started, &mut worker);
-
-    let busy = s.run(&["cancel", &id]);
-    assert_eq!(busy.code, 1, "{busy:?}");
-    assert!(busy.stderr.contains("it is running"), "{busy:?}");
     assert_eq!(s.show(&id)["state"], "running");
 
     let kill = Command::new("kill")
@@ -1124,6 +1122,129 @@ fn rules_from_flags_are_stored_and_next_lists_their_occurrences() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Queue controls, on every backend available.
+
+/// Concurrent `party add --unique-key` processes on one store: exactly one wins, the others
+/// exit 3 naming it; the key shows in `show --json`, and a window without a key is refused.
+#[test]
+fn unique_adds_from_many_processes_make_one_task() {
+    for db in Db::all("unique-adds") {
+        let s = Store::new();
+        let adders: Vec<Child> = (0..8)
+            .map(|i| {
+                support::party_cmd(&db.url)
+                    .args(["add", "log", "--unique-key", "invoice:7", "--data"])
+                    .arg(json!({ "n": i }).to_string())
+                    .current_dir(&s.dir)
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        let runs: Vec<Run> = adders
+            .into_iter()
+            .map(|c| to_run(c.wait_with_output().unwrap()))
+            .collect();
+        let won: Vec<&Run> = runs.iter().filter(|r| r.code == 0).collect();
+        assert_eq!(won.len(), 1, "{}: {runs:?}", db.name);
+        let id = won[0].stdout.trim();
+        for r in runs.iter().filter(|r| r.code != 0) {
+            assert_eq!(r.code, 3, "{}: {r:?}", db.name);
+            assert!(r.stderr.contains(id), "{}: {r:?}", db.name);
+            assert!(
+                r.stderr.contains("unique key 'invoice:7'"),
+                "{}: {r:?}",
+                db.name
+            );
+        }
+        let shown: Value =
+            serde_json::from_str(&on_ok(&db, &s.dir, &["show", id, "--json"])).unwrap();
+        assert_eq!(shown["unique_key"], "invoice:7", "{}", db.name);
+        let run = on(&db, &s.dir, &["add", "log", "--unique-for", "1h"]);
+        assert_eq!(run.code, 2, "{}: {run:?}", db.name);
+        let run = on(
+            &db,
+            &s.dir,
+            &["add", "log", "--unique-key", "k", "--unique-for", "400d"],
+        );
+        assert_eq!(run.code, 2, "{}: {run:?}", db.name);
+        assert!(run.stderr.contains("366d"), "{}: {run:?}", db.name);
+    }
+}
+
+/// `party cancel` of a running `shell` task: the worker, another process, stops it within its
+/// grace (the command is killed), records the run as cancelled and goes on.
+#[test]
+fn cancel_stops_a_running_shell_task_within_the_grace() {
+    for db in Db::all("cancel-running") {
+        let s = Store::new();
+        let (started, pid_file) = (s.path("started"), s.path("pid"));
+        let data = json!({ "cmd": format!("echo $$ > '{pid_file}'; touch '{started}'; sleep 30") })
+            .to_string();
+        let id = on_ok(&db, &s.dir, &["add", "shell", "--data", &data])
+            .trim()
+            .to_string();
+        let mut worker = support::party_cmd(&db.url)
+            .args(["worker", "--allow-shell", "--grace", "1s"])
+            .current_dir(&s.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_for(&started, &mut worker);
+        let asked = Instant::now();
+        let out = on_ok(&db, &s.dir, &["cancel", &id]);
+        assert!(out.starts_with("cancelling task"), "{}: {out}", db.name);
+        let shown = loop {
+            let shown: Value =
+                serde_json::from_str(&on_ok(&db, &s.dir, &["show", &id, "--json"])).unwrap();
+            if shown["state"] == "cancelled" {
+                break shown;
+            }
+            assert!(
+                asked.elapsed() < Duration::from_secs(15),
+                "{}: still {}",
+                db.name,
+                shown["state"]
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        // A second for the worker to learn of it, a second of grace, then the command's
+        // process group is ended.
+        assert!(asked.elapsed() < Duration::from_secs(8), "{}", db.name);
+        assert_eq!(shown["runs"][0]["outcome"], "cancelled", "{}", db.name);
+        assert_eq!(shown["cancel_requested"], false, "{}", db.name);
+        // The worker goes on: a new task runs.
+        let next = on_ok(&db, &s.dir, &["add", "noop"]).trim().to_string();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let shown: Value =
+                serde_json::from_str(&on_ok(&db, &s.dir, &["show", &next, "--json"])).unwrap();
+            if shown["state"] == "done" {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: the worker stopped working",
+                db.name
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = Command::new("kill")
+            .args(["-TERM", &worker.id().to_string()])
+            .status();
+        assert!(worker.wait().unwrap().success(), "{}", db.name);
+        let pid = std::fs::read_to_string(&pid_file).unwrap();
+        assert!(
+            !Path::new(&format!("/proc/{}", pid.trim())).exists(),
+            "{}: the command was ended",
+            db.name
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Hostile input: bounds, escapes and secrets, on every backend available.
 
 /// `party --db URL ARGS` in `dir`.
@@ -1230,6 +1351,8 @@ fn list_survives_long_values_stored_before_the_bounds() {
                     queue: format!("{}\u{1b}[2J", "q".repeat(70_000)),
                     priority: 0,
                     created_at: now,
+                    unique_key: None,
+                    unique_since: None,
                 }])
                 .await
                 .unwrap();

@@ -271,11 +271,27 @@ impl Party {
         self.store.task_list(&filter).await
     }
 
-    /// Cancel a task that is not running.
+    /// Cancel a task. A scheduled, retrying or dead task is cancelled at once. A running task
+    /// is marked for cancellation and returned still `running` with `cancel_requested`: its
+    /// worker learns of it within about a second, tells the handler
+    /// ([`crate::TaskContext::is_cancelled`]), and drops the attempt after its grace period
+    /// if the handler has not returned; the run is then recorded as `cancelled` and the task
+    /// is cancelled, wherever the worker runs.
     ///
     /// # Errors
-    /// [`TaskError::Conflict`] for a running, done or cancelled task; [`TaskError::NotFound`].
+    /// [`TaskError::Conflict`] for a done or cancelled task; [`TaskError::NotFound`].
     pub async fn cancel(&self, id: TaskId) -> Result<TaskInfo, TaskError> {
+        // The task may start or stop running between the two steps: each step only applies
+        // to the state it names, so a few rounds settle it.
+        for _ in 0..3 {
+            match self.store.task_cancel(id, self.clock.now()).await {
+                Err(TaskError::Conflict(_)) => {}
+                done => return done,
+            }
+            if let Some(task) = self.store.task_cancel_request(id, self.clock.now()).await? {
+                return Ok(task);
+            }
+        }
         self.store.task_cancel(id, self.clock.now()).await
     }
 

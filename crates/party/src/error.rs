@@ -13,12 +13,15 @@ pub enum TaskError {
     Failed(String),
     /// Bad input: malformed JSON, an unknown handler, a bad time or duration. Nothing was written.
     Invalid(String),
-    /// A recurring task with the same handler and data already exists (the singleton rule).
+    /// A recurring task with the same handler and data already exists (the singleton rule),
+    /// or a task with the same handler and unique key (see [`crate::NewTask::unique_key`]).
     Duplicate {
         /// The handler name.
         handler: String,
-        /// The id of the task that already holds the singleton.
+        /// The id of the task that already holds the singleton or the key.
         existing: TaskId,
+        /// The unique key, when that is what collided; `None` for the singleton rule.
+        unique_key: Option<String>,
     },
     /// No task has this id.
     NotFound(TaskId),
@@ -66,10 +69,25 @@ impl fmt::Display for TaskError {
         match self {
             TaskError::Failed(m) => write!(f, "{m}"),
             TaskError::Invalid(m) => write!(f, "{m}"),
-            TaskError::Duplicate { handler, existing } => write!(
+            TaskError::Duplicate {
+                handler,
+                existing,
+                unique_key: None,
+            } => write!(
                 f,
                 "a recurring '{handler}' task with the same data already exists: {existing}; \
                  only one may exist per handler and data (cancel it first, or change the data)"
+            ),
+            TaskError::Duplicate {
+                handler,
+                existing,
+                unique_key: Some(key),
+            } => write!(
+                f,
+                "a '{handler}' task with the unique key {} already exists: {existing}; only one \
+                 may be live per handler and key, or finished within the unique window (wait \
+                 for it, cancel it, or use another key)",
+                crate::validate::quote(key)
             ),
             TaskError::NotFound(id) => {
                 write!(

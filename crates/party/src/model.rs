@@ -91,6 +91,8 @@ pub enum Outcome {
     TimedOut,
     /// The worker stopped renewing its lease (crashed, killed or frozen); the task was rescued.
     Lost,
+    /// A person cancelled the task while this attempt ran; the task is cancelled.
+    Cancelled,
 }
 
 impl Outcome {
@@ -101,6 +103,7 @@ impl Outcome {
             Outcome::Failed => "failed",
             Outcome::TimedOut => "timed_out",
             Outcome::Lost => "lost",
+            Outcome::Cancelled => "cancelled",
         }
     }
 
@@ -111,6 +114,7 @@ impl Outcome {
             Outcome::Failed,
             Outcome::TimedOut,
             Outcome::Lost,
+            Outcome::Cancelled,
         ]
         .into_iter()
         .find(|o| o.as_str() == s)
@@ -178,6 +182,13 @@ pub struct TaskInfo {
     pub created_at: Timestamp,
     /// The worker holding it while it runs.
     pub worker: Option<String>,
+    /// The one-off task's unique key, if it has one (see [`NewTask::unique_key`]).
+    #[serde(default)]
+    pub unique_key: Option<String>,
+    /// A person cancelled it while it runs: its worker is stopping it (see
+    /// [`crate::TaskContext::is_cancelled`]).
+    #[serde(default)]
+    pub cancel_requested: bool,
     /// Every attempt so far, oldest first (empty in listings).
     pub runs: Vec<Run>,
 }
@@ -223,6 +234,11 @@ pub struct NewTask {
     pub priority: i32,
     /// How it recurs, if it does by rule (see [`crate::recurrence`]).
     pub recurrence: Option<Recurrence>,
+    /// A one-off task's key: while a task with the same handler and key is live, another is
+    /// refused with [`TaskError::Duplicate`].
+    pub unique_key: Option<String>,
+    /// With a unique key: also refuse while such a task finished less than this long ago.
+    pub unique_for: Option<SignedDuration>,
 }
 
 impl NewTask {
@@ -236,6 +252,8 @@ impl NewTask {
             queue: DEFAULT_QUEUE.to_string(),
             priority: 0,
             recurrence: None,
+            unique_key: None,
+            unique_for: None,
         }
     }
 
@@ -295,6 +313,35 @@ impl NewTask {
     /// Make it recur by `rule`: cron, calendar steps, time zone and missed-run policy.
     pub fn recurrence(mut self, rule: Recurrence) -> NewTask {
         self.recurrence = Some(rule);
+        self
+    }
+
+    /// Make this one-off task unique by `key` among its handler's tasks: while one with the
+    /// same handler and key is scheduled, running or retrying, adding another is refused
+    /// with [`TaskError::Duplicate`] naming it. The database enforces it, so of many adds at
+    /// once on any number of machines exactly one succeeds. A recurring task is unique by its
+    /// data already and takes no key.
+    ///
+    /// ```
+    /// # use party::NewTask;
+    /// # use party::jiff::SignedDuration;
+    /// // One export per customer at a time, and none again within an hour of the last.
+    /// let export = NewTask::new("export")
+    ///     .unique_key("customer:42")
+    ///     .unique_for(SignedDuration::from_hours(1));
+    /// # assert_eq!(export.unique_key.as_deref(), Some("customer:42"));
+    /// ```
+    pub fn unique_key(mut self, key: impl Into<String>) -> NewTask {
+        self.unique_key = Some(key.into());
+        self
+    }
+
+    /// With [`NewTask::unique_key`]: refuse also while a task with the same handler and key
+    /// finished (done, dead or cancelled) less than `window` ago. A finished task that the
+    /// pruner has removed no longer counts, so keep finished tasks at least this long
+    /// (`WorkerConfig::retention`).
+    pub fn unique_for(mut self, window: SignedDuration) -> NewTask {
+        self.unique_for = Some(window);
         self
     }
 }

@@ -14,6 +14,10 @@ use crate::store::Next;
 /// Attempts finished within this window count as the recent throughput in `stats`.
 pub const THROUGHPUT_WINDOW: SignedDuration = SignedDuration::from_secs(60);
 
+/// How often a worker with running tasks asks the store whether a person cancelled one: the
+/// longest a cancel waits before the handler sees it.
+pub const CANCEL_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Tasks a listing returns when the caller gives no limit.
 pub const DEFAULT_LIST_LIMIT: u32 = 100;
 
@@ -210,6 +214,9 @@ pub(crate) enum Ending {
     /// The stored task cannot be run as written: its data or its rule does not decode.
     /// Running it again changes nothing until a person repairs it.
     Undecodable,
+    /// A person cancelled the task while the attempt ran (whatever the attempt itself came
+    /// to: it stopped at the request, ran out of grace, or finished anyway).
+    Cancelled,
     /// The occurrence was skipped without running, by the rule's missed-occurrence policy.
     /// `next` is the occurrence to wait for (`None`: the rule has no more).
     Skipped {
@@ -250,6 +257,7 @@ pub(crate) struct Decision {
 /// - An unfinishable or undecodable attempt is dead at once: retrying could repeat effects, or
 ///   could not help; a person decides.
 /// - A skipped occurrence moves to the next one without touching `last_run_on`.
+/// - A cancelled attempt cancels the task: no retry, no next occurrence.
 pub(crate) fn decide(
     ending: Ending,
     attempt: Attempt,
@@ -298,6 +306,10 @@ pub(crate) fn decide(
         Ending::Undecodable => Decision {
             outcome: Some(Outcome::Failed),
             next: Next::Dead,
+        },
+        Ending::Cancelled => Decision {
+            outcome: Some(Outcome::Cancelled),
+            next: Next::Cancelled,
         },
         Ending::Skipped { next } => Decision {
             outcome: None,
@@ -406,6 +418,13 @@ mod tests {
         let d = decide(Ending::Undecodable, attempt(1, 5), wait);
         assert_eq!(d.outcome, Some(Outcome::Failed));
         assert_eq!(d.next, Next::Dead);
+    }
+
+    #[test]
+    fn a_cancelled_attempt_cancels_the_task_with_attempts_left() {
+        let d = decide(Ending::Cancelled, attempt(1, 5), |_| unreachable!());
+        assert_eq!(d.outcome, Some(Outcome::Cancelled));
+        assert_eq!(d.next, Next::Cancelled);
     }
 
     #[test]

@@ -29,6 +29,7 @@ pub(crate) fn prepare(
             }
         )));
     };
+    let unique_since = unique(&task, registry, now)?;
     let (value, data) = validate::canonical_data(task.data)?;
     registry.check(&task.handler, &value)?;
     if let Some(rule) = &task.recurrence {
@@ -47,16 +48,50 @@ pub(crate) fn prepare(
             .unwrap_or(1),
     };
     validate::queue_name(&task.queue)?;
+    let is_recurring = handler_recurs || task.recurrence.is_some();
     Ok(InsertTask {
         id: TaskId::generate(now),
         handler: task.handler,
         data,
         timestamp,
-        is_recurring: handler_recurs || task.recurrence.is_some(),
+        is_recurring,
         rule: task.recurrence.as_ref().map(|r| r.to_json()),
         max_attempts,
         queue: task.queue,
         priority: task.priority,
         created_at: now,
+        unique_key: task.unique_key,
+        unique_since,
     })
+}
+
+/// Checks a task's unique key and window; returns the earliest finish that still refuses
+/// another task with the key (`None`: only live tasks do).
+fn unique(
+    task: &NewTask,
+    registry: &Registry,
+    now: Timestamp,
+) -> Result<Option<Timestamp>, TaskError> {
+    let is_recurring =
+        registry.is_recurring(&task.handler).unwrap_or(false) || task.recurrence.is_some();
+    let Some(key) = &task.unique_key else {
+        if task.unique_for.is_some() {
+            return Err(TaskError::invalid(
+                "a unique window needs a unique key: give --unique-key too (unique_key in Rust)",
+            ));
+        }
+        return Ok(None);
+    };
+    validate::unique_key(key)?;
+    if is_recurring {
+        return Err(TaskError::invalid(format!(
+            "'{}' is recurring, and a recurring task is already unique by its handler and data:              leave out the unique key",
+            task.handler
+        )));
+    }
+    let Some(window) = task.unique_for else {
+        return Ok(None);
+    };
+    validate::unique_for(window)?;
+    Ok(Some(now.checked_sub(window).unwrap_or(Timestamp::MIN)))
 }

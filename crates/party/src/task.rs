@@ -10,6 +10,7 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use tokio::sync::watch;
 
 use crate::model::{DEFAULT_MAX_ATTEMPTS, NewTask};
 use crate::{TaskError, TaskId, clock::format_time};
@@ -125,6 +126,55 @@ pub struct TaskContext {
     pub(crate) worker: String,
     pub(crate) next_run: Option<Timestamp>,
     pub(crate) follow_ups: Vec<NewTask>,
+    pub(crate) cancel: Cancel,
+}
+
+/// A running attempt's cancellation, shared by the worker and the attempt's [`TaskContext`]:
+/// first requested (the handler may stop on its own), then, after the worker's grace,
+/// enforced (the attempt is dropped).
+#[derive(Debug, Clone)]
+pub(crate) struct Cancel(Arc<watch::Sender<CancelStage>>);
+
+/// How far a cancellation has gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum CancelStage {
+    /// Nobody asked.
+    None,
+    /// A person asked; the handler sees it.
+    Requested,
+    /// The grace is over: the attempt is dropped.
+    Enforced,
+}
+
+impl Default for Cancel {
+    fn default() -> Cancel {
+        Cancel(Arc::new(watch::channel(CancelStage::None).0))
+    }
+}
+
+impl Cancel {
+    /// Move to `stage` (never back).
+    pub(crate) fn advance(&self, stage: CancelStage) {
+        self.0.send_if_modified(|s| {
+            let moved = stage > *s;
+            if moved {
+                *s = stage;
+            }
+            moved
+        });
+    }
+
+    /// How far it has gone.
+    pub(crate) fn stage(&self) -> CancelStage {
+        *self.0.borrow()
+    }
+
+    /// Completes once the cancellation reaches `stage`.
+    pub(crate) async fn reached(&self, stage: CancelStage) {
+        let mut rx = self.0.subscribe();
+        // The sender lives in `self`, so the channel cannot close while this waits.
+        let _ = rx.wait_for(|s| *s >= stage).await;
+    }
 }
 
 impl TaskContext {
@@ -142,6 +192,7 @@ impl TaskContext {
             worker: "test".to_string(),
             next_run: None,
             follow_ups: Vec::new(),
+            cancel: Cancel::default(),
         }
     }
 
@@ -201,6 +252,36 @@ impl TaskContext {
     /// When this attempt started, by the worker's clock.
     pub fn now(&self) -> Timestamp {
         self.now
+    }
+
+    /// Whether a person cancelled this task while it runs (`party cancel ID`, or
+    /// [`crate::Party::cancel`]). A handler doing long work checks it between steps and
+    /// returns early; the worker drops the attempt anyway once its grace period (`--grace`,
+    /// [`crate::WorkerConfig::shutdown_grace`]) has passed. Either way the run is recorded as
+    /// `cancelled` and the task is cancelled: it is not retried, and a recurring task is not
+    /// rescheduled. The worker learns of a cancellation within about a second.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.stage() >= CancelStage::Requested
+    }
+
+    /// Completes when this task is cancelled while it runs (see
+    /// [`TaskContext::is_cancelled`]); never, if it is not.
+    ///
+    /// ```no_run
+    /// # use party::{TaskContext, TaskError};
+    /// # async fn export_rows(_ctx: &TaskContext) -> Result<(), TaskError> { Ok(()) }
+    /// # async fn run(ctx: &mut TaskContext) -> Result<(), TaskError> {
+    /// tokio::select! {
+    ///     done = export_rows(ctx) => done,
+    ///     () = ctx.cancelled() => {
+    ///         // Clean up what the export left half done, then end the attempt.
+    ///         Err(TaskError::failed("cancelled"))
+    ///     }
+    /// }
+    /// # }
+    /// ```
+    pub async fn cancelled(&self) {
+        self.cancel.reached(CancelStage::Requested).await;
     }
 
     /// A key unique to this occurrence (task id + scheduled timestamp), stable across retries:

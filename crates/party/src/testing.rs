@@ -142,6 +142,13 @@ impl ContextBuilder {
         self
     }
 
+    /// The task was cancelled while it runs: [`TaskContext::is_cancelled`] is true and
+    /// [`TaskContext::cancelled`] completes at once, so a test sees how the handler stops.
+    pub fn cancelled(self) -> ContextBuilder {
+        self.ctx.cancel.advance(crate::task::CancelStage::Requested);
+        self
+    }
+
     /// The context.
     pub fn build(self) -> TaskContext {
         self.ctx

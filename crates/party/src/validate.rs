@@ -21,6 +21,8 @@
 //! | list cursor | as written by [`crate::ListCursor`]'s `Display` |
 //! | worker concurrency, prefetch | 1 to [`MAX_CONCURRENCY`], 0 to [`MAX_PREFETCH`] |
 //! | shutdown grace | 0s to [`MAX_GRACE`] |
+//! | unique key | 1 to [`MAX_NAME_BYTES`] bytes, no control or bidirectional-format characters |
+//! | unique window (`unique_for`) | 1s to [`MAX_UNIQUE_FOR`] |
 //! | short texts (durations, cron, zones, times) | [`MAX_TEXT_BYTES`] bytes |
 //! | times | RFC 3339 with `Z` or an offset within ±23:59; no leap second |
 //! | PostgreSQL URL parameters | `pool_max` 1 to [`MAX_POOL`], `pool_timeout` 1 to [`MAX_POOL_TIMEOUT_SECS`] seconds, `sslmode` and `pooler` from their lists |
@@ -56,6 +58,9 @@ pub const MAX_PREFETCH: usize = 10_000;
 
 /// The longest shutdown grace a worker may be given.
 pub const MAX_GRACE: SignedDuration = SignedDuration::from_hours(24);
+
+/// The longest window after a task finishes in which its unique key still refuses another.
+pub const MAX_UNIQUE_FOR: SignedDuration = SignedDuration::from_hours(366 * 24);
 
 /// The longest short text (a duration, a cron expression, a time zone, a time), in bytes.
 pub const MAX_TEXT_BYTES: usize = 256;
@@ -135,6 +140,34 @@ pub fn handler_name(name: &str) -> Result<(), TaskError> {
 /// [`TaskError::Invalid`] saying which rule the name breaks.
 pub fn queue_name(name: &str) -> Result<(), TaskError> {
     check_name(name, "queue name", "a name like 'default' or 'emails'")
+}
+
+/// A one-off task's unique key: 1 to [`MAX_NAME_BYTES`] bytes without control or
+/// bidirectional-format characters.
+///
+/// # Errors
+/// [`TaskError::Invalid`] saying which rule the key breaks.
+pub fn unique_key(key: &str) -> Result<(), TaskError> {
+    check_name(
+        key,
+        "unique key",
+        "a key such as 'invoice-2027-01' or 'customer:42'",
+    )
+}
+
+/// How long after a task finishes its unique key still refuses another: whole seconds from
+/// 1s to [`MAX_UNIQUE_FOR`].
+///
+/// # Errors
+/// [`TaskError::Invalid`].
+pub fn unique_for(d: SignedDuration) -> Result<(), TaskError> {
+    if d < SignedDuration::from_secs(1) || d > MAX_UNIQUE_FOR || d.subsec_nanos() != 0 {
+        return Err(TaskError::invalid(format!(
+            "the unique window {} is out of range: give whole seconds from 1s to 366d, e.g. 24h",
+            crate::recurrence::format_duration(d)
+        )));
+    }
+    Ok(())
 }
 
 fn check_name(name: &str, what: &str, example: &str) -> Result<(), TaskError> {

@@ -375,6 +375,8 @@ async fn a_lost_listener_connection_is_reestablished_and_wakes_workers() {
         queue: "default".into(),
         priority: 0,
         created_at: Timestamp::now(),
+        unique_key: None,
+        unique_since: None,
     };
     other.task_insert(vec![task]).await.unwrap();
     tokio::time::timeout(Duration::from_secs(5), notified)
@@ -414,7 +416,9 @@ async fn fifty_concurrent_singleton_inserts_make_one_task() {
     for a in adds {
         match a.await.unwrap() {
             Ok(id) => created.push(id),
-            Err(TaskError::Duplicate { handler, existing }) => {
+            Err(TaskError::Duplicate {
+                handler, existing, ..
+            }) => {
                 assert_eq!(handler, "noop");
                 named.push(existing);
             }
@@ -583,7 +587,8 @@ async fn a_task_added_in_a_transaction_exists_only_if_it_commits() {
         err,
         TaskError::Duplicate {
             handler: "noop".into(),
-            existing: holder
+            existing: holder,
+            unique_key: None,
         }
     );
     tx.execute("INSERT INTO orders (id) VALUES (3)", &[])

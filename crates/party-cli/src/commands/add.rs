@@ -21,6 +21,12 @@ pub(crate) async fn run(party: &Party, args: AddArgs) -> Result<(), TaskError> {
     if let Some(n) = args.max_attempts {
         task = task.max_attempts(n);
     }
+    if let Some(key) = args.unique_key {
+        task = task.unique_key(key);
+    }
+    if let Some(window) = args.unique_for {
+        task = task.unique_for(window);
+    }
     if let Some(at) = first_time(&args.when, party.clock().now())? {
         task = task.at(at);
     }

@@ -7,7 +7,7 @@ use serde_json::json;
 use crate::args::SteerArgs;
 use crate::output;
 
-/// Cancel a task that is not running, or every matching task.
+/// Cancel a task (a running one is stopped by its worker), or every matching task.
 pub(crate) async fn cancel(party: &Party, args: SteerArgs) -> Result<(), TaskError> {
     let Some(id) = args.id else {
         let n = party.cancel_matching(&filter(&args, "cancel")?).await?;
@@ -16,6 +16,16 @@ pub(crate) async fn cancel(party: &Party, args: SteerArgs) -> Result<(), TaskErr
     let task = party.cancel(id).await?;
     if args.json {
         return output::print_json(&task);
+    }
+    if task.cancel_requested {
+        return output::print(&format!(
+            "cancelling task {} ('{}'): worker {} stops it within its grace period; \
+             `party show {}` tells when it is cancelled\n",
+            task.id,
+            task.handler,
+            task.worker.as_deref().unwrap_or("?"),
+            task.id
+        ));
     }
     output::print(&format!(
         "cancelled task {} ('{}'); `party retry {}` brings it back\n",

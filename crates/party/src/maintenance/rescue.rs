@@ -133,8 +133,14 @@ impl Rescuer {
 /// The lost attempt's result for a task whose lease ended, decided by the policy.
 fn lost(t: &ExpiredTask, now: jiff::Timestamp) -> Finish {
     let finished_at = now.max(t.started_at);
+    // A task a person cancelled while it ran is cancelled, not run again.
+    let ending = if t.cancel_requested {
+        Ending::Cancelled
+    } else {
+        Ending::Lost
+    };
     let decision = policy::decide(
-        Ending::Lost,
+        ending,
         Attempt {
             attempts: t.attempts,
             max_attempts: t.max_attempts,
@@ -153,9 +159,14 @@ fn lost(t: &ExpiredTask, now: jiff::Timestamp) -> Finish {
         worker: t.worker.clone(),
         outcome: decision.outcome.unwrap_or(crate::Outcome::Lost),
         error: Some(format!(
-            "worker {} lost its lease (it expired at {} without a heartbeat); the task was rescued",
+            "worker {} lost its lease (it expired at {} without a heartbeat); the task was {}",
             t.worker,
-            format_time(t.lease_until)
+            format_time(t.lease_until),
+            if t.cancel_requested {
+                "cancelled, as a person asked while it ran"
+            } else {
+                "rescued"
+            }
         )),
         next: decision.next,
         follow_ups: Vec::new(),

@@ -21,7 +21,7 @@ pub mod postgres;
 pub mod sqlite;
 
 /// The schema version this binary writes. Both backends number their migrations alike.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// A person's operation on a task; its state-conflict message is shared by the backends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,7 +50,11 @@ impl Steer {
     /// The refusal for a task in `state`, saying which states allow the operation.
     pub(crate) fn conflict(self, id: TaskId, state: crate::State) -> TaskError {
         let (verb, past, allowed) = match self {
-            Steer::Cancel => ("cancel", "cancelled", "scheduled, retrying or dead"),
+            Steer::Cancel => (
+                "cancel",
+                "cancelled",
+                "scheduled, running, retrying or dead",
+            ),
             Steer::Retry => ("retry", "retried", "dead, cancelled or retrying"),
         };
         TaskError::Conflict(format!(
@@ -82,6 +86,11 @@ pub struct InsertTask {
     pub priority: i32,
     /// Creation time.
     pub created_at: Timestamp,
+    /// A one-off task's unique key: no two live tasks of a handler share one.
+    pub unique_key: Option<String>,
+    /// With a unique key: a task with the same handler and key that finished at or after
+    /// this instant also refuses this one (decided above the seam from `unique_for`).
+    pub unique_since: Option<Timestamp>,
 }
 
 /// A bulk cancel or retry: every task in one of `states` matching the filters, in one
@@ -149,6 +158,9 @@ pub struct ClaimedTask {
     pub due_at: Timestamp,
     /// Its queue.
     pub queue: String,
+    /// A person cancelled the task while an earlier attempt ran and it is still live: the
+    /// worker cancels it without running it.
+    pub cancel_requested: bool,
 }
 
 /// What becomes of a claimed task after an attempt.
@@ -163,6 +175,8 @@ pub enum Next {
     },
     /// Attempts exhausted, or the occurrence cannot continue.
     Dead,
+    /// Cancelled by a person while it ran.
+    Cancelled,
     /// The next occurrence of a recurring task.
     Reschedule {
         /// The next occurrence's scheduled instant (also when it is due).
@@ -244,6 +258,8 @@ pub struct ExpiredTask {
     pub started_at: Timestamp,
     /// When its lease ended.
     pub lease_until: Timestamp,
+    /// A person asked to cancel it while it ran: the rescue cancels it instead of retrying.
+    pub cancel_requested: bool,
 }
 
 /// What one prune batch removes: finished tasks past their cutoff (by when they finished, their
@@ -393,6 +409,22 @@ pub trait Store: Send + Sync + 'static {
     /// Make a dead, cancelled or retrying task due now, its attempts counting on (one more
     /// allowed if it had used them all). Others are refused with [`TaskError::Conflict`].
     async fn task_retry(&self, id: TaskId, now: Timestamp) -> Result<TaskInfo, TaskError>;
+
+    /// Ask the worker running `id` to stop it: marks the running task as cancel-requested
+    /// (the worker's next [`Store::task_cancel_requested`] sees it). Returns the task, or
+    /// `None` when it is not running (any more), so the caller cancels it as it is now.
+    async fn task_cancel_request(
+        &self,
+        id: TaskId,
+        now: Timestamp,
+    ) -> Result<Option<TaskInfo>, TaskError>;
+
+    /// Of these claims (id and fence, as a heartbeat presents them), the ones still running
+    /// under that fence whose cancellation a person asked for.
+    async fn task_cancel_requested(
+        &self,
+        claims: &[(TaskId, i64)],
+    ) -> Result<Vec<TaskId>, TaskError>;
 
     /// Cancel every matching task (see [`SteerMany`]) in one statement; returns how many.
     async fn task_cancel_many(&self, params: SteerMany<'_>) -> Result<u64, TaskError>;

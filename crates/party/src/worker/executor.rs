@@ -18,7 +18,7 @@ use super::{Executed, Inner};
 use crate::policy::{self, Attempt, Ending};
 use crate::rules::{self, CatchUp};
 use crate::store::{ClaimedTask, Finish, Next};
-use crate::task::{Handler, TaskContext};
+use crate::task::{Cancel, CancelStage, Handler, TaskContext};
 use crate::{TaskError, prepare};
 
 /// Run one claimed task once an executor permit is free, and hand its result to the completer.
@@ -54,10 +54,22 @@ pub(super) async fn execute(
         attempt = task.attempts,
         queue = %task.queue,
     );
+    let cancel = inner.cancel_of(task.id, task.fence);
+    let (attempts, max_attempts) = (task.attempts, task.max_attempts);
     let finish = match running {
         Some(_) if *abort.borrow() => interrupted(&inner, &task),
-        Some(_) => run_one(&inner, task, &mut abort).instrument(span).await,
+        Some(_) if cancel.stage() >= CancelStage::Requested => interrupted(&inner, &task),
+        Some(_) => {
+            run_one(&inner, task, &mut abort, &cancel)
+                .instrument(span)
+                .await
+        }
         None => interrupted(&inner, &task),
+    };
+    // A cancel that arrived while the attempt ran decides, whatever the attempt came to.
+    let finish = match cancel.stage() {
+        CancelStage::None => finish,
+        stage => cancelled(finish, stage, attempts, max_attempts),
     };
     if let Some(m) = &metrics {
         if finish.ran {
@@ -112,11 +124,43 @@ enum Call {
     Interrupted,
 }
 
+/// The finish of an attempt during which a person cancelled its task: the run is recorded as
+/// cancelled, with how the attempt itself ended, and the task is cancelled (no retry, no next
+/// occurrence, no follow-ups).
+fn cancelled(mut finish: Finish, stage: CancelStage, attempts: u32, max_attempts: u32) -> Finish {
+    let decision = policy::decide(
+        Ending::Cancelled,
+        Attempt {
+            attempts,
+            max_attempts,
+            started_at: finish.started_at,
+            finished_at: finish.finished_at,
+        },
+        |_| SignedDuration::ZERO,
+    );
+    let how = match (stage, &finish.error) {
+        (CancelStage::Enforced, _) => {
+            "the attempt was stopped when the worker's grace period ended".to_string()
+        }
+        (_, Some(error)) => format!("the attempt ended with: {error}"),
+        (_, None) => {
+            "the attempt finished before it stopped; what it scheduled is dropped".to_string()
+        }
+    };
+    finish.error = Some(format!("cancelled while running; {how}"));
+    finish.outcome = decision.outcome.unwrap_or(crate::Outcome::Cancelled);
+    finish.next = decision.next;
+    finish.ran = true;
+    finish.follow_ups.clear();
+    finish
+}
+
 async fn guarded(
     handler: &Arc<dyn Handler>,
     ctx: &mut TaskContext,
     complete: bool,
     abort: &mut watch::Receiver<bool>,
+    cancel: &Cancel,
 ) -> Call {
     let timeout = handler.timeout();
     let fut = async {
@@ -135,6 +179,7 @@ async fn guarded(
             Err(_) => Call::TimedOut(format!("timed out after {}", humantime(timeout))),
         },
         _ = abort.wait_for(|a| *a) => Call::Interrupted,
+        () = cancel.reached(CancelStage::Enforced) => Call::Interrupted,
     }
 }
 
@@ -217,6 +262,7 @@ pub(super) async fn run_one(
     inner: &Inner,
     mut task: ClaimedTask,
     abort: &mut watch::Receiver<bool>,
+    cancel: &Cancel,
 ) -> Finish {
     let Some(handler) = inner.registry.get(&task.handler).cloned() else {
         // Claims name only this worker's handlers, so this cannot happen; stay safe anyway.
@@ -280,9 +326,10 @@ pub(super) async fn run_one(
         worker: inner.id.clone(),
         next_run: None,
         follow_ups: Vec::new(),
+        cancel: cancel.clone(),
     };
     let backoff = |n| handler.backoff(n);
-    match guarded(&handler, &mut ctx, false, abort).await {
+    match guarded(&handler, &mut ctx, false, abort, cancel).await {
         Call::Ok => {}
         Call::Failed(msg) => {
             tracing::info!(task = %task.id, handler = %task.handler, attempt = task.attempts, error = %msg, "attempt failed");
@@ -294,7 +341,7 @@ pub(super) async fn run_one(
         }
         Call::Interrupted => return interrupted(inner, &task),
     }
-    match guarded(&handler, &mut ctx, true, abort).await {
+    match guarded(&handler, &mut ctx, true, abort, cancel).await {
         Call::Ok => {}
         Call::Interrupted => return interrupted(inner, &task),
         Call::Failed(m) | Call::TimedOut(m) => {

@@ -1,12 +1,15 @@
 //! The heartbeat: renews the leases of the tasks this worker holds, records the worker as live
-//! until its own lease ends, and stops attempts whose lease was lost.
+//! until its own lease ends, and stops attempts whose lease was lost. Beside it, the
+//! cancellation check passes a person's cancel of a running task to its attempt.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::Inner;
 use crate::model::WorkerInfo;
+use crate::policy;
 use crate::store::HeartbeatParams;
+use crate::task::CancelStage;
 use crate::{TaskError, TaskId};
 
 impl Inner {
@@ -59,6 +62,45 @@ impl Inner {
             abort.abort();
         }
         true
+    }
+}
+
+/// Look for cancellation requests of the held tasks every [`policy::CANCEL_CHECK`]: each one
+/// found is passed to its attempt's context at once, and enforced (the attempt dropped) after
+/// the worker's grace period.
+pub(super) async fn cancellations(inner: Arc<Inner>) {
+    let mut ticker = tokio::time::interval(policy::CANCEL_CHECK);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let running: Vec<(TaskId, i64)> = inner
+            .held
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, h)| !h.finishing && h.cancel.stage() == CancelStage::None)
+            .map(|(id, h)| (*id, h.fence))
+            .collect();
+        if running.is_empty() {
+            continue;
+        }
+        let requested = match inner.store.task_cancel_requested(&running).await {
+            Ok(ids) => ids,
+            Err(e) => {
+                tracing::warn!(worker = %inner.id, error = %e, "looking for cancelled tasks failed; retrying");
+                continue;
+            }
+        };
+        for (id, fence) in running.into_iter().filter(|(id, _)| requested.contains(id)) {
+            let cancel = inner.cancel_of(id, fence);
+            cancel.advance(CancelStage::Requested);
+            let grace = inner.config.shutdown_grace;
+            tracing::info!(worker = %inner.id, task = %id, ?grace, "cancelled while running: the handler is told, and stopped after the grace period");
+            tokio::spawn(async move {
+                tokio::time::sleep(grace).await;
+                cancel.advance(CancelStage::Enforced);
+            });
+        }
     }
 }
 

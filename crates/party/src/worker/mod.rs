@@ -24,7 +24,7 @@ use crate::metrics::WorkerMetrics;
 use crate::model::DEFAULT_QUEUE;
 use crate::policy::{self, Retention};
 use crate::store::{ClaimParams, Finish, Store};
-use crate::task::Registry;
+use crate::task::{Cancel, CancelStage, Registry};
 use crate::{TaskError, TaskId};
 
 mod completer;
@@ -131,11 +131,21 @@ struct Inner {
 struct Held {
     fence: i64,
     abort: Option<tokio::task::AbortHandle>,
+    /// A person's request to cancel the task while it runs, shared with its attempt.
+    cancel: Cancel,
     /// The attempt has ended and its result is on its way to the store.
     finishing: bool,
 }
 
 impl Inner {
+    /// The cancellation of the attempt of `id` under `fence` (a fresh one if it is not held).
+    fn cancel_of(&self, id: TaskId, fence: i64) -> Cancel {
+        match self.held.lock().unwrap().get(&id) {
+            Some(h) if h.fence == fence => h.cancel.clone(),
+            _ => Cancel::default(),
+        }
+    }
+
     /// The attempt of `id` under `fence` has ended; its result goes to the completer.
     fn mark_finishing(&self, id: TaskId, fence: i64) {
         if let Some(h) = self.held.lock().unwrap().get_mut(&id) {
@@ -316,6 +326,7 @@ impl Worker {
             unrecorded.clone(),
         ));
         let heartbeat = tokio::spawn(heartbeat::heartbeat(inner.clone()));
+        let cancellations = tokio::spawn(heartbeat::cancellations(inner.clone()));
         let rescuer = self.rescuer();
         let maintenance = tokio::spawn(
             Maintenance::new(inner.store.clone(), inner.clock.clone(), inner.id.clone())
@@ -410,7 +421,12 @@ impl Worker {
                         .try_acquire_owned()
                         .expect("an unrecorded place per claimed task");
                     let (id, fence) = (task.id, task.fence);
-                    inner.held.lock().unwrap().insert(id, Held { fence, abort: None, finishing: false });
+                    // Cancelled while an earlier attempt ran: it ends as cancelled, unrun.
+                    let cancel = Cancel::default();
+                    if task.cancel_requested {
+                        cancel.advance(CancelStage::Requested);
+                    }
+                    inner.held.lock().unwrap().insert(id, Held { fence, abort: None, cancel, finishing: false });
                     let handle = tokio::spawn(executor::execute(
                         inner.clone(),
                         task,
@@ -491,6 +507,7 @@ impl Worker {
         }
         drop(done_tx);
         heartbeat.abort();
+        cancellations.abort();
         maintenance.abort();
         let _ = completer.await;
         let _ = Maintenance::resign(&*inner.store, &inner.id).await;

@@ -2,6 +2,7 @@
 //! The behaviour suite: every test runs on every backend, each on a fresh store, with a
 //! manual clock wherever time matters.
 
+mod cancel;
 mod checks;
 mod common;
 mod lifecycle;
@@ -13,4 +14,5 @@ mod seed;
 mod shell;
 mod singleton;
 mod steering;
+mod unique;
 mod upgrade;

@@ -41,7 +41,9 @@ async fn fifty_concurrent_inserts_make_one_task(b: Backend) {
     for j in joins {
         match j.await.unwrap() {
             Ok(id) => ok.push(id),
-            Err(TaskError::Duplicate { existing, handler }) => {
+            Err(TaskError::Duplicate {
+                existing, handler, ..
+            }) => {
                 assert_eq!(handler, "bill");
                 dups.push(existing)
             }
@@ -101,7 +103,8 @@ async fn different_data_does_not_collide_and_finished_tasks_free_the_slot(b: Bac
         dup,
         TaskError::Duplicate {
             handler: "bill".into(),
-            existing: a
+            existing: a,
+            unique_key: None,
         }
     );
     // The task runs and, scheduling nothing, is done: the slot is free again.
@@ -129,7 +132,8 @@ async fn different_data_does_not_collide_and_finished_tasks_free_the_slot(b: Bac
         err,
         TaskError::Duplicate {
             handler: "bill".into(),
-            existing: third
+            existing: third,
+            unique_key: None,
         }
     );
 }

@@ -259,7 +259,8 @@ async fn a_duplicate_follow_up_fails_only_its_own_finish(b: Backend) {
         vec![
             FinishResult::Duplicate(TaskError::Duplicate {
                 handler: "noop".into(),
-                existing: holder
+                existing: holder,
+                unique_key: None,
             }),
             FinishResult::Applied
         ]

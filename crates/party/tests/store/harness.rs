@@ -332,6 +332,8 @@ pub fn task(handler: &str) -> InsertTask {
         queue: "default".to_string(),
         priority: 0,
         created_at: t0(),
+        unique_key: None,
+        unique_since: None,
     }
 }
 

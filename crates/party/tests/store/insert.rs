@@ -92,7 +92,8 @@ async fn a_duplicate_recurring_task_fails_the_whole_batch(b: Backend) {
         err,
         TaskError::Duplicate {
             handler: "noop".into(),
-            existing: holder
+            existing: holder,
+            unique_key: None,
         }
     );
     assert_eq!(
@@ -117,7 +118,8 @@ async fn two_equal_recurring_tasks_in_one_batch_are_refused(b: Backend) {
         err,
         TaskError::Duplicate {
             handler: "noop".into(),
-            existing: first.id
+            existing: first.id,
+            unique_key: None,
         },
         "the later one is a duplicate of the earlier"
     );
@@ -203,7 +205,63 @@ async fn retrying_and_finished_recurring_tasks_hold_the_singleton_as_their_state
     }
 }
 
+/// A unique key binds live tasks of one handler; with `unique_since`, tasks that finished at
+/// or after it bind too. A refused batch writes nothing.
+async fn a_unique_key_binds_live_tasks_and_recently_finished_ones(b: Backend) {
+    let Some(h) = Harness::new(b).await else {
+        return;
+    };
+    let keyed = |handler: &str, key: &str| InsertTask {
+        unique_key: Some(key.to_string()),
+        ..task(handler)
+    };
+    let first = keyed("export", "k");
+    assert_eq!(h.insert(vec![first.clone()]).await, vec![first.id]);
+    assert_eq!(h.get(first.id).await.unique_key.as_deref(), Some("k"));
+    let dup = keyed("export", "k");
+    let other = keyed("export", "j");
+    let err = h
+        .store
+        .task_insert(vec![other.clone(), dup])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        TaskError::Duplicate {
+            handler: "export".into(),
+            existing: first.id,
+            unique_key: Some("k".into()),
+        }
+    );
+    assert!(
+        h.store.task_get(other.id).await.unwrap().is_none(),
+        "all or none"
+    );
+    // Another handler with the same key is another task.
+    h.insert(vec![keyed("import", "k")]).await;
+    // Finished at t0 + 10s: free without a window; within one that starts at or before it,
+    // refused, naming the finished task.
+    let c = h.claim_one("export", t0()).await;
+    h.finish(finish(&c, t0() + secs(10), Next::Done)).await;
+    let windowed = |since| InsertTask {
+        unique_since: Some(since),
+        ..keyed("export", "k")
+    };
+    let err = h
+        .store
+        .task_insert(vec![windowed(t0() + secs(10))])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, TaskError::Duplicate { existing, .. } if existing == first.id),
+        "{err:?}"
+    );
+    let later = windowed(t0() + secs(11));
+    assert_eq!(h.insert(vec![later.clone()]).await, vec![later.id]);
+}
+
 on_every_backend!(
+    a_unique_key_binds_live_tasks_and_recently_finished_ones,
     an_inserted_task_reads_back_as_written,
     instants_keep_their_microseconds,
     a_batch_goes_in_whole_and_answers_ids_in_order,

@@ -60,6 +60,7 @@ async fn expired_leases_are_listed_earliest_first_with_what_a_rescue_needs(b: Ba
                 worker: WORKER.into(),
                 started_at: t0(),
                 lease_until: t0() + LEASE,
+                cancel_requested: false,
             },
             ExpiredTask {
                 id: b_claim.id,
@@ -70,6 +71,7 @@ async fn expired_leases_are_listed_earliest_first_with_what_a_rescue_needs(b: Ba
                 worker: WORKER.into(),
                 started_at: t0() + secs(5),
                 lease_until: t0() + secs(5) + LEASE,
+                cancel_requested: false,
             },
         ]
     );

@@ -44,8 +44,8 @@ async fn cancel_refuses_running_done_and_cancelled_tasks(b: Backend) {
         assert_eq!(
             err,
             TaskError::Conflict(format!(
-                "cannot cancel task {id}: it is {state}; only scheduled, retrying or dead tasks \
-                 can be cancelled"
+                "cannot cancel task {id}: it is {state}; only scheduled, running, retrying or \
+                 dead tasks can be cancelled"
             ))
         );
         assert_eq!(h.get(id).await.state, state, "a refusal changes nothing");
@@ -149,7 +149,8 @@ async fn cancelling_a_recurring_task_frees_its_singleton_and_retrying_it_needs_i
         err,
         TaskError::Duplicate {
             handler: "noop".into(),
-            existing: second
+            existing: second,
+            unique_key: None,
         }
     );
     assert_eq!(h.get(first).await.state, State::Cancelled, "left as it was");
@@ -225,7 +226,64 @@ async fn bulk_cancel_and_retry_take_exactly_the_given_states_and_filters(b: Back
     assert_eq!(h.claim_one("bulk_dead", now).await.id, dead);
 }
 
+/// A running task is not cancelled by `task_cancel` (its worker must stop it): a cancel
+/// request marks it, the claim that holds it sees the mark, a stale fence does not, and the
+/// next claim of a task still marked carries it.
+async fn a_cancel_request_marks_a_running_task_for_its_worker(b: Backend) {
+    let Some(h) = Harness::new(b).await else {
+        return;
+    };
+    let scheduled = h.task_in(State::Scheduled, "waiting").await;
+    assert_eq!(
+        h.store.task_cancel_request(scheduled, t0()).await.unwrap(),
+        None,
+        "only a running task is marked"
+    );
+    assert!(!h.get(scheduled).await.cancel_requested);
+    let id = h.insert(vec![task("busy")]).await[0];
+    let c = h.claim_one("busy", t0()).await;
+    assert!(!c.cancel_requested);
+    assert_eq!(
+        h.store
+            .task_cancel_requested(&[(id, c.fence)])
+            .await
+            .unwrap(),
+        Vec::<TaskId>::new()
+    );
+    let t = h
+        .store
+        .task_cancel_request(id, t0())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((t.state, t.cancel_requested), (State::Running, true));
+    assert_eq!(h.get(id).await, t);
+    assert_eq!(
+        h.store
+            .task_cancel_requested(&[(id, c.fence), (id, c.fence - 1), (scheduled, 0)])
+            .await
+            .unwrap(),
+        vec![id],
+        "only the current claim of a marked task"
+    );
+    // Its attempt ends as a retry before the worker looked: the mark stays, and the next
+    // claim carries it.
+    h.finish(failed(&c, t0(), "boom", Next::Retry { due_at: t0() }))
+        .await;
+    assert!(h.get(id).await.cancel_requested);
+    let again = h.claim_one("busy", t0() + secs(1)).await;
+    assert!(again.cancel_requested);
+    // Cancelled for good, it leaves the live tasks.
+    let mut done = finish(&again, t0() + secs(1), Next::Cancelled);
+    done.outcome = party::Outcome::Cancelled;
+    h.finish(done).await;
+    let t = h.get(id).await;
+    assert_eq!((t.state, t.cancel_requested), (State::Cancelled, false));
+    assert_eq!(t.runs.last().unwrap().outcome, party::Outcome::Cancelled);
+}
+
 on_every_backend!(
+    a_cancel_request_marks_a_running_task_for_its_worker,
     bulk_cancel_and_retry_take_exactly_the_given_states_and_filters,
     cancel_takes_scheduled_retrying_and_dead_tasks,
     cancel_refuses_running_done_and_cancelled_tasks,

@@ -1,5 +1,5 @@
-//! Database errors: their full text, and what a collision with a live recurring task means
-//! to the caller.
+//! Database errors: their full text, and what a collision with a live recurring task or a
+//! unique key means to the caller.
 
 use std::collections::HashMap;
 use std::error::Error as StdError;
@@ -59,11 +59,85 @@ pub(super) fn duplicate(handler: &str, existing: TaskId) -> TaskError {
     TaskError::Duplicate {
         handler: handler.to_string(),
         existing,
+        unique_key: None,
     }
 }
 
-/// Two recurring tasks with the same handler and data in one batch: the later one is a
-/// duplicate of the earlier.
+/// A task refused because `existing` holds `handler`'s unique `key`.
+pub(super) fn duplicate_key(handler: &str, key: &str, existing: TaskId) -> TaskError {
+    TaskError::Duplicate {
+        handler: handler.to_string(),
+        existing,
+        unique_key: Some(key.to_string()),
+    }
+}
+
+pub(super) fn is_unique_key_violation(e: &tokio_postgres::Error) -> bool {
+    e.code() == Some(&SqlState::UNIQUE_VIOLATION)
+        && e.as_db_error().and_then(|d| d.constraint()) == Some("tasks_unique")
+}
+
+/// The live task holding `handler`'s unique `key`, as seen by `client`.
+pub(super) async fn existing_unique(
+    client: &impl Queries,
+    stmt: &Stmt,
+    handler: &str,
+    key: &str,
+) -> Result<Option<TaskId>, TaskError> {
+    let row = client
+        .query_opt(stmt, &[&handler, &key])
+        .await
+        .map_err(db_err)?;
+    row.map(|r| super::rows::id_at(&r, 0)).transpose()
+}
+
+/// The parameters of the window check for `tasks` (handlers, keys, windows' starts), or
+/// `None` when none of them has a window.
+pub(super) fn window_params(
+    tasks: &[InsertTask],
+) -> Option<(Vec<&str>, Vec<&str>, Vec<super::rows::PgTime>)> {
+    let windowed: Vec<&InsertTask> = tasks.iter().filter(|t| t.unique_since.is_some()).collect();
+    if windowed.is_empty() {
+        return None;
+    }
+    Some((
+        windowed.iter().map(|t| t.handler.as_str()).collect(),
+        windowed
+            .iter()
+            .map(|t| t.unique_key.as_deref().unwrap_or_default())
+            .collect(),
+        windowed
+            .iter()
+            .map(|t| super::rows::PgTime::of(t.unique_since.unwrap_or(t.created_at)))
+            .collect(),
+    ))
+}
+
+/// The refusal for a row of the window check: handler, key and the finished task's id.
+pub(super) fn recent_duplicate(r: &tokio_postgres::Row) -> Result<TaskError, TaskError> {
+    Ok(duplicate_key(r.get(0), r.get(1), super::rows::id_at(r, 2)?))
+}
+
+/// Of `tasks`, the first refused by a task with its unique key that finished within its
+/// window, as seen by `client` (run after inserting them, in the same transaction, so a task
+/// that finished while the insert waited is seen too).
+pub(super) async fn recently_finished(
+    client: &impl Queries,
+    stmt: &Stmt,
+    tasks: &[InsertTask],
+) -> Result<Option<TaskError>, TaskError> {
+    let Some((handlers, keys, since)) = window_params(tasks) else {
+        return Ok(None);
+    };
+    let row = client
+        .query_opt(stmt, &[&handlers, &keys, &since])
+        .await
+        .map_err(db_err)?;
+    row.as_ref().map(recent_duplicate).transpose()
+}
+
+/// Two recurring tasks with the same handler and data in one batch, or two tasks with the same
+/// handler and unique key: the later one is a duplicate of the earlier.
 pub(super) fn duplicate_within(tasks: &[InsertTask]) -> Option<TaskError> {
     let mut seen: HashMap<(&str, &str), TaskId> = HashMap::new();
     for t in tasks.iter().filter(|t| t.is_recurring) {
@@ -71,6 +145,16 @@ pub(super) fn duplicate_within(tasks: &[InsertTask]) -> Option<TaskError> {
             return Some(duplicate(&t.handler, *first));
         }
         seen.insert((&t.handler, &t.data), t.id);
+    }
+    let mut keys: HashMap<(&str, &str), TaskId> = HashMap::new();
+    for t in tasks {
+        let Some(key) = t.unique_key.as_deref() else {
+            continue;
+        };
+        if let Some(first) = keys.get(&(t.handler.as_str(), key)) {
+            return Some(duplicate_key(&t.handler, key, *first));
+        }
+        keys.insert((&t.handler, key), t.id);
     }
     None
 }

@@ -8,11 +8,12 @@ use crate::TaskError;
 use crate::store::SCHEMA_VERSION;
 
 /// Migrations by number; the `schema_version` table records which ran.
-pub(super) const MIGRATIONS: [&str; 4] = [
+pub(super) const MIGRATIONS: [&str; 5] = [
     include_str!("migrations/001_tasks.sql"),
     include_str!("migrations/002_liveness_leaders.sql"),
     include_str!("migrations/003_finished_index.sql"),
     include_str!("migrations/004_hot_cold.sql"),
+    include_str!("migrations/005_unique_cancel.sql"),
 ];
 
 const _: () = assert!(MIGRATIONS.len() as i64 == SCHEMA_VERSION);

@@ -68,14 +68,19 @@ use self::conn::{
     parse_url,
 };
 use self::error::{
-    db_err, duplicate, duplicate_within, existing_singleton, is_singleton_violation,
+    db_err, duplicate, duplicate_key, duplicate_within, existing_singleton, existing_unique,
+    is_singleton_violation, is_unique_key_violation, recent_duplicate, recently_finished,
+    window_params,
 };
 use self::migrate::migrate;
 use self::rows::{
     FinishArrays, InsertArrays, PgTime, count_at, expired_from_row, id_at, opt_time_at,
     run_from_row, task_from_row, time_at,
 };
-use self::sql::{BEGIN_ASYNC_COMMIT, Names, Statements, sql_existing, sql_insert_skipping};
+use self::sql::{
+    BEGIN_ASYNC_COMMIT, Names, Statements, sql_existing, sql_existing_unique, sql_insert_skipping,
+    sql_recent_unique,
+};
 use self::wakeup::{listen, notify_loop, signal_loop};
 use super::{
     ClaimParams, ClaimedTask, ExpiredParams, ExpiredTask, Finish, FinishResult, HeartbeatParams,
@@ -342,27 +347,58 @@ impl PgStore {
             .query(&sql_insert_skipping(s), &arrays.params_notifying(&channel))
             .await
             .map_err(db_err)?;
+        let inserted: HashSet<&[u8]> = rows.iter().map(|r| r.get::<_, &[u8]>(0)).collect();
+        let undo = || async {
+            // Undo the rows of the batch that did go in, so it is all or none.
+            let ids: Vec<&[u8]> = inserted.iter().copied().collect();
+            client
+                .execute(
+                    &format!("DELETE FROM {s}.tasks WHERE id = ANY($1::bytea[])"),
+                    &[&ids],
+                )
+                .await
+                .map_err(db_err)
+        };
         if rows.len() == tasks.len() {
+            if let Some((handlers, keys, since)) = window_params(&tasks) {
+                let recent = client
+                    .query_opt(&sql_recent_unique(s), &[&handlers, &keys, &since])
+                    .await
+                    .map_err(db_err)?;
+                if let Some(row) = recent {
+                    undo().await?;
+                    return Err(recent_duplicate(&row)?);
+                }
+            }
             return Ok(tasks.iter().map(|t| t.id).collect());
         }
-        let inserted: HashSet<&[u8]> = rows.iter().map(|r| r.get::<_, &[u8]>(0)).collect();
         let refused = tasks
             .iter()
             .find(|t| !inserted.contains(&t.id.as_bytes()[..]))
             .expect("fewer rows than tasks");
+        if let Some(key) = &refused.unique_key {
+            let existing = client
+                .query_opt(&sql_existing_unique(s), &[&refused.handler, key])
+                .await
+                .map_err(db_err)?
+                .map(|row| id_at(&row, 0))
+                .transpose()?;
+            undo().await?;
+            return match existing {
+                Some(id) => Err(duplicate_key(&refused.handler, key, id)),
+                None => Err(TaskError::Conflict(format!(
+                    "a '{}' task with the unique key {} exists but is not visible to this \
+                     transaction; retry the transaction",
+                    refused.handler,
+                    crate::validate::quote(key)
+                ))),
+            };
+        }
         let existing = client
             .query_opt(&sql_existing(s), &[&refused.handler, &refused.data])
             .await
             .map_err(db_err)?;
-        // Undo the rows of the batch that did go in, so it is all or none.
-        let ids: Vec<&[u8]> = inserted.into_iter().collect();
-        client
-            .execute(
-                &format!("DELETE FROM {s}.tasks WHERE id = ANY($1::bytea[])"),
-                &[&ids],
-            )
-            .await
-            .map_err(db_err)?;
+        undo().await?;
         match existing {
             Some(row) => Err(duplicate(&refused.handler, id_at(&row, 0)?)),
             None => Err(TaskError::Conflict(format!(
@@ -453,18 +489,35 @@ impl PgStore {
                     .map(|r| r.get::<_, Vec<u8>>(0))
                     .collect();
                 for (t, &i) in follow_ups.iter().zip(&owner) {
-                    if inserted.contains(&t.id.as_bytes()[..]) || refused.contains_key(&i) {
+                    if refused.contains_key(&i) {
                         continue;
                     }
-                    let e = match existing_singleton(&tx, &st.existing, &t.handler, &t.data).await?
-                    {
-                        Some(id) => duplicate(&t.handler, id),
-                        None => TaskError::Conflict(format!(
-                            "a follow-up '{}' task collided with a recurring task that has \
-                             since finished",
-                            t.handler
-                        )),
+                    if inserted.contains(&t.id.as_bytes()[..]) {
+                        // Inserted: still refused if a task with its unique key finished
+                        // within its window.
+                        if let Some(e) =
+                            recently_finished(&tx, &st.recent_unique, std::slice::from_ref(t))
+                                .await?
+                        {
+                            refused.insert(i, e);
+                            newly_refused = true;
+                        }
+                        continue;
+                    }
+                    let existing = match &t.unique_key {
+                        Some(key) => existing_unique(&tx, &st.existing_unique, &t.handler, key)
+                            .await?
+                            .map(|id| duplicate_key(&t.handler, key, id)),
+                        None => existing_singleton(&tx, &st.existing, &t.handler, &t.data)
+                            .await?
+                            .map(|id| duplicate(&t.handler, id)),
                     };
+                    let e = existing.unwrap_or_else(|| {
+                        TaskError::Conflict(format!(
+                            "a follow-up '{}' task collided with a task that has since finished",
+                            t.handler
+                        ))
+                    });
                     refused.insert(i, e);
                     newly_refused = true;
                 }
@@ -537,15 +590,48 @@ impl Store for PgStore {
         if let Some(e) = duplicate_within(&tasks) {
             return Err(e);
         }
-        let conn = self.pool.get().await?;
+        let mut conn = self.pool.get().await?;
         let arrays = InsertArrays::new(&tasks);
+        let windowed = tasks.iter().any(|t| t.unique_since.is_some());
         // A duplicate whose holder finishes before we can name it: try again.
         for _ in 0..5 {
-            match conn.client.execute(&conn.st.insert, &arrays.params()).await {
-                Ok(_) => {
+            let inserted = if windowed {
+                // With a unique window: insert, then look for a task with the key that
+                // finished within it, in one transaction. Looking after the insert sees a
+                // task that finished while the insert waited for it.
+                let Conn { client, st } = &mut *conn;
+                let tx = client.transaction().await.map_err(db_err)?;
+                match tx.execute(&st.insert, &arrays.params()).await {
+                    Ok(_) => {
+                        if let Some(e) = recently_finished(&tx, &st.recent_unique, &tasks).await? {
+                            return Err(e);
+                        }
+                        tx.commit().await
+                    }
+                    Err(e) => Err(e),
+                }
+            } else {
+                conn.client
+                    .execute(&conn.st.insert, &arrays.params())
+                    .await
+                    .map(|_| ())
+            };
+            match inserted {
+                Ok(()) => {
                     self.count_inserted(tasks.len());
                     self.signal();
                     return Ok(tasks.iter().map(|t| t.id).collect());
+                }
+                Err(e) if is_unique_key_violation(&e) => {
+                    for t in &tasks {
+                        let Some(key) = &t.unique_key else { continue };
+                        if let Some(id) =
+                            existing_unique(&conn.client, &conn.st.existing_unique, &t.handler, key)
+                                .await?
+                        {
+                            return Err(duplicate_key(&t.handler, key, id));
+                        }
+                    }
                 }
                 Err(e) if is_singleton_violation(&e) => {
                     for t in tasks.iter().filter(|t| t.is_recurring) {
@@ -608,6 +694,7 @@ impl Store for PgStore {
                 started_at,
                 due_at: time_at(r, 11),
                 queue: r.get(12),
+                cancel_requested: r.get(13),
             });
             order.push((r.get::<_, i32>(10), r.get::<_, PgTime>(11).0));
         }
@@ -756,6 +843,39 @@ impl Store for PgStore {
             .ok_or(TaskError::NotFound(id))
     }
 
+    async fn task_cancel_request(
+        &self,
+        id: TaskId,
+        _now: Timestamp,
+    ) -> Result<Option<TaskInfo>, TaskError> {
+        let conn = self.pool.get().await?;
+        let key = &id.as_bytes()[..];
+        let n = conn
+            .client
+            .execute(&conn.st.cancel_request, &[&key])
+            .await
+            .map_err(db_err)?;
+        if n == 0 {
+            return Ok(None);
+        }
+        self.get_with_runs(&conn, id).await
+    }
+
+    async fn task_cancel_requested(
+        &self,
+        claims: &[(TaskId, i64)],
+    ) -> Result<Vec<TaskId>, TaskError> {
+        let conn = self.pool.get().await?;
+        let ids: Vec<&[u8]> = claims.iter().map(|(id, _)| &id.as_bytes()[..]).collect();
+        let fences: Vec<i64> = claims.iter().map(|(_, f)| *f).collect();
+        let rows = conn
+            .client
+            .query(&conn.st.cancel_requested, &[&ids, &fences])
+            .await
+            .map_err(db_err)?;
+        rows.iter().map(|r| id_at(r, 0)).collect()
+    }
+
     async fn task_retry(&self, id: TaskId, now: Timestamp) -> Result<TaskInfo, TaskError> {
         let conn = self.pool.get().await?;
         let key = &id.as_bytes()[..];
@@ -766,6 +886,27 @@ impl Store for PgStore {
         };
         let n = match r {
             Ok(n) => n,
+            Err(e) if is_unique_key_violation(&e) => {
+                let t = self
+                    .get_with_runs(&conn, id)
+                    .await?
+                    .ok_or(TaskError::NotFound(id))?;
+                let key = t.unique_key.unwrap_or_default();
+                return match existing_unique(
+                    &conn.client,
+                    &conn.st.existing_unique,
+                    &t.handler,
+                    &key,
+                )
+                .await?
+                {
+                    Some(existing) => Err(duplicate_key(&t.handler, &key, existing)),
+                    None => Err(TaskError::Conflict(format!(
+                        "task {id} collided with a task with its unique key that has since \
+                         finished; retry it again"
+                    ))),
+                };
+            }
             Err(e) if is_singleton_violation(&e) => {
                 let t = self
                     .get_with_runs(&conn, id)

@@ -96,6 +96,7 @@ pub(super) struct InsertArrays {
     pub(super) queues: Vec<String>,
     pub(super) priorities: Vec<i32>,
     pub(super) created: Vec<PgTime>,
+    pub(super) unique_keys: Vec<Option<String>>,
 }
 
 impl InsertArrays {
@@ -114,6 +115,7 @@ impl InsertArrays {
             queues: tasks.iter().map(|t| t.queue.clone()).collect(),
             priorities: tasks.iter().map(|t| t.priority).collect(),
             created: tasks.iter().map(|t| PgTime::of(t.created_at)).collect(),
+            unique_keys: tasks.iter().map(|t| t.unique_key.clone()).collect(),
         }
     }
 
@@ -121,12 +123,12 @@ impl InsertArrays {
     pub(super) fn params_notifying<'a>(
         &'a self,
         channel: &'a String,
-    ) -> [&'a (dyn ToSql + Sync); 11] {
-        let [a, b, c, d, e, f, g, h, i, j] = self.params();
-        [a, b, c, d, e, f, g, h, i, j, channel]
+    ) -> [&'a (dyn ToSql + Sync); 12] {
+        let [a, b, c, d, e, f, g, h, i, j, k] = self.params();
+        [a, b, c, d, e, f, g, h, i, j, k, channel]
     }
 
-    pub(super) fn params(&self) -> [&(dyn ToSql + Sync); 10] {
+    pub(super) fn params(&self) -> [&(dyn ToSql + Sync); 11] {
         [
             &self.ids,
             &self.handlers,
@@ -138,6 +140,7 @@ impl InsertArrays {
             &self.queues,
             &self.priorities,
             &self.created,
+            &self.unique_keys,
         ]
     }
 }
@@ -168,6 +171,7 @@ impl FinishArrays {
         let (state, timestamp, due_at, last_run_on, reset) = match &f.next {
             Next::Done => (State::Done, None, None, None, false),
             Next::Dead => (State::Dead, None, None, None, false),
+            Next::Cancelled => (State::Cancelled, None, None, None, false),
             Next::Retry { due_at } => (State::Retrying, None, Some(*due_at), None, false),
             Next::Reschedule {
                 timestamp,
@@ -241,6 +245,8 @@ pub(super) fn task_from_row(r: &Row) -> Result<TaskInfo, TaskError> {
         due_at: time_at(r, 13),
         created_at: time_at(r, 14),
         worker: r.get(15),
+        unique_key: r.get(16),
+        cancel_requested: r.get(17),
         runs: Vec::new(),
     })
 }
@@ -273,6 +279,7 @@ pub(super) fn expired_from_row(r: &Row) -> Result<ExpiredTask, TaskError> {
         worker: r.get(5),
         started_at: time_at(r, 6),
         lease_until: time_at(r, 7),
+        cancel_requested: r.get(8),
     })
 }
 

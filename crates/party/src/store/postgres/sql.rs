@@ -54,12 +54,13 @@ pub(super) fn quote_ident(s: &str) -> String {
 }
 
 pub(super) const TASK_COLUMNS: &str = "id, handler, data, timestamp, last_run_on, attempts, is_recurring, \
-    state, queue, priority, max_attempts, last_error, rule, due_at, created_at, worker";
+    state, queue, priority, max_attempts, last_error, rule, due_at, created_at, worker, \
+    unique_key, cancel_requested";
 
 /// The columns [`super::rows::task_from_row`] reads, from a history row (no worker).
 pub(super) const HISTORY_COLUMNS: &str = "id, handler, data, timestamp, last_run_on, attempts, \
     is_recurring, state, queue, priority, max_attempts, last_error, rule, due_at, created_at, \
-    NULL::text";
+    NULL::text, unique_key, false";
 
 /// A listing's filters: $1 state, $2 handler, $4 queue, and the keyset cursor ($5 due time,
 /// $6 id) it continues after.
@@ -70,27 +71,46 @@ pub(super) const LIST_FILTERS: &str = "WHERE ($1::text IS NULL OR state = $1) \
 /// The history's columns, in the order the moves below select them.
 pub(super) const HISTORY_INSERT: &str = "(id, handler, data, timestamp, due_at, last_run_on, \
     attempts, max_attempts, is_recurring, rule, state, queue, priority, last_error, fence, \
-    created_at, finished_at)";
+    created_at, finished_at, unique_key)";
 
 /// The live columns a retried task is written back with.
 pub(super) const LIVE_INSERT: &str = "(id, handler, data, timestamp, due_at, ready, last_run_on, \
     attempts, max_attempts, is_recurring, rule, state, queue, priority, last_error, fence, \
-    created_at, updated_at)";
+    created_at, updated_at, unique_key)";
 
 pub(super) const LIVE: &str = "('scheduled','running','retrying')";
 pub(super) const WAITING: &str = "('scheduled','retrying')";
 
-/// The columns and source of a task insert from arrays: `$1..$10`. A task already due when it
+/// The columns and source of a task insert from arrays: `$1..$11`. A task already due when it
 /// is created (the common "run now") goes straight into the claim index, with no promotion.
 pub(super) fn insert_from_arrays(s: &str) -> String {
     format!(
         "INSERT INTO {s}.tasks (id, handler, data, timestamp, due_at, ready, attempts, \
-           max_attempts, is_recurring, rule, state, queue, priority, fence, created_at, updated_at) \
+           max_attempts, is_recurring, rule, state, queue, priority, fence, created_at, updated_at, \
+           unique_key) \
          SELECT id, handler, data, ts, ts, ts <= created_at, 0, max_attempts, is_recurring, rule, \
-           'scheduled', queue, priority, 0, created_at, created_at \
+           'scheduled', queue, priority, 0, created_at, created_at, unique_key \
          FROM unnest($1::bytea[], $2::text[], $3::text[], $4::timestamptz[], $5::int4[], \
-           $6::bool[], $7::text[], $8::text[], $9::int4[], $10::timestamptz[]) \
-           AS t(id, handler, data, ts, max_attempts, is_recurring, rule, queue, priority, created_at)"
+           $6::bool[], $7::text[], $8::text[], $9::int4[], $10::timestamptz[], $11::text[]) \
+           AS t(id, handler, data, ts, max_attempts, is_recurring, rule, queue, priority, created_at, \
+             unique_key)"
+    )
+}
+
+/// The live task holding a handler's unique key: $1 handler, $2 key.
+pub(super) fn sql_existing_unique(s: &str) -> String {
+    format!("SELECT id FROM {s}.tasks WHERE handler = $1 AND unique_key = $2")
+}
+
+/// Of tasks being added ($1 handlers, $2 keys, $3 windows' starts), the first whose key a task
+/// that finished within its window holds: handler, key and that task's id.
+pub(super) fn sql_recent_unique(s: &str) -> String {
+    format!(
+        "SELECT c.handler, c.key, h.id FROM unnest($1::text[], $2::text[], $3::timestamptz[]) \
+           AS c(handler, key, since) \
+         CROSS JOIN LATERAL (SELECT id FROM {s}.task_history h WHERE h.handler = c.handler \
+           AND h.unique_key = c.key AND h.finished_at >= c.since \
+           ORDER BY h.finished_at DESC LIMIT 1) h LIMIT 1"
     )
 }
 
@@ -99,14 +119,14 @@ pub(super) fn sql_insert(s: &str) -> String {
     insert_from_arrays(s)
 }
 
-/// Insert, skipping rows that collide with a live recurring task; returns the ids inserted
-/// and, if any were, notifies when the surrounding transaction commits (this one is used
-/// inside transactions, where only the commit knows when the tasks become visible).
+/// Insert, skipping rows that collide with a live recurring task or a live unique key;
+/// returns the ids inserted and, if any were, notifies when the surrounding transaction
+/// commits (this one is used inside transactions, where only the commit knows when the tasks
+/// become visible).
 pub(super) fn sql_insert_skipping(s: &str) -> String {
     format!(
-        "WITH ins AS ({} ON CONFLICT (handler, md5(data)) \
-           WHERE is_recurring AND state IN {LIVE} DO NOTHING RETURNING id) \
-         SELECT id, pg_notify($11, '') FROM ins",
+        "WITH ins AS ({} ON CONFLICT DO NOTHING RETURNING id) \
+         SELECT id, pg_notify($12, '') FROM ins",
         insert_from_arrays(s)
     )
 }
@@ -136,7 +156,8 @@ pub(super) fn sql_claim(s: &str) -> String {
            AND due_at <= $2 AND handler = ANY($4::text[]) AND queue = ANY($5::text[]) \
            ORDER BY priority, due_at LIMIT $6 FOR UPDATE SKIP LOCKED)) \
          RETURNING t.id, t.handler, t.data, t.timestamp, t.last_run_on, t.attempts, \
-           t.max_attempts, t.is_recurring, t.rule, t.fence, t.priority, t.due_at, t.queue"
+           t.max_attempts, t.is_recurring, t.rule, t.fence, t.priority, t.due_at, t.queue, \
+           t.cancel_requested"
     )
 }
 
@@ -169,12 +190,12 @@ pub(super) fn sql_finish(s: &str) -> String {
            USING unnest($1::bytea[], $2::int8[], $3::text[], $8::text[], $9::timestamptz[], \
              $16::timestamptz[]) AS i(id, fence, state, error, finished_at, expired_before) \
            WHERE t.id = i.id AND t.fence = i.fence AND t.state = 'running' \
-             AND i.state IN ('done', 'dead') \
+             AND i.state IN ('done', 'dead', 'cancelled') \
              AND (i.expired_before IS NULL OR t.lease_until < i.expired_before) \
            RETURNING t.id, t.handler, t.data, t.timestamp, t.due_at, t.last_run_on, \
              t.attempts, t.max_attempts, t.is_recurring, t.rule, i.state, t.queue, \
              t.priority, COALESCE(i.error, t.last_error) AS last_error, t.fence, \
-             t.created_at, i.finished_at), \
+             t.created_at, i.finished_at, t.unique_key), \
          h AS (INSERT INTO {s}.task_history {HISTORY_INSERT} SELECT * FROM d), \
          a AS (SELECT id, state, fence FROM u UNION ALL SELECT id, state, fence FROM d), \
          r AS (INSERT INTO {s}.runs (task_id, attempt, timestamp, started_at, finished_at, \
@@ -208,7 +229,7 @@ pub(super) fn sql_heartbeat(s: &str) -> String {
 pub(super) fn sql_expired(s: &str) -> String {
     format!(
         "SELECT id, fence, attempts, max_attempts, timestamp, COALESCE(worker, ''), \
-           COALESCE(started_at, lease_until), lease_until FROM {s}.tasks \
+           COALESCE(started_at, lease_until), lease_until, cancel_requested FROM {s}.tasks \
          WHERE lease_until IS NOT NULL AND lease_until < $1 AND state = 'running' \
          ORDER BY lease_until LIMIT $2"
     )
@@ -226,7 +247,7 @@ pub(super) fn sql_retry_many_live(s: &str) -> String {
 
 /// Bulk retry, history side: matching dead and cancelled tasks move back to the live tasks.
 /// A recurring one moves only when no live copy holds its singleton and no other matching
-/// copy with a greater id moves in the same statement.
+/// copy with a greater id moves in the same statement; a task with a unique key likewise.
 pub(super) fn sql_retry_many_move(s: &str) -> String {
     format!(
         "WITH m AS (DELETE FROM {s}.task_history t \
@@ -239,11 +260,17 @@ pub(super) fn sql_retry_many_move(s: &str) -> String {
                WHERE o.handler = t.handler AND o.data = t.data AND o.is_recurring \
                AND o.id > t.id AND o.state IN ('dead','cancelled') \
                AND o.state = ANY($2::text[]) AND ($4::text IS NULL OR o.queue = $4)))) \
+             AND (t.unique_key IS NULL OR (NOT EXISTS (SELECT 1 FROM {s}.tasks o \
+               WHERE o.handler = t.handler AND o.unique_key = t.unique_key) \
+             AND NOT EXISTS (SELECT 1 FROM {s}.task_history o \
+               WHERE o.handler = t.handler AND o.unique_key = t.unique_key \
+               AND o.id > t.id AND o.state IN ('dead','cancelled') \
+               AND o.state = ANY($2::text[]) AND ($4::text IS NULL OR o.queue = $4)))) \
            RETURNING t.*) \
          INSERT INTO {s}.tasks {LIVE_INSERT} \
          SELECT id, handler, data, timestamp, $1, true, last_run_on, attempts, \
            GREATEST(max_attempts, attempts + 1), is_recurring, rule, 'scheduled', queue, \
-           priority, last_error, fence, created_at, $1 FROM m"
+           priority, last_error, fence, created_at, $1, unique_key FROM m"
     )
 }
 
@@ -255,7 +282,7 @@ pub(super) fn sql_retry_move(s: &str) -> String {
          INSERT INTO {s}.tasks {LIVE_INSERT} \
          SELECT id, handler, data, timestamp, $1, true, last_run_on, attempts, \
            GREATEST(max_attempts, attempts + 1), is_recurring, rule, 'scheduled', queue, \
-           priority, last_error, fence, created_at, $1 FROM m"
+           priority, last_error, fence, created_at, $1, unique_key FROM m"
     )
 }
 
@@ -269,8 +296,8 @@ pub(super) fn sql_cancel_many(s: &str) -> String {
            AND ($4::text IS NULL OR t.queue = $4) RETURNING t.*), \
          h AS (INSERT INTO {s}.task_history {HISTORY_INSERT} \
            SELECT id, handler, data, timestamp, due_at, last_run_on, attempts, max_attempts, \
-             is_recurring, rule, 'cancelled', queue, priority, last_error, fence, created_at, $1 \
-           FROM m RETURNING 1), \
+             is_recurring, rule, 'cancelled', queue, priority, last_error, fence, created_at, $1, \
+             unique_key FROM m RETURNING 1), \
          dead AS (UPDATE {s}.task_history t SET state = 'cancelled', finished_at = $1 \
            WHERE t.state = 'dead' AND 'dead' = ANY($2::text[]) \
              AND ($3::text IS NULL OR t.handler = $3) AND ($4::text IS NULL OR t.queue = $4) \
@@ -286,8 +313,8 @@ pub(super) fn sql_cancel(s: &str) -> String {
         "WITH m AS (DELETE FROM {s}.tasks WHERE id = $2 AND state IN {WAITING} RETURNING *), \
          h AS (INSERT INTO {s}.task_history {HISTORY_INSERT} \
            SELECT id, handler, data, timestamp, due_at, last_run_on, attempts, max_attempts, \
-             is_recurring, rule, 'cancelled', queue, priority, last_error, fence, created_at, $1 \
-           FROM m RETURNING id), \
+             is_recurring, rule, 'cancelled', queue, priority, last_error, fence, created_at, $1, \
+             unique_key FROM m RETURNING id), \
          dead AS (UPDATE {s}.task_history SET state = 'cancelled', finished_at = $1 \
            WHERE id = $2 AND state = 'dead' RETURNING id) \
          SELECT id FROM h UNION ALL SELECT id FROM dead"
@@ -419,6 +446,10 @@ pub(super) struct Statements {
     pub(super) retry_many: Stmt,
     pub(super) retry_many_move: Stmt,
     pub(super) fold_counts: Stmt,
+    pub(super) existing_unique: Stmt,
+    pub(super) recent_unique: Stmt,
+    pub(super) cancel_request: Stmt,
+    pub(super) cancel_requested: Stmt,
 }
 
 impl Statements {
@@ -481,6 +512,17 @@ impl Statements {
             sql_retry_many_live(s),
             sql_retry_many_move(s),
             sql_fold_counts(s),
+            sql_existing_unique(s),
+            sql_recent_unique(s),
+            format!(
+                "UPDATE {s}.tasks SET cancel_requested = true WHERE id = $1 AND state = 'running'"
+            ),
+            format!(
+                "SELECT t.id FROM {s}.tasks t \
+                 JOIN unnest($1::bytea[], $2::int8[]) AS c(id, fence) \
+                   ON t.id = c.id AND t.fence = c.fence \
+                 WHERE t.state = 'running' AND t.cancel_requested"
+            ),
         ]
     }
 
@@ -576,6 +618,10 @@ impl Statements {
             retry_many: next(),
             retry_many_move: next(),
             fold_counts: next(),
+            existing_unique: next(),
+            recent_unique: next(),
+            cancel_request: next(),
+            cancel_requested: next(),
         }
     }
 }

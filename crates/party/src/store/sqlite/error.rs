@@ -1,5 +1,5 @@
-//! Database errors: what a busy file and a collision with a live recurring task mean to the
-//! caller.
+//! Database errors: what a busy file and a collision with a live recurring task or a live
+//! unique key mean to the caller.
 
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -55,6 +55,30 @@ pub(super) fn existing_singleton(
         Some(id) => Ok(id),
         None => Err(TaskError::store(
             "unique constraint failed but no singleton was found",
+        )),
+    }
+}
+
+/// The live task holding `handler`'s unique `key`, as a duplicate error.
+pub(super) fn existing_unique(
+    conn: &Connection,
+    handler: &str,
+    key: &str,
+) -> Result<TaskError, TaskError> {
+    let id = conn
+        .query_row(super::sql::EXISTING_UNIQUE, params![handler, key], |r| {
+            super::rows::id_from_row(r, 0)
+        })
+        .optional()
+        .map_err(db_err)?;
+    match id {
+        Some(existing) => Ok(TaskError::Duplicate {
+            handler: handler.to_string(),
+            existing,
+            unique_key: Some(key.to_string()),
+        }),
+        None => Err(TaskError::store(
+            "unique constraint failed but no task holds the key",
         )),
     }
 }

@@ -19,7 +19,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::Notify;
 
 use self::conn::{Durability, Job, start_writer, transaction, transaction_with};
-use self::error::{db_err, existing_singleton, is_unique_violation};
+use self::error::{db_err, existing_singleton, existing_unique, is_unique_violation};
 use self::rows::{expired_from_row, id_from_row, id_key, json_list, run_from_row, task_from_row};
 use self::wakeup::watch_other_processes;
 use super::{
@@ -134,16 +134,42 @@ fn insert_rows(conn: &Connection, tasks: &[InsertTask]) -> Result<(), TaskError>
             t.queue,
             t.priority,
             to_micros(t.created_at),
+            t.unique_key,
         ]);
         if let Err(e) = r {
+            if is_unique_violation(&e) {
+                if let Some(key) = &t.unique_key {
+                    return Err(existing_unique(conn, &t.handler, key)?);
+                }
+            }
             if is_unique_violation(&e) && t.is_recurring {
                 let existing = existing_singleton(conn, &t.handler, &t.data)?;
                 return Err(TaskError::Duplicate {
                     handler: t.handler.clone(),
                     existing,
+                    unique_key: None,
                 });
             }
             return Err(db_err(e));
+        }
+        // Within its window, a finished task with the same unique key refuses this one (the
+        // caller's transaction then takes the row back out).
+        if let (Some(key), Some(since)) = (&t.unique_key, t.unique_since) {
+            let recent = conn
+                .prepare_cached(sql::RECENT_UNIQUE)
+                .map_err(db_err)?
+                .query_row(params![t.handler, key, to_micros(since)], |r| {
+                    id_from_row(r, 0)
+                })
+                .optional()
+                .map_err(db_err)?;
+            if let Some(existing) = recent {
+                return Err(TaskError::Duplicate {
+                    handler: t.handler.clone(),
+                    existing,
+                    unique_key: Some(key.clone()),
+                });
+            }
         }
     }
     Ok(())
@@ -197,12 +223,12 @@ fn insert_run(conn: &Connection, f: &Finish) -> Result<(), TaskError> {
 fn apply_finish(conn: &Connection, f: &Finish) -> Result<FinishResult, TaskError> {
     let now = to_micros(f.finished_at);
     let (state, timestamp, due_at, last_run_on, reset_attempts) = match &f.next {
-        Next::Done | Next::Dead => {
+        Next::Done | Next::Dead | Next::Cancelled => {
             // Finished for good: the task leaves the live table for the history.
-            let state = if f.next == Next::Done {
-                State::Done
-            } else {
-                State::Dead
+            let state = match f.next {
+                Next::Done => State::Done,
+                Next::Dead => State::Dead,
+                _ => State::Cancelled,
             };
             let moved = conn
                 .prepare_cached(sql::FINISH_MOVE)
@@ -391,6 +417,7 @@ impl Store for SqliteStore {
                             started_at: from_micros(now),
                             due_at: from_micros(order.1),
                             queue: r.get(12)?,
+                            cancel_requested: r.get(13)?,
                         };
                         Ok((order, task))
                     })
@@ -549,6 +576,43 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn task_cancel_request(
+        &self,
+        id: TaskId,
+        _now: Timestamp,
+    ) -> Result<Option<TaskInfo>, TaskError> {
+        self.call_durable(move |conn| {
+            transaction(conn, |tx| {
+                let n = tx
+                    .execute(sql::CANCEL_REQUEST, [id_key(&id)])
+                    .map_err(db_err)?;
+                if n == 0 {
+                    return Ok(None);
+                }
+                get_task(tx, id, true)
+            })
+        })
+        .await
+    }
+
+    async fn task_cancel_requested(
+        &self,
+        claims: &[(TaskId, i64)],
+    ) -> Result<Vec<TaskId>, TaskError> {
+        let claims = claims.to_vec();
+        self.call(move |conn| {
+            let mut stmt = conn.prepare_cached(sql::CANCEL_REQUESTED).map_err(db_err)?;
+            let mut out = Vec::new();
+            for (id, fence) in &claims {
+                if stmt.exists(params![id_key(id), fence]).map_err(db_err)? {
+                    out.push(*id);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     async fn task_retry(&self, id: TaskId, now: Timestamp) -> Result<TaskInfo, TaskError> {
         let now = to_micros(now);
         let task = self
@@ -565,11 +629,15 @@ impl Store for SqliteStore {
                         Ok(n) => n,
                         Err(e) if is_unique_violation(&e) => {
                             let t = get_task(tx, id, false)?.ok_or(TaskError::NotFound(id))?;
+                            if let Some(key) = &t.unique_key {
+                                return Err(existing_unique(tx, &t.handler, key)?);
+                            }
                             let data = serde_json::to_string(&t.data).map_err(TaskError::store)?;
                             let existing = existing_singleton(tx, &t.handler, &data)?;
                             return Err(TaskError::Duplicate {
                                 handler: t.handler,
                                 existing,
+                                unique_key: None,
                             });
                         }
                         Err(e) => return Err(db_err(e)),

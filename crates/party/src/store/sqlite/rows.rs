@@ -55,6 +55,8 @@ pub(super) fn task_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TaskInfo>
         due_at: from_micros(r.get(13)?),
         created_at: from_micros(r.get(14)?),
         worker: r.get(15)?,
+        unique_key: r.get(16)?,
+        cancel_requested: r.get(17)?,
         runs: Vec::new(),
     })
 }
@@ -83,5 +85,6 @@ pub(super) fn expired_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Expire
         worker: r.get(5)?,
         started_at: from_micros(r.get::<_, Option<i64>>(6)?.unwrap_or(r.get(7)?)),
         lease_until: from_micros(r.get(7)?),
+        cancel_requested: r.get(8)?,
     })
 }

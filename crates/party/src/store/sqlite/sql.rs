@@ -4,7 +4,8 @@
 macro_rules! task_columns {
     () => {
         "id, handler, data, timestamp, last_run_on, attempts, is_recurring, \
-         state, queue, priority, max_attempts, last_error, rule, due_at, created_at, worker"
+         state, queue, priority, max_attempts, last_error, rule, due_at, created_at, worker, \
+         unique_key, cancel_requested"
     };
 }
 
@@ -12,7 +13,8 @@ macro_rules! task_columns {
 macro_rules! history_columns {
     () => {
         "id, handler, data, timestamp, last_run_on, attempts, is_recurring, \
-         state, queue, priority, max_attempts, last_error, rule, due_at, created_at, NULL"
+         state, queue, priority, max_attempts, last_error, rule, due_at, created_at, NULL, \
+         unique_key, 0"
     };
 }
 
@@ -52,7 +54,7 @@ macro_rules! history_insert {
     () => {
         "INSERT INTO task_history (id, handler, data, timestamp, due_at, last_run_on, attempts, \
          max_attempts, is_recurring, rule, state, queue, priority, last_error, fence, created_at, \
-         finished_at) "
+         finished_at, unique_key) "
     };
 }
 
@@ -61,8 +63,8 @@ macro_rules! history_insert {
 pub(super) const FINISH_MOVE: &str = concat!(
     history_insert!(),
     "SELECT id, handler, data, timestamp, due_at, last_run_on, attempts, max_attempts, \
-     is_recurring, rule, ?1, queue, priority, COALESCE(?2, last_error), fence, created_at, ?3 \
-     FROM tasks WHERE id = ?4 AND fence = ?5 AND state = 'running' \
+     is_recurring, rule, ?1, queue, priority, COALESCE(?2, last_error), fence, created_at, ?3, \
+     unique_key FROM tasks WHERE id = ?4 AND fence = ?5 AND state = 'running' \
      AND (?6 IS NULL OR lease_until < ?6)"
 );
 
@@ -72,8 +74,8 @@ pub(super) const DELETE_LIVE: &str = "DELETE FROM tasks WHERE id = ?1";
 pub(super) const CANCEL_MOVE: &str = concat!(
     history_insert!(),
     "SELECT id, handler, data, timestamp, due_at, last_run_on, attempts, max_attempts, \
-     is_recurring, rule, 'cancelled', queue, priority, last_error, fence, created_at, ?1 \
-     FROM tasks WHERE id = ?2 AND state IN ('scheduled','retrying')"
+     is_recurring, rule, 'cancelled', queue, priority, last_error, fence, created_at, ?1, \
+     unique_key FROM tasks WHERE id = ?2 AND state IN ('scheduled','retrying')"
 );
 
 /// A dead task is cancelled where it is.
@@ -85,7 +87,7 @@ macro_rules! live_insert {
     () => {
         "INSERT INTO tasks (id, handler, data, timestamp, due_at, ready, last_run_on, attempts, \
          max_attempts, is_recurring, rule, state, queue, priority, last_error, fence, \
-         created_at, updated_at) "
+         created_at, updated_at, unique_key) "
     };
 }
 
@@ -94,7 +96,7 @@ pub(super) const RETRY_MOVE: &str = concat!(
     live_insert!(),
     "SELECT id, handler, data, timestamp, ?1, 0, last_run_on, attempts, \
      MAX(max_attempts, attempts + 1), is_recurring, rule, 'scheduled', queue, priority, \
-     last_error, fence, created_at, ?1 \
+     last_error, fence, created_at, ?1, unique_key \
      FROM task_history WHERE id = ?2 AND state IN ('dead','cancelled')"
 );
 
@@ -104,8 +106,25 @@ pub(super) const EXISTING: &str = "SELECT id FROM tasks WHERE handler = ?1 AND d
     AND state IN ('scheduled','running','retrying')";
 
 pub(super) const INSERT_TASK: &str = "INSERT INTO tasks (id, handler, data, timestamp, due_at, ready, attempts, max_attempts, \
-    is_recurring, rule, state, queue, priority, fence, created_at, updated_at) \
-    VALUES (?1, ?2, ?3, ?4, ?4, ?4 <= ?10, 0, ?5, ?6, ?7, 'scheduled', ?8, ?9, 0, ?10, ?10)";
+    is_recurring, rule, state, queue, priority, fence, created_at, updated_at, unique_key) \
+    VALUES (?1, ?2, ?3, ?4, ?4, ?4 <= ?10, 0, ?5, ?6, ?7, 'scheduled', ?8, ?9, 0, ?10, ?10, ?11)";
+
+/// The live task holding a handler's unique key: ?1 handler, ?2 key.
+pub(super) const EXISTING_UNIQUE: &str =
+    "SELECT id FROM tasks WHERE handler = ?1 AND unique_key = ?2";
+
+/// The latest task with a handler's unique key that finished at or after ?3.
+pub(super) const RECENT_UNIQUE: &str = "SELECT id FROM task_history \
+    WHERE handler = ?1 AND unique_key = ?2 AND finished_at >= ?3 \
+    ORDER BY finished_at DESC LIMIT 1";
+
+/// Ask the worker running a task to stop it: ?1 id.
+pub(super) const CANCEL_REQUEST: &str =
+    "UPDATE tasks SET cancel_requested = 1 WHERE id = ?1 AND state = 'running'";
+
+/// Whether a claim (?1 id, ?2 fence) is still running and cancelled by a person.
+pub(super) const CANCEL_REQUESTED: &str = "SELECT 1 FROM tasks \
+    WHERE id = ?1 AND fence = ?2 AND state = 'running' AND cancel_requested = 1";
 
 pub(super) const GET_RUNS: &str = "SELECT attempt, timestamp, started_at, finished_at, outcome, error, worker \
     FROM runs WHERE task_id = ?1 ORDER BY rowid";
@@ -139,7 +158,7 @@ pub(super) const CLAIM: &str = "UPDATE tasks SET state = 'running', ready = 0, a
     AND queue IN (SELECT value FROM json_each(?5)) \
     ORDER BY priority, due_at LIMIT (?6 + 0)) \
     RETURNING id, handler, data, timestamp, last_run_on, attempts, max_attempts, \
-    is_recurring, rule, fence, priority, due_at, queue";
+    is_recurring, rule, fence, priority, due_at, queue, cancel_requested";
 
 pub(super) const HEARTBEAT_WORKER: &str = "INSERT INTO workers (id, handlers, queues, last_seen, live_until) \
     VALUES (?1, ?2, ?3, ?4, ?5) \
@@ -149,7 +168,7 @@ pub(super) const HEARTBEAT: &str =
     "UPDATE tasks SET lease_until = ?1 WHERE id = ?2 AND fence = ?3 AND state = 'running'";
 
 pub(super) const EXPIRED: &str = "SELECT id, fence, attempts, max_attempts, timestamp, \
-    COALESCE(worker, ''), started_at, lease_until \
+    COALESCE(worker, ''), started_at, lease_until, cancel_requested \
     FROM tasks WHERE state = 'running' AND lease_until < ?1 ORDER BY lease_until LIMIT ?2";
 
 pub(super) const EXPIRED_COUNT: &str =
@@ -203,8 +222,8 @@ pub(super) const WORKER_REMOVE: &str = "DELETE FROM workers WHERE id = ?1";
 pub(super) const CANCEL_MANY_MOVE: &str = concat!(
     history_insert!(),
     "SELECT id, handler, data, timestamp, due_at, last_run_on, attempts, max_attempts, \
-     is_recurring, rule, 'cancelled', queue, priority, last_error, fence, created_at, ?1 \
-     FROM tasks WHERE state IN ('scheduled','retrying') \
+     is_recurring, rule, 'cancelled', queue, priority, last_error, fence, created_at, ?1, \
+     unique_key FROM tasks WHERE state IN ('scheduled','retrying') \
      AND state IN (SELECT value FROM json_each(?2)) AND (?3 IS NULL OR handler = ?3) \
      AND (?4 IS NULL OR queue = ?4)"
 );
@@ -227,12 +246,12 @@ pub(super) const RETRY_MANY_LIVE: &str = "UPDATE tasks SET state = 'scheduled', 
 
 /// Bulk retry, history side: matching dead and cancelled tasks move back to the live tasks.
 /// A recurring one moves only when no live copy holds its singleton and no other matching
-/// copy with a greater id moves in the same statement.
+/// copy with a greater id moves in the same statement; a task with a unique key likewise.
 pub(super) const RETRY_MANY_MOVE: &str = concat!(
     live_insert!(),
     "SELECT id, handler, data, timestamp, ?1, 0, last_run_on, attempts, \
      MAX(max_attempts, attempts + 1), is_recurring, rule, 'scheduled', queue, priority, \
-     last_error, fence, created_at, ?1 \
+     last_error, fence, created_at, ?1, unique_key \
      FROM task_history h WHERE state IN ('dead','cancelled') \
      AND state IN (SELECT value FROM json_each(?2)) AND (?3 IS NULL OR handler = ?3) \
      AND (?4 IS NULL OR queue = ?4) \
@@ -241,6 +260,12 @@ pub(super) const RETRY_MANY_MOVE: &str = concat!(
        AND o.state IN ('scheduled','running','retrying')) \
      AND NOT EXISTS (SELECT 1 FROM task_history o \
        WHERE o.handler = h.handler AND o.data = h.data AND o.is_recurring = 1 \
+       AND o.id > h.id AND o.state IN ('dead','cancelled') \
+       AND o.state IN (SELECT value FROM json_each(?2)) AND (?4 IS NULL OR o.queue = ?4)))) \
+     AND (unique_key IS NULL OR (NOT EXISTS (SELECT 1 FROM tasks o \
+       WHERE o.handler = h.handler AND o.unique_key = h.unique_key) \
+     AND NOT EXISTS (SELECT 1 FROM task_history o \
+       WHERE o.handler = h.handler AND o.unique_key = h.unique_key \
        AND o.id > h.id AND o.state IN ('dead','cancelled') \
        AND o.state IN (SELECT value FROM json_each(?2)) AND (?4 IS NULL OR o.queue = ?4))))"
 );

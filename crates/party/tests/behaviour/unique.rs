@@ -1,0 +1,218 @@
+//! Unique one-off tasks: one live task per handler and unique key, enforced by the database,
+//! and optionally none again within a window after one finished.
+
+use std::sync::Arc;
+
+use party::jiff::SignedDuration;
+use party::serde_json::json;
+use party::{NewTask, Registry, State, SteerFilter, Task, TaskContext, TaskError, WorkerConfig};
+
+use crate::common::{Backend, fixture, on_every_backend};
+
+struct Export;
+
+impl Task for Export {
+    const NAME: &'static str = "export";
+
+    async fn run(&self, _ctx: &mut TaskContext) -> Result<(), TaskError> {
+        Ok(())
+    }
+}
+
+struct Bill;
+
+impl Task for Bill {
+    const NAME: &'static str = "bill";
+    const IS_RECURRING: bool = true;
+
+    async fn run(&self, _ctx: &mut TaskContext) -> Result<(), TaskError> {
+        Ok(())
+    }
+}
+
+fn registry() -> Registry {
+    Registry::new().register(Export).register(Bill)
+}
+
+fn export(key: &str) -> NewTask {
+    NewTask::new("export").unique_key(key)
+}
+
+fn duplicate_of(existing: party::TaskId, key: &str) -> TaskError {
+    TaskError::Duplicate {
+        handler: "export".into(),
+        existing,
+        unique_key: Some(key.into()),
+    }
+}
+
+async fn fifty_concurrent_adds_with_one_key_make_one_task(b: Backend) {
+    let Some(f) = fixture(b, registry()).await else {
+        return;
+    };
+    let party = Arc::new(f.party.clone());
+    let joins: Vec<_> = (0..50)
+        .map(|i| {
+            let party = party.clone();
+            // Different data: the key alone decides.
+            tokio::spawn(async move {
+                party
+                    .add(export("customer:42").data(json!({ "n": i })))
+                    .await
+            })
+        })
+        .collect();
+    let (mut ok, mut dups) = (Vec::new(), Vec::new());
+    for j in joins {
+        match j.await.unwrap() {
+            Ok(id) => ok.push(id),
+            Err(TaskError::Duplicate {
+                existing,
+                unique_key,
+                ..
+            }) => {
+                assert_eq!(unique_key.as_deref(), Some("customer:42"));
+                dups.push(existing);
+            }
+            Err(e) => panic!("unexpected error: {e}"),
+        }
+    }
+    assert_eq!(ok.len(), 1, "exactly one add wins");
+    assert!(dups.iter().all(|d| *d == ok[0]), "each refusal names it");
+    let err = f.party.add(export("customer:42")).await.unwrap_err();
+    assert_eq!(err.exit_code(), 3);
+    assert!(err.to_string().contains(&ok[0].to_string()), "{err}");
+    assert!(err.to_string().contains("'customer:42'"), "{err}");
+    // Another key, or no key, is another task; the key is shown with the task.
+    f.party.add(export("customer:43")).await.unwrap();
+    f.party.add(NewTask::new("export")).await.unwrap();
+    assert_eq!(
+        f.party.get(ok[0]).await.unwrap().unique_key.as_deref(),
+        Some("customer:42")
+    );
+    assert_eq!(f.party.list(&Default::default()).await.unwrap().len(), 3);
+}
+
+async fn a_finished_task_frees_its_key_unless_within_the_window(b: Backend) {
+    let Some(f) = fixture(b, registry()).await else {
+        return;
+    };
+    let run_all = || async {
+        f.party
+            .worker(WorkerConfig::default())
+            .run_until_idle()
+            .await
+            .unwrap()
+    };
+    let first = f.party.add(export("k")).await.unwrap();
+    run_all().await;
+    assert_eq!(f.party.get(first).await.unwrap().state, State::Done);
+    // Done: without a window the key is free again.
+    let second = f.party.add(export("k")).await.unwrap();
+    run_all().await;
+    let hour = SignedDuration::from_hours(1);
+    // Within an hour of the last one finishing: refused, naming it.
+    f.clock.advance(SignedDuration::from_mins(59));
+    let err = f.party.add(export("k").unique_for(hour)).await.unwrap_err();
+    assert_eq!(err, duplicate_of(second, "k"));
+    // Without the window, or with a shorter one, it is accepted.
+    let third = f
+        .party
+        .add(export("k").unique_for(SignedDuration::from_mins(30)))
+        .await
+        .unwrap();
+    // A live one refuses whatever the window.
+    let err = f.party.add(export("k").unique_for(hour)).await.unwrap_err();
+    assert_eq!(err, duplicate_of(third, "k"));
+    f.party.cancel(third).await.unwrap();
+    // A cancelled one counts as finished when it was cancelled.
+    f.clock.advance(SignedDuration::from_mins(2));
+    let err = f.party.add(export("k").unique_for(hour)).await.unwrap_err();
+    assert_eq!(err, duplicate_of(third, "k"));
+    f.clock.advance(hour);
+    f.party.add(export("k").unique_for(hour)).await.unwrap();
+}
+
+async fn a_retry_does_not_take_a_key_another_task_holds(b: Backend) {
+    let Some(f) = fixture(b, registry()).await else {
+        return;
+    };
+    let first = f.party.add(export("k")).await.unwrap();
+    f.party.cancel(first).await.unwrap();
+    let second = f.party.add(export("k")).await.unwrap();
+    let err = f.party.retry(first).await.unwrap_err();
+    assert_eq!(err, duplicate_of(second, "k"));
+    assert_eq!(f.party.get(first).await.unwrap().state, State::Cancelled);
+    // In bulk, it is left cancelled; once the key is free, it comes back.
+    let filter = SteerFilter {
+        handler: Some("export".into()),
+        state: Some(State::Cancelled),
+        ..SteerFilter::default()
+    };
+    assert_eq!(f.party.retry_matching(&filter).await.unwrap(), 0);
+    f.party.cancel(second).await.unwrap();
+    // Both cancelled with the same key: only one of them comes back.
+    assert_eq!(f.party.retry_matching(&filter).await.unwrap(), 1);
+    let live = f
+        .party
+        .list(&party::ListFilter {
+            state: Some(State::Scheduled),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(live.len(), 1);
+}
+
+async fn unique_keys_are_checked_when_added(b: Backend) {
+    let Some(f) = fixture(b, registry()).await else {
+        return;
+    };
+    let invalid = |r: Result<party::TaskId, TaskError>| match r {
+        Err(TaskError::Invalid(m)) => m,
+        other => panic!("expected a refusal, got {other:?}"),
+    };
+    let m = invalid(f.party.add(NewTask::new("bill").unique_key("k")).await);
+    assert!(m.contains("recurring"), "{m}");
+    let m = invalid(
+        f.party
+            .add(NewTask::new("export").unique_for(SignedDuration::from_hours(1)))
+            .await,
+    );
+    assert!(m.contains("unique key"), "{m}");
+    let m = invalid(f.party.add(export("")).await);
+    assert!(m.contains("unique key is empty"), "{m}");
+    let m = invalid(f.party.add(export("a\u{7}b")).await);
+    assert!(m.contains("unique key"), "{m}");
+    let m = invalid(
+        f.party
+            .add(export("k").unique_for(SignedDuration::from_hours(24 * 400)))
+            .await,
+    );
+    assert!(m.contains("366d"), "{m}");
+    assert!(f.party.list(&Default::default()).await.unwrap().is_empty());
+}
+
+async fn a_batch_with_one_key_twice_is_refused_whole(b: Backend) {
+    let Some(f) = fixture(b, registry()).await else {
+        return;
+    };
+    let err = f
+        .party
+        .add_many(vec![export("k"), export("j"), export("k")])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, TaskError::Duplicate { unique_key: Some(k), .. } if k == "k"),
+        "{err:?}"
+    );
+    assert!(f.party.list(&Default::default()).await.unwrap().is_empty());
+}
+
+on_every_backend!(
+    fifty_concurrent_adds_with_one_key_make_one_task,
+    a_finished_task_frees_its_key_unless_within_the_window,
+    a_retry_does_not_take_a_key_another_task_holds,
+    unique_keys_are_checked_when_added,
+    a_batch_with_one_key_twice_is_refused_whole,
+);

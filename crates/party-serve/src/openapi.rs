@@ -166,11 +166,13 @@ pub fn document() -> Value {
                     "repeated": {"type": "string", "enum": ["first", "second"]},
                     "max_attempts": {"type": "integer", "minimum": 1},
                     "queue": {"type": "string"},
-                    "priority": {"type": "integer"}}},
+                    "priority": {"type": "integer"},
+                    "unique_key": {"type": "string", "description": "Refused (409) while a live task of the handler has this key"},
+                    "unique_for": {"type": "string", "description": "With unique_key: also refused while one finished this long ago, e.g. 1h"}}},
                 "Run": {"type": "object", "properties": {
                     "attempt": {"type": "integer"}, "timestamp": {"type": "string", "format": "date-time"},
                     "started_at": {"type": "string", "format": "date-time"}, "finished_at": {"type": "string", "format": "date-time"},
-                    "outcome": {"type": "string", "enum": ["succeeded", "failed", "timed_out", "lost"]},
+                    "outcome": {"type": "string", "enum": ["succeeded", "failed", "timed_out", "lost", "cancelled"]},
                     "error": {"type": "string", "nullable": true}, "worker": {"type": "string"}}},
                 "Task": {"type": "object", "required": ["id", "handler", "data", "state"], "properties": {
                     "id": {"type": "string"}, "handler": {"type": "string"}, "data": {"type": "object"},
@@ -184,6 +186,8 @@ pub fn document() -> Value {
                     "due_at": {"type": "string", "format": "date-time"},
                     "created_at": {"type": "string", "format": "date-time"},
                     "worker": {"type": "string", "nullable": true},
+                    "unique_key": {"type": "string", "nullable": true},
+                    "cancel_requested": {"type": "boolean", "description": "Cancelled while running: its worker is stopping it"},
                     "runs": {"type": "array", "items": {"$ref": "#/components/schemas/Run"}, "description": "Left out of listings"}}},
                 "Gaps": {"type": "object", "properties": {
                     "expected": {"type": "integer"}, "truncated": {"type": "boolean"},

@@ -66,6 +66,12 @@ pub struct TaskSpec {
     /// Priority, lower first.
     #[serde(default)]
     pub priority: Option<i64>,
+    /// A one-off task's unique key (see [`NewTask::unique_key`]).
+    #[serde(default)]
+    pub unique_key: Option<String>,
+    /// With `unique_key`: also refused while such a task finished this long ago, e.g. `1h`.
+    #[serde(default)]
+    pub unique_for: Option<String>,
 }
 
 impl TaskSpec {
@@ -136,6 +142,15 @@ impl TaskSpec {
         }
         if let Some(n) = self.max_attempts {
             t = t.max_attempts(validate::max_attempts(n)?);
+        }
+        if let Some(key) = self.unique_key {
+            validate::unique_key(&key).map_err(field("unique_key"))?;
+            t = t.unique_key(key);
+        }
+        if let Some(window) = self.unique_for {
+            let d = validate::duration(&window).map_err(field("unique_for"))?;
+            validate::unique_for(d).map_err(field("unique_for"))?;
+            t = t.unique_for(d);
         }
         let rule = recurrence(
             self.every,
@@ -289,6 +304,22 @@ mod tests {
         assert!(m.recurrence.is_some());
         let e = task(r#"{"handler":"noop","every":"30m"}"#).unwrap();
         assert!(e.recurrence.is_some());
+    }
+
+    #[test]
+    fn unique_fields_reach_the_task_and_are_checked() {
+        let t =
+            task(r#"{"handler":"export","unique_key":"customer:42","unique_for":"1h"}"#).unwrap();
+        assert_eq!(t.unique_key.as_deref(), Some("customer:42"));
+        assert_eq!(t.unique_for, Some(jiff::SignedDuration::from_hours(1)));
+        let e = task(r#"{"handler":"export","unique_key":""}"#).unwrap_err();
+        assert!(
+            e.starts_with("\"unique_key\": the unique key is empty"),
+            "{e}"
+        );
+        let e = task(r#"{"handler":"export","unique_key":"k","unique_for":"500d"}"#).unwrap_err();
+        assert!(e.starts_with("\"unique_for\": "), "{e}");
+        assert!(e.contains("366d"), "{e}");
     }
 
     #[test]

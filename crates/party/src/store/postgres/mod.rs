@@ -245,7 +245,10 @@ impl PgStore {
         let signal = match signal_target {
             Some(mut t) => {
                 options.apply(&mut t.config);
-                t.config.application_name("party signal");
+                // Named after the pool's application, so a process's connections go together.
+                let app = t.config.get_application_name().unwrap_or("party");
+                let signal_name = format!("{app} signal");
+                t.config.application_name(signal_name);
                 let signal = listen(&t, &names, &wakeups).await?;
                 tokio::spawn(signal_loop(
                     t,

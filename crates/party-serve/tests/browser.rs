@@ -268,7 +268,15 @@ async fn a_person_logs_in_retries_a_dead_task_and_sees_data_as_text() {
     );
     assert!(browser.text("#fields").await.contains("card declined"));
     browser.click("#retry").await;
-    assert_eq!(s.party.get(flaky).await.unwrap().state, State::Scheduled);
+    // The click returns once the form is sent; wait for the server to have done it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while s.party.get(flaky).await.unwrap().state != State::Scheduled {
+        assert!(
+            Instant::now() < deadline,
+            "the retry never reached the server"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     s.party
         .worker(Default::default())
         .run_until_idle()

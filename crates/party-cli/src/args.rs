@@ -396,6 +396,11 @@ pub(crate) struct BenchArgs {
     /// Scale the workloads down to finish in seconds (for CI)
     #[arg(long)]
     pub(crate) quick: bool,
+
+    /// Also run the soak: 1,000,000 tasks (20,000 with --quick) through one store with done
+    /// tasks kept one minute; reports the hot table's size and the throughput, tenth by tenth
+    #[arg(long)]
+    pub(crate) soak: bool,
 }
 
 /// `party demo`.

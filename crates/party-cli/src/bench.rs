@@ -20,6 +20,10 @@ use party::store::Store;
 use party::{NewTask, Party, TaskError, TaskId, WorkerConfig};
 use serde::Serialize;
 
+mod soak;
+
+pub use soak::{Bytes, Soak};
+
 /// Options for [`run`].
 #[derive(Debug, Clone, Default)]
 pub struct BenchOptions {
@@ -30,6 +34,9 @@ pub struct BenchOptions {
     /// and, on PostgreSQL, for enqueue→start latency across processes. Empty: measured in
     /// this process instead.
     pub worker_command: Vec<String>,
+    /// Also run the soak: a million tasks (20,000 with `quick`) through one store with
+    /// retention at one minute.
+    pub soak: bool,
 }
 
 /// A rate: how many in how long.
@@ -139,6 +146,9 @@ pub struct BenchReport {
     pub future_load: FutureLoad,
     /// The database's own limit.
     pub plain_sql: PlainSql,
+    /// The soak, when asked for (`--soak`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub soak: Option<Soak>,
 }
 
 struct Sizes {
@@ -150,7 +160,11 @@ struct Sizes {
     future: usize,
     future_drain: usize,
     plain: usize,
+    soak: usize,
 }
+
+/// The worker's concurrency in the soak.
+const SOAK_CONCURRENCY: usize = 32;
 
 impl Sizes {
     fn new(quick: bool) -> Sizes {
@@ -164,6 +178,7 @@ impl Sizes {
                 future: 50_000,
                 future_drain: 2_000,
                 plain: 20_000,
+                soak: 20_000,
             }
         } else {
             Sizes {
@@ -175,6 +190,7 @@ impl Sizes {
                 future: 1_000_000,
                 future_drain: 20_000,
                 plain: 200_000,
+                soak: 1_000_000,
             }
         }
     }
@@ -359,6 +375,13 @@ pub async fn run(url: &str, options: &BenchOptions) -> Result<BenchReport, TaskE
     let due_to_start = lateness(url, sizes.lateness).await?;
     step(&format!("{} future tasks", sizes.future));
     let future_load = future_load(url, &sizes, options).await?;
+    let soak = match options.soak {
+        true => {
+            step(&format!("soak: {} tasks", sizes.soak));
+            Some(soak::soak(url, sizes.soak, SOAK_CONCURRENCY).await?)
+        }
+        false => None,
+    };
 
     Ok(BenchReport {
         backend: backend.to_string(),
@@ -371,6 +394,7 @@ pub async fn run(url: &str, options: &BenchOptions) -> Result<BenchReport, TaskE
         due_to_start,
         future_load,
         plain_sql,
+        soak,
     })
 }
 
@@ -968,5 +992,33 @@ pub fn table(r: &BenchReport) -> String {
         format!("{:.1} MB", f.worker_rss_empty_mb),
         String::new(),
     );
+    if let Some(soak) = &r.soak {
+        let (first, last) = (&soak.tenths[0], &soak.tenths[soak.tenths.len() - 1]);
+        row(
+            format!(
+                "soak: last tenth vs first ({} tasks, done kept {} s)",
+                soak.tasks, soak.retain_done_seconds
+            ),
+            rate(last),
+            rate(first),
+            format!("{:.2}×", soak.last_vs_first_tenth),
+        );
+        let kb = |b: &Bytes| format!("{} + {} kB", b.table_bytes / 1024, b.index_bytes / 1024);
+        row(
+            "soak: hot table + indexes, end vs first tenth".to_string(),
+            kb(&soak.hot_at_end),
+            kb(&soak.hot_after_first_tenth),
+            format!("{:.2}×", soak.hot_growth),
+        );
+        row(
+            format!(
+                "soak: history, then runs, at the end ({} pruned)",
+                soak.pruned_tasks
+            ),
+            kb(&soak.history_at_end),
+            kb(&soak.runs_at_end),
+            String::new(),
+        );
+    }
     s
 }

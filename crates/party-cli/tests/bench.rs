@@ -49,7 +49,7 @@ fn positive(report: &Value, path: &str) {
 #[test]
 fn quick_bench_reports_every_figure() {
     let d = dir("quick");
-    let out = party(&d, &["bench", "--quick", "--json"]);
+    let out = party(&d, &["bench", "--quick", "--soak", "--json"]);
     assert!(
         out.status.success(),
         "party bench failed: {}",
@@ -87,6 +87,30 @@ fn quick_bench_reports_every_figure() {
         assert!(t["rate"]["per_second"].as_f64().unwrap() > 0.0, "{t}");
         assert!(t["rate"]["count"].as_u64().unwrap() > 0, "{t}");
     }
+    // The soak: every task ran, tenth by tenth, and retention removed the old ones.
+    let soak = &r["soak"];
+    assert_eq!(soak["tasks"], 20_000, "{soak:#}");
+    assert_eq!(soak["retain_done_seconds"], 60, "{soak:#}");
+    let tenths = soak["tenths"].as_array().unwrap();
+    assert_eq!(tenths.len(), 10, "{soak:#}");
+    for t in tenths {
+        assert_eq!(t["count"], 2_000, "{t}");
+        assert!(t["per_second"].as_f64().unwrap() > 0.0, "{t}");
+    }
+    for path in [
+        "/soak/last_vs_first_tenth",
+        "/soak/hot_growth",
+        "/soak/hot_after_first_tenth/table_bytes",
+        "/soak/hot_at_end/table_bytes",
+        "/soak/history_at_end/table_bytes",
+        "/soak/runs_at_end/table_bytes",
+    ] {
+        positive(&r, path);
+    }
+    // A pass at the end of each tenth (a simulated minute) removes what finished more than a
+    // minute before it: by the last pass, the first 89 of the 100 chunks.
+    assert_eq!(soak["pruned_tasks"], 17_800, "{soak:#}");
+    assert_eq!(soak["pruned_runs"], 17_800, "{soak:#}");
     // The scratch stores are gone; the named database was never created.
     let left: Vec<_> = std::fs::read_dir(&d.0)
         .unwrap()

@@ -13,6 +13,7 @@ pub(crate) async fn run(db: &str, args: BenchArgs) -> Result<(), TaskError> {
     })?;
     let options = BenchOptions {
         quick: args.quick,
+        soak: args.soak,
         worker_command: vec![
             exe.display().to_string(),
             "--db".into(),

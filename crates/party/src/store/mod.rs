@@ -336,6 +336,26 @@ pub struct StoreStats {
     pub stuck: Vec<ExpiredTask>,
 }
 
+/// Space one table takes on disk.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TableSize {
+    /// The table's own pages (on PostgreSQL with its TOAST data), in bytes.
+    pub table_bytes: u64,
+    /// All of its indexes together, in bytes.
+    pub index_bytes: u64,
+}
+
+/// Space the store's tables take on disk: the hot table workers claim from, and the history.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TableSizes {
+    /// `tasks`: live tasks only.
+    pub live: TableSize,
+    /// `task_history`: finished tasks.
+    pub history: TableSize,
+    /// `runs`: one row per attempt.
+    pub runs: TableSize,
+}
+
 /// A lease renewal for the tasks a worker holds.
 #[derive(Debug, Clone)]
 pub struct HeartbeatParams<'a> {
@@ -436,6 +456,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// The raw figures behind `stats`.
     async fn stats(&self, params: StatsParams) -> Result<StoreStats, TaskError>;
+
+    /// Space the tables take on disk, as the database reports it (SQLite: the pages of each
+    /// b-tree, `dbstat`; PostgreSQL: `pg_table_size` and `pg_indexes_size`).
+    async fn table_sizes(&self) -> Result<TableSizes, TaskError>;
 
     /// Forget a worker that stopped cleanly.
     async fn worker_remove(&self, id: &str) -> Result<(), TaskError>;

@@ -11,6 +11,7 @@ mod harness;
 mod claim;
 mod finish;
 mod heartbeat;
+mod history;
 mod insert;
 mod leader;
 mod migrations;

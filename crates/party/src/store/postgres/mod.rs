@@ -85,7 +85,7 @@ use self::wakeup::{listen, notify_loop, signal_loop};
 use super::{
     ClaimParams, ClaimedTask, ExpiredParams, ExpiredTask, Finish, FinishResult, HeartbeatParams,
     InsertTask, LeaderParams, PruneCounts, PruneParams, StatsParams, Steer, SteerMany, Store,
-    StoreStats,
+    StoreStats, TableSize, TableSizes,
 };
 use crate::model::{ListFilter, State, TaskInfo, WorkerInfo};
 use crate::validate::Pooler;
@@ -992,6 +992,27 @@ impl Store for PgStore {
                 .iter()
                 .map(expired_from_row)
                 .collect::<Result<_, _>>()?,
+        })
+    }
+
+    async fn table_sizes(&self) -> Result<TableSizes, TaskError> {
+        let s = &self.pool.names.quoted;
+        // Rare (benchmarks, dashboards): not among the statements every connection prepares.
+        let query = format!(
+            "SELECT pg_table_size('{s}.tasks'), pg_indexes_size('{s}.tasks'), \
+               pg_table_size('{s}.task_history'), pg_indexes_size('{s}.task_history'), \
+               pg_table_size('{s}.runs'), pg_indexes_size('{s}.runs')"
+        );
+        let conn = self.pool.get().await?;
+        let row = conn.client.query_one(&query, &[]).await.map_err(db_err)?;
+        let size = |i: usize| TableSize {
+            table_bytes: count_at(&row, i),
+            index_bytes: count_at(&row, i + 1),
+        };
+        Ok(TableSizes {
+            live: size(0),
+            history: size(2),
+            runs: size(4),
         })
     }
 

@@ -25,7 +25,7 @@ use self::wakeup::watch_other_processes;
 use super::{
     ClaimParams, ClaimedTask, ExpiredParams, ExpiredTask, Finish, FinishResult, HeartbeatParams,
     InsertTask, LeaderParams, Next, PruneCounts, PruneParams, StatsParams, Steer, SteerMany, Store,
-    StoreStats,
+    StoreStats, TableSizes,
 };
 use crate::clock::{from_micros, to_micros};
 use crate::model::{ListFilter, State, TaskInfo, WorkerInfo};
@@ -726,6 +726,38 @@ impl Store for SqliteStore {
                 stuck_count,
                 stuck,
             })
+        })
+        .await
+    }
+
+    async fn table_sizes(&self) -> Result<TableSizes, TaskError> {
+        self.call(|conn| {
+            let mut stmt = conn.prepare_cached(sql::TABLE_SIZES).map_err(db_err)?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, bool>(1)?,
+                        r.get::<_, i64>(2)?,
+                    ))
+                })
+                .map_err(db_err)?;
+            let mut sizes = TableSizes::default();
+            for row in rows {
+                let (table, is_index, bytes) = row.map_err(db_err)?;
+                let size = match table.as_str() {
+                    "tasks" => &mut sizes.live,
+                    "task_history" => &mut sizes.history,
+                    _ => &mut sizes.runs,
+                };
+                let bytes = bytes.max(0) as u64;
+                if is_index {
+                    size.index_bytes += bytes;
+                } else {
+                    size.table_bytes += bytes;
+                }
+            }
+            Ok(sizes)
         })
         .await
     }

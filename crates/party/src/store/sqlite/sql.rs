@@ -198,6 +198,11 @@ pub(super) const STATS_COUNTS: &str = "SELECT handler, state, count(*) FROM task
 pub(super) const STATS_OLDEST: &str =
     "SELECT min(due_at) FROM tasks WHERE state IN ('scheduled','retrying') AND due_at <= ?1";
 
+/// Pages of every table and index, by the table they belong to.
+pub(super) const TABLE_SIZES: &str = "SELECT s.tbl_name, s.type = 'index', sum(d.pgsize) \
+    FROM dbstat d JOIN sqlite_schema s ON s.name = d.name \
+    WHERE s.tbl_name IN ('tasks', 'task_history', 'runs') GROUP BY 1, 2";
+
 pub(super) const STATS_FINISHED: &str = "SELECT count(*) FROM runs WHERE finished_at > ?1";
 
 pub(super) const STATS_WORKERS: &str = "SELECT id, handlers, queues, last_seen, live_until \

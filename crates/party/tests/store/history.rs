@@ -1,0 +1,210 @@
+//! Hot and cold storage at the trait: finished tasks move out of the live table and back on a
+//! retry, their counts stay exact through every move and every prune, `task_prune` removes
+//! exactly what is past its cutoff, and `table_sizes` reports each table.
+
+use std::collections::BTreeMap;
+
+use party::store::{Next, PruneCounts, PruneParams, SteerMany};
+use party::{ListFilter, State};
+
+use crate::harness::{Backend, Harness, failed, finish, on_every_backend, secs, t0, task};
+
+/// Counts per handler and state, from the tasks themselves.
+async fn listed_counts(h: &Harness) -> Vec<(String, State, u64)> {
+    let all = h
+        .store
+        .task_list(&ListFilter {
+            limit: Some(10_000),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut counts: BTreeMap<(String, &'static str), (State, u64)> = BTreeMap::new();
+    for t in all {
+        counts
+            .entry((t.handler.clone(), t.state.as_str()))
+            .or_insert((t.state, 0))
+            .1 += 1;
+    }
+    counts
+        .into_iter()
+        .map(|((handler, _), (state, n))| (handler, state, n))
+        .collect()
+}
+
+async fn assert_counts_exact(h: &Harness, when: &str) {
+    assert_eq!(
+        h.stats(t0()).await.counts,
+        listed_counts(h).await,
+        "stats count every task, {when}"
+    );
+}
+
+async fn stats_count_finished_tasks_exactly_through_every_move(b: Backend) {
+    let Some(h) = Harness::new(b).await else {
+        return;
+    };
+    let dead_a = h.task_in(State::Dead, "noop").await;
+    let dead_b = h.task_in(State::Dead, "noop").await;
+    h.task_in(State::Done, "noop").await;
+    h.task_in(State::Done, "other").await;
+    h.task_in(State::Cancelled, "other").await;
+    h.task_in(State::Retrying, "noop").await;
+    assert_counts_exact(&h, "after finishes and a cancel").await;
+    let n = |handler: &str, state: State, count: u64| (handler.to_string(), state, count);
+    assert!(
+        h.stats(t0())
+            .await
+            .counts
+            .contains(&n("noop", State::Dead, 2))
+    );
+
+    // A dead task cancelled where it is; another retried back to the live tasks.
+    h.store.task_cancel(dead_a, t0()).await.unwrap();
+    assert_counts_exact(&h, "after cancelling a dead task").await;
+    let retried = h.store.task_retry(dead_b, t0()).await.unwrap();
+    assert_eq!(retried.state, State::Scheduled);
+    assert_eq!(retried.runs.len(), 1, "its run history comes along");
+    assert_counts_exact(&h, "after a retry").await;
+
+    // The retried task runs again and dies again: its fence moved on with it.
+    let c = h.claim_one("noop", t0()).await;
+    assert_eq!(c.id, dead_b);
+    assert!(c.fence > 1, "the fence counts on from before: {}", c.fence);
+    h.finish(failed(&c, t0(), "boom", Next::Dead)).await;
+    assert_eq!(h.get(dead_b).await.runs.len(), 2);
+    assert_counts_exact(&h, "after it died again").await;
+
+    // Bulk moves, both ways.
+    let all = [State::Scheduled, State::Retrying, State::Dead];
+    let cancelled = h
+        .store
+        .task_cancel_many(SteerMany {
+            states: &all,
+            handler: Some("noop"),
+            queue: None,
+            now: t0(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(cancelled, 2, "the retrying task and the dead one");
+    assert_counts_exact(&h, "after a bulk cancel").await;
+    let retried = h
+        .store
+        .task_retry_many(SteerMany {
+            states: &[State::Cancelled],
+            handler: None,
+            queue: None,
+            now: t0(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(retried, 4);
+    assert_counts_exact(&h, "after a bulk retry").await;
+
+    // Pruned tasks are no longer counted.
+    for c in h.claim(t0(), 100).await {
+        h.finish(finish(&c, t0(), Next::Done)).await;
+    }
+    let removed = h
+        .store
+        .task_prune(PruneParams {
+            done_before: Some(t0() + secs(1)),
+            dead_before: None,
+            recurring_before: None,
+            limit: 1_000,
+            dry_run: false,
+        })
+        .await
+        .unwrap();
+    assert_eq!(removed.tasks, 6, "every done task");
+    assert_counts_exact(&h, "after a prune").await;
+    assert_eq!(h.stats(t0()).await.counts, Vec::new(), "nothing is left");
+}
+
+async fn prune_removes_finished_tasks_past_their_cutoff_with_their_runs(b: Backend) {
+    let Some(h) = Harness::new(b).await else {
+        return;
+    };
+    let done_old = h.task_in(State::Done, "noop").await;
+    let dead_old = h.task_in(State::Dead, "noop").await;
+    let live = h.insert(vec![task("noop")]).await[0];
+    // Finished later: kept by the same cutoffs.
+    let c = h.claim_one("noop", t0()).await;
+    assert_eq!(c.id, live);
+    h.finish(failed(
+        &c,
+        t0(),
+        "boom",
+        Next::Retry {
+            due_at: t0() + secs(10),
+        },
+    ))
+    .await;
+    let c = h.claim_one("noop", t0() + secs(10)).await;
+    h.finish(finish(&c, t0() + secs(20), Next::Done)).await;
+
+    let params = |dry_run| PruneParams {
+        done_before: Some(t0() + secs(5)),
+        dead_before: Some(t0() + secs(5)),
+        recurring_before: None,
+        limit: 1_000,
+        dry_run,
+    };
+    let expected = PruneCounts {
+        tasks: 2,
+        task_runs: 2,
+        recurring_runs: 0,
+    };
+    assert_eq!(h.store.task_prune(params(true)).await.unwrap(), expected);
+    assert!(h.store.task_get(done_old).await.unwrap().is_some());
+    assert_eq!(h.store.task_prune(params(false)).await.unwrap(), expected);
+    assert_eq!(h.store.task_get(done_old).await.unwrap(), None);
+    assert_eq!(h.store.task_get(dead_old).await.unwrap(), None);
+    let kept = h.get(live).await;
+    assert_eq!(kept.state, State::Done);
+    assert_eq!(
+        kept.runs.len(),
+        2,
+        "a task finished after the cutoff keeps its runs"
+    );
+    assert_eq!(
+        h.store.task_prune(params(false)).await.unwrap(),
+        PruneCounts::default()
+    );
+}
+
+async fn table_sizes_report_each_table_and_its_indexes(b: Backend) {
+    let Some(h) = Harness::new(b).await else {
+        return;
+    };
+    let before = h.store.table_sizes().await.unwrap();
+    let tasks: Vec<_> = (0..500).map(|_| task("noop")).collect();
+    h.insert(tasks).await;
+    let inserted = h.store.table_sizes().await.unwrap();
+    assert!(
+        inserted.live.table_bytes > before.live.table_bytes,
+        "{before:?} {inserted:?}"
+    );
+    assert!(inserted.live.index_bytes > 0, "{inserted:?}");
+    for c in h.claim(t0(), 1_000).await {
+        h.finish(finish(&c, t0(), Next::Done)).await;
+    }
+    let finished = h.store.table_sizes().await.unwrap();
+    assert!(
+        finished.history.table_bytes > inserted.history.table_bytes,
+        "{inserted:?} {finished:?}"
+    );
+    assert!(finished.history.index_bytes > 0, "{finished:?}");
+    assert!(
+        finished.runs.table_bytes > inserted.runs.table_bytes,
+        "{inserted:?} {finished:?}"
+    );
+    assert!(finished.runs.index_bytes > 0, "{finished:?}");
+}
+
+on_every_backend!(
+    stats_count_finished_tasks_exactly_through_every_move,
+    prune_removes_finished_tasks_past_their_cutoff_with_their_runs,
+    table_sizes_report_each_table_and_its_indexes,
+);

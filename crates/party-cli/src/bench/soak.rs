@@ -4,8 +4,10 @@
 //!
 //! The soak runs on a manual clock so that retention acts at once: each chunk of tasks (a
 //! hundredth of the total) moves the clock on 6 s, so every tenth of the soak is one simulated
-//! minute, and the pruner runs a pass at the end of each, beside the next tenth's work, as a
-//! worker's pruner does once a minute. A chunk is enqueued in batches of 1,000 and drained by a
+//! minute, and the pruner runs a pass at the end of each (removing what is past retention,
+//! then reclaiming the hot table's dead row versions), beside the next tenth's work, as a
+//! worker's pruner does once a minute. The sizes are taken after the first tenth's pass and
+//! after the last. A chunk is enqueued in batches of 1,000 and drained by a
 //! worker; a tenth's throughput counts both.
 
 use std::sync::Arc;
@@ -121,11 +123,15 @@ pub(super) async fn soak(url: &str, total: usize, concurrency: usize) -> Result<
             if let Some(pass) = pruning.take() {
                 add_report(&mut pruned, join(pass).await?);
             }
-            let pass = pruner.clone();
-            pruning = Some(tokio::spawn(async move { pass.run_once().await }));
             tenths.push(Rate::new(ran, started.elapsed()));
+            let pass = pruner.clone();
+            let pass = tokio::spawn(async move { pass.run_once().await });
             if first.is_none() {
+                // Measured as the end is: after the pass.
+                add_report(&mut pruned, join(pass).await?);
                 first = Some(store.table_sizes().await?);
+            } else {
+                pruning = Some(pass);
             }
         }
         if let Some(pass) = pruning.take() {

@@ -100,12 +100,19 @@ impl Pruner {
     }
 
     /// One pass: remove batches of `batch` until less than a batch remains, or
-    /// [`policy::PRUNE_ROUNDS`] batches ran (the rest waits for the next pass).
+    /// [`policy::PRUNE_ROUNDS`] batches ran (the rest waits for the next pass); then reclaim
+    /// the hot table's dead row versions ([`Store::task_vacuum`]), whatever the retention.
     ///
     /// # Errors
     /// [`TaskError::Store`] when the store fails; each batch is one transaction, so what the
     /// batches before it removed stays removed and nothing is half-removed.
     pub async fn run_once(&self) -> Result<PruneReport, TaskError> {
+        let report = self.remove().await?;
+        self.store.task_vacuum().await?;
+        Ok(report)
+    }
+
+    async fn remove(&self) -> Result<PruneReport, TaskError> {
         let mut report = PruneReport::default();
         if self.config.retention.keeps_everything() {
             return Ok(report);

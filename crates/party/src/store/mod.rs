@@ -457,6 +457,13 @@ pub trait Store: Send + Sync + 'static {
     /// The raw figures behind `stats`.
     async fn stats(&self, params: StatsParams) -> Result<StoreStats, TaskError>;
 
+    /// Make the space of dead row versions in the hot table reusable, so it stays the size of
+    /// the live tasks however many pass through it. PostgreSQL: `VACUUM` of the hot table
+    /// (claims, finishes and moves to the history leave a dead version per change, which
+    /// autovacuum, waking once a minute and throttled, reaches too late under a steady flow).
+    /// SQLite frees a b-tree's pages as rows leave it and does nothing here.
+    async fn task_vacuum(&self) -> Result<(), TaskError>;
+
     /// Space the tables take on disk, as the database reports it (SQLite: the pages of each
     /// b-tree, `dbstat`; PostgreSQL: `pg_table_size` and `pg_indexes_size`).
     async fn table_sizes(&self) -> Result<TableSizes, TaskError>;

@@ -203,7 +203,33 @@ async fn table_sizes_report_each_table_and_its_indexes(b: Backend) {
     assert!(finished.runs.index_bytes > 0, "{finished:?}");
 }
 
+async fn vacuum_keeps_the_hot_table_the_size_of_its_live_tasks(b: Backend) {
+    let Some(h) = Harness::new(b).await else {
+        return;
+    };
+    let round = || async {
+        let tasks: Vec<_> = (0..1_000).map(|_| task("noop")).collect();
+        h.insert(tasks).await;
+        for c in h.claim(t0(), 1_000).await {
+            h.finish(finish(&c, t0(), Next::Done)).await;
+        }
+        h.store.task_vacuum().await.unwrap();
+        h.store.table_sizes().await.unwrap().live
+    };
+    let first = round().await;
+    for _ in 0..4 {
+        round().await;
+    }
+    let last = round().await;
+    assert_eq!(h.stats(t0()).await.counts.len(), 1, "only done tasks");
+    assert!(
+        last.table_bytes <= first.table_bytes && last.index_bytes <= first.index_bytes * 2,
+        "the hot table grew from {first:?} to {last:?} over six rounds of 1,000 tasks"
+    );
+}
+
 on_every_backend!(
+    vacuum_keeps_the_hot_table_the_size_of_its_live_tasks,
     stats_count_finished_tasks_exactly_through_every_move,
     prune_removes_finished_tasks_past_their_cutoff_with_their_runs,
     table_sizes_report_each_table_and_its_indexes,

@@ -995,6 +995,14 @@ impl Store for PgStore {
         })
     }
 
+    async fn task_vacuum(&self) -> Result<(), TaskError> {
+        let conn = self.pool.get().await?;
+        conn.client
+            .batch_execute(&format!("VACUUM {}.tasks", self.pool.names.quoted))
+            .await
+            .map_err(db_err)
+    }
+
     async fn table_sizes(&self) -> Result<TableSizes, TaskError> {
         let s = &self.pool.names.quoted;
         // Rare (benchmarks, dashboards): not among the statements every connection prepares.

@@ -730,6 +730,10 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn task_vacuum(&self) -> Result<(), TaskError> {
+        Ok(())
+    }
+
     async fn table_sizes(&self) -> Result<TableSizes, TaskError> {
         self.call(|conn| {
             let mut stmt = conn.prepare_cached(sql::TABLE_SIZES).map_err(db_err)?;

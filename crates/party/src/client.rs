@@ -7,6 +7,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::model::{
     HandlerCount, ListFilter, NewTask, Outcome, State, Stats, SteerFilter, StuckTask, TaskInfo,
 };
+use crate::queues::{QueueInfo, QueueLimits};
 use crate::recurrence::{self, GapReport, Recurrence};
 use crate::store::{InsertTask, StatsParams, Steer, SteerMany, Store, StoreStats};
 use crate::task::Registry;
@@ -362,6 +363,76 @@ impl Party {
             })
             .await?;
         Ok(fold_stats(raw))
+    }
+
+    /// Pause a queue: its tasks are not claimed by any worker until [`Party::resume_queue`];
+    /// running ones finish. Workers run until idle do not wait for its tasks.
+    ///
+    /// # Errors
+    /// [`TaskError::Invalid`] for a bad queue name; [`TaskError::Store`].
+    pub async fn pause_queue(&self, queue: &str) -> Result<(), TaskError> {
+        crate::validate::queue_name(queue)?;
+        self.store.queue_pause(queue, true, self.clock.now()).await
+    }
+
+    /// Resume a paused queue (a queue that is not paused is left as it is).
+    ///
+    /// # Errors
+    /// [`TaskError::Invalid`] for a bad queue name; [`TaskError::Store`].
+    pub async fn resume_queue(&self, queue: &str) -> Result<(), TaskError> {
+        crate::validate::queue_name(queue)?;
+        self.store.queue_pause(queue, false, self.clock.now()).await
+    }
+
+    /// Set a queue's limits across every worker, replacing any it had; empty limits remove
+    /// them. A lowered limit holds for the claims after it: tasks already running finish.
+    ///
+    /// ```no_run
+    /// # use party::{Party, QueueLimits, Rate, TaskError};
+    /// # async fn example(party: &Party) -> Result<(), TaskError> {
+    /// // One export per customer at a time, and at most 10 starts a second in all.
+    /// party
+    ///     .limit_queue(
+    ///         "exports",
+    ///         &QueueLimits {
+    ///             concurrency: Some(1),
+    ///             per: Some("customer".to_string()),
+    ///             ..QueueLimits::default()
+    ///         },
+    ///     )
+    ///     .await?;
+    /// party
+    ///     .limit_queue(
+    ///         "emails",
+    ///         &QueueLimits {
+    ///             rate: Some(Rate::parse("10/1s")?),
+    ///             ..QueueLimits::default()
+    ///         },
+    ///     )
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`TaskError::Invalid`] for a bad queue name or limit; [`TaskError::Store`].
+    pub async fn limit_queue(&self, queue: &str, limits: &QueueLimits) -> Result<(), TaskError> {
+        crate::validate::queue_name(queue)?;
+        limits.check()?;
+        self.store
+            .queue_limit(queue, limits, self.clock.now())
+            .await
+    }
+
+    /// Every queue that has tasks or a control: its tasks by state, due tasks, and whether it
+    /// is paused or limited, by name.
+    ///
+    /// # Errors
+    /// [`TaskError::Store`].
+    pub async fn queues(&self) -> Result<Vec<QueueInfo>, TaskError> {
+        let now = self.clock.now();
+        let counts = self.store.queue_counts(now).await?;
+        let controls = self.store.queue_controls(&[]).await?;
+        Ok(crate::queues::fold(counts, controls))
     }
 
     /// The next `count` occurrences of a task with a stored rule: its pending occurrence first

@@ -58,6 +58,7 @@ pub mod metrics;
 mod model;
 pub mod policy;
 mod prepare;
+pub mod queues;
 pub mod recurrence;
 mod rules;
 pub mod spec;
@@ -76,6 +77,7 @@ pub use model::{
     DEFAULT_MAX_ATTEMPTS, DEFAULT_QUEUE, HandlerCount, ListCursor, ListFilter, NewTask, Outcome,
     Run, State, Stats, SteerFilter, StuckTask, TaskInfo, WorkerInfo,
 };
+pub use queues::{QueueControl, QueueInfo, QueueLimits, Rate};
 pub use serde_json;
 pub use task::{DEFAULT_TIMEOUT, Registry, Task, TaskContext, default_backoff};
 pub use validate::check_data;

@@ -155,6 +155,134 @@ pub fn unique_key(key: &str) -> Result<(), TaskError> {
     )
 }
 
+/// A queue's concurrency limit (`party queue limit Q --concurrency N`): 1 to
+/// [`MAX_CONCURRENCY`].
+///
+/// # Errors
+/// [`TaskError::Invalid`].
+pub fn queue_concurrency(n: i64) -> Result<u32, TaskError> {
+    in_range(
+        i128::from(n),
+        "the queue's concurrency",
+        1,
+        MAX_CONCURRENCY as i64,
+        "5 (at most 5 of the queue's tasks run at once)",
+    )
+    .map(|n| n as u32)
+}
+
+const RATE_EXAMPLE: &str = "give starts per window like 10/1s, 100/1m or 1000/1h";
+
+/// A rate limit's parts: 1 to [`crate::queues::MAX_RATE_COUNT`] starts per window of whole
+/// milliseconds from 1ms to [`crate::queues::MAX_RATE_PERIOD`].
+///
+/// # Errors
+/// [`TaskError::Invalid`].
+pub fn rate_parts(count: i64, period: SignedDuration) -> Result<(), TaskError> {
+    use crate::queues::{MAX_RATE_COUNT, MAX_RATE_PERIOD};
+    if count < 1 || count > i64::from(MAX_RATE_COUNT) {
+        return Err(TaskError::invalid(format!(
+            "a rate allows 1 to {MAX_RATE_COUNT} starts per window, not {count}: {RATE_EXAMPLE}"
+        )));
+    }
+    if period < SignedDuration::from_millis(1)
+        || period > MAX_RATE_PERIOD
+        || period.subsec_nanos() % 1_000_000 != 0
+    {
+        return Err(TaskError::invalid(format!(
+            "a rate's window is whole milliseconds from 1ms to 24h: {RATE_EXAMPLE}"
+        )));
+    }
+    Ok(())
+}
+
+/// A rate limit as `COUNT/PERIOD` (`10/1s`, `100/1m`, `5/1h`; a bare unit means one of it).
+///
+/// # Errors
+/// [`TaskError::Invalid`] saying what is wrong.
+pub fn rate(s: &str) -> Result<crate::queues::Rate, TaskError> {
+    short_text(s, "the rate")?;
+    let bad = || TaskError::invalid(format!("{} is not a rate: {RATE_EXAMPLE}", quote(s)));
+    let (count, period) = s.trim().split_once('/').ok_or_else(bad)?;
+    let count: i64 = count.trim().parse().map_err(|_| bad())?;
+    let period = period.trim();
+    let period = if period.starts_with(|c: char| c.is_ascii_digit()) {
+        period.to_string()
+    } else {
+        format!("1{period}")
+    };
+    let period = rate_period(&period).ok_or_else(bad)?;
+    rate_parts(count, period)?;
+    Ok(crate::queues::Rate {
+        count: count as u32,
+        period,
+    })
+}
+
+/// A rate's window: parts like `1h`, `30m`, `1s`, `250ms`, largest first (`1m30s`).
+fn rate_period(s: &str) -> Option<SignedDuration> {
+    let mut total: i64 = 0;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 || digits > 9 {
+            return None;
+        }
+        let n: i64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let (unit, len) = if rest.starts_with("ms") {
+            (1, 2)
+        } else if rest.starts_with('s') {
+            (1000, 1)
+        } else if rest.starts_with('m') {
+            (60_000, 1)
+        } else if rest.starts_with('h') {
+            (3_600_000, 1)
+        } else {
+            return None;
+        };
+        rest = &rest[len..];
+        total = total.checked_add(n.checked_mul(unit)?)?;
+    }
+    Some(SignedDuration::from_millis(total))
+}
+
+/// The data field a per-key limit applies per value of, as the store holds it: a top-level
+/// field name of 1 to 64 ASCII letters, digits, `_` or `-`.
+///
+/// # Errors
+/// [`TaskError::Invalid`].
+pub fn per_key_field(field: &str) -> Result<(), TaskError> {
+    let ok = !field.is_empty()
+        && field.len() <= 64
+        && field
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if !ok {
+        return Err(TaskError::invalid(format!(
+            "{} is not a top-level data field to limit per: use data.FIELD with a name of 1 to 64 \
+             letters, digits, '_' or '-', e.g. data.customer",
+            quote(field)
+        )));
+    }
+    Ok(())
+}
+
+/// `--per data.FIELD`: the field's name.
+///
+/// # Errors
+/// [`TaskError::Invalid`].
+pub fn per_key(s: &str) -> Result<String, TaskError> {
+    let field = s.trim().strip_prefix("data.").ok_or_else(|| {
+        TaskError::invalid(format!(
+            "{} is not a data field: write it as data.FIELD, e.g. data.customer",
+            quote(s)
+        ))
+    })?;
+    per_key_field(field)?;
+    Ok(field.to_string())
+}
+
 /// How long after a task finishes its unique key still refuses another: whole seconds from
 /// 1s to [`MAX_UNIQUE_FOR`].
 ///
@@ -418,13 +546,15 @@ fn in_range(n: i128, what: &str, min: i64, max: i64, example: &str) -> Result<i1
 pub fn api_token(token: &str, what: &str) -> Result<(), TaskError> {
     if token.len() < MIN_TOKEN_BYTES || token.len() > MAX_TOKEN_BYTES {
         return Err(TaskError::invalid(format!(
-            "{what} is {} bytes long: give {MIN_TOKEN_BYTES} to {MAX_TOKEN_BYTES} (e.g. 32 random              bytes as hex: `openssl rand -hex 32`)",
+            "{what} is {} bytes long: give {MIN_TOKEN_BYTES} to {MAX_TOKEN_BYTES} (e.g. 32 random \
+             bytes as hex: `openssl rand -hex 32`)",
             token.len()
         )));
     }
     if !token.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(TaskError::invalid(format!(
-            "{what} has a character that is not visible ASCII (a space, a control character or              non-ASCII): use letters, digits and punctuation only"
+            "{what} has a character that is not visible ASCII (a space, a control character or \
+             non-ASCII): use letters, digits and punctuation only"
         )));
     }
     Ok(())

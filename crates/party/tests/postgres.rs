@@ -112,6 +112,7 @@ async fn claim(store: &dyn Store, now: Timestamp, limit: u32) -> Vec<ClaimedTask
             now,
             lease_until: now + secs(30),
             promote_limit: party::policy::PROMOTE_BATCH,
+            controlled: &[],
         })
         .await
         .expect("claim")

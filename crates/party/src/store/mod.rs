@@ -13,6 +13,7 @@ use jiff::Timestamp;
 use tokio::sync::Notify;
 
 use crate::model::{ListFilter, Outcome, State, TaskInfo, WorkerInfo};
+use crate::queues::{QueueControl, QueueLimits};
 use crate::{TaskError, TaskId};
 
 #[cfg(feature = "postgres")]
@@ -21,7 +22,7 @@ pub mod postgres;
 pub mod sqlite;
 
 /// The schema version this binary writes. Both backends number their migrations alike.
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 
 /// A person's operation on a task; its state-conflict message is shared by the backends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,6 +127,12 @@ pub struct ClaimParams<'a> {
     /// At most this many due tasks are promoted to `ready` by this claim
     /// ([`crate::policy::PROMOTE_BATCH`]).
     pub promote_limit: u32,
+    /// Of `queues`, those the caller last saw paused or limited ([`Store::queue_controls`]).
+    /// The store claims their tasks one queue at a time under the queue's lock, as
+    /// [`crate::queues::admit`] allows. Tasks of a queue controlled in the store but not
+    /// named here are not claimed at all (the caller learns of the control at its next
+    /// look), so a control never depends on the caller's view being fresh.
+    pub controlled: &'a [String],
 }
 
 /// A task a worker now holds.
@@ -483,4 +490,34 @@ pub trait Store: Send + Sync + 'static {
 
     /// Give up every leadership `holder` has.
     async fn leader_resign(&self, holder: &str) -> Result<(), TaskError>;
+
+    /// The controls of these queues (all controlled queues when `queues` is empty), by name.
+    async fn queue_controls(&self, queues: &[String]) -> Result<Vec<QueueControl>, TaskError>;
+
+    /// Pause or resume a queue. A queue left with neither a pause nor a limit has no control.
+    /// Wakes sleeping workers.
+    async fn queue_pause(&self, queue: &str, paused: bool, now: Timestamp)
+    -> Result<(), TaskError>;
+
+    /// Set a queue's limits (empty limits remove them), keeping its pause. Wakes sleeping
+    /// workers.
+    async fn queue_limit(
+        &self,
+        queue: &str,
+        limits: &QueueLimits,
+        now: Timestamp,
+    ) -> Result<(), TaskError>;
+
+    /// Tasks per queue and state (live ones counted, finished ones from their counters), and
+    /// per queue the scheduled or retrying tasks due at or before `now`.
+    async fn queue_counts(&self, now: Timestamp) -> Result<QueueCounts, TaskError>;
+}
+
+/// The figures behind `party queue list`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct QueueCounts {
+    /// Tasks per queue and state (non-zero only).
+    pub counts: Vec<(String, State, u64)>,
+    /// Due tasks per queue (non-zero only).
+    pub due: Vec<(String, u64)>,
 }

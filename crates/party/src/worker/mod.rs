@@ -23,6 +23,7 @@ use crate::maintenance::{Maintenance, PruneConfig, Pruner, RescueConfig, Rescuer
 use crate::metrics::WorkerMetrics;
 use crate::model::DEFAULT_QUEUE;
 use crate::policy::{self, Retention};
+use crate::queues;
 use crate::store::{ClaimParams, Finish, Store};
 use crate::task::{Cancel, CancelStage, Registry};
 use crate::{TaskError, TaskId};
@@ -172,6 +173,33 @@ fn default_worker_id() -> String {
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "host".to_string());
     format!("{host}-{}-{:04x}", std::process::id(), fastrand::u16(..))
+}
+
+/// The worker's view of which of its queues are paused or limited, re-read every
+/// [`queues::CONTROLS_REFRESH`]. The store never relies on it being fresh: a queue controlled
+/// since the last look is not claimed until the next.
+#[derive(Default)]
+struct Controls {
+    names: Vec<String>,
+    read_at: Option<std::time::Instant>,
+}
+
+impl Controls {
+    async fn refresh(&mut self, store: &dyn Store, queues: &[String]) {
+        if self
+            .read_at
+            .is_some_and(|t| t.elapsed() < queues::CONTROLS_REFRESH)
+        {
+            return;
+        }
+        match store.queue_controls(queues).await {
+            Ok(controls) => {
+                self.names = controls.into_iter().map(|c| c.name).collect();
+                self.read_at = Some(std::time::Instant::now());
+            }
+            Err(e) => tracing::warn!(error = %e, "reading the queues' controls failed"),
+        }
+    }
 }
 
 struct Executed {
@@ -348,7 +376,10 @@ impl Worker {
         let wakeups = store.wakeups();
         let result: Result<(), TaskError> = async {
             let mut outage = Duration::ZERO;
+            // Which of our queues are paused or limited, as last read from the store.
+            let mut controls = Controls::default();
             loop {
+                controls.refresh(&*store, &inner.config.queues).await;
                 let notified = wakeups.notified();
                 tokio::pin!(notified);
                 notified.as_mut().enable();
@@ -387,6 +418,7 @@ impl Worker {
                         now,
                         lease_until: now + inner.config.lease,
                         promote_limit: policy::PROMOTE_BATCH,
+                        controlled: &controls.names,
                     })
                     .await
                 {
@@ -457,7 +489,13 @@ impl Worker {
                             .task_next_due(&inner.handlers, &inner.config.queues)
                             .await?;
                         if due.is_some_and(|d| d <= clock.now()) {
-                            tokio::task::yield_now().await;
+                            // Due but not claimed: another claim took it meanwhile, or a
+                            // queue's limit holds it back until a running task ends.
+                            if controls.names.is_empty() {
+                                tokio::task::yield_now().await;
+                            } else {
+                                tokio::time::sleep(queues::LIMITED_RECHECK).await;
+                            }
                             continue;
                         }
                         return Ok(());
@@ -478,10 +516,15 @@ impl Worker {
                         tracing::warn!(worker = %inner.id, error = %e, "looking for the next due task failed");
                         None
                     });
-                let poll_until = clock.now() + inner.config.poll_interval;
+                let now = clock.now();
+                let poll_until = now + inner.config.poll_interval;
                 let wake_at = next_due.map_or(poll_until, |d| d.min(poll_until));
+                // Due tasks left unclaimed are held back by a queue's limit: look again soon
+                // (a running task may end, a rate window pass), not at once.
+                let held_back = !controls.names.is_empty() && wake_at <= now;
                 tokio::select! {
-                    _ = clock.sleep_until(wake_at) => {}
+                    _ = clock.sleep_until(wake_at), if !held_back => {}
+                    _ = tokio::time::sleep(queues::LIMITED_RECHECK), if held_back => {}
                     _ = &mut notified => {}
                     _ = &mut shutdown => return Ok(()),
                 }

@@ -175,6 +175,7 @@ async fn a_cancel_whose_worker_died_is_applied_by_the_rescue(b: Backend) {
             now,
             lease_until: now + SignedDuration::from_secs(30),
             promote_limit: 10,
+            controlled: &[],
         })
         .await
         .unwrap();
@@ -204,6 +205,7 @@ async fn a_cancel_seen_only_after_the_attempt_ended_is_applied_at_the_next_claim
             now,
             lease_until: now + SignedDuration::from_secs(30),
             promote_limit: 10,
+            controlled: &[],
         })
         .await
         .unwrap();

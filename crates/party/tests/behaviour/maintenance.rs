@@ -32,6 +32,7 @@ fn claim<'a>(
         now,
         lease_until: now + SignedDuration::from_secs(30),
         promote_limit: party::policy::PROMOTE_BATCH,
+        controlled: &[],
     }
 }
 

@@ -43,6 +43,7 @@ async fn settle(f: &Fixture, ids: &[TaskId], next: impl Fn(TaskId) -> Next) {
             now,
             lease_until: now + SignedDuration::from_secs(30),
             promote_limit: 10_000,
+            controlled: &[],
         })
         .await
         .unwrap();

@@ -364,6 +364,7 @@ async fn stale_fences_are_refused_and_expired_leases_are_rescued(b: Backend) {
         now,
         lease_until: now + SignedDuration::from_secs(30),
         promote_limit: party::policy::PROMOTE_BATCH,
+        controlled: &[],
     };
     let first = store.task_claim(claim("old", f.clock.now())).await.unwrap();
     assert_eq!(first.len(), 1);

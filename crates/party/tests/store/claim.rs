@@ -203,6 +203,7 @@ async fn concurrent_claims_never_hand_out_a_task_twice(b: Backend) {
                         now: t0(),
                         lease_until: t0() + LEASE,
                         promote_limit: party::policy::PROMOTE_BATCH,
+                        controlled: &[],
                     })
                     .await
                     .unwrap();

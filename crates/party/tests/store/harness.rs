@@ -161,6 +161,7 @@ impl Harness {
                 now,
                 lease_until: now + LEASE,
                 promote_limit: party::policy::PROMOTE_BATCH,
+                controlled: &[],
             })
             .await
             .expect("claim")

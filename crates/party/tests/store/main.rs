@@ -15,6 +15,7 @@ mod history;
 mod insert;
 mod leader;
 mod migrations;
+mod queues;
 mod read;
 mod rescue;
 mod steer;

@@ -84,16 +84,18 @@ use self::sql::{
 use self::wakeup::{listen, notify_loop, signal_loop};
 use super::{
     ClaimParams, ClaimedTask, ExpiredParams, ExpiredTask, Finish, FinishResult, HeartbeatParams,
-    InsertTask, LeaderParams, PruneCounts, PruneParams, StatsParams, Steer, SteerMany, Store,
-    StoreStats, TableSize, TableSizes,
+    InsertTask, LeaderParams, PruneCounts, PruneParams, QueueCounts, StatsParams, Steer, SteerMany,
+    Store, StoreStats, TableSize, TableSizes,
 };
 use crate::model::{ListFilter, State, TaskInfo, WorkerInfo};
+use crate::queues::{QueueControl, QueueLimits};
 use crate::validate::Pooler;
 use crate::{TaskError, TaskId};
 
 mod conn;
 mod error;
 mod migrate;
+mod queues;
 mod rows;
 mod sql;
 mod tls;
@@ -655,12 +657,38 @@ impl Store for PgStore {
     }
 
     async fn task_claim(&self, p: ClaimParams<'_>) -> Result<Vec<ClaimedTask>, TaskError> {
-        let conn = self.pool.get().await?;
+        let mut conn = self.pool.get().await?;
         let now = PgTime::of(p.now);
         let lease = PgTime::of(p.lease_until);
-        let limit = i64::from(p.limit);
         let handlers: Vec<&str> = p.handlers.iter().map(String::as_str).collect();
         let queues: Vec<&str> = p.queues.iter().map(String::as_str).collect();
+        // Controlled queues first, each in a transaction of its own that holds the queue's
+        // lock only while it claims; then the others.
+        let mut rows = Vec::new();
+        for queue in p.controlled.iter().filter(|q| p.queues.contains(q)) {
+            let want = p.limit.saturating_sub(rows.len() as u32);
+            if want == 0 {
+                break;
+            }
+            let claim = queues::LimitedClaim {
+                schema: &self.pool.names.quoted,
+                queue,
+                worker: p.worker,
+                handlers: &handlers,
+                now,
+                lease,
+                want,
+                returning: sql::CLAIM_RETURNING,
+            };
+            let tx = conn.client.transaction().await.map_err(db_err)?;
+            tx.batch_execute("SET LOCAL synchronous_commit TO off")
+                .await
+                .map_err(db_err)?;
+            let got = queues::claim_limited(&tx, &claim).await?;
+            tx.commit().await.map_err(db_err)?;
+            rows.extend(got);
+        }
+        let limit = i64::from(p.limit.saturating_sub(rows.len() as u32));
         // Promotion and claim in one transaction (one commit), sent together (one round trip).
         let promote_limit = i64::from(p.promote_limit);
         let promote: [&(dyn ToSql + Sync); 2] = [&now, &promote_limit];
@@ -671,14 +699,14 @@ impl Store for PgStore {
             conn.client.query(&conn.st.claim, &claim),
             conn.client.batch_execute("COMMIT"),
         );
-        let rows = match sent {
-            Ok((_, _, rows, _)) => rows,
+        match sent {
+            Ok((_, _, got, _)) => rows.extend(got),
             Err(e) => {
                 // The transaction may be left open: never reuse this connection.
                 conn.discard();
                 return Err(db_err(e));
             }
-        };
+        }
         let started_at = now.time();
         let mut out = Vec::with_capacity(rows.len());
         let mut order = Vec::with_capacity(rows.len());
@@ -1088,6 +1116,92 @@ impl Store for PgStore {
             .await
             .map_err(db_err)?;
         Ok(())
+    }
+    async fn queue_controls(&self, names: &[String]) -> Result<Vec<QueueControl>, TaskError> {
+        let conn = self.pool.get().await?;
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let rows = conn
+            .client
+            .query(&queues::sql_controls(&self.pool.names.quoted), &[&names])
+            .await
+            .map_err(db_err)?;
+        Ok(rows.iter().map(queues::control_from_row).collect())
+    }
+
+    async fn queue_pause(
+        &self,
+        queue: &str,
+        paused: bool,
+        now: Timestamp,
+    ) -> Result<(), TaskError> {
+        let conn = self.pool.get().await?;
+        conn.client
+            .execute(
+                &queues::sql_pause(&self.pool.names.quoted),
+                &[&queue, &paused, &PgTime::of(now)],
+            )
+            .await
+            .map_err(db_err)?;
+        conn.client
+            .execute(
+                &queues::sql_drop_if_empty(&self.pool.names.quoted),
+                &[&queue],
+            )
+            .await
+            .map_err(db_err)?;
+        self.signal();
+        Ok(())
+    }
+
+    async fn queue_limit(
+        &self,
+        queue: &str,
+        limits: &QueueLimits,
+        now: Timestamp,
+    ) -> Result<(), TaskError> {
+        let conn = self.pool.get().await?;
+        let concurrency = limits.concurrency.map(|n| n as i32);
+        let rate_count = limits.rate.map(|r| r.count as i32);
+        let rate_ms = limits.rate.map(|r| r.period.as_millis() as i64);
+        conn.client
+            .execute(
+                &queues::sql_limit(&self.pool.names.quoted),
+                &[
+                    &queue,
+                    &concurrency,
+                    &limits.per,
+                    &rate_count,
+                    &rate_ms,
+                    &PgTime::of(now),
+                ],
+            )
+            .await
+            .map_err(db_err)?;
+        conn.client
+            .execute(
+                &queues::sql_drop_if_empty(&self.pool.names.quoted),
+                &[&queue],
+            )
+            .await
+            .map_err(db_err)?;
+        self.signal();
+        Ok(())
+    }
+
+    async fn queue_counts(&self, now: Timestamp) -> Result<QueueCounts, TaskError> {
+        let conn = self.pool.get().await?;
+        let s = &self.pool.names.quoted;
+        let counts = conn
+            .client
+            .query(&queues::sql_counts(s), &[])
+            .await
+            .map_err(db_err)?;
+        let due = conn
+            .client
+            .query(&queues::sql_due(s), &[&PgTime::of(now)])
+            .await
+            .map_err(db_err)?;
+        queues::counts_from_rows(&counts, &due)
     }
 
     async fn task_cancel_many(&self, p: SteerMany<'_>) -> Result<u64, TaskError> {

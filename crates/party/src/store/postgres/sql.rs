@@ -146,18 +146,24 @@ pub(super) fn sql_promote(s: &str) -> String {
     )
 }
 
+/// The columns a claim returns, in the order the store reads them.
+pub(super) const CLAIM_RETURNING: &str = "t.id, t.handler, t.data, t.timestamp, t.last_run_on, \
+    t.attempts, t.max_attempts, t.is_recurring, t.rule, t.fence, t.priority, t.due_at, t.queue, \
+    t.cancel_requested";
+
 /// Ready tasks are due, but one written ready by a process whose clock is a little ahead may
-/// not be due yet by ours: the claim checks `due_at` as well, so nothing starts early.
+/// not be due yet by ours: the claim checks `due_at` as well, so nothing starts early. Paused
+/// and limited queues (those with a row in `queues`, read once per statement) are left to the
+/// claim of a controlled queue.
 pub(super) fn sql_claim(s: &str) -> String {
     format!(
         "UPDATE {s}.tasks t SET state = 'running', ready = false, attempts = t.attempts + 1, \
            fence = t.fence + 1, worker = $1, started_at = $2, lease_until = $3, updated_at = $2 \
          WHERE t.id = ANY(ARRAY(SELECT id FROM {s}.tasks WHERE ready AND state IN {WAITING} \
            AND due_at <= $2 AND handler = ANY($4::text[]) AND queue = ANY($5::text[]) \
+           AND queue <> ALL(ARRAY(SELECT name FROM {s}.queues)) \
            ORDER BY priority, due_at LIMIT $6 FOR UPDATE SKIP LOCKED)) \
-         RETURNING t.id, t.handler, t.data, t.timestamp, t.last_run_on, t.attempts, \
-           t.max_attempts, t.is_recurring, t.rule, t.fence, t.priority, t.due_at, t.queue, \
-           t.cancel_requested"
+         RETURNING {CLAIM_RETURNING}"
     )
 }
 
@@ -331,14 +337,17 @@ pub(super) fn sql_leader_elect(s: &str) -> String {
     )
 }
 
+/// Tasks of paused queues do not count: a worker run until idle does not wait for them.
 pub(super) fn sql_next_due(s: &str) -> String {
     format!(
         "SELECT min(due_at) FROM ( \
            (SELECT due_at FROM {s}.tasks WHERE ready AND state IN {WAITING} \
-             AND handler = ANY($1::text[]) AND queue = ANY($2::text[]) LIMIT 1) \
+             AND handler = ANY($1::text[]) AND queue = ANY($2::text[]) \
+             AND queue NOT IN (SELECT name FROM {s}.queues WHERE paused) LIMIT 1) \
            UNION ALL \
            (SELECT due_at FROM {s}.tasks WHERE NOT ready AND state IN {WAITING} \
-             AND handler = ANY($1::text[]) AND queue = ANY($2::text[]) ORDER BY due_at LIMIT 1) \
+             AND handler = ANY($1::text[]) AND queue = ANY($2::text[]) \
+             AND queue NOT IN (SELECT name FROM {s}.queues WHERE paused) ORDER BY due_at LIMIT 1) \
          ) d"
     )
 }
@@ -372,12 +381,13 @@ fn prune_old_runs(s: &str, column: &str) -> String {
     )
 }
 
-/// Fold the finished-task counters: one row per handler and state.
+/// Fold the finished-task counters: one row per handler, queue and state.
 pub(super) fn sql_fold_counts(s: &str) -> String {
     format!(
-        "WITH gone AS (DELETE FROM {s}.task_counts RETURNING handler, state, n) \
-         INSERT INTO {s}.task_counts (handler, state, n) \
-         SELECT handler, state, sum(n) FROM gone GROUP BY handler, state HAVING sum(n) <> 0"
+        "WITH gone AS (DELETE FROM {s}.task_counts RETURNING handler, queue, state, n) \
+         INSERT INTO {s}.task_counts (handler, queue, state, n) \
+         SELECT handler, queue, state, sum(n) FROM gone GROUP BY handler, queue, state \
+         HAVING sum(n) <> 0"
     )
 }
 

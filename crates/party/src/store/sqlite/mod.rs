@@ -24,16 +24,18 @@ use self::rows::{expired_from_row, id_from_row, id_key, json_list, run_from_row,
 use self::wakeup::watch_other_processes;
 use super::{
     ClaimParams, ClaimedTask, ExpiredParams, ExpiredTask, Finish, FinishResult, HeartbeatParams,
-    InsertTask, LeaderParams, Next, PruneCounts, PruneParams, StatsParams, Steer, SteerMany, Store,
-    StoreStats, TableSizes,
+    InsertTask, LeaderParams, Next, PruneCounts, PruneParams, QueueCounts, StatsParams, Steer,
+    SteerMany, Store, StoreStats, TableSizes,
 };
 use crate::clock::{from_micros, to_micros};
 use crate::model::{ListFilter, State, TaskInfo, WorkerInfo};
+use crate::queues::{QueueControl, QueueLimits};
 use crate::{TaskError, TaskId};
 
 mod conn;
 mod error;
 mod migrate;
+mod queues;
 mod rows;
 mod sql;
 mod wakeup;
@@ -391,6 +393,12 @@ impl Store for SqliteStore {
         let worker = p.worker.to_string();
         let handlers = json_list(p.handlers);
         let queues = json_list(p.queues);
+        let controlled: Vec<String> = p
+            .controlled
+            .iter()
+            .filter(|q| p.queues.contains(q))
+            .cloned()
+            .collect();
         let (now, lease, limit) = (to_micros(p.now), to_micros(p.lease_until), p.limit);
         let promote_limit = i64::from(p.promote_limit);
         self.call(move |conn| {
@@ -399,30 +407,56 @@ impl Store for SqliteStore {
                     .map_err(db_err)?
                     .execute(params![now, promote_limit])
                     .map_err(db_err)?;
-                let mut stmt = tx.prepare_cached(sql::CLAIM).map_err(db_err)?;
-                let rows = stmt
-                    .query_map(params![worker, now, lease, handlers, queues, limit], |r| {
-                        let order: (i32, i64) = (r.get(10)?, r.get(11)?);
-                        let task = ClaimedTask {
-                            id: id_from_row(r, 0)?,
-                            handler: r.get(1)?,
-                            data: r.get(2)?,
-                            timestamp: from_micros(r.get(3)?),
-                            last_run_on: r.get::<_, Option<i64>>(4)?.map(from_micros),
-                            attempts: r.get(5)?,
-                            max_attempts: r.get(6)?,
-                            is_recurring: r.get(7)?,
-                            rule: r.get(8)?,
-                            fence: r.get(9)?,
-                            started_at: from_micros(now),
-                            due_at: from_micros(order.1),
-                            queue: r.get(12)?,
-                            cancel_requested: r.get(13)?,
-                        };
-                        Ok((order, task))
-                    })
-                    .map_err(db_err)?;
-                let mut out = rows.collect::<Result<Vec<_>, _>>().map_err(db_err)?;
+                let to_claimed = |r: &rusqlite::Row<'_>| {
+                    let order: (i32, i64) = (r.get(10)?, r.get(11)?);
+                    let task = ClaimedTask {
+                        id: id_from_row(r, 0)?,
+                        handler: r.get(1)?,
+                        data: r.get(2)?,
+                        timestamp: from_micros(r.get(3)?),
+                        last_run_on: r.get::<_, Option<i64>>(4)?.map(from_micros),
+                        attempts: r.get(5)?,
+                        max_attempts: r.get(6)?,
+                        is_recurring: r.get(7)?,
+                        rule: r.get(8)?,
+                        fence: r.get(9)?,
+                        started_at: from_micros(now),
+                        due_at: from_micros(order.1),
+                        queue: r.get(12)?,
+                        cancel_requested: r.get(13)?,
+                    };
+                    Ok((order, task))
+                };
+                // Controlled queues first, each as its limits allow; then the others.
+                let mut out = Vec::new();
+                for queue in &controlled {
+                    let want = limit.saturating_sub(out.len() as u32);
+                    if want == 0 {
+                        break;
+                    }
+                    let claim = queues::LimitedClaim {
+                        queue,
+                        worker: &worker,
+                        handlers: &handlers,
+                        now,
+                        lease,
+                        want,
+                    };
+                    queues::claim_limited(tx, &claim, &mut out, to_claimed)?;
+                }
+                let rest = limit.saturating_sub(out.len() as u32);
+                if rest > 0 {
+                    let mut stmt = tx.prepare_cached(sql::CLAIM).map_err(db_err)?;
+                    let rows = stmt
+                        .query_map(
+                            params![worker, now, lease, handlers, queues, rest],
+                            to_claimed,
+                        )
+                        .map_err(db_err)?;
+                    for row in rows {
+                        out.push(row.map_err(db_err)?);
+                    }
+                }
                 // Hand them out in claim order: priority, then due time.
                 out.sort_by_key(|(order, _)| *order);
                 Ok(out.into_iter().map(|(_, task)| task).collect())
@@ -808,6 +842,44 @@ impl Store for SqliteStore {
             })
         })
         .await
+    }
+    async fn queue_controls(&self, names: &[String]) -> Result<Vec<QueueControl>, TaskError> {
+        let names = names.to_vec();
+        self.call(move |conn| queues::controls(conn, &names)).await
+    }
+
+    async fn queue_pause(
+        &self,
+        queue: &str,
+        paused: bool,
+        now: Timestamp,
+    ) -> Result<(), TaskError> {
+        let queue = queue.to_string();
+        self.call_durable(move |conn| {
+            transaction(conn, |tx| queues::pause(tx, &queue, paused, now))
+        })
+        .await?;
+        self.wakeups.notify_waiters();
+        Ok(())
+    }
+
+    async fn queue_limit(
+        &self,
+        queue: &str,
+        limits: &QueueLimits,
+        now: Timestamp,
+    ) -> Result<(), TaskError> {
+        let (queue, limits) = (queue.to_string(), limits.clone());
+        self.call_durable(move |conn| {
+            transaction(conn, |tx| queues::limit(tx, &queue, &limits, now))
+        })
+        .await?;
+        self.wakeups.notify_waiters();
+        Ok(())
+    }
+
+    async fn queue_counts(&self, now: Timestamp) -> Result<QueueCounts, TaskError> {
+        self.call(move |conn| queues::counts(conn, now)).await
     }
 
     async fn task_cancel_many(&self, p: SteerMany<'_>) -> Result<u64, TaskError> {

@@ -150,12 +150,15 @@ pub(super) const PROMOTE: &str = "UPDATE tasks SET ready = 1 WHERE id IN (SELECT
 /// Ready tasks are due, but one written ready by a process whose clock is a little ahead may
 /// not be due yet by ours: the claim checks `due_at` as well, so nothing starts early.
 /// `RETURNING` has no order: the priority and due time let the caller sort the batch.
+/// Paused and limited queues (those with a row in `queues`) are left to the claim of a
+/// controlled queue.
 pub(super) const CLAIM: &str = "UPDATE tasks SET state = 'running', ready = 0, attempts = attempts + 1, \
     fence = fence + 1, worker = ?1, started_at = ?2, lease_until = ?3, updated_at = ?2 \
     WHERE id IN (SELECT id FROM tasks WHERE ready = 1 \
     AND state IN ('scheduled','retrying') AND due_at <= ?2 \
     AND handler IN (SELECT value FROM json_each(?4)) \
     AND queue IN (SELECT value FROM json_each(?5)) \
+    AND queue NOT IN (SELECT name FROM queues) \
     ORDER BY priority, due_at LIMIT (?6 + 0)) \
     RETURNING id, handler, data, timestamp, last_run_on, attempts, max_attempts, \
     is_recurring, rule, fence, priority, due_at, queue, cancel_requested";
@@ -174,16 +177,19 @@ pub(super) const EXPIRED: &str = "SELECT id, fence, attempts, max_attempts, time
 pub(super) const EXPIRED_COUNT: &str =
     "SELECT count(*) FROM tasks WHERE state = 'running' AND lease_until < ?1";
 
+/// Tasks of paused queues do not count: a worker run until idle does not wait for them.
 pub(super) const NEXT_DUE: &str = "SELECT min(due_at) FROM ( \
     SELECT * FROM (SELECT due_at FROM tasks WHERE ready = 1 \
     AND state IN ('scheduled','retrying') \
     AND handler IN (SELECT value FROM json_each(?1)) \
-    AND queue IN (SELECT value FROM json_each(?2)) LIMIT 1) \
+    AND queue IN (SELECT value FROM json_each(?2)) \
+    AND queue NOT IN (SELECT name FROM queues WHERE paused = 1) LIMIT 1) \
     UNION ALL \
     SELECT * FROM (SELECT due_at FROM tasks WHERE ready = 0 \
     AND state IN ('scheduled','retrying') \
     AND handler IN (SELECT value FROM json_each(?1)) \
-    AND queue IN (SELECT value FROM json_each(?2)) ORDER BY due_at LIMIT 1))";
+    AND queue IN (SELECT value FROM json_each(?2)) \
+    AND queue NOT IN (SELECT name FROM queues WHERE paused = 1) ORDER BY due_at LIMIT 1))";
 
 /// A retrying task is made due now where it is.
 pub(super) const RETRY: &str = "UPDATE tasks SET state = 'scheduled', due_at = ?1, ready = 0, \
@@ -193,7 +199,8 @@ pub(super) const RETRY: &str = "UPDATE tasks SET state = 'scheduled', due_at = ?
 /// Live tasks counted (the hot table holds only them); finished ones from their counters.
 pub(super) const STATS_COUNTS: &str = "SELECT handler, state, count(*) FROM tasks \
     GROUP BY handler, state \
-    UNION ALL SELECT handler, state, n FROM task_counts WHERE n > 0 ORDER BY 1, 2";
+    UNION ALL SELECT handler, state, sum(n) FROM task_counts GROUP BY handler, state \
+    HAVING sum(n) > 0 ORDER BY 1, 2";
 
 pub(super) const STATS_OLDEST: &str =
     "SELECT min(due_at) FROM tasks WHERE state IN ('scheduled','retrying') AND due_at <= ?1";

@@ -1,0 +1,410 @@
+//! Queue controls: pausing a queue, limiting how many of its tasks run at once (for the whole
+//! queue, or per value of a top-level data field), and limiting how often they start.
+//!
+//! Every control lives in the store, so it holds across all workers on all machines and
+//! survives restarts. A queue nobody paused or limited has no control at all, and its tasks are
+//! claimed as if this module did not exist. A claim of a controlled queue takes turns with the
+//! other claims of that queue (the store locks the queue's row), reads what runs and what
+//! started recently, and asks [`admit`] which candidates may start: the decision is written
+//! once, here, and each backend only reads the figures and applies the answer.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use jiff::{SignedDuration, Timestamp};
+use serde::Serialize;
+
+use crate::TaskError;
+use crate::model::State;
+use crate::validate;
+
+/// At most this many starts per [`Rate`] window.
+pub const MAX_RATE_COUNT: u32 = 1_000_000;
+
+/// The longest [`Rate`] window: one day.
+pub const MAX_RATE_PERIOD: SignedDuration = SignedDuration::from_hours(24);
+
+/// How many waiting tasks a claim of a queue limited per key looks at, at most, to find ones
+/// whose key has room. Keys already at their limit are left out before looking, so a large
+/// backlog of one key does not hide the others for more than a claim or two.
+pub const PER_KEY_SCAN: u32 = 1000;
+
+/// How long a worker waits before looking again when due tasks are held back by a limit
+/// (a running task of another worker must end, or a rate window must pass).
+pub const LIMITED_RECHECK: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// How often a worker re-reads which of its queues are controlled. A newly limited queue's
+/// tasks wait at most this long (claims of unlimited queues leave them alone at once); a
+/// pause takes effect at once.
+pub const CONTROLS_REFRESH: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// At most `count` starts in any window of `period`: `10/1s`, `100/1m`, `1000/1h`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Rate {
+    /// Starts allowed per window.
+    pub count: u32,
+    /// The window's length: whole milliseconds, at most [`MAX_RATE_PERIOD`].
+    #[serde(serialize_with = "serialize_period")]
+    pub period: SignedDuration,
+}
+
+fn serialize_period<S: serde::Serializer>(d: &SignedDuration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format_period(*d))
+}
+
+/// A period as `1s`, `1m`, `1h` or its parts (`1m30s`, `250ms`).
+fn format_period(d: SignedDuration) -> String {
+    let ms = d.as_millis();
+    let (h, m, s, ms) = (ms / 3_600_000, ms / 60_000 % 60, ms / 1000 % 60, ms % 1000);
+    let mut out = String::new();
+    for (n, unit) in [(h, "h"), (m, "m"), (s, "s"), (ms, "ms")] {
+        if n > 0 {
+            out.push_str(&format!("{n}{unit}"));
+        }
+    }
+    out
+}
+
+impl Rate {
+    /// Reads `COUNT/PERIOD`, e.g. `10/1s`, `100/1m`, `5/1h` (a period of `s` alone means
+    /// `1s`).
+    ///
+    /// # Errors
+    /// [`TaskError::Invalid`] saying what is wrong.
+    pub fn parse(s: &str) -> Result<Rate, TaskError> {
+        validate::rate(s)
+    }
+}
+
+impl fmt::Display for Rate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.count, format_period(self.period))
+    }
+}
+
+/// A queue's limits. Empty (the default) means none.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct QueueLimits {
+    /// At most this many of the queue's tasks run at once across every worker (per key with
+    /// `per`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<u32>,
+    /// At most this many starts in any window (per key with `per`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate: Option<Rate>,
+    /// A top-level data field: the limits hold per distinct value of it. Tasks without the
+    /// field (or with `null` in it) share one key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub per: Option<String>,
+}
+
+impl QueueLimits {
+    /// No limit is set.
+    pub fn is_empty(&self) -> bool {
+        self.concurrency.is_none() && self.rate.is_none()
+    }
+
+    /// Checks the limits: a concurrency of at least 1, a rate in range, and `per` only with a
+    /// limit it applies to, naming a top-level data field.
+    ///
+    /// # Errors
+    /// [`TaskError::Invalid`].
+    pub fn check(&self) -> Result<(), TaskError> {
+        if let Some(n) = self.concurrency {
+            validate::queue_concurrency(i64::from(n))?;
+        }
+        if let Some(r) = self.rate {
+            validate::rate_parts(i64::from(r.count), r.period)?;
+        }
+        if let Some(field) = &self.per {
+            validate::per_key_field(field)?;
+            if self.is_empty() {
+                return Err(TaskError::invalid(
+                    "--per needs a limit to apply per key: add --concurrency N or --rate N/1s",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A queue a person paused or limited, as the store holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct QueueControl {
+    /// The queue.
+    pub name: String,
+    /// Its tasks are not claimed.
+    pub paused: bool,
+    /// Its limits.
+    pub limits: QueueLimits,
+}
+
+/// A queue as `party queue list` shows it: its tasks by state, and its controls.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct QueueInfo {
+    /// The queue.
+    pub name: String,
+    /// Its tasks are not claimed.
+    pub paused: bool,
+    /// Its limits.
+    pub limits: QueueLimits,
+    /// Tasks per state (states without tasks left out). Finished tasks are counted from the
+    /// store's counters, live ones from the live tasks: both exact. Serialized as an object,
+    /// `{"scheduled": 3, "done": 120}`.
+    #[serde(serialize_with = "serialize_counts")]
+    pub counts: Vec<(State, u64)>,
+    /// Scheduled or retrying tasks due now.
+    pub due: u64,
+}
+
+fn serialize_counts<S: serde::Serializer>(
+    counts: &[(State, u64)],
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut map = s.serialize_map(Some(counts.len()))?;
+    for (state, n) in counts {
+        map.serialize_entry(state, n)?;
+    }
+    map.end()
+}
+
+/// A task's key under a per-key limit: the JSON text of its field's value, or `None` when the
+/// task has no such field (or `null` in it). Without `per`, every task's key is `None`.
+pub type Key = Option<String>;
+
+/// What a claim of a limited queue reads under the queue's lock.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueueLoad {
+    /// Running tasks per key (every key with at least one).
+    pub running: HashMap<Key, u32>,
+    /// Starts per key within the rate's window ending now (only with a rate).
+    pub started: HashMap<Key, u32>,
+}
+
+impl QueueLoad {
+    /// How many more tasks under `key` may start now.
+    fn room(&self, limits: &QueueLimits, key: &Key) -> u32 {
+        let mut room = u32::MAX;
+        if let Some(n) = limits.concurrency {
+            let running = self.running.get(key).copied().unwrap_or(0);
+            room = room.min(n.saturating_sub(running));
+        }
+        if let Some(r) = limits.rate {
+            let started = self.started.get(key).copied().unwrap_or(0);
+            room = room.min(r.count.saturating_sub(started));
+        }
+        room
+    }
+
+    /// Keys that have no room now, so a claim does not look at their tasks. `None` in the
+    /// list stands for the shared key of tasks without the field.
+    pub fn full_keys(&self, limits: &QueueLimits) -> Vec<Key> {
+        let mut keys: Vec<&Key> = self.running.keys().chain(self.started.keys()).collect();
+        keys.sort();
+        keys.dedup();
+        keys.into_iter()
+            .filter(|k| self.room(limits, k) == 0)
+            .cloned()
+            .collect()
+    }
+
+    /// Without `per`: how many tasks of the queue may start now (at most `want`).
+    pub fn queue_room(&self, limits: &QueueLimits, want: u32) -> u32 {
+        self.room(limits, &None).min(want)
+    }
+}
+
+/// Which of `candidates` (in claim order: priority, then due time; each with its key) start
+/// now: at most `want`, and under each key no more than its room. Returns their positions.
+pub fn admit(limits: &QueueLimits, load: &QueueLoad, candidates: &[Key], want: u32) -> Vec<usize> {
+    let mut taken: HashMap<&Key, u32> = HashMap::new();
+    let mut out = Vec::new();
+    for (i, key) in candidates.iter().enumerate() {
+        if out.len() as u32 >= want {
+            break;
+        }
+        let used = taken.entry(key).or_insert(0);
+        if *used < load.room(limits, key) {
+            *used += 1;
+            out.push(i);
+        }
+    }
+    out
+}
+
+/// Every queue with tasks or a control, by name: counts and controls side by side.
+pub(crate) fn fold(
+    counts: crate::store::QueueCounts,
+    controls: Vec<QueueControl>,
+) -> Vec<QueueInfo> {
+    let mut out: std::collections::BTreeMap<String, QueueInfo> = Default::default();
+    fn info<'a>(
+        out: &'a mut std::collections::BTreeMap<String, QueueInfo>,
+        name: &str,
+    ) -> &'a mut QueueInfo {
+        out.entry(name.to_string()).or_insert_with(|| QueueInfo {
+            name: name.to_string(),
+            paused: false,
+            limits: QueueLimits::default(),
+            counts: Vec::new(),
+            due: 0,
+        })
+    }
+    for (queue, state, n) in counts.counts {
+        let q = info(&mut out, &queue);
+        match q.counts.iter_mut().find(|(s, _)| *s == state) {
+            Some((_, total)) => *total += n,
+            None => q.counts.push((state, n)),
+        }
+    }
+    for (queue, n) in counts.due {
+        info(&mut out, &queue).due = n;
+    }
+    for control in controls {
+        let q = info(&mut out, &control.name);
+        q.paused = control.paused;
+        q.limits = control.limits;
+    }
+    let mut all: Vec<QueueInfo> = out.into_values().collect();
+    for q in &mut all {
+        q.counts.sort_by_key(|(s, _)| *s);
+    }
+    all
+}
+
+/// The start of the rate window ending at `now`: starts at or before it no longer count.
+pub fn window_start(rate: Rate, now: Timestamp) -> Timestamp {
+    now - rate.period
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(s: &str) -> Key {
+        Some(format!("\"{s}\""))
+    }
+
+    fn limits(concurrency: Option<u32>, rate: Option<&str>, per: bool) -> QueueLimits {
+        QueueLimits {
+            concurrency,
+            rate: rate.map(|r| Rate::parse(r).unwrap()),
+            per: per.then(|| "customer".to_string()),
+        }
+    }
+
+    #[test]
+    fn rates_are_read_and_written_alike() {
+        for (text, count, ms, shown) in [
+            ("10/1s", 10, 1000, "10/1s"),
+            ("10/s", 10, 1000, "10/1s"),
+            ("100/1m", 100, 60_000, "100/1m"),
+            ("5/1h", 5, 3_600_000, "5/1h"),
+            ("3/90s", 3, 90_000, "3/1m30s"),
+            ("1/250ms", 1, 250, "1/250ms"),
+        ] {
+            let r = Rate::parse(text).unwrap();
+            assert_eq!((r.count, r.period.as_millis()), (count, ms), "{text}");
+            assert_eq!(r.to_string(), shown);
+            assert_eq!(Rate::parse(shown).unwrap(), r);
+        }
+        for bad in [
+            "", "10", "0/1s", "-1/1s", "10/0s", "10/2d", "x/1s", "10/1x", "1/1.5ms",
+        ] {
+            let e = Rate::parse(bad).unwrap_err().to_string();
+            assert!(e.contains("10/1s"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_queue_wide_concurrency_limit_leaves_room_for_what_does_not_run() {
+        let l = limits(Some(3), None, false);
+        let mut load = QueueLoad::default();
+        assert_eq!(load.queue_room(&l, 10), 3);
+        load.running.insert(None, 2);
+        assert_eq!(load.queue_room(&l, 10), 1);
+        load.running.insert(None, 5);
+        assert_eq!(load.queue_room(&l, 10), 0);
+        assert_eq!(load.queue_room(&limits(None, None, false), 7), 7);
+    }
+
+    #[test]
+    fn a_rate_counts_starts_in_the_window_and_the_lower_limit_wins() {
+        let l = limits(Some(10), Some("4/1s"), false);
+        let mut load = QueueLoad::default();
+        load.started.insert(None, 3);
+        assert_eq!(load.queue_room(&l, 10), 1);
+        load.running.insert(None, 10);
+        assert_eq!(load.queue_room(&l, 10), 0);
+        load.running.clear();
+        load.started.insert(None, 4);
+        assert_eq!(load.queue_room(&l, 10), 0);
+    }
+
+    #[test]
+    fn per_key_limits_admit_each_key_up_to_its_room_in_claim_order() {
+        let l = limits(Some(1), None, true);
+        let mut load = QueueLoad::default();
+        load.running.insert(key("acme"), 1);
+        let candidates = vec![
+            key("acme"),
+            key("zeta"),
+            key("zeta"),
+            None,
+            key("beta"),
+            None,
+        ];
+        // acme is full, zeta and the shared none key get one each, beta one.
+        assert_eq!(admit(&l, &load, &candidates, 10), vec![1, 3, 4]);
+        assert_eq!(admit(&l, &load, &candidates, 2), vec![1, 3]);
+        assert_eq!(load.full_keys(&l), vec![key("acme")]);
+    }
+
+    #[test]
+    fn per_key_rates_and_concurrency_combine() {
+        let l = limits(Some(2), Some("3/1m"), true);
+        let mut load = QueueLoad::default();
+        load.started.insert(key("a"), 2);
+        load.running.insert(key("b"), 2);
+        load.started.insert(None, 3);
+        let candidates = vec![
+            key("a"),
+            key("a"),
+            key("b"),
+            None,
+            key("c"),
+            key("c"),
+            key("c"),
+        ];
+        assert_eq!(admit(&l, &load, &candidates, 10), vec![0, 4, 5]);
+        let mut full = load.full_keys(&l);
+        full.sort();
+        assert_eq!(full, vec![None, key("b")]);
+    }
+
+    #[test]
+    fn limits_are_checked() {
+        assert!(limits(Some(1), None, true).check().is_ok());
+        let e = limits(None, None, true).check().unwrap_err().to_string();
+        assert!(e.contains("--per needs a limit"), "{e}");
+        let e = limits(Some(0), None, false)
+            .check()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("concurrency"), "{e}");
+        let mut l = limits(Some(1), None, true);
+        l.per = Some("a.b".into());
+        let e = l.check().unwrap_err().to_string();
+        assert!(e.contains("top-level"), "{e}");
+    }
+
+    #[test]
+    fn limits_serialize_as_the_cli_shows_them() {
+        let l = limits(Some(2), Some("10/1s"), true);
+        assert_eq!(
+            serde_json::to_value(&l).unwrap(),
+            serde_json::json!({"concurrency": 2, "rate": {"count": 10, "period": "1s"}, "per": "customer"})
+        );
+    }
+}

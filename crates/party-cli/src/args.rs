@@ -60,6 +60,9 @@ pub(crate) enum Command {
     Bench(BenchArgs),
     /// Remove finished tasks and run rows past their retention now (workers do it every minute)
     Prune(PruneArgs),
+    /// Pause, resume and limit queues across every worker, and list them
+    #[command(subcommand)]
+    Queue(QueueCommand),
     /// Serve the HTTP API, the dashboard and metrics (Ctrl-C or SIGTERM stop it gracefully)
     #[cfg(feature = "serve")]
     Serve(ServeArgs),
@@ -85,6 +88,69 @@ pub(crate) struct ServeArgs {
     /// Serve /metrics without a token
     #[arg(long)]
     pub(crate) metrics_public: bool,
+}
+
+/// `party queue ...`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum QueueCommand {
+    /// Every queue with tasks or controls: tasks by state, due tasks, paused or not, limits
+    List(QueueListArgs),
+    /// Stop claiming a queue's tasks on every worker (running ones finish)
+    Pause(QueueNameArgs),
+    /// Claim a paused queue's tasks again
+    Resume(QueueNameArgs),
+    /// Set a queue's limits across every worker, replacing those it had (or --clear them)
+    Limit(QueueLimitArgs),
+}
+
+/// `party queue list`.
+#[derive(Debug, Args)]
+pub(crate) struct QueueListArgs {
+    /// Print JSON instead of text
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// `party queue pause|resume`.
+#[derive(Debug, Args)]
+pub(crate) struct QueueNameArgs {
+    /// The queue
+    #[arg(value_parser = parse::queue)]
+    pub(crate) queue: String,
+
+    /// Print JSON instead of text
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// `party queue limit`.
+#[derive(Debug, Args)]
+pub(crate) struct QueueLimitArgs {
+    /// The queue
+    #[arg(value_parser = parse::queue)]
+    pub(crate) queue: String,
+
+    /// At most N of the queue's tasks run at once across every worker (per key with --per)
+    #[arg(long, value_name = "N", value_parser = parse::queue_concurrency)]
+    pub(crate) concurrency: Option<u32>,
+
+    /// At most COUNT starts in any window of PERIOD, e.g. 10/1s, 100/1m, 1000/1h (per key
+    /// with --per); tasks over it wait, using no attempt
+    #[arg(long, value_name = "COUNT/PERIOD", value_parser = parse::rate)]
+    pub(crate) rate: Option<party::Rate>,
+
+    /// Apply the limits per distinct value of a top-level data field, e.g. data.customer
+    /// (tasks without it share one key)
+    #[arg(long, value_name = "data.FIELD", value_parser = parse::per_key)]
+    pub(crate) per: Option<String>,
+
+    /// Remove the queue's limits
+    #[arg(long, conflicts_with_all = ["concurrency", "rate", "per"])]
+    pub(crate) clear: bool,
+
+    /// Print JSON instead of text
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 /// How long finished tasks and run rows are kept: `party worker` and `party prune`.

@@ -615,6 +615,7 @@ async fn idle_claim_us(store: &Arc<dyn Store>, n: usize) -> Result<f64, TaskErro
                 now,
                 lease_until: now + SignedDuration::from_secs(30),
                 promote_limit: party::policy::PROMOTE_BATCH,
+                controlled: &[],
             })
             .await?;
         if !got.is_empty() {

@@ -198,6 +198,28 @@ pub(crate) fn prefetch(s: &str) -> Result<usize, TaskError> {
     .map(|n| n as usize)
 }
 
+/// `queue limit --concurrency`: 1 to [`validate::MAX_CONCURRENCY`].
+pub(crate) fn queue_concurrency(s: &str) -> Result<u32, TaskError> {
+    let n = validate::whole_number(
+        s,
+        "the queue's concurrency",
+        1,
+        validate::MAX_CONCURRENCY as i64,
+        "--concurrency 5",
+    )?;
+    validate::queue_concurrency(n)
+}
+
+/// `queue limit --rate`: `10/1s`, `100/1m`, `1000/1h`.
+pub(crate) fn rate(s: &str) -> Result<party::Rate, TaskError> {
+    validate::rate(s)
+}
+
+/// `queue limit --per`: `data.FIELD`.
+pub(crate) fn per_key(s: &str) -> Result<String, TaskError> {
+    validate::per_key(s)
+}
+
 /// A task state name.
 pub(crate) fn state(s: &str) -> Result<State, TaskError> {
     validate::short_text(s, "the state")?;

@@ -11,6 +11,7 @@ mod bench;
 mod inspect;
 mod occurrences;
 mod prune;
+mod queue;
 #[cfg(feature = "serve")]
 mod serve;
 mod stats;
@@ -40,6 +41,7 @@ pub(crate) async fn dispatch(cli: Cli, registry: Registry) -> Result<(), TaskErr
                 Command::Stats(args) => stats::run(&party, args).await,
                 Command::Next(args) => occurrences::next(&party, args).await,
                 Command::Gaps(args) => occurrences::gaps(&party, args).await,
+                Command::Queue(args) => queue::run(&party, args).await,
                 #[cfg(feature = "serve")]
                 Command::Serve(_) => unreachable!("handled above"),
                 Command::Demo(_) | Command::Worker(_) | Command::Bench(_) | Command::Prune(_) => {

@@ -226,10 +226,11 @@ async fn a_rate_limit_holds_in_every_window(b: Backend) {
         let in_window = starts[i..].iter().filter(|t| **t < *s + secs(60)).count();
         assert!(in_window <= 3, "{in_window} starts in the minute from {s}");
     }
-    // Three at t0, three a minute later, two after another minute: starts as soon as allowed.
+    // Three at t0, three once the minute and its margin (50 ms) have passed (at the next
+    // claim, 70 s), two a minute after that: starts as soon as allowed.
     assert_eq!(starts[0], t0());
-    assert_eq!(starts[3], t0() + secs(60));
-    assert_eq!(starts[6], t0() + secs(120));
+    assert_eq!(starts[3], t0() + secs(70));
+    assert_eq!(starts[6], t0() + secs(140));
 }
 
 async fn a_per_key_rate_limits_each_key(b: Backend) {
@@ -246,19 +247,16 @@ async fn a_per_key_rate_limits_each_key(b: Backend) {
         .unwrap();
     let got = claim(&*h.store, "w", t0(), 10, &[Q]).await;
     assert_eq!(got.len(), 4, "two of each key");
+    // The window is the second widened by its margin, a twentieth of it: 1.05 s. A start at
+    // t0 counts until a claim at t0 + 1.05 s no longer sees it.
+    let ms = jiff::SignedDuration::from_millis;
     assert!(
-        claim(
-            &*h.store,
-            "w",
-            t0() + jiff::SignedDuration::from_millis(999),
-            10,
-            &[Q]
-        )
-        .await
-        .is_empty()
+        claim(&*h.store, "w", t0() + ms(1049), 10, &[Q])
+            .await
+            .is_empty()
     );
     assert_eq!(
-        claim(&*h.store, "w", t0() + secs(1), 10, &[Q]).await.len(),
+        claim(&*h.store, "w", t0() + ms(1050), 10, &[Q]).await.len(),
         2
     );
 }

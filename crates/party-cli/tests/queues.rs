@@ -243,8 +243,8 @@ fn limits_and_pauses_hold_across_worker_processes() {
         assert_eq!(find("paused")["counts"]["scheduled"], 5);
         assert_eq!(find("limited")["counts"]["done"], 12);
         assert_eq!(find("limited")["limits"]["concurrency"], 2);
-        assert_eq!(find("rated")["limits"]["rate"]["count"], 4);
-        assert_eq!(find("per-key")["limits"]["per"], "customer");
+        assert_eq!(find("rated")["limits"]["rate"], "4/1s");
+        assert_eq!(find("per-key")["limits"]["per"], "data.customer");
     }
 }
 

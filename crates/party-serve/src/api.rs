@@ -8,7 +8,7 @@ use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Json, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use party::spec::TaskSpec;
 use party::{ListFilter, State as TaskState, TaskError, TaskId, TaskInfo, format_time, validate};
 use serde::Deserialize;
@@ -31,6 +31,10 @@ pub(crate) fn routes() -> Router<Shared> {
         .route("/tasks/{id}/next", get(next))
         .route("/tasks/{id}/gaps", get(gaps))
         .route("/stats", get(stats))
+        .route("/queues", get(queues))
+        .route("/queues/{name}/pause", post(pause_queue))
+        .route("/queues/{name}/resume", post(resume_queue))
+        .route("/queues/{name}/limits", put(limit_queue))
         .route("/openapi.json", get(openapi))
         .fallback(not_found)
 }
@@ -243,6 +247,63 @@ async fn gaps(State(app): State<Shared>, headers: HeaderMap, Path(id): Path<Stri
 async fn stats(State(app): State<Shared>, headers: HeaderMap) -> ApiResult {
     reader(&app, &headers)?;
     Ok(Json(app.party.stats().await?.to_json()).into_response())
+}
+
+async fn queues(State(app): State<Shared>, headers: HeaderMap) -> ApiResult {
+    reader(&app, &headers)?;
+    Ok(Json(json!({ "queues": app.party.queues().await? })).into_response())
+}
+
+/// The queue as it is now (with no tasks and no controls when it has neither).
+async fn queue_json(app: &Shared, name: &str) -> Result<Value, TaskError> {
+    let info = app
+        .party
+        .queues()
+        .await?
+        .into_iter()
+        .find(|q| q.name == name);
+    Ok(match info {
+        Some(q) => serde_json::to_value(q).unwrap_or(Value::Null),
+        None => json!({"name": name, "paused": false, "limits": {}, "counts": {}, "due": 0}),
+    })
+}
+
+async fn pause_queue(
+    State(app): State<Shared>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> ApiResult {
+    writer(&app, &headers)?;
+    app.party.pause_queue(&name).await?;
+    Ok(Json(queue_json(&app, &name).await?).into_response())
+}
+
+async fn resume_queue(
+    State(app): State<Shared>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> ApiResult {
+    writer(&app, &headers)?;
+    app.party.resume_queue(&name).await?;
+    Ok(Json(queue_json(&app, &name).await?).into_response())
+}
+
+async fn limit_queue(
+    State(app): State<Shared>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    writer(&app, &headers)?;
+    let body = body?;
+    let spec: party::queues::LimitsSpec = serde_json::from_str(body_text(&body)?).map_err(|e| {
+        ApiError::bad_request(format!(
+            "{e}; the body is an object like {{\"concurrency\": 2, \"rate\": \"10/1s\", \
+             \"per\": \"data.customer\"}} ({{}} removes the limits)"
+        ))
+    })?;
+    app.party.limit_queue(&name, &spec.limits()?).await?;
+    Ok(Json(queue_json(&app, &name).await?).into_response())
 }
 
 async fn openapi(State(app): State<Shared>, headers: HeaderMap) -> ApiResult {

@@ -18,8 +18,8 @@ pub(crate) async fn metrics(State(app): State<Shared>, headers: HeaderMap) -> Re
             return ApiError::from(d).into_response();
         }
     }
-    let stats = match app.party.stats().await {
-        Ok(s) => s,
+    let (stats, queues) = match tokio::try_join!(app.party.stats(), app.party.queues()) {
+        Ok(both) => both,
         Err(e) => return ApiError::from(e).into_response(),
     };
     let now = app.party.clock().now();
@@ -42,6 +42,44 @@ pub(crate) async fn metrics(State(app): State<Shared>, headers: HeaderMap) -> Re
             label(&c.handler),
             c.state.as_str(),
             c.count
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP party_queue_tasks Tasks by queue and state.\n# TYPE party_queue_tasks gauge"
+    );
+    for q in &queues {
+        for (state, n) in &q.counts {
+            let _ = writeln!(
+                out,
+                "party_queue_tasks{{queue=\"{}\",state=\"{}\"}} {n}",
+                label(&q.name),
+                state.as_str()
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP party_queue_due_tasks Scheduled or retrying tasks due now, by queue.\n# TYPE party_queue_due_tasks gauge"
+    );
+    for q in &queues {
+        let _ = writeln!(
+            out,
+            "party_queue_due_tasks{{queue=\"{}\"}} {}",
+            label(&q.name),
+            q.due
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP party_queue_paused Whether a queue is paused (1) or not (0).\n# TYPE party_queue_paused gauge"
+    );
+    for q in &queues {
+        let _ = writeln!(
+            out,
+            "party_queue_paused{{queue=\"{}\"}} {}",
+            label(&q.name),
+            u8::from(q.paused)
         );
     }
     let _ = writeln!(

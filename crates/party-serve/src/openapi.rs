@@ -14,6 +14,10 @@ pub fn document() -> Value {
         json!({"description": desc,
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Task"}}}})
     };
+    let queue = json!({"name": "name", "in": "path", "required": true,
+        "description": "A queue name.", "schema": {"type": "string"}});
+    let queue_answer = json!({"description": "The queue as it is now",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Queue"}}}});
     json!({
         "openapi": "3.0.3",
         "info": {
@@ -132,6 +136,41 @@ pub fn document() -> Value {
                     }
                 }
             },
+            "/queues": {
+                "get": {
+                    "operationId": "listQueues",
+                    "summary": "Every queue with tasks or controls: tasks by state, due tasks, paused or not, limits",
+                    "responses": {
+                        "200": {"description": "As `party queue list --json`", "content": {"application/json": {"schema": {"type": "object", "properties": {"queues": {"type": "array", "items": {"$ref": "#/components/schemas/Queue"}}}}}}},
+                        "401": error
+                    }
+                }
+            },
+            "/queues/{name}/pause": {
+                "post": {
+                    "operationId": "pauseQueue",
+                    "summary": "Stop claiming the queue's tasks on every worker; running ones finish",
+                    "parameters": [queue.clone()],
+                    "responses": {"200": queue_answer.clone(), "400": error, "401": error, "403": error}
+                }
+            },
+            "/queues/{name}/resume": {
+                "post": {
+                    "operationId": "resumeQueue",
+                    "summary": "Claim a paused queue's tasks again",
+                    "parameters": [queue.clone()],
+                    "responses": {"200": queue_answer.clone(), "400": error, "401": error, "403": error}
+                }
+            },
+            "/queues/{name}/limits": {
+                "put": {
+                    "operationId": "limitQueue",
+                    "summary": "Set the queue's limits across every worker, replacing those it had ({} removes them)",
+                    "parameters": [queue],
+                    "requestBody": {"required": true, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Limits"}}}},
+                    "responses": {"200": queue_answer, "400": error, "401": error, "403": error, "413": error}
+                }
+            },
             "/openapi.json": {
                 "get": {
                     "operationId": "openapi",
@@ -193,6 +232,15 @@ pub fn document() -> Value {
                     "expected": {"type": "integer"}, "truncated": {"type": "boolean"},
                     "missing": {"type": "array", "items": {"type": "string"}},
                     "doubled": {"type": "array"}, "unexpected": {"type": "array", "items": {"type": "string"}}}},
+                "Limits": {"type": "object", "additionalProperties": false, "properties": {
+                    "concurrency": {"type": "integer", "minimum": 1, "maximum": party::validate::MAX_CONCURRENCY, "description": "At most this many running at once across every worker (per key with per)"},
+                    "rate": {"type": "string", "description": "At most COUNT starts in any window of PERIOD, e.g. 10/1s, 100/1m, 1000/1h (per key with per)"},
+                    "per": {"type": "string", "description": "A top-level data field the limits hold per value of, e.g. data.customer"}}},
+                "Queue": {"type": "object", "properties": {
+                    "name": {"type": "string"}, "paused": {"type": "boolean"},
+                    "limits": {"$ref": "#/components/schemas/Limits"},
+                    "counts": {"type": "object", "additionalProperties": {"type": "integer"}, "description": "Tasks per state"},
+                    "due": {"type": "integer", "description": "Scheduled or retrying tasks due now"}}},
                 "Stats": {"type": "object", "properties": {
                     "by_state": {"type": "object", "additionalProperties": {"type": "integer"}},
                     "by_handler": {"type": "object"},

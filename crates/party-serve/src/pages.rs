@@ -20,6 +20,8 @@ use crate::Shared;
 use crate::api::{ListQuery, page};
 use crate::auth::{Caller, Denied};
 
+mod queues;
+
 /// How often pages reload themselves, in seconds.
 const REFRESH_SECS: u32 = 5;
 
@@ -33,6 +35,7 @@ pub(crate) fn routes() -> Router<Shared> {
         .route("/tasks/retry-matching", post(retry_matching))
         .route("/tasks/cancel-matching", post(cancel_matching))
         .route("/add", get(add_form).post(add))
+        .merge(queues::routes())
 }
 
 /// A page's failure, shown as a page.
@@ -105,6 +108,7 @@ fn layout(title: &str, caller: Option<&Caller>, refresh: bool, body: Markup) -> 
                     a href="/" { "Overview" }
                     a href="/tasks" { "Tasks" }
                     a href="/tasks?state=dead" { "Dead" }
+                    a href="/queues" { "Queues" }
                     a href="/add" { "Add" }
                     @if let Some(c) = caller {
                         @if !c.csrf().is_empty() {

@@ -329,6 +329,82 @@ async fn redacted_fields_never_leave_the_server(b: Backend) {
     assert_eq!(stored.data["card"], "4242424242424242");
 }
 
+async fn queues_are_paused_limited_and_listed_as_the_cli_does(b: Backend) {
+    let Some(s) = Server::start(b).await else {
+        return;
+    };
+    s.party
+        .add(party::NewTask::new("noop").queue("mail"))
+        .await
+        .unwrap();
+    let paused = s.api("POST", "/api/v1/queues/mail/pause", None).await;
+    assert_eq!(paused.status, 200, "{}", paused.body);
+    assert_eq!(paused.json()["paused"], true);
+    assert_eq!(paused.json()["counts"]["scheduled"], 1);
+    let limited = s
+        .api(
+            "PUT",
+            "/api/v1/queues/mail/limits",
+            Some(r#"{"concurrency":1,"rate":"10/1s","per":"data.customer"}"#),
+        )
+        .await;
+    assert_eq!(limited.status, 200, "{}", limited.body);
+    assert_eq!(
+        limited.json()["limits"],
+        json!({"concurrency": 1, "rate": "10/1s", "per": "data.customer"})
+    );
+    // The library sees what the API set; the listing is the library's.
+    let queues = s.party.queues().await.unwrap();
+    assert_eq!(queues.len(), 1);
+    assert!(queues[0].paused);
+    assert_eq!(queues[0].limits.per.as_deref(), Some("customer"));
+    let listed = s.api("GET", "/api/v1/queues", None).await;
+    assert_eq!(listed.json(), json!({ "queues": queues }));
+    // Bad limits are refused with the CLI's messages, and nothing changes.
+    for (body, says) in [
+        (r#"{"concurrency":0}"#, "at least 1"),
+        (r#"{"rate":"10"}"#, "is not a rate"),
+        (r#"{"per":"customer","concurrency":1}"#, "data.FIELD"),
+        (r#"{"per":"data.customer"}"#, "--per needs a limit"),
+        (r#"{"burst":3}"#, "unknown field"),
+    ] {
+        let r = s.api("PUT", "/api/v1/queues/mail/limits", Some(body)).await;
+        assert_eq!(r.status, 400, "{body}: {}", r.body);
+        assert!(
+            r.json()["error"].as_str().unwrap().contains(says),
+            "{body}: {}",
+            r.body
+        );
+    }
+    let bad_name = s.api("POST", "/api/v1/queues/%20/pause", None).await;
+    assert_eq!(bad_name.status, 400, "{}", bad_name.body);
+    assert_eq!(s.party.queues().await.unwrap(), queues);
+    // Resume and clear: the queue is back to no control.
+    let resumed = s.api("POST", "/api/v1/queues/mail/resume", None).await;
+    assert_eq!(resumed.json()["paused"], false);
+    let cleared = s.api("PUT", "/api/v1/queues/mail/limits", Some("{}")).await;
+    assert_eq!(cleared.json()["limits"], json!({}));
+    assert!(
+        s.party
+            .store()
+            .queue_controls(&[])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // A read-only token may list but not change.
+    let read = format!("Bearer {}", support::READ_TOKEN);
+    let r = s
+        .raw(
+            "POST",
+            "/api/v1/queues/mail/pause",
+            &[("Authorization", &read)],
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 403, "{}", r.body);
+}
+
 async fn every_route_matches_the_openapi_document(b: Backend) {
     let Some(s) = Server::start(b).await else {
         return;
@@ -348,13 +424,17 @@ async fn every_route_matches_the_openapi_document(b: Backend) {
     let bodies = |path: &str| match path {
         "/tasks" => Some(r#"{"handler":"noop","data":{"k":1}}"#),
         "/tasks/bulk" => Some(r#"[{"handler":"noop"}]"#),
+        "/queues/{name}/limits" => Some(r#"{"concurrency":2}"#),
         _ => None,
     };
     let paths = doc["paths"].as_object().unwrap();
     let mut operations = 0;
     for (path, item) in paths {
         for (method, op) in item.as_object().unwrap() {
-            let url = format!("/api/v1{}", path.replace("{id}", &id));
+            let url = format!(
+                "/api/v1{}",
+                path.replace("{id}", &id).replace("{name}", "mail")
+            );
             let method = method.to_uppercase();
             for (who, auth) in [("token", Some(support::TOKEN)), ("nobody", None)] {
                 let header = auth.map(|t| format!("Bearer {t}"));
@@ -377,7 +457,7 @@ async fn every_route_matches_the_openapi_document(b: Backend) {
             operations += 1;
         }
     }
-    assert_eq!(operations, 10);
+    assert_eq!(operations, 14);
     // No route answers that the document leaves out.
     for (method, path) in [
         ("DELETE", format!("/api/v1/tasks/{id}")),
@@ -402,4 +482,5 @@ on_every_backend!(
     pages_follow_the_cursor_through_every_task_once,
     redacted_fields_never_leave_the_server,
     every_route_matches_the_openapi_document,
+    queues_are_paused_limited_and_listed_as_the_cli_does,
 );

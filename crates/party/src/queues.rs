@@ -38,18 +38,20 @@ pub const LIMITED_RECHECK: std::time::Duration = std::time::Duration::from_milli
 /// pause takes effect at once.
 pub const CONTROLS_REFRESH: std::time::Duration = std::time::Duration::from_millis(500);
 
-/// At most `count` starts in any window of `period`: `10/1s`, `100/1m`, `1000/1h`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// At most `count` starts in any window of `period`: `10/1s`, `100/1m`, `1000/1h`. Serialized
+/// as that text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rate {
     /// Starts allowed per window.
     pub count: u32,
     /// The window's length: whole milliseconds, at most [`MAX_RATE_PERIOD`].
-    #[serde(serialize_with = "serialize_period")]
     pub period: SignedDuration,
 }
 
-fn serialize_period<S: serde::Serializer>(d: &SignedDuration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&format_period(*d))
+impl Serialize for Rate {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
 }
 
 /// A period as `1s`, `1m`, `1h` or its parts (`1m30s`, `250ms`).
@@ -92,10 +94,21 @@ pub struct QueueLimits {
     /// At most this many starts in any window (per key with `per`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rate: Option<Rate>,
-    /// A top-level data field: the limits hold per distinct value of it. Tasks without the
-    /// field (or with `null` in it) share one key.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// A top-level data field (its name, without `data.`): the limits hold per distinct value
+    /// of it. Tasks without the field (or with `null` in it) share one key. Serialized as
+    /// `data.FIELD`, as `--per` takes it.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "serialize_per"
+    )]
     pub per: Option<String>,
+}
+
+fn serialize_per<S: serde::Serializer>(per: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    match per {
+        Some(field) => s.collect_str(&format_args!("data.{field}")),
+        None => s.serialize_none(),
+    }
 }
 
 impl QueueLimits {
@@ -125,6 +138,38 @@ impl QueueLimits {
             }
         }
         Ok(())
+    }
+}
+
+/// Limits as JSON gives them (the HTTP API's body): `{"concurrency": 2, "rate": "10/1s",
+/// "per": "data.customer"}`, every field optional, `{}` for none. Unknown fields are refused.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSpec {
+    /// As `--concurrency`.
+    pub concurrency: Option<i64>,
+    /// As `--rate`.
+    pub rate: Option<String>,
+    /// As `--per`.
+    pub per: Option<String>,
+}
+
+impl LimitsSpec {
+    /// The limits, each value checked as the command line checks it.
+    ///
+    /// # Errors
+    /// [`TaskError::Invalid`] saying which value is wrong.
+    pub fn limits(&self) -> Result<QueueLimits, TaskError> {
+        let limits = QueueLimits {
+            concurrency: self
+                .concurrency
+                .map(validate::queue_concurrency)
+                .transpose()?,
+            rate: self.rate.as_deref().map(validate::rate).transpose()?,
+            per: self.per.as_deref().map(validate::per_key).transpose()?,
+        };
+        limits.check()?;
+        Ok(limits)
     }
 }
 
@@ -413,7 +458,7 @@ mod tests {
         let l = limits(Some(2), Some("10/1s"), true);
         assert_eq!(
             serde_json::to_value(&l).unwrap(),
-            serde_json::json!({"concurrency": 2, "rate": {"count": 10, "period": "1s"}, "per": "customer"})
+            serde_json::json!({"concurrency": 2, "rate": "10/1s", "per": "data.customer"})
         );
     }
 }

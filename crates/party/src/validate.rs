@@ -318,6 +318,13 @@ fn check_name(name: &str, what: &str, example: &str) -> Result<(), TaskError> {
             c as u32
         )));
     }
+    if name.trim() != name {
+        return Err(TaskError::invalid(format!(
+            "the {what} {} starts or ends with white space, which no one sees when it is \
+             shown: give {example}",
+            quote(name)
+        )));
+    }
     Ok(())
 }
 
@@ -1126,6 +1133,11 @@ mod tests {
         assert!(esc.contains("U+001B") && !esc.contains('\u{1b}'), "{esc}");
         assert!(handler_name("rtl\u{202e}txt").is_err());
         assert!(handler_name("sénd_ëmail").is_ok());
+        assert!(handler_name("send email").is_ok());
+        for blank in [" ", " mail", "mail\u{a0}", "\u{3000}"] {
+            let e = msg(queue_name(blank).unwrap_err());
+            assert!(e.contains("white space"), "{blank:?}: {e}");
+        }
     }
 
     #[test]

@@ -467,6 +467,11 @@ pub(crate) struct BenchArgs {
     /// tasks kept one minute; reports the hot table's size and the throughput, tenth by tenth
     #[arg(long)]
     pub(crate) soak: bool,
+
+    /// Measure only what queue limits cost the claim: no-op throughput at concurrency 128
+    /// without limits and with limits that never bind
+    #[arg(long, conflicts_with = "soak")]
+    pub(crate) limits: bool,
 }
 
 /// `party demo`.

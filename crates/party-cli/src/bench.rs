@@ -398,6 +398,100 @@ pub async fn run(url: &str, options: &BenchOptions) -> Result<BenchReport, TaskE
     })
 }
 
+/// The concurrency the cost of queue limits is measured at.
+pub const LIMITS_CONCURRENCY: usize = 128;
+
+/// No-op throughput of one queue with some controls, beside the same queue without.
+#[derive(Debug, Clone, Serialize)]
+pub struct LimitCost {
+    /// What was set, as `party queue limit` takes it (`none` for the queue without limits).
+    pub limits: String,
+    /// Tasks drained and how fast.
+    pub rate: Rate,
+    /// Throughput against the queue without limits, measured in the same run.
+    pub ratio: f64,
+}
+
+/// What a queue limit costs the claim: no-op throughput at concurrency
+/// [`LIMITS_CONCURRENCY`] on a fresh scratch store per variant, without limits and with
+/// limits that never bind (so only the cost of applying them is measured), in one run.
+///
+/// # Errors
+/// [`TaskError`] from the database.
+pub async fn limits(url: &str, quick: bool) -> Result<Vec<LimitCost>, TaskError> {
+    let n = Sizes::new(quick).drain;
+    let keys = 1000;
+    let variants: [(&str, Option<party::QueueLimits>); 4] = [
+        ("none", None),
+        (
+            "--concurrency 10000",
+            Some(party::QueueLimits {
+                concurrency: Some(10_000),
+                ..party::QueueLimits::default()
+            }),
+        ),
+        (
+            "--concurrency 1 --per data.k (1000 keys)",
+            Some(party::QueueLimits {
+                concurrency: Some(1),
+                per: Some("k".to_string()),
+                ..party::QueueLimits::default()
+            }),
+        ),
+        (
+            "--rate 1000000/1s",
+            Some(party::QueueLimits {
+                rate: Some(party::Rate::parse("1000000/1s")?),
+                ..party::QueueLimits::default()
+            }),
+        ),
+    ];
+    let mut out: Vec<LimitCost> = Vec::new();
+    for (name, limits) in variants {
+        step(&format!(
+            "no-op throughput at concurrency {LIMITS_CONCURRENCY}, limits: {name}"
+        ));
+        let rate = in_scratch(url, async |_, party| {
+            let tasks = (0..n)
+                .map(|i| NewTask::new("noop").data(serde_json::json!({"k": i % keys})))
+                .collect();
+            add_bulk(party, tasks).await?;
+            if let Some(l) = &limits {
+                party.limit_queue(party::DEFAULT_QUEUE, l).await?;
+            }
+            let t = Instant::now();
+            let report = party
+                .worker(worker_config(LIMITS_CONCURRENCY))
+                .run_until_idle()
+                .await?;
+            Ok(Rate::new(report.succeeded, t.elapsed()))
+        })
+        .await?;
+        let base = out.first().map_or(rate.per_second, |b| b.rate.per_second);
+        out.push(LimitCost {
+            limits: name.to_string(),
+            ratio: rate.per_second / base.max(1e-9),
+            rate,
+        });
+    }
+    Ok(out)
+}
+
+/// The limit costs as a table.
+pub fn limits_table(costs: &[LimitCost]) -> String {
+    let mut text =
+        format!("no-op throughput at concurrency {LIMITS_CONCURRENCY} by queue limits\n");
+    for c in costs {
+        text.push_str(&format!(
+            "  {:<42} {:>10} tasks/s  {:.2}x\n",
+            c.limits,
+            format!("{:.0}", c.rate.per_second),
+            c.ratio
+        ));
+    }
+    text
+}
+
 fn worker_config(concurrency: usize) -> WorkerConfig {
     WorkerConfig {
         concurrency,

@@ -34,11 +34,21 @@ struct Workers {
     url: String,
     procs: Vec<Child>,
     started: usize,
+    /// Each started worker's standard error, in start order.
+    logs: Vec<std::path::PathBuf>,
 }
 
 impl Workers {
     fn spawn_one(&mut self) -> Child {
         self.started += 1;
+        let log = std::env::temp_dir().join(format!(
+            "party-chaos-{}-{:016x}-{}.log",
+            std::process::id(),
+            std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), &self.url),
+            self.started
+        ));
+        let file = std::fs::File::create(&log).expect("a worker log file");
+        self.logs.push(log);
         party_cmd(&self.url)
             .args([
                 "worker",
@@ -47,9 +57,9 @@ impl Workers {
                 "--lease",
                 &format!("{LEASE_SECS}s"),
             ])
-            .env("PARTY_LOG", "error")
+            .env("PARTY_LOG", "warn")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(file)
             .spawn()
             .expect("spawn party worker")
     }
@@ -199,6 +209,7 @@ fn run_chaos(db: &Db, n: usize, chaos_for: Duration, private: Option<&Cluster>) 
         url: db.url.clone(),
         procs: Vec::new(),
         started: 0,
+        logs: Vec::new(),
     };
     for _ in 0..WORKERS {
         let c = workers.spawn_one();
@@ -265,12 +276,31 @@ fn run_chaos(db: &Db, n: usize, chaos_for: Duration, private: Option<&Cluster>) 
     for i in 0..WORKERS {
         workers.signal(i, libc::SIGTERM);
     }
-    for w in &mut workers.procs {
-        assert!(
-            w.wait().unwrap().success(),
-            "{}: a worker did not stop cleanly on SIGTERM",
-            db.name
-        );
+    for i in 0..WORKERS {
+        let status = workers.procs[i].wait().unwrap();
+        if !status.success() {
+            let logs: Vec<String> = workers
+                .logs
+                .iter()
+                .map(|p| {
+                    let text = std::fs::read_to_string(p).unwrap_or_default();
+                    let tail: Vec<&str> = text.lines().rev().take(20).collect();
+                    format!(
+                        "{}:\n{}",
+                        p.display(),
+                        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                    )
+                })
+                .collect();
+            panic!(
+                "{}: worker {i} did not stop cleanly on SIGTERM ({status}); the workers' logs:\n{}",
+                db.name,
+                logs.join("\n")
+            );
+        }
+    }
+    for log in &workers.logs {
+        let _ = std::fs::remove_file(log);
     }
 
     // The checks.

@@ -21,6 +21,15 @@ pub(crate) async fn run(db: &str, args: BenchArgs) -> Result<(), TaskError> {
             "worker".into(),
         ],
     };
+    if args.limits {
+        let costs = bench::limits(db, args.quick).await?;
+        return if args.json {
+            let json = serde_json::to_string_pretty(&costs).map_err(TaskError::store)?;
+            output::print(&format!("{json}\n"))
+        } else {
+            output::print(&bench::limits_table(&costs))
+        };
+    }
     let report = bench::run(db, &options).await?;
     if args.json {
         let json = serde_json::to_string_pretty(&report).map_err(TaskError::store)?;

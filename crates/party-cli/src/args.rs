@@ -66,6 +66,24 @@ pub(crate) enum Command {
     /// Serve the HTTP API, the dashboard and metrics (Ctrl-C or SIGTERM stop it gracefully)
     #[cfg(feature = "serve")]
     Serve(ServeArgs),
+    /// Copy every task and run of the --db store into another, empty store, and verify it
+    Copy(CopyArgs),
+}
+
+/// `party copy`.
+#[derive(Debug, Args)]
+pub(crate) struct CopyArgs {
+    /// The target: a SQLite file path or a postgres:// URL, holding no tasks yet
+    #[arg(long, value_name = "URL")]
+    pub(crate) to: String,
+
+    /// Rows read and written at once, per table (one transaction on the target each)
+    #[arg(long, value_name = "N", default_value_t = party::policy::COPY_BATCH, value_parser = parse::copy_batch)]
+    pub(crate) batch: u32,
+
+    /// Print JSON instead of text
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 /// `party serve`.

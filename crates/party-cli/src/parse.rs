@@ -169,6 +169,11 @@ pub(crate) fn priority(s: &str) -> Result<i32, TaskError> {
     validate::priority(n)
 }
 
+/// `party copy --batch`: 1 to [`validate::MAX_COPY_BATCH`].
+pub(crate) fn copy_batch(s: &str) -> Result<u32, TaskError> {
+    validate::copy_batch(s, "--batch 1000")
+}
+
 /// `--limit`: 1 to [`validate::MAX_LIST_LIMIT`].
 pub(crate) fn limit(s: &str) -> Result<u32, TaskError> {
     validate::list_limit(s, "--limit 20")

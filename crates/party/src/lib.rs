@@ -51,6 +51,7 @@
 pub mod builtin;
 mod client;
 pub mod clock;
+pub mod copy;
 mod error;
 mod id;
 pub mod maintenance;

@@ -30,6 +30,10 @@ pub const PROMOTE_BATCH: u32 = 5_000;
 /// Stuck running tasks (lease over, not yet rescued) that `stats` names one by one.
 pub const STUCK_LISTED: u32 = 10;
 
+/// Rows a copy ([`crate::copy`]) reads and writes at once, per table: one transaction on the
+/// target per batch, and no more than this many rows in memory.
+pub const COPY_BATCH: u32 = 1_000;
+
 /// Done one-off tasks are kept this long after they finish, by default.
 pub const RETAIN_DONE: SignedDuration = SignedDuration::from_hours(7 * 24);
 

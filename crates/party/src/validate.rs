@@ -50,6 +50,9 @@ pub const MAX_ATTEMPTS: u32 = i32::MAX as u32;
 /// The most tasks one listing returns.
 pub const MAX_LIST_LIMIT: u32 = 1_000_000;
 
+/// The most rows a copy reads and writes at once.
+pub const MAX_COPY_BATCH: u32 = 100_000;
+
 /// The most tasks one worker runs at once.
 pub const MAX_CONCURRENCY: usize = 10_000;
 
@@ -601,6 +604,11 @@ pub fn occurrence_count(s: &str, example: &str) -> Result<usize, TaskError> {
 /// A listing's limit given as text: 1 to [`MAX_LIST_LIMIT`].
 pub fn list_limit(s: &str, example: &str) -> Result<u32, TaskError> {
     whole_number(s, "the limit", 1, MAX_LIST_LIMIT.into(), example).map(|n| n as u32)
+}
+
+/// Rows a copy reads and writes at once (`party copy --batch`): 1 to [`MAX_COPY_BATCH`].
+pub fn copy_batch(s: &str, example: &str) -> Result<u32, TaskError> {
+    whole_number(s, "the batch size", 1, MAX_COPY_BATCH.into(), example).map(|n| n as u32)
 }
 
 /// A listing's cursor, as written by [`crate::ListCursor`] (`due-microseconds_id`).

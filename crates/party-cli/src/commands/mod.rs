@@ -8,6 +8,7 @@ use crate::demo;
 
 mod add;
 mod bench;
+mod copy;
 mod inspect;
 mod occurrences;
 mod prune;
@@ -25,6 +26,7 @@ pub(crate) async fn dispatch(cli: Cli, registry: Registry) -> Result<(), TaskErr
         Command::Bench(args) => bench::run(&database(cli.db), args).await,
         Command::Worker(args) => worker::run(&database(cli.db), registry, args).await,
         Command::Prune(args) => prune::run(&database(cli.db), args).await,
+        Command::Copy(args) => copy::run(&database(cli.db), args).await,
         #[cfg(feature = "serve")]
         Command::Serve(args) => serve::run(&database(cli.db), registry, args).await,
         command => {
@@ -44,7 +46,11 @@ pub(crate) async fn dispatch(cli: Cli, registry: Registry) -> Result<(), TaskErr
                 Command::Queue(args) => queue::run(&party, args).await,
                 #[cfg(feature = "serve")]
                 Command::Serve(_) => unreachable!("handled above"),
-                Command::Demo(_) | Command::Worker(_) | Command::Bench(_) | Command::Prune(_) => {
+                Command::Demo(_)
+                | Command::Worker(_)
+                | Command::Bench(_)
+                | Command::Prune(_)
+                | Command::Copy(_) => {
                     unreachable!("handled above")
                 }
             }

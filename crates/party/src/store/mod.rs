@@ -376,6 +376,217 @@ pub struct HeartbeatParams<'a> {
     pub now: Timestamp,
 }
 
+/// A table [`crate::copy`] carries from one store to another, in the order it copies them.
+/// Workers and maintenance leaderships are not carried: they belong to the processes of the
+/// source, and a copy refuses while any of its workers is live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CopyTable {
+    /// `tasks`: live tasks (scheduled, running, retrying), keyed by id.
+    Live,
+    /// `task_history`: finished tasks (done, dead, cancelled), keyed by id.
+    History,
+    /// `runs`: one row per attempt, keyed by its task and then its position in the table
+    /// (a task's runs in the order they were recorded).
+    Runs,
+}
+
+impl CopyTable {
+    /// Every table, in copy order.
+    pub const ALL: [CopyTable; 3] = [CopyTable::Live, CopyTable::History, CopyTable::Runs];
+
+    /// The table's name in both schemas.
+    pub fn name(self) -> &'static str {
+        match self {
+            CopyTable::Live => "tasks",
+            CopyTable::History => "task_history",
+            CopyTable::Runs => "runs",
+        }
+    }
+}
+
+/// Where a batch of [`Store::copy_read`] continues: after this row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopyKey {
+    /// A task's id (live and finished tasks, in byte order, which is hex order).
+    Id(TaskId),
+    /// A run row: its task, and its position ([`RunRow::position`]).
+    Run(TaskId, i64),
+}
+
+/// One batch to read for a copy.
+#[derive(Debug, Clone, Copy)]
+pub struct CopyRead {
+    /// The table.
+    pub table: CopyTable,
+    /// Continue after this row (`None`: from the first).
+    pub after: Option<CopyKey>,
+    /// At most this many rows ([`crate::policy::COPY_BATCH`]).
+    pub limit: u32,
+}
+
+/// A live task's row with every column, exactly as stored: what a copy reads and writes.
+/// Instants are microseconds since the Unix epoch on both backends.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LiveRow {
+    /// Id.
+    pub id: TaskId,
+    /// Handler name.
+    pub handler: String,
+    /// Canonical data JSON text.
+    pub data: String,
+    /// The occurrence's scheduled instant.
+    pub timestamp: Timestamp,
+    /// When it may next be claimed.
+    pub due_at: Timestamp,
+    /// Promoted for claims (its due time has passed).
+    pub ready: bool,
+    /// When the previous occurrence ran.
+    pub last_run_on: Option<Timestamp>,
+    /// Attempts of this occurrence so far.
+    pub attempts: i32,
+    /// Attempts allowed per occurrence.
+    pub max_attempts: i32,
+    /// Whether the singleton rule applies.
+    pub is_recurring: bool,
+    /// Rule JSON text.
+    pub rule: Option<String>,
+    /// `scheduled`, `running` or `retrying`.
+    pub state: String,
+    /// Queue.
+    pub queue: String,
+    /// Priority.
+    pub priority: i32,
+    /// The last failed attempt's error.
+    pub last_error: Option<String>,
+    /// Fencing token.
+    pub fence: i64,
+    /// The worker holding it (running tasks).
+    pub worker: Option<String>,
+    /// When the running attempt started.
+    pub started_at: Option<Timestamp>,
+    /// When the running attempt's lease ends.
+    pub lease_until: Option<Timestamp>,
+    /// Creation time.
+    pub created_at: Timestamp,
+    /// Last change.
+    pub updated_at: Timestamp,
+    /// A one-off task's unique key.
+    pub unique_key: Option<String>,
+    /// A person asked to cancel it while it runs.
+    pub cancel_requested: bool,
+}
+
+/// A finished task's row with every column, exactly as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistoryRow {
+    /// Id.
+    pub id: TaskId,
+    /// Handler name.
+    pub handler: String,
+    /// Canonical data JSON text.
+    pub data: String,
+    /// The last occurrence's scheduled instant.
+    pub timestamp: Timestamp,
+    /// When it was last due.
+    pub due_at: Timestamp,
+    /// When the previous occurrence ran.
+    pub last_run_on: Option<Timestamp>,
+    /// Attempts of the last occurrence.
+    pub attempts: i32,
+    /// Attempts allowed per occurrence.
+    pub max_attempts: i32,
+    /// Whether the singleton rule applied.
+    pub is_recurring: bool,
+    /// Rule JSON text.
+    pub rule: Option<String>,
+    /// `done`, `dead` or `cancelled`.
+    pub state: String,
+    /// Queue.
+    pub queue: String,
+    /// Priority.
+    pub priority: i32,
+    /// The last failed attempt's error.
+    pub last_error: Option<String>,
+    /// Fencing token, kept for a retry.
+    pub fence: i64,
+    /// Creation time.
+    pub created_at: Timestamp,
+    /// When it finished.
+    pub finished_at: Timestamp,
+    /// A one-off task's unique key.
+    pub unique_key: Option<String>,
+}
+
+/// One attempt's row, exactly as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunRow {
+    /// Its position in the source's table (SQLite's rowid, PostgreSQL's `seq`), which orders
+    /// a task's runs. Not written: the target numbers the rows anew, in the order given.
+    pub position: i64,
+    /// The task.
+    pub task_id: TaskId,
+    /// Attempt number.
+    pub attempt: i32,
+    /// The occurrence it ran for.
+    pub timestamp: Timestamp,
+    /// Start.
+    pub started_at: Timestamp,
+    /// End.
+    pub finished_at: Timestamp,
+    /// Outcome text.
+    pub outcome: String,
+    /// Error text.
+    pub error: Option<String>,
+    /// Worker id.
+    pub worker: String,
+}
+
+/// A batch of rows of one table, as [`Store::copy_read`] returns and [`Store::copy_write`]
+/// takes them.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CopyRows {
+    /// Live tasks.
+    Live(Vec<LiveRow>),
+    /// Finished tasks.
+    History(Vec<HistoryRow>),
+    /// Run rows.
+    Runs(Vec<RunRow>),
+}
+
+impl CopyRows {
+    /// The table the rows belong to.
+    pub fn table(&self) -> CopyTable {
+        match self {
+            CopyRows::Live(_) => CopyTable::Live,
+            CopyRows::History(_) => CopyTable::History,
+            CopyRows::Runs(_) => CopyTable::Runs,
+        }
+    }
+
+    /// How many rows.
+    pub fn len(&self) -> usize {
+        match self {
+            CopyRows::Live(r) => r.len(),
+            CopyRows::History(r) => r.len(),
+            CopyRows::Runs(r) => r.len(),
+        }
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The key of the last row: where the next batch continues.
+    pub fn last_key(&self) -> Option<CopyKey> {
+        match self {
+            CopyRows::Live(r) => r.last().map(|r| CopyKey::Id(r.id)),
+            CopyRows::History(r) => r.last().map(|r| CopyKey::Id(r.id)),
+            CopyRows::Runs(r) => r.last().map(|r| CopyKey::Run(r.task_id, r.position)),
+        }
+    }
+}
+
 /// The storage seam: one implementation per database. Object-safe, so the runtime holds an
 /// `Arc<dyn Store>` and users never see store generics.
 #[async_trait]
@@ -474,6 +685,17 @@ pub trait Store: Send + Sync + 'static {
     /// Space the tables take on disk, as the database reports it (SQLite: the pages of each
     /// b-tree, `dbstat`; PostgreSQL: `pg_table_size` and `pg_indexes_size`).
     async fn table_sizes(&self) -> Result<TableSizes, TaskError>;
+
+    /// Up to `limit` rows of one table exactly as stored, in key order after `after` (task
+    /// ids in byte order; run rows by task id, then in the order they were recorded): what
+    /// [`crate::copy`] reads, batch by batch, without holding a whole table in memory.
+    async fn copy_read(&self, params: CopyRead) -> Result<CopyRows, TaskError>;
+
+    /// Insert rows read from another store, every column as given, in one durable
+    /// transaction; run rows are appended in the order given. The finished-task counters
+    /// follow, as for any change to the history. A row whose id is already stored fails the
+    /// whole batch.
+    async fn copy_write(&self, rows: CopyRows) -> Result<(), TaskError>;
 
     /// Forget a worker that stopped cleanly.
     async fn worker_remove(&self, id: &str) -> Result<(), TaskError>;

@@ -74,8 +74,9 @@ use self::error::{
 };
 use self::migrate::migrate;
 use self::rows::{
-    FinishArrays, InsertArrays, PgTime, count_at, expired_from_row, id_at, opt_time_at,
-    run_from_row, task_from_row, time_at,
+    FinishArrays, InsertArrays, PgTime, count_at, expired_from_row, history_columns, history_row,
+    id_at, live_columns, live_row, opt_time_at, run_columns, run_from_row, run_row, task_from_row,
+    time_at,
 };
 use self::sql::{
     BEGIN_ASYNC_COMMIT, Names, Statements, sql_existing, sql_existing_unique, sql_insert_skipping,
@@ -83,9 +84,9 @@ use self::sql::{
 };
 use self::wakeup::{listen, notify_loop, signal_loop};
 use super::{
-    ClaimParams, ClaimedTask, ExpiredParams, ExpiredTask, Finish, FinishResult, HeartbeatParams,
-    InsertTask, LeaderParams, PruneCounts, PruneParams, QueueCounts, StatsParams, Steer, SteerMany,
-    Store, StoreStats, TableSize, TableSizes,
+    ClaimParams, ClaimedTask, CopyKey, CopyRead, CopyRows, CopyTable, ExpiredParams, ExpiredTask,
+    Finish, FinishResult, HeartbeatParams, InsertTask, LeaderParams, PruneCounts, PruneParams,
+    QueueCounts, StatsParams, Steer, SteerMany, Store, StoreStats, TableSize, TableSizes,
 };
 use crate::model::{ListFilter, State, TaskInfo, WorkerInfo};
 use crate::queues::{QueueControl, QueueLimits};
@@ -1050,6 +1051,71 @@ impl Store for PgStore {
             history: size(2),
             runs: size(4),
         })
+    }
+
+    async fn copy_read(&self, p: CopyRead) -> Result<CopyRows, TaskError> {
+        let s = &self.pool.names.quoted;
+        let after_id: Vec<u8> = match p.after {
+            Some(CopyKey::Id(id) | CopyKey::Run(id, _)) => id.as_bytes().to_vec(),
+            None => Vec::new(),
+        };
+        let limit = i64::from(p.limit);
+        let conn = self.pool.get().await?;
+        // Rare (a copy): not among the statements every connection prepares.
+        Ok(match p.table {
+            CopyTable::Live => {
+                let rows = conn
+                    .client
+                    .query(&sql::sql_copy_read_live(s), &[&after_id, &limit])
+                    .await
+                    .map_err(db_err)?;
+                CopyRows::Live(rows.iter().map(live_row).collect::<Result<_, _>>()?)
+            }
+            CopyTable::History => {
+                let rows = conn
+                    .client
+                    .query(&sql::sql_copy_read_history(s), &[&after_id, &limit])
+                    .await
+                    .map_err(db_err)?;
+                CopyRows::History(rows.iter().map(history_row).collect::<Result<_, _>>()?)
+            }
+            CopyTable::Runs => {
+                let position = match p.after {
+                    Some(CopyKey::Run(_, position)) => position,
+                    _ => i64::MIN,
+                };
+                let rows = conn
+                    .client
+                    .query(&sql::sql_copy_read_runs(s), &[&after_id, &position, &limit])
+                    .await
+                    .map_err(db_err)?;
+                CopyRows::Runs(rows.iter().map(run_row).collect::<Result<_, _>>()?)
+            }
+        })
+    }
+
+    async fn copy_write(&self, rows: CopyRows) -> Result<(), TaskError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let s = &self.pool.names.quoted;
+        let (query, columns) = match &rows {
+            CopyRows::Live(r) => (sql::sql_copy_write_live(s), live_columns(r)),
+            CopyRows::History(r) => (sql::sql_copy_write_history(s), history_columns(r)),
+            CopyRows::Runs(r) => (sql::sql_copy_write_runs(s), run_columns(r)),
+        };
+        let params: Vec<&(dyn ToSql + Sync)> = columns
+            .iter()
+            .map(|c| &**c as &(dyn ToSql + Sync))
+            .collect();
+        let conn = self.pool.get().await?;
+        // One statement: one transaction, its history counted by the statement's trigger.
+        conn.client.execute(&query, &params).await.map_err(db_err)?;
+        if let CopyRows::Live(r) = &rows {
+            self.count_inserted(r.len());
+            self.signal();
+        }
+        Ok(())
     }
 
     async fn worker_remove(&self, id: &str) -> Result<(), TaskError> {

@@ -10,7 +10,7 @@ use tokio_postgres::types::{FromSql, IsNull, ToSql, Type, to_sql_checked};
 
 use crate::clock::{from_micros, to_micros};
 use crate::model::{Outcome, Run, State, TaskInfo};
-use crate::store::{ExpiredTask, Finish, InsertTask, Next};
+use crate::store::{ExpiredTask, Finish, HistoryRow, InsertTask, LiveRow, Next, RunRow};
 use crate::{TaskError, TaskId};
 
 // Instants: timestamptz on the wire is microseconds since 2000-01-01 UTC.
@@ -281,6 +281,160 @@ pub(super) fn expired_from_row(r: &Row) -> Result<ExpiredTask, TaskError> {
         lease_until: time_at(r, 7),
         cancel_requested: r.get(8),
     })
+}
+
+/// A live task with every column, from `sql::sql_copy_read_live`.
+pub(super) fn live_row(r: &Row) -> Result<LiveRow, TaskError> {
+    Ok(LiveRow {
+        id: id_at(r, 0)?,
+        handler: r.get(1),
+        data: r.get(2),
+        timestamp: time_at(r, 3),
+        due_at: time_at(r, 4),
+        ready: r.get(5),
+        last_run_on: opt_time_at(r, 6),
+        attempts: r.get(7),
+        max_attempts: r.get(8),
+        is_recurring: r.get(9),
+        rule: r.get(10),
+        state: r.get(11),
+        queue: r.get(12),
+        priority: r.get(13),
+        last_error: r.get(14),
+        fence: r.get(15),
+        worker: r.get(16),
+        started_at: opt_time_at(r, 17),
+        lease_until: opt_time_at(r, 18),
+        created_at: time_at(r, 19),
+        updated_at: time_at(r, 20),
+        unique_key: r.get(21),
+        cancel_requested: r.get(22),
+    })
+}
+
+/// A finished task with every column, from `sql::sql_copy_read_history`.
+pub(super) fn history_row(r: &Row) -> Result<HistoryRow, TaskError> {
+    Ok(HistoryRow {
+        id: id_at(r, 0)?,
+        handler: r.get(1),
+        data: r.get(2),
+        timestamp: time_at(r, 3),
+        due_at: time_at(r, 4),
+        last_run_on: opt_time_at(r, 5),
+        attempts: r.get(6),
+        max_attempts: r.get(7),
+        is_recurring: r.get(8),
+        rule: r.get(9),
+        state: r.get(10),
+        queue: r.get(11),
+        priority: r.get(12),
+        last_error: r.get(13),
+        fence: r.get(14),
+        created_at: time_at(r, 15),
+        finished_at: time_at(r, 16),
+        unique_key: r.get(17),
+    })
+}
+
+/// A run row with its position, from `sql::sql_copy_read_runs`.
+pub(super) fn run_row(r: &Row) -> Result<RunRow, TaskError> {
+    Ok(RunRow {
+        position: r.get(0),
+        task_id: id_at(r, 1)?,
+        attempt: r.get(2),
+        timestamp: time_at(r, 3),
+        started_at: time_at(r, 4),
+        finished_at: time_at(r, 5),
+        outcome: r.get(6),
+        error: r.get(7),
+        worker: r.get(8),
+    })
+}
+
+fn times(rows: impl Iterator<Item = Timestamp>) -> Vec<PgTime> {
+    rows.map(PgTime::of).collect()
+}
+
+fn opt_times(rows: impl Iterator<Item = Option<Timestamp>>) -> Vec<Option<PgTime>> {
+    rows.map(|t| t.map(PgTime::of)).collect()
+}
+
+fn ids(rows: impl Iterator<Item = TaskId>) -> Vec<Vec<u8>> {
+    rows.map(|id| id.as_bytes().to_vec()).collect()
+}
+
+/// Sends a statement's parameters, each a column of the batch as an array.
+pub(super) type Columns = Vec<Box<dyn ToSql + Sync + Send>>;
+
+/// The arrays of `sql::sql_copy_write_live`.
+pub(super) fn live_columns(rows: &[LiveRow]) -> Columns {
+    let col = |f: fn(&LiveRow) -> String| rows.iter().map(f).collect::<Vec<_>>();
+    let opt = |f: fn(&LiveRow) -> Option<String>| rows.iter().map(f).collect::<Vec<_>>();
+    vec![
+        Box::new(ids(rows.iter().map(|r| r.id))),
+        Box::new(col(|r| r.handler.clone())),
+        Box::new(col(|r| r.data.clone())),
+        Box::new(times(rows.iter().map(|r| r.timestamp))),
+        Box::new(times(rows.iter().map(|r| r.due_at))),
+        Box::new(rows.iter().map(|r| r.ready).collect::<Vec<_>>()),
+        Box::new(opt_times(rows.iter().map(|r| r.last_run_on))),
+        Box::new(rows.iter().map(|r| r.attempts).collect::<Vec<_>>()),
+        Box::new(rows.iter().map(|r| r.max_attempts).collect::<Vec<_>>()),
+        Box::new(rows.iter().map(|r| r.is_recurring).collect::<Vec<_>>()),
+        Box::new(opt(|r| r.rule.clone())),
+        Box::new(col(|r| r.state.clone())),
+        Box::new(col(|r| r.queue.clone())),
+        Box::new(rows.iter().map(|r| r.priority).collect::<Vec<_>>()),
+        Box::new(opt(|r| r.last_error.clone())),
+        Box::new(rows.iter().map(|r| r.fence).collect::<Vec<_>>()),
+        Box::new(opt(|r| r.worker.clone())),
+        Box::new(opt_times(rows.iter().map(|r| r.started_at))),
+        Box::new(opt_times(rows.iter().map(|r| r.lease_until))),
+        Box::new(times(rows.iter().map(|r| r.created_at))),
+        Box::new(times(rows.iter().map(|r| r.updated_at))),
+        Box::new(opt(|r| r.unique_key.clone())),
+        Box::new(rows.iter().map(|r| r.cancel_requested).collect::<Vec<_>>()),
+    ]
+}
+
+/// The arrays of `sql::sql_copy_write_history`.
+pub(super) fn history_columns(rows: &[HistoryRow]) -> Columns {
+    let col = |f: fn(&HistoryRow) -> String| rows.iter().map(f).collect::<Vec<_>>();
+    let opt = |f: fn(&HistoryRow) -> Option<String>| rows.iter().map(f).collect::<Vec<_>>();
+    vec![
+        Box::new(ids(rows.iter().map(|r| r.id))),
+        Box::new(col(|r| r.handler.clone())),
+        Box::new(col(|r| r.data.clone())),
+        Box::new(times(rows.iter().map(|r| r.timestamp))),
+        Box::new(times(rows.iter().map(|r| r.due_at))),
+        Box::new(opt_times(rows.iter().map(|r| r.last_run_on))),
+        Box::new(rows.iter().map(|r| r.attempts).collect::<Vec<_>>()),
+        Box::new(rows.iter().map(|r| r.max_attempts).collect::<Vec<_>>()),
+        Box::new(rows.iter().map(|r| r.is_recurring).collect::<Vec<_>>()),
+        Box::new(opt(|r| r.rule.clone())),
+        Box::new(col(|r| r.state.clone())),
+        Box::new(col(|r| r.queue.clone())),
+        Box::new(rows.iter().map(|r| r.priority).collect::<Vec<_>>()),
+        Box::new(opt(|r| r.last_error.clone())),
+        Box::new(rows.iter().map(|r| r.fence).collect::<Vec<_>>()),
+        Box::new(times(rows.iter().map(|r| r.created_at))),
+        Box::new(times(rows.iter().map(|r| r.finished_at))),
+        Box::new(opt(|r| r.unique_key.clone())),
+    ]
+}
+
+/// The arrays of `sql::sql_copy_write_runs`.
+pub(super) fn run_columns(rows: &[RunRow]) -> Columns {
+    vec![
+        Box::new(ids(rows.iter().map(|r| r.task_id))),
+        Box::new(rows.iter().map(|r| r.attempt).collect::<Vec<_>>()),
+        Box::new(times(rows.iter().map(|r| r.timestamp))),
+        Box::new(times(rows.iter().map(|r| r.started_at))),
+        Box::new(times(rows.iter().map(|r| r.finished_at))),
+        Box::new(rows.iter().map(|r| r.outcome.clone()).collect::<Vec<_>>()),
+        Box::new(rows.iter().map(|r| r.error.clone()).collect::<Vec<_>>()),
+        Box::new(rows.iter().map(|r| r.worker.clone()).collect::<Vec<_>>()),
+    ]
 }
 
 #[cfg(test)]

@@ -636,6 +636,73 @@ impl Statements {
     }
 }
 
+/// Every column of a live task, in the order `copy_read` reads and `copy_write` writes them.
+const COPY_LIVE_COLUMNS: &str = "id, handler, data, timestamp, due_at, ready, last_run_on, \
+    attempts, max_attempts, is_recurring, rule, state, queue, priority, last_error, fence, \
+    worker, started_at, lease_until, created_at, updated_at, unique_key, cancel_requested";
+
+/// Every column of a finished task, in copy order.
+const COPY_HISTORY_COLUMNS: &str = "id, handler, data, timestamp, due_at, last_run_on, attempts, \
+    max_attempts, is_recurring, rule, state, queue, priority, last_error, fence, created_at, \
+    finished_at, unique_key";
+
+/// A batch of live tasks after id $1 (an empty `bytea`: from the first), at most $2.
+pub(super) fn sql_copy_read_live(s: &str) -> String {
+    format!("SELECT {COPY_LIVE_COLUMNS} FROM {s}.tasks WHERE id > $1 ORDER BY id LIMIT $2")
+}
+
+/// A batch of finished tasks after id $1, at most $2.
+pub(super) fn sql_copy_read_history(s: &str) -> String {
+    format!(
+        "SELECT {COPY_HISTORY_COLUMNS} FROM {s}.task_history WHERE id > $1 ORDER BY id LIMIT $2"
+    )
+}
+
+/// A batch of run rows after task $1's row $2, by task (the `runs_task` index) and then in
+/// recorded order, at most $3.
+pub(super) fn sql_copy_read_runs(s: &str) -> String {
+    format!(
+        "SELECT seq, task_id, attempt, timestamp, started_at, finished_at, outcome, error, \
+           worker FROM {s}.runs WHERE task_id >= $1 AND (task_id > $1 OR seq > $2) \
+         ORDER BY task_id, seq LIMIT $3"
+    )
+}
+
+/// Live tasks from arrays, one per column in copy order.
+pub(super) fn sql_copy_write_live(s: &str) -> String {
+    format!(
+        "INSERT INTO {s}.tasks ({COPY_LIVE_COLUMNS}) SELECT * FROM unnest($1::bytea[], \
+           $2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[], $6::bool[], \
+           $7::timestamptz[], $8::int4[], $9::int4[], $10::bool[], $11::text[], $12::text[], \
+           $13::text[], $14::int4[], $15::text[], $16::int8[], $17::text[], $18::timestamptz[], \
+           $19::timestamptz[], $20::timestamptz[], $21::timestamptz[], $22::text[], $23::bool[])"
+    )
+}
+
+/// Finished tasks from arrays, one per column in copy order.
+pub(super) fn sql_copy_write_history(s: &str) -> String {
+    format!(
+        "INSERT INTO {s}.task_history ({COPY_HISTORY_COLUMNS}) SELECT * FROM unnest( \
+           $1::bytea[], $2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[], \
+           $6::timestamptz[], $7::int4[], $8::int4[], $9::bool[], $10::text[], $11::text[], \
+           $12::text[], $13::int4[], $14::text[], $15::int8[], $16::timestamptz[], \
+           $17::timestamptz[], $18::text[])"
+    )
+}
+
+/// Run rows from arrays, appended in the arrays' order (so `seq` keeps it).
+pub(super) fn sql_copy_write_runs(s: &str) -> String {
+    format!(
+        "INSERT INTO {s}.runs (task_id, attempt, timestamp, started_at, finished_at, outcome, \
+           error, worker) \
+         SELECT task_id, attempt, ts, started_at, finished_at, outcome, error, worker \
+         FROM unnest($1::bytea[], $2::int4[], $3::timestamptz[], $4::timestamptz[], \
+           $5::timestamptz[], $6::text[], $7::text[], $8::text[]) WITH ORDINALITY \
+           AS r(task_id, attempt, ts, started_at, finished_at, outcome, error, worker, ord) \
+         ORDER BY ord"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -20,12 +20,15 @@ use tokio::sync::Notify;
 
 use self::conn::{Durability, Job, start_writer, transaction, transaction_with};
 use self::error::{db_err, existing_singleton, existing_unique, is_unique_violation};
-use self::rows::{expired_from_row, id_from_row, id_key, json_list, run_from_row, task_from_row};
+use self::rows::{
+    expired_from_row, history_row, id_from_row, id_key, json_list, live_row, run_from_row, run_row,
+    task_from_row,
+};
 use self::wakeup::watch_other_processes;
 use super::{
-    ClaimParams, ClaimedTask, ExpiredParams, ExpiredTask, Finish, FinishResult, HeartbeatParams,
-    InsertTask, LeaderParams, Next, PruneCounts, PruneParams, QueueCounts, StatsParams, Steer,
-    SteerMany, Store, StoreStats, TableSizes,
+    ClaimParams, ClaimedTask, CopyKey, CopyRead, CopyRows, CopyTable, ExpiredParams, ExpiredTask,
+    Finish, FinishResult, HeartbeatParams, InsertTask, LeaderParams, Next, PruneCounts,
+    PruneParams, QueueCounts, StatsParams, Steer, SteerMany, Store, StoreStats, TableSizes,
 };
 use crate::clock::{from_micros, to_micros};
 use crate::model::{ListFilter, State, TaskInfo, WorkerInfo};
@@ -294,6 +297,18 @@ fn finish_rest(conn: &Connection, f: &Finish) -> Result<FinishResult, TaskError>
     }
     insert_rows(conn, &f.follow_ups)?;
     Ok(FinishResult::Applied)
+}
+
+/// Every row `sql` returns with `args`, each read by `f`.
+fn rows_of<T>(
+    conn: &Connection,
+    sql: &str,
+    args: &[&dyn rusqlite::ToSql],
+    f: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> Result<Vec<T>, TaskError> {
+    let mut stmt = conn.prepare_cached(sql).map_err(db_err)?;
+    let rows = stmt.query_map(args, f).map_err(db_err)?;
+    rows.collect::<Result<Vec<_>, _>>().map_err(db_err)
 }
 
 fn conflict_or_missing(conn: &Connection, id: TaskId, op: Steer) -> TaskError {
@@ -798,6 +813,133 @@ impl Store for SqliteStore {
             Ok(sizes)
         })
         .await
+    }
+
+    async fn copy_read(&self, p: CopyRead) -> Result<CopyRows, TaskError> {
+        self.call(move |conn| {
+            let after_id = match p.after {
+                Some(CopyKey::Id(id) | CopyKey::Run(id, _)) => id.as_bytes().to_vec(),
+                None => Vec::new(),
+            };
+            let limit = i64::from(p.limit);
+            Ok(match p.table {
+                CopyTable::Live => CopyRows::Live(rows_of(
+                    conn,
+                    sql::COPY_READ_LIVE,
+                    &[&after_id, &limit],
+                    live_row,
+                )?),
+                CopyTable::History => CopyRows::History(rows_of(
+                    conn,
+                    sql::COPY_READ_HISTORY,
+                    &[&after_id, &limit],
+                    history_row,
+                )?),
+                CopyTable::Runs => {
+                    let position = match p.after {
+                        Some(CopyKey::Run(_, position)) => position,
+                        _ => i64::MIN,
+                    };
+                    CopyRows::Runs(rows_of(
+                        conn,
+                        sql::COPY_READ_RUNS,
+                        &[&after_id, &position, &limit],
+                        run_row,
+                    )?)
+                }
+            })
+        })
+        .await
+    }
+
+    async fn copy_write(&self, rows: CopyRows) -> Result<(), TaskError> {
+        let live = matches!(rows, CopyRows::Live(_));
+        self.call_durable(move |conn| {
+            transaction(conn, |tx| {
+                match &rows {
+                    CopyRows::Live(rows) => {
+                        let mut stmt = tx.prepare_cached(sql::COPY_WRITE_LIVE).map_err(db_err)?;
+                        for t in rows {
+                            stmt.execute(params![
+                                id_key(&t.id),
+                                t.handler,
+                                t.data,
+                                to_micros(t.timestamp),
+                                to_micros(t.due_at),
+                                t.ready,
+                                t.last_run_on.map(to_micros),
+                                t.attempts,
+                                t.max_attempts,
+                                t.is_recurring,
+                                t.rule,
+                                t.state,
+                                t.queue,
+                                t.priority,
+                                t.last_error,
+                                t.fence,
+                                t.worker,
+                                t.started_at.map(to_micros),
+                                t.lease_until.map(to_micros),
+                                to_micros(t.created_at),
+                                to_micros(t.updated_at),
+                                t.unique_key,
+                                t.cancel_requested,
+                            ])
+                            .map_err(db_err)?;
+                        }
+                    }
+                    CopyRows::History(rows) => {
+                        let mut stmt =
+                            tx.prepare_cached(sql::COPY_WRITE_HISTORY).map_err(db_err)?;
+                        for t in rows {
+                            stmt.execute(params![
+                                id_key(&t.id),
+                                t.handler,
+                                t.data,
+                                to_micros(t.timestamp),
+                                to_micros(t.due_at),
+                                t.last_run_on.map(to_micros),
+                                t.attempts,
+                                t.max_attempts,
+                                t.is_recurring,
+                                t.rule,
+                                t.state,
+                                t.queue,
+                                t.priority,
+                                t.last_error,
+                                t.fence,
+                                to_micros(t.created_at),
+                                to_micros(t.finished_at),
+                                t.unique_key,
+                            ])
+                            .map_err(db_err)?;
+                        }
+                    }
+                    CopyRows::Runs(rows) => {
+                        let mut stmt = tx.prepare_cached(sql::INSERT_RUN).map_err(db_err)?;
+                        for r in rows {
+                            stmt.execute(params![
+                                id_key(&r.task_id),
+                                r.attempt,
+                                to_micros(r.timestamp),
+                                to_micros(r.started_at),
+                                to_micros(r.finished_at),
+                                r.outcome,
+                                r.error,
+                                r.worker,
+                            ])
+                            .map_err(db_err)?;
+                        }
+                    }
+                }
+                Ok(())
+            })
+        })
+        .await?;
+        if live {
+            self.wakeups.notify_waiters();
+        }
+        Ok(())
     }
 
     async fn worker_remove(&self, id: &str) -> Result<(), TaskError> {

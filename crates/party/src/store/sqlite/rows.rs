@@ -3,7 +3,7 @@
 
 use crate::clock::from_micros;
 use crate::model::{Outcome, Run, TaskInfo};
-use crate::store::ExpiredTask;
+use crate::store::{ExpiredTask, HistoryRow, LiveRow, RunRow};
 use crate::{TaskError, TaskId};
 
 /// A task id read straight from its 12 stored bytes.
@@ -86,5 +86,77 @@ pub(super) fn expired_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Expire
         started_at: from_micros(r.get::<_, Option<i64>>(6)?.unwrap_or(r.get(7)?)),
         lease_until: from_micros(r.get(7)?),
         cancel_requested: r.get(8)?,
+    })
+}
+
+fn opt_time(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Option<jiff::Timestamp>> {
+    Ok(r.get::<_, Option<i64>>(i)?.map(from_micros))
+}
+
+/// A live task with every column, from `sql::COPY_READ_LIVE`.
+pub(super) fn live_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<LiveRow> {
+    Ok(LiveRow {
+        id: id_from_row(r, 0)?,
+        handler: r.get(1)?,
+        data: r.get(2)?,
+        timestamp: from_micros(r.get(3)?),
+        due_at: from_micros(r.get(4)?),
+        ready: r.get(5)?,
+        last_run_on: opt_time(r, 6)?,
+        attempts: r.get(7)?,
+        max_attempts: r.get(8)?,
+        is_recurring: r.get(9)?,
+        rule: r.get(10)?,
+        state: r.get(11)?,
+        queue: r.get(12)?,
+        priority: r.get(13)?,
+        last_error: r.get(14)?,
+        fence: r.get(15)?,
+        worker: r.get(16)?,
+        started_at: opt_time(r, 17)?,
+        lease_until: opt_time(r, 18)?,
+        created_at: from_micros(r.get(19)?),
+        updated_at: from_micros(r.get(20)?),
+        unique_key: r.get(21)?,
+        cancel_requested: r.get(22)?,
+    })
+}
+
+/// A finished task with every column, from `sql::COPY_READ_HISTORY`.
+pub(super) fn history_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<HistoryRow> {
+    Ok(HistoryRow {
+        id: id_from_row(r, 0)?,
+        handler: r.get(1)?,
+        data: r.get(2)?,
+        timestamp: from_micros(r.get(3)?),
+        due_at: from_micros(r.get(4)?),
+        last_run_on: opt_time(r, 5)?,
+        attempts: r.get(6)?,
+        max_attempts: r.get(7)?,
+        is_recurring: r.get(8)?,
+        rule: r.get(9)?,
+        state: r.get(10)?,
+        queue: r.get(11)?,
+        priority: r.get(12)?,
+        last_error: r.get(13)?,
+        fence: r.get(14)?,
+        created_at: from_micros(r.get(15)?),
+        finished_at: from_micros(r.get(16)?),
+        unique_key: r.get(17)?,
+    })
+}
+
+/// A run row with its position, from `sql::COPY_READ_RUNS`.
+pub(super) fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRow> {
+    Ok(RunRow {
+        position: r.get(0)?,
+        task_id: id_from_row(r, 1)?,
+        attempt: r.get(2)?,
+        timestamp: from_micros(r.get(3)?),
+        started_at: from_micros(r.get(4)?),
+        finished_at: from_micros(r.get(5)?),
+        outcome: r.get(6)?,
+        error: r.get(7)?,
+        worker: r.get(8)?,
     })
 }

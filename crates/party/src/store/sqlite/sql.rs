@@ -355,3 +355,54 @@ pub(super) const PRUNE_DELETE_OLD_RUNS: &str = concat!(
     old_recurring_runs!(),
     ")"
 );
+
+/// Every column of a live task, in the order `copy_read` reads and `copy_write` writes them.
+macro_rules! copy_live_columns {
+    () => {
+        "id, handler, data, timestamp, due_at, ready, last_run_on, attempts, max_attempts, \
+         is_recurring, rule, state, queue, priority, last_error, fence, worker, started_at, \
+         lease_until, created_at, updated_at, unique_key, cancel_requested"
+    };
+}
+
+/// Every column of a finished task, in copy order.
+macro_rules! copy_history_columns {
+    () => {
+        "id, handler, data, timestamp, due_at, last_run_on, attempts, max_attempts, \
+         is_recurring, rule, state, queue, priority, last_error, fence, created_at, \
+         finished_at, unique_key"
+    };
+}
+
+/// A batch of live tasks after id ?1 (an empty blob: from the first), at most ?2.
+pub(super) const COPY_READ_LIVE: &str = concat!(
+    "SELECT ",
+    copy_live_columns!(),
+    " FROM tasks WHERE id > ?1 ORDER BY id LIMIT ?2"
+);
+
+/// A batch of finished tasks after id ?1, at most ?2.
+pub(super) const COPY_READ_HISTORY: &str = concat!(
+    "SELECT ",
+    copy_history_columns!(),
+    " FROM task_history WHERE id > ?1 ORDER BY id LIMIT ?2"
+);
+
+/// A batch of run rows after task ?1's row ?2, by task and then in recorded order (the
+/// `runs_task` index holds both), at most ?3.
+pub(super) const COPY_READ_RUNS: &str = "SELECT rowid, task_id, attempt, timestamp, started_at, \
+    finished_at, outcome, error, worker FROM runs \
+    WHERE task_id >= ?1 AND (task_id > ?1 OR rowid > ?2) ORDER BY task_id, rowid LIMIT ?3";
+
+pub(super) const COPY_WRITE_LIVE: &str = concat!(
+    "INSERT INTO tasks (",
+    copy_live_columns!(),
+    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, \
+     ?19, ?20, ?21, ?22, ?23)"
+);
+
+pub(super) const COPY_WRITE_HISTORY: &str = concat!(
+    "INSERT INTO task_history (",
+    copy_history_columns!(),
+    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"
+);

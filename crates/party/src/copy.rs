@@ -377,3 +377,72 @@ async fn refuse_filled(target: &dyn Store) -> Result<(), TaskError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary(rows: u64, checksum: &str) -> TableSummary {
+        TableSummary {
+            rows,
+            checksum: checksum.to_string(),
+        }
+    }
+
+    #[test]
+    fn a_table_that_differs_is_named_with_both_sides() {
+        let same = TableReport {
+            table: CopyTable::Live,
+            copied: 2,
+            source: summary(2, "aa"),
+            target: summary(2, "aa"),
+        };
+        let differs = TableReport {
+            table: CopyTable::Runs,
+            copied: 5,
+            source: summary(5, "bb"),
+            target: summary(4, "cc"),
+        };
+        let ok = CopyReport {
+            tables: vec![same.clone()],
+            batches: 1,
+        };
+        assert_eq!(ok.verified(), Ok(()));
+        assert_eq!(ok.to_json()["verified"], true);
+        let bad = CopyReport {
+            tables: vec![same, differs],
+            batches: 2,
+        };
+        let Err(TaskError::Conflict(m)) = bad.verified() else {
+            panic!("a mismatch is an error");
+        };
+        assert!(
+            m.contains("runs differs (source 5 rows, checksum bb; target 4 rows, checksum cc)"),
+            "{m}"
+        );
+        assert!(!m.contains("tasks differs"), "{m}");
+        assert_eq!(bad.to_json()["verified"], false);
+        assert_eq!(bad.to_json()["tables"][1]["matches"], false);
+    }
+
+    #[test]
+    fn canonical_text_leaves_out_the_position_each_store_numbers_itself() {
+        let run = |position| crate::store::RunRow {
+            position,
+            task_id: crate::TaskId::from_bytes([7; 12]),
+            attempt: 1,
+            timestamp: jiff::Timestamp::from_microsecond(1_000_001).unwrap(),
+            started_at: jiff::Timestamp::from_microsecond(2).unwrap(),
+            finished_at: jiff::Timestamp::from_microsecond(3).unwrap(),
+            outcome: "failed".to_string(),
+            error: Some("line\nbreak".to_string()),
+            worker: "w".to_string(),
+        };
+        let a = canonical(&CopyRows::Runs(vec![run(1)]));
+        assert_eq!(a, canonical(&CopyRows::Runs(vec![run(900)])));
+        assert_eq!(
+            a,
+            vec![r#"["070707070707070707070707",1,1000001,2,3,"failed","line\nbreak","w"]"#]
+        );
+    }
+}

@@ -9,6 +9,7 @@
 mod harness;
 
 mod claim;
+mod copy;
 mod finish;
 mod heartbeat;
 mod history;

@@ -159,9 +159,14 @@ fn copy_to_postgres_and_back_keeps_every_task() {
         .collect();
     assert_eq!(
         tables,
-        vec![("tasks", 8), ("task_history", 3), ("runs", 4)],
+        vec![
+            ("tasks", 8),
+            ("task_history", 3),
+            ("runs", 4),
+            ("queues", 0)
+        ],
         "live: retrying, recurring, scheduled, keyed, 4 due; finished: done, dead, cancelled; \
-         runs: done, dead, retrying and recurring"
+         runs: done, dead, retrying and recurring; no queue controls"
     );
     copy(&middle, &back);
 

@@ -15,11 +15,14 @@
 //! ```
 //!
 //! # What is copied
-//! Every row of the live tasks (`tasks`), the finished tasks (`task_history`) and the run rows
-//! (`runs`), with every column as stored: ids, data, `timestamp`, `last_run_on`, attempts,
-//! rules, states, fences, unique keys, a task's runs in their order. The finished-task
-//! counters follow from the rows on the target. Workers and maintenance leaderships are not
-//! copied: they belong to the source's processes.
+//! Every row of the live tasks (`tasks`), the finished tasks (`task_history`), the run rows
+//! (`runs`) and the queue controls (`queues`: pauses and limits), with every column as
+//! stored: ids, data, `timestamp`, `last_run_on`, attempts, rules, states, fences, unique keys,
+//! a task's runs in their order. The finished-task counters follow from the rows on the
+//! target. Workers and maintenance leaderships are not copied: they belong to the source's
+//! processes. Nor is the start log of rate-limited queues, which covers only the current
+//! rate window: for that one window after the move, a rate-limited queue may start up to
+//! its rate again.
 //!
 //! A running task is copied as it is, worker and lease included: no worker of the source is
 //! live (the copy refuses otherwise), so its attempt was lost, and the target's rescue
@@ -28,10 +31,12 @@
 //! # Refusals
 //! - A worker is live on the source or on the target (its liveness, `live_until`, has not
 //!   ended): stop the workers first. Nothing is written.
-//! - The target already holds tasks or run rows: copy into an empty store. Nothing is written.
+//! - The target already holds tasks, run rows or queue controls: copy into an empty store.
+//!   Nothing is written.
 //!
 //! # Batches and verification
-//! Each table is read in key order (ids; run rows by task, then in their recorded order)
+//! Each table is read in key order (ids; run rows by task, then in their recorded order;
+//! queues by name)
 //! [`CopyConfig::batch`] rows at a time, and each batch is written to the target in one
 //! transaction, so memory stays bounded whatever the store holds. At the end both stores are
 //! read again, table by table, and each row's canonical text (a JSON array of its columns,
@@ -149,7 +154,8 @@ impl CopyReport {
     }
 }
 
-/// Copy every task, finished task and run row of `from`'s store into `to`'s, batch by batch,
+/// Copy every task, finished task, run row and queue control of `from`'s store into `to`'s,
+/// batch by batch,
 /// then read both back and compare them table by table. See the [module docs](self).
 ///
 /// A report whose tables differ is returned as `Ok`: check it with
@@ -310,6 +316,21 @@ fn canonical(rows: &CopyRows) -> Vec<String> {
                 .to_string()
             })
             .collect(),
+        CopyRows::Queues(rows) => rows
+            .iter()
+            .map(|q| {
+                json!([
+                    q.name,
+                    q.paused,
+                    q.concurrency,
+                    q.per_key,
+                    q.rate_count,
+                    q.rate_period_ms,
+                    to_micros(q.updated_at),
+                ])
+                .to_string()
+            })
+            .collect(),
         CopyRows::Runs(rows) => rows
             .iter()
             .map(|r| {
@@ -353,7 +374,7 @@ async fn refuse_live_workers(party: &Party, which: &str) -> Result<(), TaskError
     )))
 }
 
-/// Refuse a target that holds any task or run row.
+/// Refuse a target that holds any task, run row or queue control.
 async fn refuse_filled(target: &dyn Store) -> Result<(), TaskError> {
     for table in CopyTable::ALL {
         let found = target
@@ -368,6 +389,7 @@ async fn refuse_filled(target: &dyn Store) -> Result<(), TaskError> {
                 CopyTable::Live => "live tasks",
                 CopyTable::History => "finished tasks",
                 CopyTable::Runs => "run rows",
+                CopyTable::Queues => "queue controls",
             };
             return Err(TaskError::Conflict(format!(
                 "the target already holds {what}: copy into an empty store (a new SQLite file, \

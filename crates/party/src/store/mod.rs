@@ -378,7 +378,8 @@ pub struct HeartbeatParams<'a> {
 
 /// A table [`crate::copy`] carries from one store to another, in the order it copies them.
 /// Workers and maintenance leaderships are not carried: they belong to the processes of the
-/// source, and a copy refuses while any of its workers is live.
+/// source, and a copy refuses while any of its workers is live. Nor is the start log of
+/// rate-limited queues, which only covers the current rate window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CopyTable {
     /// `tasks`: live tasks (scheduled, running, retrying), keyed by id.
@@ -388,11 +389,18 @@ pub enum CopyTable {
     /// `runs`: one row per attempt, keyed by its task and then its position in the table
     /// (a task's runs in the order they were recorded).
     Runs,
+    /// `queues`: the pause and limits of each controlled queue, keyed by name (byte order).
+    Queues,
 }
 
 impl CopyTable {
     /// Every table, in copy order.
-    pub const ALL: [CopyTable; 3] = [CopyTable::Live, CopyTable::History, CopyTable::Runs];
+    pub const ALL: [CopyTable; 4] = [
+        CopyTable::Live,
+        CopyTable::History,
+        CopyTable::Runs,
+        CopyTable::Queues,
+    ];
 
     /// The table's name in both schemas.
     pub fn name(self) -> &'static str {
@@ -400,21 +408,24 @@ impl CopyTable {
             CopyTable::Live => "tasks",
             CopyTable::History => "task_history",
             CopyTable::Runs => "runs",
+            CopyTable::Queues => "queues",
         }
     }
 }
 
 /// Where a batch of [`Store::copy_read`] continues: after this row.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CopyKey {
     /// A task's id (live and finished tasks, in byte order, which is hex order).
     Id(TaskId),
     /// A run row: its task, and its position ([`RunRow::position`]).
     Run(TaskId, i64),
+    /// A queue's name.
+    Name(String),
 }
 
 /// One batch to read for a copy.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct CopyRead {
     /// The table.
     pub table: CopyTable,
@@ -541,6 +552,25 @@ pub struct RunRow {
     pub worker: String,
 }
 
+/// A queue's controls, exactly as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueRow {
+    /// The queue.
+    pub name: String,
+    /// Paused.
+    pub paused: bool,
+    /// At most this many running at once.
+    pub concurrency: Option<i32>,
+    /// The data field the limits apply per value of.
+    pub per_key: Option<String>,
+    /// At most this many starts ...
+    pub rate_count: Option<i32>,
+    /// ... in any window this long (milliseconds).
+    pub rate_period_ms: Option<i64>,
+    /// Last change.
+    pub updated_at: Timestamp,
+}
+
 /// A batch of rows of one table, as [`Store::copy_read`] returns and [`Store::copy_write`]
 /// takes them.
 #[derive(Debug, Clone, PartialEq)]
@@ -551,6 +581,8 @@ pub enum CopyRows {
     History(Vec<HistoryRow>),
     /// Run rows.
     Runs(Vec<RunRow>),
+    /// Queue controls.
+    Queues(Vec<QueueRow>),
 }
 
 impl CopyRows {
@@ -560,6 +592,7 @@ impl CopyRows {
             CopyRows::Live(_) => CopyTable::Live,
             CopyRows::History(_) => CopyTable::History,
             CopyRows::Runs(_) => CopyTable::Runs,
+            CopyRows::Queues(_) => CopyTable::Queues,
         }
     }
 
@@ -569,6 +602,7 @@ impl CopyRows {
             CopyRows::Live(r) => r.len(),
             CopyRows::History(r) => r.len(),
             CopyRows::Runs(r) => r.len(),
+            CopyRows::Queues(r) => r.len(),
         }
     }
 
@@ -583,6 +617,7 @@ impl CopyRows {
             CopyRows::Live(r) => r.last().map(|r| CopyKey::Id(r.id)),
             CopyRows::History(r) => r.last().map(|r| CopyKey::Id(r.id)),
             CopyRows::Runs(r) => r.last().map(|r| CopyKey::Run(r.task_id, r.position)),
+            CopyRows::Queues(r) => r.last().map(|r| CopyKey::Name(r.name.clone())),
         }
     }
 }
@@ -687,7 +722,8 @@ pub trait Store: Send + Sync + 'static {
     async fn table_sizes(&self) -> Result<TableSizes, TaskError>;
 
     /// Up to `limit` rows of one table exactly as stored, in key order after `after` (task
-    /// ids in byte order; run rows by task id, then in the order they were recorded): what
+    /// ids in byte order; run rows by task id, then in the order they were recorded; queues
+    /// by name, in byte order): what
     /// [`crate::copy`] reads, batch by batch, without holding a whole table in memory.
     async fn copy_read(&self, params: CopyRead) -> Result<CopyRows, TaskError>;
 

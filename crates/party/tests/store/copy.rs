@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use party::copy::{CopyConfig, copy};
+use party::queues::{QueueLimits, Rate};
 use party::store::{CopyRead, CopyRows, CopyTable, HeartbeatParams, InsertTask, Next, Store};
 use party::{ListFilter, ManualClock, Party, State, TaskError, TaskId, WorkerConfig, WorkerInfo};
 
@@ -64,6 +65,18 @@ async fn fill(h: &Harness) -> Source {
     }];
     noops.extend((0..24).map(|_| task("noop")));
     let due_noops = h.insert(noops).await;
+
+    // Queue controls: one paused, one limited per customer.
+    h.store.queue_pause("mail", true, t0()).await.unwrap();
+    let limits = QueueLimits {
+        concurrency: Some(2),
+        rate: Some(Rate::parse("10/1m").unwrap()),
+        per: Some("customer".to_string()),
+    };
+    h.store
+        .queue_limit("reports", &limits, t0() + secs(1))
+        .await
+        .unwrap();
     Source {
         running,
         recurring,
@@ -119,12 +132,17 @@ async fn copy_carries_everything(from: Backend, to: Backend) {
         .collect();
     assert_eq!(
         rows,
-        vec![("tasks", 29, 29), ("task_history", 4, 4), ("runs", 6, 6)],
+        vec![
+            ("tasks", 29, 29),
+            ("task_history", 4, 4),
+            ("runs", 6, 6),
+            ("queues", 2, 2),
+        ],
         "live: scheduled, running, retrying, tick and 25 noops; finished: done, dead, \
          cancelled and the keyed one; runs: retrying, done, dead, keyed and 2 of tick (the \
-         running task has none yet, the cancelled one never ran)"
+         running task has none yet, the cancelled one never ran); queues: mail and reports"
     );
-    assert_eq!(report.batches, 8 + 1 + 2);
+    assert_eq!(report.batches, 8 + 1 + 2 + 1);
 
     // Every task reads back the same, runs and all, and the source is untouched.
     let after = every_task(&dst.store).await;
@@ -136,8 +154,18 @@ async fn copy_carries_everything(from: Backend, to: Backend) {
     assert_eq!(tick.last_run_on, Some(t0() + secs(3600)));
     assert!(tick.rule.is_some());
 
-    // The counters the schema keeps agree: stats are the same on both sides.
+    // The counters the schema keeps agree: stats are the same on both sides, and so are the
+    // queues' counts and controls.
     assert_eq!(dst.stats(t0()).await, src.stats(t0()).await);
+    assert_eq!(
+        dst.store.queue_counts(t0()).await.unwrap(),
+        src.store.queue_counts(t0()).await.unwrap()
+    );
+    let controls = dst.store.queue_controls(&[]).await.unwrap();
+    assert_eq!(controls, src.store.queue_controls(&[]).await.unwrap());
+    assert_eq!(controls.len(), 2);
+    assert!(controls[0].paused && controls[0].name == "mail");
+    assert_eq!(controls[1].limits.per.as_deref(), Some("customer"));
     assert_eq!(
         dst.stats(t0() + secs(7200)).await,
         src.stats(t0() + secs(7200)).await
@@ -217,6 +245,7 @@ async fn copy_read_walks_each_table_in_key_order(b: Backend) {
                         .iter()
                         .map(|r| format!("{}:{}", r.task_id, r.position))
                         .collect(),
+                    CopyRows::Queues(r) => r.iter().map(|q| q.name.clone()).collect(),
                 })
                 .collect()
         };

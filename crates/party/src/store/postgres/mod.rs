@@ -75,8 +75,8 @@ use self::error::{
 use self::migrate::migrate;
 use self::rows::{
     FinishArrays, InsertArrays, PgTime, count_at, expired_from_row, history_columns, history_row,
-    id_at, live_columns, live_row, opt_time_at, run_columns, run_from_row, run_row, task_from_row,
-    time_at,
+    id_at, live_columns, live_row, opt_time_at, queue_columns, queue_row, run_columns,
+    run_from_row, run_row, task_from_row, time_at,
 };
 use self::sql::{
     BEGIN_ASYNC_COMMIT, Names, Statements, sql_existing, sql_existing_unique, sql_insert_skipping,
@@ -1055,9 +1055,9 @@ impl Store for PgStore {
 
     async fn copy_read(&self, p: CopyRead) -> Result<CopyRows, TaskError> {
         let s = &self.pool.names.quoted;
-        let after_id: Vec<u8> = match p.after {
+        let after_id: Vec<u8> = match &p.after {
             Some(CopyKey::Id(id) | CopyKey::Run(id, _)) => id.as_bytes().to_vec(),
-            None => Vec::new(),
+            _ => Vec::new(),
         };
         let limit = i64::from(p.limit);
         let conn = self.pool.get().await?;
@@ -1078,6 +1078,18 @@ impl Store for PgStore {
                     .await
                     .map_err(db_err)?;
                 CopyRows::History(rows.iter().map(history_row).collect::<Result<_, _>>()?)
+            }
+            CopyTable::Queues => {
+                let after = match p.after {
+                    Some(CopyKey::Name(name)) => name,
+                    _ => String::new(),
+                };
+                let rows = conn
+                    .client
+                    .query(&sql::sql_copy_read_queues(s), &[&after, &limit])
+                    .await
+                    .map_err(db_err)?;
+                CopyRows::Queues(rows.iter().map(queue_row).collect())
             }
             CopyTable::Runs => {
                 let position = match p.after {
@@ -1103,6 +1115,7 @@ impl Store for PgStore {
             CopyRows::Live(r) => (sql::sql_copy_write_live(s), live_columns(r)),
             CopyRows::History(r) => (sql::sql_copy_write_history(s), history_columns(r)),
             CopyRows::Runs(r) => (sql::sql_copy_write_runs(s), run_columns(r)),
+            CopyRows::Queues(r) => (sql::sql_copy_write_queues(s), queue_columns(r)),
         };
         let params: Vec<&(dyn ToSql + Sync)> = columns
             .iter()

@@ -10,7 +10,7 @@ use tokio_postgres::types::{FromSql, IsNull, ToSql, Type, to_sql_checked};
 
 use crate::clock::{from_micros, to_micros};
 use crate::model::{Outcome, Run, State, TaskInfo};
-use crate::store::{ExpiredTask, Finish, HistoryRow, InsertTask, LiveRow, Next, RunRow};
+use crate::store::{ExpiredTask, Finish, HistoryRow, InsertTask, LiveRow, Next, QueueRow, RunRow};
 use crate::{TaskError, TaskId};
 
 // Instants: timestamptz on the wire is microseconds since 2000-01-01 UTC.
@@ -434,6 +434,32 @@ pub(super) fn run_columns(rows: &[RunRow]) -> Columns {
         Box::new(rows.iter().map(|r| r.outcome.clone()).collect::<Vec<_>>()),
         Box::new(rows.iter().map(|r| r.error.clone()).collect::<Vec<_>>()),
         Box::new(rows.iter().map(|r| r.worker.clone()).collect::<Vec<_>>()),
+    ]
+}
+
+/// A queue's controls, from `sql::sql_copy_read_queues`.
+pub(super) fn queue_row(r: &Row) -> QueueRow {
+    QueueRow {
+        name: r.get(0),
+        paused: r.get(1),
+        concurrency: r.get(2),
+        per_key: r.get(3),
+        rate_count: r.get(4),
+        rate_period_ms: r.get(5),
+        updated_at: time_at(r, 6),
+    }
+}
+
+/// The arrays of `sql::sql_copy_write_queues`.
+pub(super) fn queue_columns(rows: &[QueueRow]) -> Columns {
+    vec![
+        Box::new(rows.iter().map(|r| r.name.clone()).collect::<Vec<_>>()),
+        Box::new(rows.iter().map(|r| r.paused).collect::<Vec<_>>()),
+        Box::new(rows.iter().map(|r| r.concurrency).collect::<Vec<_>>()),
+        Box::new(rows.iter().map(|r| r.per_key.clone()).collect::<Vec<_>>()),
+        Box::new(rows.iter().map(|r| r.rate_count).collect::<Vec<_>>()),
+        Box::new(rows.iter().map(|r| r.rate_period_ms).collect::<Vec<_>>()),
+        Box::new(times(rows.iter().map(|r| r.updated_at))),
     ]
 }
 

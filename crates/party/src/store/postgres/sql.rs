@@ -703,6 +703,24 @@ pub(super) fn sql_copy_write_runs(s: &str) -> String {
     )
 }
 
+/// A batch of queue controls after name $1 (an empty name: from the first), at most $2, in
+/// byte order whatever the database's collation, as SQLite orders them.
+pub(super) fn sql_copy_read_queues(s: &str) -> String {
+    format!(
+        "SELECT name, paused, concurrency, per_key, rate_count, rate_period_ms, updated_at \
+         FROM {s}.queues WHERE name COLLATE \"C\" > $1 ORDER BY name COLLATE \"C\" LIMIT $2"
+    )
+}
+
+/// Queue controls from arrays, one per column in copy order.
+pub(super) fn sql_copy_write_queues(s: &str) -> String {
+    format!(
+        "INSERT INTO {s}.queues (name, paused, concurrency, per_key, rate_count, \
+           rate_period_ms, updated_at) SELECT * FROM unnest($1::text[], $2::bool[], \
+           $3::int4[], $4::text[], $5::int4[], $6::int8[], $7::timestamptz[])"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -21,8 +21,8 @@ use tokio::sync::Notify;
 use self::conn::{Durability, Job, start_writer, transaction, transaction_with};
 use self::error::{db_err, existing_singleton, existing_unique, is_unique_violation};
 use self::rows::{
-    expired_from_row, history_row, id_from_row, id_key, json_list, live_row, run_from_row, run_row,
-    task_from_row,
+    expired_from_row, history_row, id_from_row, id_key, json_list, live_row, queue_row,
+    run_from_row, run_row, task_from_row,
 };
 use self::wakeup::watch_other_processes;
 use super::{
@@ -817,9 +817,9 @@ impl Store for SqliteStore {
 
     async fn copy_read(&self, p: CopyRead) -> Result<CopyRows, TaskError> {
         self.call(move |conn| {
-            let after_id = match p.after {
+            let after_id = match &p.after {
                 Some(CopyKey::Id(id) | CopyKey::Run(id, _)) => id.as_bytes().to_vec(),
-                None => Vec::new(),
+                _ => Vec::new(),
             };
             let limit = i64::from(p.limit);
             Ok(match p.table {
@@ -835,6 +835,18 @@ impl Store for SqliteStore {
                     &[&after_id, &limit],
                     history_row,
                 )?),
+                CopyTable::Queues => {
+                    let after = match p.after {
+                        Some(CopyKey::Name(name)) => name,
+                        _ => String::new(),
+                    };
+                    CopyRows::Queues(rows_of(
+                        conn,
+                        sql::COPY_READ_QUEUES,
+                        &[&after, &limit],
+                        queue_row,
+                    )?)
+                }
                 CopyTable::Runs => {
                     let position = match p.after {
                         Some(CopyKey::Run(_, position)) => position,
@@ -911,6 +923,21 @@ impl Store for SqliteStore {
                                 to_micros(t.created_at),
                                 to_micros(t.finished_at),
                                 t.unique_key,
+                            ])
+                            .map_err(db_err)?;
+                        }
+                    }
+                    CopyRows::Queues(rows) => {
+                        let mut stmt = tx.prepare_cached(sql::COPY_WRITE_QUEUE).map_err(db_err)?;
+                        for q in rows {
+                            stmt.execute(params![
+                                q.name,
+                                q.paused,
+                                q.concurrency,
+                                q.per_key,
+                                q.rate_count,
+                                q.rate_period_ms,
+                                to_micros(q.updated_at),
                             ])
                             .map_err(db_err)?;
                         }

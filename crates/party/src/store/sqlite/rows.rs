@@ -3,7 +3,7 @@
 
 use crate::clock::from_micros;
 use crate::model::{Outcome, Run, TaskInfo};
-use crate::store::{ExpiredTask, HistoryRow, LiveRow, RunRow};
+use crate::store::{ExpiredTask, HistoryRow, LiveRow, QueueRow, RunRow};
 use crate::{TaskError, TaskId};
 
 /// A task id read straight from its 12 stored bytes.
@@ -158,5 +158,18 @@ pub(super) fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRow> {
         outcome: r.get(6)?,
         error: r.get(7)?,
         worker: r.get(8)?,
+    })
+}
+
+/// A queue's controls, from `sql::COPY_READ_QUEUES`.
+pub(super) fn queue_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<QueueRow> {
+    Ok(QueueRow {
+        name: r.get(0)?,
+        paused: r.get(1)?,
+        concurrency: r.get(2)?,
+        per_key: r.get(3)?,
+        rate_count: r.get(4)?,
+        rate_period_ms: r.get(5)?,
+        updated_at: from_micros(r.get(6)?),
     })
 }

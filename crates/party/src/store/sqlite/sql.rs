@@ -406,3 +406,10 @@ pub(super) const COPY_WRITE_HISTORY: &str = concat!(
     copy_history_columns!(),
     ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"
 );
+
+/// A batch of queue controls after name ?1 (an empty name: from the first), at most ?2.
+pub(super) const COPY_READ_QUEUES: &str = "SELECT name, paused, concurrency, per_key, \
+    rate_count, rate_period_ms, updated_at FROM queues WHERE name > ?1 ORDER BY name LIMIT ?2";
+
+pub(super) const COPY_WRITE_QUEUE: &str = "INSERT INTO queues (name, paused, concurrency, \
+    per_key, rate_count, rate_period_ms, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";

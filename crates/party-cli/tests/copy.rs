@@ -120,6 +120,7 @@ fn copy_to_postgres_and_back_keeps_every_task() {
         &source,
         &["noop", "--in", "1h", "--unique-key", "invoice-7"],
     );
+    ok(&source, &["queue", "pause", "mail"]);
     let due: Vec<String> = (0..4)
         .map(|i| add(&source, &["log", "--data", &format!(r#"{{"due":{i}}}"#)]))
         .collect();
@@ -163,10 +164,10 @@ fn copy_to_postgres_and_back_keeps_every_task() {
             ("tasks", 8),
             ("task_history", 3),
             ("runs", 4),
-            ("queues", 0)
+            ("queues", 1)
         ],
         "live: retrying, recurring, scheduled, keyed, 4 due; finished: done, dead, cancelled; \
-         runs: done, dead, retrying and recurring; no queue controls"
+         runs: done, dead, retrying and recurring; queues: mail, paused"
     );
     copy(&middle, &back);
 
@@ -175,6 +176,9 @@ fn copy_to_postgres_and_back_keeps_every_task() {
     assert_eq!(shown(&back), before, "back on SQLite");
     assert_eq!(stats(&middle), stats(&source));
     assert_eq!(stats(&back), stats(&source));
+    let queues = json(&source, &["queue", "list", "--json"]);
+    assert_eq!(json(&middle, &["queue", "list", "--json"]), queues);
+    assert_eq!(json(&back, &["queue", "list", "--json"]), queues);
 
     for copy in [&middle, &back] {
         // The singleton rule and the unique key hold on the copy: exit 3, as on the source.

@@ -261,6 +261,96 @@ async fn a_claim_skips_locked_rows_without_waiting() {
     db.cleanup().await;
 }
 
+/// A heartbeat that waited for a row another transaction holds could deadlock with a finish
+/// batch of the same worker locking its rows in another order (seen as "deadlock detected"
+/// warnings under load): it renews what it can lock at once and still reports the locked
+/// claim as held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_heartbeat_skips_locked_rows_and_keeps_them_held() {
+    let Some(db) = TestDb::new() else { return };
+    let party = db.party().await;
+    let store = party.store().clone();
+    let a = party.add(NewTask::new("noop")).await.unwrap();
+    let b = party.add(NewTask::new("noop")).await.unwrap();
+    let now = Timestamp::now();
+    let claimed = claim(store.as_ref(), now, 10).await;
+    assert_eq!(claimed.len(), 2);
+    let fence = |id: TaskId| claimed.iter().find(|c| c.id == id).unwrap().fence;
+    let held = [(a, fence(a)), (b, fence(b))];
+    let mut client = db.client().await;
+    let tx = client.transaction().await.unwrap();
+    tx.execute(
+        &format!(
+            "SELECT 1 FROM \"{}\".tasks WHERE id = $1 FOR UPDATE",
+            db.schema
+        ),
+        &[&&a.as_bytes()[..]],
+    )
+    .await
+    .unwrap();
+    let worker = party::WorkerInfo {
+        id: "w".to_string(),
+        handlers: handlers(),
+        queues: queues(),
+        last_seen: now,
+        live_until: now + secs(90),
+    };
+    let renewed_until = now + secs(60);
+    let lost = tokio::time::timeout(
+        Duration::from_secs(5),
+        store.task_heartbeat(party::store::HeartbeatParams {
+            worker: &worker,
+            tasks: &held,
+            lease_until: renewed_until,
+            now,
+        }),
+    )
+    .await
+    .expect("a heartbeat does not wait for a locked row")
+    .unwrap();
+    assert!(lost.is_empty(), "both claims are still held: {lost:?}");
+    tx.rollback().await.unwrap();
+    let lease = |id: TaskId| {
+        let client = &client;
+        let schema = db.schema.clone();
+        async move {
+            let row = client
+                .query_one(
+                    &format!(
+                        "SELECT extract(epoch FROM lease_until)::float8 FROM \"{schema}\".tasks \
+                         WHERE id = $1"
+                    ),
+                    &[&&id.as_bytes()[..]],
+                )
+                .await
+                .unwrap();
+            row.get::<_, f64>(0)
+        }
+    };
+    let until = renewed_until.as_microsecond() as f64 / 1e6;
+    assert!(
+        (lease(b).await - until).abs() < 1e-3,
+        "the free row was renewed"
+    );
+    assert!(
+        lease(a).await < until - 1.0,
+        "the locked row was left for the next beat"
+    );
+    // A claim that is no longer held is reported lost, as before.
+    let stale = [(a, fence(a) - 1)];
+    let lost = store
+        .task_heartbeat(party::store::HeartbeatParams {
+            worker: &worker,
+            tasks: &stale,
+            lease_until: renewed_until,
+            now,
+        })
+        .await
+        .unwrap();
+    assert_eq!(lost, vec![a]);
+    db.cleanup().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn future_tasks_stay_out_of_the_claim_index() {
     let Some(db) = TestDb::new() else { return };

@@ -217,16 +217,27 @@ pub(super) fn sql_finish(s: &str) -> String {
     )
 }
 
+/// Renew the leases of the claims the worker still holds and return those claims. Rows
+/// another transaction has locked (the worker's own finish of them, a rescue) are skipped,
+/// not waited for: a heartbeat that waited could deadlock with a finish batch locking the
+/// same rows in another order. A skipped row still counts as held when the statement's
+/// snapshot shows it running under the claim's fence; the next heartbeat renews it if it is
+/// still running then.
 pub(super) fn sql_heartbeat(s: &str) -> String {
     format!(
         "WITH w AS (INSERT INTO {s}.workers (id, handlers, queues, last_seen, live_until) \
            VALUES ($1, $2, $3, $4, $8) ON CONFLICT (id) DO UPDATE SET \
            handlers = excluded.handlers, queues = excluded.queues, \
-           last_seen = excluded.last_seen, live_until = excluded.live_until) \
-         UPDATE {s}.tasks t SET lease_until = $5 \
-         FROM unnest($6::bytea[], $7::int8[]) AS h(id, fence) \
-         WHERE t.id = h.id AND t.fence = h.fence AND t.state = 'running' \
-         RETURNING t.id, t.fence"
+           last_seen = excluded.last_seen, live_until = excluded.live_until), \
+         held AS (SELECT t.id, t.fence FROM {s}.tasks t \
+           JOIN unnest($6::bytea[], $7::int8[]) AS h(id, fence) \
+             ON t.id = h.id AND t.fence = h.fence \
+           WHERE t.state = 'running'), \
+         renew AS (SELECT t.id FROM {s}.tasks t WHERE t.id IN (SELECT id FROM held) \
+           AND t.state = 'running' FOR UPDATE SKIP LOCKED), \
+         u AS (UPDATE {s}.tasks t SET lease_until = $5 FROM renew \
+           WHERE t.id = renew.id AND t.fence IN (SELECT fence FROM held WHERE held.id = t.id)) \
+         SELECT id, fence FROM held"
     )
 }
 

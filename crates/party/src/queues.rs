@@ -173,6 +173,27 @@ impl LimitsSpec {
     }
 }
 
+/// In words, as `party queue list` and the dashboard show them: `concurrency 2, rate 10/1s,
+/// per data.customer`, or `none`.
+impl fmt::Display for QueueLimits {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts = Vec::new();
+        if let Some(n) = self.concurrency {
+            parts.push(format!("concurrency {n}"));
+        }
+        if let Some(r) = self.rate {
+            parts.push(format!("rate {r}"));
+        }
+        if parts.is_empty() {
+            return f.write_str("none");
+        }
+        if let Some(field) = &self.per {
+            parts.push(format!("per data.{field}"));
+        }
+        f.write_str(&parts.join(", "))
+    }
+}
+
 /// A queue a person paused or limited, as the store holds it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct QueueControl {
@@ -456,6 +477,11 @@ mod tests {
     #[test]
     fn limits_serialize_as_the_cli_shows_them() {
         let l = limits(Some(2), Some("10/1s"), true);
+        assert_eq!(
+            l.to_string(),
+            "concurrency 2, rate 10/1s, per data.customer"
+        );
+        assert_eq!(QueueLimits::default().to_string(), "none");
         assert_eq!(
             serde_json::to_value(&l).unwrap(),
             serde_json::json!({"concurrency": 2, "rate": "10/1s", "per": "data.customer"})

@@ -51,7 +51,7 @@ async fn limit(party: &Party, args: QueueLimitArgs) -> Result<(), TaskError> {
     let what = if args.clear {
         "limits removed".to_string()
     } else {
-        format!("limited to {}", describe(&limits))
+        format!("limited to {limits}")
     };
     changed(party, &args.queue, args.json, &what).await
 }
@@ -76,24 +76,6 @@ async fn changed(party: &Party, queue: &str, json: bool, what: &str) -> Result<(
     output::print(&format!("queue {}: {what}\n", output::field(queue)))
 }
 
-/// Limits in words: `concurrency 2, rate 10/1s, per data.customer`.
-fn describe(l: &QueueLimits) -> String {
-    let mut parts = Vec::new();
-    if let Some(n) = l.concurrency {
-        parts.push(format!("concurrency {n}"));
-    }
-    if let Some(r) = l.rate {
-        parts.push(format!("rate {r}"));
-    }
-    if parts.is_empty() {
-        return "-".to_string();
-    }
-    if let Some(field) = &l.per {
-        parts.push(format!("per data.{field}"));
-    }
-    parts.join(", ")
-}
-
 fn list_text(queues: &[QueueInfo]) -> String {
     if queues.is_empty() {
         return "no queues: none holds a task or a control\n".to_string();
@@ -107,7 +89,11 @@ fn list_text(queues: &[QueueInfo]) -> String {
             let mut row = vec![
                 output::cell(&q.name),
                 if q.paused { "paused" } else { "active" }.to_string(),
-                describe(&q.limits),
+                if q.limits.is_empty() {
+                    "-".to_string()
+                } else {
+                    q.limits.to_string()
+                },
                 q.due.to_string(),
             ];
             row.extend(states.iter().map(|s| {

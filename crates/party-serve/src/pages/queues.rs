@@ -8,8 +8,8 @@ use axum::http::HeaderMap;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use maud::html;
+use party::State as TaskState;
 use party::queues::LimitsSpec;
-use party::{QueueLimits, State as TaskState};
 use serde::Deserialize;
 
 use super::{PageError, caller, change, denied, layout, to_login};
@@ -21,24 +21,6 @@ pub(super) fn routes() -> Router<Shared> {
         .route("/queues/{name}/pause", post(pause))
         .route("/queues/{name}/resume", post(resume))
         .route("/queues/{name}/limits", post(limit))
-}
-
-/// Limits in words, as `party queue list` shows them.
-fn describe(l: &QueueLimits) -> String {
-    let mut parts = Vec::new();
-    if let Some(n) = l.concurrency {
-        parts.push(format!("concurrency {n}"));
-    }
-    if let Some(r) = l.rate {
-        parts.push(format!("rate {r}"));
-    }
-    if parts.is_empty() {
-        return "none".to_string();
-    }
-    if let Some(field) = &l.per {
-        parts.push(format!("per data.{field}"));
-    }
-    parts.join(", ")
 }
 
 async fn list(State(app): State<Shared>, headers: HeaderMap) -> Response {
@@ -70,7 +52,7 @@ async fn list(State(app): State<Shared>, headers: HeaderMap) -> Response {
                         tr data-queue=(q.name) {
                             td { a href={ "/tasks?queue=" (urlencode(&q.name)) } { (q.name) } }
                             td { @if q.paused { span.state.state-dead { "paused" } } @else { "active" } }
-                            td { (describe(&q.limits)) }
+                            td { (q.limits) }
                             td.num { (q.due) }
                             @for s in TaskState::ALL {
                                 td.num { (q.counts.iter().find(|(st, _)| *st == s).map_or(0, |(_, n)| *n)) }

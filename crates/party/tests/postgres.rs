@@ -351,6 +351,77 @@ async fn a_heartbeat_skips_locked_rows_and_keeps_them_held() {
     db.cleanup().await;
 }
 
+/// Claims walk the claim index in claim order and stop at their limit. A condition the planner
+/// could not estimate (the queues left out because they are paused or limited) once made it
+/// sort every due task instead, through the listing index, for each claim: 3x slower at 100,000
+/// due tasks. Read from the server's index statistics after the store's connections closed
+/// (a closing connection reports its statistics).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claims_read_the_claim_index_not_every_due_task() {
+    let Some(db) = TestDb::new() else { return };
+    let party = db.party().await;
+    party
+        .add_many((0..3000).map(|_| NewTask::new("noop")).collect())
+        .await
+        .unwrap();
+    party.pause_queue("elsewhere").await.unwrap();
+    let client = db.client().await;
+    client
+        .batch_execute(&format!("ANALYZE \"{}\".tasks", db.schema))
+        .await
+        .unwrap();
+    drop(party);
+    let scans = |index: &'static str| {
+        let client = &client;
+        let schema = db.schema.clone();
+        async move {
+            client
+                .batch_execute("SELECT pg_stat_clear_snapshot()")
+                .await
+                .unwrap();
+            let row = client
+                .query_one(
+                    "SELECT COALESCE(sum(idx_scan), 0)::int8 FROM pg_stat_user_indexes \
+                     WHERE schemaname = $1 AND indexrelname = $2",
+                    &[&schema, &index],
+                )
+                .await
+                .unwrap();
+            row.get::<_, i64>(0)
+        }
+    };
+    let list_before = scans("tasks_list").await;
+    let ready_before = scans("tasks_ready").await;
+    {
+        // One connection, so its statement is planned as every claim of a busy worker is.
+        let sep = if db.url().contains('?') { '&' } else { '?' };
+        let store = PgStore::connect(&format!("{}{sep}pool_max=1", db.url()))
+            .await
+            .unwrap();
+        for _ in 0..12 {
+            assert_eq!(claim(&store, Timestamp::now(), 10).await.len(), 10);
+        }
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while scans("tasks_ready").await < ready_before + 12 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the claims' index scans were reported: tasks_list {} -> {}, tasks_ready {} -> {}",
+            list_before,
+            scans("tasks_list").await,
+            ready_before,
+            scans("tasks_ready").await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        scans("tasks_list").await,
+        list_before,
+        "no claim read the listing index"
+    );
+    db.cleanup().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn future_tasks_stay_out_of_the_claim_index() {
     let Some(db) = TestDb::new() else { return };

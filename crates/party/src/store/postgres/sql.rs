@@ -154,14 +154,17 @@ pub(super) const CLAIM_RETURNING: &str = "t.id, t.handler, t.data, t.timestamp, 
 /// Ready tasks are due, but one written ready by a process whose clock is a little ahead may
 /// not be due yet by ours: the claim checks `due_at` as well, so nothing starts early. Paused
 /// and limited queues (those with a row in `queues`, read once per statement) are left to the
-/// claim of a controlled queue.
+/// claim of a controlled queue. They are taken out of the queue list rather than filtered in a
+/// condition of their own: with one more condition whose selectivity it cannot know, the
+/// planner of the generic plan gives up the claim index for a sort of every due task (100×
+/// slower on 100,000 due tasks).
 pub(super) fn sql_claim(s: &str) -> String {
     format!(
         "UPDATE {s}.tasks t SET state = 'running', ready = false, attempts = t.attempts + 1, \
            fence = t.fence + 1, worker = $1, started_at = $2, lease_until = $3, updated_at = $2 \
          WHERE t.id = ANY(ARRAY(SELECT id FROM {s}.tasks WHERE ready AND state IN {WAITING} \
-           AND due_at <= $2 AND handler = ANY($4::text[]) AND queue = ANY($5::text[]) \
-           AND queue <> ALL(ARRAY(SELECT name FROM {s}.queues)) \
+           AND due_at <= $2 AND handler = ANY($4::text[]) \
+           AND queue = ANY(ARRAY(SELECT unnest($5::text[]) EXCEPT SELECT name FROM {s}.queues)) \
            ORDER BY priority, due_at LIMIT $6 FOR UPDATE SKIP LOCKED)) \
          RETURNING {CLAIM_RETURNING}"
     )
@@ -353,12 +356,12 @@ pub(super) fn sql_next_due(s: &str) -> String {
     format!(
         "SELECT min(due_at) FROM ( \
            (SELECT due_at FROM {s}.tasks WHERE ready AND state IN {WAITING} \
-             AND handler = ANY($1::text[]) AND queue = ANY($2::text[]) \
-             AND queue NOT IN (SELECT name FROM {s}.queues WHERE paused) LIMIT 1) \
+             AND handler = ANY($1::text[]) AND queue = ANY(ARRAY(SELECT unnest($2::text[]) \
+               EXCEPT SELECT name FROM {s}.queues WHERE paused)) LIMIT 1) \
            UNION ALL \
            (SELECT due_at FROM {s}.tasks WHERE NOT ready AND state IN {WAITING} \
-             AND handler = ANY($1::text[]) AND queue = ANY($2::text[]) \
-             AND queue NOT IN (SELECT name FROM {s}.queues WHERE paused) ORDER BY due_at LIMIT 1) \
+             AND handler = ANY($1::text[]) AND queue = ANY(ARRAY(SELECT unnest($2::text[]) \
+               EXCEPT SELECT name FROM {s}.queues WHERE paused)) ORDER BY due_at LIMIT 1) \
          ) d"
     )
 }

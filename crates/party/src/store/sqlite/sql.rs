@@ -157,8 +157,7 @@ pub(super) const CLAIM: &str = "UPDATE tasks SET state = 'running', ready = 0, a
     WHERE id IN (SELECT id FROM tasks WHERE ready = 1 \
     AND state IN ('scheduled','retrying') AND due_at <= ?2 \
     AND handler IN (SELECT value FROM json_each(?4)) \
-    AND queue IN (SELECT value FROM json_each(?5)) \
-    AND queue NOT IN (SELECT name FROM queues) \
+    AND queue IN (SELECT value FROM json_each(?5) WHERE value NOT IN (SELECT name FROM queues)) \
     ORDER BY priority, due_at LIMIT (?6 + 0)) \
     RETURNING id, handler, data, timestamp, last_run_on, attempts, max_attempts, \
     is_recurring, rule, fence, priority, due_at, queue, cancel_requested";
@@ -182,14 +181,14 @@ pub(super) const NEXT_DUE: &str = "SELECT min(due_at) FROM ( \
     SELECT * FROM (SELECT due_at FROM tasks WHERE ready = 1 \
     AND state IN ('scheduled','retrying') \
     AND handler IN (SELECT value FROM json_each(?1)) \
-    AND queue IN (SELECT value FROM json_each(?2)) \
-    AND queue NOT IN (SELECT name FROM queues WHERE paused = 1) LIMIT 1) \
+    AND queue IN (SELECT value FROM json_each(?2) \
+      WHERE value NOT IN (SELECT name FROM queues WHERE paused = 1)) LIMIT 1) \
     UNION ALL \
     SELECT * FROM (SELECT due_at FROM tasks WHERE ready = 0 \
     AND state IN ('scheduled','retrying') \
     AND handler IN (SELECT value FROM json_each(?1)) \
-    AND queue IN (SELECT value FROM json_each(?2)) \
-    AND queue NOT IN (SELECT name FROM queues WHERE paused = 1) ORDER BY due_at LIMIT 1))";
+    AND queue IN (SELECT value FROM json_each(?2) \
+      WHERE value NOT IN (SELECT name FROM queues WHERE paused = 1)) ORDER BY due_at LIMIT 1))";
 
 /// A retrying task is made due now where it is.
 pub(super) const RETRY: &str = "UPDATE tasks SET state = 'scheduled', due_at = ?1, ready = 0, \

@@ -367,6 +367,11 @@ pub(crate) struct ListArgs {
     #[arg(long, value_name = "H", value_parser = parse::handler)]
     pub(crate) handler: Option<String>,
 
+    /// Only tasks whose data has this top-level field with this value (a string's text, a
+    /// number, true or false), e.g. --data customer=acme
+    #[arg(long, value_name = "FIELD=VALUE", value_parser = parse::data_match)]
+    pub(crate) data: Option<party::DataMatch>,
+
     /// At most this many
     #[arg(long, value_name = "N", default_value_t = 100, value_parser = parse::limit)]
     pub(crate) limit: u32,
@@ -392,7 +397,7 @@ pub(crate) struct ShowArgs {
 #[derive(Debug, Args)]
 pub(crate) struct SteerArgs {
     /// The task's id (24 hex characters); leave it out to act on every task matching the filters
-    #[arg(value_parser = parse::id, conflicts_with_all = ["state", "handler", "queue"])]
+    #[arg(value_parser = parse::id, conflicts_with_all = ["state", "handler", "queue", "data"])]
     pub(crate) id: Option<TaskId>,
 
     /// Every task in this state (cancel: scheduled, retrying or dead; retry: dead, cancelled or
@@ -407,6 +412,10 @@ pub(crate) struct SteerArgs {
     /// Every task in this queue
     #[arg(long, value_name = "Q", value_parser = parse::queue)]
     pub(crate) queue: Option<String>,
+
+    /// Every task whose data has this top-level field with this value, e.g. --data customer=acme
+    #[arg(long, value_name = "FIELD=VALUE", value_parser = parse::data_match)]
+    pub(crate) data: Option<party::DataMatch>,
 
     /// Print JSON instead of text (for the filtered form: the count)
     #[arg(long)]

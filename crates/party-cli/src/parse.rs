@@ -129,6 +129,11 @@ pub(crate) fn handler(s: &str) -> Result<String, TaskError> {
     validate::handler_name(s).map(|()| s.to_string())
 }
 
+/// `list --data`, `cancel --data`, `retry --data`: `FIELD=VALUE`, as [`validate::data_match`].
+pub(crate) fn data_match(s: &str) -> Result<party::DataMatch, TaskError> {
+    validate::data_match(s)
+}
+
 /// A queue name for `add --queue` and `worker --queue`.
 pub(crate) fn queue(s: &str) -> Result<String, TaskError> {
     validate::queue_name(s).map(|()| s.to_string())

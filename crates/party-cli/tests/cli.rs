@@ -398,6 +398,54 @@ fn cancel_and_retry_act_on_every_matching_task_and_refuse_without_a_filter() {
 }
 
 #[test]
+fn list_cancel_and_retry_take_a_data_field() {
+    let s = Store::new();
+    let acme = s.add(&[
+        "noop",
+        "--in",
+        "1h",
+        "--data",
+        r#"{"customer": "acme", "n": 7}"#,
+    ]);
+    let globex = s.add(&["noop", "--in", "1h", "--data", r#"{"customer": "globex"}"#]);
+    let ids = |v: Value| -> Vec<String> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        ids(s.json(&["list", "--json", "--data", "customer=acme"])),
+        vec![acme.clone()]
+    );
+    assert_eq!(
+        ids(s.json(&["list", "--json", "--data", "n=7"])),
+        vec![acme.clone()]
+    );
+    assert_eq!(
+        ids(s.json(&["list", "--json", "--data", "customer=nobody"])),
+        Vec::<String>::new()
+    );
+    let bad = s.run(&["list", "--data", "customer"]);
+    assert_eq!(bad.code, 2, "{bad:?}");
+    assert!(bad.stderr.contains("write FIELD=VALUE"), "{bad:?}");
+    let bad = s.run(&["list", "--data", "a.b=c"]);
+    assert!(bad.stderr.contains("one top-level field"), "{bad:?}");
+    assert_eq!(
+        s.ok(&["cancel", "--data", "customer=acme"]),
+        "cancelled 1 task\n"
+    );
+    assert_eq!(s.show(&acme)["state"], "cancelled");
+    assert_eq!(s.show(&globex)["state"], "scheduled");
+    assert_eq!(
+        s.ok(&["retry", "--data", "customer=acme"]),
+        "retried 1 task\n"
+    );
+    assert_eq!(s.show(&acme)["state"], "scheduled");
+}
+
+#[test]
 fn retry_brings_back_a_dead_task_with_its_timestamp() {
     let s = Store::new();
     let mark = s.path("failed-once");

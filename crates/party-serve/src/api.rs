@@ -10,7 +10,10 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post, put};
 use party::spec::TaskSpec;
-use party::{ListFilter, State as TaskState, TaskError, TaskId, TaskInfo, format_time, validate};
+use party::{
+    DataMatch, ListFilter, State as TaskState, SteerFilter, TaskError, TaskId, TaskInfo,
+    format_time, validate,
+};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -118,18 +121,55 @@ async fn add_bulk(
     Ok((StatusCode::CREATED, Json(json!({ "ids": ids }))).into_response())
 }
 
-/// `GET /tasks`'s query: every field optional, unknown ones refused.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// `GET /tasks`'s query (and the dashboard's task filters): every field optional, unknown
+/// ones refused. A data filter is written `data.FIELD=VALUE`, or `data=FIELD=VALUE` as the
+/// dashboard's form sends it.
+#[derive(Debug, Default, Clone)]
 pub(crate) struct ListQuery {
     pub(crate) state: Option<String>,
     pub(crate) handler: Option<String>,
     pub(crate) queue: Option<String>,
+    /// `FIELD=VALUE`, as given.
+    pub(crate) data: Option<String>,
     pub(crate) limit: Option<String>,
     pub(crate) cursor: Option<String>,
 }
 
 impl ListQuery {
+    /// The query from its pairs, in any order; a parameter given twice, two data filters or
+    /// an unknown name is refused.
+    pub(crate) fn from_pairs(pairs: Vec<(String, String)>) -> Result<ListQuery, TaskError> {
+        let mut q = ListQuery::default();
+        for (name, value) in pairs {
+            let (slot, value) = match name.as_str() {
+                "state" => (&mut q.state, value),
+                "handler" => (&mut q.handler, value),
+                "queue" => (&mut q.queue, value),
+                "limit" => (&mut q.limit, value),
+                "cursor" => (&mut q.cursor, value),
+                "data" => (&mut q.data, value),
+                _ => match name.strip_prefix("data.") {
+                    Some(field) => (&mut q.data, format!("{field}={value}")),
+                    None => {
+                        return Err(TaskError::invalid(format!(
+                            "unknown query parameter {}: use state, handler, queue, \
+                             data.FIELD, limit or cursor",
+                            validate::quote(&name)
+                        )));
+                    }
+                },
+            };
+            if slot.is_some() {
+                return Err(TaskError::invalid(format!(
+                    "{} is given twice (at most one data field): give each filter once",
+                    validate::quote(&name)
+                )));
+            }
+            *slot = Some(value);
+        }
+        Ok(q)
+    }
+
     /// The library's filter, every value checked by [`party::validate`]; empty values are
     /// left out (as a form sends them).
     pub(crate) fn filter(&self) -> Result<ListFilter, TaskError> {
@@ -139,6 +179,7 @@ impl ListQuery {
                 .transpose()?,
             handler: given(&self.handler).map(str::to_string),
             queue: given(&self.queue).map(str::to_string),
+            data: self.data_match()?,
             limit: Some(
                 given(&self.limit)
                     .map(|l| validate::list_limit(l, "limit=20"))
@@ -146,6 +187,25 @@ impl ListQuery {
                     .unwrap_or(party::policy::DEFAULT_LIST_LIMIT),
             ),
             cursor: given(&self.cursor).map(validate::list_cursor).transpose()?,
+        })
+    }
+
+    /// The data filter, if one is given (an empty one counts as not given).
+    pub(crate) fn data_match(&self) -> Result<Option<DataMatch>, TaskError> {
+        match self.data.as_deref() {
+            Some(d) if !d.trim().is_empty() => validate::data_match(d).map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    /// The filter of a bulk action on the tasks this query lists.
+    pub(crate) fn steer_filter(&self) -> Result<SteerFilter, TaskError> {
+        let l = self.filter()?;
+        Ok(SteerFilter {
+            state: l.state,
+            handler: l.handler,
+            queue: l.queue,
+            data: l.data,
         })
     }
 }
@@ -172,10 +232,11 @@ pub(crate) async fn page(
 async fn list(
     State(app): State<Shared>,
     headers: HeaderMap,
-    query: Result<Query<ListQuery>, QueryRejection>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> ApiResult {
     reader(&app, &headers)?;
-    let Query(query) = query?;
+    let Query(pairs) = query?;
+    let query = ListQuery::from_pairs(pairs)?;
     let (tasks, next) = page(&app, &query.filter()?).await?;
     let tasks: Vec<Value> = tasks
         .iter()

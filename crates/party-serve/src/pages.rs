@@ -13,7 +13,7 @@ use axum::routing::{get, post};
 use jiff::{SignedDuration, Timestamp};
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 use party::recurrence::{Recurrence, format_duration};
-use party::{State as TaskState, SteerFilter, TaskError, TaskId, TaskInfo, format_time};
+use party::{State as TaskState, TaskError, TaskId, TaskInfo, format_time};
 use serde::Deserialize;
 
 use crate::Shared;
@@ -232,13 +232,16 @@ fn urlencode(s: &str) -> String {
 async fn tasks(
     State(app): State<Shared>,
     headers: HeaderMap,
-    query: Result<Query<ListQuery>, QueryRejection>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Response {
     let Some(c) = caller(&app, &headers) else {
         return to_login();
     };
     let query = match query {
-        Ok(Query(q)) => q,
+        Ok(Query(pairs)) => match ListQuery::from_pairs(pairs) {
+            Ok(q) => q,
+            Err(e) => return PageError::from(e).into_response(),
+        },
         Err(e) => return PageError(StatusCode::BAD_REQUEST, e.body_text()).into_response(),
     };
     let filter = match query.filter() {
@@ -252,12 +255,16 @@ async fn tasks(
     let now = app.party.clock().now();
     let keep = |v: &Option<String>| v.clone().unwrap_or_default();
     let filters = format!(
-        "state={}&handler={}&queue={}",
+        "state={}&handler={}&queue={}&data={}",
         urlencode(&keep(&query.state)),
         urlencode(&keep(&query.handler)),
-        urlencode(&keep(&query.queue))
+        urlencode(&keep(&query.queue)),
+        urlencode(&filter.data.as_ref().map(data_text).unwrap_or_default())
     );
-    let steerable = filter.state.is_some() || filter.handler.is_some() || filter.queue.is_some();
+    let steerable = filter.state.is_some()
+        || filter.handler.is_some()
+        || filter.queue.is_some()
+        || filter.data.is_some();
     let body = html! {
         h1 { "Tasks" }
         form.filters method="get" action="/tasks" {
@@ -267,6 +274,7 @@ async fn tasks(
             } }
             label { "Handler" input name="handler" value=(keep(&query.handler)); }
             label { "Queue" input name="queue" value=(keep(&query.queue)); }
+            label { "Data field (FIELD=VALUE)" input name="data" placeholder="customer=acme" value=(filter.data.as_ref().map(data_text).unwrap_or_default()); }
             button type="submit" { "Filter" }
         }
         @if steerable {
@@ -276,6 +284,7 @@ async fn tasks(
                     input type="hidden" name="state" value=(keep(&query.state));
                     input type="hidden" name="handler" value=(keep(&query.handler));
                     input type="hidden" name="queue" value=(keep(&query.queue));
+                    input type="hidden" name="data" value=(filter.data.as_ref().map(data_text).unwrap_or_default());
                     button type="submit" id="retry-matching" { "Retry every matching task" }
                 }
                 " "
@@ -284,6 +293,7 @@ async fn tasks(
                     input type="hidden" name="state" value=(keep(&query.state));
                     input type="hidden" name="handler" value=(keep(&query.handler));
                     input type="hidden" name="queue" value=(keep(&query.queue));
+                    input type="hidden" name="data" value=(filter.data.as_ref().map(data_text).unwrap_or_default());
                     button type="submit" id="cancel-matching" { "Cancel every matching task" }
                 }
             }
@@ -312,6 +322,11 @@ async fn tasks(
         }
     };
     Html(layout("tasks", Some(&c), true, body).into_string()).into_response()
+}
+
+/// A data filter as the form's field holds it: `FIELD=VALUE`.
+fn data_text(m: &party::DataMatch) -> String {
+    format!("{}={}", m.field, m.value)
 }
 
 fn redacted_data(app: &Shared, t: &TaskInfo) -> String {
@@ -455,6 +470,8 @@ struct MatchingForm {
     handler: Option<String>,
     #[serde(default)]
     queue: Option<String>,
+    #[serde(default)]
+    data: Option<String>,
 }
 
 /// Check a dashboard POST: a caller with write access, and (with the cookie) the session's
@@ -536,14 +553,11 @@ async fn steer_matching(
         state: f.state,
         handler: f.handler,
         queue: f.queue,
+        data: f.data,
         ..ListQuery::default()
     };
-    let filter = match q.filter() {
-        Ok(l) => SteerFilter {
-            state: l.state,
-            handler: l.handler,
-            queue: l.queue,
-        },
+    let filter = match q.steer_filter() {
+        Ok(f) => f,
         Err(e) => return PageError::from(e).into_response(),
     };
     let result = if cancel {

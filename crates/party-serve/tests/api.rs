@@ -474,7 +474,78 @@ async fn every_route_matches_the_openapi_document(b: Backend) {
     }
 }
 
+/// `data.FIELD=VALUE` (or `data=FIELD=VALUE`) narrows the listing and pages keep it; a bad
+/// field, a second data filter or an unknown parameter is a 400 that says what to write.
+async fn tasks_are_filtered_on_a_data_field(b: Backend) {
+    let Some(s) = Server::start(b).await else {
+        return;
+    };
+    let tasks: Vec<Value> = (0..5)
+        .map(|i| json!({"handler": "noop", "in": "1h", "data": {"customer": if i % 2 == 0 { "acme" } else { "globex" }, "n": i}}))
+        .collect();
+    let r = s
+        .api(
+            "POST",
+            "/api/v1/tasks/bulk",
+            Some(&Value::from(tasks).to_string()),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let customers = |v: &Value| -> Vec<(String, i64)> {
+        v["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| {
+                (
+                    t["data"]["customer"].as_str().unwrap().to_string(),
+                    t["data"]["n"].as_i64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let acme = s.api("GET", "/api/v1/tasks?data.customer=acme", None).await;
+    assert_eq!(acme.status, 200, "{}", acme.body);
+    let mut got = customers(&acme.json());
+    got.sort_by_key(|c| c.1);
+    assert_eq!(
+        got,
+        [("acme".into(), 0), ("acme".into(), 2), ("acme".into(), 4)]
+    );
+    // The dashboard form's spelling, and a number.
+    let n = s.api("GET", "/api/v1/tasks?data=n%3D3", None).await.json();
+    assert_eq!(customers(&n), [("globex".into(), 3)]);
+    // Pages keep the filter.
+    let first = s
+        .api("GET", "/api/v1/tasks?data.customer=acme&limit=2", None)
+        .await
+        .json();
+    let cursor = first["next_cursor"].as_str().unwrap();
+    let second = s
+        .api(
+            "GET",
+            &format!("/api/v1/tasks?data.customer=acme&limit=2&cursor={cursor}"),
+            None,
+        )
+        .await
+        .json();
+    assert_eq!(customers(&first).len() + customers(&second).len(), 3);
+    assert!(customers(&second).iter().all(|c| c.0 == "acme"));
+    for (query, says) in [
+        ("data.a.b=c", "one top-level field"),
+        ("data.customer=acme&data.n=1", "given twice"),
+        ("colour=red", "unknown query parameter 'colour'"),
+        ("data=customer", "write FIELD=VALUE"),
+    ] {
+        let r = s.api("GET", &format!("/api/v1/tasks?{query}"), None).await;
+        assert_eq!(r.status, 400, "{query}: {}", r.body);
+        let message = r.json()["error"].as_str().unwrap().to_string();
+        assert!(message.contains(says), "{query}: {message}");
+    }
+}
+
 on_every_backend!(
+    tasks_are_filtered_on_a_data_field,
     only_healthz_is_open_and_tokens_are_checked,
     tasks_are_added_shown_and_steered_as_the_cli_does,
     recurring_tasks_refuse_duplicates_and_show_their_future,

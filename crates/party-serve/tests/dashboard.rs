@@ -440,7 +440,79 @@ async fn a_recurring_tasks_page_shows_its_ledger_and_coming_occurrences(b: Backe
     assert!(page.contains("in Europe/Berlin"));
 }
 
+/// The task filter form takes a data field; the listing, the form and the next page keep it,
+/// and the bulk actions act on it alone.
+async fn the_tasks_page_filters_on_a_data_field(b: Backend) {
+    let Some(s) = Server::start(b).await else {
+        return;
+    };
+    let mut acme = Vec::new();
+    for i in 0..3 {
+        let customer = if i == 1 { "globex" } else { "acme" };
+        let id = s
+            .party
+            .add(NewTask::new("noop").data(json!({"customer": customer, "i": i})))
+            .await
+            .unwrap();
+        if customer == "acme" {
+            acme.push(id);
+        }
+    }
+    let cookie = login(&s).await;
+    let page = s
+        .raw(
+            "GET",
+            "/tasks?state=&handler=&queue=&data=customer%3Dacme&limit=1",
+            &[("Cookie", &cookie)],
+            None,
+        )
+        .await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(
+        page.body
+            .contains("name=\"data\" placeholder=\"customer=acme\" value=\"customer=acme\""),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains(&acme[0].to_string()));
+    assert!(!page.body.contains("globex"));
+    assert!(
+        page.body
+            .contains("&amp;data=customer%3Dacme&amp;limit=1&amp;cursor="),
+        "the next page keeps the filter"
+    );
+    let bad = s
+        .raw("GET", "/tasks?data=a.b%3Dc", &[("Cookie", &cookie)], None)
+        .await;
+    assert_eq!(bad.status, 400);
+    assert!(bad.body.contains("one top-level field"), "{}", bad.body);
+    let token = csrf(&page.body);
+    let r = s
+        .raw(
+            "POST",
+            "/tasks/cancel-matching",
+            &[
+                ("Cookie", &cookie),
+                ("Content-Type", "application/x-www-form-urlencoded"),
+            ],
+            Some(&format!(
+                "csrf={token}&state=&handler=&queue=&data=customer%3Dacme"
+            )),
+        )
+        .await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    for t in s.party.list(&Default::default()).await.unwrap() {
+        let expected = if acme.contains(&t.id) {
+            State::Cancelled
+        } else {
+            State::Scheduled
+        };
+        assert_eq!(t.state, expected, "{}", t.data);
+    }
+}
+
 on_every_backend!(
+    the_tasks_page_filters_on_a_data_field,
     the_add_form_previews_a_rule_then_adds_with_the_apis_checks,
     a_recurring_tasks_page_shows_its_ledger_and_coming_occurrences,
     login_gives_a_strict_http_only_cookie_and_wrong_tokens_none,

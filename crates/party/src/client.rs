@@ -267,6 +267,9 @@ impl Party {
         if let Some(queue) = &filter.queue {
             validate::queue_name(queue)?;
         }
+        if let Some(m) = &filter.data {
+            validate::data_filter(&m.field, &m.value)?;
+        }
         let mut filter = filter.clone();
         filter.limit.get_or_insert(policy::DEFAULT_LIST_LIMIT);
         self.store.task_list(&filter).await
@@ -345,6 +348,31 @@ impl Party {
         let states = steer_states(Steer::Retry, filter)?;
         self.store
             .task_retry_many(steer_many(&states, filter, self.clock.now()))
+            .await
+    }
+
+    /// How many tasks [`Party::cancel_matching`] would cancel with this filter, changing
+    /// nothing: what to show a person before they confirm.
+    ///
+    /// # Errors
+    /// As [`Party::cancel_matching`].
+    pub async fn count_cancellable(&self, filter: &SteerFilter) -> Result<u64, TaskError> {
+        let states = steer_states(Steer::Cancel, filter)?;
+        self.store
+            .task_count_many(steer_many(&states, filter, self.clock.now()))
+            .await
+    }
+
+    /// How many tasks [`Party::retry_matching`] would consider with this filter, changing
+    /// nothing. The retry may touch fewer: a recurring task whose singleton is held by a live
+    /// copy is left as it is.
+    ///
+    /// # Errors
+    /// As [`Party::retry_matching`].
+    pub async fn count_retryable(&self, filter: &SteerFilter) -> Result<u64, TaskError> {
+        let states = steer_states(Steer::Retry, filter)?;
+        self.store
+            .task_count_many(steer_many(&states, filter, self.clock.now()))
             .await
     }
 
@@ -534,9 +562,16 @@ fn steer_states(op: Steer, filter: &SteerFilter) -> Result<Vec<State>, TaskError
     if let Some(queue) = &filter.queue {
         validate::queue_name(queue)?;
     }
-    if filter.state.is_none() && filter.handler.is_none() && filter.queue.is_none() {
+    if let Some(m) = &filter.data {
+        validate::data_filter(&m.field, &m.value)?;
+    }
+    if filter.state.is_none()
+        && filter.handler.is_none()
+        && filter.queue.is_none()
+        && filter.data.is_none()
+    {
         return Err(TaskError::invalid(format!(
-            "refusing to {} every task: narrow it with a state, a handler or a queue",
+            "refusing to {} every task: narrow it with a state, a handler, a queue or a data field",
             op.verb()
         )));
     }
@@ -560,6 +595,7 @@ fn steer_many<'a>(states: &'a [State], filter: &'a SteerFilter, now: Timestamp) 
         states,
         handler: filter.handler.as_deref(),
         queue: filter.queue.as_deref(),
+        data: filter.data.as_ref(),
         now,
     }
 }

@@ -75,8 +75,8 @@ pub use error::TaskError;
 pub use id::TaskId;
 pub use jiff;
 pub use model::{
-    DEFAULT_MAX_ATTEMPTS, DEFAULT_QUEUE, HandlerCount, ListCursor, ListFilter, NewTask, Outcome,
-    Run, State, Stats, SteerFilter, StuckTask, TaskInfo, WorkerInfo,
+    DEFAULT_MAX_ATTEMPTS, DEFAULT_QUEUE, DataMatch, HandlerCount, ListCursor, ListFilter, NewTask,
+    Outcome, Run, State, Stats, SteerFilter, StuckTask, TaskInfo, WorkerInfo,
 };
 pub use queues::{QueueControl, QueueInfo, QueueLimits, Rate};
 pub use serde_json;

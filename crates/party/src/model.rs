@@ -355,6 +355,8 @@ pub struct ListFilter {
     pub handler: Option<String>,
     /// Only this queue.
     pub queue: Option<String>,
+    /// Only tasks whose data has this top-level field with this value.
+    pub data: Option<DataMatch>,
     /// At most this many (default 100).
     pub limit: Option<u32>,
     /// Only tasks after this one in the listing's order (keyset pagination): pass the
@@ -417,6 +419,30 @@ pub struct SteerFilter {
     pub handler: Option<String>,
     /// Only tasks in this queue.
     pub queue: Option<String>,
+    /// Only tasks whose data has this top-level field with this value.
+    pub data: Option<DataMatch>,
+}
+
+/// A filter on one top-level field of a task's data (`data.customer=acme`): a task matches
+/// when its data has the field and the field's value, written as text, is `value` exactly. A
+/// string field is its text without quotes (`acme`); a number is its digits as stored (`42`,
+/// `2.5`); a boolean is `true` or `false`. A field holding null, an object or an array never
+/// matches. Build one with [`crate::validate::data_match`] (from `FIELD=VALUE`) or
+/// [`crate::validate::data_filter`], which check both parts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataMatch {
+    /// The field's name: letters, digits, `_` and `-`, at most
+    /// [`crate::validate::MAX_NAME_BYTES`] bytes.
+    pub field: String,
+    /// The value's text, at most [`crate::validate::MAX_TEXT_BYTES`] bytes.
+    pub value: String,
+}
+
+impl fmt::Display for DataMatch {
+    /// `data.FIELD=VALUE`, as the HTTP API's query takes it.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "data.{}={}", self.field, self.value)
+    }
 }
 
 /// Counts and health figures, as shown by `party stats`.

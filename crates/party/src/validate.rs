@@ -18,6 +18,7 @@
 //! | list limit | 1 to [`MAX_LIST_LIMIT`] |
 //! | API tokens | [`MIN_TOKEN_BYTES`] to [`MAX_TOKEN_BYTES`] bytes of visible ASCII |
 //! | redacted data fields | `data.FIELD[.FIELD...]`, each field a name of at most [`MAX_NAME_BYTES`] bytes |
+//! | data filter (`data.FIELD=VALUE`) | a field of 1 to [`MAX_NAME_BYTES`] bytes of letters, digits, `_` and `-`; a value of at most [`MAX_TEXT_BYTES`] bytes without control characters |
 //! | list cursor | as written by [`crate::ListCursor`]'s `Display` |
 //! | worker concurrency, prefetch | 1 to [`MAX_CONCURRENCY`], 0 to [`MAX_PREFETCH`] |
 //! | shutdown grace | 0s to [`MAX_GRACE`] |
@@ -595,6 +596,60 @@ pub fn redact_path(path: &str) -> Result<Vec<String>, TaskError> {
     Ok(fields)
 }
 
+/// A filter on a data field written `FIELD=VALUE` (`party list --data customer=acme`; a
+/// leading `data.` is allowed, as the HTTP API writes it): checked by [`data_filter`].
+///
+/// # Errors
+/// [`TaskError::Invalid`] when there is no `=` or either part breaks its rule.
+pub fn data_match(s: &str) -> Result<crate::DataMatch, TaskError> {
+    let Some((field, value)) = s.split_once('=') else {
+        return Err(TaskError::invalid(format!(
+            "{} is not a data filter: write FIELD=VALUE, e.g. customer=acme",
+            quote(s)
+        )));
+    };
+    let field = field.trim();
+    data_filter(field.strip_prefix("data.").unwrap_or(field), value)
+}
+
+/// A filter on a top-level data field (see [`crate::DataMatch`]): the field 1 to
+/// [`MAX_NAME_BYTES`] bytes of ASCII letters, digits, `_` and `-`; the value at most
+/// [`MAX_TEXT_BYTES`] bytes without control characters (it may be empty: it then matches an
+/// empty string).
+///
+/// # Errors
+/// [`TaskError::Invalid`] saying which part is wrong and how to write it.
+pub fn data_filter(field: &str, value: &str) -> Result<crate::DataMatch, TaskError> {
+    if field.is_empty()
+        || field.len() > MAX_NAME_BYTES
+        || !field
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        return Err(TaskError::invalid(format!(
+            "the data field {} cannot be filtered on: a filter names one top-level field of 1 to \
+             {MAX_NAME_BYTES} letters, digits, _ or -, e.g. customer=acme",
+            quote(field)
+        )));
+    }
+    if value.len() > MAX_TEXT_BYTES {
+        return Err(TaskError::invalid(format!(
+            "the value of data.{field} {} is too long to filter on: at most {MAX_TEXT_BYTES} bytes",
+            quote(value)
+        )));
+    }
+    if value.chars().any(unsafe_to_print) {
+        return Err(TaskError::invalid(format!(
+            "the value of data.{field} {} contains a control character: filter on printable text",
+            quote(value)
+        )));
+    }
+    Ok(crate::DataMatch {
+        field: field.to_string(),
+        value: value.to_string(),
+    })
+}
+
 /// How many future occurrences to show (`party next --count`, the API's `count`): 1 to
 /// [`MAX_OCCURRENCES`].
 pub fn occurrence_count(s: &str, example: &str) -> Result<usize, TaskError> {
@@ -1124,6 +1179,29 @@ mod tests {
         assert_eq!(quote("a\u{1b}[31mb"), "'a\\u{1b}[31mb'");
         assert_eq!(printable("ok"), "ok");
         assert_eq!(printable("a\nb\u{9b}c\u{202e}"), "a\\nb\\u{9b}c\\u{202e}");
+    }
+
+    #[test]
+    fn data_filters_name_one_plain_field_and_a_bounded_value() {
+        let m = data_match("customer=acme").unwrap();
+        assert_eq!((m.field.as_str(), m.value.as_str()), ("customer", "acme"));
+        let m = data_match("data.n=a=b").unwrap();
+        assert_eq!((m.field.as_str(), m.value.as_str()), ("n", "a=b"));
+        assert_eq!(data_match("flag=").unwrap().value, "");
+        assert!(msg(data_match("customer").unwrap_err()).contains("FIELD=VALUE"));
+        for bad in [
+            "=x",
+            "a.b=x",
+            "a\"b=x",
+            "a b=x",
+            &format!("{}=x", "f".repeat(129)),
+        ] {
+            let e = msg(data_match(bad).unwrap_err());
+            assert!(e.contains("letters, digits"), "{bad}: {e}");
+        }
+        let e = msg(data_filter("c", &"v".repeat(MAX_TEXT_BYTES + 1)).unwrap_err());
+        assert!(e.contains("too long") && e.len() < 300, "{e}");
+        assert!(msg(data_filter("c", "a\nb").unwrap_err()).contains("control character"));
     }
 
     #[test]

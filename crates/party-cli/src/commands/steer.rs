@@ -53,9 +53,10 @@ pub(crate) async fn retry(party: &Party, args: SteerArgs) -> Result<(), TaskErro
 }
 
 fn filter(args: &SteerArgs, verb: &str) -> Result<SteerFilter, TaskError> {
-    if args.state.is_none() && args.handler.is_none() && args.queue.is_none() {
+    if args.state.is_none() && args.handler.is_none() && args.queue.is_none() && args.data.is_none()
+    {
         return Err(TaskError::invalid(format!(
-            "give a task id, or filters (--state, --handler, --queue) to {verb} every task \
+            "give a task id, or filters (--state, --handler, --queue, --data) to {verb} every task \
              matching them; `party {verb} --help` shows both"
         )));
     }
@@ -63,6 +64,7 @@ fn filter(args: &SteerArgs, verb: &str) -> Result<SteerFilter, TaskError> {
         state: args.state,
         handler: args.handler.clone(),
         queue: args.queue.clone(),
+        data: args.data.clone(),
     })
 }
 

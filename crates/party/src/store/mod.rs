@@ -105,6 +105,8 @@ pub struct SteerMany<'a> {
     pub handler: Option<&'a str>,
     /// Only this queue.
     pub queue: Option<&'a str>,
+    /// Only tasks whose data field matches (see [`crate::DataMatch`] for what matches).
+    pub data: Option<&'a crate::DataMatch>,
     /// Now: the time written as the change (and, for a retry, when the tasks are due).
     pub now: Timestamp,
 }
@@ -672,7 +674,8 @@ pub trait Store: Send + Sync + 'static {
     /// One task with its run history.
     async fn task_get(&self, id: TaskId) -> Result<Option<TaskInfo>, TaskError>;
 
-    /// Tasks soonest-due first, without run histories.
+    /// Tasks soonest-due first, without run histories. A data filter matches as
+    /// [`crate::DataMatch`] says.
     async fn task_list(&self, filter: &ListFilter) -> Result<Vec<TaskInfo>, TaskError>;
 
     /// Cancel a task that is scheduled, retrying or dead. A running task is refused with
@@ -706,6 +709,11 @@ pub trait Store: Send + Sync + 'static {
     /// recurring task whose singleton is held by a live copy (or by another matching copy) is
     /// left as it is. Returns how many were retried.
     async fn task_retry_many(&self, params: SteerMany<'_>) -> Result<u64, TaskError>;
+
+    /// How many tasks match a bulk operation's filters in its states (live and finished
+    /// alike), changing nothing: what a person is shown before confirming one. A retry may
+    /// then touch fewer (recurring tasks whose singleton is held are left as they are).
+    async fn task_count_many(&self, params: SteerMany<'_>) -> Result<u64, TaskError>;
 
     /// The raw figures behind `stats`.
     async fn stats(&self, params: StatsParams) -> Result<StoreStats, TaskError>;

@@ -83,6 +83,7 @@ async fn stats_count_finished_tasks_exactly_through_every_move(b: Backend) {
             states: &all,
             handler: Some("noop"),
             queue: None,
+            data: None,
             now: t0(),
         })
         .await
@@ -95,6 +96,7 @@ async fn stats_count_finished_tasks_exactly_through_every_move(b: Backend) {
             states: &[State::Cancelled],
             handler: None,
             queue: None,
+            data: None,
             now: t0(),
         })
         .await

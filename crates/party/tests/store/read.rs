@@ -414,7 +414,90 @@ async fn stats_name_running_tasks_whose_lease_ended(b: Backend) {
     );
 }
 
+/// A data field filter matches a string by its text, a number as stored and a boolean as
+/// `true`/`false`, on live and finished tasks alike; null, objects, arrays, other fields and
+/// other values do not match.
+async fn list_filters_by_a_data_field(b: Backend) {
+    let Some(h) = Harness::new(b).await else {
+        return;
+    };
+    let with = |data: &str| InsertTask {
+        data: data.to_string(),
+        ..task("bill")
+    };
+    let rows = [
+        r#"{"customer":"acme"}"#,
+        r#"{"customer":"acme","n":42}"#,
+        r#"{"customer":"acme corp"}"#,
+        r#"{"customer":"Acme"}"#,
+        r#"{"customer":null}"#,
+        r#"{"customer":["acme"]}"#,
+        r#"{"customer":{"name":"acme"}}"#,
+        r#"{"n":2.5,"ok":true}"#,
+        r#"{"name":"acme","x":"a\"b"}"#,
+        r#"{"customer":"äcme ✓"}"#,
+    ];
+    let ids = h.insert(rows.iter().map(|d| with(d)).collect()).await;
+    // The second one finishes: finished tasks are filtered too.
+    let c = h.claim_for(&["bill"], &[], t0(), 1).await.remove(0);
+    assert_eq!(c.id, ids[0]);
+    h.finish(finish(&c, t0(), Next::Done)).await;
+    let matching = |filter: &str| {
+        let store = h.store.clone();
+        let m = party::validate::data_match(filter).unwrap();
+        async move {
+            let mut got: Vec<TaskId> = store
+                .task_list(&ListFilter {
+                    data: Some(m),
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|t| t.id)
+                .collect();
+            got.sort();
+            got
+        }
+    };
+    let sorted = |mut v: Vec<TaskId>| {
+        v.sort();
+        v
+    };
+    assert_eq!(
+        matching("customer=acme").await,
+        sorted(vec![ids[0], ids[1]])
+    );
+    assert_eq!(matching("customer=acme corp").await, vec![ids[2]]);
+    assert_eq!(matching("n=42").await, vec![ids[1]]);
+    assert_eq!(matching("n=2.5").await, vec![ids[7]]);
+    assert_eq!(matching("ok=true").await, vec![ids[7]]);
+    assert_eq!(matching("x=a\"b").await, vec![ids[8]]);
+    assert_eq!(matching("customer=äcme ✓").await, vec![ids[9]]);
+    for nothing in [
+        "customer=null",
+        "customer=ACME",
+        "customer=",
+        "ok=1",
+        "name=acme corp",
+    ] {
+        assert_eq!(matching(nothing).await, Vec::<TaskId>::new(), "{nothing}");
+    }
+    // With the other filters and the state.
+    let done = h
+        .store
+        .task_list(&ListFilter {
+            state: Some(State::Done),
+            data: Some(party::validate::data_match("customer=acme").unwrap()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(done.iter().map(|t| t.id).collect::<Vec<_>>(), vec![ids[0]]);
+}
+
 on_every_backend!(
+    list_filters_by_a_data_field,
     get_answers_none_for_an_unknown_id,
     list_orders_by_due_time_then_id_and_filters,
     list_returns_a_hundred_unless_told_otherwise,

@@ -1,7 +1,7 @@
 //! `task_cancel` and `task_retry` in every state: what each allows, the refusal's message,
 //! and exactly what a retry leaves behind (state, due time, attempts).
 
-use party::store::{Next, SteerMany};
+use party::store::{InsertTask, Next, SteerMany};
 use party::{State, TaskError, TaskId};
 
 use crate::harness::{
@@ -181,6 +181,7 @@ async fn bulk_cancel_and_retry_take_exactly_the_given_states_and_filters(b: Back
             states: &[State::Scheduled, State::Retrying],
             handler: None,
             queue: Some("default"),
+            data: None,
             now,
         })
         .await
@@ -198,6 +199,7 @@ async fn bulk_cancel_and_retry_take_exactly_the_given_states_and_filters(b: Back
         states: &[State::Cancelled],
         handler: None,
         queue: Some("elsewhere"),
+        data: None,
         now,
     };
     assert_eq!(h.store.task_retry_many(none).await.unwrap(), 0);
@@ -209,6 +211,7 @@ async fn bulk_cancel_and_retry_take_exactly_the_given_states_and_filters(b: Back
             states: &[State::Dead],
             handler: Some("bulk_dead"),
             queue: None,
+            data: None,
             now,
         })
         .await
@@ -282,7 +285,70 @@ async fn a_cancel_request_marks_a_running_task_for_its_worker(b: Backend) {
     assert_eq!(t.runs.last().unwrap().outcome, party::Outcome::Cancelled);
 }
 
+/// A data field filter narrows a bulk operation on both sides (live and finished), and the
+/// count is what the operation then touches.
+async fn bulk_operations_and_their_count_take_a_data_field(b: Backend) {
+    let Some(h) = Harness::new(b).await else {
+        return;
+    };
+    let with = |data: &str| InsertTask {
+        data: data.to_string(),
+        ..task("bill")
+    };
+    let acme = h.insert(vec![with(r#"{"customer":"acme"}"#)]).await[0];
+    let other = h.insert(vec![with(r#"{"customer":"globex"}"#)]).await[0];
+    let dead = h.insert(vec![with(r#"{"customer":"acme","n":1}"#)]).await[0];
+    let c = h.claim_for(&["bill"], &[], t0(), 3).await;
+    assert_eq!(c.len(), 3);
+    for claimed in &c {
+        let next = if claimed.id == dead {
+            Next::Dead
+        } else {
+            Next::Retry {
+                due_at: t0() + secs(600),
+            }
+        };
+        h.finish(failed(claimed, t0(), "boom", next)).await;
+    }
+    let m = party::validate::data_match("customer=acme").unwrap();
+    let params = |states: &'static [State]| SteerMany {
+        states,
+        handler: None,
+        queue: None,
+        data: Some(&m),
+        now: t0() + secs(5),
+    };
+    let both: &[State] = &[State::Retrying, State::Dead];
+    assert_eq!(h.store.task_count_many(params(both)).await.unwrap(), 2);
+    assert_eq!(
+        h.store
+            .task_count_many(params(&[State::Scheduled]))
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        h.get(acme).await.state,
+        State::Retrying,
+        "a count changes nothing"
+    );
+    assert_eq!(h.store.task_cancel_many(params(both)).await.unwrap(), 2);
+    assert_eq!(h.get(acme).await.state, State::Cancelled);
+    assert_eq!(h.get(dead).await.state, State::Cancelled);
+    assert_eq!(
+        h.get(other).await.state,
+        State::Retrying,
+        "another customer"
+    );
+    let cancelled: &[State] = &[State::Cancelled];
+    assert_eq!(h.store.task_count_many(params(cancelled)).await.unwrap(), 2);
+    assert_eq!(h.store.task_retry_many(params(cancelled)).await.unwrap(), 2);
+    assert_eq!(h.get(acme).await.state, State::Scheduled);
+    assert_eq!(h.get(dead).await.state, State::Scheduled);
+}
+
 on_every_backend!(
+    bulk_operations_and_their_count_take_a_data_field,
     a_cancel_request_marks_a_running_task_for_its_worker,
     bulk_cancel_and_retry_take_exactly_the_given_states_and_filters,
     cancel_takes_scheduled_retrying_and_dead_tasks,

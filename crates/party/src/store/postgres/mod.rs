@@ -851,6 +851,8 @@ impl Store for PgStore {
                     &filter.queue,
                     &after,
                     &after_id,
+                    &filter.data.as_ref().map(|m| m.field.as_str()),
+                    &filter.data.as_ref().map(|m| m.value.as_str()),
                 ],
             )
             .await
@@ -1290,7 +1292,14 @@ impl Store for PgStore {
             .client
             .query_one(
                 &conn.st.cancel_many,
-                &[&PgTime::of(p.now), &states, &p.handler, &p.queue],
+                &[
+                    &PgTime::of(p.now),
+                    &states,
+                    &p.handler,
+                    &p.queue,
+                    &p.data.map(|m| m.field.as_str()),
+                    &p.data.map(|m| m.value.as_str()),
+                ],
             )
             .await
             .map_err(db_err)?;
@@ -1300,7 +1309,18 @@ impl Store for PgStore {
     async fn task_retry_many(&self, p: SteerMany<'_>) -> Result<u64, TaskError> {
         let mut conn = self.pool.get().await?;
         let states: Vec<&str> = p.states.iter().map(|s| s.as_str()).collect();
-        let params: [&(dyn ToSql + Sync); 4] = [&PgTime::of(p.now), &states, &p.handler, &p.queue];
+        let (field, value) = (
+            p.data.map(|m| m.field.as_str()),
+            p.data.map(|m| m.value.as_str()),
+        );
+        let params: [&(dyn ToSql + Sync); 6] = [
+            &PgTime::of(p.now),
+            &states,
+            &p.handler,
+            &p.queue,
+            &field,
+            &value,
+        ];
         // Both sides in one transaction: the count is of one moment.
         let Conn { client, st } = &mut *conn;
         let tx = client.transaction().await.map_err(db_err)?;
@@ -1313,5 +1333,26 @@ impl Store for PgStore {
             self.signal();
         }
         Ok(n)
+    }
+
+    async fn task_count_many(&self, p: SteerMany<'_>) -> Result<u64, TaskError> {
+        let conn = self.pool.get().await?;
+        let states: Vec<&str> = p.states.iter().map(|s| s.as_str()).collect();
+        let row = conn
+            .client
+            .query_one(
+                &conn.st.count_many,
+                &[
+                    &PgTime::of(p.now),
+                    &states,
+                    &p.handler,
+                    &p.queue,
+                    &p.data.map(|m| m.field.as_str()),
+                    &p.data.map(|m| m.value.as_str()),
+                ],
+            )
+            .await
+            .map_err(db_err)?;
+        Ok(count_at(&row, 0))
     }
 }

@@ -62,11 +62,48 @@ pub(super) const HISTORY_COLUMNS: &str = "id, handler, data, timestamp, last_run
     is_recurring, state, queue, priority, max_attempts, last_error, rule, due_at, created_at, \
     NULL::text, unique_key, false";
 
-/// A listing's filters: $1 state, $2 handler, $4 queue, and the keyset cursor ($5 due time,
-/// $6 id) it continues after.
-pub(super) const LIST_FILTERS: &str = "WHERE ($1::text IS NULL OR state = $1) \
-    AND ($2::text IS NULL OR handler = $2) AND ($4::text IS NULL OR queue = $4) \
-    AND ($5::timestamptz IS NULL OR (due_at, id) > ($5, $6::bytea)) ORDER BY due_at, id LIMIT $3";
+/// A data field filter ([`crate::DataMatch`]) on the column `data` and the parameters `f` (the
+/// field, NULL for no filter) and `v` (the value's text): the field's value as text (a
+/// string's own text, a number as stored, `true` or `false`) equals it; null, objects and
+/// arrays match nothing.
+fn data_match(data: &str, f: &str, v: &str) -> String {
+    format!(
+        "({f}::text IS NULL OR (jsonb_typeof({data}::jsonb -> {f}::text) IN \
+         ('string','number','boolean') AND {data}::jsonb ->> {f}::text = {v}::text))"
+    )
+}
+
+/// A listing's filters: $1 state, $2 handler, $4 queue, $7 and $8 a data field
+/// ([`data_match`]), and the keyset cursor ($5 due time, $6 id) it continues after.
+pub(super) fn list_filters() -> String {
+    format!(
+        "WHERE ($1::text IS NULL OR state = $1) \
+         AND ($2::text IS NULL OR handler = $2) AND ($4::text IS NULL OR queue = $4) \
+         AND ($5::timestamptz IS NULL OR (due_at, id) > ($5, $6::bytea)) AND {} \
+         ORDER BY due_at, id LIMIT $3",
+        data_match("data", "$7", "$8")
+    )
+}
+
+/// The filters of a bulk operation: $2 states, $3 handler, $4 queue, $5 and $6 a data field,
+/// on the table aliased `t`.
+fn steer_filters() -> String {
+    format!(
+        "t.state = ANY($2::text[]) AND ($3::text IS NULL OR t.handler = $3) \
+         AND ($4::text IS NULL OR t.queue = $4) AND {}",
+        data_match("t.data", "$5", "$6")
+    )
+}
+
+/// How many tasks a bulk cancel or retry would consider: matching live and finished tasks in
+/// the states $2 ($1 is not read).
+pub(super) fn sql_count_many(s: &str) -> String {
+    let f = steer_filters();
+    format!(
+        "SELECT (SELECT count(*) FROM {s}.tasks t WHERE {f} AND $1::timestamptz IS NOT NULL) \
+         + (SELECT count(*) FROM {s}.task_history t WHERE {f})"
+    )
+}
 
 /// The history's columns, in the order the moves below select them.
 pub(super) const HISTORY_INSERT: &str = "(id, handler, data, timestamp, due_at, last_run_on, \
@@ -260,8 +297,8 @@ pub(super) fn sql_retry_many_live(s: &str) -> String {
     format!(
         "UPDATE {s}.tasks t SET state = 'scheduled', due_at = $1, ready = true, \
            max_attempts = GREATEST(t.max_attempts, t.attempts + 1), updated_at = $1 \
-         WHERE t.state = 'retrying' AND 'retrying' = ANY($2::text[]) \
-           AND ($3::text IS NULL OR t.handler = $3) AND ($4::text IS NULL OR t.queue = $4)"
+         WHERE t.state = 'retrying' AND {}",
+        steer_filters()
     )
 }
 
@@ -269,10 +306,10 @@ pub(super) fn sql_retry_many_live(s: &str) -> String {
 /// A recurring one moves only when no live copy holds its singleton and no other matching
 /// copy with a greater id moves in the same statement; a task with a unique key likewise.
 pub(super) fn sql_retry_many_move(s: &str) -> String {
+    let f = steer_filters();
     format!(
         "WITH m AS (DELETE FROM {s}.task_history t \
-           WHERE t.state IN ('dead','cancelled') AND t.state = ANY($2::text[]) \
-             AND ($3::text IS NULL OR t.handler = $3) AND ($4::text IS NULL OR t.queue = $4) \
+           WHERE t.state IN ('dead','cancelled') AND {f} \
              AND (NOT t.is_recurring OR (NOT EXISTS (SELECT 1 FROM {s}.tasks o \
                WHERE o.handler = t.handler AND md5(o.data) = md5(t.data) \
                AND o.data = t.data AND o.is_recurring AND o.state IN {LIVE}) \
@@ -310,18 +347,15 @@ pub(super) fn sql_retry_move(s: &str) -> String {
 /// $3 handler, $4 queue; and matching dead ones are cancelled where they are. Returns how many
 /// changed.
 pub(super) fn sql_cancel_many(s: &str) -> String {
+    let f = steer_filters();
     format!(
-        "WITH m AS (DELETE FROM {s}.tasks t WHERE t.state IN {WAITING} \
-           AND t.state = ANY($2::text[]) AND ($3::text IS NULL OR t.handler = $3) \
-           AND ($4::text IS NULL OR t.queue = $4) RETURNING t.*), \
+        "WITH m AS (DELETE FROM {s}.tasks t WHERE t.state IN {WAITING} AND {f} RETURNING t.*), \
          h AS (INSERT INTO {s}.task_history {HISTORY_INSERT} \
            SELECT id, handler, data, timestamp, due_at, last_run_on, attempts, max_attempts, \
              is_recurring, rule, 'cancelled', queue, priority, last_error, fence, created_at, $1, \
              unique_key FROM m RETURNING 1), \
          dead AS (UPDATE {s}.task_history t SET state = 'cancelled', finished_at = $1 \
-           WHERE t.state = 'dead' AND 'dead' = ANY($2::text[]) \
-             AND ($3::text IS NULL OR t.handler = $3) AND ($4::text IS NULL OR t.queue = $4) \
-           RETURNING 1) \
+           WHERE t.state = 'dead' AND {f} RETURNING 1) \
          SELECT (SELECT count(*) FROM h) + (SELECT count(*) FROM dead)"
     )
 }
@@ -474,6 +508,7 @@ pub(super) struct Statements {
     pub(super) recent_unique: Stmt,
     pub(super) cancel_request: Stmt,
     pub(super) cancel_requested: Stmt,
+    pub(super) count_many: Stmt,
 }
 
 impl Statements {
@@ -497,9 +532,10 @@ impl Statements {
             ),
             // Live and finished tasks, each side walked in list order through its own index.
             format!(
-                "SELECT * FROM ((SELECT {TASK_COLUMNS} FROM {s}.tasks {LIST_FILTERS}) \
-                 UNION ALL (SELECT {HISTORY_COLUMNS} FROM {s}.task_history {LIST_FILTERS})) l \
-                 ORDER BY due_at, id LIMIT $3"
+                "SELECT * FROM ((SELECT {TASK_COLUMNS} FROM {s}.tasks {f}) \
+                 UNION ALL (SELECT {HISTORY_COLUMNS} FROM {s}.task_history {f})) l \
+                 ORDER BY due_at, id LIMIT $3",
+                f = list_filters()
             ),
             sql_cancel(s),
             format!(
@@ -547,6 +583,7 @@ impl Statements {
                    ON t.id = c.id AND t.fence = c.fence \
                  WHERE t.state = 'running' AND t.cancel_requested"
             ),
+            sql_count_many(s),
         ]
     }
 
@@ -646,6 +683,7 @@ impl Statements {
             recent_unique: next(),
             cancel_request: next(),
             cancel_requested: next(),
+            count_many: next(),
         }
     }
 }

@@ -68,6 +68,7 @@ impl SqliteStore {
     ) -> Result<u64, TaskError> {
         let states: Vec<String> = p.states.iter().map(|s| s.as_str().to_string()).collect();
         let (handler, queue) = (p.handler.map(str::to_string), p.queue.map(str::to_string));
+        let (path, value) = (data_path(p.data), p.data.map(|m| m.value.clone()));
         let now = to_micros(p.now);
         self.call_durable(move |conn| {
             transaction(conn, |tx| {
@@ -77,7 +78,7 @@ impl SqliteStore {
                     let n = tx
                         .prepare_cached(sql)
                         .map_err(db_err)?
-                        .execute(params![now, states, handler, queue])
+                        .execute(params![now, states, handler, queue, path, value])
                         .map_err(db_err)?;
                     if *counts {
                         changed += n as u64;
@@ -85,6 +86,29 @@ impl SqliteStore {
                 }
                 Ok(changed)
             })
+        })
+        .await
+    }
+
+    async fn count_many(&self, p: SteerMany<'_>) -> Result<u64, TaskError> {
+        let states = json_list(
+            p.states
+                .iter()
+                .map(|s| s.as_str().to_string())
+                .collect::<Vec<_>>()
+                .as_slice(),
+        );
+        let (handler, queue) = (p.handler.map(str::to_string), p.queue.map(str::to_string));
+        let (path, value) = (data_path(p.data), p.data.map(|m| m.value.clone()));
+        let now = to_micros(p.now);
+        self.call(move |conn| {
+            conn.prepare_cached(sql::COUNT_MANY)
+                .map_err(db_err)?
+                .query_row(params![now, states, handler, queue, path, value], |r| {
+                    r.get::<_, i64>(0)
+                })
+                .map(|n| n as u64)
+                .map_err(db_err)
         })
         .await
     }
@@ -592,6 +616,8 @@ impl Store for SqliteStore {
                         filter.queue,
                         filter.cursor.map(|c| to_micros(c.due_at)),
                         filter.cursor.map(|c| c.id.as_bytes().to_vec()),
+                        data_path(filter.data.as_ref()),
+                        filter.data.as_ref().map(|m| m.value.as_str()),
                     ],
                     task_from_row,
                 )
@@ -1072,4 +1098,14 @@ impl Store for SqliteStore {
         }
         Ok(n)
     }
+
+    async fn task_count_many(&self, p: SteerMany<'_>) -> Result<u64, TaskError> {
+        self.count_many(p).await
+    }
+}
+
+/// The JSON path of a data filter's field (`$."customer"`; the field's characters need no
+/// escaping, see [`crate::validate::data_filter`]), or NULL for no filter.
+fn data_path(m: Option<&crate::DataMatch>) -> Option<String> {
+    m.map(|m| format!("$.\"{}\"", m.field))
 }

@@ -26,13 +26,40 @@ pub(super) const GET_HISTORY: &str = concat!(
     " FROM task_history WHERE id = ?1"
 );
 
-/// A listing's filters: ?1 state, ?2 handler, ?4 queue, and the keyset cursor (?5 due time,
-/// ?6 id) it continues after.
+/// A data field filter ([`crate::DataMatch`]): the JSON path of the field (`$."customer"`)
+/// in the first parameter, NULL for no filter, and the value's text in the second. The field's
+/// value as text: a string's own text, a number as stored, `true` or `false`; anything else
+/// is NULL and matches nothing.
+macro_rules! data_match {
+    ($path:literal, $value:literal) => {
+        concat!(
+            " AND (",
+            $path,
+            " IS NULL OR CASE json_type(data, ",
+            $path,
+            ") WHEN 'text' THEN json_extract(data, ",
+            $path,
+            ") WHEN 'integer' THEN data -> ",
+            $path,
+            " WHEN 'real' THEN data -> ",
+            $path,
+            " WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' END = ",
+            $value,
+            ")"
+        )
+    };
+}
+
+/// A listing's filters: ?1 state, ?2 handler, ?4 queue, ?7 and ?8 a data field
+/// ([`data_match`]), and the keyset cursor (?5 due time, ?6 id) it continues after.
 macro_rules! list_filters {
     () => {
-        " WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR handler = ?2) \
-         AND (?4 IS NULL OR queue = ?4) AND (?5 IS NULL OR (due_at, id) > (?5, ?6)) \
-         ORDER BY due_at, id LIMIT ?3"
+        concat!(
+            " WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR handler = ?2) \
+             AND (?4 IS NULL OR queue = ?4) AND (?5 IS NULL OR (due_at, id) > (?5, ?6))",
+            data_match!("?7", "?8"),
+            " ORDER BY due_at, id LIMIT ?3"
+        )
     };
 }
 
@@ -236,24 +263,34 @@ pub(super) const CANCEL_MANY_MOVE: &str = concat!(
      is_recurring, rule, 'cancelled', queue, priority, last_error, fence, created_at, ?1, \
      unique_key FROM tasks WHERE state IN ('scheduled','retrying') \
      AND state IN (SELECT value FROM json_each(?2)) AND (?3 IS NULL OR handler = ?3) \
-     AND (?4 IS NULL OR queue = ?4)"
+     AND (?4 IS NULL OR queue = ?4)",
+    data_match!("?5", "?6")
 );
 
 /// The live rows [`CANCEL_MANY_MOVE`] copied (same transaction, same writer).
-pub(super) const CANCEL_MANY_DELETE: &str = "DELETE FROM tasks WHERE state IN ('scheduled','retrying') \
-    AND state IN (SELECT value FROM json_each(?2)) AND (?3 IS NULL OR handler = ?3) \
-    AND (?4 IS NULL OR queue = ?4) AND ?1 IS NOT NULL";
+pub(super) const CANCEL_MANY_DELETE: &str = concat!(
+    "DELETE FROM tasks WHERE state IN ('scheduled','retrying') \
+     AND state IN (SELECT value FROM json_each(?2)) AND (?3 IS NULL OR handler = ?3) \
+     AND (?4 IS NULL OR queue = ?4) AND ?1 IS NOT NULL",
+    data_match!("?5", "?6")
+);
 
 /// Bulk cancel, history side: matching dead tasks are cancelled where they are.
-pub(super) const CANCEL_MANY_DEAD: &str = "UPDATE task_history SET state = 'cancelled', finished_at = ?1 \
-    WHERE state = 'dead' AND 'dead' IN (SELECT value FROM json_each(?2)) \
-    AND (?3 IS NULL OR handler = ?3) AND (?4 IS NULL OR queue = ?4)";
+pub(super) const CANCEL_MANY_DEAD: &str = concat!(
+    "UPDATE task_history SET state = 'cancelled', finished_at = ?1 \
+     WHERE state = 'dead' AND 'dead' IN (SELECT value FROM json_each(?2)) \
+     AND (?3 IS NULL OR handler = ?3) AND (?4 IS NULL OR queue = ?4)",
+    data_match!("?5", "?6")
+);
 
 /// Bulk retry, live side: matching retrying tasks are made due now.
-pub(super) const RETRY_MANY_LIVE: &str = "UPDATE tasks SET state = 'scheduled', due_at = ?1, ready = 0, \
-    max_attempts = MAX(max_attempts, attempts + 1), updated_at = ?1 \
-    WHERE state = 'retrying' AND 'retrying' IN (SELECT value FROM json_each(?2)) \
-    AND (?3 IS NULL OR handler = ?3) AND (?4 IS NULL OR queue = ?4)";
+pub(super) const RETRY_MANY_LIVE: &str = concat!(
+    "UPDATE tasks SET state = 'scheduled', due_at = ?1, ready = 0, \
+     max_attempts = MAX(max_attempts, attempts + 1), updated_at = ?1 \
+     WHERE state = 'retrying' AND 'retrying' IN (SELECT value FROM json_each(?2)) \
+     AND (?3 IS NULL OR handler = ?3) AND (?4 IS NULL OR queue = ?4)",
+    data_match!("?5", "?6")
+);
 
 /// Bulk retry, history side: matching dead and cancelled tasks move back to the live tasks.
 /// A recurring one moves only when no live copy holds its singleton and no other matching
@@ -265,8 +302,9 @@ pub(super) const RETRY_MANY_MOVE: &str = concat!(
      last_error, fence, created_at, ?1, unique_key \
      FROM task_history h WHERE state IN ('dead','cancelled') \
      AND state IN (SELECT value FROM json_each(?2)) AND (?3 IS NULL OR handler = ?3) \
-     AND (?4 IS NULL OR queue = ?4) \
-     AND (is_recurring = 0 OR (NOT EXISTS (SELECT 1 FROM tasks o \
+     AND (?4 IS NULL OR queue = ?4)",
+    data_match!("?5", "?6"),
+    " AND (is_recurring = 0 OR (NOT EXISTS (SELECT 1 FROM tasks o \
        WHERE o.handler = h.handler AND o.data = h.data AND o.is_recurring = 1 \
        AND o.state IN ('scheduled','running','retrying')) \
      AND NOT EXISTS (SELECT 1 FROM task_history o \
@@ -282,10 +320,25 @@ pub(super) const RETRY_MANY_MOVE: &str = concat!(
 );
 
 /// The history rows [`RETRY_MANY_MOVE`] copied back: matching, and now live.
-pub(super) const RETRY_MANY_DELETE: &str = "DELETE FROM task_history \
-    WHERE state IN ('dead','cancelled') AND state IN (SELECT value FROM json_each(?2)) \
-    AND (?3 IS NULL OR handler = ?3) AND (?4 IS NULL OR queue = ?4) \
-    AND EXISTS (SELECT 1 FROM tasks t WHERE t.id = task_history.id) AND ?1 IS NOT NULL";
+pub(super) const RETRY_MANY_DELETE: &str = concat!(
+    "DELETE FROM task_history \
+     WHERE state IN ('dead','cancelled') AND state IN (SELECT value FROM json_each(?2)) \
+     AND (?3 IS NULL OR handler = ?3) AND (?4 IS NULL OR queue = ?4) \
+     AND EXISTS (SELECT 1 FROM tasks t WHERE t.id = task_history.id) AND ?1 IS NOT NULL",
+    data_match!("?5", "?6")
+);
+
+/// How many tasks a bulk cancel or retry would consider: matching live and finished tasks in
+/// the states ?2, with the parameters of the statements above (?1 is not read).
+pub(super) const COUNT_MANY: &str = concat!(
+    "SELECT (SELECT count(*) FROM tasks WHERE state IN (SELECT value FROM json_each(?2)) \
+     AND (?3 IS NULL OR handler = ?3) AND (?4 IS NULL OR queue = ?4) AND ?1 IS NOT NULL",
+    data_match!("?5", "?6"),
+    ") + (SELECT count(*) FROM task_history WHERE state IN (SELECT value FROM json_each(?2)) \
+     AND (?3 IS NULL OR handler = ?3) AND (?4 IS NULL OR queue = ?4)",
+    data_match!("?5", "?6"),
+    ")"
+);
 
 /// Finished one-off done tasks past their cutoff. Every prune query names the history's
 /// finished index columns in order, so SQLite walks that index.

@@ -32,8 +32,14 @@ pub(crate) fn routes() -> Router<Shared> {
         .route("/tasks/{id}", get(detail))
         .route("/tasks/{id}/cancel", post(cancel))
         .route("/tasks/{id}/retry", post(retry))
-        .route("/tasks/retry-matching", post(retry_matching))
-        .route("/tasks/cancel-matching", post(cancel_matching))
+        .route(
+            "/tasks/retry-matching",
+            get(confirm_retry_matching).post(retry_matching),
+        )
+        .route(
+            "/tasks/cancel-matching",
+            get(confirm_cancel_matching).post(cancel_matching),
+        )
         .route("/add", get(add_form).post(add))
         .merge(queues::routes())
 }
@@ -87,7 +93,8 @@ form.inline{display:inline}button{padding:.3rem .8rem;cursor:pointer}.muted{colo
 .state{padding:.05rem .4rem;border-radius:3px;background:#eef0f3}.state-dead{background:#fdecee;color:#b00020}\
 .state-done{background:#e6f4ea;color:#1e6b34}.state-running{background:#e8f0fe;color:#1a4fb0}\
 .filters{display:flex;gap:.6rem;align-items:end;flex-wrap:wrap;margin-bottom:.8rem}.filters label{display:flex;flex-direction:column;font-size:.85rem}\
-.bar{display:inline-block;background:#5b7bd5;height:.7rem;vertical-align:middle}";
+.bar{display:inline-block;background:#5b7bd5;height:.7rem;vertical-align:middle}\
+a.button{display:inline-block;padding:.3rem .8rem;border:1px solid #8a93a3;border-radius:3px;background:#fff;color:inherit;text-decoration:none}";
 
 /// The frame around every page. `refresh` makes the browser reload the same address (filters
 /// included) every few seconds.
@@ -279,23 +286,9 @@ async fn tasks(
         }
         @if steerable {
             p {
-                form.inline method="post" action="/tasks/retry-matching" {
-                    input type="hidden" name="csrf" value=(c.csrf());
-                    input type="hidden" name="state" value=(keep(&query.state));
-                    input type="hidden" name="handler" value=(keep(&query.handler));
-                    input type="hidden" name="queue" value=(keep(&query.queue));
-                    input type="hidden" name="data" value=(filter.data.as_ref().map(data_text).unwrap_or_default());
-                    button type="submit" id="retry-matching" { "Retry every matching task" }
-                }
+                a.button id="retry-matching" href={ "/tasks/retry-matching?" (filters) } { "Retry every matching task…" }
                 " "
-                form.inline method="post" action="/tasks/cancel-matching" {
-                    input type="hidden" name="csrf" value=(c.csrf());
-                    input type="hidden" name="state" value=(keep(&query.state));
-                    input type="hidden" name="handler" value=(keep(&query.handler));
-                    input type="hidden" name="queue" value=(keep(&query.queue));
-                    input type="hidden" name="data" value=(filter.data.as_ref().map(data_text).unwrap_or_default());
-                    button type="submit" id="cancel-matching" { "Cancel every matching task" }
-                }
+                a.button id="cancel-matching" href={ "/tasks/cancel-matching?" (filters) } { "Cancel every matching task…" }
             }
         }
         @if list.is_empty() {
@@ -521,6 +514,101 @@ async fn steer_one(
     }
 }
 
+async fn confirm_retry_matching(
+    State(app): State<Shared>,
+    headers: HeaderMap,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Response {
+    confirm_matching(app, headers, query, false).await
+}
+
+async fn confirm_cancel_matching(
+    State(app): State<Shared>,
+    headers: HeaderMap,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Response {
+    confirm_matching(app, headers, query, true).await
+}
+
+/// The task list with a bulk action's filter.
+fn tasks_url(filter: &party::SteerFilter) -> String {
+    format!(
+        "/tasks?state={}&handler={}&queue={}&data={}",
+        filter.state.map(|s| s.as_str()).unwrap_or_default(),
+        urlencode(filter.handler.as_deref().unwrap_or_default()),
+        urlencode(filter.queue.as_deref().unwrap_or_default()),
+        urlencode(&filter.data.as_ref().map(data_text).unwrap_or_default())
+    )
+}
+
+/// Before a bulk action: how many tasks the filter matches in the states the action applies
+/// to (counted, nothing changed), and a form that does it.
+async fn confirm_matching(
+    app: Shared,
+    headers: HeaderMap,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+    cancel: bool,
+) -> Response {
+    let Some(c) = caller(&app, &headers) else {
+        return to_login();
+    };
+    let query = match query {
+        Ok(Query(pairs)) => match ListQuery::from_pairs(pairs) {
+            Ok(q) => q,
+            Err(e) => return PageError::from(e).into_response(),
+        },
+        Err(e) => return PageError(StatusCode::BAD_REQUEST, e.body_text()).into_response(),
+    };
+    let filter = match query.steer_filter() {
+        Ok(f) => f,
+        Err(e) => return PageError::from(e).into_response(),
+    };
+    let count = if cancel {
+        app.party.count_cancellable(&filter).await
+    } else {
+        app.party.count_retryable(&filter).await
+    };
+    let n = match count {
+        Ok(n) => n,
+        Err(e) => return PageError::from(e).into_response(),
+    };
+    let (verb, action) = if cancel {
+        ("Cancel", "/tasks/cancel-matching")
+    } else {
+        ("Retry", "/tasks/retry-matching")
+    };
+    let data = filter.data.as_ref().map(data_text).unwrap_or_default();
+    let back = tasks_url(&filter);
+    let tasks = if n == 1 { "task" } else { "tasks" };
+    let body = html! {
+        h1 { (verb) " every matching task" }
+        table id="matching" {
+            tr { th { "State" } td { @match filter.state { Some(s) => (s.as_str()), None => { "any the action applies to (" (if cancel { "scheduled, retrying, dead" } else { "dead, cancelled, retrying" }) ")" } } } }
+            tr { th { "Handler" } td { (filter.handler.as_deref().unwrap_or("any")) } }
+            tr { th { "Queue" } td { (filter.queue.as_deref().unwrap_or("any")) } }
+            tr { th { "Data field" } td { @if data.is_empty() { "any" } @else { code { (data) } } } }
+        }
+        @if n == 0 {
+            p id="count" { "No task matches: there is nothing to " (verb.to_lowercase()) "." }
+        } @else {
+            p id="count" { strong { (n) } " " (tasks) " will be " (if cancel { "cancelled" } else { "made due now" }) "." }
+            @if !cancel {
+                p.muted { "A recurring task whose schedule already has a live copy is left as it is, so a retry may touch fewer." }
+            }
+            form method="post" action=(action) {
+                input type="hidden" name="csrf" value=(c.csrf());
+                input type="hidden" name="state" value=(filter.state.map(|s| s.as_str()).unwrap_or_default());
+                input type="hidden" name="handler" value=(filter.handler.as_deref().unwrap_or_default());
+                input type="hidden" name="queue" value=(filter.queue.as_deref().unwrap_or_default());
+                input type="hidden" name="data" value=(data);
+                button type="submit" id="confirm" { (verb) " " (n) " " (tasks) }
+            }
+        }
+        p { a href=(back) { "Back to the tasks" } }
+    };
+    Html(layout("confirm", Some(&c), false, body).into_string()).into_response()
+}
+
 async fn retry_matching(
     State(app): State<Shared>,
     headers: HeaderMap,
@@ -566,7 +654,7 @@ async fn steer_matching(
         app.party.retry_matching(&filter).await
     };
     match result {
-        Ok(_) => Redirect::to("/tasks").into_response(),
+        Ok(_) => Redirect::to(&tasks_url(&filter)).into_response(),
         Err(e) => PageError::from(e).into_response(),
     }
 }

@@ -442,7 +442,7 @@ async fn a_recurring_tasks_page_shows_its_ledger_and_coming_occurrences(b: Backe
 
 /// The task filter form takes a data field; the listing, the form and the next page keep it,
 /// and the bulk actions act on it alone.
-async fn the_tasks_page_filters_on_a_data_field(b: Backend) {
+async fn the_tasks_page_filters_on_a_data_field_and_counts_before_a_bulk_action(b: Backend) {
     let Some(s) = Server::start(b).await else {
         return;
     };
@@ -486,7 +486,53 @@ async fn the_tasks_page_filters_on_a_data_field(b: Backend) {
         .await;
     assert_eq!(bad.status, 400);
     assert!(bad.body.contains("one top-level field"), "{}", bad.body);
-    let token = csrf(&page.body);
+    assert!(page.body.contains("href=\"/tasks/cancel-matching?state=&amp;handler=&amp;queue=&amp;data=customer%3Dacme\""), "{}", page.body);
+    // The bulk action first shows how many tasks it will touch, and changes nothing.
+    let confirm = s
+        .raw(
+            "GET",
+            "/tasks/cancel-matching?state=&handler=&queue=&data=customer%3Dacme",
+            &[("Cookie", &cookie)],
+            None,
+        )
+        .await;
+    assert_eq!(confirm.status, 200, "{}", confirm.body);
+    assert!(
+        confirm
+            .body
+            .contains("<strong>2</strong> tasks will be cancelled"),
+        "{}",
+        confirm.body
+    );
+    assert!(confirm.body.contains("Cancel 2 tasks"));
+    for t in s.party.list(&Default::default()).await.unwrap() {
+        assert_eq!(t.state, State::Scheduled, "a count changes nothing");
+    }
+    let none = s
+        .raw(
+            "GET",
+            "/tasks/retry-matching?data=customer%3Dacme",
+            &[("Cookie", &cookie)],
+            None,
+        )
+        .await;
+    assert!(none.body.contains("No task matches"), "{}", none.body);
+    assert!(!none.body.contains("id=\"confirm\""));
+    let everything = s
+        .raw(
+            "GET",
+            "/tasks/cancel-matching?state=",
+            &[("Cookie", &cookie)],
+            None,
+        )
+        .await;
+    assert_eq!(everything.status, 400);
+    assert!(
+        everything.body.contains("refusing to cancel every task"),
+        "{}",
+        everything.body
+    );
+    let token = csrf(&confirm.body);
     let r = s
         .raw(
             "POST",
@@ -501,6 +547,10 @@ async fn the_tasks_page_filters_on_a_data_field(b: Backend) {
         )
         .await;
     assert_eq!(r.status, 303, "{}", r.body);
+    assert_eq!(
+        r.header("location"),
+        Some("/tasks?state=&handler=&queue=&data=customer%3Dacme")
+    );
     for t in s.party.list(&Default::default()).await.unwrap() {
         let expected = if acme.contains(&t.id) {
             State::Cancelled
@@ -512,7 +562,7 @@ async fn the_tasks_page_filters_on_a_data_field(b: Backend) {
 }
 
 on_every_backend!(
-    the_tasks_page_filters_on_a_data_field,
+    the_tasks_page_filters_on_a_data_field_and_counts_before_a_bulk_action,
     the_add_form_previews_a_rule_then_adds_with_the_apis_checks,
     a_recurring_tasks_page_shows_its_ledger_and_coming_occurrences,
     login_gives_a_strict_http_only_cookie_and_wrong_tokens_none,

@@ -180,6 +180,7 @@ impl ListQuery {
             handler: given(&self.handler).map(str::to_string),
             queue: given(&self.queue).map(str::to_string),
             data: self.data_match()?,
+            recurring: None,
             limit: Some(
                 given(&self.limit)
                     .map(|l| validate::list_limit(l, "limit=20"))

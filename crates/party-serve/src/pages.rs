@@ -30,6 +30,7 @@ pub(crate) fn routes() -> Router<Shared> {
         .route("/", get(overview))
         .route("/tasks", get(tasks))
         .route("/tasks/{id}", get(detail))
+        .route("/recurring", get(recurring))
         .route("/tasks/{id}/cancel", post(cancel))
         .route("/tasks/{id}/retry", post(retry))
         .route(
@@ -115,6 +116,7 @@ fn layout(title: &str, caller: Option<&Caller>, refresh: bool, body: Markup) -> 
                     a href="/" { "Overview" }
                     a href="/tasks" { "Tasks" }
                     a href="/tasks?state=dead" { "Dead" }
+                    a href="/recurring" { "Recurring" }
                     a href="/queues" { "Queues" }
                     a href="/add" { "Add" }
                     @if let Some(c) = caller {
@@ -322,6 +324,78 @@ fn data_text(m: &party::DataMatch) -> String {
     format!("{}={}", m.field, m.value)
 }
 
+/// Every live recurring task (scheduled, running or retrying; at most
+/// [`party::policy::RECURRING_LISTED`] in each state), by handler and next run.
+pub(crate) async fn live_recurring(app: &Shared) -> Result<(Vec<TaskInfo>, bool), TaskError> {
+    let mut tasks = Vec::new();
+    let mut truncated = false;
+    for state in [
+        TaskState::Running,
+        TaskState::Retrying,
+        TaskState::Scheduled,
+    ] {
+        let page = app
+            .party
+            .list(&party::ListFilter {
+                state: Some(state),
+                recurring: Some(true),
+                limit: Some(party::policy::RECURRING_LISTED),
+                ..party::ListFilter::default()
+            })
+            .await?;
+        truncated |= page.len() >= party::policy::RECURRING_LISTED as usize;
+        tasks.extend(page);
+    }
+    tasks.sort_by(|a, b| (&a.handler, a.timestamp, a.id).cmp(&(&b.handler, b.timestamp, b.id)));
+    Ok((tasks, truncated))
+}
+
+async fn recurring(State(app): State<Shared>, headers: HeaderMap) -> Response {
+    let Some(c) = caller(&app, &headers) else {
+        return to_login();
+    };
+    let (tasks, truncated) = match live_recurring(&app).await {
+        Ok(t) => t,
+        Err(e) => return PageError::from(e).into_response(),
+    };
+    let now = app.party.clock().now();
+    let body = html! {
+        h1 { "Recurring tasks" }
+        p.muted { "Every live recurring task: its rule, the time zone the rule is read in, its next occurrence and when it last ran. A task's page has its occurrence ledger (what ran for each expected occurrence) and a calendar of the coming ones." }
+        @if truncated {
+            p.alert role="alert" { "Only the first " (party::policy::RECURRING_LISTED) " tasks of each state are shown." }
+        }
+        @if tasks.is_empty() {
+            p.muted { "No recurring task. Add one with " code { "party add HANDLER --every 1h" } " or the " a href="/add" { "add form" } "." }
+        } @else {
+            table id="recurring" {
+                tr { th { "Handler" } th { "Data" } th { "Rule" } th { "Time zone" } th { "Next run" } th { "Last run" } th { "State" } th { "Ledger, calendar" } }
+                @for t in &tasks {
+                    @let rule = t.rule.as_ref().and_then(|r| Recurrence::from_json(&r.to_string()).ok());
+                    tr {
+                        td { a href={ "/tasks/" (t.id) } { (t.handler) } }
+                        td { code { (short(&redacted_data(&app, t), 60)) } }
+                        td { @match &rule {
+                            Some(r) => { (r.rule.to_string()) span.muted { " · missed: " (r.missed.to_string()) } },
+                            None => span.muted { "decided by its handler on each run" },
+                        } }
+                        td { @match rule.as_ref().and_then(|r| r.tz.as_deref()) { Some(tz) => (tz), None => span.muted { "UTC" } } }
+                        td { (format_time(t.timestamp)) " (" (relative(t.timestamp, now)) ")" }
+                        td { @match t.last_run_on { Some(x) => { (format_time(x)) " (" (relative(x, now)) ")" }, None => span.muted { "never" } } }
+                        td { (state_badge(t.state)) }
+                        td { @if rule.is_some() {
+                            a href={ "/tasks/" (t.id) "#occurrences" } { "ledger" } " · " a href={ "/tasks/" (t.id) "#coming" } { "calendar" }
+                        } @else {
+                            a href={ "/tasks/" (t.id) } { "runs" }
+                        } }
+                    }
+                }
+            }
+        }
+    };
+    Html(layout("recurring", Some(&c), true, body).into_string()).into_response()
+}
+
 fn redacted_data(app: &Shared, t: &TaskInfo) -> String {
     let mut data = t.data.clone();
     app.redact.data(&mut data);
@@ -387,7 +461,7 @@ async fn detail(State(app): State<Shared>, headers: HeaderMap, Path(id): Path<St
         h2 { "Data" }
         pre id="data" { (pretty) }
         @if let Some(cal) = calendar {
-            h2 { "Coming occurrences" }
+            h2 id="coming" { "Coming occurrences" }
             table id="calendar" {
                 tr { th { "When (UTC)" } th { "Local time" } th { "Note" } }
                 @for (t, local, note) in &cal {
@@ -396,7 +470,7 @@ async fn detail(State(app): State<Shared>, headers: HeaderMap, Path(id): Path<St
             }
         }
         @if let Some((rows, truncated)) = ledger {
-            h2 { "Occurrence ledger" }
+            h2 id="occurrences" { "Occurrence ledger" }
             p.muted { "Each expected occurrence beside what ran for it: missed, late, doubled or unexpected ones are flagged." @if truncated { " Only the earliest expected occurrences were compared." } }
             @if rows.is_empty() { p.muted { "No occurrence was due yet." } } @else {
                 table id="ledger" {

@@ -561,7 +561,98 @@ async fn the_tasks_page_filters_on_a_data_field_and_counts_before_a_bulk_action(
     }
 }
 
+/// `/recurring` lists every live recurring task (not one-off ones, not finished ones) with
+/// its rule, time zone, next and last run, and links to its ledger and calendar.
+async fn the_recurring_page_lists_every_live_schedule(b: Backend) {
+    let Some(s) = Server::start(b).await else {
+        return;
+    };
+    let hourly = s
+        .party
+        .add(
+            NewTask::new("noop")
+                .data(json!({"customer": "<b>acme</b>"}))
+                .every(party::jiff::SignedDuration::from_hours(1)),
+        )
+        .await
+        .unwrap();
+    s.party
+        .worker(Default::default())
+        .run_until_idle()
+        .await
+        .unwrap();
+    let ran = s.party.get(hourly).await.unwrap();
+    let berlin = s
+        .party
+        .add(NewTask::new("log").recurrence(
+            party::recurrence::Recurrence::cron("0 9 * * MON-FRI", Some("Europe/Berlin")).unwrap(),
+        ))
+        .await
+        .unwrap();
+    let gone = s
+        .party
+        .add(
+            NewTask::new("log")
+                .data(json!({"n": 2}))
+                .every(party::jiff::SignedDuration::from_hours(2)),
+        )
+        .await
+        .unwrap();
+    s.party.cancel(gone).await.unwrap();
+    let once = s.party.add(NewTask::new("noop")).await.unwrap();
+    let cookie = login(&s).await;
+    let page = s
+        .raw("GET", "/recurring", &[("Cookie", &cookie)], None)
+        .await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let table = &page.body[page.body.find("id=\"recurring\"").expect("a table")..];
+    assert_eq!(
+        table.matches("<tr>").count(),
+        3,
+        "a header and two live schedules: {table}"
+    );
+    assert!(!table.contains(&gone.to_string()) && !table.contains(&once.to_string()));
+    assert!(
+        table.contains("every 1h") && table.contains("cron &quot;0 9 * * MON-FRI&quot;"),
+        "{table}"
+    );
+    assert!(table.contains("Europe/Berlin"));
+    assert!(
+        table.contains(&party::format_time(ran.timestamp)),
+        "the next run"
+    );
+    assert!(
+        table.contains(&party::format_time(ran.last_run_on.unwrap())),
+        "the last run"
+    );
+    assert!(table.contains("never"), "the Berlin task has not run");
+    assert!(
+        table.contains("&lt;b&gt;acme&lt;/b&gt;") && !table.contains("<b>acme"),
+        "data as text"
+    );
+    for id in [hourly, berlin] {
+        assert!(
+            table.contains(&format!("href=\"/tasks/{id}#occurrences\"")),
+            "{table}"
+        );
+        assert!(table.contains(&format!("href=\"/tasks/{id}#coming\"")));
+        let detail = s
+            .raw("GET", &format!("/tasks/{id}"), &[("Cookie", &cookie)], None)
+            .await
+            .body;
+        assert!(
+            detail.contains("id=\"coming\"") && detail.contains("id=\"occurrences\""),
+            "the links' targets"
+        );
+    }
+    assert!(
+        page.body.contains("href=\"/recurring\""),
+        "in the navigation"
+    );
+}
+
 on_every_backend!(
+    the_recurring_page_lists_every_live_schedule,
     the_tasks_page_filters_on_a_data_field_and_counts_before_a_bulk_action,
     the_add_form_previews_a_rule_then_adds_with_the_apis_checks,
     a_recurring_tasks_page_shows_its_ledger_and_coming_occurrences,

@@ -357,6 +357,8 @@ pub struct ListFilter {
     pub queue: Option<String>,
     /// Only tasks whose data has this top-level field with this value.
     pub data: Option<DataMatch>,
+    /// Only recurring tasks (`Some(true)`) or only one-off tasks (`Some(false)`).
+    pub recurring: Option<bool>,
     /// At most this many (default 100).
     pub limit: Option<u32>,
     /// Only tasks after this one in the listing's order (keyset pagination): pass the

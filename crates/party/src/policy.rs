@@ -34,6 +34,10 @@ pub const STUCK_LISTED: u32 = 10;
 /// target per batch, and no more than this many rows in memory.
 pub const COPY_BATCH: u32 = 1_000;
 
+/// The most live recurring tasks a page (the dashboard's recurring page) or a scrape (the
+/// per-schedule metrics of `party serve`) reads in each live state.
+pub const RECURRING_LISTED: u32 = 1_000;
+
 /// Done one-off tasks are kept this long after they finish, by default.
 pub const RETAIN_DONE: SignedDuration = SignedDuration::from_hours(7 * 24);
 

@@ -496,7 +496,43 @@ async fn list_filters_by_a_data_field(b: Backend) {
     assert_eq!(done.iter().map(|t| t.id).collect::<Vec<_>>(), vec![ids[0]]);
 }
 
+/// `recurring` keeps only recurring tasks or only one-off tasks, with the state filter.
+async fn list_filters_recurring_and_one_off_tasks(b: Backend) {
+    let Some(h) = Harness::new(b).await else {
+        return;
+    };
+    let once = h.insert(vec![task("noop")]).await[0];
+    let every = h
+        .insert(vec![crate::harness::recurring("tick", r#"{"n":1}"#)])
+        .await[0];
+    let list = |recurring: Option<bool>, state: Option<State>| {
+        let store = h.store.clone();
+        async move {
+            store
+                .task_list(&ListFilter {
+                    recurring,
+                    state,
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|t| t.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(list(Some(true), None).await, vec![every]);
+    assert_eq!(list(Some(false), None).await, vec![once]);
+    assert_eq!(list(Some(true), Some(State::Scheduled)).await, vec![every]);
+    assert_eq!(
+        list(Some(true), Some(State::Running)).await,
+        Vec::<TaskId>::new()
+    );
+    assert_eq!(list(None, None).await.len(), 2);
+}
+
 on_every_backend!(
+    list_filters_recurring_and_one_off_tasks,
     list_filters_by_a_data_field,
     get_answers_none_for_an_unknown_id,
     list_orders_by_due_time_then_id_and_filters,

@@ -853,6 +853,7 @@ impl Store for PgStore {
                     &after_id,
                     &filter.data.as_ref().map(|m| m.field.as_str()),
                     &filter.data.as_ref().map(|m| m.value.as_str()),
+                    &filter.recurring,
                 ],
             )
             .await

@@ -74,11 +74,13 @@ fn data_match(data: &str, f: &str, v: &str) -> String {
 }
 
 /// A listing's filters: $1 state, $2 handler, $4 queue, $7 and $8 a data field
-/// ([`data_match`]), and the keyset cursor ($5 due time, $6 id) it continues after.
+/// ([`data_match`]), $9 recurring or one-off, and the keyset cursor ($5 due time, $6 id) it
+/// continues after.
 pub(super) fn list_filters() -> String {
     format!(
         "WHERE ($1::text IS NULL OR state = $1) \
          AND ($2::text IS NULL OR handler = $2) AND ($4::text IS NULL OR queue = $4) \
+         AND ($9::bool IS NULL OR is_recurring = $9) \
          AND ($5::timestamptz IS NULL OR (due_at, id) > ($5, $6::bytea)) AND {} \
          ORDER BY due_at, id LIMIT $3",
         data_match("data", "$7", "$8")

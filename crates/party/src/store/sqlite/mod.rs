@@ -618,6 +618,7 @@ impl Store for SqliteStore {
                         filter.cursor.map(|c| c.id.as_bytes().to_vec()),
                         data_path(filter.data.as_ref()),
                         filter.data.as_ref().map(|m| m.value.as_str()),
+                        filter.recurring,
                     ],
                     task_from_row,
                 )

@@ -51,12 +51,14 @@ macro_rules! data_match {
 }
 
 /// A listing's filters: ?1 state, ?2 handler, ?4 queue, ?7 and ?8 a data field
-/// ([`data_match`]), and the keyset cursor (?5 due time, ?6 id) it continues after.
+/// ([`data_match`]), ?9 recurring or one-off, and the keyset cursor (?5 due time, ?6 id) it
+/// continues after.
 macro_rules! list_filters {
     () => {
         concat!(
             " WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR handler = ?2) \
-             AND (?4 IS NULL OR queue = ?4) AND (?5 IS NULL OR (due_at, id) > (?5, ?6))",
+             AND (?4 IS NULL OR queue = ?4) AND (?5 IS NULL OR (due_at, id) > (?5, ?6)) \
+             AND (?9 IS NULL OR is_recurring = ?9)",
             data_match!("?7", "?8"),
             " ORDER BY due_at, id LIMIT ?3"
         )

@@ -1,6 +1,7 @@
 //! `GET /metrics`: the store's figures in Prometheus' text format (version 0.0.4), written by
 //! hand. Labels carry handler names and states only: never a task id or data.
 
+use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use axum::extract::State;
@@ -10,6 +11,8 @@ use axum::response::{IntoResponse, Response};
 use crate::Shared;
 use crate::error::ApiError;
 
+use jiff::Timestamp;
+use party::Outcome;
 use party::metrics::label;
 
 pub(crate) async fn metrics(State(app): State<Shared>, headers: HeaderMap) -> Response {
@@ -119,6 +122,9 @@ pub(crate) async fn metrics(State(app): State<Shared>, headers: HeaderMap) -> Re
         "# HELP party_stuck_tasks Running tasks whose lease ended without a rescue.\n# TYPE party_stuck_tasks gauge\nparty_stuck_tasks {}",
         stats.stuck_count
     );
+    if let Err(e) = schedules(&app, &mut out).await {
+        return ApiError::from(e).into_response();
+    }
     (
         StatusCode::OK,
         [(
@@ -128,4 +134,103 @@ pub(crate) async fn metrics(State(app): State<Shared>, headers: HeaderMap) -> Re
         out,
     )
         .into_response()
+}
+
+/// One handler's live recurring tasks, folded.
+#[derive(Default)]
+struct Schedules {
+    count: u64,
+    never_succeeded: u64,
+    stalest_success: Option<Timestamp>,
+    missed: u64,
+}
+
+/// Per recurring schedule, folded by handler: a label names the handler only, never the data
+/// that tells two schedules of one handler apart (it may hold anything, and every value would
+/// be a time series of its own). So a handler's gauges are its live recurring tasks' count,
+/// the oldest of their latest successes (the stalest schedule: one stuck schedule among many
+/// still shows), how many never succeeded, and the sum of their missed occurrences as
+/// [`party::Party::gaps`] counts them (expected occurrences before the pending one with no
+/// successful run; schedules whose handler decides each next run have no rule to compare and
+/// count none). Reads at most [`party::policy::RECURRING_LISTED`] tasks per live state, each
+/// with its run history.
+async fn schedules(app: &crate::Shared, out: &mut String) -> Result<(), party::TaskError> {
+    let (tasks, _) = crate::pages::live_recurring(app).await?;
+    let mut per: BTreeMap<String, Schedules> = BTreeMap::new();
+    for t in &tasks {
+        let task = match app.party.get(t.id).await {
+            Ok(task) => task,
+            // Finished since it was listed: no longer a live schedule.
+            Err(party::TaskError::NotFound(_)) => continue,
+            Err(e) => return Err(e),
+        };
+        let s = per.entry(task.handler.clone()).or_default();
+        s.count += 1;
+        let last = task
+            .runs
+            .iter()
+            .filter(|r| r.outcome == Outcome::Succeeded)
+            .map(|r| r.finished_at)
+            .max();
+        match last {
+            Some(at) => s.stalest_success = Some(s.stalest_success.map_or(at, |o| o.min(at))),
+            None => s.never_succeeded += 1,
+        }
+        if task.rule.is_some() {
+            if let Ok(g) = app.party.gaps_of(&task) {
+                s.missed += g.missing.len() as u64;
+            }
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP party_recurring_schedules Live recurring tasks per handler.\n# TYPE party_recurring_schedules gauge"
+    );
+    for (h, s) in &per {
+        let _ = writeln!(
+            out,
+            "party_recurring_schedules{{handler=\"{}\"}} {}",
+            label(h),
+            s.count
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP party_schedule_last_success_timestamp_seconds Per handler, the oldest of its live recurring tasks' latest successful runs (Unix time); schedules that never succeeded are counted in party_schedules_never_succeeded.\n# TYPE party_schedule_last_success_timestamp_seconds gauge"
+    );
+    for (h, s) in &per {
+        if let Some(at) = s.stalest_success {
+            let _ = writeln!(
+                out,
+                "party_schedule_last_success_timestamp_seconds{{handler=\"{}\"}} {}",
+                label(h),
+                at.as_microsecond() as f64 / 1e6
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP party_schedules_never_succeeded Live recurring tasks per handler with no successful run in their history.\n# TYPE party_schedules_never_succeeded gauge"
+    );
+    for (h, s) in &per {
+        let _ = writeln!(
+            out,
+            "party_schedules_never_succeeded{{handler=\"{}\"}} {}",
+            label(h),
+            s.never_succeeded
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP party_schedule_missed_occurrences Per handler, the expected occurrences of its live recurring tasks' rules that have no successful run.\n# TYPE party_schedule_missed_occurrences gauge"
+    );
+    for (h, s) in &per {
+        let _ = writeln!(
+            out,
+            "party_schedule_missed_occurrences{{handler=\"{}\"}} {}",
+            label(h),
+            s.missed
+        );
+    }
+    Ok(())
 }

@@ -651,7 +651,85 @@ async fn the_recurring_page_lists_every_live_schedule(b: Backend) {
     );
 }
 
+/// Per recurring schedule, folded by handler: the stalest latest success, schedules that never
+/// succeeded, and missed occurrences as `gaps` counts them; no data in any label.
+async fn metrics_tell_each_handlers_schedules_last_success_and_missed_occurrences(b: Backend) {
+    use party::jiff::{SignedDuration, Timestamp};
+    use party::recurrence::{Missed, Recurrence};
+    let start: Timestamp = "2027-03-01T10:00:00Z".parse().unwrap();
+    let clock = std::sync::Arc::new(party::ManualClock::new(start));
+    let Some(s) = Server::start_clocked(b, clock.clone()).await else {
+        return;
+    };
+    let hourly = |missed: Missed| {
+        let mut r = Recurrence::every(SignedDuration::from_hours(1)).unwrap();
+        r.missed = missed;
+        r
+    };
+    // Two schedules of one handler, told apart by their data: one skips what it missed.
+    s.party
+        .add(
+            NewTask::new("noop")
+                .data(json!({"customer": "secret-acme"}))
+                .recurrence(hourly(Missed::Skip)),
+        )
+        .await
+        .unwrap();
+    s.party
+        .add(
+            NewTask::new("noop")
+                .data(json!({"customer": "secret-globex"}))
+                .recurrence(hourly(Missed::All)),
+        )
+        .await
+        .unwrap();
+    s.party
+        .add(
+            NewTask::new("log")
+                .recurrence(hourly(Missed::All))
+                .at(start + SignedDuration::from_hours(10)),
+        )
+        .await
+        .unwrap();
+    s.party
+        .worker(Default::default())
+        .run_until_idle()
+        .await
+        .unwrap();
+    // Three and a half hours without a worker: one schedule catches up, the other skips three.
+    clock.advance(SignedDuration::from_mins(210));
+    s.party
+        .worker(Default::default())
+        .run_until_idle()
+        .await
+        .unwrap();
+    let r = s.api("GET", "/metrics", None).await;
+    assert_eq!(r.status, 200);
+    let body = r.body;
+    for line in [
+        "party_recurring_schedules{handler=\"noop\"} 2\n",
+        "party_recurring_schedules{handler=\"log\"} 1\n",
+        &format!(
+            "party_schedule_last_success_timestamp_seconds{{handler=\"noop\"}} {}\n",
+            start.as_second()
+        ),
+        "party_schedules_never_succeeded{handler=\"noop\"} 0\n",
+        "party_schedules_never_succeeded{handler=\"log\"} 1\n",
+        "party_schedule_missed_occurrences{handler=\"noop\"} 3\n",
+        "party_schedule_missed_occurrences{handler=\"log\"} 0\n",
+        "# TYPE party_schedule_missed_occurrences gauge\n",
+    ] {
+        assert!(body.contains(line), "{line} in {body}");
+    }
+    assert!(
+        !body.contains("party_schedule_last_success_timestamp_seconds{handler=\"log\"}"),
+        "a schedule that never succeeded has no last success"
+    );
+    assert!(!body.contains("secret"), "no data in a label");
+}
+
 on_every_backend!(
+    metrics_tell_each_handlers_schedules_last_success_and_missed_occurrences,
     the_recurring_page_lists_every_live_schedule,
     the_tasks_page_filters_on_a_data_field_and_counts_before_a_bulk_action,
     the_add_form_previews_a_rule_then_adds_with_the_apis_checks,

@@ -499,7 +499,17 @@ impl Party {
     /// # Errors
     /// As [`Party::next_occurrences`].
     pub async fn gaps(&self, id: TaskId) -> Result<GapReport, TaskError> {
-        let (task, rule) = self.task_with_rule(id).await?;
+        let task = self.get(id).await?;
+        self.gaps_of(&task)
+    }
+
+    /// [`Party::gaps`] of a task already read with its run history ([`Party::get`]), so a
+    /// caller that also reads its runs reads them once.
+    ///
+    /// # Errors
+    /// [`TaskError::Invalid`] when the task has no stored rule.
+    pub fn gaps_of(&self, task: &TaskInfo) -> Result<GapReport, TaskError> {
+        let rule = rule_of(task)?;
         let first = task
             .runs
             .iter()
@@ -527,19 +537,7 @@ impl Party {
 
     async fn task_with_rule(&self, id: TaskId) -> Result<(TaskInfo, Recurrence), TaskError> {
         let task = self.get(id).await?;
-        let Some(stored) = &task.rule else {
-            return Err(TaskError::invalid(format!(
-                "task {id} has no stored recurrence rule{}; only tasks added with --every, --cron \
-                 or --monthly-on (or NewTask::recurrence) have occurrences to list",
-                if task.is_recurring {
-                    ": its handler schedules each next run in on_complete"
-                } else {
-                    " (it is a one-off task)"
-                }
-            )));
-        };
-        let rule =
-            rules::parse(&stored.to_string()).map_err(|e| TaskError::invalid(e.to_string()))?;
+        let rule = rule_of(&task)?;
         Ok((task, rule))
     }
 
@@ -552,6 +550,24 @@ impl Party {
             config,
         )
     }
+}
+
+/// A task's stored rule, or why it has none.
+fn rule_of(task: &TaskInfo) -> Result<Recurrence, TaskError> {
+    let id = task.id;
+    let Some(stored) = &task.rule else {
+        return Err(TaskError::invalid(format!(
+            "task {id} has no stored recurrence rule{}; only tasks added with --every, --cron \
+             or --monthly-on (or NewTask::recurrence) have occurrences to list",
+            if task.is_recurring {
+                ": its handler schedules each next run in on_complete"
+            } else {
+                " (it is a one-off task)"
+            }
+        )));
+    };
+    let rule = rules::parse(&stored.to_string()).map_err(|e| TaskError::invalid(e.to_string()))?;
+    Ok(rule)
 }
 
 /// The states a bulk operation acts on: those it applies to, narrowed by the filter's state.

@@ -130,11 +130,30 @@ impl Server {
         backend: Backend,
         config: impl FnOnce(ServeConfig) -> ServeConfig,
     ) -> Option<Server> {
+        Server::start_full(backend, config, None).await
+    }
+
+    /// A server whose `Party` (and its workers) read time from `clock`.
+    pub async fn start_clocked(
+        backend: Backend,
+        clock: std::sync::Arc<dyn party::Clock>,
+    ) -> Option<Server> {
+        Server::start_full(backend, |c| c, Some(clock)).await
+    }
+
+    async fn start_full(
+        backend: Backend,
+        config: impl FnOnce(ServeConfig) -> ServeConfig,
+        clock: Option<std::sync::Arc<dyn party::Clock>>,
+    ) -> Option<Server> {
         let db = Db::new(backend)?;
         let registry = builtin::registry(true).merge(Registry::new());
-        let party = Party::connect(&db.url, registry)
+        let mut party = Party::connect(&db.url, registry)
             .await
             .expect("open the store");
+        if let Some(clock) = clock {
+            party = party.with_clock(clock);
+        }
         let config = config(ServeConfig {
             read_token: Some(READ_TOKEN.to_string()),
             ..ServeConfig::new(TOKEN)

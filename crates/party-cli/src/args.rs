@@ -99,7 +99,8 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "PATH")]
     pub(crate) token_file: Option<std::path::PathBuf>,
 
-    /// Hide these data fields from the API and the pages, e.g. data.card,data.token
+    /// Hide these data fields from the API and the pages, e.g. data.card,data.token (besides
+    /// the fields each handler declares in Task::REDACT)
     #[arg(long, value_name = "FIELDS", value_delimiter = ',')]
     pub(crate) redact: Vec<String>,
 

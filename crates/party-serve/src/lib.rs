@@ -50,7 +50,8 @@ pub struct ServeConfig {
     pub token: String,
     /// A token that may only read, if any.
     pub read_token: Option<String>,
-    /// Data fields hidden from every answer and page, as `data.FIELD` or `data.FIELD.INNER`.
+    /// Data fields hidden from every answer and page, as `data.FIELD` or `data.FIELD.INNER`,
+    /// besides those each registered handler declares ([`party::Task::REDACT`]).
     pub redact: Vec<String>,
     /// Serve `/metrics` without a token.
     pub metrics_public: bool,
@@ -101,12 +102,14 @@ pub(crate) type Shared = Arc<AppState>;
 /// The server's routes over `party`.
 ///
 /// # Errors
-/// [`TaskError::Invalid`] for an empty token or a bad `--redact` path.
+/// [`TaskError::Invalid`] for an empty token, a bad `--redact` path, or a handler's
+/// [`party::Task::REDACT`] field that is not a field path.
 pub fn router(party: Party, config: ServeConfig) -> Result<Router, TaskError> {
+    let redact = redact::Redaction::new(&config.redact, &party.registry().redactions())?;
     let state = Arc::new(AppState {
         party,
         auth: auth::Auth::new(&config.token, config.read_token.as_deref())?,
-        redact: redact::Redaction::new(&config.redact)?,
+        redact,
         metrics_public: config.metrics_public,
     });
     Ok(Router::new()

@@ -398,7 +398,7 @@ async fn recurring(State(app): State<Shared>, headers: HeaderMap) -> Response {
 
 fn redacted_data(app: &Shared, t: &TaskInfo) -> String {
     let mut data = t.data.clone();
-    app.redact.data(&mut data);
+    app.redact.data(&t.handler, &mut data);
     data.to_string()
 }
 
@@ -441,7 +441,7 @@ async fn detail(State(app): State<Shared>, headers: HeaderMap, Path(id): Path<St
     };
     let calendar = rule.as_ref().map(|r| calendar(r, &upcoming));
     let mut data = t.data.clone();
-    app.redact.data(&mut data);
+    app.redact.data(&t.handler, &mut data);
     let pretty = serde_json::to_string_pretty(&data).unwrap_or_default();
     let body = html! {
         h1 { "Task " code { (t.id) } }

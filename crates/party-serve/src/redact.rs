@@ -1,6 +1,8 @@
-//! Hiding data fields (`party serve --redact data.card,data.token`) from every API answer and
-//! dashboard page: the field stays in the store and reaches handlers; readers see
+//! Hiding data fields (`party serve --redact data.card,data.token`, and each handler's
+//! [`party::Task::REDACT`]) from every API answer and dashboard page: the field stays in the store and reaches handlers; readers see
 //! [`REDACTED`] instead of its value.
+
+use std::collections::BTreeMap;
 
 use party::TaskError;
 use serde_json::Value;
@@ -8,33 +10,59 @@ use serde_json::Value;
 /// What a redacted field shows.
 pub(crate) const REDACTED: &str = "[redacted]";
 
-/// The fields to hide, each a path below `data`.
+/// The fields to hide, each a path below `data`: those of `--redact` on every task, and those a
+/// handler declares ([`party::Task::REDACT`]) on its own tasks.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Redaction {
     paths: Vec<Vec<String>>,
+    by_handler: BTreeMap<String, Vec<Vec<String>>>,
 }
 
 impl Redaction {
-    pub(crate) fn new(paths: &[String]) -> Result<Redaction, TaskError> {
+    /// `paths` as `--redact` gives them (`data.card`), and each handler's declared fields
+    /// (`card`, below `data`), every one checked by [`party::validate::redact_path`].
+    pub(crate) fn new(
+        paths: &[String],
+        handlers: &[(String, &'static [&'static str])],
+    ) -> Result<Redaction, TaskError> {
+        let mut by_handler = BTreeMap::new();
+        for (name, fields) in handlers {
+            let checked = fields
+                .iter()
+                .map(|f| {
+                    party::validate::redact_path(&format!("data.{f}")).map_err(|e| {
+                        TaskError::invalid(format!(
+                            "handler '{name}' declares a field to redact that cannot be one \
+                             (Task::REDACT lists fields below the data, like \"card\" or \
+                             \"payment.token\"): {e}"
+                        ))
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            by_handler.insert(name.clone(), checked);
+        }
         Ok(Redaction {
             paths: paths
                 .iter()
                 .map(|p| party::validate::redact_path(p))
                 .collect::<Result<_, _>>()?,
+            by_handler,
         })
     }
 
-    /// Hide the fields in one task's data object.
-    pub(crate) fn data(&self, data: &mut Value) {
-        for path in &self.paths {
+    /// Hide the fields in the data object of a task of `handler`.
+    pub(crate) fn data(&self, handler: &str, data: &mut Value) {
+        let own = self.by_handler.get(handler).into_iter().flatten();
+        for path in self.paths.iter().chain(own) {
             hide(data, path);
         }
     }
 
-    /// Hide the fields in a task as JSON (its `data` member).
+    /// Hide the fields in a task as JSON (its `data` member, by its `handler`).
     pub(crate) fn task(&self, task: &mut Value) {
+        let handler = task["handler"].as_str().unwrap_or_default().to_string();
         if let Some(data) = task.get_mut("data") {
-            self.data(data);
+            self.data(&handler, data);
         }
     }
 }
@@ -63,15 +91,32 @@ mod tests {
 
     #[test]
     fn named_fields_are_hidden_and_others_kept() {
-        let r = Redaction::new(&["data.card".into(), "data.pay.token".into()]).unwrap();
-        let mut t = json!({"id": "x", "data": {"card": "4242", "pay": {"token": "t", "amount": 3}, "name": "acme"}});
+        let r = Redaction::new(&["data.card".into(), "data.pay.token".into()], &[]).unwrap();
+        let mut t = json!({"id": "x", "handler": "h", "data": {"card": "4242", "pay": {"token": "t", "amount": 3}, "name": "acme"}});
         r.task(&mut t);
         assert_eq!(
             t["data"],
             json!({"card": REDACTED, "pay": {"token": REDACTED, "amount": 3}, "name": "acme"})
         );
-        let mut absent = json!({"data": {"other": 1}});
+        let mut absent = json!({"handler": "h", "data": {"other": 1}});
         r.task(&mut absent);
         assert_eq!(absent["data"], json!({"other": 1}));
+    }
+
+    #[test]
+    fn a_handlers_fields_are_hidden_on_its_own_tasks_only() {
+        let r = Redaction::new(&[], &[("pay".into(), &["card", "bank.iban"])]).unwrap();
+        let mut mine =
+            json!({"handler": "pay", "data": {"card": "4242", "bank": {"iban": "DE1"}, "n": 1}});
+        r.task(&mut mine);
+        assert_eq!(
+            mine["data"],
+            json!({"card": REDACTED, "bank": {"iban": REDACTED}, "n": 1})
+        );
+        let mut other = json!({"handler": "log", "data": {"card": "4242"}});
+        r.task(&mut other);
+        assert_eq!(other["data"]["card"], "4242");
+        let e = Redaction::new(&[], &[("pay".into(), &["a..b"])]).unwrap_err();
+        assert!(e.to_string().contains("handler 'pay' declares"), "{e}");
     }
 }

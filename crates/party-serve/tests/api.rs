@@ -327,6 +327,49 @@ async fn redacted_fields_never_leave_the_server(b: Backend) {
     // The store keeps the data for the handler.
     let stored = s.party.get(id.parse().unwrap()).await.unwrap();
     assert_eq!(stored.data["card"], "4242424242424242");
+    // A handler's own fields (Task::REDACT), on its tasks only, besides --redact's.
+    let r = s
+        .api("POST", "/api/v1/tasks", Some(r#"{"handler":"pay","data":{"card":"5555444433332222","bank":{"iban":"DE89370400440532013000","name":"Bank"},"pay":{"token":"tok_pay"},"amount":12}}"#))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let pay = r.json()["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        r.json()["data"]["bank"],
+        json!({"iban": "[redacted]", "name": "Bank"})
+    );
+    assert_eq!(r.json()["data"]["amount"], 12);
+    let unrelated = s
+        .api(
+            "POST",
+            "/api/v1/tasks",
+            Some(r#"{"handler":"noop","data":{"bank":{"iban":"visible-iban"}}}"#),
+        )
+        .await;
+    assert_eq!(
+        unrelated.json()["data"]["bank"]["iban"],
+        "visible-iban",
+        "another handler's field"
+    );
+    for path in [
+        format!("/api/v1/tasks/{pay}"),
+        "/api/v1/tasks?handler=pay".to_string(),
+        format!("/tasks/{pay}"),
+        "/tasks?handler=pay".to_string(),
+        format!("/api/v1/tasks/{pay}/cancel"),
+    ] {
+        let method = if path.ends_with("/cancel") {
+            "POST"
+        } else {
+            "GET"
+        };
+        let body = s.api(method, &path, None).await.body;
+        for secret in ["5555444433332222", "DE89370400440532013000", "tok_pay"] {
+            assert!(!body.contains(secret), "{path}: {body}");
+        }
+        assert!(body.contains("Bank"), "{path}: the other fields stay");
+    }
+    let stored = s.party.get(pay.parse().unwrap()).await.unwrap();
+    assert_eq!(stored.data["bank"]["iban"], "DE89370400440532013000");
 }
 
 async fn queues_are_paused_limited_and_listed_as_the_cli_does(b: Backend) {

@@ -50,6 +50,12 @@ pub trait Task: Send + Sync + 'static {
     const MAX_ATTEMPTS: u32 = DEFAULT_MAX_ATTEMPTS;
     /// How long one attempt may run before it counts as timed out.
     const TIMEOUT: Duration = DEFAULT_TIMEOUT;
+    /// Data fields that readers must not see: `party serve` shows `"[redacted]"` instead of
+    /// their values in every API answer and dashboard page, as with its `--redact` option.
+    /// Each is a field of the data, or `FIELD.INNER` for a field of a nested object (for
+    /// example `&["card", "payment.token"]`). The handler still gets them; the store keeps
+    /// them.
+    const REDACT: &'static [&'static str] = &[];
 
     /// The work. An `Err` or a panic is a failed attempt. Implement it as
     /// `async fn run(&self, ctx: &mut TaskContext) -> Result<(), TaskError>`.
@@ -370,6 +376,7 @@ pub(crate) trait Handler: Send + Sync {
     fn is_recurring(&self) -> bool;
     fn max_attempts(&self) -> u32;
     fn timeout(&self) -> Duration;
+    fn redact(&self) -> &'static [&'static str];
     fn backoff(&self, attempt: u32) -> SignedDuration;
     fn check(&self, data: &Value) -> Result<(), String>;
     fn run<'a>(&'a self, ctx: &'a mut TaskContext) -> HandlerFuture<'a>;
@@ -387,6 +394,9 @@ impl<T: Task> Handler for Erased<T> {
     }
     fn timeout(&self) -> Duration {
         T::TIMEOUT
+    }
+    fn redact(&self) -> &'static [&'static str] {
+        T::REDACT
     }
     fn backoff(&self, attempt: u32) -> SignedDuration {
         self.0.backoff(attempt)
@@ -440,6 +450,16 @@ impl Registry {
     /// Whether the handler `name` is registered as recurring.
     pub fn is_recurring(&self, name: &str) -> Option<bool> {
         self.handlers.get(name).map(|h| h.is_recurring())
+    }
+
+    /// The data fields each handler hides from readers ([`Task::REDACT`]), for handlers that
+    /// declare any, by name.
+    pub fn redactions(&self) -> Vec<(String, &'static [&'static str])> {
+        self.handlers
+            .iter()
+            .map(|(name, h)| (name.clone(), h.redact()))
+            .filter(|(_, fields)| !fields.is_empty())
+            .collect()
     }
 
     /// Run the check the handler `name` declares ([`Task::check`]) on a new task's data; an

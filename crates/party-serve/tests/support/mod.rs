@@ -13,6 +13,18 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 pub const TOKEN: &str = "test-token-0123456789abcdef";
 pub const READ_TOKEN: &str = "read-token-0123456789abcdef";
 
+/// A handler that hides two of its data fields from readers.
+pub struct Pay;
+
+impl party::Task for Pay {
+    const NAME: &'static str = "pay";
+    const REDACT: &'static [&'static str] = &["card", "bank.iban"];
+
+    async fn run(&self, _ctx: &mut party::TaskContext) -> Result<(), party::TaskError> {
+        Ok(())
+    }
+}
+
 /// The backends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -147,7 +159,7 @@ impl Server {
         clock: Option<std::sync::Arc<dyn party::Clock>>,
     ) -> Option<Server> {
         let db = Db::new(backend)?;
-        let registry = builtin::registry(true).merge(Registry::new());
+        let registry = builtin::registry(true).merge(Registry::new().register(Pay));
         let mut party = Party::connect(&db.url, registry)
             .await
             .expect("open the store");

@@ -843,7 +843,11 @@ impl Store for PgStore {
         let rows = conn
             .client
             .query(
-                &conn.st.list,
+                if filter.state.is_some() {
+                    &conn.st.list_state
+                } else {
+                    &conn.st.list
+                },
                 &[
                     &state,
                     &filter.handler,

@@ -73,17 +73,29 @@ fn data_match(data: &str, f: &str, v: &str) -> String {
     )
 }
 
-/// A listing's filters: $1 state, $2 handler, $4 queue, $7 and $8 a data field
-/// ([`data_match`]), $9 recurring or one-off, and the keyset cursor ($5 due time, $6 id) it
-/// continues after.
-pub(super) fn list_filters() -> String {
+/// A listing's filters: `state` on $1 (`$1::text IS NULL` for a listing without a state,
+/// `state = $1` for one with: two statements rather than `$1 IS NULL OR state = $1`, so a plan
+/// kept for the statement always seeks the history's `(state, due_at, id)` index when a state
+/// is given), $2 handler, $4 queue, $7 and $8 a data field ([`data_match`]), $9 recurring or
+/// one-off, and the keyset cursor ($5 due time, $6 id) it continues after.
+fn list_filters(state: &str) -> String {
     format!(
-        "WHERE ($1::text IS NULL OR state = $1) \
+        "WHERE {state} \
          AND ($2::text IS NULL OR handler = $2) AND ($4::text IS NULL OR queue = $4) \
          AND ($9::bool IS NULL OR is_recurring = $9) \
          AND ($5::timestamptz IS NULL OR (due_at, id) > ($5, $6::bytea)) AND {} \
          ORDER BY due_at, id LIMIT $3",
         data_match("data", "$7", "$8")
+    )
+}
+
+/// Live and finished tasks, each side walked in list order through its own index.
+fn sql_list(s: &str, state: &str) -> String {
+    format!(
+        "SELECT * FROM ((SELECT {TASK_COLUMNS} FROM {s}.tasks {f}) \
+         UNION ALL (SELECT {HISTORY_COLUMNS} FROM {s}.task_history {f})) l \
+         ORDER BY due_at, id LIMIT $3",
+        f = list_filters(state)
     )
 }
 
@@ -511,6 +523,7 @@ pub(super) struct Statements {
     pub(super) cancel_request: Stmt,
     pub(super) cancel_requested: Stmt,
     pub(super) count_many: Stmt,
+    pub(super) list_state: Stmt,
 }
 
 impl Statements {
@@ -532,13 +545,7 @@ impl Statements {
                 "SELECT attempt, timestamp, started_at, finished_at, outcome, error, worker \
                  FROM {s}.runs WHERE task_id = $1 ORDER BY seq"
             ),
-            // Live and finished tasks, each side walked in list order through its own index.
-            format!(
-                "SELECT * FROM ((SELECT {TASK_COLUMNS} FROM {s}.tasks {f}) \
-                 UNION ALL (SELECT {HISTORY_COLUMNS} FROM {s}.task_history {f})) l \
-                 ORDER BY due_at, id LIMIT $3",
-                f = list_filters()
-            ),
+            sql_list(s, "$1::text IS NULL"),
             sql_cancel(s),
             format!(
                 "UPDATE {s}.tasks SET state = 'scheduled', due_at = $1, ready = true, \
@@ -586,6 +593,7 @@ impl Statements {
                  WHERE t.state = 'running' AND t.cancel_requested"
             ),
             sql_count_many(s),
+            sql_list(s, "state = $1::text"),
         ]
     }
 
@@ -686,6 +694,7 @@ impl Statements {
             cancel_request: next(),
             cancel_requested: next(),
             count_many: next(),
+            list_state: next(),
         }
     }
 }

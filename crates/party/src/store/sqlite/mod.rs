@@ -606,7 +606,12 @@ impl Store for SqliteStore {
     async fn task_list(&self, filter: &ListFilter) -> Result<Vec<TaskInfo>, TaskError> {
         let filter = filter.clone();
         self.call(move |conn| {
-            let mut stmt = conn.prepare_cached(sql::LIST).map_err(db_err)?;
+            let text = if filter.state.is_some() {
+                sql::LIST_STATE
+            } else {
+                sql::LIST
+            };
+            let mut stmt = conn.prepare_cached(text).map_err(db_err)?;
             let rows = stmt
                 .query_map(
                     params![

@@ -50,13 +50,17 @@ macro_rules! data_match {
     };
 }
 
-/// A listing's filters: ?1 state, ?2 handler, ?4 queue, ?7 and ?8 a data field
-/// ([`data_match`]), ?9 recurring or one-off, and the keyset cursor (?5 due time, ?6 id) it
-/// continues after.
+/// A listing's filters: `$state` on ?1 (`?1 IS NULL` when the listing has no state, `state =
+/// ?1` when it has one: written out, not as `?1 IS NULL OR state = ?1`, so SQLite can seek the
+/// history's `(state, due_at, id)` index instead of reading the whole history for a state it
+/// holds few or none of), ?2 handler, ?4 queue, ?7 and ?8 a data field ([`data_match`]), ?9
+/// recurring or one-off, and the keyset cursor (?5 due time, ?6 id) it continues after.
 macro_rules! list_filters {
-    () => {
+    ($state:literal) => {
         concat!(
-            " WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR handler = ?2) \
+            " WHERE ",
+            $state,
+            " AND (?2 IS NULL OR handler = ?2) \
              AND (?4 IS NULL OR queue = ?4) AND (?5 IS NULL OR (due_at, id) > (?5, ?6)) \
              AND (?9 IS NULL OR is_recurring = ?9)",
             data_match!("?7", "?8"),
@@ -66,17 +70,27 @@ macro_rules! list_filters {
 }
 
 /// Live and finished tasks, each side walked in list order through its own index, merged.
-pub(super) const LIST: &str = concat!(
-    "SELECT * FROM (SELECT * FROM (SELECT ",
-    task_columns!(),
-    " FROM tasks",
-    list_filters!(),
-    ") UNION ALL SELECT * FROM (SELECT ",
-    history_columns!(),
-    " FROM task_history",
-    list_filters!(),
-    ")) ORDER BY due_at, id LIMIT ?3"
-);
+macro_rules! list {
+    ($state:literal) => {
+        concat!(
+            "SELECT * FROM (SELECT * FROM (SELECT ",
+            task_columns!(),
+            " FROM tasks",
+            list_filters!($state),
+            ") UNION ALL SELECT * FROM (SELECT ",
+            history_columns!(),
+            " FROM task_history",
+            list_filters!($state),
+            ")) ORDER BY due_at, id LIMIT ?3"
+        )
+    };
+}
+
+/// A listing without a state filter (?1 is NULL).
+pub(super) const LIST: &str = list!("?1 IS NULL");
+
+/// A listing of one state (?1).
+pub(super) const LIST_STATE: &str = list!("state = ?1");
 
 /// The history columns a finished task is written with, in the order the moves select them.
 macro_rules! history_insert {

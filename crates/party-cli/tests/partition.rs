@@ -117,10 +117,17 @@ impl Hosts {
         ]));
     }
 
+    /// `program` run on host `i` (inside its namespace).
+    fn on(&self, i: usize, program: &str) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.ns(i), program]);
+        cmd
+    }
+
     /// `party worker` on host `i`, reaching the server through its link.
     fn worker(&self, i: usize, url: &str) -> Child {
-        Command::new("ip")
-            .args(["netns", "exec", &self.ns(i), PARTY, "--db", url])
+        self.on(i, PARTY)
+            .args(["--db", url])
             .args([
                 "worker",
                 "--concurrency",
@@ -614,4 +621,287 @@ fn two_hundred_ms_of_latency_on_one_host_changes_nothing_but_speed() {
         "{figures:?}"
     );
     drop(relay);
+}
+
+/// Tasks each setup of the throughput measurement drains (`PARTY_TASKS` overrides).
+const THROUGHPUT_TASKS: usize = 20_000;
+/// `--concurrency` and `--prefetch` of each worker process in the throughput measurement.
+const THROUGHPUT_CONCURRENCY: usize = 32;
+
+/// What one setup of the throughput measurement showed.
+struct Throughput {
+    setup: String,
+    tasks: usize,
+    seconds: f64,
+    /// Each process's peak connections (its pool's and its wake-up connection).
+    peak_connections: Vec<usize>,
+    /// The 1-minute load average before and after the drain.
+    load: (String, String),
+}
+
+/// The `party` binary the measurement runs: `PARTY` (a release build) or the test's own.
+fn measured_party() -> String {
+    match std::env::var("PARTY") {
+        Ok(p) if !p.trim().is_empty() => std::fs::canonicalize(p.trim())
+            .unwrap_or_else(|e| {
+                panic!("PARTY={p}: {e}; build it with `cargo build --release -p party-cli`")
+            })
+            .display()
+            .to_string(),
+        _ => PARTY.to_string(),
+    }
+}
+
+/// The 1-minute load average (`uptime`'s first figure).
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "?".to_string())
+}
+
+/// Samples `pg_stat_activity` every 100 ms until stopped: the peak connection count of each
+/// application name starting with `prefix` (a process's `"<name> signal"` wake-up connection
+/// counted under `<name>`).
+struct ConnectionSampler {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<BTreeMap<String, usize>>,
+}
+
+impl ConnectionSampler {
+    fn start(url: String, prefix: String) -> ConnectionSampler {
+        use party::store::postgres::tokio_postgres::{self, NoTls};
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopping = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let (client, conn) = tokio_postgres::connect(&url, NoTls)
+                    .await
+                    .expect("the sampler connects");
+                tokio::spawn(conn);
+                let mut peak = BTreeMap::<String, usize>::new();
+                while !stopping.load(std::sync::atomic::Ordering::SeqCst) {
+                    let rows = client
+                        .query(
+                            "SELECT application_name, count(*) FROM pg_stat_activity \
+                             GROUP BY application_name",
+                            &[],
+                        )
+                        .await
+                        .expect("the sampler reads pg_stat_activity");
+                    let mut now = BTreeMap::<String, usize>::new();
+                    for row in rows {
+                        let name: String = row.get(0);
+                        let count: i64 = row.get(1);
+                        if name.starts_with(&prefix) {
+                            *now.entry(name.trim_end_matches(" signal").to_string())
+                                .or_default() += count as usize;
+                        }
+                    }
+                    for (name, count) in now {
+                        let p = peak.entry(name).or_default();
+                        *p = (*p).max(count);
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                peak
+            })
+        });
+        ConnectionSampler { stop, thread }
+    }
+
+    fn stop(self) -> BTreeMap<String, usize> {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.thread.join().expect("the sampler")
+    }
+}
+
+/// Add `tasks` due no-op tasks to a fresh schema, start `processes` `party worker
+/// --until-idle` at once (on hosts 1, 2, … when `hosts` is given, else on this one over
+/// 127.0.0.1), time them until the last exits, and check every task is done after one attempt.
+fn drain(
+    cluster: &Cluster,
+    hosts: Option<&Hosts>,
+    processes: usize,
+    tasks: usize,
+    binary: &str,
+    schema: &str,
+    setup: &str,
+) -> Throughput {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let local = format!("{}?schema={schema}", cluster.url());
+    let party = rt
+        .block_on(Party::connect(&local, party::builtin::registry(false)))
+        .unwrap();
+    let due: Vec<NewTask> = (0..tasks)
+        .map(|i| NewTask::new("noop").data(json!({ "i": i })))
+        .collect();
+    for chunk in due.chunks(5_000) {
+        rt.block_on(party.add_many(chunk.to_vec())).unwrap();
+    }
+    let app = |k: usize| format!("party_throughput_{schema}_{k}");
+    let sampler = ConnectionSampler::start(cluster.url(), format!("party_throughput_{schema}_"));
+    let load_before = load_average();
+    let concurrency = THROUGHPUT_CONCURRENCY.to_string();
+    let started = Instant::now();
+    let mut workers = Workers {
+        procs: (1..=processes)
+            .map(|k| {
+                let (mut cmd, server) = match hosts {
+                    Some(h) => (h.on(k, binary), h.gateway(k)),
+                    None => (Command::new(binary), "127.0.0.1".to_string()),
+                };
+                let url = format!(
+                    "postgres://postgres@{server}:{}/postgres?schema={schema}&application_name={}",
+                    cluster.port,
+                    app(k)
+                );
+                cmd.args(["--db", &url, "worker", "--until-idle"])
+                    .args(["--concurrency", &concurrency, "--prefetch", &concurrency])
+                    .env_remove("PARTY_DATABASE_URL")
+                    .env("PARTY_LOG", "warn")
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .expect("start a worker")
+            })
+            .collect(),
+    };
+    let mut failed = Vec::new();
+    for (k, c) in workers.procs.drain(..).enumerate() {
+        let out = c.wait_with_output().expect("worker output");
+        if !out.status.success() {
+            failed.push(format!(
+                "process {} ({}): {}",
+                k + 1,
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let load_after = load_average();
+    let peak = sampler.stop();
+    assert!(failed.is_empty(), "{setup}: {}", failed.join("; "));
+
+    let all = rt
+        .block_on(party.list(&ListFilter {
+            limit: Some(u32::MAX),
+            ..Default::default()
+        }))
+        .unwrap();
+    assert_eq!(all.len(), tasks, "{setup}: tasks in the store");
+    for task in &all {
+        assert_eq!(
+            task.state,
+            State::Done,
+            "{setup}: task {} not done",
+            task.id
+        );
+        // A claim counts an attempt, so a task run twice (lost and rescued) would show 2.
+        assert_eq!(
+            task.attempts, 1,
+            "{setup}: task {} ran {} times",
+            task.id, task.attempts
+        );
+    }
+    Throughput {
+        setup: setup.to_string(),
+        tasks,
+        seconds,
+        peak_connections: (1..=processes)
+            .map(|k| peak.get(&app(k)).copied().unwrap_or(0))
+            .collect(),
+        load: (load_before, load_after),
+    }
+}
+
+/// A measurement, not a check: the throughput of three hosts (one worker process in each of
+/// three network namespaces, over their veth links) beside one and three worker processes on
+/// this host over 127.0.0.1, against the same PostgreSQL cluster in the same run. Run by hand
+/// as root with a release build (docs/SCALING.md, "Three hosts"):
+///
+/// ```sh
+/// cargo build --release -p party-cli
+/// PARTY=target/release/party cargo test -p party-cli --test partition -- --ignored --nocapture
+/// ```
+#[test]
+#[ignore = "a measurement: run by hand with --ignored --nocapture (docs/SCALING.md)"]
+fn throughput_of_three_hosts_beside_one_and_three_processes_on_one_host() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let tasks = match std::env::var("PARTY_TASKS") {
+        Ok(n) => n
+            .trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=1_000_000).contains(n))
+            .unwrap_or_else(|| panic!("PARTY_TASKS={n}: give a whole number from 1 to 1000000")),
+        Err(_) => THROUGHPUT_TASKS,
+    };
+    let binary = measured_party();
+    let Some((hosts, cluster)) = hosts_and_cluster() else {
+        return;
+    };
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!(
+        "throughput: {tasks} due no-op tasks per setup, each process `party worker --until-idle \
+         --concurrency {THROUGHPUT_CONCURRENCY} --prefetch {THROUGHPUT_CONCURRENCY}`; {binary}; \
+         {cores} cores; PostgreSQL cluster on port {} (fsync off)",
+        cluster.port
+    );
+    let results = [
+        drain(
+            &cluster,
+            Some(&hosts),
+            HOSTS,
+            tasks,
+            &binary,
+            "hosts3",
+            "3 hosts (namespaces), 1 process each",
+        ),
+        drain(
+            &cluster,
+            None,
+            1,
+            tasks,
+            &binary,
+            "local1",
+            "this host, 1 process",
+        ),
+        drain(
+            &cluster,
+            None,
+            3,
+            tasks,
+            &binary,
+            "local3",
+            "this host, 3 processes",
+        ),
+    ];
+    println!(
+        "{:<38} {:>8} {:>8} {:>9} {:>22} {:>13}",
+        "setup", "tasks", "seconds", "tasks/s", "peak connections/proc", "load before→after"
+    );
+    for r in &results {
+        let peaks = r
+            .peak_connections
+            .iter()
+            .map(usize::to_string)
+            .collect::<Vec<_>>()
+            .join(" / ");
+        println!(
+            "{:<38} {:>8} {:>8.2} {:>9.0} {:>22} {:>13}",
+            r.setup,
+            r.tasks,
+            r.seconds,
+            r.tasks as f64 / r.seconds,
+            peaks,
+            format!("{}→{}", r.load.0, r.load.1)
+        );
+    }
 }

@@ -821,87 +821,111 @@ fn drain(
     }
 }
 
+/// A whole number from the environment variable `name`, from 1 to `max`, or `default`.
+fn env_count(name: &str, default: usize, max: usize) -> usize {
+    match std::env::var(name) {
+        Ok(n) => n
+            .trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=max).contains(n))
+            .unwrap_or_else(|| panic!("{name}={n}: give a whole number from 1 to {max}")),
+        Err(_) => default,
+    }
+}
+
 /// A measurement, not a check: the throughput of three hosts (one worker process in each of
 /// three network namespaces, over their veth links) beside one and three worker processes on
-/// this host over 127.0.0.1, against the same PostgreSQL cluster in the same run. Run by hand
-/// as root with a release build (docs/SCALING.md, "Three hosts"):
+/// this host over 127.0.0.1, against the same PostgreSQL cluster in the same run. Each round
+/// drains all three setups, each round starting with the next setup, so a change in the
+/// machine's load falls on each in turn. Run by hand as root with a release build
+/// (docs/SCALING.md, "Three hosts"):
 ///
 /// ```sh
 /// cargo build --release -p party-cli
 /// PARTY=target/release/party cargo test -p party-cli --test partition -- --ignored --nocapture
 /// ```
+///
+/// `PARTY_TASKS` (default 20,000) and `PARTY_ROUNDS` (default 3) change the size.
 #[test]
 #[ignore = "a measurement: run by hand with --ignored --nocapture (docs/SCALING.md)"]
 fn throughput_of_three_hosts_beside_one_and_three_processes_on_one_host() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let tasks = match std::env::var("PARTY_TASKS") {
-        Ok(n) => n
-            .trim()
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=1_000_000).contains(n))
-            .unwrap_or_else(|| panic!("PARTY_TASKS={n}: give a whole number from 1 to 1000000")),
-        Err(_) => THROUGHPUT_TASKS,
-    };
+    let tasks = env_count("PARTY_TASKS", THROUGHPUT_TASKS, 1_000_000);
+    let rounds = env_count("PARTY_ROUNDS", 3, 20);
     let binary = measured_party();
     let Some((hosts, cluster)) = hosts_and_cluster() else {
         return;
     };
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!(
-        "throughput: {tasks} due no-op tasks per setup, each process `party worker --until-idle \
-         --concurrency {THROUGHPUT_CONCURRENCY} --prefetch {THROUGHPUT_CONCURRENCY}`; {binary}; \
-         {cores} cores; PostgreSQL cluster on port {} (fsync off)",
+        "throughput: {tasks} due no-op tasks per setup and round, {rounds} rounds, each process \
+         `party worker --until-idle --concurrency {THROUGHPUT_CONCURRENCY} --prefetch \
+         {THROUGHPUT_CONCURRENCY}`; {binary}; {cores} cores; PostgreSQL cluster of the test's \
+         own on port {} (fsync off)",
         cluster.port
     );
-    let results = [
-        drain(
-            &cluster,
+    let setups: [(Option<&Hosts>, usize, &str, &str); 3] = [
+        (
             Some(&hosts),
             HOSTS,
-            tasks,
-            &binary,
             "hosts3",
             "3 hosts (namespaces), 1 process each",
         ),
-        drain(
-            &cluster,
-            None,
-            1,
-            tasks,
-            &binary,
-            "local1",
-            "this host, 1 process",
-        ),
-        drain(
-            &cluster,
-            None,
-            3,
-            tasks,
-            &binary,
-            "local3",
-            "this host, 3 processes",
-        ),
+        (None, 1, "local1", "this host, 1 process"),
+        (None, 3, "local3", "this host, 3 processes"),
     ];
     println!(
-        "{:<38} {:>8} {:>8} {:>9} {:>22} {:>13}",
-        "setup", "tasks", "seconds", "tasks/s", "peak connections/proc", "load before→after"
+        "{:<6} {:<38} {:>8} {:>8} {:>9} {:>22} {:>13}",
+        "round",
+        "setup",
+        "tasks",
+        "seconds",
+        "tasks/s",
+        "peak connections/proc",
+        "load before→after"
     );
-    for r in &results {
-        let peaks = r
-            .peak_connections
-            .iter()
-            .map(usize::to_string)
-            .collect::<Vec<_>>()
-            .join(" / ");
+    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); setups.len()];
+    for round in 0..rounds {
+        for turn in 0..setups.len() {
+            let which = (round + turn) % setups.len();
+            let (on, processes, tag, setup) = setups[which];
+            let r = drain(
+                &cluster,
+                on,
+                processes,
+                tasks,
+                &binary,
+                &format!("{tag}_r{round}"),
+                setup,
+            );
+            let rate = r.tasks as f64 / r.seconds;
+            rates[which].push(rate);
+            let peaks = r
+                .peak_connections
+                .iter()
+                .map(usize::to_string)
+                .collect::<Vec<_>>()
+                .join(" / ");
+            println!(
+                "{:<6} {:<38} {:>8} {:>8.2} {:>9.0} {:>22} {:>13}",
+                round + 1,
+                r.setup,
+                r.tasks,
+                r.seconds,
+                rate,
+                peaks,
+                format!("{}→{}", r.load.0, r.load.1)
+            );
+        }
+    }
+    for ((_, _, _, setup), mut r) in setups.iter().zip(rates) {
+        r.sort_by(f64::total_cmp);
         println!(
-            "{:<38} {:>8} {:>8.2} {:>9.0} {:>22} {:>13}",
-            r.setup,
-            r.tasks,
-            r.seconds,
-            r.tasks as f64 / r.seconds,
-            peaks,
-            format!("{}→{}", r.load.0, r.load.1)
+            "median of {rounds}: {setup:<38} {:>9.0} tasks/s (lowest {:.0}, highest {:.0})",
+            (r[(r.len() - 1) / 2] + r[r.len() / 2]) / 2.0,
+            r[0],
+            r[r.len() - 1]
         );
     }
 }

@@ -9,6 +9,9 @@
 //! Root only (namespaces, links and the server need it), with `ip` and `tc`; elsewhere it says
 //! so and passes. `cargo test -p party-cli --test partition -- --nocapture` prints the figures
 //! (see docs/RELIABILITY.md).
+//!
+//! An ignored test measures throughput on the same setup: one worker process per host draining
+//! due no-op tasks, beside one and three processes on this host (see docs/SCALING.md).
 
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};

@@ -339,6 +339,12 @@ pub(crate) fn fold(
     all
 }
 
+/// How much longer than its window a start stays in a rate-limited queue's log: claims of
+/// several workers read their clocks before they wait for the queue's lock, so one may count
+/// after another with a later clock has pruned; pruning only what is this much older than
+/// any window keeps every start a claim may count.
+pub const LOG_SLACK: SignedDuration = SignedDuration::from_secs(10);
+
 /// The longest margin a rate window is widened by: see [`window_start`].
 pub const RATE_MARGIN: SignedDuration = SignedDuration::from_millis(50);
 

@@ -173,13 +173,18 @@ pub(super) async fn claim_limited(
         }
     }
     if let Some(rate) = limits.rate {
-        let since = PgTime::of(queues::window_start(rate, c.now.time()));
+        let start = queues::window_start(rate, c.now.time());
+        let (since, pruned) = (PgTime::of(start), PgTime::of(start - queues::LOG_SLACK));
         let sql = format!(
-            "WITH gone AS (DELETE FROM {s}.queue_starts WHERE queue = $1 AND started_at <= $2) \
+            "WITH gone AS (DELETE FROM {s}.queue_starts WHERE queue = $1 AND started_at <= $3) \
              SELECT key, count(*) FROM {s}.queue_starts WHERE queue = $1 AND started_at > $2 \
              GROUP BY key"
         );
-        for r in tx.query(&sql, &[&c.queue, &since]).await.map_err(db_err)? {
+        for r in tx
+            .query(&sql, &[&c.queue, &since, &pruned])
+            .await
+            .map_err(db_err)?
+        {
             let k: String = r.get(0);
             let k = if k.is_empty() { None } else { Some(k) };
             load.started.insert(k, r.get::<_, i64>(1).max(0) as u32);

@@ -214,14 +214,18 @@ pub(super) fn claim_limited(
     }
     if let Some(rate) = limits.rate {
         let since = to_micros(queues::window_start(rate, from_micros(c.now)));
+        let pruned = since - to_micros_span(queues::LOG_SLACK);
         conn.prepare_cached("DELETE FROM queue_starts WHERE queue = ?1 AND started_at <= ?2")
             .map_err(db_err)?
-            .execute(params![c.queue, since])
+            .execute(params![c.queue, pruned])
             .map_err(db_err)?;
         let mut stmt = conn
-            .prepare_cached("SELECT key, count(*) FROM queue_starts WHERE queue = ?1 GROUP BY key")
+            .prepare_cached(
+                "SELECT key, count(*) FROM queue_starts WHERE queue = ?1 AND started_at > ?2 \
+                 GROUP BY key",
+            )
             .map_err(db_err)?;
-        let mut rows = stmt.query([c.queue]).map_err(db_err)?;
+        let mut rows = stmt.query(params![c.queue, since]).map_err(db_err)?;
         while let Some(r) = rows.next().map_err(db_err)? {
             let k: String = r.get(0).map_err(db_err)?;
             load.started
@@ -305,6 +309,11 @@ pub(super) fn claim_limited(
         }
     }
     Ok(())
+}
+
+/// A span in the store's microseconds.
+fn to_micros_span(d: jiff::SignedDuration) -> i64 {
+    d.as_micros() as i64
 }
 
 /// A key as the start log holds it: `''` for tasks without the field.

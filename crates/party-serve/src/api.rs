@@ -316,20 +316,6 @@ async fn queues(State(app): State<Shared>, headers: HeaderMap) -> ApiResult {
     Ok(Json(json!({ "queues": app.party.queues().await? })).into_response())
 }
 
-/// The queue as it is now (with no tasks and no controls when it has neither).
-async fn queue_json(app: &Shared, name: &str) -> Result<Value, TaskError> {
-    let info = app
-        .party
-        .queues()
-        .await?
-        .into_iter()
-        .find(|q| q.name == name);
-    Ok(match info {
-        Some(q) => serde_json::to_value(q).unwrap_or(Value::Null),
-        None => json!({"name": name, "paused": false, "limits": {}, "counts": {}, "due": 0}),
-    })
-}
-
 async fn pause_queue(
     State(app): State<Shared>,
     headers: HeaderMap,
@@ -337,7 +323,7 @@ async fn pause_queue(
 ) -> ApiResult {
     writer(&app, &headers)?;
     app.party.pause_queue(&name).await?;
-    Ok(Json(queue_json(&app, &name).await?).into_response())
+    Ok(Json(app.party.queue(&name).await?).into_response())
 }
 
 async fn resume_queue(
@@ -347,7 +333,7 @@ async fn resume_queue(
 ) -> ApiResult {
     writer(&app, &headers)?;
     app.party.resume_queue(&name).await?;
-    Ok(Json(queue_json(&app, &name).await?).into_response())
+    Ok(Json(app.party.queue(&name).await?).into_response())
 }
 
 async fn limit_queue(
@@ -365,7 +351,7 @@ async fn limit_queue(
         ))
     })?;
     app.party.limit_queue(&name, &spec.limits()?).await?;
-    Ok(Json(queue_json(&app, &name).await?).into_response())
+    Ok(Json(app.party.queue(&name).await?).into_response())
 }
 
 async fn openapi(State(app): State<Shared>, headers: HeaderMap) -> ApiResult {

@@ -225,7 +225,7 @@ async fn overview(State(app): State<Shared>, headers: HeaderMap) -> Response {
     Html(layout("overview", Some(&c), true, body).into_string()).into_response()
 }
 
-/// A query value made safe for an address.
+/// A query value (or a path segment) made safe for an address.
 fn urlencode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {

@@ -463,6 +463,26 @@ impl Party {
         Ok(crate::queues::fold(counts, controls))
     }
 
+    /// One queue as [`Party::queues`] lists it; a queue with neither tasks nor a control is
+    /// shown empty, active and unlimited.
+    ///
+    /// # Errors
+    /// [`TaskError::Store`].
+    pub async fn queue(&self, name: &str) -> Result<QueueInfo, TaskError> {
+        Ok(self
+            .queues()
+            .await?
+            .into_iter()
+            .find(|q| q.name == name)
+            .unwrap_or_else(|| QueueInfo {
+                name: name.to_string(),
+                paused: false,
+                limits: QueueLimits::default(),
+                counts: Vec::new(),
+                due: 0,
+            }))
+    }
+
     /// The next `count` occurrences of a task with a stored rule: its pending occurrence first
     /// (when it is still live), then what the rule gives after it.
     ///

@@ -58,18 +58,7 @@ async fn limit(party: &Party, args: QueueLimitArgs) -> Result<(), TaskError> {
 
 /// Print the queue as it is now.
 async fn changed(party: &Party, queue: &str, json: bool, what: &str) -> Result<(), TaskError> {
-    let info = party
-        .queues()
-        .await?
-        .into_iter()
-        .find(|q| q.name == queue)
-        .unwrap_or_else(|| QueueInfo {
-            name: queue.to_string(),
-            paused: false,
-            limits: QueueLimits::default(),
-            counts: Vec::new(),
-            due: 0,
-        });
+    let info = party.queue(queue).await?;
     if json {
         return output::print_json(&info);
     }

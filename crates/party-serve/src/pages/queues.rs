@@ -12,7 +12,7 @@ use party::State as TaskState;
 use party::queues::LimitsSpec;
 use serde::Deserialize;
 
-use super::{PageError, caller, change, denied, layout, to_login};
+use super::{PageError, caller, change, denied, layout, to_login, urlencode};
 use crate::Shared;
 
 pub(super) fn routes() -> Router<Shared> {
@@ -85,19 +85,6 @@ async fn list(State(app): State<Shared>, headers: HeaderMap) -> Response {
         }
     };
     Html(layout("queues", Some(&c), true, body).into_string()).into_response()
-}
-
-/// A queue name in a path.
-fn urlencode(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 #[derive(Deserialize)]

@@ -287,10 +287,9 @@ pub(super) fn sql_heartbeat(s: &str) -> String {
            JOIN unnest($6::bytea[], $7::int8[]) AS h(id, fence) \
              ON t.id = h.id AND t.fence = h.fence \
            WHERE t.state = 'running'), \
-         renew AS (SELECT t.id FROM {s}.tasks t WHERE t.id IN (SELECT id FROM held) \
+         renew AS (SELECT t.id FROM {s}.tasks t WHERE (t.id, t.fence) IN (SELECT * FROM held) \
            AND t.state = 'running' FOR UPDATE SKIP LOCKED), \
-         u AS (UPDATE {s}.tasks t SET lease_until = $5 FROM renew \
-           WHERE t.id = renew.id AND t.fence IN (SELECT fence FROM held WHERE held.id = t.id)) \
+         u AS (UPDATE {s}.tasks t SET lease_until = $5 FROM renew WHERE t.id = renew.id) \
          SELECT id, fence FROM held"
     )
 }

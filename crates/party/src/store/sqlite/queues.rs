@@ -213,8 +213,8 @@ pub(super) fn claim_limited(
         }
     }
     if let Some(rate) = limits.rate {
-        let since = to_micros(queues::window_start(rate, from_micros(c.now)));
-        let pruned = since - to_micros_span(queues::LOG_SLACK);
+        let start = queues::window_start(rate, from_micros(c.now));
+        let (since, pruned) = (to_micros(start), to_micros(start - queues::LOG_SLACK));
         conn.prepare_cached("DELETE FROM queue_starts WHERE queue = ?1 AND started_at <= ?2")
             .map_err(db_err)?
             .execute(params![c.queue, pruned])
@@ -309,11 +309,6 @@ pub(super) fn claim_limited(
         }
     }
     Ok(())
-}
-
-/// A span in the store's microseconds.
-fn to_micros_span(d: jiff::SignedDuration) -> i64 {
-    d.as_micros() as i64
 }
 
 /// A key as the start log holds it: `''` for tasks without the field.

@@ -105,11 +105,15 @@ mod party_run {
     use party::{NewTask, Party, WorkerConfig};
 
     /// party's settings for short tasks (README "Throughput"): `prefetch`, tasks claimed
-    /// ahead of free executors, as a local queue. Tried at the concurrency and at 100 or more.
+    /// ahead of free executors, as a local queue. Tried at the concurrency, at 100 and, as
+    /// graphile_worker's largest local queue, at 500.
     pub(super) fn settings(c: usize) -> Vec<(String, usize)> {
         let mut v = vec![(format!("prefetch {c}"), c)];
         if c < 100 {
             v.push(("prefetch 100".into(), 100));
+        }
+        if c >= 8 {
+            v.push(("prefetch 500".into(), 500));
         }
         v
     }

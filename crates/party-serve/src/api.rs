@@ -188,6 +188,7 @@ impl ListQuery {
                     .unwrap_or(party::policy::DEFAULT_LIST_LIMIT),
             ),
             cursor: given(&self.cursor).map(validate::list_cursor).transpose()?,
+            until: None,
         })
     }
 
@@ -211,25 +212,6 @@ impl ListQuery {
     }
 }
 
-/// One page of tasks and where the next one starts (`None` on the last page).
-pub(crate) async fn page(
-    app: &Shared,
-    filter: &ListFilter,
-) -> Result<(Vec<TaskInfo>, Option<String>), TaskError> {
-    let limit = filter.limit.unwrap_or(party::policy::DEFAULT_LIST_LIMIT);
-    // One more than asked tells whether another page exists.
-    let mut probe = filter.clone();
-    probe.limit = Some(limit.saturating_add(1));
-    let mut tasks = app.party.list(&probe).await?;
-    let next = if tasks.len() > limit as usize {
-        tasks.truncate(limit as usize);
-        tasks.last().map(|t| t.cursor().to_string())
-    } else {
-        None
-    };
-    Ok((tasks, next))
-}
-
 async fn list(
     State(app): State<Shared>,
     headers: HeaderMap,
@@ -238,8 +220,10 @@ async fn list(
     reader(&app, &headers)?;
     let Query(pairs) = query?;
     let query = ListQuery::from_pairs(pairs)?;
-    let (tasks, next) = page(&app, &query.filter()?).await?;
-    let tasks: Vec<Value> = tasks
+    let page = app.party.list_page(&query.filter()?).await?;
+    let next = page.next.map(|c| c.to_string());
+    let tasks: Vec<Value> = page
+        .tasks
         .iter()
         .map(|t| {
             let mut v = t.listing_json();

@@ -17,7 +17,7 @@ use party::{State as TaskState, TaskError, TaskId, TaskInfo, format_time};
 use serde::Deserialize;
 
 use crate::Shared;
-use crate::api::{ListQuery, page};
+use crate::api::ListQuery;
 use crate::auth::{Caller, Denied};
 
 mod queues;
@@ -257,10 +257,11 @@ async fn tasks(
         Ok(f) => f,
         Err(e) => return PageError::from(e).into_response(),
     };
-    let (list, next) = match page(&app, &filter).await {
+    let page = match app.party.list_page(&filter).await {
         Ok(p) => p,
         Err(e) => return PageError::from(e).into_response(),
     };
+    let (list, next) = (&page.tasks, page.next.map(|c| c.to_string()));
     let now = app.party.clock().now();
     let keep = |v: &Option<String>| v.clone().unwrap_or_default();
     let filters = format!(
@@ -293,12 +294,19 @@ async fn tasks(
                 a.button id="cancel-matching" href={ "/tasks/cancel-matching?" (filters) } { "Cancel every matching task…" }
             }
         }
-        @if list.is_empty() {
+        @if let Some(reach) = page.examined_to {
+            p.muted id="examined" {
+                "A data filter examines " (party::policy::DATA_FILTER_SCAN) " tasks a page: "
+                @if list.is_empty() { "none of them matches" } @else { "these are the matches among them" }
+                ", up to the task due " (relative(reach.due_at, now)) ". The next page searches on."
+            }
+        } @else if list.is_empty() {
             p.muted { "No task matches." }
-        } @else {
+        }
+        @if !list.is_empty() {
             table id="tasks" {
                 tr { th { "Id" } th { "Handler" } th { "State" } th { "Due" } th { "Attempts" } th { "Queue" } th { "Data" } th { "Last error" } }
-                @for t in &list {
+                @for t in list {
                     tr {
                         td { a href={ "/tasks/" (t.id) } { code { (t.id) } } }
                         td { (t.handler) }

@@ -6,7 +6,7 @@ mod support;
 
 use party::TaskId;
 use serde_json::{Value, json};
-use support::{Backend, READ_TOKEN, Server, on_every_backend};
+use support::{Backend, READ_TOKEN, Server, TOKEN, on_every_backend};
 
 async fn only_healthz_is_open_and_tokens_are_checked(b: Backend) {
     let Some(s) = Server::start(b).await else {
@@ -587,7 +587,75 @@ async fn tasks_are_filtered_on_a_data_field(b: Backend) {
     }
 }
 
+/// A data filter over more tasks than a page examines: the API's pages and the dashboard's
+/// stop at the bound, say so, and paging on finds every match once.
+async fn data_filter_pages_stop_at_the_scan_bound_and_page_on(b: Backend) {
+    let Some(s) = Server::start(b).await else {
+        return;
+    };
+    let scan = party::policy::DATA_FILTER_SCAN as usize;
+    let when = |i: usize| party::jiff::Timestamp::from_second(1_900_000_000 + i as i64).unwrap();
+    let tasks: Vec<party::NewTask> = (0..scan + 2)
+        .map(|i| {
+            let who = if i == 1 || i == scan + 1 {
+                "acme"
+            } else {
+                "other"
+            };
+            party::NewTask::new("noop")
+                .at(when(i))
+                .data(serde_json::json!({ "customer": who }))
+        })
+        .collect();
+    let ids = s.party.add_many(tasks).await.unwrap();
+    let first = s
+        .api("GET", "/api/v1/tasks?data.customer=acme&limit=10", None)
+        .await
+        .json();
+    let got: Vec<&str> = first["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(got, vec![ids[1].to_string()]);
+    let cursor = first["next_cursor"].as_str().expect("the search goes on");
+    let second = s
+        .api(
+            "GET",
+            &format!("/api/v1/tasks?data.customer=acme&limit=10&cursor={cursor}"),
+            None,
+        )
+        .await
+        .json();
+    let got: Vec<&str> = second["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(got, vec![ids[scan + 1].to_string()]);
+    assert_eq!(second["next_cursor"], Value::Null);
+    // The dashboard says where its search stopped and links to the rest.
+    let bearer = format!("Bearer {TOKEN}");
+    let page = s
+        .raw(
+            "GET",
+            "/tasks?data=customer%3Dacme&limit=10",
+            &[("Authorization", bearer.as_str())],
+            None,
+        )
+        .await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains(r#"id="examined""#), "{}", page.body);
+    assert!(page.body.contains(&format!("examines {scan} tasks")));
+    assert!(page.body.contains(&ids[1].to_string()));
+    assert!(page.body.contains(&format!("cursor={cursor}")));
+    assert!(page.body.contains(r#"id="next-page""#));
+}
+
 on_every_backend!(
+    data_filter_pages_stop_at_the_scan_bound_and_page_on,
     tasks_are_filtered_on_a_data_field,
     only_healthz_is_open_and_tokens_are_checked,
     tasks_are_added_shown_and_steered_as_the_cli_does,

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use crate::clock::{Clock, SystemClock};
 use crate::model::{
     HandlerCount, ListFilter, NewTask, Outcome, State, Stats, SteerFilter, StuckTask, TaskInfo,
+    TaskPage,
 };
 use crate::queues::{QueueInfo, QueueLimits};
 use crate::recurrence::{self, GapReport, Recurrence};
@@ -261,18 +262,52 @@ impl Party {
     /// # Errors
     /// [`TaskError::Store`].
     pub async fn list(&self, filter: &ListFilter) -> Result<Vec<TaskInfo>, TaskError> {
-        if let Some(handler) = &filter.handler {
-            validate::handler_name(handler)?;
-        }
-        if let Some(queue) = &filter.queue {
-            validate::queue_name(queue)?;
-        }
-        if let Some(m) = &filter.data {
-            validate::data_filter(&m.field, &m.value)?;
-        }
-        let mut filter = filter.clone();
+        let mut filter = checked_listing(filter)?;
         filter.limit.get_or_insert(policy::DEFAULT_LIST_LIMIT);
         self.store.task_list(&filter).await
+    }
+
+    /// One page of a listing, as the HTTP API and the dashboard show it: up to the filter's
+    /// limit of tasks and where the next page starts.
+    ///
+    /// A page with a data filter examines at most [`policy::DATA_FILTER_SCAN`] tasks (no index
+    /// covers task data): when it has examined that many before finding a page of matches, it
+    /// ends there with fewer tasks, even none, and [`TaskPage::examined_to`] and
+    /// [`TaskPage::next`] say where the search goes on. Its cost does not grow with the store.
+    ///
+    /// # Errors
+    /// [`TaskError::Invalid`] for a bad filter; [`TaskError::Store`].
+    pub async fn list_page(&self, filter: &ListFilter) -> Result<TaskPage, TaskError> {
+        let mut filter = checked_listing(filter)?;
+        let limit = *filter.limit.get_or_insert(policy::DEFAULT_LIST_LIMIT);
+        let mut examined_to = None;
+        if filter.data.is_some() {
+            examined_to = self
+                .store
+                .task_list_reach(&filter, policy::DATA_FILTER_SCAN)
+                .await?;
+            if examined_to.is_some() {
+                filter.until = examined_to;
+            }
+        }
+        // One more than asked tells whether another page exists.
+        filter.limit = Some(limit.saturating_add(1));
+        let mut tasks = self.store.task_list(&filter).await?;
+        let page = if tasks.len() > limit as usize {
+            tasks.truncate(limit as usize);
+            TaskPage {
+                next: tasks.last().map(TaskInfo::cursor),
+                tasks,
+                examined_to: None,
+            }
+        } else {
+            TaskPage {
+                tasks,
+                next: examined_to,
+                examined_to,
+            }
+        };
+        Ok(page)
     }
 
     /// Cancel a task. A scheduled, retrying or dead task is cancelled at once. A running task
@@ -687,4 +722,18 @@ fn fold_stats(raw: StoreStats) -> Stats {
             })
             .collect(),
     }
+}
+
+/// A listing's filter with its names and data filter checked.
+fn checked_listing(filter: &ListFilter) -> Result<ListFilter, TaskError> {
+    if let Some(handler) = &filter.handler {
+        validate::handler_name(handler)?;
+    }
+    if let Some(queue) = &filter.queue {
+        validate::queue_name(queue)?;
+    }
+    if let Some(m) = &filter.data {
+        validate::data_filter(&m.field, &m.value)?;
+    }
+    Ok(filter.clone())
 }

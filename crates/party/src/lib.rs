@@ -76,7 +76,7 @@ pub use id::TaskId;
 pub use jiff;
 pub use model::{
     DEFAULT_MAX_ATTEMPTS, DEFAULT_QUEUE, DataMatch, HandlerCount, ListCursor, ListFilter, NewTask,
-    Outcome, Run, State, Stats, SteerFilter, StuckTask, TaskInfo, WorkerInfo,
+    Outcome, Run, State, Stats, SteerFilter, StuckTask, TaskInfo, TaskPage, WorkerInfo,
 };
 pub use queues::{QueueControl, QueueInfo, QueueLimits, Rate};
 pub use serde_json;

@@ -364,6 +364,24 @@ pub struct ListFilter {
     /// Only tasks after this one in the listing's order (keyset pagination): pass the
     /// [`TaskInfo::cursor`] of the last task of the previous page.
     pub cursor: Option<ListCursor>,
+    /// Only tasks up to and including this place in the listing's order (how a page with a
+    /// data filter bounds the tasks it examines, see [`crate::Party::list_page`]).
+    pub until: Option<ListCursor>,
+}
+
+/// One page of a listing ([`crate::Party::list_page`]): its tasks and where the next page
+/// starts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskPage {
+    /// The page's tasks, soonest due first. A page with a data filter may hold fewer than its
+    /// limit, even none, and still have a next page: see [`TaskPage::examined_to`].
+    pub tasks: Vec<TaskInfo>,
+    /// Where the next page continues (pass it as [`ListFilter::cursor`]); `None` on the last.
+    pub next: Option<ListCursor>,
+    /// When the page stopped because it had examined as many tasks as a page with a data
+    /// filter may ([`crate::policy::DATA_FILTER_SCAN`]): the last task examined. The tasks up
+    /// to it that match are all on this page; the next page searches on after it.
+    pub examined_to: Option<ListCursor>,
 }
 
 /// A place in a listing (soonest due first, then by id): the listing continues after it.

@@ -21,6 +21,12 @@ pub const CANCEL_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
 /// Tasks a listing returns when the caller gives no limit.
 pub const DEFAULT_LIST_LIMIT: u32 = 100;
 
+/// The most tasks one page with a data-field filter examines ([`crate::Party::list_page`]).
+/// No index covers task data, so a filter that matches few tasks would otherwise read the
+/// whole history for one page; bounded, a page costs the same whatever the store holds, and
+/// the next page goes on where it stopped.
+pub const DATA_FILTER_SCAN: u32 = 5_000;
+
 /// Expired leases a rescue pass handles at once; the rest wait for the next pass.
 pub const RESCUE_BATCH: u32 = 1_000;
 

@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use jiff::Timestamp;
 use tokio::sync::Notify;
 
-use crate::model::{ListFilter, Outcome, State, TaskInfo, WorkerInfo};
+use crate::model::{ListCursor, ListFilter, Outcome, State, TaskInfo, WorkerInfo};
 use crate::queues::{QueueControl, QueueLimits};
 use crate::{TaskError, TaskId};
 
@@ -677,6 +677,15 @@ pub trait Store: Send + Sync + 'static {
     /// Tasks soonest-due first, without run histories. A data filter matches as
     /// [`crate::DataMatch`] says.
     async fn task_list(&self, filter: &ListFilter) -> Result<Vec<TaskInfo>, TaskError>;
+
+    /// The place of the `n`-th task (from 1) of the listing `filter` describes, its data filter
+    /// and limit left out: `None` when the listing holds fewer than `n`. Reads `n` index
+    /// entries at most, whatever the store holds.
+    async fn task_list_reach(
+        &self,
+        filter: &ListFilter,
+        n: u32,
+    ) -> Result<Option<ListCursor>, TaskError>;
 
     /// Cancel a task that is scheduled, retrying or dead. A running task is refused with
     /// [`TaskError::Conflict`]; done and cancelled tasks too.

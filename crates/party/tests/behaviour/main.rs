@@ -6,6 +6,7 @@ mod cancel;
 mod checks;
 mod common;
 mod lifecycle;
+mod listing;
 mod maintenance;
 mod recurring;
 mod retention;

@@ -531,7 +531,94 @@ async fn list_filters_recurring_and_one_off_tasks(b: Backend) {
     assert_eq!(list(None, None).await.len(), 2);
 }
 
+/// `task_list_reach` finds the n-th task of a listing (live and finished alike, the data filter
+/// left out) and `until` ends a listing there, with or without a cursor and a data filter.
+async fn list_reach_and_until_bound_a_listing(b: Backend) {
+    let Some(h) = Harness::new(b).await else {
+        return;
+    };
+    let with = |i: i64| InsertTask {
+        data: format!(r#"{{"even":{}}}"#, i % 2 == 0),
+        ..task_at("noop", t0() + secs(i))
+    };
+    let ids = h.insert((0..6).map(with).collect()).await;
+    // The first two finish: the listing crosses from the history into the live tasks.
+    for want in &ids[..2] {
+        let c = h
+            .claim_for(&["noop"], &[], t0() + secs(10), 1)
+            .await
+            .remove(0);
+        assert_eq!(c.id, *want);
+        h.finish(finish(&c, t0() + secs(10), Next::Done)).await;
+    }
+    let all = h.store.task_list(&ListFilter::default()).await.unwrap();
+    assert_eq!(all.iter().map(|t| t.id).collect::<Vec<_>>(), ids);
+    let reach = |f: ListFilter, n: u32| {
+        let store = h.store.clone();
+        async move { store.task_list_reach(&f, n).await.unwrap() }
+    };
+    assert_eq!(reach(ListFilter::default(), 1).await, Some(all[0].cursor()));
+    assert_eq!(reach(ListFilter::default(), 3).await, Some(all[2].cursor()));
+    assert_eq!(reach(ListFilter::default(), 6).await, Some(all[5].cursor()));
+    assert_eq!(reach(ListFilter::default(), 7).await, None);
+    // After a cursor, the n-th from there.
+    let after_two = ListFilter {
+        cursor: Some(all[1].cursor()),
+        ..Default::default()
+    };
+    assert_eq!(reach(after_two.clone(), 2).await, Some(all[3].cursor()));
+    // The data filter does not narrow the reach (it bounds the tasks a filter examines);
+    // the state filter does.
+    let odd = party::validate::data_match("even=false").unwrap();
+    let with_data = ListFilter {
+        data: Some(odd.clone()),
+        ..Default::default()
+    };
+    assert_eq!(reach(with_data.clone(), 3).await, Some(all[2].cursor()));
+    let done = ListFilter {
+        state: Some(State::Done),
+        ..Default::default()
+    };
+    assert_eq!(reach(done.clone(), 2).await, Some(all[1].cursor()));
+    assert_eq!(reach(done, 3).await, None);
+
+    let list = |f: ListFilter| {
+        let store = h.store.clone();
+        async move {
+            store
+                .task_list(&f)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|t| t.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    // `until` is inclusive and holds on both sides of the listing.
+    let until = |f: ListFilter, i: usize| ListFilter {
+        until: Some(all[i].cursor()),
+        ..f
+    };
+    assert_eq!(list(until(ListFilter::default(), 0)).await, ids[..1]);
+    assert_eq!(list(until(ListFilter::default(), 3)).await, ids[..4]);
+    assert_eq!(list(until(after_two, 4)).await, ids[2..5]);
+    // With the data filter: the odd ones up to the fourth task.
+    assert_eq!(
+        list(until(with_data.clone(), 3)).await,
+        vec![ids[1], ids[3]]
+    );
+    assert_eq!(list(with_data).await, vec![ids[1], ids[3], ids[5]]);
+    // With a state: the state's own statement bounds the same way.
+    let scheduled = ListFilter {
+        state: Some(State::Scheduled),
+        ..Default::default()
+    };
+    assert_eq!(list(until(scheduled.clone(), 4)).await, ids[2..5]);
+    assert_eq!(reach(scheduled, 4).await, Some(all[5].cursor()));
+}
+
 on_every_backend!(
+    list_reach_and_until_bound_a_listing,
     list_filters_recurring_and_one_off_tasks,
     list_filters_by_a_data_field,
     get_answers_none_for_an_unknown_id,

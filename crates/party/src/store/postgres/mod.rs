@@ -88,7 +88,7 @@ use super::{
     Finish, FinishResult, HeartbeatParams, InsertTask, LeaderParams, PruneCounts, PruneParams,
     QueueCounts, StatsParams, Steer, SteerMany, Store, StoreStats, TableSize, TableSizes,
 };
-use crate::model::{ListFilter, State, TaskInfo, WorkerInfo};
+use crate::model::{ListCursor, ListFilter, State, TaskInfo, WorkerInfo};
 use crate::queues::{QueueControl, QueueLimits};
 use crate::validate::Pooler;
 use crate::{TaskError, TaskId};
@@ -858,11 +858,52 @@ impl Store for PgStore {
                     &filter.data.as_ref().map(|m| m.field.as_str()),
                     &filter.data.as_ref().map(|m| m.value.as_str()),
                     &filter.recurring,
+                    &filter.until.map(|c| PgTime::of(c.due_at)),
+                    &filter.until.map(|c| c.id.as_bytes().to_vec()),
                 ],
             )
             .await
             .map_err(db_err)?;
         rows.iter().map(task_from_row).collect()
+    }
+
+    async fn task_list_reach(
+        &self,
+        filter: &ListFilter,
+        n: u32,
+    ) -> Result<Option<ListCursor>, TaskError> {
+        let conn = self.pool.get().await?;
+        let row = conn
+            .client
+            .query_opt(
+                if filter.state.is_some() {
+                    &conn.st.reach_state
+                } else {
+                    &conn.st.reach
+                },
+                &[
+                    &filter.state.map(State::as_str),
+                    &filter.handler,
+                    &i64::from(n.max(1)),
+                    &filter.queue,
+                    &filter.cursor.map(|c| PgTime::of(c.due_at)),
+                    &filter.cursor.map(|c| c.id.as_bytes().to_vec()),
+                    &None::<&str>,
+                    &None::<&str>,
+                    &filter.recurring,
+                    &filter.until.map(|c| PgTime::of(c.due_at)),
+                    &filter.until.map(|c| c.id.as_bytes().to_vec()),
+                ],
+            )
+            .await
+            .map_err(db_err)?;
+        row.map(|r| {
+            Ok(ListCursor {
+                due_at: time_at(&r, 0),
+                id: id_at(&r, 1)?,
+            })
+        })
+        .transpose()
     }
 
     async fn task_cancel(&self, id: TaskId, now: Timestamp) -> Result<TaskInfo, TaskError> {

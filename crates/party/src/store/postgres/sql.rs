@@ -77,13 +77,15 @@ fn data_match(data: &str, f: &str, v: &str) -> String {
 /// `state = $1` for one with: two statements rather than `$1 IS NULL OR state = $1`, so a plan
 /// kept for the statement always seeks the history's `(state, due_at, id)` index when a state
 /// is given), $2 handler, $4 queue, $7 and $8 a data field ([`data_match`]), $9 recurring or
-/// one-off, and the keyset cursor ($5 due time, $6 id) it continues after.
+/// one-off, the keyset cursor ($5 due time, $6 id) it continues after and the place ($10 due
+/// time, $11 id) it ends at.
 fn list_filters(state: &str) -> String {
     format!(
         "WHERE {state} \
          AND ($2::text IS NULL OR handler = $2) AND ($4::text IS NULL OR queue = $4) \
          AND ($9::bool IS NULL OR is_recurring = $9) \
-         AND ($5::timestamptz IS NULL OR (due_at, id) > ($5, $6::bytea)) AND {} \
+         AND ($5::timestamptz IS NULL OR (due_at, id) > ($5, $6::bytea)) \
+         AND ($10::timestamptz IS NULL OR (due_at, id) <= ($10, $11::bytea)) AND {} \
          ORDER BY due_at, id LIMIT $3",
         data_match("data", "$7", "$8")
     )
@@ -96,6 +98,15 @@ fn sql_list(s: &str, state: &str) -> String {
          UNION ALL (SELECT {HISTORY_COLUMNS} FROM {s}.task_history {f})) l \
          ORDER BY due_at, id LIMIT $3",
         f = list_filters(state)
+    )
+}
+
+/// Where a listing's $3-th task is ([`crate::store::Store::task_list_reach`]): the listing's
+/// own statement, called with no data filter, its rows skipped to the $3-th.
+fn sql_reach(s: &str, state: &str) -> String {
+    format!(
+        "SELECT due_at, id FROM ({}) r ORDER BY due_at, id OFFSET $3 - 1 LIMIT 1",
+        sql_list(s, state)
     )
 }
 
@@ -523,6 +534,8 @@ pub(super) struct Statements {
     pub(super) cancel_requested: Stmt,
     pub(super) count_many: Stmt,
     pub(super) list_state: Stmt,
+    pub(super) reach: Stmt,
+    pub(super) reach_state: Stmt,
 }
 
 impl Statements {
@@ -593,6 +606,8 @@ impl Statements {
             ),
             sql_count_many(s),
             sql_list(s, "state = $1::text"),
+            sql_reach(s, "$1::text IS NULL"),
+            sql_reach(s, "state = $1::text"),
         ]
     }
 
@@ -694,6 +709,8 @@ impl Statements {
             cancel_requested: next(),
             count_many: next(),
             list_state: next(),
+            reach: next(),
+            reach_state: next(),
         }
     }
 }

@@ -31,7 +31,7 @@ use super::{
     PruneParams, QueueCounts, StatsParams, Steer, SteerMany, Store, StoreStats, TableSizes,
 };
 use crate::clock::{from_micros, to_micros};
-use crate::model::{ListFilter, State, TaskInfo, WorkerInfo};
+use crate::model::{ListCursor, ListFilter, State, TaskInfo, WorkerInfo};
 use crate::queues::{QueueControl, QueueLimits};
 use crate::{TaskError, TaskId};
 
@@ -624,11 +624,53 @@ impl Store for SqliteStore {
                         data_path(filter.data.as_ref()),
                         filter.data.as_ref().map(|m| m.value.as_str()),
                         filter.recurring,
+                        filter.until.map(|c| to_micros(c.due_at)),
+                        filter.until.map(|c| c.id.as_bytes().to_vec()),
                     ],
                     task_from_row,
                 )
                 .map_err(db_err)?;
             rows.collect::<Result<Vec<_>, _>>().map_err(db_err)
+        })
+        .await
+    }
+
+    async fn task_list_reach(
+        &self,
+        filter: &ListFilter,
+        n: u32,
+    ) -> Result<Option<ListCursor>, TaskError> {
+        let filter = filter.clone();
+        self.call(move |conn| {
+            let text = if filter.state.is_some() {
+                sql::REACH_STATE
+            } else {
+                sql::REACH
+            };
+            let mut stmt = conn.prepare_cached(text).map_err(db_err)?;
+            stmt.query_row(
+                params![
+                    filter.state.map(State::as_str),
+                    filter.handler,
+                    n.max(1),
+                    filter.queue,
+                    filter.cursor.map(|c| to_micros(c.due_at)),
+                    filter.cursor.map(|c| c.id.as_bytes().to_vec()),
+                    None::<String>,
+                    None::<String>,
+                    filter.recurring,
+                    filter.until.map(|c| to_micros(c.due_at)),
+                    filter.until.map(|c| c.id.as_bytes().to_vec()),
+                ],
+                |r| {
+                    Ok(ListCursor {
+                        due_at: from_micros(r.get(0)?),
+                        id: id_from_row(r, 1)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(db_err)
         })
         .await
     }

@@ -54,7 +54,8 @@ macro_rules! data_match {
 /// ?1` when it has one: written out, not as `?1 IS NULL OR state = ?1`, so SQLite can seek the
 /// history's `(state, due_at, id)` index instead of reading the whole history for a state it
 /// holds few or none of), ?2 handler, ?4 queue, ?7 and ?8 a data field ([`data_match`]), ?9
-/// recurring or one-off, and the keyset cursor (?5 due time, ?6 id) it continues after.
+/// recurring or one-off, the keyset cursor (?5 due time, ?6 id) it continues after and the
+/// place (?10 due time, ?11 id) it ends at.
 macro_rules! list_filters {
     ($state:literal) => {
         concat!(
@@ -62,6 +63,7 @@ macro_rules! list_filters {
             $state,
             " AND (?2 IS NULL OR handler = ?2) \
              AND (?4 IS NULL OR queue = ?4) AND (?5 IS NULL OR (due_at, id) > (?5, ?6)) \
+             AND (?10 IS NULL OR (due_at, id) <= (?10, ?11)) \
              AND (?9 IS NULL OR is_recurring = ?9)",
             data_match!("?7", "?8"),
             " ORDER BY due_at, id LIMIT ?3"
@@ -91,6 +93,24 @@ pub(super) const LIST: &str = list!("?1 IS NULL");
 
 /// A listing of one state (?1).
 pub(super) const LIST_STATE: &str = list!("state = ?1");
+
+/// Where a listing's ?3-th task is ([`crate::store::Store::task_list_reach`]): the listing's
+/// own statement, called with no data filter, its rows skipped to the ?3-th.
+macro_rules! reach {
+    ($state:literal) => {
+        concat!(
+            "SELECT due_at, id FROM (",
+            list!($state),
+            ") ORDER BY due_at, id LIMIT 1 OFFSET ?3 - 1"
+        )
+    };
+}
+
+/// [`LIST`]'s reach.
+pub(super) const REACH: &str = reach!("?1 IS NULL");
+
+/// [`LIST_STATE`]'s reach.
+pub(super) const REACH_STATE: &str = reach!("state = ?1");
 
 /// The history columns a finished task is written with, in the order the moves select them.
 macro_rules! history_insert {

@@ -508,4 +508,16 @@ mod tests {
             }
         );
     }
+
+    #[test]
+    fn only_a_retention_without_any_limit_keeps_everything() {
+        let week = Some(SignedDuration::from_hours(7 * 24));
+        assert!(Retention::new(None, None, None).unwrap().keeps_everything());
+        assert!(!Retention::default().keeps_everything());
+        for (done, dead, recurring) in [(week, None, None), (None, week, None), (None, None, week)]
+        {
+            let r = Retention::new(done, dead, recurring).unwrap();
+            assert!(!r.keeps_everything(), "{r:?} removes some tasks");
+        }
+    }
 }

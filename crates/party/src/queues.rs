@@ -493,4 +493,90 @@ mod tests {
             serde_json::json!({"concurrency": 2, "rate": "10/1s", "per": "data.customer"})
         );
     }
+
+    #[test]
+    fn limits_given_as_json_are_checked_as_the_command_line_checks_them() {
+        use serde_json::json;
+        let spec: LimitsSpec = serde_json::from_value(
+            json!({"concurrency": 2, "rate": "10/1s", "per": "data.customer"}),
+        )
+        .unwrap();
+        assert_eq!(spec.limits().unwrap(), limits(Some(2), Some("10/1s"), true));
+        let spec: LimitsSpec = serde_json::from_value(json!({"rate": "5/1h"})).unwrap();
+        assert_eq!(spec.limits().unwrap(), limits(None, Some("5/1h"), false));
+        let none: LimitsSpec = serde_json::from_value(json!({})).unwrap();
+        assert_eq!(none.limits().unwrap(), QueueLimits::default());
+        for bad in [
+            json!({"concurrency": 0}),
+            json!({"rate": "10"}),
+            json!({"concurrency": 1, "per": "customer"}),
+            json!({"per": "data.customer"}),
+        ] {
+            let spec: LimitsSpec = serde_json::from_value(bad.clone()).unwrap();
+            assert!(spec.limits().is_err(), "{bad}");
+        }
+        assert!(serde_json::from_value::<LimitsSpec>(json!({"burst": 1})).is_err());
+    }
+
+    #[test]
+    fn a_rate_window_is_its_period_widened_by_a_twentieth_up_to_the_margin() {
+        let now: Timestamp = "2030-01-01T00:00:10Z".parse().unwrap();
+        let window = |rate: &str| now.duration_since(window_start(Rate::parse(rate).unwrap(), now));
+        assert_eq!(window("10/1s"), SignedDuration::from_millis(1050));
+        assert_eq!(window("1/250ms"), SignedDuration::from_micros(262_500));
+        assert_eq!(window("1/100ms"), SignedDuration::from_millis(105));
+        assert_eq!(window("5/1h"), SignedDuration::from_hours(1) + RATE_MARGIN);
+    }
+
+    #[test]
+    fn the_queue_list_gives_each_queue_its_counts_due_tasks_and_controls() {
+        let counts = crate::store::QueueCounts {
+            counts: vec![
+                ("mail".into(), State::Done, 3),
+                ("mail".into(), State::Scheduled, 2),
+                ("bills".into(), State::Dead, 1),
+                ("mail".into(), State::Done, 4),
+            ],
+            due: vec![("mail".into(), 2)],
+        };
+        let controls = vec![
+            QueueControl {
+                name: "paused".into(),
+                paused: true,
+                limits: QueueLimits::default(),
+            },
+            QueueControl {
+                name: "mail".into(),
+                paused: false,
+                limits: limits(Some(2), None, false),
+            },
+        ];
+        let info = |name: &str, paused, limits, counts, due| QueueInfo {
+            name: name.into(),
+            paused,
+            limits,
+            counts,
+            due,
+        };
+        assert_eq!(
+            fold(counts, controls),
+            vec![
+                info(
+                    "bills",
+                    false,
+                    QueueLimits::default(),
+                    vec![(State::Dead, 1)],
+                    0
+                ),
+                info(
+                    "mail",
+                    false,
+                    limits(Some(2), None, false),
+                    vec![(State::Scheduled, 2), (State::Done, 7)],
+                    2
+                ),
+                info("paused", true, QueueLimits::default(), vec![], 0),
+            ]
+        );
+    }
 }

@@ -688,4 +688,95 @@ mod tests {
         assert!(ctx.schedule_next_run_in_minutes(-1).is_err());
         assert_eq!(ctx.next_run(), Some(t0() + SignedDuration::from_mins(30)));
     }
+
+    /// Whether the future completes at its first poll.
+    fn ready_at_once<F: Future>(f: F) -> bool {
+        let mut f = std::pin::pin!(f);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        f.as_mut().poll(&mut cx).is_ready()
+    }
+
+    #[test]
+    fn a_cancellation_only_moves_forward_and_the_handler_sees_it() {
+        let ctx = TaskContext::for_test("plain", json!({}), t0());
+        assert!(!ctx.is_cancelled());
+        assert!(!ready_at_once(ctx.cancelled()), "nobody asked");
+        assert!(!ready_at_once(ctx.cancel.reached(CancelStage::Requested)));
+
+        ctx.cancel.advance(CancelStage::Requested);
+        assert_eq!(ctx.cancel.stage(), CancelStage::Requested);
+        assert!(ctx.is_cancelled());
+        assert!(ready_at_once(ctx.cancelled()));
+        assert!(ready_at_once(ctx.cancel.reached(CancelStage::Requested)));
+        assert!(!ready_at_once(ctx.cancel.reached(CancelStage::Enforced)));
+
+        ctx.cancel.advance(CancelStage::Enforced);
+        assert_eq!(ctx.cancel.stage(), CancelStage::Enforced);
+        assert!(ctx.is_cancelled());
+        assert!(ready_at_once(ctx.cancel.reached(CancelStage::Enforced)));
+        ctx.cancel.advance(CancelStage::Requested);
+        assert_eq!(ctx.cancel.stage(), CancelStage::Enforced, "never back");
+        ctx.cancel.advance(CancelStage::None);
+        assert_eq!(ctx.cancel.stage(), CancelStage::Enforced, "never back");
+    }
+
+    #[test]
+    fn a_waiting_handler_wakes_when_the_task_is_cancelled() {
+        let ctx = TaskContext::for_test("plain", json!({}), t0());
+        let mut waiting = std::pin::pin!(ctx.cancelled());
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        assert!(waiting.as_mut().poll(&mut cx).is_pending());
+        ctx.cancel.advance(CancelStage::Requested);
+        assert!(waiting.as_mut().poll(&mut cx).is_ready());
+    }
+
+    #[test]
+    fn the_context_reports_what_the_worker_gave_it_and_collects_follow_ups() {
+        let mut ctx = TaskContext::for_test("plain", json!({}), t0());
+        let before = t0() - SignedDuration::from_hours(24);
+        ctx.last_run_on = Some(before);
+        ctx.attempts = 3;
+        ctx.is_recurring = true;
+        ctx.worker = "host-1".to_string();
+        assert_eq!(ctx.last_run_on(), Some(before));
+        assert_eq!(ctx.attempts(), 3);
+        assert!(ctx.is_recurring());
+        assert_eq!(ctx.worker(), "host-1");
+
+        assert!(ctx.enqueued().is_empty());
+        ctx.enqueue(NewTask::new("plain"));
+        ctx.enqueue(NewTask::new("other").data(json!({ "n": 2 })));
+        let handlers: Vec<&str> = ctx.enqueued().iter().map(|t| t.handler.as_str()).collect();
+        assert_eq!(handlers, ["plain", "other"]);
+        assert_eq!(ctx.enqueued()[1].data, json!({ "n": 2 }));
+    }
+
+    #[test]
+    fn the_registry_hands_out_each_handlers_redactions_and_backoff() {
+        struct Secretive;
+        impl Task for Secretive {
+            const NAME: &'static str = "secretive";
+            const REDACT: &'static [&'static str] = &["card", "payment.token"];
+            async fn run(&self, _ctx: &mut TaskContext) -> Result<(), TaskError> {
+                Ok(())
+            }
+            fn backoff(&self, attempt: u32) -> SignedDuration {
+                SignedDuration::from_secs(i64::from(attempt) * 7)
+            }
+        }
+        let r = Registry::new()
+            .register(Plain)
+            .register(Secretive)
+            .register(Other);
+        let secretive = r.get("secretive").unwrap();
+        assert_eq!(secretive.redact(), ["card", "payment.token"]);
+        assert_eq!(secretive.backoff(3), SignedDuration::from_secs(21));
+        assert!(r.get("plain").unwrap().redact().is_empty());
+        // Only handlers that hide something are listed.
+        assert_eq!(
+            r.redactions(),
+            vec![("secretive".to_string(), &["card", "payment.token"][..])]
+        );
+        assert!(Registry::new().register(Plain).redactions().is_empty());
+    }
 }

@@ -89,6 +89,8 @@ async fn main() {
         "/api/v1/tasks?data.i=7&limit=100".to_string(),
         "/tasks/retry-matching?state=dead&handler=noop".to_string(),
         "/tasks/cancel-matching?state=scheduled&queue=default".to_string(),
+        "/tasks/retry-matching?data=i%3D7".to_string(),
+        "/tasks/cancel-matching?data=i%3D7".to_string(),
         format!("/tasks/{some_id}"),
         "/recurring".to_string(),
         "/add".to_string(),

@@ -78,14 +78,18 @@ fn data_match(data: &str, f: &str, v: &str) -> String {
 /// kept for the statement always seeks the history's `(state, due_at, id)` index when a state
 /// is given), $2 handler, $4 queue, $7 and $8 a data field ([`data_match`]), $9 recurring or
 /// one-off, the keyset cursor ($5 due time, $6 id) it continues after and the place ($10 due
-/// time, $11 id) it ends at.
+/// time, $11 id) it ends at. Both places bound the index scan itself (an absent one is the
+/// lowest or highest place there is, not `$5 IS NULL OR …`, which a generic plan checks row by
+/// row): a page deep in the listing, or one ended early by `until`, reads only its own part
+/// of the index.
 fn list_filters(state: &str) -> String {
     format!(
         "WHERE {state} \
          AND ($2::text IS NULL OR handler = $2) AND ($4::text IS NULL OR queue = $4) \
          AND ($9::bool IS NULL OR is_recurring = $9) \
-         AND ($5::timestamptz IS NULL OR (due_at, id) > ($5, $6::bytea)) \
-         AND ($10::timestamptz IS NULL OR (due_at, id) <= ($10, $11::bytea)) AND {} \
+         AND (due_at, id) > (COALESCE($5::timestamptz, '-infinity'), COALESCE($6::bytea, '\\x')) \
+         AND (due_at, id) <= (COALESCE($10::timestamptz, 'infinity'), \
+           COALESCE($11::bytea, '\\xffffffffffffffffffffffff')) AND {} \
          ORDER BY due_at, id LIMIT $3",
         data_match("data", "$7", "$8")
     )

@@ -55,15 +55,20 @@ macro_rules! data_match {
 /// history's `(state, due_at, id)` index instead of reading the whole history for a state it
 /// holds few or none of), ?2 handler, ?4 queue, ?7 and ?8 a data field ([`data_match`]), ?9
 /// recurring or one-off, the keyset cursor (?5 due time, ?6 id) it continues after and the
-/// place (?10 due time, ?11 id) it ends at.
+/// place (?10 due time, ?11 id) it ends at. Both places bound the index walk itself (an absent
+/// one is the lowest or highest place there is, not `?5 IS NULL OR …`, which SQLite checks row
+/// by row): a page deep in the listing, or one ended early by `until`, reads only its own
+/// part of the index.
 macro_rules! list_filters {
     ($state:literal) => {
         concat!(
             " WHERE ",
             $state,
             " AND (?2 IS NULL OR handler = ?2) \
-             AND (?4 IS NULL OR queue = ?4) AND (?5 IS NULL OR (due_at, id) > (?5, ?6)) \
-             AND (?10 IS NULL OR (due_at, id) <= (?10, ?11)) \
+             AND (?4 IS NULL OR queue = ?4) \
+             AND (due_at, id) > (COALESCE(?5, -9223372036854775807), COALESCE(?6, X'')) \
+             AND (due_at, id) <= (COALESCE(?10, 9223372036854775807), \
+               COALESCE(?11, X'FFFFFFFFFFFFFFFFFFFFFFFF')) \
              AND (?9 IS NULL OR is_recurring = ?9)",
             data_match!("?7", "?8"),
             " ORDER BY due_at, id LIMIT ?3"

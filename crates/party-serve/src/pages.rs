@@ -661,7 +661,11 @@ async fn confirm_matching(
     };
     let data = filter.data.as_ref().map(data_text).unwrap_or_default();
     let back = tasks_url(&filter);
-    let tasks = if n == 1 { "task" } else { "tasks" };
+    let tasks = if n.counted == 1 && !n.more {
+        "task"
+    } else {
+        "tasks"
+    };
     let body = html! {
         h1 { (verb) " every matching task" }
         table id="matching" {
@@ -670,7 +674,7 @@ async fn confirm_matching(
             tr { th { "Queue" } td { (filter.queue.as_deref().unwrap_or("any")) } }
             tr { th { "Data field" } td { @if data.is_empty() { "any" } @else { code { (data) } } } }
         }
-        @if n == 0 {
+        @if n.counted == 0 {
             p id="count" { "No task matches: there is nothing to " (verb.to_lowercase()) "." }
         } @else {
             p id="count" { strong { (n) } " " (tasks) " will be " (if cancel { "cancelled" } else { "made due now" }) "." }

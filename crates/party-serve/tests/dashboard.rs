@@ -728,7 +728,68 @@ async fn metrics_tell_each_handlers_schedules_last_success_and_missed_occurrence
     assert!(!body.contains("secret"), "no data in a label");
 }
 
+/// A count before a bulk action stops at `BULK_COUNTED` and says "more than"; the action
+/// itself still touches every match.
+async fn a_bulk_count_stops_at_its_limit_and_the_action_touches_every_match(b: Backend) {
+    let Some(s) = Server::start(b).await else {
+        return;
+    };
+    let many = party::policy::BULK_COUNTED as usize + 5;
+    s.party
+        .add_many(
+            (0..many)
+                .map(|_| NewTask::new("noop").queue("bulk"))
+                .collect(),
+        )
+        .await
+        .unwrap();
+    s.party.add(NewTask::new("noop")).await.unwrap();
+    let bearer = format!("Bearer {TOKEN}");
+    let auth = ("Authorization", bearer.as_str());
+    let confirm = s
+        .raw("GET", "/tasks/cancel-matching?queue=bulk", &[auth], None)
+        .await;
+    assert_eq!(confirm.status, 200, "{}", confirm.body);
+    let cap = party::policy::BULK_COUNTED;
+    assert!(
+        confirm.body.contains(&format!(
+            "<strong>more than {cap}</strong> tasks will be cancelled"
+        )),
+        "{}",
+        confirm.body
+    );
+    assert!(
+        confirm
+            .body
+            .contains(&format!("Cancel more than {cap} tasks"))
+    );
+    let r = s
+        .raw(
+            "POST",
+            "/tasks/cancel-matching",
+            &[auth, ("Content-Type", "application/x-www-form-urlencoded")],
+            Some("state=&handler=&queue=bulk&data="),
+        )
+        .await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    let listed = s
+        .party
+        .list(&party::ListFilter {
+            limit: Some(10_000),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let cancelled = listed
+        .iter()
+        .filter(|t| t.state == State::Cancelled)
+        .count();
+    assert_eq!(cancelled, many, "every match, not the count shown");
+    assert_eq!(listed.len(), many + 1);
+}
+
 on_every_backend!(
+    a_bulk_count_stops_at_its_limit_and_the_action_touches_every_match,
     metrics_tell_each_handlers_schedules_last_success_and_missed_occurrences,
     the_recurring_page_lists_every_live_schedule,
     the_tasks_page_filters_on_a_data_field_and_counts_before_a_bulk_action,

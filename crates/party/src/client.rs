@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use crate::clock::{Clock, SystemClock};
 use crate::model::{
-    HandlerCount, ListFilter, NewTask, Outcome, State, Stats, SteerFilter, StuckTask, TaskInfo,
-    TaskPage,
+    HandlerCount, ListFilter, MatchCount, NewTask, Outcome, State, Stats, SteerFilter, StuckTask,
+    TaskInfo, TaskPage,
 };
 use crate::queues::{QueueInfo, QueueLimits};
 use crate::recurrence::{self, GapReport, Recurrence};
@@ -387,15 +387,32 @@ impl Party {
     }
 
     /// How many tasks [`Party::cancel_matching`] would cancel with this filter, changing
-    /// nothing: what to show a person before they confirm.
+    /// nothing: what to show a person before they confirm. Counted up to
+    /// [`policy::BULK_COUNTED`], so the count stays quick however many match.
     ///
     /// # Errors
     /// As [`Party::cancel_matching`].
-    pub async fn count_cancellable(&self, filter: &SteerFilter) -> Result<u64, TaskError> {
+    pub async fn count_cancellable(&self, filter: &SteerFilter) -> Result<MatchCount, TaskError> {
         let states = steer_states(Steer::Cancel, filter)?;
-        self.store
-            .task_count_many(steer_many(&states, filter, self.clock.now()))
-            .await
+        self.count_matching(&states, filter).await
+    }
+
+    async fn count_matching(
+        &self,
+        states: &[State],
+        filter: &SteerFilter,
+    ) -> Result<MatchCount, TaskError> {
+        let n = self
+            .store
+            .task_count_many(
+                steer_many(states, filter, self.clock.now()),
+                policy::BULK_COUNTED + 1,
+            )
+            .await?;
+        Ok(MatchCount {
+            counted: n.min(policy::BULK_COUNTED),
+            more: n > policy::BULK_COUNTED,
+        })
     }
 
     /// How many tasks [`Party::retry_matching`] would consider with this filter, changing
@@ -404,11 +421,9 @@ impl Party {
     ///
     /// # Errors
     /// As [`Party::retry_matching`].
-    pub async fn count_retryable(&self, filter: &SteerFilter) -> Result<u64, TaskError> {
+    pub async fn count_retryable(&self, filter: &SteerFilter) -> Result<MatchCount, TaskError> {
         let states = steer_states(Steer::Retry, filter)?;
-        self.store
-            .task_count_many(steer_many(&states, filter, self.clock.now()))
-            .await
+        self.count_matching(&states, filter).await
     }
 
     /// Counts and health.

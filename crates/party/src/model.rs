@@ -443,6 +443,27 @@ pub struct SteerFilter {
     pub data: Option<DataMatch>,
 }
 
+/// How many tasks a bulk action would touch, counted up to [`crate::policy::BULK_COUNTED`]
+/// ([`crate::Party::count_cancellable`], [`crate::Party::count_retryable`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MatchCount {
+    /// The tasks counted: every match, or [`crate::policy::BULK_COUNTED`] when `more` is set.
+    pub counted: u64,
+    /// More tasks match than were counted.
+    pub more: bool,
+}
+
+impl fmt::Display for MatchCount {
+    /// `12`, or `more than 1000`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.more {
+            write!(f, "more than {}", self.counted)
+        } else {
+            write!(f, "{}", self.counted)
+        }
+    }
+}
+
 /// A filter on one top-level field of a task's data (`data.customer=acme`): a task matches
 /// when its data has the field and the field's value, written as text, is `value` exactly. A
 /// string field is its text without quotes (`acme`); a number is its digits as stored (`42`,

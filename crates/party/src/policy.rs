@@ -21,6 +21,10 @@ pub const CANCEL_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
 /// Tasks a listing returns when the caller gives no limit.
 pub const DEFAULT_LIST_LIMIT: u32 = 100;
 
+/// The most tasks a count before a bulk action counts ([`crate::Party::count_cancellable`]):
+/// past it a person is told "more than 1,000", and the count costs no more than this many.
+pub const BULK_COUNTED: u64 = 1_000;
+
 /// The most tasks one page with a data-field filter examines ([`crate::Party::list_page`]).
 /// No index covers task data, so a filter that matches few tasks would otherwise read the
 /// whole history for one page; bounded, a page costs the same whatever the store holds, and

@@ -722,7 +722,9 @@ pub trait Store: Send + Sync + 'static {
     /// How many tasks match a bulk operation's filters in its states (live and finished
     /// alike), changing nothing: what a person is shown before confirming one. A retry may
     /// then touch fewer (recurring tasks whose singleton is held are left as they are).
-    async fn task_count_many(&self, params: SteerMany<'_>) -> Result<u64, TaskError>;
+    /// Counting stops at `at_most` (the answer is then `at_most`), so a count of many costs
+    /// no more than a count of `at_most`.
+    async fn task_count_many(&self, params: SteerMany<'_>, at_most: u64) -> Result<u64, TaskError>;
 
     /// The raw figures behind `stats`.
     async fn stats(&self, params: StatsParams) -> Result<StoreStats, TaskError>;

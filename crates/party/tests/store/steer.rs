@@ -319,10 +319,20 @@ async fn bulk_operations_and_their_count_take_a_data_field(b: Backend) {
         now: t0() + secs(5),
     };
     let both: &[State] = &[State::Retrying, State::Dead];
-    assert_eq!(h.store.task_count_many(params(both)).await.unwrap(), 2);
+    assert_eq!(h.store.task_count_many(params(both), 100).await.unwrap(), 2);
+    // Counting stops at its limit, one match live and one finished alike.
+    assert_eq!(h.store.task_count_many(params(both), 1).await.unwrap(), 1);
+    assert_eq!(h.store.task_count_many(params(both), 2).await.unwrap(), 2);
     assert_eq!(
         h.store
-            .task_count_many(params(&[State::Scheduled]))
+            .task_count_many(params(&[State::Dead]), 1)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        h.store
+            .task_count_many(params(&[State::Scheduled]), 100)
             .await
             .unwrap(),
         0
@@ -341,7 +351,13 @@ async fn bulk_operations_and_their_count_take_a_data_field(b: Backend) {
         "another customer"
     );
     let cancelled: &[State] = &[State::Cancelled];
-    assert_eq!(h.store.task_count_many(params(cancelled)).await.unwrap(), 2);
+    assert_eq!(
+        h.store
+            .task_count_many(params(cancelled), 100)
+            .await
+            .unwrap(),
+        2
+    );
     assert_eq!(h.store.task_retry_many(params(cancelled)).await.unwrap(), 2);
     assert_eq!(h.get(acme).await.state, State::Scheduled);
     assert_eq!(h.get(dead).await.state, State::Scheduled);

@@ -1381,8 +1381,9 @@ impl Store for PgStore {
         Ok(n)
     }
 
-    async fn task_count_many(&self, p: SteerMany<'_>) -> Result<u64, TaskError> {
+    async fn task_count_many(&self, p: SteerMany<'_>, at_most: u64) -> Result<u64, TaskError> {
         let conn = self.pool.get().await?;
+        let cap = i64::try_from(at_most).unwrap_or(i64::MAX);
         let states: Vec<&str> = p.states.iter().map(|s| s.as_str()).collect();
         let row = conn
             .client
@@ -1395,10 +1396,11 @@ impl Store for PgStore {
                     &p.queue,
                     &p.data.map(|m| m.field.as_str()),
                     &p.data.map(|m| m.value.as_str()),
+                    &cap,
                 ],
             )
             .await
             .map_err(db_err)?;
-        Ok(count_at(&row, 0))
+        Ok(count_at(&row, 0).min(at_most))
     }
 }

@@ -125,12 +125,13 @@ fn steer_filters() -> String {
 }
 
 /// How many tasks a bulk cancel or retry would consider: matching live and finished tasks in
-/// the states $2 ($1 is not read).
+/// the states $2 ($1 is not read), each side counted to $7 at most.
 pub(super) fn sql_count_many(s: &str) -> String {
     let f = steer_filters();
     format!(
-        "SELECT (SELECT count(*) FROM {s}.tasks t WHERE {f} AND $1::timestamptz IS NOT NULL) \
-         + (SELECT count(*) FROM {s}.task_history t WHERE {f})"
+        "SELECT (SELECT count(*) FROM (SELECT 1 FROM {s}.tasks t \
+           WHERE {f} AND $1::timestamptz IS NOT NULL LIMIT $7) l) \
+         + (SELECT count(*) FROM (SELECT 1 FROM {s}.task_history t WHERE {f} LIMIT $7) h)"
     )
 }
 

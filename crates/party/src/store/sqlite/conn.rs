@@ -130,6 +130,10 @@ pub(super) fn open_connection(path: &Path) -> Result<Connection, TaskError> {
         .map_err(db_err)?;
     conn.pragma_update(None, "cache_size", -32_768)
         .map_err(db_err)?;
+    // Each call in a group commit is a savepoint, whose statement journal would otherwise be
+    // a temporary file created, written and removed every few commits.
+    conn.pragma_update(None, "temp_store", "MEMORY")
+        .map_err(db_err)?;
     conn.set_prepared_statement_cache_capacity(64);
     migrate(&conn, path)?;
     Ok(conn)

@@ -90,7 +90,8 @@ impl SqliteStore {
         .await
     }
 
-    async fn count_many(&self, p: SteerMany<'_>) -> Result<u64, TaskError> {
+    async fn count_many(&self, p: SteerMany<'_>, at_most: u64) -> Result<u64, TaskError> {
+        let cap = i64::try_from(at_most).unwrap_or(i64::MAX);
         let states = json_list(
             p.states
                 .iter()
@@ -104,10 +105,11 @@ impl SqliteStore {
         self.call(move |conn| {
             conn.prepare_cached(sql::COUNT_MANY)
                 .map_err(db_err)?
-                .query_row(params![now, states, handler, queue, path, value], |r| {
-                    r.get::<_, i64>(0)
-                })
-                .map(|n| n as u64)
+                .query_row(
+                    params![now, states, handler, queue, path, value, cap],
+                    |r| r.get::<_, i64>(0),
+                )
+                .map(|n| (n as u64).min(at_most))
                 .map_err(db_err)
         })
         .await
@@ -1147,8 +1149,8 @@ impl Store for SqliteStore {
         Ok(n)
     }
 
-    async fn task_count_many(&self, p: SteerMany<'_>) -> Result<u64, TaskError> {
-        self.count_many(p).await
+    async fn task_count_many(&self, p: SteerMany<'_>, at_most: u64) -> Result<u64, TaskError> {
+        self.count_many(p, at_most).await
     }
 }
 

@@ -115,13 +115,23 @@ fn constructors_refuse_bad_input_saying_what_to_do() {
         "invalid time \"25:00\": hour 25 is out of range 0-23; use HH:MM in 24-hour form, like \
          09:00 or 17:30"
     );
-    for bad in ["9am", "09", "09:60", "09:00:61", "", "1:2:3:4", "-1:00"] {
+    for bad in [
+        "9am", "09", "09:60", "09:00:61", "", "1:2:3:4", "-1:00", "09:", ":30", "009:00", "09:005",
+    ] {
         let err = Recurrence::monthly_on(1, bad, None).unwrap_err();
         assert!(
             err.starts_with("invalid time") && err.contains("use HH:MM"),
             "{bad}: {err}"
         );
     }
+    // One-digit hours and minutes are read too.
+    assert_eq!(
+        Recurrence::monthly_on(1, "9:05", None).unwrap().rule,
+        Rule::MonthlyOn {
+            day: 1,
+            at: jiff::civil::time(9, 5, 0, 0)
+        }
+    );
     let err = Recurrence::cron("0 9 * * *", Some("Mars/Olympus")).unwrap_err();
     assert!(
         err.starts_with(
@@ -154,6 +164,17 @@ fn constructors_refuse_bad_input_saying_what_to_do() {
             expr: "0 9 * * *".into()
         }
     );
+}
+
+#[test]
+fn an_interval_may_be_anything_from_one_second_to_a_hundred_years() {
+    let longest = secs(duration::MAX_SECONDS);
+    assert_eq!(longest, secs(100 * 366 * 86_400));
+    assert!(Recurrence::every(secs(1)).is_ok());
+    assert!(Recurrence::every(longest).is_ok());
+    assert!(Recurrence::every(longest + secs(1)).is_err());
+    assert_eq!(parse_duration("36600d"), Ok(longest));
+    assert!(parse_duration("36600d1s").is_err());
 }
 
 #[test]
@@ -812,6 +833,59 @@ fn long_downtime_is_computed_quickly_and_listed_with_a_cap() {
     }
 }
 
+#[test]
+fn after_a_long_downtime_the_latest_due_occurrence_is_found_however_far_before_now() {
+    // More than MISSED_LISTED_MAX occurrences came due, and the latest is well before now.
+    let hourly = cron("0 * * * *", "UTC").with_missed(Missed::Latest);
+    let s = ts("2027-01-01T00:00:00Z");
+    let now = ts("2027-03-01T10:30:00Z");
+    let listed: Vec<Timestamp> = (0..MISSED_LISTED_MAX as i64)
+        .map(|h| s + secs(h * 3_600))
+        .collect();
+    assert_eq!(
+        hourly.catch_up(s, now),
+        CatchUp::Run {
+            timestamp: ts("2027-03-01T10:00:00Z"),
+            missed: listed.clone()
+        }
+    );
+    assert_eq!(
+        hourly.with_missed(Missed::Skip).catch_up(s, now),
+        CatchUp::Skip {
+            next: Some(ts("2027-03-01T11:00:00Z")),
+            missed: listed
+        }
+    );
+    // Daily in a zone, three years down: the latest is yesterday's.
+    let daily = cron("0 9 * * *", "Europe/Berlin").with_missed(Missed::Latest);
+    let s = ts("2027-01-01T08:00:00Z");
+    match daily.catch_up(s, ts("2030-01-02T07:00:00Z")) {
+        CatchUp::Run { timestamp, missed } => {
+            assert_eq!(timestamp, ts("2030-01-01T08:00:00Z"));
+            assert_eq!(missed.len(), MISSED_LISTED_MAX);
+            assert_eq!(missed[0], s);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn the_latest_occurrence_of_an_interval_in_a_window_is_on_its_grid() {
+    let hourly = Recurrence::every(secs(3_600)).unwrap().engine().unwrap();
+    let floor = ts("2027-01-01T00:00:00Z");
+    assert_eq!(hourly.latest_at_or_before(floor, floor), Some(floor));
+    assert_eq!(
+        hourly.latest_at_or_before(floor, floor + secs(3_599)),
+        Some(floor)
+    );
+    assert_eq!(
+        hourly.latest_at_or_before(floor, floor + secs(7_300)),
+        Some(floor + secs(7_200))
+    );
+    // A window that ends before it starts holds nothing.
+    assert_eq!(hourly.latest_at_or_before(floor, floor - secs(7_200)), None);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Keys, gaps, storage
 
@@ -891,6 +965,31 @@ fn gaps_report_missing_doubled_and_unexpected_runs_exactly() {
 }
 
 #[test]
+fn a_truncated_gap_report_leaves_out_runs_after_the_last_compared_occurrence() {
+    let every_second = Recurrence::every(secs(1)).unwrap();
+    let first = ts("2027-01-01T00:00:00Z");
+    let now = first + secs(2 * GAPS_EXPECTED_MAX as i64);
+    let last_compared = first + secs(GAPS_EXPECTED_MAX as i64 - 1);
+    let ran_for = [
+        first + secs(5),
+        first + SignedDuration::from_millis(500),
+        last_compared + SignedDuration::from_millis(500),
+        first + secs(GAPS_EXPECTED_MAX as i64 + 10),
+    ];
+    let report = gaps(&every_second, first, now, &ran_for);
+    assert!(report.truncated);
+    assert_eq!(report.expected, GAPS_EXPECTED_MAX);
+    assert_eq!(report.missing.len(), GAPS_EXPECTED_MAX - 1);
+    assert_eq!(report.missing.last(), Some(&last_compared));
+    // A run the rule did not expect is listed when it falls within the compared range; runs
+    // past its last occurrence were not compared, so they are not called unexpected.
+    assert_eq!(
+        report.unexpected,
+        vec![first + SignedDuration::from_millis(500)]
+    );
+}
+
+#[test]
 fn the_stored_json_is_readable_and_stable() {
     let every = Recurrence::every(secs(5_400)).unwrap();
     assert_eq!(
@@ -946,6 +1045,14 @@ fn the_stored_json_is_readable_and_stable() {
         (
             r#"{"rule":{"kind":"monthly_on","day":1,"at":"25:00"}}"#,
             "hour 25 is out of range",
+        ),
+        (
+            r#"{"rule":{"kind":"every","every":-90}}"#,
+            "invalid interval -1m30s",
+        ),
+        (
+            r#"{"rule":{"kind":"every","every":true}}"#,
+            "expected a duration like \"30m\" or a number of seconds",
         ),
         (r#"{"rule":{"kind":"weekly"}}"#, "unknown variant"),
         (

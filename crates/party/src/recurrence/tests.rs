@@ -90,6 +90,13 @@ fn durations_format_the_way_they_parse() {
         format_duration(SignedDuration::from_millis(1_500)),
         "1s500ms"
     );
+    // Fractions of a second are written in the largest unit that shows them whole.
+    assert_eq!(
+        format_duration(SignedDuration::from_micros(1_500)),
+        "1500us"
+    );
+    assert_eq!(format_duration(SignedDuration::from_micros(-250)), "-250us");
+    assert_eq!(format_duration(SignedDuration::from_nanos(1_500)), "1500ns");
     let mut rng = fastrand::Rng::with_seed(7);
     for _ in 0..500 {
         let d = secs(rng.i64(0..=10 * 365 * 86_400));
@@ -207,6 +214,17 @@ fn cron_accepts_fields_lists_ranges_steps_names_and_macros() {
         let rec = Recurrence::cron(expr, None).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(rec.next_after(from), Some(ts(want)), "{expr}");
     }
+}
+
+#[test]
+fn sunday_is_day_0_of_the_week_however_it_is_written() {
+    let sunday = CronSpec::parse("0 0 * * 0").unwrap();
+    assert_eq!(CronSpec::parse("0 0 * * 7"), Ok(sunday.clone()));
+    assert_eq!(CronSpec::parse("0 0 * * SUN"), Ok(sunday));
+    assert_eq!(
+        CronSpec::parse("0 0 * * FRI-SUN"),
+        CronSpec::parse("0 0 * * 0,5,6")
+    );
 }
 
 #[test]

@@ -228,6 +228,23 @@ fn sunday_is_day_0_of_the_week_however_it_is_written() {
 }
 
 #[test]
+fn a_cron_search_ends_strictly_before_its_limit_to_the_nanosecond() {
+    let every_second = CronSpec::parse("* * * * * *").unwrap();
+    let nine: DateTime = "2027-01-01T09:00:00".parse().unwrap();
+    let half = SignedDuration::from_millis(500);
+    assert_eq!(
+        every_second.first_at_or_after(nine, nine + half),
+        Some(nine)
+    );
+    assert_eq!(
+        every_second.first_at_or_after(nine - half, nine + half),
+        Some(nine)
+    );
+    assert_eq!(every_second.first_at_or_after(nine, nine), None);
+    assert_eq!(every_second.first_at_or_after(nine - half, nine), None);
+}
+
+#[test]
 fn cron_refuses_malformed_expressions_clearly() {
     let cases = [
         ("", "it is empty; use 5 fields"),

@@ -674,10 +674,17 @@ async fn confirm_matching(
             tr { th { "Queue" } td { (filter.queue.as_deref().unwrap_or("any")) } }
             tr { th { "Data field" } td { @if data.is_empty() { "any" } @else { code { (data) } } } }
         }
-        @if n.counted == 0 {
+        @if n.counted == 0 && !n.partial {
             p id="count" { "No task matches: there is nothing to " (verb.to_lowercase()) "." }
         } @else {
-            p id="count" { strong { (n) } " " (tasks) " will be " (if cancel { "cancelled" } else { "made due now" }) "." }
+            @if n.counted == 0 {
+                p id="count" { "No task matches among the first " (party::policy::BULK_EXAMINED) " examined; more may match among the rest." }
+            } @else {
+                p id="count" { strong { (n) } " " (tasks) " will be " (if cancel { "cancelled" } else { "made due now" }) "." }
+            }
+            @if n.partial {
+                p.muted id="partial" { "The data field was checked on the first " (party::policy::BULK_EXAMINED) " tasks in these states, live and finished; the action checks every one, so it may touch more." }
+            }
             @if !cancel {
                 p.muted { "A recurring task whose schedule already has a live copy is left as it is, so a retry may touch fewer." }
             }
@@ -687,7 +694,9 @@ async fn confirm_matching(
                 input type="hidden" name="handler" value=(filter.handler.as_deref().unwrap_or_default());
                 input type="hidden" name="queue" value=(filter.queue.as_deref().unwrap_or_default());
                 input type="hidden" name="data" value=(data);
-                button type="submit" id="confirm" { (verb) " " (n) " " (tasks) }
+                button type="submit" id="confirm" {
+                    @if n.partial { (verb) " every match" } @else { (verb) " " (n) " " (tasks) }
+                }
             }
         }
         p { a href=(back) { "Back to the tasks" } }

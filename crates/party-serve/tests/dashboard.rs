@@ -788,7 +788,61 @@ async fn a_bulk_count_stops_at_its_limit_and_the_action_touches_every_match(b: B
     assert_eq!(listed.len(), many + 1);
 }
 
+/// A data-filtered count looks at no more than `BULK_EXAMINED` tasks and says so; the action
+/// still finds the match past them.
+async fn a_data_filtered_bulk_count_is_a_bound_past_the_tasks_it_examines(b: Backend) {
+    let Some(s) = Server::start(b).await else {
+        return;
+    };
+    let examined = party::policy::BULK_EXAMINED as usize;
+    let mut tasks: Vec<NewTask> = (0..examined + 1)
+        .map(|_| NewTask::new("noop").data(json!({ "c": "x" })))
+        .collect();
+    tasks.push(NewTask::new("noop").data(json!({ "c": "y" })));
+    let ids = s.party.add_many(tasks).await.unwrap();
+    let last = *ids.last().unwrap();
+    let bearer = format!("Bearer {TOKEN}");
+    let auth = ("Authorization", bearer.as_str());
+    let confirm = s
+        .raw("GET", "/tasks/cancel-matching?data=c%3Dy", &[auth], None)
+        .await;
+    assert_eq!(confirm.status, 200, "{}", confirm.body);
+    assert!(confirm.body.contains(r#"id="partial""#), "{}", confirm.body);
+    assert!(
+        confirm.body.contains(&format!(
+            "No task matches among the first {examined} examined"
+        )),
+        "{}",
+        confirm.body
+    );
+    assert!(confirm.body.contains("Cancel every match"));
+    let r = s
+        .raw(
+            "POST",
+            "/tasks/cancel-matching",
+            &[auth, ("Content-Type", "application/x-www-form-urlencoded")],
+            Some("state=&handler=&queue=&data=c%3Dy"),
+        )
+        .await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    assert_eq!(s.party.get(last).await.unwrap().state, State::Cancelled);
+    assert_eq!(s.party.get(ids[0]).await.unwrap().state, State::Scheduled);
+    // A filter that matches within the tasks examined counts them, still as a bound.
+    let x = s
+        .raw("GET", "/tasks/cancel-matching?data=c%3Dx", &[auth], None)
+        .await;
+    assert!(
+        x.body.contains(&format!(
+            "<strong>more than {}</strong> tasks will be cancelled",
+            party::policy::BULK_COUNTED
+        )),
+        "{}",
+        x.body
+    );
+}
+
 on_every_backend!(
+    a_data_filtered_bulk_count_is_a_bound_past_the_tasks_it_examines,
     a_bulk_count_stops_at_its_limit_and_the_action_touches_every_match,
     metrics_tell_each_handlers_schedules_last_success_and_missed_occurrences,
     the_recurring_page_lists_every_live_schedule,

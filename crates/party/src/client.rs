@@ -388,7 +388,9 @@ impl Party {
 
     /// How many tasks [`Party::cancel_matching`] would cancel with this filter, changing
     /// nothing: what to show a person before they confirm. Counted up to
-    /// [`policy::BULK_COUNTED`], so the count stays quick however many match.
+    /// [`policy::BULK_COUNTED`], and with a data filter over the first
+    /// [`policy::BULK_EXAMINED`] tasks in the action's states, so the count stays quick
+    /// however large the store ([`MatchCount`] says when it is a bound).
     ///
     /// # Errors
     /// As [`Party::cancel_matching`].
@@ -402,16 +404,27 @@ impl Party {
         states: &[State],
         filter: &SteerFilter,
     ) -> Result<MatchCount, TaskError> {
+        let at_most = policy::BULK_COUNTED + 1;
+        // Without a data filter every task looked at matches, so looking past the count's
+        // limit would tell nothing more.
+        let examine = if filter.data.is_some() {
+            policy::BULK_EXAMINED
+        } else {
+            at_most
+        };
         let n = self
             .store
             .task_count_many(
                 steer_many(states, filter, self.clock.now()),
-                policy::BULK_COUNTED + 1,
+                at_most,
+                examine,
             )
             .await?;
+        let more = n.matched > policy::BULK_COUNTED;
         Ok(MatchCount {
-            counted: n.min(policy::BULK_COUNTED),
-            more: n > policy::BULK_COUNTED,
+            counted: n.matched.min(policy::BULK_COUNTED),
+            more,
+            partial: !more && !n.examined_all,
         })
     }
 

@@ -451,13 +451,18 @@ pub struct MatchCount {
     pub counted: u64,
     /// More tasks match than were counted.
     pub more: bool,
+    /// A data filter was checked on only the first [`crate::policy::BULK_EXAMINED`] tasks in
+    /// the action's states: `counted` is a lower bound, and the action may touch more.
+    pub partial: bool,
 }
 
 impl fmt::Display for MatchCount {
-    /// `12`, or `more than 1000`.
+    /// `12`, `at least 3` or `more than 1000`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.more {
             write!(f, "more than {}", self.counted)
+        } else if self.partial {
+            write!(f, "at least {}", self.counted)
         } else {
             write!(f, "{}", self.counted)
         }

@@ -25,6 +25,11 @@ pub const DEFAULT_LIST_LIMIT: u32 = 100;
 /// past it a person is told "more than 1,000", and the count costs no more than this many.
 pub const BULK_COUNTED: u64 = 1_000;
 
+/// With a data filter, a count before a bulk action looks at no more than this many tasks in
+/// the action's states (live and finished, each): no index covers task data, and past it the
+/// count is a lower bound ("at least"). The action itself looks at every one.
+pub const BULK_EXAMINED: u64 = 10_000;
+
 /// The most tasks one page with a data-field filter examines ([`crate::Party::list_page`]).
 /// No index covers task data, so a filter that matches few tasks would otherwise read the
 /// whole history for one page; bounded, a page costs the same whatever the store holds, and

@@ -111,6 +111,16 @@ pub struct SteerMany<'a> {
     pub now: Timestamp,
 }
 
+/// The answer of [`Store::task_count_many`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ManyCount {
+    /// Matching tasks counted, at most the `at_most` asked for.
+    pub matched: u64,
+    /// Every task in the operation's states was looked at (fewer than `examine` on each
+    /// side): no match was left uncounted below `at_most`.
+    pub examined_all: bool,
+}
+
 /// What a worker asks for when it claims.
 #[derive(Debug, Clone)]
 pub struct ClaimParams<'a> {
@@ -722,9 +732,15 @@ pub trait Store: Send + Sync + 'static {
     /// How many tasks match a bulk operation's filters in its states (live and finished
     /// alike), changing nothing: what a person is shown before confirming one. A retry may
     /// then touch fewer (recurring tasks whose singleton is held are left as they are).
-    /// Counting stops at `at_most` (the answer is then `at_most`), so a count of many costs
-    /// no more than a count of `at_most`.
-    async fn task_count_many(&self, params: SteerMany<'_>, at_most: u64) -> Result<u64, TaskError>;
+    /// Counting stops at `at_most` matches, and looks at no more than `examine` tasks of each
+    /// side (live, finished) in the operation's states before the data filter, so a count
+    /// costs the same on any store.
+    async fn task_count_many(
+        &self,
+        params: SteerMany<'_>,
+        at_most: u64,
+        examine: u64,
+    ) -> Result<ManyCount, TaskError>;
 
     /// The raw figures behind `stats`.
     async fn stats(&self, params: StatsParams) -> Result<StoreStats, TaskError>;

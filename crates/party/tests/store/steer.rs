@@ -319,22 +319,52 @@ async fn bulk_operations_and_their_count_take_a_data_field(b: Backend) {
         now: t0() + secs(5),
     };
     let both: &[State] = &[State::Retrying, State::Dead];
-    assert_eq!(h.store.task_count_many(params(both), 100).await.unwrap(), 2);
-    // Counting stops at its limit, one match live and one finished alike.
-    assert_eq!(h.store.task_count_many(params(both), 1).await.unwrap(), 1);
-    assert_eq!(h.store.task_count_many(params(both), 2).await.unwrap(), 2);
     assert_eq!(
         h.store
-            .task_count_many(params(&[State::Dead]), 1)
+            .task_count_many(params(both), 100, 100)
             .await
-            .unwrap(),
+            .unwrap()
+            .matched,
+        2
+    );
+    // Counting stops at its limit, one match live and one finished alike.
+    assert_eq!(
+        h.store
+            .task_count_many(params(both), 1, 100)
+            .await
+            .unwrap()
+            .matched,
         1
     );
     assert_eq!(
         h.store
-            .task_count_many(params(&[State::Scheduled]), 100)
+            .task_count_many(params(both), 2, 100)
             .await
-            .unwrap(),
+            .unwrap()
+            .matched,
+        2
+    );
+    // Looking at fewer tasks than the states hold: two live ones, one looked at.
+    let some = h.store.task_count_many(params(both), 100, 1).await.unwrap();
+    assert!(!some.examined_all);
+    assert!((1..=2).contains(&some.matched), "{some:?}");
+    let all = h.store.task_count_many(params(both), 100, 3).await.unwrap();
+    assert!(all.examined_all);
+    assert_eq!(all.matched, 2);
+    assert_eq!(
+        h.store
+            .task_count_many(params(&[State::Dead]), 1, 100)
+            .await
+            .unwrap()
+            .matched,
+        1
+    );
+    assert_eq!(
+        h.store
+            .task_count_many(params(&[State::Scheduled]), 100, 100)
+            .await
+            .unwrap()
+            .matched,
         0
     );
     assert_eq!(
@@ -353,9 +383,10 @@ async fn bulk_operations_and_their_count_take_a_data_field(b: Backend) {
     let cancelled: &[State] = &[State::Cancelled];
     assert_eq!(
         h.store
-            .task_count_many(params(cancelled), 100)
+            .task_count_many(params(cancelled), 100, 100)
             .await
-            .unwrap(),
+            .unwrap()
+            .matched,
         2
     );
     assert_eq!(h.store.task_retry_many(params(cancelled)).await.unwrap(), 2);

@@ -85,8 +85,9 @@ use self::sql::{
 use self::wakeup::{listen, notify_loop, signal_loop};
 use super::{
     ClaimParams, ClaimedTask, CopyKey, CopyRead, CopyRows, CopyTable, ExpiredParams, ExpiredTask,
-    Finish, FinishResult, HeartbeatParams, InsertTask, LeaderParams, PruneCounts, PruneParams,
-    QueueCounts, StatsParams, Steer, SteerMany, Store, StoreStats, TableSize, TableSizes,
+    Finish, FinishResult, HeartbeatParams, InsertTask, LeaderParams, ManyCount, PruneCounts,
+    PruneParams, QueueCounts, StatsParams, Steer, SteerMany, Store, StoreStats, TableSize,
+    TableSizes,
 };
 use crate::model::{ListCursor, ListFilter, State, TaskInfo, WorkerInfo};
 use crate::queues::{QueueControl, QueueLimits};
@@ -1381,9 +1382,15 @@ impl Store for PgStore {
         Ok(n)
     }
 
-    async fn task_count_many(&self, p: SteerMany<'_>, at_most: u64) -> Result<u64, TaskError> {
+    async fn task_count_many(
+        &self,
+        p: SteerMany<'_>,
+        at_most: u64,
+        examine: u64,
+    ) -> Result<ManyCount, TaskError> {
         let conn = self.pool.get().await?;
         let cap = i64::try_from(at_most).unwrap_or(i64::MAX);
+        let examine = i64::try_from(examine).unwrap_or(i64::MAX);
         let states: Vec<&str> = p.states.iter().map(|s| s.as_str()).collect();
         let row = conn
             .client
@@ -1397,10 +1404,14 @@ impl Store for PgStore {
                     &p.data.map(|m| m.field.as_str()),
                     &p.data.map(|m| m.value.as_str()),
                     &cap,
+                    &examine,
                 ],
             )
             .await
             .map_err(db_err)?;
-        Ok(count_at(&row, 0).min(at_most))
+        Ok(ManyCount {
+            matched: count_at(&row, 0).min(at_most),
+            examined_all: row.get(1),
+        })
     }
 }

@@ -124,14 +124,21 @@ fn steer_filters() -> String {
     )
 }
 
-/// How many tasks a bulk cancel or retry would consider: matching live and finished tasks in
-/// the states $2 ($1 is not read), each side counted to $7 at most.
+/// How many tasks a bulk cancel or retry would consider: of the first $8 live and the first
+/// $8 finished tasks in the states $2 with the handler $3 and queue $4 ($1 is not read), those
+/// whose data matches ($5, $6), each side counted to $7 at most; and whether both sides had
+/// fewer than $8 tasks to look at (then none went unexamined).
 pub(super) fn sql_count_many(s: &str) -> String {
-    let f = steer_filters();
+    let f = "t.state = ANY($2::text[]) AND ($3::text IS NULL OR t.handler = $3) \
+             AND ($4::text IS NULL OR t.queue = $4)";
+    let m = data_match("e.data", "$5", "$6");
     format!(
-        "SELECT (SELECT count(*) FROM (SELECT 1 FROM {s}.tasks t \
-           WHERE {f} AND $1::timestamptz IS NOT NULL LIMIT $7) l) \
-         + (SELECT count(*) FROM (SELECT 1 FROM {s}.task_history t WHERE {f} LIMIT $7) h)"
+        "WITH l AS (SELECT t.data FROM {s}.tasks t \
+           WHERE {f} AND $1::timestamptz IS NOT NULL LIMIT $8), \
+         h AS (SELECT t.data FROM {s}.task_history t WHERE {f} LIMIT $8) \
+         SELECT (SELECT count(*) FROM (SELECT 1 FROM l e WHERE {m} LIMIT $7) a) \
+           + (SELECT count(*) FROM (SELECT 1 FROM h e WHERE {m} LIMIT $7) b), \
+           (SELECT count(*) FROM l) < $8 AND (SELECT count(*) FROM h) < $8"
     )
 }
 

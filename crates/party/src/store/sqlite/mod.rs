@@ -27,7 +27,7 @@ use self::rows::{
 use self::wakeup::watch_other_processes;
 use super::{
     ClaimParams, ClaimedTask, CopyKey, CopyRead, CopyRows, CopyTable, ExpiredParams, ExpiredTask,
-    Finish, FinishResult, HeartbeatParams, InsertTask, LeaderParams, Next, PruneCounts,
+    Finish, FinishResult, HeartbeatParams, InsertTask, LeaderParams, ManyCount, Next, PruneCounts,
     PruneParams, QueueCounts, StatsParams, Steer, SteerMany, Store, StoreStats, TableSizes,
 };
 use crate::clock::{from_micros, to_micros};
@@ -90,8 +90,14 @@ impl SqliteStore {
         .await
     }
 
-    async fn count_many(&self, p: SteerMany<'_>, at_most: u64) -> Result<u64, TaskError> {
+    async fn count_many(
+        &self,
+        p: SteerMany<'_>,
+        at_most: u64,
+        examine: u64,
+    ) -> Result<ManyCount, TaskError> {
         let cap = i64::try_from(at_most).unwrap_or(i64::MAX);
+        let examine = i64::try_from(examine).unwrap_or(i64::MAX);
         let states = json_list(
             p.states
                 .iter()
@@ -106,10 +112,13 @@ impl SqliteStore {
             conn.prepare_cached(sql::COUNT_MANY)
                 .map_err(db_err)?
                 .query_row(
-                    params![now, states, handler, queue, path, value, cap],
-                    |r| r.get::<_, i64>(0),
+                    params![now, states, handler, queue, path, value, cap, examine],
+                    |r| Ok((r.get::<_, i64>(0)?, r.get::<_, bool>(1)?)),
                 )
-                .map(|n| (n as u64).min(at_most))
+                .map(|(n, examined_all)| ManyCount {
+                    matched: (n as u64).min(at_most),
+                    examined_all,
+                })
                 .map_err(db_err)
         })
         .await
@@ -1149,8 +1158,13 @@ impl Store for SqliteStore {
         Ok(n)
     }
 
-    async fn task_count_many(&self, p: SteerMany<'_>, at_most: u64) -> Result<u64, TaskError> {
-        self.count_many(p, at_most).await
+    async fn task_count_many(
+        &self,
+        p: SteerMany<'_>,
+        at_most: u64,
+        examine: u64,
+    ) -> Result<ManyCount, TaskError> {
+        self.count_many(p, at_most, examine).await
     }
 }
 

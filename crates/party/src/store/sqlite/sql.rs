@@ -372,15 +372,16 @@ pub(super) const RETRY_MANY_DELETE: &str = concat!(
 /// How many tasks a bulk cancel or retry would consider: matching live and finished tasks in
 /// the states ?2, with the parameters of the statements above (?1 is not read).
 pub(super) const COUNT_MANY: &str = concat!(
-    "SELECT (SELECT count(*) FROM (SELECT 1 FROM tasks \
-     WHERE state IN (SELECT value FROM json_each(?2)) \
-     AND (?3 IS NULL OR handler = ?3) AND (?4 IS NULL OR queue = ?4) AND ?1 IS NOT NULL",
+    "WITH l AS (SELECT data FROM tasks WHERE state IN (SELECT value FROM json_each(?2)) \
+     AND (?3 IS NULL OR handler = ?3) AND (?4 IS NULL OR queue = ?4) AND ?1 IS NOT NULL \
+     LIMIT ?8), \
+     h AS (SELECT data FROM task_history WHERE state IN (SELECT value FROM json_each(?2)) \
+     AND (?3 IS NULL OR handler = ?3) AND (?4 IS NULL OR queue = ?4) LIMIT ?8) \
+     SELECT (SELECT count(*) FROM (SELECT 1 FROM l WHERE 1",
     data_match!("?5", "?6"),
-    " LIMIT ?7)) + (SELECT count(*) FROM (SELECT 1 FROM task_history \
-     WHERE state IN (SELECT value FROM json_each(?2)) \
-     AND (?3 IS NULL OR handler = ?3) AND (?4 IS NULL OR queue = ?4)",
+    " LIMIT ?7)) + (SELECT count(*) FROM (SELECT 1 FROM h WHERE 1",
     data_match!("?5", "?6"),
-    " LIMIT ?7))"
+    " LIMIT ?7)), (SELECT count(*) FROM l) < ?8 AND (SELECT count(*) FROM h) < ?8"
 );
 
 /// Finished one-off done tasks past their cutoff. Every prune query names the history's

@@ -300,6 +300,24 @@ fn cron_refuses_malformed_expressions_clearly() {
 }
 
 #[test]
+fn only_day_extensions_of_other_cron_dialects_are_called_so() {
+    for (expr, why) in [
+        (
+            "0 0 L * *",
+            "\"L\" uses L, W or #, which party does not support",
+        ),
+        ("0 0 15W * *", "\"15W\" uses L, W or #"),
+        ("0 0 * * 5L", "\"5L\" uses L, W or #"),
+        ("0 0 * * MON#2", "\"MON#2\" uses L, W or #"),
+        ("0 0 XL * *", "cannot read \"XL\""),
+        ("0 0 99999999999 * *", "cannot read \"99999999999\""),
+    ] {
+        let err = Recurrence::cron(expr, None).unwrap_err();
+        assert!(err.contains(why), "{expr}: {err}");
+    }
+}
+
+#[test]
 fn cron_refuses_days_that_never_occur() {
     assert_eq!(
         Recurrence::cron("0 0 30 2 *", None).unwrap_err(),

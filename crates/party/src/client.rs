@@ -655,15 +655,11 @@ fn rule_of(task: &TaskInfo) -> Result<Recurrence, TaskError> {
 
 /// The states a bulk operation acts on: those it applies to, narrowed by the filter's state.
 fn steer_states(op: Steer, filter: &SteerFilter) -> Result<Vec<State>, TaskError> {
-    if let Some(handler) = &filter.handler {
-        validate::handler_name(handler)?;
-    }
-    if let Some(queue) = &filter.queue {
-        validate::queue_name(queue)?;
-    }
-    if let Some(m) = &filter.data {
-        validate::data_filter(&m.field, &m.value)?;
-    }
+    check_filter(
+        filter.handler.as_deref(),
+        filter.queue.as_deref(),
+        filter.data.as_ref(),
+    )?;
     if filter.state.is_none()
         && filter.handler.is_none()
         && filter.queue.is_none()
@@ -754,14 +750,28 @@ fn fold_stats(raw: StoreStats) -> Stats {
 
 /// A listing's filter with its names and data filter checked.
 fn checked_listing(filter: &ListFilter) -> Result<ListFilter, TaskError> {
-    if let Some(handler) = &filter.handler {
+    check_filter(
+        filter.handler.as_deref(),
+        filter.queue.as_deref(),
+        filter.data.as_ref(),
+    )?;
+    Ok(filter.clone())
+}
+
+/// The names and the data match a listing or a bulk operation filters on, checked.
+fn check_filter(
+    handler: Option<&str>,
+    queue: Option<&str>,
+    data: Option<&crate::DataMatch>,
+) -> Result<(), TaskError> {
+    if let Some(handler) = handler {
         validate::handler_name(handler)?;
     }
-    if let Some(queue) = &filter.queue {
+    if let Some(queue) = queue {
         validate::queue_name(queue)?;
     }
-    if let Some(m) = &filter.data {
+    if let Some(m) = data {
         validate::data_filter(&m.field, &m.value)?;
     }
-    Ok(filter.clone())
+    Ok(())
 }

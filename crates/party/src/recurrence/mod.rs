@@ -248,11 +248,12 @@ impl Engine {
 
     /// The last occurrence in `[floor, now]`, looking back over windows that double in size.
     fn latest_at_or_before(&self, floor: Timestamp, now: Timestamp) -> Option<Timestamp> {
+        if now < floor {
+            return None;
+        }
         if let Engine::Every(d) = self {
+            // Whole intervals from the floor (not negative: `now` is at or after it).
             let steps = now.duration_since(floor).as_nanos() / d.as_nanos();
-            if steps < 0 {
-                return None;
-            }
             return Timestamp::from_nanosecond(floor.as_nanosecond() + steps * d.as_nanos()).ok();
         }
         let mut window = SignedDuration::from_mins(1);

@@ -935,8 +935,14 @@ fn the_latest_occurrence_of_an_interval_in_a_window_is_on_its_grid() {
         hourly.latest_at_or_before(floor, floor + secs(7_300)),
         Some(floor + secs(7_200))
     );
-    // A window that ends before it starts holds nothing.
+    // A window that ends before it starts holds nothing, however little before.
     assert_eq!(hourly.latest_at_or_before(floor, floor - secs(7_200)), None);
+    assert_eq!(hourly.latest_at_or_before(floor, floor - secs(1)), None);
+    let cron = Recurrence::cron("0 * * * *", None)
+        .unwrap()
+        .engine()
+        .unwrap();
+    assert_eq!(cron.latest_at_or_before(floor, floor - secs(1)), None);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -837,10 +837,7 @@ impl Store for PgStore {
 
     async fn task_list(&self, filter: &ListFilter) -> Result<Vec<TaskInfo>, TaskError> {
         let conn = self.pool.get().await?;
-        let state = filter.state.map(State::as_str);
-        let limit = i64::from(filter.limit.unwrap_or(crate::policy::DEFAULT_LIST_LIMIT));
-        let after = filter.cursor.map(|c| PgTime::of(c.due_at));
-        let after_id = filter.cursor.map(|c| c.id.as_bytes().to_vec());
+        let params = list_params(filter);
         let rows = conn
             .client
             .query(
@@ -849,19 +846,7 @@ impl Store for PgStore {
                 } else {
                     &conn.st.list
                 },
-                &[
-                    &state,
-                    &filter.handler,
-                    &limit,
-                    &filter.queue,
-                    &after,
-                    &after_id,
-                    &filter.data.as_ref().map(|m| m.field.as_str()),
-                    &filter.data.as_ref().map(|m| m.value.as_str()),
-                    &filter.recurring,
-                    &filter.until.map(|c| PgTime::of(c.due_at)),
-                    &filter.until.map(|c| c.id.as_bytes().to_vec()),
-                ],
+                &param_refs(&params),
             )
             .await
             .map_err(db_err)?;
@@ -874,6 +859,12 @@ impl Store for PgStore {
         n: u32,
     ) -> Result<Option<ListCursor>, TaskError> {
         let conn = self.pool.get().await?;
+        // The listing's own statement, without its data filter, to its n-th task.
+        let params = list_params(&ListFilter {
+            data: None,
+            limit: Some(n.max(1)),
+            ..filter.clone()
+        });
         let row = conn
             .client
             .query_opt(
@@ -882,19 +873,7 @@ impl Store for PgStore {
                 } else {
                     &conn.st.reach
                 },
-                &[
-                    &filter.state.map(State::as_str),
-                    &filter.handler,
-                    &i64::from(n.max(1)),
-                    &filter.queue,
-                    &filter.cursor.map(|c| PgTime::of(c.due_at)),
-                    &filter.cursor.map(|c| c.id.as_bytes().to_vec()),
-                    &None::<&str>,
-                    &None::<&str>,
-                    &filter.recurring,
-                    &filter.until.map(|c| PgTime::of(c.due_at)),
-                    &filter.until.map(|c| c.id.as_bytes().to_vec()),
-                ],
+                &param_refs(&params),
             )
             .await
             .map_err(db_err)?;
@@ -1414,4 +1393,28 @@ impl Store for PgStore {
             examined_all: row.get(1),
         })
     }
+}
+
+/// A listing's parameters, $1 to $11 of the list statements (and of the reach statements).
+fn list_params(f: &ListFilter) -> [Box<dyn ToSql + Send + Sync>; 11] {
+    [
+        Box::new(f.state.map(State::as_str)),
+        Box::new(f.handler.clone()),
+        Box::new(i64::from(
+            f.limit.unwrap_or(crate::policy::DEFAULT_LIST_LIMIT),
+        )),
+        Box::new(f.queue.clone()),
+        Box::new(f.cursor.map(|c| PgTime::of(c.due_at))),
+        Box::new(f.cursor.map(|c| c.id.as_bytes().to_vec())),
+        Box::new(f.data.as_ref().map(|m| m.field.clone())),
+        Box::new(f.data.as_ref().map(|m| m.value.clone())),
+        Box::new(f.recurring),
+        Box::new(f.until.map(|c| PgTime::of(c.due_at))),
+        Box::new(f.until.map(|c| c.id.as_bytes().to_vec())),
+    ]
+}
+
+/// Owned parameters as the client takes them.
+fn param_refs(params: &[Box<dyn ToSql + Send + Sync>]) -> Vec<&(dyn ToSql + Sync)> {
+    params.iter().map(|p| &**p as &(dyn ToSql + Sync)).collect()
 }

@@ -625,19 +625,7 @@ impl Store for SqliteStore {
             let mut stmt = conn.prepare_cached(text).map_err(db_err)?;
             let rows = stmt
                 .query_map(
-                    params![
-                        filter.state.map(State::as_str),
-                        filter.handler,
-                        filter.limit.unwrap_or(crate::policy::DEFAULT_LIST_LIMIT),
-                        filter.queue,
-                        filter.cursor.map(|c| to_micros(c.due_at)),
-                        filter.cursor.map(|c| c.id.as_bytes().to_vec()),
-                        data_path(filter.data.as_ref()),
-                        filter.data.as_ref().map(|m| m.value.as_str()),
-                        filter.recurring,
-                        filter.until.map(|c| to_micros(c.due_at)),
-                        filter.until.map(|c| c.id.as_bytes().to_vec()),
-                    ],
+                    rusqlite::params_from_iter(list_params(&filter).iter()),
                     task_from_row,
                 )
                 .map_err(db_err)?;
@@ -651,7 +639,12 @@ impl Store for SqliteStore {
         filter: &ListFilter,
         n: u32,
     ) -> Result<Option<ListCursor>, TaskError> {
-        let filter = filter.clone();
+        // The listing's own statement, without its data filter, to its n-th task.
+        let filter = ListFilter {
+            data: None,
+            limit: Some(n.max(1)),
+            ..filter.clone()
+        };
         self.call(move |conn| {
             let text = if filter.state.is_some() {
                 sql::REACH_STATE
@@ -660,19 +653,7 @@ impl Store for SqliteStore {
             };
             let mut stmt = conn.prepare_cached(text).map_err(db_err)?;
             stmt.query_row(
-                params![
-                    filter.state.map(State::as_str),
-                    filter.handler,
-                    n.max(1),
-                    filter.queue,
-                    filter.cursor.map(|c| to_micros(c.due_at)),
-                    filter.cursor.map(|c| c.id.as_bytes().to_vec()),
-                    None::<String>,
-                    None::<String>,
-                    filter.recurring,
-                    filter.until.map(|c| to_micros(c.due_at)),
-                    filter.until.map(|c| c.id.as_bytes().to_vec()),
-                ],
+                rusqlite::params_from_iter(list_params(&filter).iter()),
                 |r| {
                     Ok(ListCursor {
                         due_at: from_micros(r.get(0)?),
@@ -1166,6 +1147,23 @@ impl Store for SqliteStore {
     ) -> Result<ManyCount, TaskError> {
         self.count_many(p, at_most, examine).await
     }
+}
+
+/// A listing's parameters, ?1 to ?11 of [`sql::LIST`] (and of the reach statements).
+fn list_params(f: &ListFilter) -> [Box<dyn rusqlite::ToSql>; 11] {
+    [
+        Box::new(f.state.map(State::as_str)),
+        Box::new(f.handler.clone()),
+        Box::new(f.limit.unwrap_or(crate::policy::DEFAULT_LIST_LIMIT)),
+        Box::new(f.queue.clone()),
+        Box::new(f.cursor.map(|c| to_micros(c.due_at))),
+        Box::new(f.cursor.map(|c| c.id.as_bytes().to_vec())),
+        Box::new(data_path(f.data.as_ref())),
+        Box::new(f.data.as_ref().map(|m| m.value.clone())),
+        Box::new(f.recurring),
+        Box::new(f.until.map(|c| to_micros(c.due_at))),
+        Box::new(f.until.map(|c| c.id.as_bytes().to_vec())),
+    ]
 }
 
 /// The JSON path of a data filter's field (`$."customer"`; the field's characters need no

@@ -22,7 +22,7 @@ pub mod postgres;
 pub mod sqlite;
 
 /// The schema version this binary writes. Both backends number their migrations alike.
-pub const SCHEMA_VERSION: i64 = 6;
+pub const SCHEMA_VERSION: i64 = 7;
 
 /// A person's operation on a task; its state-conflict message is shared by the backends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -371,7 +371,8 @@ pub struct TableSizes {
     pub live: TableSize,
     /// `task_history`: finished tasks.
     pub history: TableSize,
-    /// `runs`: one row per attempt.
+    /// `runs`: one row per attempt, but for the attempt that finished a task, which its
+    /// history row keeps.
     pub runs: TableSize,
 }
 
@@ -538,6 +539,29 @@ pub struct HistoryRow {
     pub finished_at: Timestamp,
     /// A one-off task's unique key.
     pub unique_key: Option<String>,
+    /// The attempt that finished it, kept on this row instead of in `runs` (`None` for a task
+    /// that finished without one, and for tasks finished before schema version 7).
+    pub run: Option<KeptRun>,
+}
+
+/// The attempt that finished a task, kept on its history row: the task's last run, after its
+/// rows in `runs`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeptRun {
+    /// Attempt number.
+    pub attempt: i32,
+    /// The occurrence it ran for.
+    pub timestamp: Timestamp,
+    /// Start.
+    pub started_at: Timestamp,
+    /// End.
+    pub finished_at: Timestamp,
+    /// Outcome text.
+    pub outcome: String,
+    /// Error text.
+    pub error: Option<String>,
+    /// Worker id.
+    pub worker: String,
 }
 
 /// One attempt's row, exactly as stored.

@@ -97,7 +97,15 @@ async fn exists(f: &Fixture, id: TaskId) -> bool {
     }
 }
 
+/// Runs recorded: rows of `runs`, and the last runs finished tasks keep on their history rows.
 async fn run_rows(f: &Fixture) -> usize {
+    let sql = "SELECT CAST((SELECT count(*) FROM runs) + (SELECT count(*) FROM task_history \
+               WHERE run_worker IS NOT NULL) AS TEXT)";
+    raw_sql(f, sql).await[0].parse().unwrap()
+}
+
+/// Rows of the `runs` table alone.
+async fn runs_table_rows(f: &Fixture) -> usize {
     raw_sql(f, "SELECT CAST(count(*) AS TEXT) FROM runs").await[0]
         .parse()
         .unwrap()
@@ -165,6 +173,12 @@ async fn the_pruner_removes_exactly_what_is_past_retention(b: Backend) {
     // Day 425: done cutoff day 418, dead day 395, recurring day 25.
     f.clock.set(t0 + days(425));
     assert_eq!(run_rows(&f).await, 8);
+    assert_eq!(
+        runs_table_rows(&f).await,
+        3,
+        "the live tasks' runs are rows of `runs`; each finished task keeps its one run on its \
+         history row"
+    );
 
     let expected = PruneReport {
         tasks: 4,

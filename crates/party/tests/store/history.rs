@@ -189,8 +189,12 @@ async fn table_sizes_report_each_table_and_its_indexes(b: Backend) {
         "{before:?} {inserted:?}"
     );
     assert!(inserted.live.index_bytes > 0, "{inserted:?}");
-    for c in h.claim(t0(), 1_000).await {
-        h.finish(finish(&c, t0(), Next::Done)).await;
+    // Half finish for good: to the history, each keeping its run on its row. The other half
+    // fail and wait for a retry: their runs go to `runs`.
+    let claimed = h.claim(t0(), 1_000).await;
+    let (done, failed) = claimed.split_at(250);
+    for c in done {
+        h.finish(finish(c, t0(), Next::Done)).await;
     }
     let finished = h.store.table_sizes().await.unwrap();
     assert!(
@@ -198,11 +202,20 @@ async fn table_sizes_report_each_table_and_its_indexes(b: Backend) {
         "{inserted:?} {finished:?}"
     );
     assert!(finished.history.index_bytes > 0, "{finished:?}");
-    assert!(
-        finished.runs.table_bytes > inserted.runs.table_bytes,
-        "{inserted:?} {finished:?}"
+    assert_eq!(
+        finished.runs, inserted.runs,
+        "a finished task's last run stays on its history row"
     );
-    assert!(finished.runs.index_bytes > 0, "{finished:?}");
+    for c in failed {
+        h.finish(finish(c, t0(), Next::Retry { due_at: t0() }))
+            .await;
+    }
+    let retried = h.store.table_sizes().await.unwrap();
+    assert!(
+        retried.runs.table_bytes > finished.runs.table_bytes,
+        "{finished:?} {retried:?}"
+    );
+    assert!(retried.runs.index_bytes > 0, "{retried:?}");
 }
 
 async fn vacuum_keeps_the_hot_table_the_size_of_its_live_tasks(b: Backend) {
@@ -237,7 +250,111 @@ async fn vacuum_keeps_the_hot_table_the_size_of_its_live_tasks(b: Backend) {
     );
 }
 
+/// Each attempt's run as read back: attempt, start, end, outcome, error.
+async fn runs_of(h: &Harness, id: party::TaskId) -> Vec<(u32, i64, i64, String, Option<String>)> {
+    h.store
+        .task_get(id)
+        .await
+        .unwrap()
+        .unwrap()
+        .runs
+        .into_iter()
+        .map(|r| {
+            (
+                r.attempt,
+                r.started_at.as_second(),
+                r.finished_at.as_second(),
+                r.outcome.as_str().to_string(),
+                r.error,
+            )
+        })
+        .collect()
+}
+
+/// A finished task keeps the attempt that finished it on its history row; reading its runs,
+/// copying it, cancelling it when dead and retrying it (one by one or in bulk) keep every run,
+/// in the order they were recorded, and a retried task's later runs follow them.
+async fn the_last_run_stays_with_the_finished_task(b: Backend) {
+    let Some(h) = Harness::new(b).await else {
+        return;
+    };
+    let ids = h.insert(vec![task("noop"), task("noop")]).await;
+    // Attempt 1 fails and is retried; attempt 2 fails for good.
+    for c in h.claim(t0(), 10).await {
+        h.finish(failed(
+            &c,
+            t0() + secs(1),
+            "first",
+            Next::Retry { due_at: t0() },
+        ))
+        .await;
+    }
+    for c in h.claim(t0() + secs(2), 10).await {
+        h.finish(failed(&c, t0() + secs(3), "second", Next::Dead))
+            .await;
+    }
+    let two = vec![
+        (
+            1,
+            t0().as_second(),
+            t0().as_second() + 1,
+            "failed".into(),
+            Some("first".into()),
+        ),
+        (
+            2,
+            t0().as_second() + 2,
+            t0().as_second() + 3,
+            "failed".into(),
+            Some("second".into()),
+        ),
+    ];
+    for id in &ids {
+        assert_eq!(runs_of(&h, *id).await, two, "both runs, the kept one last");
+    }
+    // Cancelling a dead task changes when it finished, not when its run ended.
+    h.store.task_cancel(ids[0], t0() + secs(9)).await.unwrap();
+    assert_eq!(runs_of(&h, ids[0]).await, two);
+
+    // Back to the live table: one by one, and in bulk; the kept run is a row of `runs` again.
+    h.store.task_retry(ids[0], t0() + secs(10)).await.unwrap();
+    let retried = h
+        .store
+        .task_retry_many(SteerMany {
+            states: &[State::Dead],
+            handler: Some("noop"),
+            queue: None,
+            data: None,
+            now: t0() + secs(10),
+        })
+        .await
+        .unwrap();
+    assert_eq!(retried, 1);
+    for id in &ids {
+        assert_eq!(runs_of(&h, *id).await, two, "retried with its runs");
+    }
+    for c in h.claim(t0() + secs(11), 10).await {
+        h.finish(finish(&c, t0() + secs(12), Next::Done)).await;
+    }
+    for id in &ids {
+        let mut three = two.clone();
+        three.push((
+            3,
+            t0().as_second() + 11,
+            t0().as_second() + 12,
+            "succeeded".into(),
+            None,
+        ));
+        assert_eq!(
+            runs_of(&h, *id).await,
+            three,
+            "the third run after the first two"
+        );
+    }
+}
+
 on_every_backend!(
+    the_last_run_stays_with_the_finished_task,
     vacuum_keeps_the_hot_table_the_size_of_its_live_tasks,
     stats_count_finished_tasks_exactly_through_every_move,
     prune_removes_finished_tasks_past_their_cutoff_with_their_runs,

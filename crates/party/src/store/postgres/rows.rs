@@ -10,7 +10,9 @@ use tokio_postgres::types::{FromSql, IsNull, ToSql, Type, to_sql_checked};
 
 use crate::clock::{from_micros, to_micros};
 use crate::model::{Outcome, Run, State, TaskInfo};
-use crate::store::{ExpiredTask, Finish, HistoryRow, InsertTask, LiveRow, Next, QueueRow, RunRow};
+use crate::store::{
+    ExpiredTask, Finish, HistoryRow, InsertTask, KeptRun, LiveRow, Next, QueueRow, RunRow,
+};
 use crate::{TaskError, TaskId};
 
 // Instants: timestamptz on the wire is microseconds since 2000-01-01 UTC.
@@ -333,6 +335,15 @@ pub(super) fn history_row(r: &Row) -> Result<HistoryRow, TaskError> {
         created_at: time_at(r, 15),
         finished_at: time_at(r, 16),
         unique_key: r.get(17),
+        run: r.get::<_, Option<String>>(24).map(|worker| KeptRun {
+            attempt: r.get(18),
+            timestamp: time_at(r, 19),
+            started_at: time_at(r, 20),
+            finished_at: time_at(r, 21),
+            outcome: r.get(22),
+            error: r.get(23),
+            worker,
+        }),
     })
 }
 
@@ -420,6 +431,23 @@ pub(super) fn history_columns(rows: &[HistoryRow]) -> Columns {
         Box::new(times(rows.iter().map(|r| r.created_at))),
         Box::new(times(rows.iter().map(|r| r.finished_at))),
         Box::new(opt(|r| r.unique_key.clone())),
+        Box::new(
+            rows.iter()
+                .map(|r| r.run.as_ref().map(|k| k.attempt))
+                .collect::<Vec<_>>(),
+        ),
+        Box::new(opt_times(
+            rows.iter().map(|r| r.run.as_ref().map(|k| k.timestamp)),
+        )),
+        Box::new(opt_times(
+            rows.iter().map(|r| r.run.as_ref().map(|k| k.started_at)),
+        )),
+        Box::new(opt_times(
+            rows.iter().map(|r| r.run.as_ref().map(|k| k.finished_at)),
+        )),
+        Box::new(opt(|r| r.run.as_ref().map(|k| k.outcome.clone()))),
+        Box::new(opt(|r| r.run.as_ref().and_then(|k| k.error.clone()))),
+        Box::new(opt(|r| r.run.as_ref().map(|k| k.worker.clone()))),
     ]
 }
 

@@ -147,6 +147,24 @@ pub(super) const HISTORY_INSERT: &str = "(id, handler, data, timestamp, due_at, 
     attempts, max_attempts, is_recurring, rule, state, queue, priority, last_error, fence, \
     created_at, finished_at, unique_key)";
 
+/// [`HISTORY_INSERT`] and the run a finished task keeps on its history row: the attempt that
+/// finished it, instead of a row in `runs` (`run_worker` is set exactly when one is kept).
+pub(super) const HISTORY_INSERT_WITH_RUN: &str = "(id, handler, data, timestamp, due_at, \
+    last_run_on, attempts, max_attempts, is_recurring, rule, state, queue, priority, last_error, \
+    fence, created_at, finished_at, unique_key, run_attempt, run_timestamp, run_started_at, \
+    run_finished_at, run_outcome, run_error, run_worker)";
+
+/// The run a history row keeps, written back into `runs` from the rows `m` took out of the
+/// history (a retry), so the task's runs stay in the order they were recorded.
+fn unfold_runs(s: &str) -> String {
+    format!(
+        "k AS (INSERT INTO {s}.runs (task_id, attempt, timestamp, started_at, finished_at, \
+           outcome, error, worker) \
+         SELECT id, run_attempt, run_timestamp, run_started_at, run_finished_at, run_outcome, \
+           run_error, run_worker FROM m WHERE run_worker IS NOT NULL)"
+    )
+}
+
 /// The live columns a retried task is written back with.
 pub(super) const LIVE_INSERT: &str = "(id, handler, data, timestamp, due_at, ready, last_run_on, \
     attempts, max_attempts, is_recurring, rule, state, queue, priority, last_error, fence, \
@@ -271,15 +289,25 @@ pub(super) fn sql_finish(s: &str) -> String {
            RETURNING t.id, t.state, t.fence), \
          d AS (DELETE FROM {s}.tasks t \
            USING unnest($1::bytea[], $2::int8[], $3::text[], $8::text[], $9::timestamptz[], \
-             $16::timestamptz[]) AS i(id, fence, state, error, finished_at, expired_before) \
+             $16::timestamptz[], $10::bool[]) \
+             AS i(id, fence, state, error, finished_at, expired_before, ran) \
            WHERE t.id = i.id AND t.fence = i.fence AND t.state = 'running' \
              AND i.state IN ('done', 'dead', 'cancelled') \
              AND (i.expired_before IS NULL OR t.lease_until < i.expired_before) \
            RETURNING t.id, t.handler, t.data, t.timestamp, t.due_at, t.last_run_on, \
              t.attempts, t.max_attempts, t.is_recurring, t.rule, i.state, t.queue, \
              t.priority, COALESCE(i.error, t.last_error) AS last_error, t.fence, \
-             t.created_at, i.finished_at, t.unique_key), \
-         h AS (INSERT INTO {s}.task_history {HISTORY_INSERT} SELECT * FROM d), \
+             t.created_at, i.finished_at, t.unique_key, i.ran), \
+         h AS (INSERT INTO {s}.task_history {HISTORY_INSERT_WITH_RUN} \
+           SELECT d.id, d.handler, d.data, d.timestamp, d.due_at, d.last_run_on, d.attempts, \
+             d.max_attempts, d.is_recurring, d.rule, d.state, d.queue, d.priority, \
+             d.last_error, d.fence, d.created_at, d.finished_at, d.unique_key, i.attempt, \
+             i.run_ts, i.started_at, i.finished_at, i.outcome, i.error, i.worker \
+           FROM d LEFT JOIN unnest($1::bytea[], $2::int8[], $8::text[], $9::timestamptz[], \
+             $10::bool[], $11::int4[], $12::timestamptz[], $13::timestamptz[], $14::text[], \
+             $15::text[]) AS i(id, fence, error, finished_at, ran, attempt, run_ts, \
+               started_at, worker, outcome) \
+             ON d.ran AND i.id = d.id AND i.fence = d.fence), \
          a AS (SELECT id, state, fence FROM u UNION ALL SELECT id, state, fence FROM d), \
          r AS (INSERT INTO {s}.runs (task_id, attempt, timestamp, started_at, finished_at, \
            outcome, error, worker) \
@@ -289,7 +317,7 @@ pub(super) fn sql_finish(s: &str) -> String {
              $11::int4[], $12::timestamptz[], $13::timestamptz[], $14::text[], $15::text[]) \
              AS i(id, fence, error, finished_at, ran, attempt, run_ts, started_at, worker, \
                outcome) \
-           JOIN a ON a.id = i.id AND a.fence = i.fence WHERE i.ran) \
+           JOIN u ON u.id = i.id AND u.fence = i.fence WHERE i.ran) \
          SELECT a.id, a.state, a.fence FROM a"
     )
 }
@@ -359,11 +387,12 @@ pub(super) fn sql_retry_many_move(s: &str) -> String {
                WHERE o.handler = t.handler AND o.unique_key = t.unique_key \
                AND o.id > t.id AND o.state IN ('dead','cancelled') \
                AND o.state = ANY($2::text[]) AND ($4::text IS NULL OR o.queue = $4)))) \
-           RETURNING t.*) \
+           RETURNING t.*), {k} \
          INSERT INTO {s}.tasks {LIVE_INSERT} \
          SELECT id, handler, data, timestamp, $1, true, last_run_on, attempts, \
            GREATEST(max_attempts, attempts + 1), is_recurring, rule, 'scheduled', queue, \
-           priority, last_error, fence, created_at, $1, unique_key FROM m"
+           priority, last_error, fence, created_at, $1, unique_key FROM m",
+        k = unfold_runs(s),
     )
 }
 
@@ -371,11 +400,12 @@ pub(super) fn sql_retry_many_move(s: &str) -> String {
 pub(super) fn sql_retry_move(s: &str) -> String {
     format!(
         "WITH m AS (DELETE FROM {s}.task_history WHERE id = $2 \
-           AND state IN ('dead','cancelled') RETURNING *) \
+           AND state IN ('dead','cancelled') RETURNING *), {k} \
          INSERT INTO {s}.tasks {LIVE_INSERT} \
          SELECT id, handler, data, timestamp, $1, true, last_run_on, attempts, \
            GREATEST(max_attempts, attempts + 1), is_recurring, rule, 'scheduled', queue, \
-           priority, last_error, fence, created_at, $1, unique_key FROM m"
+           priority, last_error, fence, created_at, $1, unique_key FROM m",
+        k = unfold_runs(s),
     )
 }
 
@@ -486,11 +516,12 @@ pub(super) fn sql_prune(s: &str) -> String {
            AND CASE WHEN t.is_recurring THEN t.finished_at < $3 \
                     WHEN t.state = 'done' THEN t.finished_at < $1 \
                     ELSE t.finished_at < $2 END \
-           RETURNING t.id), \
+           RETURNING t.id, t.run_worker IS NOT NULL AS kept_run), \
          gone_runs AS (DELETE FROM {s}.runs WHERE task_id = ANY(ARRAY(SELECT id FROM gone)) \
            RETURNING 1), \
          old AS (DELETE FROM {s}.runs WHERE ctid = ANY(ARRAY({old})) RETURNING 1) \
-         SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM gone_runs), \
+         SELECT (SELECT count(*) FROM gone), \
+           (SELECT count(*) FROM gone_runs) + (SELECT count(*) FROM gone WHERE kept_run), \
            (SELECT count(*) FROM old)",
         candidates = prune_candidates(s),
         old = prune_old_runs(s, "ctid"),
@@ -502,7 +533,9 @@ pub(super) fn sql_prune_count(s: &str) -> String {
     format!(
         "WITH {candidates} \
          SELECT (SELECT count(*) FROM candidates), \
-           (SELECT count(*) FROM {s}.runs WHERE task_id = ANY(ARRAY(SELECT id FROM candidates))), \
+           (SELECT count(*) FROM {s}.runs WHERE task_id = ANY(ARRAY(SELECT id FROM candidates))) \
+           + (SELECT count(*) FROM {s}.task_history \
+             WHERE id = ANY(ARRAY(SELECT id FROM candidates)) AND run_worker IS NOT NULL), \
            (SELECT count(*) FROM ({old}) o)",
         candidates = prune_candidates(s),
         old = prune_old_runs(s, "ctid"),
@@ -565,9 +598,14 @@ impl Statements {
             sql_next_due(s),
             format!("SELECT {TASK_COLUMNS} FROM {s}.tasks WHERE id = $1"),
             format!("SELECT {HISTORY_COLUMNS} FROM {s}.task_history WHERE id = $1"),
+            // The rows in `runs`, then the run the history row keeps (the last one).
             format!(
                 "SELECT attempt, timestamp, started_at, finished_at, outcome, error, worker \
-                 FROM {s}.runs WHERE task_id = $1 ORDER BY seq"
+                 FROM (SELECT seq, attempt, timestamp, started_at, finished_at, outcome, error, \
+                   worker FROM {s}.runs WHERE task_id = $1 \
+                 UNION ALL SELECT 9223372036854775807, run_attempt, run_timestamp, \
+                   run_started_at, run_finished_at, run_outcome, run_error, run_worker \
+                 FROM {s}.task_history WHERE id = $1 AND run_worker IS NOT NULL) r ORDER BY seq"
             ),
             sql_list(s, "$1::text IS NULL"),
             sql_cancel(s),
@@ -585,7 +623,14 @@ impl Statements {
                  GROUP BY handler, state HAVING sum(n) > 0 ORDER BY 1, 2"
             ),
             format!("SELECT min(due_at) FROM {s}.tasks WHERE state IN {WAITING} AND due_at <= $1"),
-            format!("SELECT count(*) FROM {s}.runs WHERE finished_at > $1"),
+            // Attempts that ended after $1: rows of `runs`, and runs kept on history rows (one
+            // ended no later than its task finished: the finished index narrows the search).
+            format!(
+                "SELECT (SELECT count(*) FROM {s}.runs WHERE finished_at > $1) \
+                 + (SELECT count(*) FROM {s}.task_history WHERE is_recurring IN (false, true) \
+                   AND state IN ('done', 'dead', 'cancelled') AND finished_at > $1 \
+                   AND run_finished_at > $1)"
+            ),
             format!(
                 "SELECT id, handlers, queues, last_seen, live_until FROM {s}.workers \
                  WHERE live_until > $1 ORDER BY id"
@@ -735,7 +780,8 @@ const COPY_LIVE_COLUMNS: &str = "id, handler, data, timestamp, due_at, ready, la
 /// Every column of a finished task, in copy order.
 const COPY_HISTORY_COLUMNS: &str = "id, handler, data, timestamp, due_at, last_run_on, attempts, \
     max_attempts, is_recurring, rule, state, queue, priority, last_error, fence, created_at, \
-    finished_at, unique_key";
+    finished_at, unique_key, run_attempt, run_timestamp, run_started_at, run_finished_at, \
+    run_outcome, run_error, run_worker";
 
 /// A batch of live tasks after id $1 (an empty `bytea`: from the first), at most $2.
 pub(super) fn sql_copy_read_live(s: &str) -> String {
@@ -777,7 +823,8 @@ pub(super) fn sql_copy_write_history(s: &str) -> String {
            $1::bytea[], $2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[], \
            $6::timestamptz[], $7::int4[], $8::int4[], $9::bool[], $10::text[], $11::text[], \
            $12::text[], $13::int4[], $14::text[], $15::int8[], $16::timestamptz[], \
-           $17::timestamptz[], $18::text[])"
+           $17::timestamptz[], $18::text[], $19::int4[], $20::timestamptz[], \
+           $21::timestamptz[], $22::timestamptz[], $23::text[], $24::text[], $25::text[])"
     )
 }
 

@@ -10,13 +10,14 @@ use crate::TaskError;
 use crate::store::SCHEMA_VERSION;
 
 /// Migrations by number; `PRAGMA user_version` records how many ran.
-pub(super) const MIGRATIONS: [&str; 6] = [
+pub(super) const MIGRATIONS: [&str; 7] = [
     include_str!("migrations/001_tasks.sql"),
     include_str!("migrations/002_liveness_leaders.sql"),
     include_str!("migrations/003_finished_index.sql"),
     include_str!("migrations/004_hot_cold.sql"),
     include_str!("migrations/005_unique_cancel.sql"),
     include_str!("migrations/006_queue_controls.sql"),
+    include_str!("migrations/007_final_run.sql"),
 ];
 
 pub(super) fn migrate(conn: &Connection, path: &Path) -> Result<(), TaskError> {

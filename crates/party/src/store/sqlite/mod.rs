@@ -270,6 +270,8 @@ fn apply_finish(conn: &Connection, f: &Finish) -> Result<FinishResult, TaskError
                 Next::Dead => State::Dead,
                 _ => State::Cancelled,
             };
+            // The attempt that ended it stays on the history row instead of in `runs`.
+            let ran = f.ran;
             let moved = conn
                 .prepare_cached(sql::FINISH_MOVE)
                 .map_err(db_err)?
@@ -280,6 +282,13 @@ fn apply_finish(conn: &Connection, f: &Finish) -> Result<FinishResult, TaskError
                     id_key(&f.id),
                     f.fence,
                     f.expired_before.map(to_micros),
+                    ran.then_some(f.attempt),
+                    ran.then(|| to_micros(f.timestamp)),
+                    ran.then(|| to_micros(f.started_at)),
+                    ran.then_some(now),
+                    ran.then(|| f.outcome.as_str()),
+                    f.error.as_ref().filter(|_| ran),
+                    ran.then_some(&f.worker),
                 ])
                 .map_err(db_err)?;
             if moved == 0 {
@@ -289,7 +298,8 @@ fn apply_finish(conn: &Connection, f: &Finish) -> Result<FinishResult, TaskError
                 .map_err(db_err)?
                 .execute([id_key(&f.id)])
                 .map_err(db_err)?;
-            return finish_rest(conn, f);
+            insert_rows(conn, &f.follow_ups)?;
+            return Ok(FinishResult::Applied);
         }
         Next::Retry { due_at } => (State::Retrying, None, Some(to_micros(*due_at)), None, false),
         Next::Reschedule {
@@ -398,7 +408,14 @@ fn prune(conn: &Connection, p: &PruneParams) -> Result<PruneCounts, TaskError> {
             .map_err(db_err)?;
         for id in &ids {
             counts.task_runs += runs.execute([id]).map_err(db_err)? as u64;
-            counts.tasks += task.execute([id]).map_err(db_err)? as u64;
+            let kept_run: Option<bool> = task
+                .query_row([id], |r| r.get(0))
+                .optional()
+                .map_err(db_err)?;
+            if let Some(kept_run) = kept_run {
+                counts.tasks += 1;
+                counts.task_runs += u64::from(kept_run);
+            }
         }
     }
     if let Some(before) = p.recurring_before {
@@ -760,6 +777,7 @@ impl Store for SqliteStore {
                     if n == 0 {
                         return Err(conflict_or_missing(tx, id, Steer::Retry));
                     }
+                    tx.execute(sql::UNFOLD_RUN, [key]).map_err(db_err)?;
                     tx.execute(sql::DELETE_HISTORY, [key]).map_err(db_err)?;
                     get_task(tx, id, true)?.ok_or(TaskError::NotFound(id))
                 })
@@ -989,6 +1007,13 @@ impl Store for SqliteStore {
                                 to_micros(t.created_at),
                                 to_micros(t.finished_at),
                                 t.unique_key,
+                                t.run.as_ref().map(|r| r.attempt),
+                                t.run.as_ref().map(|r| to_micros(r.timestamp)),
+                                t.run.as_ref().map(|r| to_micros(r.started_at)),
+                                t.run.as_ref().map(|r| to_micros(r.finished_at)),
+                                t.run.as_ref().map(|r| &r.outcome),
+                                t.run.as_ref().and_then(|r| r.error.as_ref()),
+                                t.run.as_ref().map(|r| &r.worker),
                             ])
                             .map_err(db_err)?;
                         }
@@ -1130,6 +1155,7 @@ impl Store for SqliteStore {
         const RETRY: &[(&str, bool)] = &[
             (sql::RETRY_MANY_LIVE, true),
             (sql::RETRY_MANY_MOVE, true),
+            (sql::RETRY_MANY_UNFOLD, false),
             (sql::RETRY_MANY_DELETE, false),
         ];
         let n = self.steer_many(RETRY, p).await?;

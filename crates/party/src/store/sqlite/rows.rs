@@ -3,7 +3,7 @@
 
 use crate::clock::from_micros;
 use crate::model::{Outcome, Run, TaskInfo};
-use crate::store::{ExpiredTask, HistoryRow, LiveRow, QueueRow, RunRow};
+use crate::store::{ExpiredTask, HistoryRow, KeptRun, LiveRow, QueueRow, RunRow};
 use crate::{TaskError, TaskId};
 
 /// A task id read straight from its 12 stored bytes.
@@ -143,6 +143,18 @@ pub(super) fn history_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<HistoryRow>
         created_at: from_micros(r.get(15)?),
         finished_at: from_micros(r.get(16)?),
         unique_key: r.get(17)?,
+        run: match r.get::<_, Option<String>>(24)? {
+            Some(worker) => Some(KeptRun {
+                attempt: r.get(18)?,
+                timestamp: from_micros(r.get(19)?),
+                started_at: from_micros(r.get(20)?),
+                finished_at: from_micros(r.get(21)?),
+                outcome: r.get(22)?,
+                error: r.get(23)?,
+                worker,
+            }),
+            None => None,
+        },
     })
 }
 

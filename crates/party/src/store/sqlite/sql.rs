@@ -126,14 +126,19 @@ macro_rules! history_insert {
     };
 }
 
-/// A claimed task that finished for good (done or dead) moves to the history, fenced:
-/// ?1 state, ?2 error, ?3 now, ?4 id, ?5 fence, ?6 rescue cutoff.
+/// A claimed task that finished for good (done, dead or cancelled) moves to the history,
+/// fenced, keeping the attempt that ended it in its `run_*` columns (all NULL when no attempt
+/// ran): ?1 state, ?2 error, ?3 now, ?4 id, ?5 fence, ?6 rescue cutoff, ?7 attempt, ?8 the
+/// attempt's occurrence, ?9 its start, ?10 its end, ?11 outcome, ?12 its error, ?13 worker.
 pub(super) const FINISH_MOVE: &str = concat!(
-    history_insert!(),
+    "INSERT INTO task_history (id, handler, data, timestamp, due_at, last_run_on, attempts, \
+     max_attempts, is_recurring, rule, state, queue, priority, last_error, fence, created_at, \
+     finished_at, unique_key, run_attempt, run_timestamp, run_started_at, run_finished_at, \
+     run_outcome, run_error, run_worker) ",
     "SELECT id, handler, data, timestamp, due_at, last_run_on, attempts, max_attempts, \
      is_recurring, rule, ?1, queue, priority, COALESCE(?2, last_error), fence, created_at, ?3, \
-     unique_key FROM tasks WHERE id = ?4 AND fence = ?5 AND state = 'running' \
-     AND (?6 IS NULL OR lease_until < ?6)"
+     unique_key, ?7, ?8, ?9, ?10, ?11, ?12, ?13 FROM tasks WHERE id = ?4 AND fence = ?5 \
+     AND state = 'running' AND (?6 IS NULL OR lease_until < ?6)"
 );
 
 pub(super) const DELETE_LIVE: &str = "DELETE FROM tasks WHERE id = ?1";
@@ -170,6 +175,22 @@ pub(super) const RETRY_MOVE: &str = concat!(
 
 pub(super) const DELETE_HISTORY: &str = "DELETE FROM task_history WHERE id = ?1";
 
+/// The columns of a run row, in insert order.
+macro_rules! run_insert {
+    () => {
+        "INSERT INTO runs (task_id, attempt, timestamp, started_at, finished_at, outcome, error, \
+         worker) "
+    };
+}
+
+/// The run a finished task keeps on its history row (see [`FINISH_MOVE`]), written back into
+/// `runs` before the task leaves the history: ?1 id.
+pub(super) const UNFOLD_RUN: &str = concat!(
+    run_insert!(),
+    "SELECT id, run_attempt, run_timestamp, run_started_at, run_finished_at, run_outcome, \
+     run_error, run_worker FROM task_history WHERE id = ?1 AND run_worker IS NOT NULL"
+);
+
 pub(super) const EXISTING: &str = "SELECT id FROM tasks WHERE handler = ?1 AND data = ?2 AND is_recurring = 1 \
     AND state IN ('scheduled','running','retrying')";
 
@@ -194,11 +215,17 @@ pub(super) const CANCEL_REQUEST: &str =
 pub(super) const CANCEL_REQUESTED: &str = "SELECT 1 FROM tasks \
     WHERE id = ?1 AND fence = ?2 AND state = 'running' AND cancel_requested = 1";
 
-pub(super) const GET_RUNS: &str = "SELECT attempt, timestamp, started_at, finished_at, outcome, error, worker \
-    FROM runs WHERE task_id = ?1 ORDER BY rowid";
+/// A task's runs in the order they were recorded: its rows in `runs`, then the one its history
+/// row keeps (the attempt that finished it).
+pub(super) const GET_RUNS: &str = "SELECT attempt, timestamp, started_at, finished_at, outcome, \
+    error, worker FROM (SELECT rowid AS pos, attempt, timestamp, started_at, finished_at, \
+      outcome, error, worker FROM runs WHERE task_id = ?1 \
+    UNION ALL SELECT 9223372036854775807, run_attempt, run_timestamp, run_started_at, \
+      run_finished_at, run_outcome, run_error, run_worker FROM task_history \
+      WHERE id = ?1 AND run_worker IS NOT NULL) ORDER BY pos";
 
-pub(super) const INSERT_RUN: &str = "INSERT INTO runs (task_id, attempt, timestamp, started_at, finished_at, outcome, error, worker) \
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+pub(super) const INSERT_RUN: &str =
+    concat!(run_insert!(), "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)");
 
 pub(super) const FINISH: &str = "UPDATE tasks SET state = ?1, timestamp = COALESCE(?2, timestamp), \
     due_at = COALESCE(?3, due_at), last_run_on = COALESCE(?4, last_run_on), \
@@ -277,7 +304,11 @@ pub(super) const TABLE_SIZES: &str = "SELECT s.tbl_name, s.type = 'index', sum(d
     FROM dbstat d JOIN sqlite_schema s ON s.name = d.name \
     WHERE s.tbl_name IN ('tasks', 'task_history', 'runs') GROUP BY 1, 2";
 
-pub(super) const STATS_FINISHED: &str = "SELECT count(*) FROM runs WHERE finished_at > ?1";
+/// Attempts that ended after ?1: rows of `runs`, and runs kept on history rows (a kept run
+/// ended no later than its task finished, so the history's finished index narrows the search).
+pub(super) const STATS_FINISHED: &str = "SELECT (SELECT count(*) FROM runs WHERE finished_at > ?1) \
+    + (SELECT count(*) FROM task_history WHERE is_recurring IN (0, 1) \
+      AND state IN ('done', 'dead', 'cancelled') AND finished_at > ?1 AND run_finished_at > ?1)";
 
 pub(super) const STATS_WORKERS: &str = "SELECT id, handlers, queues, last_seen, live_until \
     FROM workers WHERE live_until > ?1 ORDER BY id";
@@ -360,6 +391,19 @@ pub(super) const RETRY_MANY_MOVE: &str = concat!(
        AND o.state IN (SELECT value FROM json_each(?2)) AND (?4 IS NULL OR o.queue = ?4))))"
 );
 
+/// The runs kept on the history rows [`RETRY_MANY_MOVE`] copied back, written into `runs`
+/// (see [`UNFOLD_RUN`]).
+pub(super) const RETRY_MANY_UNFOLD: &str = concat!(
+    run_insert!(),
+    "SELECT id, run_attempt, run_timestamp, run_started_at, run_finished_at, run_outcome, \
+     run_error, run_worker FROM task_history \
+     WHERE run_worker IS NOT NULL \
+     AND state IN ('dead','cancelled') AND state IN (SELECT value FROM json_each(?2)) \
+     AND (?3 IS NULL OR handler = ?3) AND (?4 IS NULL OR queue = ?4) \
+     AND EXISTS (SELECT 1 FROM tasks t WHERE t.id = task_history.id) AND ?1 IS NOT NULL",
+    data_match!("?5", "?6")
+);
+
 /// The history rows [`RETRY_MANY_MOVE`] copied back: matching, and now live.
 pub(super) const RETRY_MANY_DELETE: &str = concat!(
     "DELETE FROM task_history \
@@ -417,6 +461,8 @@ macro_rules! prune_count {
         concat!(
             "SELECT count(*), (SELECT count(*) FROM runs WHERE task_id IN (",
             $kind!(),
+            ")) + (SELECT count(*) FROM task_history WHERE run_worker IS NOT NULL AND id IN (",
+            $kind!(),
             ")) FROM (",
             $kind!(),
             ")"
@@ -433,7 +479,9 @@ pub(super) const PRUNE_RECURRING_COUNT: &str = prune_count!(prune_recurring);
 
 pub(super) const PRUNE_DELETE_RUNS: &str = "DELETE FROM runs WHERE task_id = ?1";
 
-pub(super) const PRUNE_DELETE_TASK: &str = "DELETE FROM task_history WHERE id = ?1";
+/// Returns whether the task kept its final run on its row (one more run removed).
+pub(super) const PRUNE_DELETE_TASK: &str =
+    "DELETE FROM task_history WHERE id = ?1 RETURNING run_worker IS NOT NULL";
 
 /// Run rows of live recurring tasks that finished before ?1.
 macro_rules! old_recurring_runs {
@@ -466,7 +514,8 @@ macro_rules! copy_history_columns {
     () => {
         "id, handler, data, timestamp, due_at, last_run_on, attempts, max_attempts, \
          is_recurring, rule, state, queue, priority, last_error, fence, created_at, \
-         finished_at, unique_key"
+         finished_at, unique_key, run_attempt, run_timestamp, run_started_at, run_finished_at, \
+         run_outcome, run_error, run_worker"
     };
 }
 
@@ -500,7 +549,8 @@ pub(super) const COPY_WRITE_LIVE: &str = concat!(
 pub(super) const COPY_WRITE_HISTORY: &str = concat!(
     "INSERT INTO task_history (",
     copy_history_columns!(),
-    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"
+    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, \
+     ?19, ?20, ?21, ?22, ?23, ?24, ?25)"
 );
 
 /// A batch of queue controls after name ?1 (an empty name: from the first), at most ?2.

@@ -1819,7 +1819,7 @@ fn prune_dry_run_counts_what_is_past_retention_and_removes_nothing() {
 
     let text = s.ok(&["prune", "--dry-run"]);
     assert!(
-        text.contains("would remove 2 finished tasks and 2 run rows"),
+        text.contains("would remove 2 finished tasks and 2 runs"),
         "{text}"
     );
     assert!(

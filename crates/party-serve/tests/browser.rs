@@ -143,6 +143,19 @@ impl Browser {
         .await;
     }
 
+    /// The page's path once it is `want`: a click that submits a form returns once the form
+    /// is sent, before the browser has followed the answer (up to 10 s).
+    async fn path_becomes(&self, want: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let path = self.script("return location.pathname").await;
+            if path == json!(want) || Instant::now() >= deadline {
+                return path;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     async fn script(&self, js: &str) -> Value {
         self.cmd(
             "POST",
@@ -248,7 +261,7 @@ async fn a_person_logs_in_retries_a_dead_task_and_sees_data_as_text() {
     assert!(browser.script("return location.pathname").await == json!("/login"));
     browser.type_into("#token", TOKEN).await;
     browser.click("button[type=submit]").await;
-    assert_eq!(browser.script("return location.pathname").await, json!("/"));
+    assert_eq!(browser.path_becomes("/").await, json!("/"));
     // The overview's counts are the store's.
     let stats = s.party.stats().await.unwrap();
     for (state, n) in &stats.by_state {
@@ -262,10 +275,8 @@ async fn a_person_logs_in_retries_a_dead_task_and_sees_data_as_text() {
     // The dead task: open it from the dead list, retry, run, done.
     browser.go(&format!("{base}/tasks?state=dead")).await;
     browser.click("#tasks a").await;
-    assert_eq!(
-        browser.script("return location.pathname").await,
-        json!(format!("/tasks/{flaky}"))
-    );
+    let task_path = format!("/tasks/{flaky}");
+    assert_eq!(browser.path_becomes(&task_path).await, json!(task_path));
     assert!(browser.text("#fields").await.contains("card declined"));
     browser.click("#retry").await;
     // The click returns once the form is sent; wait for the server to have done it.

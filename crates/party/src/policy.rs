@@ -83,6 +83,26 @@ pub const PRUNE_BATCH: u32 = 1_000;
 /// Batches one prune pass runs at most; what remains waits for the next pass.
 pub const PRUNE_ROUNDS: u32 = 100;
 
+/// The hot table's indexes are rebuilt by the pruner's pass once they take more than this many
+/// times the table's own space (after its vacuum) ...
+pub const HOT_INDEX_BLOAT_RATIO: u64 = 4;
+
+/// ... and more than this many bytes: an index holds a few dozen bytes per live task against
+/// the row's hundreds, so a healthy index set is smaller than its table; several times the
+/// table is mostly pages emptied by tasks that left (PostgreSQL's vacuum makes them reusable
+/// but never gives them back, and how many stay half-used depends on where the vacuum falls).
+pub const HOT_INDEX_BLOAT_FLOOR: u64 = 1 << 20;
+
+/// Whether the hot table's indexes are bloated enough to rebuild ([`Store::task_reindex`],
+/// run by the pruner's pass after [`Store::task_vacuum`]).
+///
+/// [`Store::task_reindex`]: crate::store::Store::task_reindex
+/// [`Store::task_vacuum`]: crate::store::Store::task_vacuum
+pub fn hot_indexes_bloated(live: crate::store::TableSize) -> bool {
+    live.index_bytes > HOT_INDEX_BLOAT_FLOOR
+        && live.index_bytes > live.table_bytes.saturating_mul(HOT_INDEX_BLOAT_RATIO)
+}
+
 /// How long finished tasks and run rows are kept before the pruner removes them. Each is a
 /// time after the task finished (its last update); `None` keeps them forever. Built with
 /// [`Retention::new`], which refuses a retention below its floor, so a `Retention` in hand is
@@ -350,6 +370,32 @@ pub(crate) fn decide(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hot_indexes_are_bloated_past_both_the_ratio_and_the_floor() {
+        use crate::store::TableSize;
+        let size = |table_bytes, index_bytes| TableSize {
+            table_bytes,
+            index_bytes,
+        };
+        let floor = HOT_INDEX_BLOAT_FLOOR;
+        // Past the floor: bloated only above the ratio.
+        assert!(hot_indexes_bloated(size(floor / 8, floor + 1)));
+        assert!(!hot_indexes_bloated(size(floor, floor + 1)));
+        let table = floor / HOT_INDEX_BLOAT_RATIO + 1;
+        assert!(!hot_indexes_bloated(size(
+            table,
+            table * HOT_INDEX_BLOAT_RATIO
+        )));
+        assert!(hot_indexes_bloated(size(
+            table,
+            table * HOT_INDEX_BLOAT_RATIO + 1
+        )));
+        // Under the floor never, however small the table.
+        assert!(!hot_indexes_bloated(size(0, floor)));
+        assert!(hot_indexes_bloated(size(0, floor + 1)));
+        assert!(!hot_indexes_bloated(size(u64::MAX, u64::MAX)));
+    }
 
     fn t(s: i64) -> Timestamp {
         Timestamp::from_second(1_800_000_000 + s).unwrap()

@@ -450,6 +450,57 @@ async fn future_tasks_stay_out_of_the_claim_index() {
     db.cleanup().await;
 }
 
+/// A rebuild of the hot table's indexes first drops what an interrupted one left behind:
+/// indexes the server marks invalid, which every write to the table would still maintain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reindex_drops_the_invalid_indexes_an_interrupted_one_left() {
+    let Some(db) = TestDb::new() else { return };
+    let party = db.party().await;
+    let kept = party.add(NewTask::new("noop")).await.unwrap();
+    let client = db.client().await;
+    let s = &db.schema;
+    // What `REINDEX CONCURRENTLY` leaves when stopped half way: a copy of an index, invalid.
+    client
+        .batch_execute(&format!(
+            "CREATE INDEX tasks_list_ccnew ON \"{s}\".tasks (due_at, id); \
+             UPDATE pg_index SET indisvalid = false \
+             WHERE indexrelid = '\"{s}\".tasks_list_ccnew'::regclass"
+        ))
+        .await
+        .unwrap();
+    let indexes = || async {
+        let rows = client
+            .query(
+                "SELECT c.relname::text, i.indisvalid FROM pg_index i \
+                 JOIN pg_class c ON c.oid = i.indexrelid \
+                 WHERE i.indrelid = $1::text::regclass ORDER BY 1",
+                &[&format!("\"{s}\".tasks")],
+            )
+            .await
+            .unwrap();
+        rows.iter()
+            .map(|r| (r.get::<_, String>(0), r.get::<_, bool>(1)))
+            .collect::<Vec<_>>()
+    };
+    let before = indexes().await;
+    assert!(
+        before.contains(&("tasks_list_ccnew".to_string(), false)),
+        "{before:?}"
+    );
+    party.store().task_reindex().await.unwrap();
+    let after = indexes().await;
+    assert_eq!(after.len(), before.len() - 1, "{after:?}");
+    assert!(
+        after
+            .iter()
+            .all(|(name, valid)| *valid && name != "tasks_list_ccnew"),
+        "{after:?}"
+    );
+    let got = claim(party.store().as_ref(), Timestamp::now() + secs(1), 10).await;
+    assert_eq!(got.iter().map(|t| t.id).collect::<Vec<_>>(), vec![kept]);
+    db.cleanup().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changes_on_another_connection_wake_a_listening_store() {
     let Some(db) = TestDb::new() else { return };

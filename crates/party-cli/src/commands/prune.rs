@@ -33,6 +33,7 @@ pub(crate) async fn run(db: &str, args: PruneArgs) -> Result<(), TaskError> {
             total.runs += r.runs;
             total.recurring_runs += r.recurring_runs;
             total.batches += r.batches;
+            total.reindexed |= r.reindexed;
             if !r.more {
                 break total;
             }
@@ -47,6 +48,7 @@ pub(crate) async fn run(db: &str, args: PruneArgs) -> Result<(), TaskError> {
             "tasks": report.tasks,
             "runs": report.runs,
             "recurring_runs": report.recurring_runs,
+            "reindexed": report.reindexed,
             "retention": {
                 "done": keep(retention.done()),
                 "dead": keep(retention.dead()),
@@ -59,9 +61,14 @@ pub(crate) async fn run(db: &str, args: PruneArgs) -> Result<(), TaskError> {
     } else {
         "removed"
     };
+    let reindexed = if report.reindexed {
+        "rebuilt the live tasks' indexes, which had outgrown their table\n"
+    } else {
+        ""
+    };
     output::print(&format!(
-        "{verb} {} finished tasks and {} run rows ({} of them old runs of live recurring tasks)\n\
-         retention: done {}, dead and cancelled {}, recurring {}\n",
+        "{verb} {} finished tasks and {} runs ({} of them old runs of live recurring tasks)\n\
+         {reindexed}retention: done {}, dead and cancelled {}, recurring {}\n",
         report.tasks,
         report.runs,
         report.recurring_runs,

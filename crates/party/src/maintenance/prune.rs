@@ -48,6 +48,8 @@ pub struct PruneReport {
     pub batches: u32,
     /// Whether the pass stopped at [`policy::PRUNE_ROUNDS`] batches with more left to remove.
     pub more: bool,
+    /// Whether the pass rebuilt the hot table's indexes ([`policy::hot_indexes_bloated`]).
+    pub reindexed: bool,
 }
 
 impl PruneReport {
@@ -101,14 +103,19 @@ impl Pruner {
 
     /// One pass: remove batches of `batch` until less than a batch remains, or
     /// [`policy::PRUNE_ROUNDS`] batches ran (the rest waits for the next pass); then reclaim
-    /// the hot table's dead row versions ([`Store::task_vacuum`]), whatever the retention.
+    /// the hot table's dead row versions ([`Store::task_vacuum`]), whatever the retention, and
+    /// rebuild its indexes when they are bloated ([`policy::hot_indexes_bloated`]).
     ///
     /// # Errors
     /// [`TaskError::Store`] when the store fails; each batch is one transaction, so what the
     /// batches before it removed stays removed and nothing is half-removed.
     pub async fn run_once(&self) -> Result<PruneReport, TaskError> {
-        let report = self.remove().await?;
+        let mut report = self.remove().await?;
         self.store.task_vacuum().await?;
+        if policy::hot_indexes_bloated(self.store.table_sizes().await?.live) {
+            self.store.task_reindex().await?;
+            report.reindexed = true;
+        }
         Ok(report)
     }
 

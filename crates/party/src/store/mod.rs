@@ -776,6 +776,12 @@ pub trait Store: Send + Sync + 'static {
     /// SQLite frees a b-tree's pages as rows leave it and does nothing here.
     async fn task_vacuum(&self) -> Result<(), TaskError>;
 
+    /// Rebuild the hot table's indexes, without stopping claims or finishes: when to is
+    /// decided above the seam ([`crate::policy::hot_indexes_bloated`]). PostgreSQL: `REINDEX
+    /// TABLE CONCURRENTLY` (writes go on while it builds the new indexes; it waits for
+    /// transactions that began before it). SQLite: `REINDEX` of the hot table, on the writer.
+    async fn task_reindex(&self) -> Result<(), TaskError>;
+
     /// Space the tables take on disk, as the database reports it (SQLite: the pages of each
     /// b-tree, `dbstat`; PostgreSQL: `pg_table_size` and `pg_indexes_size`).
     async fn table_sizes(&self) -> Result<TableSizes, TaskError>;

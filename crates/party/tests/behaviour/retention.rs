@@ -186,6 +186,7 @@ async fn the_pruner_removes_exactly_what_is_past_retention(b: Backend) {
         recurring_runs: 1,
         batches: 1,
         more: false,
+        reindexed: false,
     };
     let p = pruner(&f, Retention::default(), 1_000);
     assert_eq!(p.count().await.unwrap(), expected, "dry run");

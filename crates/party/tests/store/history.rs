@@ -3,9 +3,11 @@
 //! exactly what is past its cutoff, and `table_sizes` reports each table.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
-use party::store::{Next, PruneCounts, PruneParams, SteerMany};
-use party::{ListFilter, State};
+use party::maintenance::{PruneConfig, Pruner};
+use party::store::{InsertTask, Next, PruneCounts, PruneParams, SteerMany};
+use party::{ListFilter, ManualClock, State, policy};
 
 use crate::harness::{Backend, Harness, failed, finish, on_every_backend, secs, t0, task};
 
@@ -353,7 +355,63 @@ async fn the_last_run_stays_with_the_finished_task(b: Backend) {
     }
 }
 
+/// The pruner's pass rebuilds the hot table's indexes once tasks passing through have left
+/// them several times the table's size (PostgreSQL: a vacuum makes their pages reusable but
+/// keeps them); SQLite's b-trees give their pages back and are left alone. A task that waits
+/// through the rebuild is still claimed.
+async fn the_pruner_rebuilds_bloated_hot_indexes(b: Backend) {
+    let Some(h) = Harness::new(b).await else {
+        return;
+    };
+    let waiting = h
+        .insert(vec![InsertTask {
+            timestamp: t0() + secs(3_600),
+            ..task("noop")
+        }])
+        .await[0];
+    for _ in 0..10 {
+        let tasks: Vec<_> = (0..1_000).map(|_| task("noop")).collect();
+        h.insert(tasks).await;
+        let claimed = h.claim(t0(), 1_000).await;
+        assert_eq!(claimed.len(), 1_000);
+        for c in &claimed {
+            h.finish(finish(c, t0(), Next::Done)).await;
+        }
+    }
+    h.store.task_vacuum().await.unwrap();
+    let before = h.store.table_sizes().await.unwrap().live;
+    let pruner = Pruner::new(
+        h.store.clone(),
+        Arc::new(ManualClock::new(t0())),
+        PruneConfig::default(),
+    );
+    let report = pruner.run_once().await.unwrap();
+    let after = h.store.table_sizes().await.unwrap().live;
+    match b {
+        Backend::Postgres => {
+            assert!(policy::hot_indexes_bloated(before), "{before:?}");
+            assert!(report.reindexed, "{report:?}");
+            assert!(
+                after.index_bytes * 4 < before.index_bytes,
+                "{before:?} {after:?}"
+            );
+            assert!(!policy::hot_indexes_bloated(after), "{after:?}");
+        }
+        Backend::Sqlite => {
+            assert!(!policy::hot_indexes_bloated(before), "{before:?}");
+            assert!(!report.reindexed, "{report:?}");
+            h.store.task_reindex().await.unwrap();
+        }
+    }
+    let claimed = h.claim(t0() + secs(3_600), 10).await;
+    assert_eq!(
+        claimed.iter().map(|c| c.id).collect::<Vec<_>>(),
+        vec![waiting]
+    );
+}
+
 on_every_backend!(
+    the_pruner_rebuilds_bloated_hot_indexes,
     the_last_run_stays_with_the_finished_task,
     vacuum_keeps_the_hot_table_the_size_of_its_live_tasks,
     stats_count_finished_tasks_exactly_through_every_move,

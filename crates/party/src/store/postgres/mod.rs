@@ -1060,6 +1060,35 @@ impl Store for PgStore {
             .map_err(db_err)
     }
 
+    async fn task_reindex(&self) -> Result<(), TaskError> {
+        let conn = self.pool.get().await?;
+        let s = &self.pool.names.quoted;
+        // A rebuild interrupted (a stopped worker, a lost connection) leaves its half-built
+        // indexes behind, invalid but still written on every change: drop them first.
+        let leftovers = conn
+            .client
+            .query(
+                "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_index i \
+                 JOIN pg_class c ON c.oid = i.indexrelid \
+                 JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE i.indrelid = $1::text::regclass AND NOT i.indisvalid",
+                &[&format!("{s}.tasks")],
+            )
+            .await
+            .map_err(db_err)?;
+        for row in leftovers {
+            let name: String = row.get(0);
+            conn.client
+                .batch_execute(&format!("DROP INDEX CONCURRENTLY IF EXISTS {name}"))
+                .await
+                .map_err(db_err)?;
+        }
+        conn.client
+            .batch_execute(&format!("REINDEX TABLE CONCURRENTLY {s}.tasks"))
+            .await
+            .map_err(db_err)
+    }
+
     async fn table_sizes(&self) -> Result<TableSizes, TaskError> {
         let s = &self.pool.names.quoted;
         // Rare (benchmarks, dashboards): not among the statements every connection prepares.

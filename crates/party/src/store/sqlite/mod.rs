@@ -867,6 +867,11 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn task_reindex(&self) -> Result<(), TaskError> {
+        self.call(|conn| conn.execute_batch("REINDEX tasks").map_err(db_err))
+            .await
+    }
+
     async fn table_sizes(&self) -> Result<TableSizes, TaskError> {
         self.call(|conn| {
             let mut stmt = conn.prepare_cached(sql::TABLE_SIZES).map_err(db_err)?;

@@ -149,6 +149,11 @@ async fn copy_carries_everything(from: Backend, to: Backend) {
     let after = every_task(&dst.store).await;
     assert_eq!(after.len(), 33);
     assert_eq!(after, before);
+    assert_eq!(
+        dst.stats(t0()).await.counts,
+        src.stats(t0()).await.counts,
+        "the target counts its finished tasks as the source does"
+    );
     assert_eq!(every_task(&src.store).await, before);
     let tick = after.iter().find(|t| t.id == source.recurring).unwrap();
     assert_eq!(tick.runs.len(), 2);

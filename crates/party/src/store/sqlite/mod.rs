@@ -9,6 +9,7 @@
 //! statements' text), `migrate` (and `migrations/NNN_*.sql`), `wakeup` (noticing other
 //! processes' commits), `rows` (row decoding) and `error`.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc;
@@ -75,11 +76,23 @@ impl SqliteStore {
                 let states = json_list(&states);
                 let mut changed = 0;
                 for (sql, counts) in statements {
-                    let n = tx
-                        .prepare_cached(sql)
-                        .map_err(db_err)?
-                        .execute(params![now, states, handler, queue, path, value])
-                        .map_err(db_err)?;
+                    let args = params![now, states, handler, queue, path, value];
+                    let n = if *sql == sql::CANCEL_MANY_MOVE {
+                        // Rows inserted into the history: counted here (see `Added`).
+                        let mut added = Added::default();
+                        let moved = returned_handler_queue(tx, sql, args)?;
+                        let n = moved.len();
+                        for (handler, queue) in moved {
+                            added.add(handler, queue, State::Cancelled);
+                        }
+                        added.write(tx)?;
+                        n
+                    } else {
+                        tx.prepare_cached(sql)
+                            .map_err(db_err)?
+                            .execute(args)
+                            .map_err(db_err)?
+                    };
                     if *counts {
                         changed += n as u64;
                     }
@@ -260,7 +273,54 @@ fn insert_run(conn: &Connection, f: &Finish) -> Result<(), TaskError> {
     Ok(())
 }
 
-fn apply_finish(conn: &Connection, f: &Finish) -> Result<FinishResult, TaskError> {
+/// Finished tasks that entered the history, per handler, queue and state, to add to the
+/// counters `stats` reads (`task_counts`). On SQLite the statements that insert history rows
+/// count them (a trigger per inserted row cost a tenth of a worker's throughput, there being
+/// one writer); triggers count the rows deleted from it and its changes of state.
+#[derive(Default)]
+struct Added(HashMap<(String, String, &'static str), i64>);
+
+impl Added {
+    fn add(&mut self, handler: String, queue: String, state: State) {
+        *self.0.entry((handler, queue, state.as_str())).or_insert(0) += 1;
+    }
+
+    fn merge(&mut self, other: Added) {
+        for (key, n) in other.0 {
+            *self.0.entry(key).or_insert(0) += n;
+        }
+    }
+
+    /// Add the counts, in the transaction that inserted the rows.
+    fn write(self, conn: &Connection) -> Result<(), TaskError> {
+        let mut stmt = conn.prepare_cached(sql::COUNT_ADDED).map_err(db_err)?;
+        for ((handler, queue, state), n) in self.0 {
+            stmt.execute(params![handler, queue, state, n])
+                .map_err(db_err)?;
+        }
+        Ok(())
+    }
+}
+
+/// The handler and queue of each row a statement ending in `RETURNING handler, queue` wrote.
+fn returned_handler_queue(
+    conn: &Connection,
+    sql: &str,
+    args: impl rusqlite::Params,
+) -> Result<Vec<(String, String)>, TaskError> {
+    conn.prepare_cached(sql)
+        .map_err(db_err)?
+        .query_map(args, |r| Ok((r.get(0)?, r.get(1)?)))
+        .map_err(db_err)?
+        .collect::<Result<_, _>>()
+        .map_err(db_err)
+}
+
+fn apply_finish(
+    conn: &Connection,
+    f: &Finish,
+    added: &mut Added,
+) -> Result<FinishResult, TaskError> {
     let now = to_micros(f.finished_at);
     let (state, timestamp, due_at, last_run_on, reset_attempts) = match &f.next {
         Next::Done | Next::Dead | Next::Cancelled => {
@@ -275,25 +335,30 @@ fn apply_finish(conn: &Connection, f: &Finish) -> Result<FinishResult, TaskError
             let moved = conn
                 .prepare_cached(sql::FINISH_MOVE)
                 .map_err(db_err)?
-                .execute(params![
-                    state.as_str(),
-                    f.error,
-                    now,
-                    id_key(&f.id),
-                    f.fence,
-                    f.expired_before.map(to_micros),
-                    ran.then_some(f.attempt),
-                    ran.then(|| to_micros(f.timestamp)),
-                    ran.then(|| to_micros(f.started_at)),
-                    ran.then_some(now),
-                    ran.then(|| f.outcome.as_str()),
-                    f.error.as_ref().filter(|_| ran),
-                    ran.then_some(&f.worker),
-                ])
+                .query_row(
+                    params![
+                        state.as_str(),
+                        f.error,
+                        now,
+                        id_key(&f.id),
+                        f.fence,
+                        f.expired_before.map(to_micros),
+                        ran.then_some(f.attempt),
+                        ran.then(|| to_micros(f.timestamp)),
+                        ran.then(|| to_micros(f.started_at)),
+                        ran.then_some(now),
+                        ran.then(|| f.outcome.as_str()),
+                        f.error.as_ref().filter(|_| ran),
+                        ran.then_some(&f.worker),
+                    ],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()
                 .map_err(db_err)?;
-            if moved == 0 {
+            let Some((handler, queue)) = moved else {
                 return Ok(FinishResult::Stale);
-            }
+            };
+            added.add(handler, queue, state);
             conn.prepare_cached(sql::DELETE_LIVE)
                 .map_err(db_err)?
                 .execute([id_key(&f.id)])
@@ -537,17 +602,20 @@ impl Store for SqliteStore {
             .call(move |conn| {
                 transaction_with(conn, Durability::Crash, |tx| {
                     let mut out = Vec::with_capacity(batch.len());
+                    let mut added = Added::default();
                     for f in &batch {
                         // Only follow-up inserts can collide with a singleton; a finish without
                         // them is one fenced UPDATE plus one run row and needs no savepoint.
                         if f.follow_ups.is_empty() {
-                            out.push(apply_finish(tx, f)?);
+                            out.push(apply_finish(tx, f, &mut added)?);
                             continue;
                         }
                         tx.execute_batch("SAVEPOINT finish").map_err(db_err)?;
-                        match apply_finish(tx, f) {
+                        let mut one = Added::default();
+                        match apply_finish(tx, f, &mut one) {
                             Ok(r) => {
                                 tx.execute_batch("RELEASE finish").map_err(db_err)?;
+                                added.merge(one);
                                 out.push(r);
                             }
                             Err(e @ TaskError::Duplicate { .. }) => {
@@ -558,6 +626,7 @@ impl Store for SqliteStore {
                             Err(e) => return Err(e),
                         }
                     }
+                    added.write(tx)?;
                     Ok(out)
                 })
             })
@@ -689,10 +758,14 @@ impl Store for SqliteStore {
         self.call_durable(move |conn| {
             transaction(conn, |tx| {
                 let key = id_key(&id);
-                let mut n = tx
-                    .execute(sql::CANCEL_MOVE, params![now, key])
-                    .map_err(db_err)?;
+                let moved = returned_handler_queue(tx, sql::CANCEL_MOVE, params![now, key])?;
+                let mut n = moved.len();
                 if n == 1 {
+                    let mut added = Added::default();
+                    for (handler, queue) in moved {
+                        added.add(handler, queue, State::Cancelled);
+                    }
+                    added.write(tx)?;
                     tx.execute(sql::DELETE_LIVE, [key]).map_err(db_err)?;
                 } else {
                     n = tx
@@ -990,6 +1063,12 @@ impl Store for SqliteStore {
                         }
                     }
                     CopyRows::History(rows) => {
+                        let mut added = Added::default();
+                        for t in rows.iter() {
+                            let state: State = t.state.parse()?;
+                            added.add(t.handler.clone(), t.queue.clone(), state);
+                        }
+                        added.write(tx)?;
                         let mut stmt =
                             tx.prepare_cached(sql::COPY_WRITE_HISTORY).map_err(db_err)?;
                         for t in rows {

@@ -138,17 +138,22 @@ pub(super) const FINISH_MOVE: &str = concat!(
     "SELECT id, handler, data, timestamp, due_at, last_run_on, attempts, max_attempts, \
      is_recurring, rule, ?1, queue, priority, COALESCE(?2, last_error), fence, created_at, ?3, \
      unique_key, ?7, ?8, ?9, ?10, ?11, ?12, ?13 FROM tasks WHERE id = ?4 AND fence = ?5 \
-     AND state = 'running' AND (?6 IS NULL OR lease_until < ?6)"
+     AND state = 'running' AND (?6 IS NULL OR lease_until < ?6) RETURNING handler, queue"
 );
 
 pub(super) const DELETE_LIVE: &str = "DELETE FROM tasks WHERE id = ?1";
+
+/// ?4 tasks of handler ?1 and queue ?2 entered the history in state ?3 (see `Added`).
+pub(super) const COUNT_ADDED: &str = "INSERT INTO task_counts (handler, queue, state, n) \
+    VALUES (?1, ?2, ?3, ?4) ON CONFLICT (handler, queue, state) DO UPDATE SET n = n + excluded.n";
 
 /// A live task that is not running moves to the history as cancelled: ?1 now, ?2 id.
 pub(super) const CANCEL_MOVE: &str = concat!(
     history_insert!(),
     "SELECT id, handler, data, timestamp, due_at, last_run_on, attempts, max_attempts, \
      is_recurring, rule, 'cancelled', queue, priority, last_error, fence, created_at, ?1, \
-     unique_key FROM tasks WHERE id = ?2 AND state IN ('scheduled','retrying')"
+     unique_key FROM tasks WHERE id = ?2 AND state IN ('scheduled','retrying') \
+     RETURNING handler, queue"
 );
 
 /// A dead task is cancelled where it is.
@@ -336,7 +341,8 @@ pub(super) const CANCEL_MANY_MOVE: &str = concat!(
      unique_key FROM tasks WHERE state IN ('scheduled','retrying') \
      AND state IN (SELECT value FROM json_each(?2)) AND (?3 IS NULL OR handler = ?3) \
      AND (?4 IS NULL OR queue = ?4)",
-    data_match!("?5", "?6")
+    data_match!("?5", "?6"),
+    " RETURNING handler, queue"
 );
 
 /// The live rows [`CANCEL_MANY_MOVE`] copied (same transaction, same writer).

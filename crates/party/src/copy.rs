@@ -251,9 +251,25 @@ pub async fn summarize(
     Ok(TableSummary { rows, checksum })
 }
 
+/// An attempt's columns in schema order, for [`canonical`].
+fn run_fields(r: &crate::store::RunRecord) -> [serde_json::Value; 7] {
+    use crate::clock::to_micros;
+    use serde_json::json;
+    [
+        json!(r.attempt),
+        json!(to_micros(r.timestamp)),
+        json!(to_micros(r.started_at)),
+        json!(to_micros(r.finished_at)),
+        json!(r.outcome),
+        json!(r.error),
+        json!(r.worker),
+    ]
+}
+
 /// Each row's canonical text: a JSON array of its columns in schema order, ids as hex,
-/// instants as microseconds since the Unix epoch, absent values as `null`. A run row's
-/// position, which each store numbers itself, is left out.
+/// instants as microseconds since the Unix epoch, absent values as `null`; a history row ends
+/// with the attempt it keeps, as an array or `null`. A run row's position, which each store
+/// numbers itself, is left out.
 fn canonical(rows: &CopyRows) -> Vec<String> {
     use crate::clock::to_micros;
     use serde_json::json;
@@ -312,6 +328,7 @@ fn canonical(rows: &CopyRows) -> Vec<String> {
                     to_micros(r.created_at),
                     to_micros(r.finished_at),
                     r.unique_key,
+                    r.run.as_ref().map(|run| run_fields(run).to_vec()),
                 ])
                 .to_string()
             })
@@ -334,17 +351,9 @@ fn canonical(rows: &CopyRows) -> Vec<String> {
         CopyRows::Runs(rows) => rows
             .iter()
             .map(|r| {
-                json!([
-                    r.task_id.to_string(),
-                    r.attempt,
-                    to_micros(r.timestamp),
-                    to_micros(r.started_at),
-                    to_micros(r.finished_at),
-                    r.outcome,
-                    r.error,
-                    r.worker,
-                ])
-                .to_string()
+                let mut row = vec![json!(r.task_id.to_string())];
+                row.extend(run_fields(&r.run));
+                json!(row).to_string()
             })
             .collect(),
     }
@@ -447,11 +456,8 @@ mod tests {
         assert_eq!(bad.to_json()["tables"][1]["matches"], false);
     }
 
-    #[test]
-    fn canonical_text_leaves_out_the_position_each_store_numbers_itself() {
-        let run = |position| crate::store::RunRow {
-            position,
-            task_id: crate::TaskId::from_bytes([7; 12]),
+    fn record() -> crate::store::RunRecord {
+        crate::store::RunRecord {
             attempt: 1,
             timestamp: jiff::Timestamp::from_microsecond(1_000_001).unwrap(),
             started_at: jiff::Timestamp::from_microsecond(2).unwrap(),
@@ -459,6 +465,52 @@ mod tests {
             outcome: "failed".to_string(),
             error: Some("line\nbreak".to_string()),
             worker: "w".to_string(),
+        }
+    }
+
+    #[test]
+    fn canonical_text_of_a_history_row_holds_the_attempt_it_keeps() {
+        let t = jiff::Timestamp::from_microsecond(5).unwrap();
+        let row = |run| crate::store::HistoryRow {
+            id: crate::TaskId::from_bytes([7; 12]),
+            handler: "noop".to_string(),
+            data: "{}".to_string(),
+            timestamp: t,
+            due_at: t,
+            last_run_on: None,
+            attempts: 1,
+            max_attempts: 3,
+            is_recurring: false,
+            rule: None,
+            state: "dead".to_string(),
+            queue: "default".to_string(),
+            priority: 0,
+            last_error: None,
+            fence: 1,
+            created_at: t,
+            finished_at: t,
+            unique_key: None,
+            run,
+        };
+        let kept = canonical(&CopyRows::History(vec![row(Some(record()))]));
+        assert_ne!(kept, canonical(&CopyRows::History(vec![row(None)])));
+        let other = crate::store::RunRecord {
+            worker: "v".to_string(),
+            ..record()
+        };
+        assert_ne!(kept, canonical(&CopyRows::History(vec![row(Some(other))])));
+        assert!(
+            kept[0].ends_with(r#"[1,1000001,2,3,"failed","line\nbreak","w"]]"#),
+            "{kept:?}"
+        );
+    }
+
+    #[test]
+    fn canonical_text_leaves_out_the_position_each_store_numbers_itself() {
+        let run = |position| crate::store::RunRow {
+            position,
+            task_id: crate::TaskId::from_bytes([7; 12]),
+            run: record(),
         };
         let a = canonical(&CopyRows::Runs(vec![run(1)]));
         assert_eq!(a, canonical(&CopyRows::Runs(vec![run(900)])));

@@ -541,13 +541,14 @@ pub struct HistoryRow {
     pub unique_key: Option<String>,
     /// The attempt that finished it, kept on this row instead of in `runs` (`None` for a task
     /// that finished without one, and for tasks finished before schema version 7).
-    pub run: Option<KeptRun>,
+    pub run: Option<RunRecord>,
 }
 
-/// The attempt that finished a task, kept on its history row: the task's last run, after its
-/// rows in `runs`.
+/// One attempt exactly as stored: the columns of a row of `runs`, or the `run_*` columns of a
+/// history row, which keeps the attempt that finished its task (the task's last run, after its
+/// rows in `runs`).
 #[derive(Debug, Clone, PartialEq)]
-pub struct KeptRun {
+pub struct RunRecord {
     /// Attempt number.
     pub attempt: i32,
     /// The occurrence it ran for.
@@ -572,20 +573,8 @@ pub struct RunRow {
     pub position: i64,
     /// The task.
     pub task_id: TaskId,
-    /// Attempt number.
-    pub attempt: i32,
-    /// The occurrence it ran for.
-    pub timestamp: Timestamp,
-    /// Start.
-    pub started_at: Timestamp,
-    /// End.
-    pub finished_at: Timestamp,
-    /// Outcome text.
-    pub outcome: String,
-    /// Error text.
-    pub error: Option<String>,
-    /// Worker id.
-    pub worker: String,
+    /// The attempt.
+    pub run: RunRecord,
 }
 
 /// A queue's controls, exactly as stored.

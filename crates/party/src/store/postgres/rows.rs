@@ -11,7 +11,7 @@ use tokio_postgres::types::{FromSql, IsNull, ToSql, Type, to_sql_checked};
 use crate::clock::{from_micros, to_micros};
 use crate::model::{Outcome, Run, State, TaskInfo};
 use crate::store::{
-    ExpiredTask, Finish, HistoryRow, InsertTask, KeptRun, LiveRow, Next, QueueRow, RunRow,
+    ExpiredTask, Finish, HistoryRow, InsertTask, LiveRow, Next, QueueRow, RunRecord, RunRow,
 };
 use crate::{TaskError, TaskId};
 
@@ -335,16 +335,22 @@ pub(super) fn history_row(r: &Row) -> Result<HistoryRow, TaskError> {
         created_at: time_at(r, 15),
         finished_at: time_at(r, 16),
         unique_key: r.get(17),
-        run: r.get::<_, Option<String>>(24).map(|worker| KeptRun {
-            attempt: r.get(18),
-            timestamp: time_at(r, 19),
-            started_at: time_at(r, 20),
-            finished_at: time_at(r, 21),
-            outcome: r.get(22),
-            error: r.get(23),
-            worker,
-        }),
+        run: r.get::<_, Option<String>>(24).map(|_| run_record(r, 18)),
     })
+}
+
+/// An attempt's seven columns (attempt, occurrence, start, end, outcome, error, worker) from
+/// column `at` on.
+fn run_record(r: &Row, at: usize) -> RunRecord {
+    RunRecord {
+        attempt: r.get(at),
+        timestamp: time_at(r, at + 1),
+        started_at: time_at(r, at + 2),
+        finished_at: time_at(r, at + 3),
+        outcome: r.get(at + 4),
+        error: r.get(at + 5),
+        worker: r.get(at + 6),
+    }
 }
 
 /// A run row with its position, from `sql::sql_copy_read_runs`.
@@ -352,13 +358,7 @@ pub(super) fn run_row(r: &Row) -> Result<RunRow, TaskError> {
     Ok(RunRow {
         position: r.get(0),
         task_id: id_at(r, 1)?,
-        attempt: r.get(2),
-        timestamp: time_at(r, 3),
-        started_at: time_at(r, 4),
-        finished_at: time_at(r, 5),
-        outcome: r.get(6),
-        error: r.get(7),
-        worker: r.get(8),
+        run: run_record(r, 2),
     })
 }
 
@@ -455,13 +455,21 @@ pub(super) fn history_columns(rows: &[HistoryRow]) -> Columns {
 pub(super) fn run_columns(rows: &[RunRow]) -> Columns {
     vec![
         Box::new(ids(rows.iter().map(|r| r.task_id))),
-        Box::new(rows.iter().map(|r| r.attempt).collect::<Vec<_>>()),
-        Box::new(times(rows.iter().map(|r| r.timestamp))),
-        Box::new(times(rows.iter().map(|r| r.started_at))),
-        Box::new(times(rows.iter().map(|r| r.finished_at))),
-        Box::new(rows.iter().map(|r| r.outcome.clone()).collect::<Vec<_>>()),
-        Box::new(rows.iter().map(|r| r.error.clone()).collect::<Vec<_>>()),
-        Box::new(rows.iter().map(|r| r.worker.clone()).collect::<Vec<_>>()),
+        Box::new(rows.iter().map(|r| r.run.attempt).collect::<Vec<_>>()),
+        Box::new(times(rows.iter().map(|r| r.run.timestamp))),
+        Box::new(times(rows.iter().map(|r| r.run.started_at))),
+        Box::new(times(rows.iter().map(|r| r.run.finished_at))),
+        Box::new(
+            rows.iter()
+                .map(|r| r.run.outcome.clone())
+                .collect::<Vec<_>>(),
+        ),
+        Box::new(rows.iter().map(|r| r.run.error.clone()).collect::<Vec<_>>()),
+        Box::new(
+            rows.iter()
+                .map(|r| r.run.worker.clone())
+                .collect::<Vec<_>>(),
+        ),
     ]
 }
 

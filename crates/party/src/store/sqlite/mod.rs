@@ -1122,13 +1122,13 @@ impl Store for SqliteStore {
                         for r in rows {
                             stmt.execute(params![
                                 id_key(&r.task_id),
-                                r.attempt,
-                                to_micros(r.timestamp),
-                                to_micros(r.started_at),
-                                to_micros(r.finished_at),
-                                r.outcome,
-                                r.error,
-                                r.worker,
+                                r.run.attempt,
+                                to_micros(r.run.timestamp),
+                                to_micros(r.run.started_at),
+                                to_micros(r.run.finished_at),
+                                r.run.outcome,
+                                r.run.error,
+                                r.run.worker,
                             ])
                             .map_err(db_err)?;
                         }

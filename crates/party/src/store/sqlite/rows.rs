@@ -3,7 +3,7 @@
 
 use crate::clock::from_micros;
 use crate::model::{Outcome, Run, TaskInfo};
-use crate::store::{ExpiredTask, HistoryRow, KeptRun, LiveRow, QueueRow, RunRow};
+use crate::store::{ExpiredTask, HistoryRow, LiveRow, QueueRow, RunRecord, RunRow};
 use crate::{TaskError, TaskId};
 
 /// A task id read straight from its 12 stored bytes.
@@ -144,17 +144,23 @@ pub(super) fn history_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<HistoryRow>
         finished_at: from_micros(r.get(16)?),
         unique_key: r.get(17)?,
         run: match r.get::<_, Option<String>>(24)? {
-            Some(worker) => Some(KeptRun {
-                attempt: r.get(18)?,
-                timestamp: from_micros(r.get(19)?),
-                started_at: from_micros(r.get(20)?),
-                finished_at: from_micros(r.get(21)?),
-                outcome: r.get(22)?,
-                error: r.get(23)?,
-                worker,
-            }),
+            Some(_) => Some(run_record(r, 18)?),
             None => None,
         },
+    })
+}
+
+/// An attempt's seven columns (attempt, occurrence, start, end, outcome, error, worker) from
+/// column `at` on.
+fn run_record(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<RunRecord> {
+    Ok(RunRecord {
+        attempt: r.get(at)?,
+        timestamp: from_micros(r.get(at + 1)?),
+        started_at: from_micros(r.get(at + 2)?),
+        finished_at: from_micros(r.get(at + 3)?),
+        outcome: r.get(at + 4)?,
+        error: r.get(at + 5)?,
+        worker: r.get(at + 6)?,
     })
 }
 
@@ -163,13 +169,7 @@ pub(super) fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRow> {
     Ok(RunRow {
         position: r.get(0)?,
         task_id: id_from_row(r, 1)?,
-        attempt: r.get(2)?,
-        timestamp: from_micros(r.get(3)?),
-        started_at: from_micros(r.get(4)?),
-        finished_at: from_micros(r.get(5)?),
-        outcome: r.get(6)?,
-        error: r.get(7)?,
-        worker: r.get(8)?,
+        run: run_record(r, 2)?,
     })
 }
 

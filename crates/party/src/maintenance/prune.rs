@@ -112,7 +112,9 @@ impl Pruner {
     pub async fn run_once(&self) -> Result<PruneReport, TaskError> {
         let mut report = self.remove().await?;
         self.store.task_vacuum().await?;
-        if policy::hot_indexes_bloated(self.store.table_sizes().await?.live) {
+        if self.store.indexes_keep_freed_pages()
+            && policy::hot_indexes_bloated(self.store.table_sizes().await?.live)
+        {
             self.store.task_reindex().await?;
             report.reindexed = true;
         }

@@ -771,6 +771,13 @@ pub trait Store: Send + Sync + 'static {
     /// transactions that began before it). SQLite: `REINDEX` of the hot table, on the writer.
     async fn task_reindex(&self) -> Result<(), TaskError>;
 
+    /// Whether the hot table's indexes keep the pages tasks leave behind, so they can outgrow
+    /// the table and the pruner measures them ([`Store::table_sizes`]) to decide on a rebuild.
+    /// PostgreSQL: yes (a vacuum makes the pages reusable, never returns them). SQLite: no, a
+    /// b-tree gives its pages back as rows leave it; measuring would read every page of the
+    /// file (`dbstat`) once a minute for nothing.
+    fn indexes_keep_freed_pages(&self) -> bool;
+
     /// Space the tables take on disk, as the database reports it (SQLite: the pages of each
     /// b-tree, `dbstat`; PostgreSQL: `pg_table_size` and `pg_indexes_size`).
     async fn table_sizes(&self) -> Result<TableSizes, TaskError>;

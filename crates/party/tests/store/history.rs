@@ -389,6 +389,7 @@ async fn the_pruner_rebuilds_bloated_hot_indexes(b: Backend) {
     let after = h.store.table_sizes().await.unwrap().live;
     match b {
         Backend::Postgres => {
+            assert!(h.store.indexes_keep_freed_pages());
             assert!(policy::hot_indexes_bloated(before), "{before:?}");
             assert!(report.reindexed, "{report:?}");
             assert!(
@@ -398,6 +399,7 @@ async fn the_pruner_rebuilds_bloated_hot_indexes(b: Backend) {
             assert!(!policy::hot_indexes_bloated(after), "{after:?}");
         }
         Backend::Sqlite => {
+            assert!(!h.store.indexes_keep_freed_pages());
             assert!(!policy::hot_indexes_bloated(before), "{before:?}");
             assert!(!report.reindexed, "{report:?}");
             h.store.task_reindex().await.unwrap();

@@ -1060,6 +1060,10 @@ impl Store for PgStore {
             .map_err(db_err)
     }
 
+    fn indexes_keep_freed_pages(&self) -> bool {
+        true
+    }
+
     async fn task_reindex(&self) -> Result<(), TaskError> {
         let conn = self.pool.get().await?;
         let s = &self.pool.names.quoted;

@@ -263,8 +263,9 @@ pub(super) fn sql_claim(s: &str) -> String {
 }
 
 /// A batch of fenced finishes and their run rows: one statement. A task that goes on
-/// (retrying, or its next occurrence) is updated in place; one that finished for good (done,
-/// dead) moves to the history. Returns the applied ids, their new states and the fences they
+/// (retrying, or its next occurrence) is updated in place and its attempt becomes a row of
+/// `runs`; one that finished for good (done, dead, cancelled) moves to the history, keeping
+/// the attempt that ended it on its row (`k`: empty when no attempt ran). Returns the applied ids, their new states and the fences they
 /// were applied under (a batch may hold a stale finish and a current one of the same task:
 /// each is told apart by its fence, and only the applied one writes a run row).
 pub(super) fn sql_finish(s: &str) -> String {
@@ -289,25 +290,20 @@ pub(super) fn sql_finish(s: &str) -> String {
            RETURNING t.id, t.state, t.fence), \
          d AS (DELETE FROM {s}.tasks t \
            USING unnest($1::bytea[], $2::int8[], $3::text[], $8::text[], $9::timestamptz[], \
-             $16::timestamptz[], $10::bool[]) \
-             AS i(id, fence, state, error, finished_at, expired_before, ran) \
+             $16::timestamptz[], $10::bool[], $11::int4[], $12::timestamptz[], \
+             $13::timestamptz[], $14::text[], $15::text[]) \
+             AS i(id, fence, state, error, finished_at, expired_before, ran, attempt, run_ts, \
+               started_at, worker, outcome) \
+             LEFT JOIN LATERAL (SELECT i.attempt, i.run_ts, i.started_at, i.finished_at, \
+               i.outcome, i.error, i.worker WHERE i.ran) k ON true \
            WHERE t.id = i.id AND t.fence = i.fence AND t.state = 'running' \
              AND i.state IN ('done', 'dead', 'cancelled') \
              AND (i.expired_before IS NULL OR t.lease_until < i.expired_before) \
            RETURNING t.id, t.handler, t.data, t.timestamp, t.due_at, t.last_run_on, \
              t.attempts, t.max_attempts, t.is_recurring, t.rule, i.state, t.queue, \
              t.priority, COALESCE(i.error, t.last_error) AS last_error, t.fence, \
-             t.created_at, i.finished_at, t.unique_key, i.ran), \
-         h AS (INSERT INTO {s}.task_history {HISTORY_INSERT_WITH_RUN} \
-           SELECT d.id, d.handler, d.data, d.timestamp, d.due_at, d.last_run_on, d.attempts, \
-             d.max_attempts, d.is_recurring, d.rule, d.state, d.queue, d.priority, \
-             d.last_error, d.fence, d.created_at, d.finished_at, d.unique_key, i.attempt, \
-             i.run_ts, i.started_at, i.finished_at, i.outcome, i.error, i.worker \
-           FROM d LEFT JOIN unnest($1::bytea[], $2::int8[], $8::text[], $9::timestamptz[], \
-             $10::bool[], $11::int4[], $12::timestamptz[], $13::timestamptz[], $14::text[], \
-             $15::text[]) AS i(id, fence, error, finished_at, ran, attempt, run_ts, \
-               started_at, worker, outcome) \
-             ON d.ran AND i.id = d.id AND i.fence = d.fence), \
+             t.created_at, i.finished_at, t.unique_key, k.*), \
+         h AS (INSERT INTO {s}.task_history {HISTORY_INSERT_WITH_RUN} SELECT * FROM d), \
          a AS (SELECT id, state, fence FROM u UNION ALL SELECT id, state, fence FROM d), \
          r AS (INSERT INTO {s}.runs (task_id, attempt, timestamp, started_at, finished_at, \
            outcome, error, worker) \

@@ -59,12 +59,24 @@ impl std::fmt::Debug for SqliteStore {
     }
 }
 
+/// What one statement of a bulk cancel or retry does, for [`SqliteStore::steer_many`].
+#[derive(Clone, Copy)]
+enum Step {
+    /// Changes tasks; its rows count.
+    Changes,
+    /// Moves live tasks into the history as cancelled (`RETURNING handler, queue`); its rows
+    /// count, and are added to the counters (see `Added`).
+    Cancels,
+    /// Finishes what an earlier statement did to the same tasks; its rows do not count again.
+    Follows,
+}
+
 impl SqliteStore {
     /// Run a bulk cancel or retry's statements in one durable transaction; returns how many
     /// tasks changed: the rows the counting statements changed.
     async fn steer_many(
         &self,
-        statements: &'static [(&'static str, bool)],
+        statements: &'static [(&'static str, Step)],
         p: SteerMany<'_>,
     ) -> Result<u64, TaskError> {
         let states: Vec<String> = p.states.iter().map(|s| s.as_str().to_string()).collect();
@@ -75,25 +87,22 @@ impl SqliteStore {
             transaction(conn, |tx| {
                 let states = json_list(&states);
                 let mut changed = 0;
-                for (sql, counts) in statements {
+                for (sql, step) in statements {
                     let args = params![now, states, handler, queue, path, value];
-                    let n = if *sql == sql::CANCEL_MANY_MOVE {
-                        // Rows inserted into the history: counted here (see `Added`).
-                        let mut added = Added::default();
-                        let moved = returned_handler_queue(tx, sql, args)?;
-                        let n = moved.len();
-                        for (handler, queue) in moved {
-                            added.add(handler, queue, State::Cancelled);
+                    let n = match step {
+                        Step::Cancels => {
+                            let moved = returned_handler_queue(tx, sql, args)?;
+                            let n = moved.len();
+                            Added::moved(moved, State::Cancelled).write(tx)?;
+                            n
                         }
-                        added.write(tx)?;
-                        n
-                    } else {
-                        tx.prepare_cached(sql)
+                        Step::Changes | Step::Follows => tx
+                            .prepare_cached(sql)
                             .map_err(db_err)?
                             .execute(args)
-                            .map_err(db_err)?
+                            .map_err(db_err)?,
                     };
-                    if *counts {
+                    if !matches!(step, Step::Follows) {
                         changed += n as u64;
                     }
                 }
@@ -281,6 +290,15 @@ fn insert_run(conn: &Connection, f: &Finish) -> Result<(), TaskError> {
 struct Added(HashMap<(String, String, &'static str), i64>);
 
 impl Added {
+    /// The rows a statement moved into the history in `state`, by their handler and queue.
+    fn moved(moved: Vec<(String, String)>, state: State) -> Added {
+        let mut added = Added::default();
+        for (handler, queue) in moved {
+            added.add(handler, queue, state);
+        }
+        added
+    }
+
     fn add(&mut self, handler: String, queue: String, state: State) {
         *self.0.entry((handler, queue, state.as_str())).or_insert(0) += 1;
     }
@@ -605,7 +623,7 @@ impl Store for SqliteStore {
                     let mut added = Added::default();
                     for f in &batch {
                         // Only follow-up inserts can collide with a singleton; a finish without
-                        // them is one fenced UPDATE plus one run row and needs no savepoint.
+                        // them is one fenced write (and at most one run row): no savepoint.
                         if f.follow_ups.is_empty() {
                             out.push(apply_finish(tx, f, &mut added)?);
                             continue;
@@ -761,11 +779,7 @@ impl Store for SqliteStore {
                 let moved = returned_handler_queue(tx, sql::CANCEL_MOVE, params![now, key])?;
                 let mut n = moved.len();
                 if n == 1 {
-                    let mut added = Added::default();
-                    for (handler, queue) in moved {
-                        added.add(handler, queue, State::Cancelled);
-                    }
-                    added.write(tx)?;
+                    Added::moved(moved, State::Cancelled).write(tx)?;
                     tx.execute(sql::DELETE_LIVE, [key]).map_err(db_err)?;
                 } else {
                     n = tx
@@ -938,6 +952,10 @@ impl Store for SqliteStore {
 
     async fn task_vacuum(&self) -> Result<(), TaskError> {
         Ok(())
+    }
+
+    fn indexes_keep_freed_pages(&self) -> bool {
+        false
     }
 
     async fn task_reindex(&self) -> Result<(), TaskError> {
@@ -1227,20 +1245,20 @@ impl Store for SqliteStore {
     }
 
     async fn task_cancel_many(&self, p: SteerMany<'_>) -> Result<u64, TaskError> {
-        const CANCEL: &[(&str, bool)] = &[
-            (sql::CANCEL_MANY_MOVE, true),
-            (sql::CANCEL_MANY_DELETE, false),
-            (sql::CANCEL_MANY_DEAD, true),
+        const CANCEL: &[(&str, Step)] = &[
+            (sql::CANCEL_MANY_MOVE, Step::Cancels),
+            (sql::CANCEL_MANY_DELETE, Step::Follows),
+            (sql::CANCEL_MANY_DEAD, Step::Changes),
         ];
         self.steer_many(CANCEL, p).await
     }
 
     async fn task_retry_many(&self, p: SteerMany<'_>) -> Result<u64, TaskError> {
-        const RETRY: &[(&str, bool)] = &[
-            (sql::RETRY_MANY_LIVE, true),
-            (sql::RETRY_MANY_MOVE, true),
-            (sql::RETRY_MANY_UNFOLD, false),
-            (sql::RETRY_MANY_DELETE, false),
+        const RETRY: &[(&str, Step)] = &[
+            (sql::RETRY_MANY_LIVE, Step::Changes),
+            (sql::RETRY_MANY_MOVE, Step::Changes),
+            (sql::RETRY_MANY_UNFOLD, Step::Follows),
+            (sql::RETRY_MANY_DELETE, Step::Follows),
         ];
         let n = self.steer_many(RETRY, p).await?;
         if n > 0 {

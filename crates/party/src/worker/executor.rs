@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use jiff::SignedDuration;
 use serde_json::Value;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tracing::Instrument;
 
 use super::{Executed, Inner};
@@ -26,7 +26,7 @@ pub(super) async fn execute(
     inner: Arc<Inner>,
     task: ClaimedTask,
     (ahead, unrecorded): (OwnedSemaphorePermit, OwnedSemaphorePermit),
-    executors: Arc<Semaphore>,
+    (executors, started): (Arc<Semaphore>, Arc<Notify>),
     done: mpsc::UnboundedSender<Executed>,
     mut abort: watch::Receiver<bool>,
 ) {
@@ -36,6 +36,7 @@ pub(super) async fn execute(
         // Interrupted while waiting for an executor: release the task without starting it.
         _ = abort.wait_for(|a| *a) => None,
     };
+    started.notify_one();
     // The attempt starts now: after the claim has returned (and, claimed ahead, after an
     // executor came free), so the run history never shows it starting before the previous
     // attempt's result was written.

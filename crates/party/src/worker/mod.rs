@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
 use crate::clock::Clock;
 use crate::maintenance::{Maintenance, PruneConfig, Pruner, RescueConfig, Rescuer};
@@ -334,6 +334,8 @@ impl Worker {
         let unrecorded_places = unrecorded_places(&inner.config);
         let unrecorded = Arc::new(Semaphore::new(unrecorded_places));
         let executors = Arc::new(Semaphore::new(inner.config.concurrency));
+        // Told each time a claimed task takes an executor.
+        let started = Arc::new(Notify::new());
         if inner.config.queues.is_empty() {
             return Err(TaskError::invalid(
                 "a worker needs at least one queue to take tasks from, e.g. 'default'",
@@ -397,12 +399,17 @@ impl Worker {
                 let waiting = claimed_ahead.saturating_sub(running);
                 let batch_at = (concurrency.min(inner.config.claim_batch) / 2).max(1);
                 if free == 0 || (waiting > 0 && free < batch_at) {
+                    // Sleep until that changes: an attempt ends (one place more is free than
+                    // now) or a waiting task takes an executor. Waiting for a single free
+                    // place would return at once while one is free, and spin.
+                    let more = free as u32 + 1;
                     tokio::select! {
                         p = async {
-                            let a = ahead.acquire().await;
-                            let b = unrecorded.acquire().await;
+                            let a = ahead.acquire_many(more).await;
+                            let b = unrecorded.acquire_many(more).await;
                             (a, b)
                         } => drop(p),
+                        _ = started.notified(), if free > 0 => {}
                         _ = &mut shutdown => return Ok(()),
                     }
                     continue;
@@ -463,7 +470,7 @@ impl Worker {
                         inner.clone(),
                         task,
                         (permit, recording),
-                        executors.clone(),
+                        (executors.clone(), started.clone()),
                         done_tx.clone(),
                         abort_rx.clone(),
                     ));

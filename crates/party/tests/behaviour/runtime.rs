@@ -753,6 +753,91 @@ async fn prefetched_tasks_wait_for_an_executor_and_run_once_in_order(b: Backend)
     assert_eq!(ran, (0..30).collect::<Vec<_>>(), "each exactly once");
 }
 
+/// Says it started, then holds its executor until the test lets one attempt go.
+struct Gate {
+    started: mpsc::UnboundedSender<()>,
+    go: Arc<tokio::sync::Semaphore>,
+}
+
+impl Task for Gate {
+    const NAME: &'static str = "gate";
+
+    async fn run(&self, _ctx: &mut TaskContext) -> Result<(), TaskError> {
+        let _ = self.started.send(());
+        self.go.acquire().await.expect("open").forget();
+        Ok(())
+    }
+}
+
+/// The CPU time this thread has used, from `/proc/thread-self/stat` (user and system time,
+/// in the kernel's clock ticks of 10 ms).
+#[cfg(all(feature = "sqlite", target_os = "linux"))]
+fn thread_cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+    // The fields after the command's closing parenthesis; utime and stime are the 14th and
+    // 15th of the line, the 12th and 13th after it.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let ticks: u64 = rest
+        .split(' ')
+        .skip(11)
+        .take(2)
+        .map(|t| t.parse::<u64>().unwrap())
+        .sum();
+    Duration::from_millis(ticks * 10)
+}
+
+/// A worker whose executors are all busy, with tasks claimed ahead waiting for them and a
+/// few places free (fewer than it claims at once), waits for an attempt to end; it used to
+/// wake again at once, for as long as that lasted, and hold a core. The whole worker runs on
+/// this test's one thread, whose CPU time over a third of a second of waiting must stay small.
+#[cfg(all(feature = "sqlite", target_os = "linux"))]
+#[test]
+fn a_worker_waiting_for_its_executors_sleeps_instead_of_spinning() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (tx, mut started) = mpsc::unbounded_channel();
+        let go = Arc::new(tokio::sync::Semaphore::new(0));
+        let gate = Gate {
+            started: tx,
+            go: go.clone(),
+        };
+        let f = fixture(Backend::Sqlite, Registry::new().register(gate))
+            .await
+            .unwrap();
+        let tasks: Vec<_> = (0..8)
+            .map(|n| NewTask::new("gate").data(json!({ "n": n })))
+            .collect();
+        f.party.add_many(tasks).await.unwrap();
+        // Six claimed at once (two executors, four ahead), two left in the store.
+        let worker = f.party.worker(WorkerConfig {
+            concurrency: 2,
+            prefetch: 4,
+            ..Default::default()
+        });
+        let run = tokio::spawn(async move { worker.run_until_idle().await });
+        for _ in 0..2 {
+            started.recv().await.unwrap();
+        }
+        // One attempt ends and a task claimed ahead takes its executor: two running, three
+        // waiting, one place free, and the worker claims again only at three.
+        go.add_permits(1);
+        started.recv().await.unwrap();
+        let before = thread_cpu();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let used = thread_cpu() - before;
+        go.add_permits(100);
+        let report = run.await.unwrap().unwrap();
+        assert_eq!(report.succeeded, 8);
+        assert!(
+            used < Duration::from_millis(60),
+            "the worker used {used:?} of CPU in 300 ms of waiting for an attempt to end"
+        );
+    });
+}
+
 /// Fails when its data says so.
 struct Flaky;
 

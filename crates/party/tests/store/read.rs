@@ -43,6 +43,26 @@ async fn list_orders_by_due_time_then_id_and_filters(b: Backend) {
     // Claim one (running) so the state filter has something to tell apart.
     let running = h.claim_for(&["other"], &[], t0(), 1).await.remove(0);
     assert_eq!(running.id, b1.id);
+    // A running task keeps its place in a listing of every state, page by page too.
+    assert_eq!(
+        ids(list(ListFilter::default()).await),
+        vec![a.id, first, second, c.id]
+    );
+    let mut paged = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = list(ListFilter {
+            limit: Some(1),
+            cursor,
+            ..Default::default()
+        })
+        .await;
+        let Some(last) = page.last() else { break };
+        cursor = Some(last.cursor());
+        paged.extend(ids(page));
+        assert!(paged.len() <= 4, "pages never repeat a task");
+    }
+    assert_eq!(paged, vec![a.id, first, second, c.id]);
     assert_eq!(
         ids(list(ListFilter {
             state: Some(State::Scheduled),

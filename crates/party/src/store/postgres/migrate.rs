@@ -8,7 +8,7 @@ use crate::TaskError;
 use crate::store::SCHEMA_VERSION;
 
 /// Migrations by number; the `schema_version` table records which ran.
-pub(super) const MIGRATIONS: [&str; 7] = [
+pub(super) const MIGRATIONS: [&str; 8] = [
     include_str!("migrations/001_tasks.sql"),
     include_str!("migrations/002_liveness_leaders.sql"),
     include_str!("migrations/003_finished_index.sql"),
@@ -16,6 +16,7 @@ pub(super) const MIGRATIONS: [&str; 7] = [
     include_str!("migrations/005_unique_cancel.sql"),
     include_str!("migrations/006_queue_controls.sql"),
     include_str!("migrations/007_final_run.sql"),
+    include_str!("migrations/008_list_without_running.sql"),
 ];
 
 const _: () = assert!(MIGRATIONS.len() as i64 == SCHEMA_VERSION);

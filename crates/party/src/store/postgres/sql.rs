@@ -95,22 +95,41 @@ fn list_filters(state: &str) -> String {
     )
 }
 
-/// Live and finished tasks, each side walked in list order through its own index.
-fn sql_list(s: &str, state: &str) -> String {
+/// Live and finished tasks, each side walked in list order through its own index; with
+/// `by_state`, only those in the state $1. The live tasks' `(due_at, id)` index leaves out
+/// running ones (a claim then writes no entry into it: migration 8), so they are read apart,
+/// through the lease index, and sorted: there are only as many as the workers run at once.
+/// Each live part is skipped whole when $1 names a state it cannot hold (a condition on the
+/// parameter alone, which the plan checks once).
+fn sql_list(s: &str, by_state: bool) -> String {
+    let (state, not_running, running) = if by_state {
+        (
+            "state = $1::text",
+            "$1::text <> 'running'",
+            "$1::text = 'running'",
+        )
+    } else {
+        ("$1::text IS NULL", "true", "true")
+    };
     format!(
-        "SELECT * FROM ((SELECT {TASK_COLUMNS} FROM {s}.tasks {f}) \
+        "SELECT * FROM ((SELECT {TASK_COLUMNS} FROM {s}.tasks {waiting}) \
+         UNION ALL (SELECT {TASK_COLUMNS} FROM {s}.tasks {running}) \
          UNION ALL (SELECT {HISTORY_COLUMNS} FROM {s}.task_history {f})) l \
          ORDER BY due_at, id LIMIT $3",
+        waiting = list_filters(&format!("state <> 'running' AND {not_running} AND {state}")),
+        running = list_filters(&format!(
+            "lease_until IS NOT NULL AND state = 'running' AND {running} AND {state}"
+        )),
         f = list_filters(state)
     )
 }
 
 /// Where a listing's $3-th task is ([`crate::store::Store::task_list_reach`]): the listing's
 /// own statement, called with no data filter, its rows skipped to the $3-th.
-fn sql_reach(s: &str, state: &str) -> String {
+fn sql_reach(s: &str, by_state: bool) -> String {
     format!(
         "SELECT due_at, id FROM ({}) r ORDER BY due_at, id OFFSET $3 - 1 LIMIT 1",
-        sql_list(s, state)
+        sql_list(s, by_state)
     )
 }
 
@@ -603,7 +622,7 @@ impl Statements {
                    run_started_at, run_finished_at, run_outcome, run_error, run_worker \
                  FROM {s}.task_history WHERE id = $1 AND run_worker IS NOT NULL) r ORDER BY seq"
             ),
-            sql_list(s, "$1::text IS NULL"),
+            sql_list(s, false),
             sql_cancel(s),
             format!(
                 "UPDATE {s}.tasks SET state = 'scheduled', due_at = $1, ready = true, \
@@ -658,9 +677,9 @@ impl Statements {
                  WHERE t.state = 'running' AND t.cancel_requested"
             ),
             sql_count_many(s),
-            sql_list(s, "state = $1::text"),
-            sql_reach(s, "$1::text IS NULL"),
-            sql_reach(s, "state = $1::text"),
+            sql_list(s, true),
+            sql_reach(s, false),
+            sql_reach(s, true),
         ]
     }
 

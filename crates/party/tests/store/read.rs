@@ -120,6 +120,39 @@ async fn list_orders_by_due_time_then_id_and_filters(b: Backend) {
             ..h.get(b1.id).await
         }
     );
+    // Finished tasks of every state keep their places among the live ones, page by page too.
+    let dead = h.claim_for(&["noop"], &[], t0(), 1).await.remove(0);
+    assert_eq!(dead.id, a.id);
+    h.finish(finish(&dead, t0(), Next::Dead)).await;
+    h.store.task_cancel(c.id, t0()).await.unwrap();
+    let mut paged = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = list(ListFilter {
+            limit: Some(1),
+            cursor,
+            ..Default::default()
+        })
+        .await;
+        let Some(last) = page.last() else { break };
+        cursor = Some(last.cursor());
+        paged.push((last.id, last.state));
+        assert!(paged.len() <= 4, "pages never repeat a task");
+    }
+    let (b1_state, b2_state) = if first == b1.id {
+        (State::Done, State::Scheduled)
+    } else {
+        (State::Scheduled, State::Done)
+    };
+    assert_eq!(
+        paged,
+        vec![
+            (a.id, State::Dead),
+            (first, b1_state),
+            (second, b2_state),
+            (c.id, State::Cancelled)
+        ]
+    );
 }
 
 async fn list_returns_a_hundred_unless_told_otherwise(b: Backend) {

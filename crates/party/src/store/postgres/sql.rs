@@ -95,12 +95,18 @@ fn list_filters(state: &str) -> String {
     )
 }
 
-/// Live and finished tasks, each side walked in list order through its own index; with
-/// `by_state`, only those in the state $1. The live tasks' `(due_at, id)` index leaves out
-/// running ones (a claim then writes no entry into it: migration 8), so they are read apart,
-/// through the lease index, and sorted: there are only as many as the workers run at once.
-/// Each live part is skipped whole when $1 names a state it cannot hold (a condition on the
-/// parameter alone, which the plan checks once).
+/// Live and finished tasks, each part walked in list order through an index; with
+/// `by_state`, only those in the state $1. Two indexes leave tasks out so that the hot path
+/// writes fewer entries (migration 8), and the parts follow them:
+///
+/// - the live tasks' `(due_at, id)` index leaves out running ones (a claim then adds no entry
+///   to it), so they are read apart, through the lease index, and sorted: there are only as
+///   many as the workers run at once;
+/// - the history has no `(due_at, id)` index of its own (a finish adds one entry fewer), so a
+///   listing of every state reads each finished state's range of `(state, due_at, id)`.
+///
+/// The parts are merged in list order. A live part is skipped whole when $1 names a state it
+/// cannot hold (a condition on the parameter alone, which the plan checks once).
 fn sql_list(s: &str, by_state: bool) -> String {
     let (state, not_running, running) = if by_state {
         (
@@ -111,16 +117,26 @@ fn sql_list(s: &str, by_state: bool) -> String {
     } else {
         ("$1::text IS NULL", "true", "true")
     };
+    let finished: Vec<String> = if by_state {
+        vec![list_filters(state)]
+    } else {
+        ["done", "dead", "cancelled"]
+            .iter()
+            .map(|st| list_filters(&format!("state = '{st}' AND {state}")))
+            .collect()
+    };
+    let history: String = finished
+        .iter()
+        .map(|f| format!(" UNION ALL (SELECT {HISTORY_COLUMNS} FROM {s}.task_history {f})"))
+        .collect();
     format!(
         "SELECT * FROM ((SELECT {TASK_COLUMNS} FROM {s}.tasks {waiting}) \
-         UNION ALL (SELECT {TASK_COLUMNS} FROM {s}.tasks {running}) \
-         UNION ALL (SELECT {HISTORY_COLUMNS} FROM {s}.task_history {f})) l \
+         UNION ALL (SELECT {TASK_COLUMNS} FROM {s}.tasks {running}){history}) l \
          ORDER BY due_at, id LIMIT $3",
         waiting = list_filters(&format!("state <> 'running' AND {not_running} AND {state}")),
         running = list_filters(&format!(
             "lease_until IS NOT NULL AND state = 'running' AND {running} AND {state}"
         )),
-        f = list_filters(state)
     )
 }
 

@@ -18,7 +18,7 @@ pub(super) const MIGRATIONS: [&str; 8] = [
     include_str!("migrations/005_unique_cancel.sql"),
     include_str!("migrations/006_queue_controls.sql"),
     include_str!("migrations/007_final_run.sql"),
-    include_str!("migrations/008_list_without_running.sql"),
+    include_str!("migrations/008_fewer_index_entries.sql"),
 ];
 
 pub(super) fn migrate(conn: &Connection, path: &Path) -> Result<(), TaskError> {

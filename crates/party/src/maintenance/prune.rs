@@ -103,14 +103,20 @@ impl Pruner {
 
     /// One pass: remove batches of `batch` until less than a batch remains, or
     /// [`policy::PRUNE_ROUNDS`] batches ran (the rest waits for the next pass); then reclaim
-    /// the hot table's dead row versions ([`Store::task_vacuum`]), whatever the retention, and
-    /// rebuild its indexes when they are bloated ([`policy::hot_indexes_bloated`]).
+    /// the space of what it removed ([`Store::history_vacuum`]), the hot table's dead row
+    /// versions ([`Store::task_vacuum`]), whatever the retention, and rebuild the hot table's
+    /// indexes when they are bloated ([`policy::hot_indexes_bloated`]).
     ///
     /// # Errors
     /// [`TaskError::Store`] when the store fails; each batch is one transaction, so what the
     /// batches before it removed stays removed and nothing is half-removed.
     pub async fn run_once(&self) -> Result<PruneReport, TaskError> {
         let mut report = self.remove().await?;
+        // What the pass removed leaves room in the history and `runs` that only a vacuum
+        // makes reusable on PostgreSQL; a pass that removed nothing leaves none.
+        if report.tasks + report.runs > 0 {
+            self.store.history_vacuum().await?;
+        }
         self.store.task_vacuum().await?;
         if self.store.indexes_keep_freed_pages()
             && policy::hot_indexes_bloated(self.store.table_sizes().await?.live)

@@ -765,6 +765,15 @@ pub trait Store: Send + Sync + 'static {
     /// SQLite frees a b-tree's pages as rows leave it and does nothing here.
     async fn task_vacuum(&self) -> Result<(), TaskError>;
 
+    /// Make the space of the rows a prune removed from the history and `runs` reusable, after
+    /// a pass that removed some. PostgreSQL: `VACUUM (SKIP_LOCKED)` of both, so pruning keeps
+    /// them the size of what retention holds on any server: where autovacuum is off or behind,
+    /// every pruned row stayed as a dead version and its index entries, and each prune walked
+    /// past all those of the passes before (a million-task soak slowed to 0.44× of its first
+    /// tenth). A table autovacuum is working on is skipped, not waited for. SQLite puts the
+    /// pages rows leave on its free list, where the next inserts take them, and does nothing.
+    async fn history_vacuum(&self) -> Result<(), TaskError>;
+
     /// Rebuild the hot table's indexes, without stopping claims or finishes: when to is
     /// decided above the seam ([`crate::policy::hot_indexes_bloated`]). PostgreSQL: `REINDEX
     /// TABLE CONCURRENTLY` (writes go on while it builds the new indexes; it waits for

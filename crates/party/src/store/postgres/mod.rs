@@ -1060,6 +1060,15 @@ impl Store for PgStore {
             .map_err(db_err)
     }
 
+    async fn history_vacuum(&self) -> Result<(), TaskError> {
+        let conn = self.pool.get().await?;
+        let s = &self.pool.names.quoted;
+        conn.client
+            .batch_execute(&format!("VACUUM (SKIP_LOCKED) {s}.task_history, {s}.runs"))
+            .await
+            .map_err(db_err)
+    }
+
     fn indexes_keep_freed_pages(&self) -> bool {
         true
     }

@@ -954,6 +954,10 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn history_vacuum(&self) -> Result<(), TaskError> {
+        Ok(())
+    }
+
     fn indexes_keep_freed_pages(&self) -> bool {
         false
     }

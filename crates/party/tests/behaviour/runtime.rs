@@ -754,11 +754,13 @@ async fn prefetched_tasks_wait_for_an_executor_and_run_once_in_order(b: Backend)
 }
 
 /// Says it started, then holds its executor until the test lets one attempt go.
+#[cfg(all(feature = "sqlite", target_os = "linux"))]
 struct Gate {
     started: mpsc::UnboundedSender<()>,
     go: Arc<tokio::sync::Semaphore>,
 }
 
+#[cfg(all(feature = "sqlite", target_os = "linux"))]
 impl Task for Gate {
     const NAME: &'static str = "gate";
 

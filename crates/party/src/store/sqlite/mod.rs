@@ -69,6 +69,10 @@ enum Step {
     Cancels,
     /// Finishes what an earlier statement did to the same tasks; its rows do not count again.
     Follows,
+    /// Deletes from the history the rows an earlier statement moved back to the live tasks
+    /// (`RETURNING handler, queue, state`): its rows do not count again, and are taken from
+    /// the counters.
+    Removes,
 }
 
 impl SqliteStore {
@@ -96,13 +100,17 @@ impl SqliteStore {
                             Added::moved(moved, State::Cancelled).write(tx)?;
                             n
                         }
+                        Step::Removes => {
+                            Added::deleted(tx, sql, args)?.write(tx)?;
+                            0
+                        }
                         Step::Changes | Step::Follows => tx
                             .prepare_cached(sql)
                             .map_err(db_err)?
                             .execute(args)
                             .map_err(db_err)?,
                     };
-                    if !matches!(step, Step::Follows) {
+                    if !matches!(step, Step::Follows | Step::Removes) {
                         changed += n as u64;
                     }
                 }
@@ -282,10 +290,11 @@ fn insert_run(conn: &Connection, f: &Finish) -> Result<(), TaskError> {
     Ok(())
 }
 
-/// Finished tasks that entered the history, per handler, queue and state, to add to the
-/// counters `stats` reads (`task_counts`). On SQLite the statements that insert history rows
-/// count them (a trigger per inserted row cost a tenth of a worker's throughput, there being
-/// one writer); triggers count the rows deleted from it and its changes of state.
+/// Finished tasks that entered or left the history, per handler, queue and state, to add to
+/// (or take from) the counters `stats` reads (`task_counts`). On SQLite the statements that
+/// insert or delete history rows count them (a trigger per row cost a tenth of a worker's
+/// throughput on inserts and about as much of a prune, there being one writer); a trigger
+/// counts the history's changes of state.
 #[derive(Default)]
 struct Added(HashMap<(String, String, &'static str), i64>);
 
@@ -303,13 +312,42 @@ impl Added {
         *self.0.entry((handler, queue, state.as_str())).or_insert(0) += 1;
     }
 
+    /// A row a statement deleted from the history, in the state it had there.
+    fn remove(&mut self, handler: String, queue: String, state: &str) -> Result<(), TaskError> {
+        let state: State = state.parse().map_err(|_| {
+            TaskError::store(format!("a history row in the unknown state {state:?}"))
+        })?;
+        *self.0.entry((handler, queue, state.as_str())).or_insert(0) -= 1;
+        Ok(())
+    }
+
+    /// The rows a statement ending in `RETURNING handler, queue, state` deleted.
+    fn deleted(
+        conn: &Connection,
+        sql: &str,
+        args: impl rusqlite::Params,
+    ) -> Result<Added, TaskError> {
+        let rows: Vec<(String, String, String)> = conn
+            .prepare_cached(sql)
+            .map_err(db_err)?
+            .query_map(args, |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .map_err(db_err)?
+            .collect::<Result<_, _>>()
+            .map_err(db_err)?;
+        let mut removed = Added::default();
+        for (handler, queue, state) in rows {
+            removed.remove(handler, queue, &state)?;
+        }
+        Ok(removed)
+    }
+
     fn merge(&mut self, other: Added) {
         for (key, n) in other.0 {
             *self.0.entry(key).or_insert(0) += n;
         }
     }
 
-    /// Add the counts, in the transaction that inserted the rows.
+    /// Add the counts, in the transaction that inserted or deleted the rows.
     fn write(self, conn: &Connection) -> Result<(), TaskError> {
         let mut stmt = conn.prepare_cached(sql::COUNT_ADDED).map_err(db_err)?;
         for ((handler, queue, state), n) in self.0 {
@@ -451,6 +489,7 @@ fn conflict_or_missing(conn: &Connection, id: TaskId, op: Steer) -> TaskError {
 /// recurring tasks.
 fn prune(conn: &Connection, p: &PruneParams) -> Result<PruneCounts, TaskError> {
     let mut counts = PruneCounts::default();
+    let mut removed = Added::default();
     let kinds = [
         (sql::PRUNE_DONE, sql::PRUNE_DONE_COUNT, p.done_before),
         (sql::PRUNE_DEAD, sql::PRUNE_DEAD_COUNT, p.dead_before),
@@ -491,13 +530,14 @@ fn prune(conn: &Connection, p: &PruneParams) -> Result<PruneCounts, TaskError> {
             .map_err(db_err)?;
         for id in &ids {
             counts.task_runs += runs.execute([id]).map_err(db_err)? as u64;
-            let kept_run: Option<bool> = task
-                .query_row([id], |r| r.get(0))
+            let gone: Option<(bool, String, String, String)> = task
+                .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
                 .optional()
                 .map_err(db_err)?;
-            if let Some(kept_run) = kept_run {
+            if let Some((kept_run, handler, queue, state)) = gone {
                 counts.tasks += 1;
                 counts.task_runs += u64::from(kept_run);
+                removed.remove(handler, queue, &state)?;
             }
         }
     }
@@ -515,6 +555,7 @@ fn prune(conn: &Connection, p: &PruneParams) -> Result<PruneCounts, TaskError> {
                 .map_err(db_err)? as u64
         };
     }
+    removed.write(conn)?;
     Ok(counts)
 }
 
@@ -865,7 +906,7 @@ impl Store for SqliteStore {
                         return Err(conflict_or_missing(tx, id, Steer::Retry));
                     }
                     tx.execute(sql::UNFOLD_RUN, [key]).map_err(db_err)?;
-                    tx.execute(sql::DELETE_HISTORY, [key]).map_err(db_err)?;
+                    Added::deleted(tx, sql::DELETE_HISTORY, [key])?.write(tx)?;
                     get_task(tx, id, true)?.ok_or(TaskError::NotFound(id))
                 })
             })
@@ -1262,7 +1303,7 @@ impl Store for SqliteStore {
             (sql::RETRY_MANY_LIVE, Step::Changes),
             (sql::RETRY_MANY_MOVE, Step::Changes),
             (sql::RETRY_MANY_UNFOLD, Step::Follows),
-            (sql::RETRY_MANY_DELETE, Step::Follows),
+            (sql::RETRY_MANY_DELETE, Step::Removes),
         ];
         let n = self.steer_many(RETRY, p).await?;
         if n > 0 {

@@ -178,7 +178,8 @@ pub(super) const RETRY_MOVE: &str = concat!(
      FROM task_history WHERE id = ?2 AND state IN ('dead','cancelled')"
 );
 
-pub(super) const DELETE_HISTORY: &str = "DELETE FROM task_history WHERE id = ?1";
+pub(super) const DELETE_HISTORY: &str =
+    "DELETE FROM task_history WHERE id = ?1 RETURNING handler, queue, state";
 
 /// The columns of a run row, in insert order.
 macro_rules! run_insert {
@@ -410,13 +411,15 @@ pub(super) const RETRY_MANY_UNFOLD: &str = concat!(
     data_match!("?5", "?6")
 );
 
-/// The history rows [`RETRY_MANY_MOVE`] copied back: matching, and now live.
+/// The history rows [`RETRY_MANY_MOVE`] copied back: matching, and now live; returns what
+/// each was counted under.
 pub(super) const RETRY_MANY_DELETE: &str = concat!(
     "DELETE FROM task_history \
      WHERE state IN ('dead','cancelled') AND state IN (SELECT value FROM json_each(?2)) \
      AND (?3 IS NULL OR handler = ?3) AND (?4 IS NULL OR queue = ?4) \
      AND EXISTS (SELECT 1 FROM tasks t WHERE t.id = task_history.id) AND ?1 IS NOT NULL",
-    data_match!("?5", "?6")
+    data_match!("?5", "?6"),
+    " RETURNING handler, queue, state"
 );
 
 /// How many tasks a bulk cancel or retry would consider: matching live and finished tasks in
@@ -485,9 +488,10 @@ pub(super) const PRUNE_RECURRING_COUNT: &str = prune_count!(prune_recurring);
 
 pub(super) const PRUNE_DELETE_RUNS: &str = "DELETE FROM runs WHERE task_id = ?1";
 
-/// Returns whether the task kept its final run on its row (one more run removed).
-pub(super) const PRUNE_DELETE_TASK: &str =
-    "DELETE FROM task_history WHERE id = ?1 RETURNING run_worker IS NOT NULL";
+/// Returns whether the task kept its final run on its row (one more run removed), and the
+/// handler, queue and state it is counted under.
+pub(super) const PRUNE_DELETE_TASK: &str = "DELETE FROM task_history WHERE id = ?1 \
+    RETURNING run_worker IS NOT NULL, handler, queue, state";
 
 /// Run rows of live recurring tasks that finished before ?1.
 macro_rules! old_recurring_runs {

@@ -59,4 +59,9 @@ async fn the_sqlite_backend_opens_when_built_in() {
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
     }
+    // The store's threads, ending after it, never create the file again: its watcher of
+    // other processes' commits used to open the path with create, and when it started after
+    // the removal it left an empty file behind.
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert!(!path.exists(), "{} was created again", path.display());
 }

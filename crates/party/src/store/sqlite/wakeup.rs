@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use rusqlite::Connection;
+use rusqlite::{Connection, OpenFlags};
 use tokio::sync::Notify;
 
 /// How often the watcher asks SQLite whether another process committed.
@@ -11,13 +11,20 @@ pub(super) const WATCH_INTERVAL: Duration = Duration::from_millis(20);
 
 /// Wake this process's workers when another process commits to the file: `PRAGMA
 /// data_version` changes exactly then. It is a cheap read of a counter; the thread ends when
-/// the store is dropped.
+/// the store is dropped. It opens the file the store made and never creates one: a store
+/// dropped and its file removed before the thread got to open it left an empty file behind.
 pub(super) fn watch_other_processes(path: &Path, wakeups: std::sync::Weak<Notify>) {
     let path = path.to_path_buf();
     let _ = std::thread::Builder::new()
         .name("party-sqlite-watch".into())
         .spawn(move || {
-            let Ok(conn) = Connection::open(&path) else {
+            if wakeups.strong_count() == 0 {
+                return;
+            }
+            let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_URI
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+            let Ok(conn) = Connection::open_with_flags(&path, flags) else {
                 return;
             };
             let version = |c: &Connection| {

@@ -315,7 +315,10 @@ impl Added {
     /// A row a statement deleted from the history, in the state it had there.
     fn remove(&mut self, handler: String, queue: String, state: &str) -> Result<(), TaskError> {
         let state: State = state.parse().map_err(|_| {
-            TaskError::store(format!("a history row in the unknown state {state:?}"))
+            TaskError::store(format!(
+                "a finished task in the history has the state {state:?}, which party never \
+                 writes: another program changed the database; restore it from a backup"
+            ))
         })?;
         *self.0.entry((handler, queue, state.as_str())).or_insert(0) -= 1;
         Ok(())

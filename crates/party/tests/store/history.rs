@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use party::maintenance::{PruneConfig, Pruner};
-use party::store::{InsertTask, Next, PruneCounts, PruneParams, SteerMany};
+use party::store::{
+    CopyRead, CopyRows, CopyTable, InsertTask, Next, PruneCounts, PruneParams, SteerMany,
+};
 use party::{Clock, ListFilter, ManualClock, State, policy};
 
 use crate::harness::{Backend, Harness, failed, finish, on_every_backend, secs, t0, task};
@@ -132,6 +134,22 @@ async fn prune_removes_finished_tasks_past_their_cutoff_with_their_runs(b: Backe
     };
     let done_old = h.task_in(State::Done, "noop").await;
     let dead_old = h.task_in(State::Dead, "noop").await;
+    // Failed once, then done before the cutoff: its first attempt is a row of `runs`.
+    let retried_old = h.insert(vec![task("noop")]).await[0];
+    let c = h.claim_one("noop", t0()).await;
+    assert_eq!(c.id, retried_old);
+    h.finish(failed(
+        &c,
+        t0(),
+        "boom",
+        Next::Retry {
+            due_at: t0() + secs(1),
+        },
+    ))
+    .await;
+    let c = h.claim_one("noop", t0() + secs(1)).await;
+    h.finish(finish(&c, t0() + secs(2), Next::Done)).await;
+    assert_eq!(h.get(retried_old).await.runs.len(), 2);
     let live = h.insert(vec![task("noop")]).await[0];
     // Finished later: kept by the same cutoffs.
     let c = h.claim_one("noop", t0()).await;
@@ -156,8 +174,8 @@ async fn prune_removes_finished_tasks_past_their_cutoff_with_their_runs(b: Backe
         dry_run,
     };
     let expected = PruneCounts {
-        tasks: 2,
-        task_runs: 2,
+        tasks: 3,
+        task_runs: 4,
         recurring_runs: 0,
     };
     assert_eq!(h.store.task_prune(params(true)).await.unwrap(), expected);
@@ -165,6 +183,24 @@ async fn prune_removes_finished_tasks_past_their_cutoff_with_their_runs(b: Backe
     assert_eq!(h.store.task_prune(params(false)).await.unwrap(), expected);
     assert_eq!(h.store.task_get(done_old).await.unwrap(), None);
     assert_eq!(h.store.task_get(dead_old).await.unwrap(), None);
+    assert_eq!(h.store.task_get(retried_old).await.unwrap(), None);
+    let CopyRows::Runs(runs) = h
+        .store
+        .copy_read(CopyRead {
+            table: CopyTable::Runs,
+            after: None,
+            limit: 100,
+        })
+        .await
+        .unwrap()
+    else {
+        panic!("run rows read as another table");
+    };
+    assert_eq!(
+        runs.iter().map(|r| r.task_id).collect::<Vec<_>>(),
+        vec![live],
+        "only the kept task's failed attempt is left in `runs`"
+    );
     let kept = h.get(live).await;
     assert_eq!(kept.state, State::Done);
     assert_eq!(

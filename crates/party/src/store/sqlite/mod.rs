@@ -502,7 +502,7 @@ fn prune(conn: &Connection, p: &PruneParams) -> Result<PruneCounts, TaskError> {
             p.recurring_before,
         ),
     ];
-    for (select, count, before) in kinds {
+    for (delete, count, before) in kinds {
         let room = u64::from(p.limit).saturating_sub(counts.tasks);
         let Some(before) = before.filter(|_| room > 0) else {
             continue;
@@ -518,30 +518,35 @@ fn prune(conn: &Connection, p: &PruneParams) -> Result<PruneCounts, TaskError> {
             counts.task_runs += runs;
             continue;
         }
-        let ids = conn
-            .prepare_cached(select)
+        // One statement removes the batch; only the rows that may have earlier attempts in
+        // `runs` cost a lookup there.
+        type Removed = (Vec<u8>, bool, bool, String, String, String);
+        let gone = conn
+            .prepare_cached(delete)
             .map_err(db_err)?
-            .query_map(args, |r| r.get::<_, Vec<u8>>(0))
+            .query_map(args, |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ))
+            })
             .map_err(db_err)?
-            .collect::<Result<Vec<_>, _>>()
+            .collect::<Result<Vec<Removed>, _>>()
             .map_err(db_err)?;
         let mut runs = conn
             .prepare_cached(sql::PRUNE_DELETE_RUNS)
             .map_err(db_err)?;
-        let mut task = conn
-            .prepare_cached(sql::PRUNE_DELETE_TASK)
-            .map_err(db_err)?;
-        for id in &ids {
-            counts.task_runs += runs.execute([id]).map_err(db_err)? as u64;
-            let gone: Option<(bool, String, String, String)> = task
-                .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
-                .optional()
-                .map_err(db_err)?;
-            if let Some((kept_run, handler, queue, state)) = gone {
-                counts.tasks += 1;
-                counts.task_runs += u64::from(kept_run);
-                removed.remove(handler, queue, &state)?;
+        for (id, kept_run, may_have_runs, handler, queue, state) in gone {
+            if may_have_runs {
+                counts.task_runs += runs.execute([&id]).map_err(db_err)? as u64;
             }
+            counts.tasks += 1;
+            counts.task_runs += u64::from(kept_run);
+            removed.remove(handler, queue, &state)?;
         }
     }
     if let Some(before) = p.recurring_before {

@@ -479,19 +479,31 @@ macro_rules! prune_count {
     };
 }
 
-pub(super) const PRUNE_DONE: &str = prune_done!();
-pub(super) const PRUNE_DEAD: &str = prune_dead!();
-pub(super) const PRUNE_RECURRING: &str = prune_recurring!();
+/// A kind's candidates removed from the history in one statement (`?1` cutoff, `?2` limit).
+/// Each removed row says whether it kept its final run on itself (one more run removed),
+/// whether run rows of it may be in `runs` (a one-off task whose only attempt is on its row
+/// has none: every earlier attempt is a run row, and each attempt is counted in `attempts`),
+/// and the handler, queue and state it is counted under.
+macro_rules! prune_delete {
+    ($kind:ident) => {
+        concat!(
+            "DELETE FROM task_history WHERE id IN (",
+            $kind!(),
+            ") RETURNING id, run_worker IS NOT NULL, \
+             is_recurring OR attempts > 1 OR run_worker IS NULL, handler, queue, state"
+        )
+    };
+}
+
+pub(super) const PRUNE_DONE: &str = prune_delete!(prune_done);
+pub(super) const PRUNE_DEAD: &str = prune_delete!(prune_dead);
+pub(super) const PRUNE_RECURRING: &str = prune_delete!(prune_recurring);
 pub(super) const PRUNE_DONE_COUNT: &str = prune_count!(prune_done);
 pub(super) const PRUNE_DEAD_COUNT: &str = prune_count!(prune_dead);
 pub(super) const PRUNE_RECURRING_COUNT: &str = prune_count!(prune_recurring);
 
+/// The run rows of one removed task.
 pub(super) const PRUNE_DELETE_RUNS: &str = "DELETE FROM runs WHERE task_id = ?1";
-
-/// Returns whether the task kept its final run on its row (one more run removed), and the
-/// handler, queue and state it is counted under.
-pub(super) const PRUNE_DELETE_TASK: &str = "DELETE FROM task_history WHERE id = ?1 \
-    RETURNING run_worker IS NOT NULL, handler, queue, state";
 
 /// Run rows of live recurring tasks that finished before ?1.
 macro_rules! old_recurring_runs {

@@ -1218,9 +1218,13 @@ impl Store for PgStore {
         } else {
             sql::sql_prune(s)
         };
-        let conn = self.pool.get().await?;
-        let row = conn
-            .client
+        let mut conn = self.pool.get().await?;
+        let Conn { client, st } = &mut *conn;
+        let tx = client.transaction().await.map_err(db_err)?;
+        tx.batch_execute(sql::PRUNE_BY_FINISHED_INDEX)
+            .await
+            .map_err(db_err)?;
+        let row = tx
             .query_one(
                 &query,
                 &[
@@ -1232,11 +1236,9 @@ impl Store for PgStore {
             )
             .await
             .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
         if !p.dry_run {
-            conn.client
-                .execute(&conn.st.fold_counts, &[])
-                .await
-                .map_err(db_err)?;
+            client.execute(&st.fold_counts, &[]).await.map_err(db_err)?;
         }
         Ok(PruneCounts {
             tasks: count_at(&row, 0),
@@ -1459,4 +1461,136 @@ fn list_params(f: &ListFilter) -> [Box<dyn ToSql + Send + Sync>; 11] {
 /// Owned parameters as the client takes them.
 fn param_refs(params: &[Box<dyn ToSql + Send + Sync>]) -> Vec<&(dyn ToSql + Sync)> {
     params.iter().map(|p| &**p as &(dyn ToSql + Sync)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The test database, or `None` with a printed line (a failure under `CI=true`).
+    fn test_url() -> Option<String> {
+        match std::env::var("PARTY_TEST_DATABASE_URL") {
+            Ok(url) if !url.trim().is_empty() => Some(url.trim().to_string()),
+            _ => {
+                assert_ne!(
+                    std::env::var("CI").as_deref(),
+                    Ok("true"),
+                    "CI=true but PARTY_TEST_DATABASE_URL is not set"
+                );
+                println!("skipped: set PARTY_TEST_DATABASE_URL=postgres://... to run it");
+                None
+            }
+        }
+    }
+
+    /// A `json` value's text.
+    struct JsonText(String);
+
+    impl<'a> tokio_postgres::types::FromSql<'a> for JsonText {
+        fn from_sql(
+            _: &tokio_postgres::types::Type,
+            raw: &'a [u8],
+        ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+            Ok(JsonText(String::from_utf8(raw.to_vec())?))
+        }
+
+        fn accepts(ty: &tokio_postgres::types::Type) -> bool {
+            *ty == tokio_postgres::types::Type::JSON
+        }
+    }
+
+    /// The plan nodes that read `task_history`, as `(node type, index name)`.
+    fn history_reads(plan: &serde_json::Value, out: &mut Vec<(String, String)>) {
+        let text = |key: &str| plan.get(key).and_then(|v| v.as_str()).unwrap_or_default();
+        if text("Relation Name") == "task_history" || text("Node Type") == "Sort" {
+            out.push((
+                text("Node Type").to_string(),
+                text("Index Name").to_string(),
+            ));
+        }
+        for child in plan
+            .get("Plans")
+            .and_then(|p| p.as_array())
+            .into_iter()
+            .flatten()
+        {
+            history_reads(child, out);
+        }
+    }
+
+    #[test]
+    fn a_prune_batch_reads_the_finished_index_in_order_on_a_history_never_analyzed() {
+        let Some(url) = test_url() else { return };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let schema = format!("party_plan_{}", std::process::id());
+            let store = PgStore::connect_with(
+                &url,
+                PgOptions {
+                    schema: schema.clone(),
+                    ..PgOptions::default()
+                },
+            )
+            .await
+            .unwrap();
+            let s = store.pool.names.quoted.clone();
+            let mut conn = store.pool.get().await.unwrap();
+            // 20,000 done tasks finished a day ago, written as a burst: no statistics yet.
+            conn.client
+                .batch_execute(&format!(
+                    "INSERT INTO {s}.task_history (id, handler, data, timestamp, due_at, \
+                       attempts, max_attempts, is_recurring, state, queue, priority, fence, \
+                       created_at, finished_at) \
+                     SELECT decode(lpad(to_hex(i), 24, '0'), 'hex'), 'noop', '{{}}', t, t, 1, \
+                       3, false, 'done', 'default', 0, 1, t, t + interval '1 second' \
+                     FROM generate_series(1, 20000) i, \
+                       LATERAL (SELECT now() - interval '1 day' + i * interval '1 ms' AS t) x"
+                ))
+                .await
+                .unwrap();
+            let Conn { client, .. } = &mut *conn;
+            let tx = client.transaction().await.unwrap();
+            tx.batch_execute(sql::PRUNE_BY_FINISHED_INDEX)
+                .await
+                .unwrap();
+            let cutoff = PgTime::of(Timestamp::now());
+            let row = tx
+                .query_one(
+                    &format!("EXPLAIN (FORMAT JSON) {}", sql::sql_prune(&s)),
+                    &[&Some(cutoff), &Some(cutoff), &Some(cutoff), &1000_i64],
+                )
+                .await
+                .unwrap();
+            tx.rollback().await.unwrap();
+            let plan: serde_json::Value =
+                serde_json::from_str(&row.get::<_, JsonText>(0).0).unwrap();
+            let mut reads = Vec::new();
+            history_reads(&plan[0]["Plan"], &mut reads);
+            conn.client
+                .batch_execute(&format!("DROP SCHEMA {s} CASCADE"))
+                .await
+                .unwrap();
+            drop(conn);
+            drop(store);
+            // Each state's candidates: an ordered range of the finished index, then the
+            // delete by row place. No sort, no scan of every finished task.
+            assert!(
+                reads.iter().all(|(node, index)| node == "ModifyTable"
+                    || node == "Tid Scan"
+                    || (node == "Index Scan" && index == "history_finished")),
+                "{reads:?}"
+            );
+            assert_eq!(
+                reads
+                    .iter()
+                    .filter(|(_, i)| i == "history_finished")
+                    .count(),
+                6,
+                "{reads:?}"
+            );
+        });
+    }
 }

@@ -511,12 +511,21 @@ fn prune_candidates(s: &str) -> String {
     ]
     .map(|(recurring, state, before)| {
         format!(
-            "(SELECT id FROM {s}.task_history WHERE {recurring} AND state = '{state}' \
+            "(SELECT id, ctid FROM {s}.task_history WHERE {recurring} AND state = '{state}' \
              AND finished_at < {before} ORDER BY finished_at LIMIT $4)"
         )
     });
     format!("candidates AS ({} LIMIT $4)", branches.join(" UNION ALL "))
 }
+
+/// Sent before a prune batch, in its transaction: the candidates are read only through the
+/// history's finished index, in its order, whatever the table's statistics say. A history
+/// that was never analyzed (a server with autovacuum off, or a burst autovacuum has not
+/// reached yet) otherwise plans each batch as a scan of every finished task of the state and
+/// a sort: 40 ms a batch of 1,000 at 100,000 finished tasks instead of 4, and growing with
+/// the history.
+pub(super) const PRUNE_BY_FINISHED_INDEX: &str = "SET LOCAL enable_seqscan = off; \
+    SET LOCAL enable_bitmapscan = off; SET LOCAL enable_sort = off";
 
 /// Run rows of live recurring tasks that finished before $3, at most $4.
 fn prune_old_runs(s: &str, column: &str) -> String {
@@ -536,20 +545,25 @@ pub(super) fn sql_fold_counts(s: &str) -> String {
     )
 }
 
-/// One prune batch in one statement: the candidates are deleted only while still past their
-/// cutoff (a task retried meanwhile has left the history), then their runs, then old runs of
-/// live recurring tasks (by `ctid`: run rows are never updated). Returns the three counts.
+/// One prune batch in one statement: the candidates are deleted by their row's place (read
+/// in the same snapshot) only while still past their cutoff (a task retried meanwhile has
+/// left the history), then their runs, then old runs of live recurring tasks (by `ctid`: run
+/// rows are never updated). Only tasks that can have earlier attempts in `runs` are looked
+/// up there: a one-off task whose only attempt is on its history row has none (every
+/// attempt is counted in `attempts`, and all but the last are run rows). Returns the three
+/// counts.
 pub(super) fn sql_prune(s: &str) -> String {
     format!(
         "WITH {candidates}, \
          gone AS (DELETE FROM {s}.task_history t \
-           WHERE t.id = ANY(ARRAY(SELECT id FROM candidates)) \
+           WHERE t.ctid = ANY(ARRAY(SELECT ctid FROM candidates)) \
            AND CASE WHEN t.is_recurring THEN t.finished_at < $3 \
                     WHEN t.state = 'done' THEN t.finished_at < $1 \
                     ELSE t.finished_at < $2 END \
-           RETURNING t.id, t.run_worker IS NOT NULL AS kept_run), \
-         gone_runs AS (DELETE FROM {s}.runs WHERE task_id = ANY(ARRAY(SELECT id FROM gone)) \
-           RETURNING 1), \
+           RETURNING t.id, t.run_worker IS NOT NULL AS kept_run, \
+             t.is_recurring OR t.attempts > 1 OR t.run_worker IS NULL AS may_have_runs), \
+         gone_runs AS (DELETE FROM {s}.runs \
+           WHERE task_id = ANY(ARRAY(SELECT id FROM gone WHERE may_have_runs)) RETURNING 1), \
          old AS (DELETE FROM {s}.runs WHERE ctid = ANY(ARRAY({old})) RETURNING 1) \
          SELECT (SELECT count(*) FROM gone), \
            (SELECT count(*) FROM gone_runs) + (SELECT count(*) FROM gone WHERE kept_run), \

@@ -1499,14 +1499,13 @@ mod tests {
         }
     }
 
-    /// The plan nodes that ran and read `task_history` or sorted, as `(node type, index
-    /// name)`.
-    fn history_reads(plan: &serde_json::Value, out: &mut Vec<(String, String)>) {
+    /// The plan nodes that ran and read `relation` or sorted, as `(node type, index name)`.
+    fn scans(relation: &str, plan: &serde_json::Value, out: &mut Vec<(String, String)>) {
         if plan.get("Actual Loops").and_then(|v| v.as_u64()) == Some(0) {
             return;
         }
         let text = |key: &str| plan.get(key).and_then(|v| v.as_str()).unwrap_or_default();
-        if text("Relation Name") == "task_history" || text("Node Type") == "Sort" {
+        if text("Relation Name") == relation || text("Node Type") == "Sort" {
             out.push((
                 text("Node Type").to_string(),
                 text("Index Name").to_string(),
@@ -1518,7 +1517,7 @@ mod tests {
             .into_iter()
             .flatten()
         {
-            history_reads(child, out);
+            scans(relation, child, out);
         }
     }
 
@@ -1542,7 +1541,23 @@ mod tests {
             .unwrap();
             let s = store.pool.names.quoted.clone();
             let mut conn = store.pool.get().await.unwrap();
-            // 20,000 done tasks finished a day ago, written as a burst: no statistics yet.
+            // 20,000 tasks waiting for tomorrow in the hot table, each with a failed attempt,
+            // and 20,000 done tasks finished a day ago, written as a burst: no statistics yet.
+            conn.client
+                .batch_execute(&format!(
+                    "INSERT INTO {s}.tasks (id, handler, data, timestamp, due_at, ready, \
+                       attempts, max_attempts, is_recurring, state, queue, priority, fence, \
+                       created_at, updated_at) \
+                     SELECT decode(lpad(to_hex(i + 100000), 24, '0'), 'hex'), 'noop', '{{}}', \
+                       now(), now() + interval '1 day', false, 0, 3, false, 'scheduled', \
+                       'default', 0, 0, now(), now() \
+                     FROM generate_series(1, 20000) i; \
+                     INSERT INTO {s}.runs (task_id, attempt, timestamp, started_at, \
+                       finished_at, outcome, error, worker) \
+                     SELECT id, 1, now(), now(), now(), 'failed', 'boom', 'w' FROM {s}.tasks"
+                ))
+                .await
+                .unwrap();
             conn.client
                 .batch_execute(&format!(
                     "INSERT INTO {s}.task_history (id, handler, data, timestamp, due_at, \
@@ -1586,7 +1601,16 @@ mod tests {
                 let plan: serde_json::Value =
                     serde_json::from_str(&row.get::<_, JsonText>(0).0).unwrap();
                 let mut reads = Vec::new();
-                history_reads(&plan[0]["Plan"], &mut reads);
+                scans("task_history", &plan[0]["Plan"], &mut reads);
+                // Old runs of live recurring tasks: the live recurring tasks through the
+                // singleton index, never the whole hot table.
+                let mut live = Vec::new();
+                scans("tasks", &plan[0]["Plan"], &mut live);
+                assert!(
+                    live.iter().all(|(node, index)| node == "Sort"
+                        || (node == "Index Scan" && index == "tasks_singleton")),
+                    "{cutoffs:?}: {live:?}"
+                );
                 // Each state's candidates: an ordered range of the finished index, then the
                 // delete by row place. No sort, no scan of every finished task.
                 assert!(

@@ -529,11 +529,14 @@ fn prune_candidates(s: &str) -> String {
 pub(super) const PRUNE_BY_FINISHED_INDEX: &str = "SET LOCAL enable_seqscan = off; \
     SET LOCAL enable_bitmapscan = off; SET LOCAL enable_sort = off; SET LOCAL jit = off";
 
-/// Run rows of live recurring tasks that finished before $3, at most $4.
+/// Run rows of live recurring tasks that finished before $3, at most $4. The live recurring
+/// tasks are found through the singleton index, whose condition this repeats (every row of
+/// the hot table is live): a plain `is_recurring` read the whole hot table for each batch,
+/// 30 ms at 200,000 waiting tasks.
 fn prune_old_runs(s: &str, column: &str) -> String {
     format!(
         "SELECT r.{column} FROM {s}.runs r JOIN {s}.tasks t ON t.id = r.task_id \
-         WHERE r.finished_at < $3 AND t.is_recurring LIMIT $4"
+         WHERE r.finished_at < $3 AND t.is_recurring AND t.state IN {LIVE} LIMIT $4"
     )
 }
 

@@ -761,8 +761,10 @@ pub trait Store: Send + Sync + 'static {
     /// Make the space of dead row versions in the hot table reusable, so it stays the size of
     /// the live tasks however many pass through it. PostgreSQL: `VACUUM` of the hot table
     /// (claims, finishes and moves to the history leave a dead version per change, which
-    /// autovacuum, waking once a minute and throttled, reaches too late under a steady flow).
-    /// SQLite frees a b-tree's pages as rows leave it and does nothing here.
+    /// autovacuum, waking once a minute and throttled, reaches too late under a steady flow)
+    /// and of the finished-task counters (every finish appends a delta that the next fold
+    /// deletes; `stats` reads them all). SQLite frees a b-tree's pages as rows leave it and
+    /// does nothing here.
     async fn task_vacuum(&self) -> Result<(), TaskError>;
 
     /// Make the space of the rows a prune removed from the history and `runs` reusable, after

@@ -1054,8 +1054,9 @@ impl Store for PgStore {
 
     async fn task_vacuum(&self) -> Result<(), TaskError> {
         let conn = self.pool.get().await?;
+        let s = &self.pool.names.quoted;
         conn.client
-            .batch_execute(&format!("VACUUM {}.tasks", self.pool.names.quoted))
+            .batch_execute(&format!("VACUUM {s}.tasks, {s}.task_counts"))
             .await
             .map_err(db_err)
     }

@@ -1,7 +1,7 @@
 //! The reads: `task_get`, `task_list` (filters, order, limit), `task_next_due` and `stats`.
 
 use party::store::{InsertTask, Next, StatsParams, StoreStats};
-use party::{ListFilter, State, TaskId};
+use party::{ListFilter, State, TaskId, TaskInfo};
 
 use crate::harness::{Backend, Harness, failed, finish, on_every_backend, secs, t0, task, task_at};
 
@@ -16,16 +16,16 @@ async fn get_answers_none_for_an_unknown_id(b: Backend) {
     );
 }
 
-/// Every task of a listing of every state, read one page of one task at a time after the
-/// cursor of the last: its id and state.
-async fn one_page_each(h: &Harness) -> Vec<(TaskId, State)> {
+/// Every task of a listing of every state, read `limit` tasks a page, each page after the
+/// cursor of the last one; a task seen more than `most` times over is a page repeating one.
+async fn page_through(h: &Harness, limit: u32, most: usize) -> Vec<TaskInfo> {
     let mut paged = Vec::new();
     let mut cursor = None;
     loop {
         let page = h
             .store
             .task_list(&ListFilter {
-                limit: Some(1),
+                limit: Some(limit),
                 cursor,
                 ..Default::default()
             })
@@ -33,10 +33,17 @@ async fn one_page_each(h: &Harness) -> Vec<(TaskId, State)> {
             .unwrap();
         let Some(last) = page.last() else { break };
         cursor = Some(last.cursor());
-        paged.push((last.id, last.state));
-        assert!(paged.len() <= 100, "pages never repeat a task");
+        paged.extend(page);
+        assert!(paged.len() <= most, "pages never repeat a task");
     }
     paged
+}
+
+/// Every task of a listing of every state, read one page of one task at a time: its id and
+/// state.
+async fn one_page_each(h: &Harness) -> Vec<(TaskId, State)> {
+    let paged = page_through(h, 1, 100).await;
+    paged.into_iter().map(|t| (t.id, t.state)).collect()
 }
 
 async fn list_orders_by_due_time_then_id_and_filters(b: Backend) {
@@ -191,25 +198,8 @@ async fn list_pages_after_a_cursor_and_filters_by_queue(b: Backend) {
     let all = h.store.task_list(&ListFilter::default()).await.unwrap();
     assert_eq!(all.len(), 7);
     // Page through three at a time: every task exactly once, in the listing's order.
-    let mut paged = Vec::new();
-    let mut cursor = None;
-    loop {
-        let page = h
-            .store
-            .task_list(&ListFilter {
-                limit: Some(3),
-                cursor,
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        let Some(last) = page.last() else { break };
-        cursor = Some(last.cursor());
-        paged.extend(page.iter().map(|t| t.id));
-        assert!(paged.len() <= 7, "pages never repeat a task");
-    }
-    let ids = |v: &[party::TaskInfo]| v.iter().map(|t| t.id).collect::<Vec<_>>();
-    assert_eq!(paged, ids(&all));
+    let ids = |v: &[TaskInfo]| v.iter().map(|t| t.id).collect::<Vec<_>>();
+    assert_eq!(ids(&page_through(&h, 3, 7).await), ids(&all));
     // A cursor in the middle of equal due times continues with the next id.
     let after_second = h
         .store

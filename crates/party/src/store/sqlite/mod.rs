@@ -389,34 +389,56 @@ fn apply_finish(
                 Next::Dead => State::Dead,
                 _ => State::Cancelled,
             };
-            // The attempt that ended it stays on the history row instead of in `runs`.
-            let ran = f.ran;
             let moved = conn
-                .prepare_cached(sql::FINISH_MOVE)
+                .prepare_cached(sql::FINISH_READ)
                 .map_err(db_err)?
                 .query_row(
                     params![
-                        state.as_str(),
-                        f.error,
-                        now,
                         id_key(&f.id),
                         f.fence,
                         f.expired_before.map(to_micros),
-                        ran.then_some(f.attempt),
-                        ran.then(|| to_micros(f.timestamp)),
-                        ran.then(|| to_micros(f.started_at)),
-                        ran.then_some(now),
-                        ran.then(|| f.outcome.as_str()),
-                        f.error.as_ref().filter(|_| ran),
-                        ran.then_some(&f.worker),
+                        f.error
                     ],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
+                    |r| {
+                        let row = (0..sql::FINISH_READ_COLUMNS)
+                            .map(|i| r.get::<_, rusqlite::types::Value>(i))
+                            .collect::<rusqlite::Result<Vec<_>>>()?;
+                        Ok((row, r.get::<_, String>(1)?, r.get::<_, String>(10)?))
+                    },
                 )
                 .optional()
                 .map_err(db_err)?;
-            let Some((handler, queue)) = moved else {
+            let Some((row, handler, queue)) = moved else {
                 return Ok(FinishResult::Stale);
             };
+            // The attempt that ended it stays on the history row instead of in `runs`.
+            let ran = f.ran;
+            let attempt = (
+                ran.then_some(f.attempt),
+                ran.then(|| to_micros(f.timestamp)),
+                ran.then(|| to_micros(f.started_at)),
+                ran.then_some(now),
+                ran.then(|| f.outcome.as_str()),
+                f.error.as_ref().filter(|_| ran),
+                ran.then_some(&f.worker),
+            );
+            let mut args: Vec<&dyn rusqlite::ToSql> = row.iter().map(|v| v as _).collect();
+            let state_name = state.as_str();
+            args.extend([
+                &state_name as &dyn rusqlite::ToSql,
+                &now,
+                &attempt.0,
+                &attempt.1,
+                &attempt.2,
+                &attempt.3,
+                &attempt.4,
+                &attempt.5,
+                &attempt.6,
+            ]);
+            conn.prepare_cached(sql::FINISH_INSERT)
+                .map_err(db_err)?
+                .execute(&*args)
+                .map_err(db_err)?;
             added.add(handler, queue, state);
             conn.prepare_cached(sql::DELETE_LIVE)
                 .map_err(db_err)?

@@ -126,20 +126,30 @@ macro_rules! history_insert {
     };
 }
 
-/// A claimed task that finished for good (done, dead or cancelled) moves to the history,
-/// fenced, keeping the attempt that ended it in its `run_*` columns (all NULL when no attempt
-/// ran): ?1 state, ?2 error, ?3 now, ?4 id, ?5 fence, ?6 rescue cutoff, ?7 attempt, ?8 the
-/// attempt's occurrence, ?9 its start, ?10 its end, ?11 outcome, ?12 its error, ?13 worker.
-pub(super) const FINISH_MOVE: &str = concat!(
-    "INSERT INTO task_history (id, handler, data, timestamp, due_at, last_run_on, attempts, \
-     max_attempts, is_recurring, rule, state, queue, priority, last_error, fence, created_at, \
-     finished_at, unique_key, run_attempt, run_timestamp, run_started_at, run_finished_at, \
-     run_outcome, run_error, run_worker) ",
-    "SELECT id, handler, data, timestamp, due_at, last_run_on, attempts, max_attempts, \
-     is_recurring, rule, ?1, queue, priority, COALESCE(?2, last_error), fence, created_at, ?3, \
-     unique_key, ?7, ?8, ?9, ?10, ?11, ?12, ?13 FROM tasks WHERE id = ?4 AND fence = ?5 \
-     AND state = 'running' AND (?6 IS NULL OR lease_until < ?6) RETURNING handler, queue"
-);
+/// A claimed task that finished for good (done, dead or cancelled) moves to the history in
+/// three statements: this read, fenced (?1 id, ?2 fence, ?3 rescue cutoff; ?4 the finish's
+/// error, kept over the task's last one), then [`FINISH_INSERT`] with the values it read, then
+/// [`DELETE_LIVE`]. Not one `INSERT ... SELECT ... RETURNING`: SQLite gives a statement that
+/// inserts from a query, or returns rows, a statement journal and a scratch table of its own,
+/// and for a one-row move those took more than half the statement's time (a profile of a
+/// drain put the move at half the writer thread's samples).
+pub(super) const FINISH_READ: &str = "SELECT id, handler, data, timestamp, due_at, last_run_on, \
+    attempts, max_attempts, is_recurring, rule, queue, priority, fence, created_at, unique_key, \
+    COALESCE(?4, last_error) FROM tasks WHERE id = ?1 AND fence = ?2 AND state = 'running' \
+    AND (?3 IS NULL OR lease_until < ?3)";
+
+/// The number of values [`FINISH_READ`] reads; [`FINISH_INSERT`] takes them as `?1..?16`.
+pub(super) const FINISH_READ_COLUMNS: usize = 16;
+
+/// The history row of a task that finished for good: ?1..?16 what [`FINISH_READ`] read, ?17
+/// state, ?18 now, then the attempt that ended it (all NULL when no attempt ran): ?19 attempt,
+/// ?20 its occurrence, ?21 its start, ?22 its end, ?23 outcome, ?24 its error, ?25 worker.
+pub(super) const FINISH_INSERT: &str = "INSERT INTO task_history (id, handler, data, timestamp, \
+    due_at, last_run_on, attempts, max_attempts, is_recurring, rule, queue, priority, fence, \
+    created_at, unique_key, last_error, state, finished_at, run_attempt, run_timestamp, \
+    run_started_at, run_finished_at, run_outcome, run_error, run_worker) VALUES (?1, ?2, ?3, ?4, \
+    ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, \
+    ?24, ?25)";
 
 pub(super) const DELETE_LIVE: &str = "DELETE FROM tasks WHERE id = ?1";
 
@@ -189,7 +199,7 @@ macro_rules! run_insert {
     };
 }
 
-/// The run a finished task keeps on its history row (see [`FINISH_MOVE`]), written back into
+/// The run a finished task keeps on its history row (see [`FINISH_INSERT`]), written back into
 /// `runs` before the task leaves the history: ?1 id.
 pub(super) const UNFOLD_RUN: &str = concat!(
     run_insert!(),

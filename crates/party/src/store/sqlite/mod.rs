@@ -403,6 +403,7 @@ fn apply_finish(
                         let row = (0..sql::FINISH_READ_COLUMNS)
                             .map(|i| r.get::<_, rusqlite::types::Value>(i))
                             .collect::<rusqlite::Result<Vec<_>>>()?;
+                        // Handler and queue, for the finished-task counters.
                         Ok((row, r.get::<_, String>(1)?, r.get::<_, String>(10)?))
                     },
                 )
@@ -413,27 +414,29 @@ fn apply_finish(
             };
             // The attempt that ended it stays on the history row instead of in `runs`.
             let ran = f.ran;
-            let attempt = (
+            let (attempt, occurrence, started, ended) = (
                 ran.then_some(f.attempt),
                 ran.then(|| to_micros(f.timestamp)),
                 ran.then(|| to_micros(f.started_at)),
                 ran.then_some(now),
+            );
+            let (outcome, error, worker) = (
                 ran.then(|| f.outcome.as_str()),
                 f.error.as_ref().filter(|_| ran),
                 ran.then_some(&f.worker),
             );
-            let mut args: Vec<&dyn rusqlite::ToSql> = row.iter().map(|v| v as _).collect();
             let state_name = state.as_str();
+            let mut args: Vec<&dyn rusqlite::ToSql> = row.iter().map(|v| v as _).collect();
             args.extend([
                 &state_name as &dyn rusqlite::ToSql,
                 &now,
-                &attempt.0,
-                &attempt.1,
-                &attempt.2,
-                &attempt.3,
-                &attempt.4,
-                &attempt.5,
-                &attempt.6,
+                &attempt,
+                &occurrence,
+                &started,
+                &ended,
+                &outcome,
+                &error,
+                &worker,
             ]);
             conn.prepare_cached(sql::FINISH_INSERT)
                 .map_err(db_err)?

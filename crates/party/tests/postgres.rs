@@ -14,75 +14,19 @@ use std::time::Duration;
 
 use party::jiff::{SignedDuration, Timestamp};
 use party::serde_json::json;
-use party::store::postgres::tokio_postgres::{self, NoTls};
+use party::store::postgres::tokio_postgres;
 use party::store::postgres::{PgOptions, PgStore};
 use party::store::{ClaimParams, ClaimedTask, Finish, FinishResult, InsertTask, Next, Store};
 use party::{ManualClock, NewTask, Outcome, Party, State, TaskError, TaskId, WorkerConfig};
 
-/// A fresh schema on the test database.
-struct TestDb {
-    base: String,
-    schema: String,
-}
+#[path = "support/postgres_db.rs"]
+mod postgres_db;
+
+use postgres_db::TestDb;
 
 impl TestDb {
-    /// `None` (after saying why) when no test database is configured.
-    fn new() -> Option<TestDb> {
-        let base = match std::env::var("PARTY_TEST_DATABASE_URL") {
-            Ok(url) if !url.trim().is_empty() => url.trim().to_string(),
-            _ => {
-                if std::env::var("CI").as_deref() == Ok("true") {
-                    panic!(
-                        "PARTY_TEST_DATABASE_URL is not set, but CI=true: the PostgreSQL tests \
-                         must run in CI; start PostgreSQL and set it, e.g. \
-                         postgres://postgres@127.0.0.1:5432/test"
-                    );
-                }
-                eprintln!(
-                    "PARTY_TEST_DATABASE_URL is not set: skipping the PostgreSQL tests \
-                     (set it to e.g. postgres://postgres@127.0.0.1:5432/test)"
-                );
-                return None;
-            }
-        };
-        let schema = format!("party_test_{:016x}", fastrand::u64(..));
-        Some(TestDb { base, schema })
-    }
-
-    /// The URL naming this test's schema.
-    fn url(&self) -> String {
-        let sep = if self.base.contains('?') { '&' } else { '?' };
-        format!("{}{sep}schema={}", self.base, self.schema)
-    }
-
     async fn store(&self) -> Arc<PgStore> {
         Arc::new(PgStore::connect(&self.url()).await.expect("connect"))
-    }
-
-    async fn party(&self) -> Party {
-        Party::connect(&self.url(), party::builtin::registry(false))
-            .await
-            .expect("connect")
-    }
-
-    /// A plain client, for what the test does behind party's back.
-    async fn client(&self) -> tokio_postgres::Client {
-        let (client, connection) = tokio_postgres::connect(&self.base, NoTls)
-            .await
-            .expect("connect");
-        tokio::spawn(connection);
-        client
-    }
-
-    async fn cleanup(self) {
-        let client = self.client().await;
-        client
-            .batch_execute(&format!(
-                "DROP SCHEMA IF EXISTS \"{}\" CASCADE",
-                self.schema
-            ))
-            .await
-            .expect("drop schema");
     }
 }
 

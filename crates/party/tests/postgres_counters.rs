@@ -9,8 +9,12 @@ use std::sync::Arc;
 use party::jiff::Timestamp;
 use party::maintenance::{PruneConfig, Pruner};
 use party::policy::Retention;
-use party::store::postgres::tokio_postgres::{self, NoTls};
-use party::{ManualClock, NewTask, Party, State, WorkerConfig};
+use party::{ManualClock, NewTask, State, WorkerConfig};
+
+#[path = "support/postgres_db.rs"]
+mod postgres_db;
+
+use postgres_db::TestDb;
 
 /// Every finish appends a delta row to `task_counts` and every `stats` folds them into one
 /// row per handler, queue and state, deleting the rest: a dead row version each, which only a
@@ -19,30 +23,10 @@ use party::{ManualClock, NewTask, Party, State, WorkerConfig};
 /// and however often a dashboard asks for `stats`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_counters_stay_small_however_many_finishes_and_stats_fold_them() {
-    let base = match std::env::var("PARTY_TEST_DATABASE_URL") {
-        Ok(url) if !url.trim().is_empty() => url.trim().to_string(),
-        _ => {
-            assert_ne!(
-                std::env::var("CI").as_deref(),
-                Ok("true"),
-                "PARTY_TEST_DATABASE_URL is not set, but CI=true: start PostgreSQL and set it, \
-                 e.g. postgres://postgres@127.0.0.1:5432/test"
-            );
-            println!("skipped: set PARTY_TEST_DATABASE_URL=postgres://... to run it");
-            return;
-        }
-    };
-    let schema = format!("party_counters_{:016x}", fastrand::u64(..));
-    let sep = if base.contains('?') { '&' } else { '?' };
-    let party = Party::connect(
-        &format!("{base}{sep}schema={schema}"),
-        party::builtin::registry(false),
-    )
-    .await
-    .expect("connect");
-    let (client, connection) = tokio_postgres::connect(&base, NoTls).await.unwrap();
-    tokio::spawn(connection);
-    let table = format!("\"{schema}\".task_counts");
+    let Some(db) = TestDb::new() else { return };
+    let party = db.party().await;
+    let client = db.client().await;
+    let table = format!("\"{}\".task_counts", db.schema);
     client
         .batch_execute(&format!(
             "ALTER TABLE {table} SET (autovacuum_enabled = false)"
@@ -85,10 +69,7 @@ async fn the_counters_stay_small_however_many_finishes_and_stats_fold_them() {
     }
     let after_fifty = size().await;
     let stats = party.stats().await.unwrap();
-    client
-        .batch_execute(&format!("DROP SCHEMA \"{schema}\" CASCADE"))
-        .await
-        .unwrap();
+    db.cleanup().await;
     assert!(stats.by_state.contains(&(State::Done, 2500)), "{stats:?}");
     // Without the vacuum the table grows with every round (tens of kilobytes here).
     assert!(

@@ -5,7 +5,7 @@ use party::store::{Finish, FinishResult, InsertTask, Next};
 use party::{Outcome, Run, State, TaskError};
 
 use crate::harness::{
-    Backend, Harness, WORKER, failed, finish, on_every_backend, recurring, secs, t0, task,
+    Backend, Harness, LEASE, WORKER, failed, finish, on_every_backend, recurring, secs, t0, task,
 };
 
 async fn done_ends_the_task_and_records_the_run(b: Backend) {
@@ -317,7 +317,154 @@ async fn a_stale_fence_is_refused_and_writes_nothing(b: Backend) {
     assert_eq!(h.store.task_get(follow_up.id).await.unwrap(), None);
 }
 
+/// What a finish does to one task in [`large_batch`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Kind {
+    Done,
+    Dead,
+    Retry,
+    StaleFence,
+    LeaseNotEnded,
+    RescuedDead,
+}
+
+async fn a_large_mixed_batch_is_applied_as_one_by_one(b: Backend) {
+    large_batch(b, true).await;
+}
+
+/// A batch of moves to the history only (no update in place), which PostgreSQL writes with a
+/// statement of its own.
+async fn a_large_batch_of_moves_is_applied_as_one_by_one(b: Backend) {
+    large_batch(b, false).await;
+}
+
+/// More tasks than one statement of moves holds, finished in one batch in every way a batch
+/// can mix: moves to the history among updates in place (`retries`: some tasks retry), stale
+/// fences, rescues whose cutoff the lease has or has not passed, a repeat and an unknown task.
+async fn large_batch(b: Backend, retries: bool) {
+    let Some(h) = Harness::new(b).await else {
+        return;
+    };
+    let n = 75;
+    let ids = h.insert((0..n).map(|_| task("noop")).collect()).await;
+    let claimed = h.claim(t0(), 100).await;
+    assert_eq!(claimed.len(), n);
+    let lease_until = t0() + LEASE;
+    let kind = |i: usize| match i % 10 {
+        3 => Kind::StaleFence,
+        5 if retries => Kind::Retry,
+        7 => Kind::Dead,
+        8 if i % 20 == 8 => Kind::LeaseNotEnded,
+        8 => Kind::RescuedDead,
+        _ => Kind::Done,
+    };
+    let at = t0() + secs(2);
+    let mut batch = Vec::new();
+    let mut expected = Vec::new();
+    for (i, c) in claimed.iter().enumerate() {
+        let (f, applied) = match kind(i) {
+            Kind::Done => (finish(c, at, Next::Done), true),
+            Kind::Dead => (failed(c, at, &format!("boom {i}"), Next::Dead), true),
+            Kind::Retry => (
+                failed(
+                    c,
+                    at,
+                    &format!("again {i}"),
+                    Next::Retry {
+                        due_at: at + secs(60),
+                    },
+                ),
+                true,
+            ),
+            Kind::StaleFence => {
+                let mut f = finish(c, at, Next::Done);
+                f.fence -= 1;
+                (f, false)
+            }
+            Kind::LeaseNotEnded => {
+                let mut f = failed(c, at, "lost", Next::Dead);
+                f.expired_before = Some(lease_until - secs(1));
+                (f, false)
+            }
+            Kind::RescuedDead => {
+                let mut f = failed(c, at, &format!("lost {i}"), Next::Dead);
+                f.expired_before = Some(lease_until + secs(1));
+                (f, true)
+            }
+        };
+        batch.push(f);
+        expected.push(if applied {
+            FinishResult::Applied
+        } else {
+            FinishResult::Stale
+        });
+        if i == 40 {
+            // The first finish again, and a task that does not exist.
+            batch.push(batch[0].clone());
+            expected.push(FinishResult::Stale);
+            let mut unknown = finish(c, at, Next::Done);
+            unknown.id = party::TaskId::generate(t0());
+            batch.push(unknown);
+            expected.push(FinishResult::Stale);
+        }
+    }
+    let results = h.store.task_finish(batch).await.unwrap();
+    assert_eq!(results, expected);
+    let mut finished = [0u64; 2];
+    for (i, (id, c)) in ids.iter().zip(&claimed).enumerate() {
+        assert_eq!(*id, c.id, "claimed in insert order");
+        let t = h.get(*id).await;
+        let (state, error, runs) = match kind(i) {
+            Kind::Done => (State::Done, None, 1),
+            Kind::Dead => (State::Dead, Some(format!("boom {i}")), 1),
+            Kind::RescuedDead => (State::Dead, Some(format!("lost {i}")), 1),
+            Kind::Retry => (State::Retrying, Some(format!("again {i}")), 1),
+            Kind::StaleFence | Kind::LeaseNotEnded => (State::Running, None, 0),
+        };
+        assert_eq!(
+            (t.state, t.last_error.clone(), t.runs.len()),
+            (state, error, runs),
+            "task {i} ({:?})",
+            kind(i)
+        );
+        match state {
+            State::Done => finished[0] += 1,
+            State::Dead => finished[1] += 1,
+            _ => {}
+        }
+        if runs == 1 {
+            let run = &t.runs[0];
+            assert_eq!(
+                (run.attempt, run.finished_at, run.worker.as_str()),
+                (1, at, WORKER)
+            );
+            assert_eq!(run.error, t.last_error, "task {i}: the run keeps its error");
+        }
+        if state == State::Done || state == State::Dead {
+            assert_eq!(
+                (t.handler.as_str(), t.attempts, t.timestamp, t.due_at),
+                ("noop", 1, t0(), t0()),
+                "task {i} keeps its columns in the history"
+            );
+        }
+    }
+    let counts = h.stats(at).await.counts;
+    let count = |state| {
+        counts
+            .iter()
+            .find(|(handler, s, _)| handler == "noop" && *s == state)
+            .map_or(0, |c| c.2)
+    };
+    assert_eq!(
+        [count(State::Done), count(State::Dead)],
+        finished,
+        "the finished counters add each move once"
+    );
+}
+
 on_every_backend!(
+    a_large_mixed_batch_is_applied_as_one_by_one,
+    a_large_batch_of_moves_is_applied_as_one_by_one,
     a_stale_fence_is_refused_and_writes_nothing,
     the_same_finish_twice_in_one_batch_is_applied_once,
     done_ends_the_task_and_records_the_run,

@@ -431,10 +431,15 @@ impl PgStore {
         if batch.iter().all(|f| f.follow_ups.is_empty()) {
             let mut arrays = FinishArrays::default();
             batch.iter().for_each(|f| arrays.push(f));
-            let params = arrays.params();
+            let (all, moves) = (arrays.params(), arrays.moves_params());
+            let (statement, params): (_, &[&(dyn ToSql + Sync)]) = if arrays.all_move() {
+                (&conn.st.finish_moves, &moves)
+            } else {
+                (&conn.st.finish, &all)
+            };
             let sent = tokio::try_join!(
                 conn.client.batch_execute(BEGIN_ASYNC_COMMIT),
-                conn.client.query(&conn.st.finish, &params),
+                conn.client.query(statement, params),
                 conn.client.batch_execute("COMMIT"),
             );
             let rows = match sent {

@@ -224,6 +224,32 @@ impl FinishArrays {
             &self.expired_before,
         ]
     }
+
+    /// Whether every finish moves its task to the history, so the batch can be written by
+    /// the moves-only statement with [`FinishArrays::moves_params`].
+    pub(super) fn all_move(&self) -> bool {
+        self.states
+            .iter()
+            .all(|s| matches!(*s, "done" | "dead" | "cancelled"))
+    }
+
+    /// The arrays the moves-only finish statement takes, in its order.
+    pub(super) fn moves_params(&self) -> [&(dyn ToSql + Sync); 12] {
+        [
+            &self.ids,
+            &self.fences,
+            &self.states,
+            &self.errors,
+            &self.finished,
+            &self.expired_before,
+            &self.ran,
+            &self.attempts,
+            &self.run_timestamps,
+            &self.started,
+            &self.workers,
+            &self.outcomes,
+        ]
+    }
 }
 
 pub(super) fn task_from_row(r: &Row) -> Result<TaskInfo, TaskError> {

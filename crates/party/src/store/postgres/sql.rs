@@ -289,7 +289,7 @@ pub(super) fn sql_claim(s: &str) -> String {
     format!(
         "UPDATE {s}.tasks t SET state = 'running', ready = false, attempts = t.attempts + 1, \
            fence = t.fence + 1, worker = $1, started_at = $2, lease_until = $3, updated_at = $2 \
-         WHERE t.id = ANY(ARRAY(SELECT id FROM {s}.tasks WHERE ready AND state IN {WAITING} \
+         WHERE t.ctid = ANY(ARRAY(SELECT ctid FROM {s}.tasks WHERE ready AND state IN {WAITING} \
            AND due_at <= $2 AND handler = ANY($4::text[]) \
            AND queue = ANY(ARRAY(SELECT unnest($5::text[]) EXCEPT SELECT name FROM {s}.queues)) \
            ORDER BY priority, due_at LIMIT $6 FOR UPDATE SKIP LOCKED)) \
@@ -297,12 +297,53 @@ pub(super) fn sql_claim(s: &str) -> String {
     )
 }
 
+/// The move of finished tasks (done, dead, cancelled) to the history, as the CTEs `d` (the
+/// fenced delete, returning the history row) and `h` (its insert), on arrays named by `p`: ids,
+/// fences, states, errors, finish times, rescue cutoffs, whether an attempt ran, and that
+/// attempt's number, occurrence, start, worker and outcome. The attempt that ended a task
+/// stays on its history row (`k`: empty when no attempt ran).
+fn move_ctes(s: &str, p: [&str; 12]) -> String {
+    let [
+        ids,
+        fences,
+        states,
+        errors,
+        finished,
+        expired,
+        ran,
+        attempts,
+        run_ts,
+        started,
+        workers,
+        outcomes,
+    ] = p;
+    format!(
+        "d AS (DELETE FROM {s}.tasks t \
+           USING unnest({ids}::bytea[], {fences}::int8[], {states}::text[], {errors}::text[], \
+             {finished}::timestamptz[], {expired}::timestamptz[], {ran}::bool[], \
+             {attempts}::int4[], {run_ts}::timestamptz[], {started}::timestamptz[], \
+             {workers}::text[], {outcomes}::text[]) \
+             AS i(id, fence, state, error, finished_at, expired_before, ran, attempt, run_ts, \
+               started_at, worker, outcome) \
+             LEFT JOIN LATERAL (SELECT i.attempt, i.run_ts, i.started_at, i.finished_at, \
+               i.outcome, i.error, i.worker WHERE i.ran) k ON true \
+           WHERE t.id = i.id AND t.fence = i.fence AND t.state = 'running' \
+             AND i.state IN ('done', 'dead', 'cancelled') \
+             AND (i.expired_before IS NULL OR t.lease_until < i.expired_before) \
+           RETURNING t.id, t.handler, t.data, t.timestamp, t.due_at, t.last_run_on, \
+             t.attempts, t.max_attempts, t.is_recurring, t.rule, i.state, t.queue, \
+             t.priority, COALESCE(i.error, t.last_error) AS last_error, t.fence, \
+             t.created_at, i.finished_at, t.unique_key, k.*), \
+         h AS (INSERT INTO {s}.task_history {HISTORY_INSERT_WITH_RUN} SELECT * FROM d)"
+    )
+}
+
 /// A batch of fenced finishes and their run rows: one statement. A task that goes on
 /// (retrying, or its next occurrence) is updated in place and its attempt becomes a row of
-/// `runs`; one that finished for good (done, dead, cancelled) moves to the history, keeping
-/// the attempt that ended it on its row (`k`: empty when no attempt ran). Returns the applied ids, their new states and the fences they
-/// were applied under (a batch may hold a stale finish and a current one of the same task:
-/// each is told apart by its fence, and only the applied one writes a run row).
+/// `runs`; one that finished for good (done, dead, cancelled) moves to the history
+/// ([`move_ctes`]). Returns the applied ids, their new states and the fences they were
+/// applied under (a batch may hold a stale finish and a current one of the same task: each
+/// is told apart by its fence, and only the applied one writes a run row).
 pub(super) fn sql_finish(s: &str) -> String {
     // The arrays are unnested where they are joined (no shared CTE), so the planner drives
     // each join from the batch through the primary key.
@@ -323,22 +364,7 @@ pub(super) fn sql_finish(s: &str) -> String {
              AND i.state IN {WAITING} \
              AND (i.expired_before IS NULL OR t.lease_until < i.expired_before) \
            RETURNING t.id, t.state, t.fence), \
-         d AS (DELETE FROM {s}.tasks t \
-           USING unnest($1::bytea[], $2::int8[], $3::text[], $8::text[], $9::timestamptz[], \
-             $16::timestamptz[], $10::bool[], $11::int4[], $12::timestamptz[], \
-             $13::timestamptz[], $14::text[], $15::text[]) \
-             AS i(id, fence, state, error, finished_at, expired_before, ran, attempt, run_ts, \
-               started_at, worker, outcome) \
-             LEFT JOIN LATERAL (SELECT i.attempt, i.run_ts, i.started_at, i.finished_at, \
-               i.outcome, i.error, i.worker WHERE i.ran) k ON true \
-           WHERE t.id = i.id AND t.fence = i.fence AND t.state = 'running' \
-             AND i.state IN ('done', 'dead', 'cancelled') \
-             AND (i.expired_before IS NULL OR t.lease_until < i.expired_before) \
-           RETURNING t.id, t.handler, t.data, t.timestamp, t.due_at, t.last_run_on, \
-             t.attempts, t.max_attempts, t.is_recurring, t.rule, i.state, t.queue, \
-             t.priority, COALESCE(i.error, t.last_error) AS last_error, t.fence, \
-             t.created_at, i.finished_at, t.unique_key, k.*), \
-         h AS (INSERT INTO {s}.task_history {HISTORY_INSERT_WITH_RUN} SELECT * FROM d), \
+         {moves}, \
          a AS (SELECT id, state, fence FROM u UNION ALL SELECT id, state, fence FROM d), \
          r AS (INSERT INTO {s}.runs (task_id, attempt, timestamp, started_at, finished_at, \
            outcome, error, worker) \
@@ -349,8 +375,25 @@ pub(super) fn sql_finish(s: &str) -> String {
              AS i(id, fence, error, finished_at, ran, attempt, run_ts, started_at, worker, \
                outcome) \
            JOIN u ON u.id = i.id AND u.fence = i.fence WHERE i.ran) \
-         SELECT a.id, a.state, a.fence FROM a"
+         SELECT a.id, a.state, a.fence FROM a",
+        moves = move_ctes(
+            s,
+            [
+                "$1", "$2", "$3", "$8", "$9", "$16", "$10", "$11", "$12", "$13", "$14", "$15"
+            ]
+        ),
     )
+}
+
+/// [`sql_finish`] for a batch whose every finish moves its task to the history (the common
+/// case: tasks done on their first attempt), without the update in place and the run rows that
+/// take none of its rows; PostgreSQL still unnests their arrays, a tenth of the statement's
+/// time. $1..$12 are the arrays [`move_ctes`] names, in its order.
+pub(super) fn sql_finish_moves(s: &str) -> String {
+    let p = [
+        "$1", "$2", "$3", "$4", "$5", "$6", "$7", "$8", "$9", "$10", "$11", "$12",
+    ];
+    format!("WITH {} SELECT id, state, fence FROM d", move_ctes(s, p))
 }
 
 /// Renew the leases of the claims the worker still holds and return those claims. Rows
@@ -600,6 +643,7 @@ pub(super) struct Statements {
     pub(super) promote: Stmt,
     pub(super) claim: Stmt,
     pub(super) finish: Stmt,
+    pub(super) finish_moves: Stmt,
     pub(super) heartbeat: Stmt,
     pub(super) expired: Stmt,
     pub(super) next_due: Stmt,
@@ -643,6 +687,7 @@ impl Statements {
             sql_promote(s),
             sql_claim(s),
             sql_finish(s),
+            sql_finish_moves(s),
             sql_heartbeat(s),
             sql_expired(s),
             sql_next_due(s),
@@ -787,6 +832,7 @@ impl Statements {
             promote: next(),
             claim: next(),
             finish: next(),
+            finish_moves: next(),
             heartbeat: next(),
             expired: next(),
             next_due: next(),

@@ -9,7 +9,7 @@
 //! statements' text), `migrate` (and `migrations/NNN_*.sql`), `wakeup` (noticing other
 //! processes' commits), `rows` (row decoding) and `error`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc;
@@ -484,6 +484,129 @@ fn apply_finish(
     finish_rest(conn, f)
 }
 
+/// Whether a finish moves its task to the history and does nothing else (no follow-up tasks
+/// to insert): such finishes of distinct tasks are written together by [`apply_moves`].
+fn is_move(f: &Finish) -> bool {
+    f.follow_ups.is_empty() && matches!(f.next, Next::Done | Next::Dead | Next::Cancelled)
+}
+
+/// Finishes that only move their tasks to the history ([`is_move`]), each of a different
+/// task, written as [`apply_finish`] writes them one by one, with the same results, but a
+/// chunk at a time: one read of the chunk's live rows, history rows inserted many to a
+/// statement, one delete. Per task this leaves out two thirds of the statements a move runs
+/// (each with its own cursors, bindings and reset), which were a fifth of its cost.
+fn apply_moves(
+    conn: &Connection,
+    moves: &[&Finish],
+    added: &mut Added,
+) -> Result<Vec<FinishResult>, TaskError> {
+    use rusqlite::types::Value;
+    let (largest, padded) = (sql::MOVE_SIZES[0], |n: usize| {
+        // The smallest statement that holds n ids (repeats fill the rest).
+        *sql::MOVE_SIZES
+            .iter()
+            .rev()
+            .find(|s| **s >= n)
+            .expect("n is at most the largest size")
+    });
+    let mut out = Vec::with_capacity(moves.len());
+    for chunk in moves.chunks(largest) {
+        let size = padded(chunk.len());
+        let ids = (0..size).map(|i| id_key(&chunk[i.min(chunk.len() - 1)].id));
+        let mut live: Vec<Vec<Value>> = conn
+            .prepare_cached(sql::move_read(size))
+            .map_err(db_err)?
+            .query_map(rusqlite::params_from_iter(ids), |r| {
+                (0..sql::MOVE_READ_COLUMNS)
+                    .map(|i| r.get::<_, Value>(i))
+                    .collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .map_err(db_err)?
+            .collect::<rusqlite::Result<_>>()
+            .map_err(db_err)?;
+        let mut rows: Vec<Vec<Value>> = Vec::with_capacity(chunk.len());
+        let mut moved: Vec<&Finish> = Vec::with_capacity(chunk.len());
+        for f in chunk {
+            let at = live
+                .iter()
+                .position(|row| matches!(&row[0], Value::Blob(id) if id[..] == *id_key(&f.id)));
+            // Applied exactly when FINISH_READ would have read the row: running under this
+            // claim's fence and, for a rescue, with a lease that ended before its cutoff.
+            let applies = at.is_some_and(|at| {
+                let row = &live[at];
+                matches!(&row[16], Value::Text(s) if s == "running")
+                    && row[12] == Value::Integer(f.fence)
+                    && f.expired_before.is_none_or(
+                        |cutoff| matches!(row[17], Value::Integer(l) if l < to_micros(cutoff)),
+                    )
+            });
+            let Some(at) = at.filter(|_| applies) else {
+                out.push(FinishResult::Stale);
+                continue;
+            };
+            let mut row = live.swap_remove(at);
+            row.truncate(16);
+            if let Some(e) = &f.error {
+                row[15] = Value::Text(e.clone());
+            }
+            let (handler, queue) = match (&row[1], &row[10]) {
+                (Value::Text(h), Value::Text(q)) => (h.clone(), q.clone()),
+                _ => {
+                    return Err(TaskError::store(format!(
+                        "task {} has a handler or queue that is not text: another program \
+                         changed the database; restore it from a backup",
+                        f.id
+                    )));
+                }
+            };
+            let state = match f.next {
+                Next::Done => State::Done,
+                Next::Dead => State::Dead,
+                _ => State::Cancelled,
+            };
+            added.add(handler, queue, state);
+            // The attempt that ended it stays on the history row (all NULL when none ran).
+            let ran = f.ran;
+            row.extend([
+                Value::Text(state.as_str().to_string()),
+                Value::Integer(to_micros(f.finished_at)),
+                Value::from(ran.then_some(i64::from(f.attempt))),
+                Value::from(ran.then(|| to_micros(f.timestamp))),
+                Value::from(ran.then(|| to_micros(f.started_at))),
+                Value::from(ran.then(|| to_micros(f.finished_at))),
+                Value::from(ran.then(|| f.outcome.as_str().to_string())),
+                Value::from(f.error.clone().filter(|_| ran)),
+                Value::from(ran.then(|| f.worker.clone())),
+            ]);
+            debug_assert_eq!(row.len(), sql::MOVE_INSERT_VALUES);
+            rows.push(row);
+            moved.push(f);
+            out.push(FinishResult::Applied);
+        }
+        if moved.is_empty() {
+            continue;
+        }
+        let mut rest: &[Vec<Value>] = &rows;
+        for size in sql::MOVE_SIZES {
+            while rest.len() >= size {
+                let (now, later) = rest.split_at(size);
+                conn.prepare_cached(sql::move_insert(size))
+                    .map_err(db_err)?
+                    .execute(rusqlite::params_from_iter(now.iter().flatten()))
+                    .map_err(db_err)?;
+                rest = later;
+            }
+        }
+        let size = padded(moved.len());
+        let ids = (0..size).map(|i| id_key(&moved[i.min(moved.len() - 1)].id));
+        conn.prepare_cached(sql::move_delete(size))
+            .map_err(db_err)?
+            .execute(rusqlite::params_from_iter(ids))
+            .map_err(db_err)?;
+    }
+    Ok(out)
+}
+
 /// After an applied finish: its run row and follow-up tasks.
 fn finish_rest(conn: &Connection, f: &Finish) -> Result<FinishResult, TaskError> {
     if f.ran {
@@ -695,7 +818,24 @@ impl Store for SqliteStore {
                 transaction_with(conn, Durability::Crash, |tx| {
                     let mut out = Vec::with_capacity(batch.len());
                     let mut added = Added::default();
+                    // Moves to the history of distinct tasks, in batch order, not yet written.
+                    let mut moves: Vec<&Finish> = Vec::new();
+                    let mut moving: HashSet<TaskId> = HashSet::new();
                     for f in &batch {
+                        if is_move(f) && moving.insert(f.id) {
+                            moves.push(f);
+                            continue;
+                        }
+                        // Anything else (or the same task again) is written after the moves
+                        // before it, so the batch is applied in its order.
+                        out.extend(apply_moves(tx, &moves, &mut added)?);
+                        moves.clear();
+                        moving.clear();
+                        if is_move(f) {
+                            moving.insert(f.id);
+                            moves.push(f);
+                            continue;
+                        }
                         // Only follow-up inserts can collide with a singleton; a finish without
                         // them is one fenced write (and at most one run row): no savepoint.
                         if f.follow_ups.is_empty() {
@@ -718,6 +858,7 @@ impl Store for SqliteStore {
                             Err(e) => return Err(e),
                         }
                     }
+                    out.extend(apply_moves(tx, &moves, &mut added)?);
                     added.write(tx)?;
                     Ok(out)
                 })

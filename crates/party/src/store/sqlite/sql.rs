@@ -153,6 +153,87 @@ pub(super) const FINISH_INSERT: &str = "INSERT INTO task_history (id, handler, d
 
 pub(super) const DELETE_LIVE: &str = "DELETE FROM tasks WHERE id = ?1";
 
+/// The statement sizes a run of moves to the history is written in (see `apply_moves`): as
+/// many full statements of the first size as fit, then of the next, down to one.
+pub(super) const MOVE_SIZES: [usize; 3] = [32, 8, 1];
+
+/// The number of values each row of [`move_insert`] takes: [`FINISH_INSERT`]'s.
+pub(super) const MOVE_INSERT_VALUES: usize = 25;
+
+/// Where `n` is in [`MOVE_SIZES`], to pick its statement.
+fn move_size_index(n: usize) -> usize {
+    MOVE_SIZES
+        .iter()
+        .position(|s| *s == n)
+        .expect("a statement size of MOVE_SIZES")
+}
+
+/// `n` statements built by `build`, one per size of [`MOVE_SIZES`], made once.
+fn by_move_size(
+    cell: &'static std::sync::OnceLock<[String; 3]>,
+    n: usize,
+    build: fn(usize) -> String,
+) -> &'static str {
+    &cell.get_or_init(|| MOVE_SIZES.map(build))[move_size_index(n)]
+}
+
+/// The `?1, ?2, ... ?n` list of parameters from `first`.
+fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("?{i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The live rows of the tasks ?1..?n (a size of [`MOVE_SIZES`]; an id may be repeated to fill
+/// the list) as a move reads them: [`FINISH_READ`]'s first 15 columns, then `last_error`,
+/// `state` and `lease_until`, which the caller checks against each finish's fence and rescue
+/// cutoff as [`FINISH_READ`] does in SQL.
+pub(super) fn move_read(n: usize) -> &'static str {
+    static CELL: std::sync::OnceLock<[String; 3]> = std::sync::OnceLock::new();
+    by_move_size(&CELL, n, |n| {
+        format!(
+            "SELECT id, handler, data, timestamp, due_at, last_run_on, attempts, max_attempts, \
+             is_recurring, rule, queue, priority, fence, created_at, unique_key, last_error, \
+             state, lease_until FROM tasks WHERE id IN ({})",
+            placeholders(1, n)
+        )
+    })
+}
+
+/// The number of columns [`move_read`] returns.
+pub(super) const MOVE_READ_COLUMNS: usize = 18;
+
+/// `n` history rows (a size of [`MOVE_SIZES`]) in one statement, each of the
+/// [`MOVE_INSERT_VALUES`] values [`FINISH_INSERT`] takes, in its order.
+pub(super) fn move_insert(n: usize) -> &'static str {
+    static CELL: std::sync::OnceLock<[String; 3]> = std::sync::OnceLock::new();
+    by_move_size(&CELL, n, |n| {
+        let head = FINISH_INSERT
+            .split(" VALUES ")
+            .next()
+            .expect("FINISH_INSERT has VALUES");
+        let rows = (0..n)
+            .map(|r| {
+                format!(
+                    "({})",
+                    placeholders(1 + r * MOVE_INSERT_VALUES, MOVE_INSERT_VALUES)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!("{head} VALUES {rows}")
+    })
+}
+
+/// Delete the live tasks ?1..?n (a size of [`MOVE_SIZES`]; an id may be repeated).
+pub(super) fn move_delete(n: usize) -> &'static str {
+    static CELL: std::sync::OnceLock<[String; 3]> = std::sync::OnceLock::new();
+    by_move_size(&CELL, n, |n| {
+        format!("DELETE FROM tasks WHERE id IN ({})", placeholders(1, n))
+    })
+}
+
 /// ?4 tasks of handler ?1 and queue ?2 entered the history in state ?3 (see `Added`).
 pub(super) const COUNT_ADDED: &str = "INSERT INTO task_counts (handler, queue, state, n) \
     VALUES (?1, ?2, ?3, ?4) ON CONFLICT (handler, queue, state) DO UPDATE SET n = n + excluded.n";

@@ -431,10 +431,12 @@ impl PgStore {
         if batch.iter().all(|f| f.follow_ups.is_empty()) {
             let mut arrays = FinishArrays::default();
             batch.iter().for_each(|f| arrays.push(f));
-            let (all, moves) = (arrays.params(), arrays.moves_params());
+            let (all, moves);
             let (statement, params): (_, &[&(dyn ToSql + Sync)]) = if arrays.all_move() {
+                moves = arrays.moves_params();
                 (&conn.st.finish_moves, &moves)
             } else {
+                all = arrays.params();
                 (&conn.st.finish, &all)
             };
             let sent = tokio::try_join!(

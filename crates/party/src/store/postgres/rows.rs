@@ -233,22 +233,11 @@ impl FinishArrays {
             .all(|s| matches!(*s, "done" | "dead" | "cancelled"))
     }
 
-    /// The arrays the moves-only finish statement takes, in its order.
+    /// The arrays the moves-only finish statement takes, in its order: those of
+    /// [`FinishArrays::params`] that [`super::sql::MOVE_PARAMS`] names.
     pub(super) fn moves_params(&self) -> [&(dyn ToSql + Sync); 12] {
-        [
-            &self.ids,
-            &self.fences,
-            &self.states,
-            &self.errors,
-            &self.finished,
-            &self.expired_before,
-            &self.ran,
-            &self.attempts,
-            &self.run_timestamps,
-            &self.started,
-            &self.workers,
-            &self.outcomes,
-        ]
+        let all = self.params();
+        super::sql::MOVE_PARAMS.map(|n| all[n - 1])
     }
 }
 

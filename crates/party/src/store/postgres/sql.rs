@@ -297,12 +297,16 @@ pub(super) fn sql_claim(s: &str) -> String {
     )
 }
 
+/// Which of [`sql_finish`]'s parameters (numbered from 1) [`move_ctes`] takes, in its order:
+/// [`sql_finish_moves`] takes these arrays, and only these, as its $1..$12.
+pub(super) const MOVE_PARAMS: [usize; 12] = [1, 2, 3, 8, 9, 16, 10, 11, 12, 13, 14, 15];
+
 /// The move of finished tasks (done, dead, cancelled) to the history, as the CTEs `d` (the
 /// fenced delete, returning the history row) and `h` (its insert), on arrays named by `p`: ids,
 /// fences, states, errors, finish times, rescue cutoffs, whether an attempt ran, and that
 /// attempt's number, occurrence, start, worker and outcome. The attempt that ended a task
 /// stays on its history row (`k`: empty when no attempt ran).
-fn move_ctes(s: &str, p: [&str; 12]) -> String {
+fn move_ctes(s: &str, p: [String; 12]) -> String {
     let [
         ids,
         fences,
@@ -376,12 +380,7 @@ pub(super) fn sql_finish(s: &str) -> String {
                outcome) \
            JOIN u ON u.id = i.id AND u.fence = i.fence WHERE i.ran) \
          SELECT a.id, a.state, a.fence FROM a",
-        moves = move_ctes(
-            s,
-            [
-                "$1", "$2", "$3", "$8", "$9", "$16", "$10", "$11", "$12", "$13", "$14", "$15"
-            ]
-        ),
+        moves = move_ctes(s, MOVE_PARAMS.map(|n| format!("${n}"))),
     )
 }
 
@@ -390,9 +389,7 @@ pub(super) fn sql_finish(s: &str) -> String {
 /// take none of its rows; PostgreSQL still unnests their arrays, a tenth of the statement's
 /// time. $1..$12 are the arrays [`move_ctes`] names, in its order.
 pub(super) fn sql_finish_moves(s: &str) -> String {
-    let p = [
-        "$1", "$2", "$3", "$4", "$5", "$6", "$7", "$8", "$9", "$10", "$11", "$12",
-    ];
+    let p = std::array::from_fn(|i| format!("${}", i + 1));
     format!("WITH {} SELECT id, state, fence FROM d", move_ctes(s, p))
 }
 

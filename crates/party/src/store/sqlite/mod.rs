@@ -383,72 +383,13 @@ fn apply_finish(
     let now = to_micros(f.finished_at);
     let (state, timestamp, due_at, last_run_on, reset_attempts) = match &f.next {
         Next::Done | Next::Dead | Next::Cancelled => {
-            // Finished for good: the task leaves the live table for the history.
-            let state = match f.next {
-                Next::Done => State::Done,
-                Next::Dead => State::Dead,
-                _ => State::Cancelled,
-            };
-            let moved = conn
-                .prepare_cached(sql::FINISH_READ)
-                .map_err(db_err)?
-                .query_row(
-                    params![
-                        id_key(&f.id),
-                        f.fence,
-                        f.expired_before.map(to_micros),
-                        f.error
-                    ],
-                    |r| {
-                        let row = (0..sql::FINISH_READ_COLUMNS)
-                            .map(|i| r.get::<_, rusqlite::types::Value>(i))
-                            .collect::<rusqlite::Result<Vec<_>>>()?;
-                        // Handler and queue, for the finished-task counters.
-                        Ok((row, r.get::<_, String>(1)?, r.get::<_, String>(10)?))
-                    },
-                )
-                .optional()
-                .map_err(db_err)?;
-            let Some((row, handler, queue)) = moved else {
-                return Ok(FinishResult::Stale);
-            };
-            // The attempt that ended it stays on the history row instead of in `runs`.
-            let ran = f.ran;
-            let (attempt, occurrence, started, ended) = (
-                ran.then_some(f.attempt),
-                ran.then(|| to_micros(f.timestamp)),
-                ran.then(|| to_micros(f.started_at)),
-                ran.then_some(now),
-            );
-            let (outcome, error, worker) = (
-                ran.then(|| f.outcome.as_str()),
-                f.error.as_ref().filter(|_| ran),
-                ran.then_some(&f.worker),
-            );
-            let state_name = state.as_str();
-            let mut args: Vec<&dyn rusqlite::ToSql> = row.iter().map(|v| v as _).collect();
-            args.extend([
-                &state_name as &dyn rusqlite::ToSql,
-                &now,
-                &attempt,
-                &occurrence,
-                &started,
-                &ended,
-                &outcome,
-                &error,
-                &worker,
-            ]);
-            conn.prepare_cached(sql::FINISH_INSERT)
-                .map_err(db_err)?
-                .execute(&*args)
-                .map_err(db_err)?;
-            added.add(handler, queue, state);
-            conn.prepare_cached(sql::DELETE_LIVE)
-                .map_err(db_err)?
-                .execute([id_key(&f.id)])
-                .map_err(db_err)?;
-            insert_rows(conn, &f.follow_ups)?;
-            return Ok(FinishResult::Applied);
+            // Finished for good: the task leaves the live table for the history, then its
+            // follow-up tasks go in.
+            let moved = apply_moves(conn, &[f], added)?.remove(0);
+            if moved == FinishResult::Applied {
+                insert_rows(conn, &f.follow_ups)?;
+            }
+            return Ok(moved);
         }
         Next::Retry { due_at } => (State::Retrying, None, Some(to_micros(*due_at)), None, false),
         Next::Reschedule {
@@ -490,33 +431,27 @@ fn is_move(f: &Finish) -> bool {
     f.follow_ups.is_empty() && matches!(f.next, Next::Done | Next::Dead | Next::Cancelled)
 }
 
-/// Finishes that only move their tasks to the history ([`is_move`]), each of a different
-/// task, written as [`apply_finish`] writes them one by one, with the same results, but a
-/// chunk at a time: one read of the chunk's live rows, history rows inserted many to a
-/// statement, one delete. Per task this leaves out two thirds of the statements a move runs
-/// (each with its own cursors, bindings and reset), which were a fifth of its cost.
+/// Moves of tasks that finished for good (done, dead, cancelled) to the history, each of a
+/// different task, fenced, keeping the attempt that ended it in the `run_*` columns (all NULL
+/// when no attempt ran); in the order given, a chunk at a time: one read of the chunk's live
+/// rows, history rows inserted many to a statement, one delete. Not one `INSERT ... SELECT
+/// ... RETURNING`: SQLite gives a statement that inserts from a query, or returns rows, a
+/// statement journal and a scratch table of its own, which for one row cost more than the
+/// row's writes. And not three statements per task, whose own costs (cursors, bindings,
+/// reset) were a fifth of a move's.
 fn apply_moves(
     conn: &Connection,
     moves: &[&Finish],
     added: &mut Added,
 ) -> Result<Vec<FinishResult>, TaskError> {
     use rusqlite::types::Value;
-    let (largest, padded) = (sql::MOVE_SIZES[0], |n: usize| {
-        // The smallest statement that holds n ids (repeats fill the rest).
-        *sql::MOVE_SIZES
-            .iter()
-            .rev()
-            .find(|s| **s >= n)
-            .expect("n is at most the largest size")
-    });
     let mut out = Vec::with_capacity(moves.len());
-    for chunk in moves.chunks(largest) {
-        let size = padded(chunk.len());
-        let ids = (0..size).map(|i| id_key(&chunk[i.min(chunk.len() - 1)].id));
+    for chunk in moves.chunks(sql::MOVE_SIZES[0]) {
+        let (read, ids) = by_ids(sql::move_read, chunk);
         let mut live: Vec<Vec<Value>> = conn
-            .prepare_cached(sql::move_read(size))
+            .prepare_cached(read)
             .map_err(db_err)?
-            .query_map(rusqlite::params_from_iter(ids), |r| {
+            .query_map(ids, |r| {
                 (0..sql::MOVE_READ_COLUMNS)
                     .map(|i| r.get::<_, Value>(i))
                     .collect::<rusqlite::Result<Vec<_>>>()
@@ -530,8 +465,8 @@ fn apply_moves(
             let at = live
                 .iter()
                 .position(|row| matches!(&row[0], Value::Blob(id) if id[..] == *id_key(&f.id)));
-            // Applied exactly when FINISH_READ would have read the row: running under this
-            // claim's fence and, for a rescue, with a lease that ended before its cutoff.
+            // Applied only while the task runs under this claim's fence and, for a rescue,
+            // its lease ended before the rescue's cutoff.
             let applies = at.is_some_and(|at| {
                 let row = &live[at];
                 matches!(&row[16], Value::Text(s) if s == "running")
@@ -597,14 +532,27 @@ fn apply_moves(
                 rest = later;
             }
         }
-        let size = padded(moved.len());
-        let ids = (0..size).map(|i| id_key(&moved[i.min(moved.len() - 1)].id));
-        conn.prepare_cached(sql::move_delete(size))
+        let (delete, ids) = by_ids(sql::move_delete, &moved);
+        conn.prepare_cached(delete)
             .map_err(db_err)?
-            .execute(rusqlite::params_from_iter(ids))
+            .execute(ids)
             .map_err(db_err)?;
     }
     Ok(out)
+}
+
+/// The statement `sql` builds for the fewest ids that hold the tasks of `fs`, with their ids
+/// (the last repeated to fill its list).
+fn by_ids<'a>(
+    sql: fn(usize) -> &'static str,
+    fs: &'a [&'a Finish],
+) -> (
+    &'static str,
+    rusqlite::ParamsFromIter<impl Iterator<Item = &'a [u8]>>,
+) {
+    let size = sql::move_size_for(fs.len());
+    let ids = (0..size).map(move |i| id_key(&fs[i.min(fs.len() - 1)].id));
+    (sql(size), rusqlite::params_from_iter(ids))
 }
 
 /// After an applied finish: its run row and follow-up tasks.
@@ -822,15 +770,13 @@ impl Store for SqliteStore {
                     let mut moves: Vec<&Finish> = Vec::new();
                     let mut moving: HashSet<TaskId> = HashSet::new();
                     for f in &batch {
-                        if is_move(f) && moving.insert(f.id) {
-                            moves.push(f);
-                            continue;
-                        }
                         // Anything else (or the same task again) is written after the moves
                         // before it, so the batch is applied in its order.
-                        out.extend(apply_moves(tx, &moves, &mut added)?);
-                        moves.clear();
-                        moving.clear();
+                        if !is_move(f) || moving.contains(&f.id) {
+                            out.extend(apply_moves(tx, &moves, &mut added)?);
+                            moves.clear();
+                            moving.clear();
+                        }
                         if is_move(f) {
                             moving.insert(f.id);
                             moves.push(f);

@@ -126,25 +126,12 @@ macro_rules! history_insert {
     };
 }
 
-/// A claimed task that finished for good (done, dead or cancelled) moves to the history in
-/// three statements: this read, fenced (?1 id, ?2 fence, ?3 rescue cutoff; ?4 the finish's
-/// error, kept over the task's last one), then [`FINISH_INSERT`] with the values it read, then
-/// [`DELETE_LIVE`]. Not one `INSERT ... SELECT ... RETURNING`: SQLite gives a statement that
-/// inserts from a query, or returns rows, a statement journal and a scratch table of its own,
-/// and for a one-row move those took more than half the statement's time (a profile of a
-/// drain put the move at half the writer thread's samples).
-pub(super) const FINISH_READ: &str = "SELECT id, handler, data, timestamp, due_at, last_run_on, \
-    attempts, max_attempts, is_recurring, rule, queue, priority, fence, created_at, unique_key, \
-    COALESCE(?4, last_error) FROM tasks WHERE id = ?1 AND fence = ?2 AND state = 'running' \
-    AND (?3 IS NULL OR lease_until < ?3)";
-
-/// The number of values [`FINISH_READ`] reads; [`FINISH_INSERT`] takes them as `?1..?16`.
-pub(super) const FINISH_READ_COLUMNS: usize = 16;
-
-/// The history row of a task that finished for good: ?1..?16 what [`FINISH_READ`] read, ?17
-/// state, ?18 now, then the attempt that ended it (all NULL when no attempt ran): ?19 attempt,
-/// ?20 its occurrence, ?21 its start, ?22 its end, ?23 outcome, ?24 its error, ?25 worker.
-pub(super) const FINISH_INSERT: &str = "INSERT INTO task_history (id, handler, data, timestamp, \
+/// The history row of a task that finished for good: ?1..?15 the live row's columns as
+/// [`move_read`] reads them, ?16 its last error (the finish's, else the task's), ?17 state,
+/// ?18 now, then the attempt that ended it (all NULL when no attempt ran): ?19 attempt, ?20 its
+/// occurrence, ?21 its start, ?22 its end, ?23 outcome, ?24 its error, ?25 worker.
+/// [`move_insert`] repeats its `VALUES` for several rows.
+const FINISH_INSERT: &str = "INSERT INTO task_history (id, handler, data, timestamp, \
     due_at, last_run_on, attempts, max_attempts, is_recurring, rule, queue, priority, fence, \
     created_at, unique_key, last_error, state, finished_at, run_attempt, run_timestamp, \
     run_started_at, run_finished_at, run_outcome, run_error, run_worker) VALUES (?1, ?2, ?3, ?4, \
@@ -159,6 +146,15 @@ pub(super) const MOVE_SIZES: [usize; 3] = [32, 8, 1];
 
 /// The number of values each row of [`move_insert`] takes: [`FINISH_INSERT`]'s.
 pub(super) const MOVE_INSERT_VALUES: usize = 25;
+
+/// The smallest size of [`MOVE_SIZES`] that holds `n` ids (at most the largest).
+pub(super) fn move_size_for(n: usize) -> usize {
+    *MOVE_SIZES
+        .iter()
+        .rev()
+        .find(|s| **s >= n)
+        .expect("at most the largest size")
+}
 
 /// Where `n` is in [`MOVE_SIZES`], to pick its statement.
 fn move_size_index(n: usize) -> usize {
@@ -186,9 +182,9 @@ fn placeholders(first: usize, n: usize) -> String {
 }
 
 /// The live rows of the tasks ?1..?n (a size of [`MOVE_SIZES`]; an id may be repeated to fill
-/// the list) as a move reads them: [`FINISH_READ`]'s first 15 columns, then `last_error`,
+/// the list) as a move reads them: the 15 columns the history row copies, then `last_error`,
 /// `state` and `lease_until`, which the caller checks against each finish's fence and rescue
-/// cutoff as [`FINISH_READ`] does in SQL.
+/// cutoff.
 pub(super) fn move_read(n: usize) -> &'static str {
     static CELL: std::sync::OnceLock<[String; 3]> = std::sync::OnceLock::new();
     by_move_size(&CELL, n, |n| {

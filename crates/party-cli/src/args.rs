@@ -500,6 +500,11 @@ pub(crate) struct BenchArgs {
     /// without limits and with limits that never bind
     #[arg(long, conflicts_with = "soak")]
     pub(crate) limits: bool,
+
+    /// Measure only bulk enqueue against the plain-SQL batched insert, in three alternating
+    /// rounds on fresh scratch stores
+    #[arg(long, conflicts_with_all = ["soak", "limits"])]
+    pub(crate) enqueue: bool,
 }
 
 /// `party demo`.

@@ -398,6 +398,62 @@ pub async fn run(url: &str, options: &BenchOptions) -> Result<BenchReport, TaskE
     })
 }
 
+/// How many alternating rounds `party bench --enqueue` runs.
+const ENQUEUE_ROUNDS: usize = 3;
+
+/// One round of bulk enqueue beside the plain-SQL batched insert.
+#[derive(Debug, Clone, Serialize)]
+pub struct EnqueueRound {
+    /// `Party::add_many`, 1000 tasks a call, on a fresh scratch store.
+    pub bulk_enqueue: Rate,
+    /// The plain-SQL insert, 500 rows a transaction, on a fresh scratch store.
+    pub plain_insert: Rate,
+    /// Bulk enqueue over the plain insert.
+    pub ratio: f64,
+}
+
+/// Bulk enqueue against the plain-SQL batched insert, the two alternating for
+/// [`ENQUEUE_ROUNDS`] rounds so that each ratio compares measurements minutes apart at most.
+///
+/// # Errors
+/// [`TaskError`] from the database.
+pub async fn enqueue(url: &str, quick: bool) -> Result<Vec<EnqueueRound>, TaskError> {
+    let sizes = Sizes::new(quick);
+    let mut rounds = Vec::new();
+    for round in 1..=ENQUEUE_ROUNDS {
+        step(&format!("round {round}: plain SQL insert"));
+        let plain_insert = plain_sql(url, sizes.plain).await?.insert;
+        step(&format!("round {round}: bulk enqueue"));
+        let bulk_enqueue = in_scratch(url, async |_, party| {
+            let t = Instant::now();
+            add_bulk(party, noop_tasks(sizes.bulk, None)).await?;
+            Ok(Rate::new(sizes.bulk as u64, t.elapsed()))
+        })
+        .await?;
+        rounds.push(EnqueueRound {
+            ratio: bulk_enqueue.per_second / plain_insert.per_second.max(1e-9),
+            bulk_enqueue,
+            plain_insert,
+        });
+    }
+    Ok(rounds)
+}
+
+/// The enqueue rounds as a table.
+pub fn enqueue_table(rounds: &[EnqueueRound]) -> String {
+    let mut text = String::from("bulk enqueue (1000 a call) against the plain-SQL insert\n");
+    for (i, r) in rounds.iter().enumerate() {
+        text.push_str(&format!(
+            "  round {}  {:>10} tasks/s  plain {:>10} rows/s  {:.0}%\n",
+            i + 1,
+            format!("{:.0}", r.bulk_enqueue.per_second),
+            format!("{:.0}", r.plain_insert.per_second),
+            100.0 * r.ratio
+        ));
+    }
+    text
+}
+
 /// The concurrency the cost of queue limits is measured at.
 pub const LIMITS_CONCURRENCY: usize = 128;
 

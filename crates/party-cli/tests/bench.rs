@@ -121,6 +121,38 @@ fn quick_bench_reports_every_figure() {
 }
 
 #[test]
+fn enqueue_bench_reports_its_rounds_beside_the_plain_insert() {
+    let d = dir("enqueue");
+    let out = party(&d, &["bench", "--enqueue", "--quick", "--json"]);
+    assert!(
+        out.status.success(),
+        "party bench --enqueue failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rounds: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rounds = rounds.as_array().expect("a list of rounds");
+    assert_eq!(rounds.len(), 3, "{rounds:#?}");
+    for r in rounds {
+        assert_eq!(r["bulk_enqueue"]["count"], 20_000, "{r}");
+        assert_eq!(r["plain_insert"]["count"], 20_000, "{r}");
+        let bulk = r["bulk_enqueue"]["per_second"].as_f64().unwrap();
+        let plain = r["plain_insert"]["per_second"].as_f64().unwrap();
+        assert!(bulk > 0.0 && plain > 0.0, "{r}");
+        let ratio = r["ratio"].as_f64().unwrap();
+        assert!(
+            (ratio - bulk / plain).abs() < 1e-9,
+            "the ratio is bulk over plain: {r}"
+        );
+    }
+    let left: Vec<_> = std::fs::read_dir(&d.0)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+#[test]
 fn add_from_a_file_adds_every_line_or_none() {
     let d = dir("from");
     let good = d.0.join("good.jsonl");

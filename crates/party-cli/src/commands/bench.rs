@@ -30,6 +30,15 @@ pub(crate) async fn run(db: &str, args: BenchArgs) -> Result<(), TaskError> {
             output::print(&bench::limits_table(&costs))
         };
     }
+    if args.enqueue {
+        let rounds = bench::enqueue(db, args.quick).await?;
+        return if args.json {
+            let json = serde_json::to_string_pretty(&rounds).map_err(TaskError::store)?;
+            output::print(&format!("{json}\n"))
+        } else {
+            output::print(&bench::enqueue_table(&rounds))
+        };
+    }
     let report = bench::run(db, &options).await?;
     if args.json {
         let json = serde_json::to_string_pretty(&report).map_err(TaskError::store)?;

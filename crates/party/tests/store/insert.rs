@@ -260,7 +260,164 @@ async fn a_unique_key_binds_live_tasks_and_recently_finished_ones(b: Backend) {
     assert_eq!(h.insert(vec![later.clone()]).await, vec![later.id]);
 }
 
+/// Every row of a large batch (SQLite writes one a chunk of rows at a time) reads back as
+/// written: no value lands in another row's or another column's place.
+async fn every_row_of_a_large_batch_reads_back_as_written(b: Backend) {
+    let Some(h) = Harness::new(b).await else {
+        return;
+    };
+    let tasks: Vec<InsertTask> = (0..75i64)
+        .map(|i| InsertTask {
+            data: format!(r#"{{"i":{i}}}"#),
+            timestamp: t0() + secs(i * 7 - 200),
+            is_recurring: i % 3 == 0,
+            rule: (i % 3 == 0).then(|| format!(r#"{{"every":"{}h"}}"#, i + 1)),
+            max_attempts: 1 + i as u32,
+            queue: format!("q{}", i % 5),
+            priority: 40 - i as i32,
+            created_at: t0() - secs(i),
+            unique_key: (i % 4 == 1).then(|| format!("k{i}")),
+            ..task(if i % 2 == 0 { "noop" } else { "other" })
+        })
+        .collect();
+    let expected: Vec<_> = tasks.iter().map(|t| t.id).collect();
+    assert_eq!(h.insert(tasks.clone()).await, expected);
+    for t in &tasks {
+        let got = h.get(t.id).await;
+        let want_data: party::serde_json::Value = party::serde_json::from_str(&t.data).unwrap();
+        let want_rule = t
+            .rule
+            .as_deref()
+            .map(|r| party::serde_json::from_str::<party::serde_json::Value>(r).unwrap());
+        assert_eq!(
+            (
+                &got.handler,
+                &got.data,
+                got.timestamp,
+                got.due_at,
+                got.is_recurring,
+                &got.rule,
+            ),
+            (
+                &t.handler,
+                &want_data,
+                t.timestamp,
+                t.timestamp,
+                t.is_recurring,
+                &want_rule,
+            ),
+            "task {}",
+            t.data
+        );
+        assert_eq!(
+            (
+                got.max_attempts,
+                &got.queue,
+                got.priority,
+                got.created_at,
+                got.unique_key.as_ref(),
+                got.state,
+            ),
+            (
+                t.max_attempts,
+                &t.queue,
+                t.priority,
+                t.created_at,
+                t.unique_key.as_ref(),
+                State::Scheduled,
+            ),
+            "task {}",
+            t.data
+        );
+    }
+}
+
+/// A collision anywhere in a large batch, with a live task or with another task of the batch,
+/// refuses the whole batch and names the task it collided with.
+async fn a_collision_deep_in_a_large_batch_refuses_it_whole(b: Backend) {
+    let Some(h) = Harness::new(b).await else {
+        return;
+    };
+    let held = recurring("noop", r#"{"s":"held"}"#);
+    let keyed = InsertTask {
+        unique_key: Some("kept".to_string()),
+        ..task("export")
+    };
+    h.insert(vec![held.clone(), keyed.clone()]).await;
+    let batch = |bad: &[(usize, InsertTask)]| -> Vec<InsertTask> {
+        (0..75)
+            .map(|i| match bad.iter().find(|(at, _)| *at == i) {
+                Some((_, t)) => t.clone(),
+                None => InsertTask {
+                    data: format!(r#"{{"i":{i}}}"#),
+                    ..task("noop")
+                },
+            })
+            .collect()
+    };
+    let twin = recurring("noop", r#"{"s":"twin"}"#);
+    let key = |k: &str| Some(k.to_string());
+    // 75 tasks: two chunks of 32, one of 8 and three single rows on SQLite.
+    let cases = [
+        (
+            vec![(20, recurring("noop", r#"{"s":"held"}"#))],
+            held.id,
+            None,
+        ),
+        (
+            vec![(
+                70,
+                InsertTask {
+                    unique_key: key("kept"),
+                    ..task("export")
+                },
+            )],
+            keyed.id,
+            key("kept"),
+        ),
+        (
+            vec![
+                (35, twin.clone()),
+                (60, recurring("noop", r#"{"s":"twin"}"#)),
+            ],
+            twin.id,
+            None,
+        ),
+        (
+            vec![(74, recurring("noop", r#"{"s":"held"}"#))],
+            held.id,
+            None,
+        ),
+    ];
+    for (bad, existing, unique_key) in cases {
+        let tasks = batch(&bad);
+        let at: Vec<usize> = bad.iter().map(|(i, _)| *i).collect();
+        let handler = bad[0].1.handler.clone();
+        let err = h.store.task_insert(tasks.clone()).await.unwrap_err();
+        assert_eq!(
+            err,
+            TaskError::Duplicate {
+                handler,
+                existing,
+                unique_key,
+            },
+            "a collision at {at:?}"
+        );
+        for t in &tasks {
+            assert_eq!(
+                h.store.task_get(t.id).await.unwrap(),
+                None,
+                "a task of a batch refused at {at:?} was written"
+            );
+        }
+    }
+    assert_eq!(h.get(held.id).await.state, State::Scheduled);
+    assert_eq!(h.get(keyed.id).await.state, State::Scheduled);
+}
+
 on_every_backend!(
+    every_row_of_a_large_batch_reads_back_as_written,
+    a_collision_deep_in_a_large_batch_refuses_it_whole,
     a_unique_key_binds_live_tasks_and_recently_finished_ones,
     an_inserted_task_reads_back_as_written,
     instants_keep_their_microseconds,

@@ -190,59 +190,114 @@ impl SqliteStore {
     }
 }
 
+/// Insert `tasks` in order, a chunk of [`sql::CHUNK_SIZES`] rows to a statement. A chunk that
+/// collides with a live task is undone by SQLite and written again one row at a time, which
+/// names the task that collided; the caller's transaction then takes back what went in.
 fn insert_rows(conn: &Connection, tasks: &[InsertTask]) -> Result<(), TaskError> {
-    let mut stmt = conn.prepare_cached(sql::INSERT_TASK).map_err(db_err)?;
-    for t in tasks {
-        let r = stmt.execute(params![
-            id_key(&t.id),
-            t.handler,
-            t.data,
-            to_micros(t.timestamp),
-            t.max_attempts,
-            t.is_recurring,
-            t.rule,
-            t.queue,
-            t.priority,
-            to_micros(t.created_at),
-            t.unique_key,
-        ]);
-        if let Err(e) = r {
-            if is_unique_violation(&e) {
-                if let Some(key) = &t.unique_key {
-                    return Err(existing_unique(conn, &t.handler, key)?);
-                }
+    let mut rest = tasks;
+    for size in sql::CHUNK_SIZES {
+        while rest.len() >= size {
+            let (chunk, later) = rest.split_at(size);
+            rest = later;
+            if size == 1 {
+                insert_row(conn, &chunk[0])?;
+                continue;
             }
-            if is_unique_violation(&e) && t.is_recurring {
-                let existing = existing_singleton(conn, &t.handler, &t.data)?;
-                return Err(TaskError::Duplicate {
-                    handler: t.handler.clone(),
-                    existing,
-                    unique_key: None,
-                });
-            }
-            return Err(db_err(e));
-        }
-        // Within its window, a finished task with the same unique key refuses this one (the
-        // caller's transaction then takes the row back out).
-        if let (Some(key), Some(since)) = (&t.unique_key, t.unique_since) {
-            let recent = conn
-                .prepare_cached(sql::RECENT_UNIQUE)
-                .map_err(db_err)?
-                .query_row(params![t.handler, key, to_micros(since)], |r| {
-                    id_from_row(r, 0)
-                })
-                .optional()
+            let mut stmt = conn
+                .prepare_cached(sql::insert_tasks(size))
                 .map_err(db_err)?;
-            if let Some(existing) = recent {
-                return Err(TaskError::Duplicate {
-                    handler: t.handler.clone(),
-                    existing,
-                    unique_key: Some(key.clone()),
-                });
+            for (r, t) in chunk.iter().enumerate() {
+                bind_task(&mut stmt, r * sql::INSERT_TASK_VALUES, t)?;
+            }
+            match stmt.raw_execute() {
+                Ok(_) => {
+                    for t in chunk {
+                        refuse_recent_unique(conn, t)?;
+                    }
+                }
+                Err(e) if is_unique_violation(&e) => {
+                    drop(stmt);
+                    for t in chunk {
+                        insert_row(conn, t)?;
+                    }
+                }
+                Err(e) => return Err(db_err(e)),
             }
         }
     }
     Ok(())
+}
+
+/// Bind `t` to the [`sql::INSERT_TASK_VALUES`] parameters of `stmt` after the first `before`.
+fn bind_task(
+    stmt: &mut rusqlite::CachedStatement<'_>,
+    before: usize,
+    t: &InsertTask,
+) -> Result<(), TaskError> {
+    let values: [&dyn rusqlite::ToSql; sql::INSERT_TASK_VALUES] = [
+        &id_key(&t.id),
+        &t.handler,
+        &t.data,
+        &to_micros(t.timestamp),
+        &t.max_attempts,
+        &t.is_recurring,
+        &t.rule,
+        &t.queue,
+        &t.priority,
+        &to_micros(t.created_at),
+        &t.unique_key,
+    ];
+    for (i, v) in values.into_iter().enumerate() {
+        stmt.raw_bind_parameter(before + i + 1, v).map_err(db_err)?;
+    }
+    Ok(())
+}
+
+/// Insert one task; a collision with a live task is a [`TaskError::Duplicate`] naming it.
+fn insert_row(conn: &Connection, t: &InsertTask) -> Result<(), TaskError> {
+    let mut stmt = conn.prepare_cached(sql::INSERT_TASK).map_err(db_err)?;
+    bind_task(&mut stmt, 0, t)?;
+    if let Err(e) = stmt.raw_execute() {
+        if is_unique_violation(&e) {
+            if let Some(key) = &t.unique_key {
+                return Err(existing_unique(conn, &t.handler, key)?);
+            }
+        }
+        if is_unique_violation(&e) && t.is_recurring {
+            let existing = existing_singleton(conn, &t.handler, &t.data)?;
+            return Err(TaskError::Duplicate {
+                handler: t.handler.clone(),
+                existing,
+                unique_key: None,
+            });
+        }
+        return Err(db_err(e));
+    }
+    refuse_recent_unique(conn, t)
+}
+
+/// Within its window, a finished task with the same unique key refuses `t` (the caller's
+/// transaction then takes the row back out).
+fn refuse_recent_unique(conn: &Connection, t: &InsertTask) -> Result<(), TaskError> {
+    let (Some(key), Some(since)) = (&t.unique_key, t.unique_since) else {
+        return Ok(());
+    };
+    let recent = conn
+        .prepare_cached(sql::RECENT_UNIQUE)
+        .map_err(db_err)?
+        .query_row(params![t.handler, key, to_micros(since)], |r| {
+            id_from_row(r, 0)
+        })
+        .optional()
+        .map_err(db_err)?;
+    match recent {
+        Some(existing) => Err(TaskError::Duplicate {
+            handler: t.handler.clone(),
+            existing,
+            unique_key: Some(key.clone()),
+        }),
+        None => Ok(()),
+    }
 }
 
 /// A task, live or finished, with its run history if asked.
@@ -446,7 +501,7 @@ fn apply_moves(
 ) -> Result<Vec<FinishResult>, TaskError> {
     use rusqlite::types::Value;
     let mut out = Vec::with_capacity(moves.len());
-    for chunk in moves.chunks(sql::MOVE_SIZES[0]) {
+    for chunk in moves.chunks(sql::CHUNK_SIZES[0]) {
         let (read, ids) = by_ids(sql::move_read, chunk);
         let mut live: Vec<Vec<Value>> = conn
             .prepare_cached(read)
@@ -522,7 +577,7 @@ fn apply_moves(
             continue;
         }
         let mut rest: &[Vec<Value>] = &rows;
-        for size in sql::MOVE_SIZES {
+        for size in sql::CHUNK_SIZES {
             while rest.len() >= size {
                 let (now, later) = rest.split_at(size);
                 conn.prepare_cached(sql::move_insert(size))
@@ -550,7 +605,7 @@ fn by_ids<'a>(
     &'static str,
     rusqlite::ParamsFromIter<impl Iterator<Item = &'a [u8]>>,
 ) {
-    let size = sql::move_size_for(fs.len());
+    let size = sql::chunk_size_for(fs.len());
     let ids = (0..size).map(move |i| id_key(&fs[i.min(fs.len() - 1)].id));
     (sql(size), rusqlite::params_from_iter(ids))
 }

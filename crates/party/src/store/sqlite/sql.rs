@@ -140,37 +140,38 @@ const FINISH_INSERT: &str = "INSERT INTO task_history (id, handler, data, timest
 
 pub(super) const DELETE_LIVE: &str = "DELETE FROM tasks WHERE id = ?1";
 
-/// The statement sizes a run of moves to the history is written in (see `apply_moves`): as
-/// many full statements of the first size as fit, then of the next, down to one.
-pub(super) const MOVE_SIZES: [usize; 3] = [32, 8, 1];
+/// The statement sizes a run of rows is written in (moves to the history in `apply_moves`,
+/// new tasks in `insert_rows`): as many full statements of the first size as fit, then of the
+/// next, down to one.
+pub(super) const CHUNK_SIZES: [usize; 3] = [32, 8, 1];
 
 /// The number of values each row of [`move_insert`] takes: [`FINISH_INSERT`]'s.
 pub(super) const MOVE_INSERT_VALUES: usize = 25;
 
-/// The smallest size of [`MOVE_SIZES`] that holds `n` ids (at most the largest).
-pub(super) fn move_size_for(n: usize) -> usize {
-    *MOVE_SIZES
+/// The smallest size of [`CHUNK_SIZES`] that holds `n` ids (at most the largest).
+pub(super) fn chunk_size_for(n: usize) -> usize {
+    *CHUNK_SIZES
         .iter()
         .rev()
         .find(|s| **s >= n)
         .expect("at most the largest size")
 }
 
-/// Where `n` is in [`MOVE_SIZES`], to pick its statement.
-fn move_size_index(n: usize) -> usize {
-    MOVE_SIZES
+/// Where `n` is in [`CHUNK_SIZES`], to pick its statement.
+fn chunk_size_index(n: usize) -> usize {
+    CHUNK_SIZES
         .iter()
         .position(|s| *s == n)
-        .expect("a statement size of MOVE_SIZES")
+        .expect("a statement size of CHUNK_SIZES")
 }
 
-/// `n` statements built by `build`, one per size of [`MOVE_SIZES`], made once.
-fn by_move_size(
+/// `n` statements built by `build`, one per size of [`CHUNK_SIZES`], made once.
+fn by_chunk_size(
     cell: &'static std::sync::OnceLock<[String; 3]>,
     n: usize,
     build: fn(usize) -> String,
 ) -> &'static str {
-    &cell.get_or_init(|| MOVE_SIZES.map(build))[move_size_index(n)]
+    &cell.get_or_init(|| CHUNK_SIZES.map(build))[chunk_size_index(n)]
 }
 
 /// The `?1, ?2, ... ?n` list of parameters from `first`.
@@ -181,13 +182,13 @@ fn placeholders(first: usize, n: usize) -> String {
         .join(", ")
 }
 
-/// The live rows of the tasks ?1..?n (a size of [`MOVE_SIZES`]; an id may be repeated to fill
+/// The live rows of the tasks ?1..?n (a size of [`CHUNK_SIZES`]; an id may be repeated to fill
 /// the list) as a move reads them: the 15 columns the history row copies, then `last_error`,
 /// `state` and `lease_until`, which the caller checks against each finish's fence and rescue
 /// cutoff.
 pub(super) fn move_read(n: usize) -> &'static str {
     static CELL: std::sync::OnceLock<[String; 3]> = std::sync::OnceLock::new();
-    by_move_size(&CELL, n, |n| {
+    by_chunk_size(&CELL, n, |n| {
         format!(
             "SELECT id, handler, data, timestamp, due_at, last_run_on, attempts, max_attempts, \
              is_recurring, rule, queue, priority, fence, created_at, unique_key, last_error, \
@@ -200,11 +201,11 @@ pub(super) fn move_read(n: usize) -> &'static str {
 /// The number of columns [`move_read`] returns.
 pub(super) const MOVE_READ_COLUMNS: usize = 18;
 
-/// `n` history rows (a size of [`MOVE_SIZES`]) in one statement, each of the
+/// `n` history rows (a size of [`CHUNK_SIZES`]) in one statement, each of the
 /// [`MOVE_INSERT_VALUES`] values [`FINISH_INSERT`] takes, in its order.
 pub(super) fn move_insert(n: usize) -> &'static str {
     static CELL: std::sync::OnceLock<[String; 3]> = std::sync::OnceLock::new();
-    by_move_size(&CELL, n, |n| {
+    by_chunk_size(&CELL, n, |n| {
         let head = FINISH_INSERT
             .split(" VALUES ")
             .next()
@@ -222,10 +223,10 @@ pub(super) fn move_insert(n: usize) -> &'static str {
     })
 }
 
-/// Delete the live tasks ?1..?n (a size of [`MOVE_SIZES`]; an id may be repeated).
+/// Delete the live tasks ?1..?n (a size of [`CHUNK_SIZES`]; an id may be repeated).
 pub(super) fn move_delete(n: usize) -> &'static str {
     static CELL: std::sync::OnceLock<[String; 3]> = std::sync::OnceLock::new();
-    by_move_size(&CELL, n, |n| {
+    by_chunk_size(&CELL, n, |n| {
         format!("DELETE FROM tasks WHERE id IN ({})", placeholders(1, n))
     })
 }
@@ -290,6 +291,41 @@ pub(super) const EXISTING: &str = "SELECT id FROM tasks WHERE handler = ?1 AND d
 pub(super) const INSERT_TASK: &str = "INSERT INTO tasks (id, handler, data, timestamp, due_at, ready, attempts, max_attempts, \
     is_recurring, rule, state, queue, priority, fence, created_at, updated_at, unique_key) \
     VALUES (?1, ?2, ?3, ?4, ?4, ?4 <= ?10, 0, ?5, ?6, ?7, 'scheduled', ?8, ?9, 0, ?10, ?10, ?11)";
+
+/// The number of parameters each row of [`INSERT_TASK`] (and of [`insert_tasks`]) takes.
+pub(super) const INSERT_TASK_VALUES: usize = 11;
+
+/// `n` new tasks (a size of [`CHUNK_SIZES`]) in one statement: [`INSERT_TASK`]'s row `n`
+/// times, row `r` taking its parameters from `r * INSERT_TASK_VALUES + 1` on.
+pub(super) fn insert_tasks(n: usize) -> &'static str {
+    static CELL: std::sync::OnceLock<[String; 3]> = std::sync::OnceLock::new();
+    by_chunk_size(&CELL, n, |n| {
+        let (head, row) = INSERT_TASK
+            .split_once(" VALUES ")
+            .expect("INSERT_TASK has VALUES");
+        let rows = (0..n)
+            .map(|r| renumber(row, r * INSERT_TASK_VALUES))
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!("{head} VALUES {rows}")
+    })
+}
+
+/// `sql` with every numbered parameter `?k` written `?{k + by}`.
+fn renumber(sql: &str, by: usize) -> String {
+    let mut out = String::with_capacity(sql.len() + 16);
+    let mut rest = sql;
+    while let Some(at) = rest.find('?') {
+        out.push_str(&rest[..=at]);
+        rest = &rest[at + 1..];
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        let k: usize = rest[..digits].parse().expect("a numbered parameter");
+        out.push_str(&(k + by).to_string());
+        rest = &rest[digits..];
+    }
+    out.push_str(rest);
+    out
+}
 
 /// The live task holding a handler's unique key: ?1 handler, ?2 key.
 pub(super) const EXISTING_UNIQUE: &str =

@@ -16,7 +16,7 @@ use tokio_postgres::{
 };
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use super::error::{db_err, describe};
+use super::error::describe;
 use super::sql::{Names, Statements};
 use super::tls::Tls;
 use crate::TaskError;
@@ -111,12 +111,9 @@ impl managed::Manager for Manager {
             }
         }
         let client = connect(&self.target).await?;
-        let st = Statements::prepare(&client, &self.names.quoted, &self.sending)
-            .await
-            .map_err(db_err)?;
         Ok(Conn {
             client: PgClient::new(client, self.sending.clone()),
-            st,
+            st: Statements::new(&self.names.quoted),
         })
     }
 
@@ -227,16 +224,17 @@ impl Pool {
 // ---------------------------------------------------------------------------------------------
 // Sending statements: prepared once per connection, or unnamed behind a transaction pooler
 
-/// How statements reach the server. On a direct connection the fixed set is prepared once per
-/// connection and SQL text is prepared as tokio-postgres does. Behind a pooler in transaction
-/// mode consecutive transactions may land on different server sessions, so no named prepared
-/// statement may outlive its transaction: every statement goes as an unnamed one, parsed,
-/// bound and run in one round trip, with parameter types learnt once (for the fixed set when a
-/// connection opens, for SQL text on first use), each time inside a transaction.
+/// How statements reach the server. On a direct connection each statement of the fixed set is
+/// prepared once per connection, when it first runs there, and SQL text is prepared as
+/// tokio-postgres does. Behind a pooler in transaction mode consecutive transactions may land
+/// on different server sessions, so no named prepared statement may outlive its transaction:
+/// every statement goes as an unnamed one, parsed, bound and run in one round trip, with its
+/// parameter types learnt once per store, inside a transaction: the fixed set's when the store
+/// opens, SQL text's on first use.
 #[derive(Clone, Default)]
 pub(super) struct Sending {
     unnamed: bool,
-    /// Parameter types of SQL text, learnt once each.
+    /// Parameter types of each statement sent unnamed, learnt once each.
     learnt: Arc<Mutex<HashMap<String, Arc<[Type]>>>>,
 }
 
@@ -249,21 +247,33 @@ impl Sending {
         }
     }
 
-    /// Whether statements go unnamed.
-    pub(super) fn unnamed(&self) -> bool {
-        self.unnamed
+    /// Behind a transaction pooler, learn the parameter types of the fixed set `sqls` now, in
+    /// one transaction of its own: they may then run between a `BEGIN` and a `COMMIT` given as
+    /// text, where learning would end the caller's transaction. Nothing to do on a direct
+    /// connection, which prepares each statement when it first runs it.
+    pub(super) async fn learn_all(&self, c: &Client, sqls: &[String]) -> Result<(), Error> {
+        if !self.unnamed {
+            return Ok(());
+        }
+        let texts: Vec<&str> = sqls.iter().map(String::as_str).collect();
+        c.batch_execute("BEGIN").await?;
+        let learnt = learn_types(c, &texts).await;
+        c.batch_execute(if learnt.is_ok() { "COMMIT" } else { "ROLLBACK" })
+            .await?;
+        let mut known = self.learnt.lock().unwrap();
+        for (sql, types) in sqls.iter().zip(learnt?) {
+            known.insert(sql.clone(), types);
+        }
+        Ok(())
     }
 
-    /// The parameter types of `s`: its own for one of the set, else learnt once (inside the
+    /// The parameter types of `s`, learnt once per store (inside the
     /// caller's transaction, or one of its own).
     async fn types<C, S>(&self, c: &C, in_tx: bool, s: &S) -> Result<Arc<[Type]>, Error>
     where
         C: GenericClient + Sync,
         S: Sql + ?Sized,
     {
-        if let Some(st) = s.stmt() {
-            return Ok(st.types.clone());
-        }
         let known = self.learnt.lock().unwrap().get(s.text()).cloned();
         if let Some(types) = known {
             return Ok(types);
@@ -296,8 +306,8 @@ impl Sending {
         S: Sql + ?Sized,
     {
         if !self.unnamed {
-            return match s.stmt().and_then(|st| st.prepared.as_ref()) {
-                Some(prepared) => c.query(prepared, params).await,
+            return match s.stmt() {
+                Some(st) => c.query(st.prepared(c).await?, params).await,
                 None => c.query(s.text(), params).await,
             };
         }
@@ -317,8 +327,8 @@ impl Sending {
         S: Sql + ?Sized,
     {
         if !self.unnamed {
-            return match s.stmt().and_then(|st| st.prepared.as_ref()) {
-                Some(prepared) => c.query_opt(prepared, params).await,
+            return match s.stmt() {
+                Some(st) => c.query_opt(st.prepared(c).await?, params).await,
                 None => c.query_opt(s.text(), params).await,
             };
         }
@@ -338,8 +348,8 @@ impl Sending {
         S: Sql + ?Sized,
     {
         if !self.unnamed {
-            return match s.stmt().and_then(|st| st.prepared.as_ref()) {
-                Some(prepared) => c.query_one(prepared, params).await,
+            return match s.stmt() {
+                Some(st) => c.query_one(st.prepared(c).await?, params).await,
                 None => c.query_one(s.text(), params).await,
             };
         }
@@ -359,8 +369,8 @@ impl Sending {
         S: Sql + ?Sized,
     {
         if !self.unnamed {
-            return match s.stmt().and_then(|st| st.prepared.as_ref()) {
-                Some(prepared) => c.execute(prepared, params).await,
+            return match s.stmt() {
+                Some(st) => c.execute(st.prepared(c).await?, params).await,
                 None => c.execute(s.text(), params).await,
             };
         }
@@ -377,7 +387,7 @@ impl Sending {
 /// `PREPARE` under names of this call's own, read back from `pg_prepared_statements`, and
 /// `DEALLOCATE`d at once. Runs inside the caller's transaction, so all of it happens in one
 /// server session.
-pub(super) async fn learn_types<C: GenericClient + Sync>(
+async fn learn_types<C: GenericClient + Sync>(
     c: &C,
     sqls: &[&str],
 ) -> Result<Vec<Arc<[Type]>>, Error> {
@@ -430,32 +440,34 @@ fn typed<'a>(
     params.iter().copied().zip(types.iter().cloned()).collect()
 }
 
-/// A statement of the fixed set: its text and parameter types, and on a direct connection
-/// the statement prepared on that connection.
-#[derive(Clone)]
+/// A statement of the fixed set: its text, and on a direct connection the statement prepared
+/// on that connection the first time it runs there. A connection prepares only what it runs:
+/// a worker's claim connection a handful of statements, a command line's one or two, instead
+/// of every statement of the set when it opens (about 20 ms of the server's time each).
+/// Behind a transaction pooler nothing stays prepared: the statement goes unnamed, with the
+/// parameter types the store learnt when it opened.
 pub(super) struct Stmt {
     sql: Arc<str>,
-    types: Arc<[Type]>,
-    prepared: Option<Statement>,
+    prepared: std::sync::OnceLock<Statement>,
 }
 
 impl Stmt {
-    /// One that stays unprepared: sent unnamed with these parameter types.
-    pub(super) fn unnamed(sql: &str, types: Arc<[Type]>) -> Stmt {
+    /// One not yet prepared.
+    pub(super) fn new(sql: &str) -> Stmt {
         Stmt {
             sql: Arc::from(sql),
-            types,
-            prepared: None,
+            prepared: std::sync::OnceLock::new(),
         }
     }
 
-    /// `statement`, prepared from `sql`; kept prepared unless statements go unnamed.
-    pub(super) fn new(sql: &str, statement: Statement, sending: &Sending) -> Stmt {
-        Stmt {
-            sql: Arc::from(sql),
-            types: Arc::from(statement.params()),
-            prepared: (!sending.unnamed).then_some(statement),
+    /// The statement prepared on `c`'s connection, preparing it on first use. A connection
+    /// runs one call at a time, so it is prepared once.
+    async fn prepared<C: GenericClient + Sync>(&self, c: &C) -> Result<&Statement, Error> {
+        if let Some(prepared) = self.prepared.get() {
+            return Ok(prepared);
         }
+        let prepared = c.prepare(&self.sql).await?;
+        Ok(self.prepared.get_or_init(|| prepared))
     }
 }
 

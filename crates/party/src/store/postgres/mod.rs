@@ -224,9 +224,11 @@ impl PgStore {
         let sending = Sending::for_pooler(pooler);
         let mut first = PgClient::new(connect(&target).await?, sending.clone());
         migrate(&mut first, &names).await?;
-        let st = Statements::prepare(&first.inner, &names.quoted, &sending)
+        sending
+            .learn_all(&first.inner, &Statements::sql(&names.quoted))
             .await
             .map_err(db_err)?;
+        let st = Statements::new(&names.quoted);
 
         let pool = Arc::new(Pool::new(
             target.clone(),

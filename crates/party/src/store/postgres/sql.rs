@@ -1,12 +1,7 @@
-//! The statements' text, built for one schema, and the set every pooled connection prepares.
+//! The statements' text, built for one schema, and the set every pooled connection prepares
+//! as it first runs each.
 
-use std::future::Future;
-use std::pin::Pin;
-use std::task::Poll;
-
-use tokio_postgres::{Client, Statement};
-
-use super::conn::{Sending, Stmt, learn_types};
+use super::conn::Stmt;
 
 use crate::TaskError;
 
@@ -632,7 +627,7 @@ pub(super) fn sql_prune_count(s: &str) -> String {
     )
 }
 
-/// Every statement a pooled connection prepares once.
+/// Every statement a pooled connection runs, each prepared there once, on first use.
 pub(super) struct Statements {
     pub(super) insert: Stmt,
     pub(super) insert_skipping: Stmt,
@@ -760,62 +755,10 @@ impl Statements {
         ]
     }
 
-    /// Prepare every statement on `client`. Behind a transaction pooler nothing stays
-    /// prepared: their parameter types are learnt instead, in one transaction.
-    pub(super) async fn prepare(
-        client: &Client,
-        s: &str,
-        sending: &Sending,
-    ) -> Result<Statements, tokio_postgres::Error> {
-        if sending.unnamed() {
-            let sql = Statements::sql(s);
-            let texts: Vec<&str> = sql.iter().map(String::as_str).collect();
-            client.batch_execute("BEGIN").await?;
-            let learnt = learn_types(client, &texts).await;
-            client
-                .batch_execute(if learnt.is_ok() { "COMMIT" } else { "ROLLBACK" })
-                .await?;
-            let stmts = sql
-                .iter()
-                .zip(learnt?)
-                .map(|(text, types)| Stmt::unnamed(text, types));
-            return Ok(Statements::from_stmts(stmts));
-        }
-        Statements::prepare_all(client, s, sending).await
-    }
-
-    async fn prepare_all(
-        client: &Client,
-        s: &str,
-        sending: &Sending,
-    ) -> Result<Statements, tokio_postgres::Error> {
-        let sql = Statements::sql(s);
-        // All prepared at once, so the requests are pipelined on the connection.
-        let mut pending: Vec<Pin<Box<dyn Future<Output = _> + Send + '_>>> = sql
-            .iter()
-            .map(|q| Box::pin(client.prepare(q)) as Pin<Box<dyn Future<Output = _> + Send>>)
-            .collect();
-        let mut done: Vec<Option<Statement>> = vec![None; pending.len()];
-        std::future::poll_fn(|cx| {
-            for (f, slot) in pending.iter_mut().zip(done.iter_mut()) {
-                if slot.is_none() {
-                    if let Poll::Ready(r) = f.as_mut().poll(cx) {
-                        *slot = Some(r?);
-                    }
-                }
-            }
-            if done.iter().all(Option::is_some) {
-                Poll::Ready(Ok(()))
-            } else {
-                Poll::Pending
-            }
-        })
-        .await?;
-        let stmts = done
-            .into_iter()
-            .zip(&sql)
-            .map(|(st, text)| Stmt::new(text, st.expect("all prepared"), sending));
-        Ok(Statements::from_stmts(stmts))
+    /// The set for one connection, none of it prepared yet: each statement is prepared on
+    /// the connection when it first runs there.
+    pub(super) fn new(s: &str) -> Statements {
+        Statements::from_stmts(Statements::sql(s).iter().map(|sql| Stmt::new(sql)))
     }
 
     /// The statements in field order.

@@ -345,6 +345,9 @@ async fn main() {
     let mut pg: Option<String> = None;
     let mut dir = std::env::temp_dir().display().to_string();
     let mut jobs: u64 = 20_000;
+    // At concurrency 1 a tenth of the jobs by default, which keeps slow configurations short;
+    // a run that short is mostly every system's start and stop.
+    let mut jobs_at_1: Option<u64> = None;
     let mut json: Option<String> = None;
     let mut only: Option<String> = None;
     while let Some(a) = args.next() {
@@ -352,11 +355,18 @@ async fn main() {
             "--pg" => pg = args.next(),
             "--dir" => dir = args.next().expect("--dir DIR"),
             "--jobs" => jobs = args.next().and_then(|s| s.parse().ok()).expect("--jobs N"),
+            "--jobs-at-1" => {
+                jobs_at_1 = Some(
+                    args.next()
+                        .and_then(|s| s.parse().ok())
+                        .expect("--jobs-at-1 N"),
+                )
+            }
             "--json" => json = args.next(),
             "--only" => only = args.next(),
             _ => {
                 eprintln!(
-                    "usage: party-peers [--pg URL] [--dir DIR] [--jobs N] [--json FILE] [--only SYSTEM,...]"
+                    "usage: party-peers [--pg URL] [--dir DIR] [--jobs N] [--jobs-at-1 N] [--json FILE] [--only SYSTEM,...]"
                 );
                 std::process::exit(2);
             }
@@ -388,7 +398,11 @@ async fn main() {
     }
 
     for c in CONCURRENCIES {
-        let n = if c == 1 { jobs / 10 } else { jobs };
+        let n = if c == 1 {
+            jobs_at_1.unwrap_or(jobs / 10)
+        } else {
+            jobs
+        };
         let mut record = |system: &str,
                           backend: &str,
                           n: u64,

@@ -399,7 +399,7 @@ pub async fn run(url: &str, options: &BenchOptions) -> Result<BenchReport, TaskE
 }
 
 /// How many alternating rounds `party bench --enqueue` runs.
-const ENQUEUE_ROUNDS: usize = 3;
+pub const ENQUEUE_ROUNDS: usize = 3;
 
 /// One round of bulk enqueue beside the plain-SQL batched insert.
 #[derive(Debug, Clone, Serialize)]

@@ -46,6 +46,16 @@ fn positive(report: &Value, path: &str) {
     assert!(n > 0.0, "{path} is {n}, expected a positive number");
 }
 
+/// The scratch stores are gone and the named database was never created.
+fn nothing_left_in(d: &Dir) {
+    let left: Vec<_> = std::fs::read_dir(&d.0)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
 #[test]
 fn quick_bench_reports_every_figure() {
     let d = dir("quick");
@@ -111,13 +121,7 @@ fn quick_bench_reports_every_figure() {
     // minute before it: by the last pass, the first 89 of the 100 chunks.
     assert_eq!(soak["pruned_tasks"], 17_800, "{soak:#}");
     assert_eq!(soak["pruned_runs"], 17_800, "{soak:#}");
-    // The scratch stores are gone; the named database was never created.
-    let left: Vec<_> = std::fs::read_dir(&d.0)
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name())
-        .collect();
-    assert!(left.is_empty(), "left behind: {left:?}");
+    nothing_left_in(&d);
 }
 
 #[test]
@@ -144,12 +148,7 @@ fn enqueue_bench_reports_its_rounds_beside_the_plain_insert() {
             "the ratio is bulk over plain: {r}"
         );
     }
-    let left: Vec<_> = std::fs::read_dir(&d.0)
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name())
-        .collect();
-    assert!(left.is_empty(), "left behind: {left:?}");
+    nothing_left_in(&d);
 }
 
 #[test]

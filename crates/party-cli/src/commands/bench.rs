@@ -23,27 +23,26 @@ pub(crate) async fn run(db: &str, args: BenchArgs) -> Result<(), TaskError> {
     };
     if args.limits {
         let costs = bench::limits(db, args.quick).await?;
-        return if args.json {
-            let json = serde_json::to_string_pretty(&costs).map_err(TaskError::store)?;
-            output::print(&format!("{json}\n"))
-        } else {
-            output::print(&bench::limits_table(&costs))
-        };
+        return print(args.json, costs.as_slice(), bench::limits_table);
     }
     if args.enqueue {
         let rounds = bench::enqueue(db, args.quick).await?;
-        return if args.json {
-            let json = serde_json::to_string_pretty(&rounds).map_err(TaskError::store)?;
-            output::print(&format!("{json}\n"))
-        } else {
-            output::print(&bench::enqueue_table(&rounds))
-        };
+        return print(args.json, rounds.as_slice(), bench::enqueue_table);
     }
     let report = bench::run(db, &options).await?;
-    if args.json {
-        let json = serde_json::to_string_pretty(&report).map_err(TaskError::store)?;
+    print(args.json, &report, bench::table)
+}
+
+/// Print `report` as JSON with `--json`, else as the table `table` makes of it.
+fn print<T: serde::Serialize + ?Sized>(
+    json: bool,
+    report: &T,
+    table: impl Fn(&T) -> String,
+) -> Result<(), TaskError> {
+    if json {
+        let json = serde_json::to_string_pretty(report).map_err(TaskError::store)?;
         output::print(&format!("{json}\n"))
     } else {
-        output::print(&bench::table(&report))
+        output::print(&table(report))
     }
 }

@@ -194,35 +194,30 @@ impl SqliteStore {
 /// collides with a live task is undone by SQLite and written again one row at a time, which
 /// names the task that collided; the caller's transaction then takes back what went in.
 fn insert_rows(conn: &Connection, tasks: &[InsertTask]) -> Result<(), TaskError> {
-    let mut rest = tasks;
-    for size in sql::CHUNK_SIZES {
-        while rest.len() >= size {
-            let (chunk, later) = rest.split_at(size);
-            rest = later;
-            if size == 1 {
-                insert_row(conn, &chunk[0])?;
-                continue;
-            }
-            let mut stmt = conn
-                .prepare_cached(sql::insert_tasks(size))
-                .map_err(db_err)?;
-            for (r, t) in chunk.iter().enumerate() {
-                bind_task(&mut stmt, r * sql::INSERT_TASK_VALUES, t)?;
-            }
-            match stmt.raw_execute() {
-                Ok(_) => {
-                    for t in chunk {
-                        refuse_recent_unique(conn, t)?;
-                    }
+    for chunk in sql::chunks(tasks) {
+        if let [t] = chunk {
+            insert_row(conn, t)?;
+            continue;
+        }
+        let mut stmt = conn
+            .prepare_cached(sql::insert_tasks(chunk.len()))
+            .map_err(db_err)?;
+        for (r, t) in chunk.iter().enumerate() {
+            bind_task(&mut stmt, r * sql::INSERT_TASK_VALUES, t)?;
+        }
+        match stmt.raw_execute() {
+            Ok(_) => {
+                for t in chunk {
+                    refuse_recent_unique(conn, t)?;
                 }
-                Err(e) if is_unique_violation(&e) => {
-                    drop(stmt);
-                    for t in chunk {
-                        insert_row(conn, t)?;
-                    }
-                }
-                Err(e) => return Err(db_err(e)),
             }
+            Err(e) if is_unique_violation(&e) => {
+                drop(stmt);
+                for t in chunk {
+                    insert_row(conn, t)?;
+                }
+            }
+            Err(e) => return Err(db_err(e)),
         }
     }
     Ok(())
@@ -500,6 +495,7 @@ fn apply_moves(
     added: &mut Added,
 ) -> Result<Vec<FinishResult>, TaskError> {
     use rusqlite::types::Value;
+    use sql::move_col as col;
     let mut out = Vec::with_capacity(moves.len());
     for chunk in moves.chunks(sql::CHUNK_SIZES[0]) {
         let (read, ids) = by_ids(sql::move_read, chunk);
@@ -524,22 +520,23 @@ fn apply_moves(
             // its lease ended before the rescue's cutoff.
             let applies = at.is_some_and(|at| {
                 let row = &live[at];
-                matches!(&row[16], Value::Text(s) if s == "running")
-                    && row[12] == Value::Integer(f.fence)
-                    && f.expired_before.is_none_or(
-                        |cutoff| matches!(row[17], Value::Integer(l) if l < to_micros(cutoff)),
-                    )
+                matches!(&row[col::STATE], Value::Text(s) if s == "running")
+                    && row[col::FENCE] == Value::Integer(f.fence)
+                    && f.expired_before.is_none_or(|cutoff| {
+                        matches!(row[col::LEASE_UNTIL], Value::Integer(l) if l < to_micros(cutoff))
+                    })
             });
             let Some(at) = at.filter(|_| applies) else {
                 out.push(FinishResult::Stale);
                 continue;
             };
+            // The history row starts with what was read up to the state.
             let mut row = live.swap_remove(at);
-            row.truncate(16);
+            row.truncate(col::STATE);
             if let Some(e) = &f.error {
-                row[15] = Value::Text(e.clone());
+                row[col::LAST_ERROR] = Value::Text(e.clone());
             }
-            let (handler, queue) = match (&row[1], &row[10]) {
+            let (handler, queue) = match (&row[col::HANDLER], &row[col::QUEUE]) {
                 (Value::Text(h), Value::Text(q)) => (h.clone(), q.clone()),
                 _ => {
                     return Err(TaskError::store(format!(
@@ -576,16 +573,11 @@ fn apply_moves(
         if moved.is_empty() {
             continue;
         }
-        let mut rest: &[Vec<Value>] = &rows;
-        for size in sql::CHUNK_SIZES {
-            while rest.len() >= size {
-                let (now, later) = rest.split_at(size);
-                conn.prepare_cached(sql::move_insert(size))
-                    .map_err(db_err)?
-                    .execute(rusqlite::params_from_iter(now.iter().flatten()))
-                    .map_err(db_err)?;
-                rest = later;
-            }
+        for now in sql::chunks(&rows) {
+            conn.prepare_cached(sql::move_insert(now.len()))
+                .map_err(db_err)?
+                .execute(rusqlite::params_from_iter(now.iter().flatten()))
+                .map_err(db_err)?;
         }
         let (delete, ids) = by_ids(sql::move_delete, &moved);
         conn.prepare_cached(delete)

@@ -145,6 +145,32 @@ pub(super) const DELETE_LIVE: &str = "DELETE FROM tasks WHERE id = ?1";
 /// next, down to one.
 pub(super) const CHUNK_SIZES: [usize; 3] = [32, 8, 1];
 
+/// `items` cut as [`CHUNK_SIZES`] says: full chunks of the first size while they fit, then of
+/// the next, down to single items; every chunk's length is one of the sizes.
+pub(super) fn chunks<T>(items: &[T]) -> impl Iterator<Item = &[T]> {
+    let mut rest = items;
+    std::iter::from_fn(move || {
+        let size = *CHUNK_SIZES.iter().find(|s| **s <= rest.len())?;
+        let (chunk, later) = rest.split_at(size);
+        rest = later;
+        Some(chunk)
+    })
+}
+
+/// The `INSERT` of `one_row` (whose `VALUES` row numbers its parameters from `?1` to
+/// `?{per_row}`) repeated for `n` rows, row `r` taking its parameters from
+/// `r * per_row + 1` on.
+fn repeat_rows(one_row: &str, per_row: usize, n: usize) -> String {
+    let (head, row) = one_row
+        .split_once(" VALUES ")
+        .expect("an INSERT with VALUES");
+    let rows = (0..n)
+        .map(|r| renumber(row, r * per_row))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!("{head} VALUES {rows}")
+}
+
 /// The number of values each row of [`move_insert`] takes: [`FINISH_INSERT`]'s.
 pub(super) const MOVE_INSERT_VALUES: usize = 25;
 
@@ -174,9 +200,9 @@ fn by_chunk_size(
     &cell.get_or_init(|| CHUNK_SIZES.map(build))[chunk_size_index(n)]
 }
 
-/// The `?1, ?2, ... ?n` list of parameters from `first`.
-fn placeholders(first: usize, n: usize) -> String {
-    (first..first + n)
+/// The `?1, ?2, ... ?n` list of parameters.
+fn placeholders(n: usize) -> String {
+    (1..=n)
         .map(|i| format!("?{i}"))
         .collect::<Vec<_>>()
         .join(", ")
@@ -193,7 +219,7 @@ pub(super) fn move_read(n: usize) -> &'static str {
             "SELECT id, handler, data, timestamp, due_at, last_run_on, attempts, max_attempts, \
              is_recurring, rule, queue, priority, fence, created_at, unique_key, last_error, \
              state, lease_until FROM tasks WHERE id IN ({})",
-            placeholders(1, n)
+            placeholders(n)
         )
     })
 }
@@ -201,25 +227,24 @@ pub(super) fn move_read(n: usize) -> &'static str {
 /// The number of columns [`move_read`] returns.
 pub(super) const MOVE_READ_COLUMNS: usize = 18;
 
+/// Where [`move_read`] returns the columns a move looks at: `handler` and `queue` (for the
+/// finished-task counters), `fence`, `last_error`, `state` and `lease_until`. The columns before
+/// `state` are the first values of a [`move_insert`] row, in its order.
+pub(super) mod move_col {
+    pub(in crate::store::sqlite) const HANDLER: usize = 1;
+    pub(in crate::store::sqlite) const QUEUE: usize = 10;
+    pub(in crate::store::sqlite) const FENCE: usize = 12;
+    pub(in crate::store::sqlite) const LAST_ERROR: usize = 15;
+    pub(in crate::store::sqlite) const STATE: usize = 16;
+    pub(in crate::store::sqlite) const LEASE_UNTIL: usize = 17;
+}
+
 /// `n` history rows (a size of [`CHUNK_SIZES`]) in one statement, each of the
 /// [`MOVE_INSERT_VALUES`] values [`FINISH_INSERT`] takes, in its order.
 pub(super) fn move_insert(n: usize) -> &'static str {
     static CELL: std::sync::OnceLock<[String; 3]> = std::sync::OnceLock::new();
     by_chunk_size(&CELL, n, |n| {
-        let head = FINISH_INSERT
-            .split(" VALUES ")
-            .next()
-            .expect("FINISH_INSERT has VALUES");
-        let rows = (0..n)
-            .map(|r| {
-                format!(
-                    "({})",
-                    placeholders(1 + r * MOVE_INSERT_VALUES, MOVE_INSERT_VALUES)
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(", ");
-        format!("{head} VALUES {rows}")
+        repeat_rows(FINISH_INSERT, MOVE_INSERT_VALUES, n)
     })
 }
 
@@ -227,7 +252,7 @@ pub(super) fn move_insert(n: usize) -> &'static str {
 pub(super) fn move_delete(n: usize) -> &'static str {
     static CELL: std::sync::OnceLock<[String; 3]> = std::sync::OnceLock::new();
     by_chunk_size(&CELL, n, |n| {
-        format!("DELETE FROM tasks WHERE id IN ({})", placeholders(1, n))
+        format!("DELETE FROM tasks WHERE id IN ({})", placeholders(n))
     })
 }
 
@@ -300,14 +325,7 @@ pub(super) const INSERT_TASK_VALUES: usize = 11;
 pub(super) fn insert_tasks(n: usize) -> &'static str {
     static CELL: std::sync::OnceLock<[String; 3]> = std::sync::OnceLock::new();
     by_chunk_size(&CELL, n, |n| {
-        let (head, row) = INSERT_TASK
-            .split_once(" VALUES ")
-            .expect("INSERT_TASK has VALUES");
-        let rows = (0..n)
-            .map(|r| renumber(row, r * INSERT_TASK_VALUES))
-            .collect::<Vec<_>>()
-            .join(", ");
-        format!("{head} VALUES {rows}")
+        repeat_rows(INSERT_TASK, INSERT_TASK_VALUES, n)
     })
 }
 

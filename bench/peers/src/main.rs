@@ -13,6 +13,11 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+/// The allocator the `party` binary uses. Every system here runs in this one process, so each
+/// gets it alike.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const CONCURRENCIES: [usize; 4] = [1, 8, 32, 128];
 
 static DONE: AtomicU64 = AtomicU64::new(0);

@@ -5,6 +5,10 @@
 //! ```no_run
 //! use party::Registry;
 //!
+//! // The allocator the `party` binary uses (feature `mimalloc`, on by default).
+//! #[global_allocator]
+//! static ALLOCATOR: party_cli::MiMalloc = party_cli::MiMalloc;
+//!
 //! fn main() {
 //!     let registry = Registry::new(); // .register(YourTask) ...
 //!     party_cli::main_with(registry)
@@ -40,6 +44,15 @@ mod parse;
 mod signals;
 
 use args::{Cli, Command};
+
+/// The allocator the `party` binary uses, for a binary of your own to use too:
+/// `#[global_allocator] static ALLOCATOR: party_cli::MiMalloc = party_cli::MiMalloc;`.
+/// With the C library's malloc, the SQLite writer thread and the runtime's threads wait on
+/// each other's arena locks whenever one frees memory the other allocated; with mimalloc a
+/// SQLite worker drains 40% more tasks a second at concurrency 32 and above (docs/BENCHMARKS.md,
+/// "The allocator"). Feature `mimalloc`, on by default.
+#[cfg(feature = "mimalloc")]
+pub use mimalloc::MiMalloc;
 
 /// The environment variable that names the database when `--db` is not given.
 pub const DATABASE_ENV: &str = "PARTY_DATABASE_URL";

@@ -128,7 +128,13 @@ pub(super) fn open_connection(path: &Path) -> Result<Connection, TaskError> {
         .map_err(db_err)?;
     conn.pragma_update(None, "foreign_keys", "ON")
         .map_err(db_err)?;
-    conn.pragma_update(None, "cache_size", -32_768)
+    // 2 MB of page cache. A workload's hot pages are few (the front of the claim index, the
+    // rows just claimed, the end of the history), and a larger cache costs at each commit:
+    // SQLite's b-tree balancing briefly numbers a page past the end of the file, after which
+    // the commit walks the cache's whole hash table to drop pages past the end. 32 MB drained
+    // 8-15% slower, with a million future tasks too (docs/BENCHMARKS.md, "A smaller page
+    // cache").
+    conn.pragma_update(None, "cache_size", -2048)
         .map_err(db_err)?;
     // Each call in a group commit is a savepoint, whose statement journal would otherwise be
     // a temporary file created, written and removed every few commits.

@@ -22,7 +22,7 @@ pub mod postgres;
 pub mod sqlite;
 
 /// The schema version this binary writes. Both backends number their migrations alike.
-pub const SCHEMA_VERSION: i64 = 8;
+pub const SCHEMA_VERSION: i64 = 9;
 
 /// A person's operation on a task; its state-conflict message is shared by the backends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1511,3 +1511,59 @@ fn list_params(f: &ListFilter) -> [Box<dyn rusqlite::ToSql>; 11] {
 fn data_path(m: Option<&crate::DataMatch>) -> Option<String> {
     m.map(|m| format!("$.\"{}\"", m.field))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `EXPLAIN QUERY PLAN` says SQLite does for a listing statement `text`, one line per
+    /// step, on a fresh store.
+    fn plan(conn: &Connection, text: &str) -> Vec<String> {
+        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {text}")).unwrap();
+        let filter = ListFilter::default();
+        stmt.query_map(
+            rusqlite::params_from_iter(list_params(&filter).iter()),
+            |r| r.get::<_, String>(3),
+        )
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+    }
+
+    #[test]
+    fn a_listing_walks_the_history_through_its_state_index_in_order() {
+        let path = std::env::temp_dir().join(format!(
+            "party-list-plan-{}-{}.db",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        let conn = conn::open_connection(&path).unwrap();
+        // Every finished state read through `(state, due_at, id)` from the cursor on, in
+        // order: no scan of the history, no sort of it, a part per state without a filter.
+        for (text, parts) in [
+            (sql::LIST, 3),
+            (sql::LIST_STATE, 1),
+            (sql::REACH, 3),
+            (sql::REACH_STATE, 1),
+        ] {
+            let steps = plan(&conn, text);
+            let history: Vec<&String> = steps
+                .iter()
+                .filter(|s| s.contains("task_history"))
+                .collect();
+            assert_eq!(history.len(), parts, "{steps:#?}");
+            for step in history {
+                assert!(
+                    step.starts_with("SEARCH task_history USING INDEX history_state (state=?"),
+                    "{steps:#?}"
+                );
+            }
+            let sorts = steps.iter().filter(|s| s.contains("TEMP B-TREE")).count();
+            assert!(sorts <= 2, "only the merged page is sorted: {steps:#?}");
+        }
+        drop(conn);
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
+    }
+}

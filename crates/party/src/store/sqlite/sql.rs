@@ -76,46 +76,66 @@ macro_rules! list_filters {
     };
 }
 
-/// Live and finished tasks, each side walked in list order through its own index, merged.
+/// Live and finished tasks, merged: the live tasks matching `$live`, and for each `$history`
+/// condition the finished ones matching it, each part walked in list order through an index
+/// of its own (the history's `(state, due_at, id)`, so every history condition names one
+/// state).
 macro_rules! list {
-    ($state:literal) => {
+    ($live:literal $(, $history:literal)+) => {
         concat!(
             "SELECT * FROM (SELECT * FROM (SELECT ",
             task_columns!(),
             " FROM tasks",
-            list_filters!($state),
-            ") UNION ALL SELECT * FROM (SELECT ",
-            history_columns!(),
-            " FROM task_history",
-            list_filters!($state),
-            ")) ORDER BY due_at, id LIMIT ?3"
+            list_filters!($live),
+            ")",
+            $(
+                " UNION ALL SELECT * FROM (SELECT ",
+                history_columns!(),
+                " FROM task_history",
+                list_filters!($history),
+                ")",
+            )+
+            ") ORDER BY due_at, id LIMIT ?3"
         )
     };
 }
 
-/// A listing without a state filter (?1 is NULL).
-pub(super) const LIST: &str = list!("?1 IS NULL");
+/// `$statement` (`list` or `reach`) without a state filter (?1 is NULL): every live task, and
+/// the history's three states each walked apart.
+macro_rules! every_state {
+    ($statement:ident) => {
+        $statement!(
+            "?1 IS NULL",
+            "state = 'done'",
+            "state = 'dead'",
+            "state = 'cancelled'"
+        )
+    };
+}
+
+/// A listing without a state filter (?1 is NULL): the history's three states merged.
+pub(super) const LIST: &str = every_state!(list);
 
 /// A listing of one state (?1).
-pub(super) const LIST_STATE: &str = list!("state = ?1");
+pub(super) const LIST_STATE: &str = list!("state = ?1", "state = ?1");
 
 /// Where a listing's ?3-th task is ([`crate::store::Store::task_list_reach`]): the listing's
 /// own statement, called with no data filter, its rows skipped to the ?3-th.
 macro_rules! reach {
-    ($state:literal) => {
+    ($($condition:literal),+) => {
         concat!(
             "SELECT due_at, id FROM (",
-            list!($state),
+            list!($($condition),+),
             ") ORDER BY due_at, id LIMIT 1 OFFSET ?3 - 1"
         )
     };
 }
 
 /// [`LIST`]'s reach.
-pub(super) const REACH: &str = reach!("?1 IS NULL");
+pub(super) const REACH: &str = every_state!(reach);
 
 /// [`LIST_STATE`]'s reach.
-pub(super) const REACH_STATE: &str = reach!("state = ?1");
+pub(super) const REACH_STATE: &str = reach!("state = ?1", "state = ?1");
 
 /// The history columns a finished task is written with, in the order the moves select them.
 macro_rules! history_insert {

@@ -24,8 +24,13 @@ pub enum Backend {
 enum Place {
     /// A fresh SQLite file.
     Sqlite(PathBuf),
-    /// A fresh schema on the test database.
-    Postgres { base: String, schema: String },
+    /// A fresh schema on the test database, or on a database of its own (`own`: the test
+    /// database's URL and the database's name, dropped with the schema).
+    Postgres {
+        base: String,
+        schema: String,
+        own: Option<(String, String)>,
+    },
 }
 
 /// One test's store, removed (file or schema) when dropped.
@@ -68,7 +73,32 @@ impl Harness {
             Backend::Postgres => Place::Postgres {
                 base: postgres_url()?,
                 schema: format!("party_store_{:016x}", fastrand::u64(..)),
+                own: None,
             },
+        };
+        let store = open(&place).await.expect("a fresh store opens");
+        Some(Harness { store, place })
+    }
+
+    /// Like [`Harness::new`], but on PostgreSQL in a fresh database of its own: a vacuum there
+    /// reclaims every row version it removed, since no other test's transaction runs in that
+    /// database (PostgreSQL keeps what a transaction begun earlier in the same database might
+    /// still read).
+    pub async fn new_alone(backend: Backend) -> Option<Harness> {
+        if backend == Backend::Sqlite {
+            return Harness::new(backend).await;
+        }
+        let admin = postgres_url()?;
+        let name = format!("party_alone_{:016x}", fastrand::u64(..));
+        pg_client(&admin)
+            .await
+            .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+            .await
+            .expect("create a scratch database");
+        let place = Place::Postgres {
+            base: with_database(&admin, &name),
+            schema: format!("party_store_{:016x}", fastrand::u64(..)),
+            own: Some((admin, name)),
         };
         let store = open(&place).await.expect("a fresh store opens");
         Some(Harness { store, place })
@@ -86,7 +116,7 @@ impl Harness {
                 .unwrap()
                 .query_row("PRAGMA user_version", [], |r| r.get(0))
                 .unwrap(),
-            Place::Postgres { base, schema } => {
+            Place::Postgres { base, schema, .. } => {
                 let client = pg_client(base).await;
                 let v: i32 = client
                     .query_one(
@@ -108,7 +138,7 @@ impl Harness {
                 .unwrap()
                 .pragma_update(None, "user_version", version)
                 .unwrap(),
-            Place::Postgres { base, schema } => {
+            Place::Postgres { base, schema, .. } => {
                 pg_client(base)
                     .await
                     .execute(
@@ -249,10 +279,10 @@ impl Drop for Harness {
                     let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
                 }
             }
-            Place::Postgres { base, schema } => {
+            Place::Postgres { base, schema, own } => {
                 // Drop runs on the test's runtime: clean up on a thread with a runtime of its
                 // own. A schema left behind is harmless.
-                let (base, schema) = (base.clone(), schema.clone());
+                let (base, schema, own) = (base.clone(), schema.clone(), own.clone());
                 let _ = std::thread::spawn(move || {
                     let rt = tokio::runtime::Builder::new_current_thread()
                         .enable_all()
@@ -270,6 +300,20 @@ impl Drop for Harness {
                                 "SET lock_timeout = '5s'; DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
                             ))
                             .await;
+                        // The store's own connections are still open: FORCE ends them.
+                        if let Some((admin, name)) = own {
+                            drop(client);
+                            if let Ok((admin, connection)) =
+                                tokio_postgres::connect(&admin, tokio_postgres::NoTls).await
+                            {
+                                tokio::spawn(connection);
+                                let _ = admin
+                                    .batch_execute(&format!(
+                                        "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+                                    ))
+                                    .await;
+                            }
+                        }
                     });
                 })
                 .join();
@@ -281,7 +325,7 @@ impl Drop for Harness {
 async fn open(place: &Place) -> Result<Arc<dyn Store>, TaskError> {
     Ok(match place {
         Place::Sqlite(path) => Arc::new(SqliteStore::open(path).await?),
-        Place::Postgres { base, schema } => Arc::new(
+        Place::Postgres { base, schema, .. } => Arc::new(
             PgStore::connect_with(
                 base,
                 PgOptions {
@@ -292,6 +336,22 @@ async fn open(place: &Place) -> Result<Arc<dyn Store>, TaskError> {
             .await?,
         ),
     })
+}
+
+/// `url` naming the database `name` instead of its own (any `?options` kept).
+fn with_database(url: &str, name: &str) -> String {
+    let (place, options) = match url.split_once('?') {
+        Some((place, options)) => (place, Some(options)),
+        None => (url, None),
+    };
+    let (server, _) = place
+        .rsplit_once('/')
+        .filter(|(server, _)| server.contains("://") && !server.ends_with('/'))
+        .expect("a postgres:// URL naming its database");
+    match options {
+        Some(options) => format!("{server}/{name}?{options}"),
+        None => format!("{server}/{name}"),
+    }
 }
 
 async fn pg_client(base: &str) -> tokio_postgres::Client {

@@ -42,7 +42,15 @@ impl Names {
 /// these transactions only). A database crash can then lose the last few claims or results;
 /// those tasks are rescued and run again, so "at least once" holds. Inserts, cancels and
 /// retries keep the server's setting: a returned id is durable.
-pub(super) const BEGIN_ASYNC_COMMIT: &str = "BEGIN; SET LOCAL synchronous_commit TO off";
+///
+/// Their prepared statements also run on the generic plan (`plan_cache_mode`): the plans do not
+/// depend on the values (every claim walks its index in order from the front), but with a
+/// million tasks waiting PostgreSQL judged the generic plan of the promotion (`due_at <= $1`,
+/// a third of the table by its default estimate) dearer than a custom one and planned every
+/// claim anew, reading the index's ends each time (docs/BENCHMARKS.md, "Claims on their
+/// generic plans").
+pub(super) const BEGIN_ASYNC_COMMIT: &str =
+    "BEGIN; SET LOCAL synchronous_commit TO off; SET LOCAL plan_cache_mode TO force_generic_plan";
 
 pub(super) fn quote_ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))

@@ -282,7 +282,10 @@ impl Drop for Harness {
             Place::Postgres { base, schema, own } => {
                 // Drop runs on the test's runtime: clean up on a thread with a runtime of its
                 // own. A schema left behind is harmless.
-                let (base, schema, own) = (base.clone(), schema.clone(), own.clone());
+                // A database cannot be dropped from a connection to it: connect to the test
+                // database instead.
+                let base = own.as_ref().map_or(base, |(admin, _)| admin).clone();
+                let (schema, own) = (schema.clone(), own.clone());
                 let _ = std::thread::spawn(move || {
                     let rt = tokio::runtime::Builder::new_current_thread()
                         .enable_all()
@@ -295,25 +298,17 @@ impl Drop for Harness {
                             return;
                         };
                         tokio::spawn(connection);
-                        let _ = client
-                            .batch_execute(&format!(
-                                "SET lock_timeout = '5s'; DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
-                            ))
-                            .await;
-                        // The store's own connections are still open: FORCE ends them.
-                        if let Some((admin, name)) = own {
-                            drop(client);
-                            if let Ok((admin, connection)) =
-                                tokio_postgres::connect(&admin, tokio_postgres::NoTls).await
-                            {
-                                tokio::spawn(connection);
-                                let _ = admin
-                                    .batch_execute(&format!(
-                                        "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
-                                    ))
-                                    .await;
+                        // A database of its own goes whole, the schema with it (FORCE ends
+                        // the store's connections, still open); otherwise the schema goes.
+                        let drop = match own {
+                            Some((_, name)) => {
+                                format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")
                             }
-                        }
+                            None => format!(
+                                "SET lock_timeout = '5s'; DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
+                            ),
+                        };
+                        let _ = client.batch_execute(&drop).await;
                     });
                 })
                 .join();

@@ -225,12 +225,13 @@ fn hosts_and_cluster() -> Option<(Hosts, Cluster)> {
     Some((hosts, cluster))
 }
 
-/// Run the stream with the three hosts; `during` acts on the network once the workers run.
+/// Run the stream with the three hosts; `during` acts on the network once the workers run,
+/// and an error it returns fails the test with the workers' logs.
 fn run(
     hosts: &Hosts,
     cluster: &Cluster,
     schema: &str,
-    during: impl FnOnce(&Hosts, &dyn Fn(usize) -> usize),
+    during: impl FnOnce(&Hosts, &dyn Fn(usize) -> usize) -> Result<(), String>,
 ) -> (Figures, Vec<TaskInfo>, Vec<TaskInfo>) {
     let ports = vec![cluster.port; HOSTS];
     run_on(hosts, cluster, &ports, schema, 5, during)
@@ -244,13 +245,46 @@ fn run_on(
     ports: &[u16],
     schema: &str,
     sleep_every: usize,
-    during: impl FnOnce(&Hosts, &dyn Fn(usize) -> usize),
+    during: impl FnOnce(&Hosts, &dyn Fn(usize) -> usize) -> Result<(), String>,
 ) -> (Figures, Vec<TaskInfo>, Vec<TaskInfo>) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let local = format!("{}?schema={schema}", cluster.url());
     let party = rt
         .block_on(Party::connect(&local, party::builtin::registry(false)))
         .unwrap();
+    let mut workers = Workers {
+        procs: (1..=HOSTS)
+            .map(|i| {
+                let url = format!(
+                    "postgres://postgres@{}:{}/postgres?schema={schema}&connect_timeout=2",
+                    hosts.gateway(i),
+                    ports[i - 1]
+                );
+                hosts.worker(i, &url)
+            })
+            .collect(),
+    };
+    let pids: Vec<String> = workers.procs.iter().map(|c| c.id().to_string()).collect();
+    // The stream starts once every host's worker has registered through its own link, so a
+    // host slow to start does not miss the tasks the others take meanwhile.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let live = rt.block_on(party.stats()).unwrap().workers;
+        let missing: Vec<usize> = (1..=HOSTS)
+            .filter(|i| {
+                let tag = format!("-{}-", pids[i - 1]);
+                !live.iter().any(|w| w.id.contains(&tag))
+            })
+            .collect();
+        if missing.is_empty() {
+            break;
+        }
+        if Instant::now() >= deadline {
+            let logs = workers.stop();
+            panic!("hosts {missing:?} never registered a worker within 30 s; logs: {logs:#?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let now = Timestamp::now();
     let one_offs: Vec<NewTask> = (0..TASKS)
         .map(|i| {
@@ -276,21 +310,7 @@ fn run_on(
             .unwrap()
         })
         .collect();
-
     let started = Instant::now();
-    let mut workers = Workers {
-        procs: (1..=HOSTS)
-            .map(|i| {
-                let url = format!(
-                    "postgres://postgres@{}:{}/postgres?schema={schema}&connect_timeout=2",
-                    hosts.gateway(i),
-                    ports[i - 1]
-                );
-                hosts.worker(i, &url)
-            })
-            .collect(),
-    };
-    let pids: Vec<String> = workers.procs.iter().map(|c| c.id().to_string()).collect();
     // How many `sleep` tasks (300 to 900 ms each) host `i` is running now: tasks that are
     // still running a moment later, when a cut lands (a no-op's result may be written first).
     let holding = |i: usize| {
@@ -308,7 +328,10 @@ fn run_on(
             .filter(|t| t.worker.as_deref().is_some_and(|w| w.contains(&tag)))
             .count()
     };
-    during(hosts, &holding);
+    if let Err(why) = during(hosts, &holding) {
+        let logs = workers.stop();
+        panic!("{why}; the workers' logs: {logs:#?}");
+    }
 
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
@@ -458,16 +481,16 @@ fn a_host_cut_off_longer_than_the_lease_loses_its_tasks_to_the_others_and_nothin
         // Cut host 1 off while it holds tasks.
         let deadline = Instant::now() + Duration::from_secs(20);
         while holding(1) < 2 {
-            assert!(
-                Instant::now() < deadline,
-                "host 1 never ran two sleep tasks at once"
-            );
+            if Instant::now() >= deadline {
+                return Err("host 1 never ran two sleep tasks at once within 20 s".into());
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
         cut_at = Some(Timestamp::now());
         hosts.link(1, false);
         std::thread::sleep(cut_for);
         hosts.link(1, true);
+        Ok(())
     });
     let cut_at = cut_at.unwrap();
     let mut figures = figures;
@@ -610,7 +633,7 @@ fn two_hundred_ms_of_latency_on_one_host_changes_nothing_but_speed() {
         })
         .collect();
     // Every task sleeps, so the two near hosts cannot take them all: the far one must help.
-    let (figures, _, _) = run_on(&hosts, &cluster, &ports, "latency", 1, |_, _| {});
+    let (figures, _, _) = run_on(&hosts, &cluster, &ports, "latency", 1, |_, _| Ok(()));
     println!(
         "latency: {TASKS} one-off + 3 recurring tasks on {HOSTS} hosts, host 2 with 200 ms \
          more round trip ({how}); done in {:.1}s; succeeded per host {:?}; {} lost runs",

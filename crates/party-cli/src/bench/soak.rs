@@ -79,6 +79,9 @@ pub struct Soak {
     pub pruned_tasks: u64,
     /// Run rows the pruner removed.
     pub pruned_runs: u64,
+    /// Each prune pass's wall time in seconds, in order: the first ran alone after the first
+    /// tenth, each other beside the next tenth's work (the last after the last tenth).
+    pub prune_pass_seconds: Vec<f64>,
 }
 
 /// Run `total` tasks through a fresh scratch store beside `url`.
@@ -105,7 +108,8 @@ pub(super) async fn soak(url: &str, total: usize, concurrency: usize) -> Result<
         let mut tenths = Vec::new();
         let mut first = None;
         let mut pruned = PruneReport::default();
-        let mut pruning: Option<tokio::task::JoinHandle<Result<PruneReport, TaskError>>> = None;
+        let mut pruning: Option<Pass> = None;
+        let mut pass_seconds = Vec::new();
         for tenth in 0..10 {
             step(&format!("soak: tenth {} of 10", tenth + 1));
             let started = Instant::now();
@@ -121,21 +125,25 @@ pub(super) async fn soak(url: &str, total: usize, concurrency: usize) -> Result<
             }
             // A simulated minute has passed: the pruner's turn, beside the next tenth.
             if let Some(pass) = pruning.take() {
-                add_report(&mut pruned, join(pass).await?);
+                add_report(&mut pruned, join(pass, &mut pass_seconds).await?);
             }
             tenths.push(Rate::new(ran, started.elapsed()));
             let pass = pruner.clone();
-            let pass = tokio::spawn(async move { pass.run_once().await });
+            let pass = tokio::spawn(async move {
+                let t = Instant::now();
+                let report = pass.run_once().await;
+                (report, t.elapsed().as_secs_f64())
+            });
             if first.is_none() {
                 // Measured as the end is: after the pass.
-                add_report(&mut pruned, join(pass).await?);
+                add_report(&mut pruned, join(pass, &mut pass_seconds).await?);
                 first = Some(store.table_sizes().await?);
             } else {
                 pruning = Some(pass);
             }
         }
         if let Some(pass) = pruning.take() {
-            add_report(&mut pruned, join(pass).await?);
+            add_report(&mut pruned, join(pass, &mut pass_seconds).await?);
         }
         let first = first.expect("ten tenths ran");
         let end = store.table_sizes().await?;
@@ -153,16 +161,21 @@ pub(super) async fn soak(url: &str, total: usize, concurrency: usize) -> Result<
             runs_at_end: end.runs.into(),
             pruned_tasks: pruned.tasks,
             pruned_runs: pruned.runs,
+            prune_pass_seconds: pass_seconds,
         })
     })
     .await
 }
 
-async fn join(
-    pass: tokio::task::JoinHandle<Result<PruneReport, TaskError>>,
-) -> Result<PruneReport, TaskError> {
-    pass.await
-        .map_err(|e| TaskError::store(format!("the soak's prune pass stopped: {e}")))?
+/// A prune pass running beside the soak: its report and how long it took.
+type Pass = tokio::task::JoinHandle<(Result<PruneReport, TaskError>, f64)>;
+
+async fn join(pass: Pass, seconds: &mut Vec<f64>) -> Result<PruneReport, TaskError> {
+    let (report, took) = pass
+        .await
+        .map_err(|e| TaskError::store(format!("the soak's prune pass stopped: {e}")))?;
+    seconds.push(took);
+    report
 }
 
 fn add_report(total: &mut PruneReport, r: PruneReport) {

@@ -121,6 +121,16 @@ fn quick_bench_reports_every_figure() {
     // minute before it: by the last pass, the first 89 of the 100 chunks.
     assert_eq!(soak["pruned_tasks"], 17_800, "{soak:#}");
     assert_eq!(soak["pruned_runs"], 17_800, "{soak:#}");
+    // One pass after each tenth, each timed.
+    let passes = soak["prune_pass_seconds"].as_array().unwrap();
+    assert_eq!(passes.len(), 10, "{soak:#}");
+    for (i, p) in passes.iter().enumerate() {
+        let secs = p.as_f64().unwrap();
+        assert!(
+            (0.0..600.0).contains(&secs),
+            "pass {i} took {secs} s: {soak:#}"
+        );
+    }
     nothing_left_in(&d);
 }
 

@@ -264,17 +264,20 @@ fn run_on(
             })
             .collect(),
     };
-    let pids: Vec<String> = workers.procs.iter().map(|c| c.id().to_string()).collect();
+    // What a worker id holds of the process that runs it: host `i`'s worker ids contain
+    // `marks[i - 1]`.
+    let marks: Vec<String> = workers
+        .procs
+        .iter()
+        .map(|c| format!("-{}-", c.id()))
+        .collect();
     // The stream starts once every host's worker has registered through its own link, so a
     // host slow to start does not miss the tasks the others take meanwhile.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let live = rt.block_on(party.stats()).unwrap().workers;
         let missing: Vec<usize> = (1..=HOSTS)
-            .filter(|i| {
-                let tag = format!("-{}-", pids[i - 1]);
-                !live.iter().any(|w| w.id.contains(&tag))
-            })
+            .filter(|i| !live.iter().any(|w| w.id.contains(&marks[i - 1])))
             .collect();
         if missing.is_empty() {
             break;
@@ -321,11 +324,14 @@ fn run_on(
                 ..Default::default()
             }))
             .unwrap();
-        let tag = format!("-{}-", pids[i - 1]);
         running
             .iter()
             .filter(|t| t.handler == "sleep")
-            .filter(|t| t.worker.as_deref().is_some_and(|w| w.contains(&tag)))
+            .filter(|t| {
+                t.worker
+                    .as_deref()
+                    .is_some_and(|w| w.contains(&marks[i - 1]))
+            })
             .count()
     };
     if let Err(why) = during(hosts, &holding) {
@@ -364,7 +370,7 @@ fn run_on(
     }
     let logs = workers.stop();
 
-    let host_of = |worker: &str| pids.iter().position(|p| worker.contains(&format!("-{p}-")));
+    let host_of = |worker: &str| marks.iter().position(|m| worker.contains(m.as_str()));
     let mut figures = Figures {
         seconds,
         logs,

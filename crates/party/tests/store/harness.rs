@@ -178,23 +178,7 @@ impl Harness {
         now: Timestamp,
         limit: u32,
     ) -> Vec<ClaimedTask> {
-        let own = |given: &[&str], default: &[&str]| -> Vec<String> {
-            let list = if given.is_empty() { default } else { given };
-            list.iter().map(|s| s.to_string()).collect()
-        };
-        self.store
-            .task_claim(ClaimParams {
-                worker: WORKER,
-                handlers: &own(handlers, HANDLERS),
-                queues: &own(queues, QUEUES),
-                limit,
-                now,
-                lease_until: now + LEASE,
-                promote_limit: party::policy::PROMOTE_BATCH,
-                controlled: &[],
-            })
-            .await
-            .expect("claim")
+        claim_on(self.store.as_ref(), handlers, queues, now, limit).await
     }
 
     /// Claim the one due task of `handler`.
@@ -367,6 +351,34 @@ pub const QUEUES: &[&str] = &["default"];
 pub const LEASE: SignedDuration = SignedDuration::from_secs(30);
 
 /// The suite's "now".
+/// Claim on `store` with the suite's worker, these handlers and queues (empty: the suite's
+/// defaults).
+pub async fn claim_on(
+    store: &dyn Store,
+    handlers: &[&str],
+    queues: &[&str],
+    now: Timestamp,
+    limit: u32,
+) -> Vec<ClaimedTask> {
+    let own = |given: &[&str], default: &[&str]| -> Vec<String> {
+        let list = if given.is_empty() { default } else { given };
+        list.iter().map(|s| s.to_string()).collect()
+    };
+    store
+        .task_claim(ClaimParams {
+            worker: WORKER,
+            handlers: &own(handlers, HANDLERS),
+            queues: &own(queues, QUEUES),
+            limit,
+            now,
+            lease_until: now + LEASE,
+            promote_limit: party::policy::PROMOTE_BATCH,
+            controlled: &[],
+        })
+        .await
+        .expect("claim")
+}
+
 pub fn t0() -> Timestamp {
     "2027-03-01T12:00:00Z".parse().unwrap()
 }

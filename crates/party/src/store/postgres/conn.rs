@@ -294,6 +294,16 @@ impl Sending {
         Ok(types)
     }
 
+    /// Make `s` sendable without a round trip of its own: prepared on a direct connection,
+    /// its parameter types learnt behind a pooler.
+    async fn ready(&self, c: &Client, s: &Stmt) -> Result<(), Error> {
+        if self.unnamed {
+            self.types(c, false, s).await.map(drop)
+        } else {
+            s.prepared(c).await.map(drop)
+        }
+    }
+
     async fn rows<C, S>(
         &self,
         c: &C,
@@ -550,6 +560,17 @@ impl PgClient {
     /// Run statements given as text, with the simple protocol (nothing prepared).
     pub(super) async fn batch_execute(&self, sql: &str) -> Result<(), Error> {
         self.inner.batch_execute(sql).await
+    }
+
+    /// Make each of `stmts` sendable at once, before a block that pipelines them between a
+    /// `BEGIN` and a `COMMIT` given as text. A statement still to be prepared waits for that
+    /// round trip before it is sent, so in such a block it would go after the `COMMIT`: outside
+    /// the transaction, and in whatever order the preparations finish.
+    pub(super) async fn ready(&self, stmts: &[&Stmt]) -> Result<(), Error> {
+        for s in stmts {
+            self.sending.ready(&self.inner, s).await?;
+        }
+        Ok(())
     }
 
     pub(super) async fn transaction(&mut self) -> Result<PgTransaction<'_>, Error> {

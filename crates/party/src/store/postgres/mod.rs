@@ -441,6 +441,7 @@ impl PgStore {
                 all = arrays.params();
                 (&conn.st.finish, &all)
             };
+            conn.client.ready(&[statement]).await.map_err(db_err)?;
             let sent = tokio::try_join!(
                 conn.client.batch_execute(BEGIN_ASYNC_COMMIT),
                 conn.client.query(statement, params),
@@ -700,7 +701,12 @@ impl Store for PgStore {
             rows.extend(got);
         }
         let limit = i64::from(p.limit.saturating_sub(rows.len() as u32));
-        // Promotion and claim in one transaction (one commit), sent together (one round trip).
+        // Promotion and claim in one transaction (one commit), sent together (one round trip),
+        // in this order: the claim takes what the promotion made ready.
+        conn.client
+            .ready(&[&conn.st.promote, &conn.st.claim])
+            .await
+            .map_err(db_err)?;
         let promote_limit = i64::from(p.promote_limit);
         let promote: [&(dyn ToSql + Sync); 2] = [&now, &promote_limit];
         let claim: [&(dyn ToSql + Sync); 6] = [&p.worker, &now, &lease, &handlers, &queues, &limit];

@@ -661,7 +661,49 @@ async fn list_reach_and_until_bound_a_listing(b: Backend) {
     assert_eq!(reach(scheduled, 4).await, Some(all[5].cursor()));
 }
 
+/// A task moving between the live table and the history (cancelled, retried, cancelled
+/// again, by another process) is always found, with its state read in one snapshot: a read of
+/// one table after the other could miss a task that moved from the second to the first
+/// between the two.
+async fn get_finds_a_task_while_it_moves_between_live_and_history(b: Backend) {
+    let Some(h) = Harness::new(b).await else {
+        return;
+    };
+    let id = h.insert(vec![task_at("noop", t0() + secs(3600))]).await[0];
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (store, done) = (h.store.clone(), done.clone());
+        tokio::spawn(async move {
+            let (mut reads, mut missed) = (0u32, 0u32);
+            while !done.load(std::sync::atomic::Ordering::Relaxed) || reads < 100 {
+                match store.task_get(id).await.expect("get") {
+                    Some(t) => assert!(
+                        matches!(t.state, State::Scheduled | State::Cancelled),
+                        "{:?}",
+                        t.state
+                    ),
+                    None => missed += 1,
+                }
+                reads += 1;
+            }
+            (reads, missed)
+        })
+    };
+    let mover = h.reopen().await.expect("a second store opens");
+    for _ in 0..200 {
+        mover.task_cancel(id, t0()).await.expect("cancel");
+        mover.task_retry(id, t0()).await.expect("retry");
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (reads, missed) = reader.await.unwrap();
+    assert_eq!(
+        missed, 0,
+        "{missed} of {reads} reads missed the moving task"
+    );
+}
+
 on_every_backend!(
+    get_finds_a_task_while_it_moves_between_live_and_history,
     list_reach_and_until_bound_a_listing,
     list_filters_recurring_and_one_off_tasks,
     list_filters_by_a_data_field,

@@ -79,8 +79,8 @@ use self::rows::{
     run_from_row, run_row, task_from_row, time_at,
 };
 use self::sql::{
-    BEGIN_ASYNC_COMMIT, Names, Statements, sql_existing, sql_existing_unique, sql_insert_skipping,
-    sql_recent_unique,
+    BEGIN_ASYNC_COMMIT, BEGIN_SNAPSHOT, Names, Statements, sql_existing, sql_existing_unique,
+    sql_insert_skipping, sql_recent_unique,
 };
 use self::wakeup::{listen, notify_loop, signal_loop};
 use super::{
@@ -558,12 +558,28 @@ impl PgStore {
     async fn get_with_runs(&self, conn: &Conn, id: TaskId) -> Result<Option<TaskInfo>, TaskError> {
         let key = &id.as_bytes()[..];
         let params: [&(dyn ToSql + Sync); 1] = [&key];
-        let (task, finished, runs) = tokio::try_join!(
+        // One snapshot for the three reads (still one round trip): read one after the other,
+        // a task moving between the live table and the history in between is in neither.
+        conn.client
+            .ready(&[&conn.st.get, &conn.st.get_history, &conn.st.runs])
+            .await
+            .map_err(db_err)?;
+        let sent = tokio::try_join!(
+            conn.client.batch_execute(BEGIN_SNAPSHOT),
             conn.client.query_opt(&conn.st.get, &params),
             conn.client.query_opt(&conn.st.get_history, &params),
             conn.client.query(&conn.st.runs, &params),
-        )
-        .map_err(db_err)?;
+            conn.client.batch_execute("COMMIT"),
+        );
+        let (_, task, finished, runs, _) = match sent {
+            Ok(got) => got,
+            Err(e) => {
+                // Close the transaction if it is still open (a broken connection is dropped
+                // by the pool).
+                let _ = conn.client.batch_execute("ROLLBACK").await;
+                return Err(db_err(e));
+            }
+        };
         let Some(row) = task.or(finished) else {
             return Ok(None);
         };

@@ -52,6 +52,9 @@ impl Names {
 pub(super) const BEGIN_ASYNC_COMMIT: &str =
     "BEGIN; SET LOCAL synchronous_commit TO off; SET LOCAL plan_cache_mode TO force_generic_plan";
 
+/// Opens a read-only transaction whose statements all read one snapshot.
+pub(super) const BEGIN_SNAPSHOT: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY";
+
 pub(super) fn quote_ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
 }

@@ -250,6 +250,23 @@ pub(super) fn transaction<R>(
     transaction_with(conn, Durability::PowerCut, f)
 }
 
+/// Several reads in one snapshot: a read transaction, or, inside a group commit, the group's
+/// own (which already holds the write lock).
+pub(super) fn snapshot<R>(
+    conn: &mut Connection,
+    f: impl FnOnce(&Connection) -> Result<R, TaskError>,
+) -> Result<R, TaskError> {
+    if GROUP.with_borrow(Option::is_some) {
+        return f(conn);
+    }
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Deferred)
+        .map_err(db_err)?;
+    let r = f(&tx)?;
+    tx.commit().map_err(db_err)?;
+    Ok(r)
+}
+
 /// One write transaction of `durability`; inside a group commit, a savepoint of the group's.
 pub(super) fn transaction_with<R>(
     conn: &mut Connection,

@@ -19,7 +19,7 @@ use jiff::Timestamp;
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::Notify;
 
-use self::conn::{Durability, Job, start_writer, transaction, transaction_with};
+use self::conn::{Durability, Job, snapshot, start_writer, transaction, transaction_with};
 use self::error::{db_err, existing_singleton, existing_unique, is_unique_violation};
 use self::rows::{
     expired_from_row, history_row, id_from_row, id_key, json_list, live_row, queue_row,
@@ -923,7 +923,10 @@ impl Store for SqliteStore {
     }
 
     async fn task_get(&self, id: TaskId) -> Result<Option<TaskInfo>, TaskError> {
-        self.call(move |conn| get_task(conn, id, true)).await
+        // One snapshot: another process may move the task between the live table and the
+        // history between two reads, and it would be in neither.
+        self.call(move |conn| snapshot(conn, |c| get_task(c, id, true)))
+            .await
     }
 
     async fn task_list(&self, filter: &ListFilter) -> Result<Vec<TaskInfo>, TaskError> {

@@ -394,7 +394,56 @@ async fn bulk_operations_and_their_count_take_a_data_field(b: Backend) {
     assert_eq!(h.get(dead).await.state, State::Scheduled);
 }
 
+/// A person asks to cancel a running task; its attempt ends as a retry before its worker saw
+/// the request, so the mark stays on the retrying task; the person then retries it, alone or
+/// in bulk. The retry is the later word: the next claim runs the task, not cancels it unrun.
+async fn a_retry_lifts_an_earlier_cancel_request(b: Backend) {
+    let Some(h) = Harness::new(b).await else {
+        return;
+    };
+    for bulk in [false, true] {
+        let handler = if bulk { "bulk" } else { "single" };
+        let id = h.insert(vec![task(handler)]).await[0];
+        let c = h.claim_one(handler, t0()).await;
+        assert!(
+            h.store
+                .task_cancel_request(id, t0())
+                .await
+                .unwrap()
+                .is_some()
+        );
+        let later = Next::Retry {
+            due_at: t0() + secs(600),
+        };
+        h.finish(failed(&c, t0(), "boom", later)).await;
+        if bulk {
+            let states = [State::Retrying];
+            let n = h
+                .store
+                .task_retry_many(SteerMany {
+                    states: &states,
+                    handler: Some(handler),
+                    queue: None,
+                    data: None,
+                    now: t0() + secs(1),
+                })
+                .await
+                .unwrap();
+            assert_eq!(n, 1);
+        } else {
+            let t = h.store.task_retry(id, t0() + secs(1)).await.unwrap();
+            assert_eq!(t.state, State::Scheduled);
+        }
+        let again = h.claim_one(handler, t0() + secs(2)).await;
+        assert!(
+            !again.cancel_requested,
+            "{handler} retry: the retried task is claimed to be cancelled unrun"
+        );
+    }
+}
+
 on_every_backend!(
+    a_retry_lifts_an_earlier_cancel_request,
     bulk_operations_and_their_count_take_a_data_field,
     a_cancel_request_marks_a_running_task_for_its_worker,
     bulk_cancel_and_retry_take_exactly_the_given_states_and_filters,

@@ -433,12 +433,13 @@ pub(super) fn sql_expired(s: &str) -> String {
     )
 }
 
-/// Bulk retry, live side: matching retrying tasks are made due now.
+/// Bulk retry, live side: matching retrying tasks are made due now, and a cancel asked while
+/// one ran no longer stands (the retry is the later word).
 pub(super) fn sql_retry_many_live(s: &str) -> String {
     format!(
         "UPDATE {s}.tasks t SET state = 'scheduled', due_at = $1, ready = true, \
-           max_attempts = GREATEST(t.max_attempts, t.attempts + 1), updated_at = $1 \
-         WHERE t.state = 'retrying' AND {}",
+           max_attempts = GREATEST(t.max_attempts, t.attempts + 1), updated_at = $1, \
+           cancel_requested = false WHERE t.state = 'retrying' AND {}",
         steer_filters()
     )
 }
@@ -709,8 +710,8 @@ impl Statements {
             sql_cancel(s),
             format!(
                 "UPDATE {s}.tasks SET state = 'scheduled', due_at = $1, ready = true, \
-                 max_attempts = GREATEST(max_attempts, attempts + 1), updated_at = $1 \
-                 WHERE id = $2 AND state = 'retrying'"
+                 max_attempts = GREATEST(max_attempts, attempts + 1), updated_at = $1, \
+                 cancel_requested = false WHERE id = $2 AND state = 'retrying'"
             ),
             sql_retry_move(s),
             // Live tasks counted (the hot table holds only them); finished ones from their

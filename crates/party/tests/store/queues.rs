@@ -9,7 +9,9 @@ use jiff::Timestamp;
 use party::store::{ClaimParams, ClaimedTask, InsertTask, Next, Store};
 use party::{QueueControl, QueueLimits, Rate, State};
 
-use crate::harness::{Backend, Harness, LEASE, finish, on_every_backend, secs, t0, task};
+use crate::harness::{
+    Backend, Harness, LEASE, claim_on, failed, finish, on_every_backend, secs, t0, task,
+};
 
 const Q: &str = "mail";
 
@@ -324,7 +326,70 @@ async fn queue_counts_cover_live_and_finished_tasks(b: Backend) {
     assert_eq!(counts.due, vec![(Q.to_string(), 1)]);
 }
 
+/// `queue_counts` answers with counts of one moment: a queue's due tasks are among its waiting
+/// ones while another process claims its one task and releases it as a retry.
+async fn queue_counts_agree_while_a_task_is_claimed_and_released(b: Backend) {
+    let Some(h) = Harness::new(b).await else {
+        return;
+    };
+    h.insert(vec![task("noop")]).await;
+    // Control: at rest, running and then due, the counts agree.
+    let c = h.claim_one("noop", t0()).await;
+    let q = h.store.queue_counts(t0() + secs(3600)).await.unwrap();
+    assert_eq!((q.counts.len(), q.due.len()), (1, 0), "{q:?}");
+    h.finish(failed(&c, t0(), "boom", Next::Retry { due_at: t0() }))
+        .await;
+    let q = h.store.queue_counts(t0() + secs(3600)).await.unwrap();
+    assert_eq!(q.counts, vec![("default".to_string(), State::Retrying, 1)]);
+    assert_eq!(q.due, vec![("default".to_string(), 1)]);
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (store, done) = (h.store.clone(), done.clone());
+        tokio::spawn(async move {
+            let (mut reads, mut torn) = (0u32, Vec::new());
+            while !done.load(std::sync::atomic::Ordering::Relaxed) || reads < 100 {
+                let q = store.queue_counts(t0() + secs(3600)).await.expect("counts");
+                reads += 1;
+                let waiting: u64 = q
+                    .counts
+                    .iter()
+                    .filter(|c| matches!(c.1, State::Scheduled | State::Retrying))
+                    .map(|c| c.2)
+                    .sum();
+                let due: u64 = q.due.iter().map(|c| c.1).sum();
+                if due > waiting {
+                    torn.push(format!("{:?} / due {:?}", q.counts, q.due));
+                }
+            }
+            (reads, torn)
+        })
+    };
+    let mover = h.reopen().await.expect("a second store opens");
+    for _ in 0..300 {
+        let c = claim_on(mover.as_ref(), &[], &[], t0(), 10).await;
+        assert_eq!(c.len(), 1);
+        mover
+            .task_finish(vec![failed(
+                &c[0],
+                t0(),
+                "boom",
+                Next::Retry { due_at: t0() },
+            )])
+            .await
+            .unwrap();
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (reads, torn) = reader.await.unwrap();
+    assert!(
+        torn.is_empty(),
+        "{} of {reads} queue counts disagreed with themselves, e.g. {:?}",
+        torn.len(),
+        &torn[..torn.len().min(5)]
+    );
+}
+
 on_every_backend!(
+    queue_counts_agree_while_a_task_is_claimed_and_released,
     controls_are_kept_until_nothing_is_set,
     a_paused_queue_gives_nothing_and_is_not_waited_for,
     a_concurrency_limit_counts_what_runs,

@@ -3,7 +3,9 @@
 use party::store::{InsertTask, Next, StatsParams, StoreStats};
 use party::{ListFilter, State, TaskId, TaskInfo};
 
-use crate::harness::{Backend, Harness, failed, finish, on_every_backend, secs, t0, task, task_at};
+use crate::harness::{
+    Backend, Harness, claim_on, failed, finish, on_every_backend, secs, t0, task, task_at,
+};
 
 async fn get_answers_none_for_an_unknown_id(b: Backend) {
     let Some(h) = Harness::new(b).await else {
@@ -702,7 +704,109 @@ async fn get_finds_a_task_while_it_moves_between_live_and_history(b: Backend) {
     );
 }
 
+/// `stats` answers with figures of one moment: its stuck count and its list of stuck tasks,
+/// its live counts and its due counts, agree with each other while another process claims a
+/// task (its lease long over by the reader's clock) and releases it as a retry, again and
+/// again.
+async fn stats_figures_agree_while_a_task_is_claimed_and_released(b: Backend) {
+    let Some(h) = Harness::new(b).await else {
+        return;
+    };
+    let id = h.insert(vec![task("noop")]).await[0];
+    // Control: at rest, in each state the mover leaves it in, the figures agree.
+    let at = t0() + secs(3600);
+    assert_eq!(torn_stats(&h.stats(at).await), Vec::<String>::new());
+    let c = h.claim_one("noop", t0()).await;
+    assert_eq!(torn_stats(&h.stats(at).await), Vec::<String>::new());
+    assert_eq!(h.stats(at).await.stuck_count, 1);
+    h.finish(failed(&c, t0(), "boom", Next::Retry { due_at: t0() }))
+        .await;
+    assert_eq!(torn_stats(&h.stats(at).await), Vec::<String>::new());
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (store, done) = (h.store.clone(), done.clone());
+        tokio::spawn(async move {
+            let now = t0() + secs(3600);
+            let (mut reads, mut torn, mut bad) = (0u32, Vec::new(), 0u32);
+            while !done.load(std::sync::atomic::Ordering::Relaxed) || reads < 100 {
+                let s = store
+                    .stats(party::store::StatsParams {
+                        now,
+                        finished_since: now - party::policy::THROUGHPUT_WINDOW,
+                        stuck_limit: party::policy::STUCK_LISTED,
+                    })
+                    .await
+                    .expect("stats");
+                reads += 1;
+                let t = torn_stats(&s);
+                bad += u32::from(!t.is_empty());
+                torn.extend(t);
+            }
+            (reads, torn, bad)
+        })
+    };
+    let mover = h.reopen().await.expect("a second store opens");
+    for _ in 0..300 {
+        let c = claim_on(mover.as_ref(), &[], &[], t0(), 10).await;
+        assert_eq!(c.len(), 1);
+        assert_eq!(c[0].id, id);
+        let results = mover
+            .task_finish(vec![failed(
+                &c[0],
+                t0(),
+                "boom",
+                Next::Retry { due_at: t0() },
+            )])
+            .await
+            .unwrap();
+        assert_eq!(results, vec![party::store::FinishResult::Applied]);
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (reads, torn, bad) = reader.await.unwrap();
+    assert!(
+        torn.is_empty(),
+        "{bad} of {reads} stats disagreed with themselves, e.g. {:?}",
+        &torn[..torn.len().min(5)]
+    );
+}
+
+/// What in one `stats` answer contradicts another figure of it (one task lives in the store).
+fn torn_stats(s: &party::store::StoreStats) -> Vec<String> {
+    let mut torn = Vec::new();
+    let count = |st: State| {
+        s.counts
+            .iter()
+            .filter(|c| c.1 == st)
+            .map(|c| c.2)
+            .sum::<u64>()
+    };
+    let due: u64 = s.due.iter().map(|c| c.2).sum();
+    let listed = s.stuck.len() as u64;
+    if listed != s.stuck_count.min(u64::from(party::policy::STUCK_LISTED)) {
+        torn.push(format!("stuck_count {} but {listed} listed", s.stuck_count));
+    }
+    if count(State::Running) < s.stuck_count {
+        torn.push(format!(
+            "{} running but {} stuck",
+            count(State::Running),
+            s.stuck_count
+        ));
+    }
+    let waiting = count(State::Retrying) + count(State::Scheduled);
+    if waiting < due {
+        torn.push(format!("{waiting} waiting but {due} due"));
+    }
+    if count(State::Running) + waiting != 1 {
+        torn.push(format!("live counts {:?}", s.counts));
+    }
+    if s.oldest_due.is_some() == s.due.is_empty() {
+        torn.push(format!("oldest due {:?} but due {:?}", s.oldest_due, s.due));
+    }
+    torn
+}
+
 on_every_backend!(
+    stats_figures_agree_while_a_task_is_claimed_and_released,
     get_finds_a_task_while_it_moves_between_live_and_history,
     list_reach_and_until_bound_a_listing,
     list_filters_recurring_and_one_off_tasks,

@@ -1039,7 +1039,21 @@ impl Store for PgStore {
         let stuck: [&(dyn ToSql + Sync); 2] = [&now, &stuck_limit];
         // The finished-task counters are deltas: fold them first, so the sum reads few rows.
         c.execute(&st.fold_counts, &[]).await.map_err(db_err)?;
-        let (counts, due, oldest, finished, workers, stuck_count, stuck) = tokio::try_join!(
+        // The figures from one snapshot, so they agree with each other while workers write;
+        // the statements still go in one round trip.
+        c.ready(&[
+            &st.stats_counts,
+            &st.stats_due,
+            &st.stats_oldest,
+            &st.stats_finished,
+            &st.stats_workers,
+            &st.stats_stuck,
+            &st.expired,
+        ])
+        .await
+        .map_err(db_err)?;
+        let sent = tokio::try_join!(
+            c.batch_execute(BEGIN_SNAPSHOT),
             c.query(&st.stats_counts, &[]),
             c.query(&st.stats_due, &at_now),
             c.query_one(&st.stats_oldest, &at_now),
@@ -1047,8 +1061,15 @@ impl Store for PgStore {
             c.query(&st.stats_workers, &at_now),
             c.query_one(&st.stats_stuck, &at_now),
             c.query(&st.expired, &stuck),
-        )
-        .map_err(db_err)?;
+            c.batch_execute("COMMIT"),
+        );
+        let (_, counts, due, oldest, finished, workers, stuck_count, stuck, _) = match sent {
+            Ok(got) => got,
+            Err(e) => {
+                let _ = c.batch_execute("ROLLBACK").await;
+                return Err(db_err(e));
+            }
+        };
         let counted = |rows: &[Row]| {
             rows.iter()
                 .map(|r| {
@@ -1372,18 +1393,22 @@ impl Store for PgStore {
     }
 
     async fn queue_counts(&self, now: Timestamp) -> Result<QueueCounts, TaskError> {
-        let conn = self.pool.get().await?;
+        let mut conn = self.pool.get().await?;
         let s = &self.pool.names.quoted;
-        let counts = conn
-            .client
+        // One snapshot: a task claimed between two reads would count as running and as due.
+        let tx = conn.client.transaction().await.map_err(db_err)?;
+        tx.batch_execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .await
+            .map_err(db_err)?;
+        let counts = tx
             .query(&queues::sql_counts(s), &[])
             .await
             .map_err(db_err)?;
-        let due = conn
-            .client
+        let due = tx
             .query(&queues::sql_due(s), &[&PgTime::of(now)])
             .await
             .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
         queues::counts_from_rows(&counts, &due)
     }
 

@@ -1088,74 +1088,77 @@ impl Store for SqliteStore {
     async fn stats(&self, p: StatsParams) -> Result<StoreStats, TaskError> {
         let now = to_micros(p.now);
         let since = to_micros(p.finished_since);
+        // One snapshot, so the figures agree with each other while other processes write.
         self.call(move |conn| {
-            let counts = |sql: &str, args: &[&dyn rusqlite::ToSql]| {
-                let mut stmt = conn.prepare_cached(sql).map_err(db_err)?;
+            snapshot(conn, |conn| {
+                let counts = |sql: &str, args: &[&dyn rusqlite::ToSql]| {
+                    let mut stmt = conn.prepare_cached(sql).map_err(db_err)?;
+                    let rows = stmt
+                        .query_map(args, |r| {
+                            Ok((
+                                r.get::<_, String>(0)?,
+                                r.get::<_, String>(1)?,
+                                r.get::<_, u64>(2)?,
+                            ))
+                        })
+                        .map_err(db_err)?;
+                    let mut out = Vec::new();
+                    for row in rows {
+                        let (handler, state, count) = row.map_err(db_err)?;
+                        out.push((handler, state.parse::<State>()?, count));
+                    }
+                    Ok::<_, TaskError>(out)
+                };
+                let all = counts(sql::STATS_COUNTS, &[])?;
+                let due = counts(sql::STATS_DUE, &[&now])?;
+                let oldest_due: Option<i64> = conn
+                    .query_row(sql::STATS_OLDEST, [now], |r| r.get(0))
+                    .map_err(db_err)?;
+                let finished_recently: u64 = conn
+                    .query_row(sql::STATS_FINISHED, [since], |r| r.get(0))
+                    .map_err(db_err)?;
+                let mut workers = Vec::new();
+                let mut stmt = conn.prepare_cached(sql::STATS_WORKERS).map_err(db_err)?;
                 let rows = stmt
-                    .query_map(args, |r| {
+                    .query_map([now], |r| {
                         Ok((
                             r.get::<_, String>(0)?,
                             r.get::<_, String>(1)?,
-                            r.get::<_, u64>(2)?,
+                            r.get::<_, String>(2)?,
+                            r.get::<_, i64>(3)?,
+                            r.get::<_, i64>(4)?,
                         ))
                     })
                     .map_err(db_err)?;
-                let mut out = Vec::new();
                 for row in rows {
-                    let (handler, state, count) = row.map_err(db_err)?;
-                    out.push((handler, state.parse::<State>()?, count));
+                    let (id, handlers, queues, last_seen, live_until) = row.map_err(db_err)?;
+                    workers.push(WorkerInfo {
+                        id,
+                        handlers: serde_json::from_str(&handlers).unwrap_or_default(),
+                        queues: serde_json::from_str(&queues).unwrap_or_default(),
+                        last_seen: from_micros(last_seen),
+                        live_until: from_micros(live_until),
+                    });
                 }
-                Ok::<_, TaskError>(out)
-            };
-            let all = counts(sql::STATS_COUNTS, &[])?;
-            let due = counts(sql::STATS_DUE, &[&now])?;
-            let oldest_due: Option<i64> = conn
-                .query_row(sql::STATS_OLDEST, [now], |r| r.get(0))
-                .map_err(db_err)?;
-            let finished_recently: u64 = conn
-                .query_row(sql::STATS_FINISHED, [since], |r| r.get(0))
-                .map_err(db_err)?;
-            let mut workers = Vec::new();
-            let mut stmt = conn.prepare_cached(sql::STATS_WORKERS).map_err(db_err)?;
-            let rows = stmt
-                .query_map([now], |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, String>(2)?,
-                        r.get::<_, i64>(3)?,
-                        r.get::<_, i64>(4)?,
-                    ))
+                let stuck_count: u64 = conn
+                    .query_row(sql::EXPIRED_COUNT, [now], |r| r.get(0))
+                    .map_err(db_err)?;
+                let stuck = conn
+                    .prepare_cached(sql::EXPIRED)
+                    .map_err(db_err)?
+                    .query_map(params![now, p.stuck_limit], expired_from_row)
+                    .map_err(db_err)?
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(db_err)?;
+                Ok(StoreStats {
+                    counts: all,
+                    due,
+                    oldest_due: oldest_due.map(from_micros),
+                    finished_recently,
+                    workers,
+                    stuck_count,
+                    stuck,
                 })
-                .map_err(db_err)?;
-            for row in rows {
-                let (id, handlers, queues, last_seen, live_until) = row.map_err(db_err)?;
-                workers.push(WorkerInfo {
-                    id,
-                    handlers: serde_json::from_str(&handlers).unwrap_or_default(),
-                    queues: serde_json::from_str(&queues).unwrap_or_default(),
-                    last_seen: from_micros(last_seen),
-                    live_until: from_micros(live_until),
-                });
-            }
-            let stuck_count: u64 = conn
-                .query_row(sql::EXPIRED_COUNT, [now], |r| r.get(0))
-                .map_err(db_err)?;
-            let stuck = conn
-                .prepare_cached(sql::EXPIRED)
-                .map_err(db_err)?
-                .query_map(params![now, p.stuck_limit], expired_from_row)
-                .map_err(db_err)?
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(db_err)?;
-            Ok(StoreStats {
-                counts: all,
-                due,
-                oldest_due: oldest_due.map(from_micros),
-                finished_recently,
-                workers,
-                stuck_count,
-                stuck,
             })
         })
         .await
@@ -1456,7 +1459,8 @@ impl Store for SqliteStore {
     }
 
     async fn queue_counts(&self, now: Timestamp) -> Result<QueueCounts, TaskError> {
-        self.call(move |conn| queues::counts(conn, now)).await
+        self.call(move |conn| snapshot(conn, |conn| queues::counts(conn, now)))
+            .await
     }
 
     async fn task_cancel_many(&self, p: SteerMany<'_>) -> Result<u64, TaskError> {

@@ -171,6 +171,20 @@ async fn worker_processes_through_pgbouncer_in_transaction_mode_run_every_task_o
         per_worker.len() >= 2,
         "one worker did everything: {per_worker:?}"
     );
+    // Steering and the reads of one snapshot (stats, queue counts) are transactions sent as
+    // text with their statements pipelined: they work through the pooler as well.
+    let later = party::jiff::Timestamp::now() + party::jiff::SignedDuration::from_hours(1);
+    let id = party.add(NewTask::new("noop").at(later)).await.unwrap();
+    assert_eq!(party.cancel(id).await.unwrap().state, State::Cancelled);
+    assert_eq!(party.retry(id).await.unwrap().state, State::Scheduled);
+    let stats = party.stats().await.unwrap();
+    assert!(
+        stats.by_state.contains(&(State::Done, TASKS as u64)),
+        "{stats:?}"
+    );
+    assert!(stats.by_state.contains(&(State::Scheduled, 1)), "{stats:?}");
+    let queues = party.queues().await.unwrap();
+    assert_eq!(queues.len(), 1, "{queues:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

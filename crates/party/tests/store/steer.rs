@@ -442,7 +442,116 @@ async fn a_retry_lifts_an_earlier_cancel_request(b: Backend) {
     }
 }
 
+/// A cancel and a retry of one task from two processes, over and over: each answers with the
+/// task as its own operation left it, and a refusal names a state the operation refuses.
+async fn cancel_and_retry_answer_with_what_they_did(b: Backend) {
+    let Some(h) = Harness::new(b).await else {
+        return;
+    };
+    let id = h.insert(vec![task("noop")]).await[0];
+    let other = h.reopen().await.expect("a second store opens");
+    let canceller = {
+        let store = h.store.clone();
+        tokio::spawn(async move {
+            let mut wrong = Vec::new();
+            for _ in 0..300 {
+                match store.task_cancel(id, t0()).await {
+                    Ok(t) if t.state != State::Cancelled => {
+                        wrong.push(format!("[cancel answered] {}", t.state))
+                    }
+                    Ok(_) => {}
+                    Err(TaskError::Conflict(m)) => {
+                        if !m.contains("it is cancelled") {
+                            wrong.push(format!("[cancel refused] {m}"))
+                        }
+                    }
+                    Err(e) => wrong.push(format!("[cancel error] {e}")),
+                }
+            }
+            wrong
+        })
+    };
+    let retrier = tokio::spawn(async move {
+        let mut wrong = Vec::new();
+        for _ in 0..300 {
+            match other.task_retry(id, t0()).await {
+                Ok(t) if t.state != State::Scheduled => {
+                    wrong.push(format!("[retry answered] {}", t.state))
+                }
+                Ok(_) => {}
+                Err(TaskError::Conflict(m)) => {
+                    if !m.contains("it is scheduled") {
+                        wrong.push(format!("[retry refused] {m}"))
+                    }
+                }
+                Err(e) => wrong.push(format!("[retry error] {e}")),
+            }
+        }
+        wrong
+    });
+    let mut wrong = canceller.await.unwrap();
+    wrong.extend(retrier.await.unwrap());
+    let mut kinds = std::collections::BTreeMap::new();
+    let mut example = std::collections::BTreeMap::new();
+    for w in &wrong {
+        let kind = &w[..w.find(']').map_or(0, |i| i + 1)];
+        *kinds.entry(kind.to_string()).or_insert(0u32) += 1;
+        example.entry(kind.to_string()).or_insert(w.clone());
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} wrong answers of 600: {kinds:?}, e.g. {:?}",
+        wrong.len(),
+        example.values().collect::<Vec<_>>()
+    );
+}
+
+/// A bulk retry leaves a recurring task whose singleton is taken as it is, even when another
+/// process takes it (retrying another finished copy) while the bulk retry runs: the bulk
+/// retry never fails for it.
+async fn a_bulk_retry_leaves_a_singleton_taken_meanwhile(b: Backend) {
+    let Some(h) = Harness::new(b).await else {
+        return;
+    };
+    let other = h.reopen().await.expect("a second store opens");
+    let mut failures = Vec::new();
+    let rounds = 100;
+    for i in 0..rounds {
+        let handler = format!("rec{i}");
+        // A dead copy and a cancelled copy of one recurring task.
+        let dead = h.insert(vec![recurring(&handler, "{}")]).await[0];
+        let c = h.claim_for(&[&handler], &[], t0(), 10).await;
+        assert_eq!(c.len(), 1);
+        h.finish(failed(&c[0], t0(), "boom", Next::Dead)).await;
+        let cancelled = h.insert(vec![recurring(&handler, "{}")]).await[0];
+        h.store.task_cancel(cancelled, t0()).await.unwrap();
+        assert_eq!(h.get(dead).await.state, State::Dead);
+        let states = [State::Dead];
+        let bulk = h.store.task_retry_many(SteerMany {
+            states: &states,
+            handler: Some(&handler),
+            queue: None,
+            data: None,
+            now: t0(),
+        });
+        let single = other.task_retry(cancelled, t0());
+        let (bulk, single) = tokio::join!(bulk, single);
+        match (&bulk, &single) {
+            (Ok(_), Ok(_) | Err(TaskError::Duplicate { .. })) => {}
+            _ => failures.push(format!("bulk {bulk:?}, single {single:?}")),
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {rounds} rounds failed, e.g. {:?}",
+        failures.len(),
+        &failures[..failures.len().min(3)]
+    );
+}
+
 on_every_backend!(
+    cancel_and_retry_answer_with_what_they_did,
+    a_bulk_retry_leaves_a_singleton_taken_meanwhile,
     a_retry_lifts_an_earlier_cancel_request,
     bulk_operations_and_their_count_take_a_data_field,
     a_cancel_request_marks_a_running_task_for_its_worker,

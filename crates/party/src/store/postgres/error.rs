@@ -72,6 +72,12 @@ pub(super) fn duplicate_key(handler: &str, key: &str, existing: TaskId) -> TaskE
     }
 }
 
+/// Whether `e` is a repeatable-read transaction's refusal to change a row another
+/// transaction changed since its snapshot: run it again.
+pub(super) fn is_serialization_failure(e: &tokio_postgres::Error) -> bool {
+    e.code() == Some(&SqlState::T_R_SERIALIZATION_FAILURE)
+}
+
 pub(super) fn is_unique_key_violation(e: &tokio_postgres::Error) -> bool {
     e.code() == Some(&SqlState::UNIQUE_VIOLATION)
         && e.as_db_error().and_then(|d| d.constraint()) == Some("tasks_unique")

@@ -58,19 +58,19 @@ use async_trait::async_trait;
 use jiff::Timestamp;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
-use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
+use tokio_postgres::{Error, Row};
 
 pub use tokio_postgres;
 
 use self::conn::{
-    Conn, DEFAULT_POOL_MAX, DEFAULT_POOL_TIMEOUT, PgClient, PgUrl, Pool, Queries, Sending, connect,
-    parse_url,
+    Conn, DEFAULT_POOL_MAX, DEFAULT_POOL_TIMEOUT, PgClient, PgUrl, Pool, Queries, Sending, Stmt,
+    connect, parse_url,
 };
 use self::error::{
     db_err, duplicate, duplicate_key, duplicate_within, existing_singleton, existing_unique,
-    is_singleton_violation, is_unique_key_violation, recent_duplicate, recently_finished,
-    window_params,
+    is_serialization_failure, is_singleton_violation, is_unique_key_violation, recent_duplicate,
+    recently_finished, window_params,
 };
 use self::migrate::migrate;
 use self::rows::{
@@ -79,8 +79,8 @@ use self::rows::{
     run_from_row, run_row, task_from_row, time_at,
 };
 use self::sql::{
-    BEGIN_ASYNC_COMMIT, BEGIN_SNAPSHOT, Names, Statements, sql_existing, sql_existing_unique,
-    sql_insert_skipping, sql_recent_unique,
+    BEGIN_ASYNC_COMMIT, BEGIN_SNAPSHOT, BEGIN_STEER, Names, Statements, sql_existing,
+    sql_existing_unique, sql_insert_skipping, sql_recent_unique,
 };
 use self::wakeup::{listen, notify_loop, signal_loop};
 use super::{
@@ -176,6 +176,10 @@ impl Drop for PgStore {
 /// Inserts of at least this many rows in all may refresh the planner's statistics (see
 /// `PgStore::count_inserted`).
 const ANALYZE_AFTER_INSERT: usize = 1000;
+
+/// How often a write that lost a race to another connection (a unique index taken, a task
+/// changed after the statement looked) is run again before the caller is told to try later.
+const RACE_TRIES: usize = 5;
 
 /// Rows inserted through this store since its last statistics refresh.
 #[derive(Debug, Default)]
@@ -556,45 +560,120 @@ impl PgStore {
     }
 
     async fn get_with_runs(&self, conn: &Conn, id: TaskId) -> Result<Option<TaskInfo>, TaskError> {
-        let key = &id.as_bytes()[..];
-        let params: [&(dyn ToSql + Sync); 1] = [&key];
-        // One snapshot for the three reads (still one round trip): read one after the other,
-        // a task moving between the live table and the history in between is in neither.
-        conn.client
-            .ready(&[&conn.st.get, &conn.st.get_history, &conn.st.runs])
+        // One snapshot for the three reads: read one after the other, a task moving between
+        // the live table and the history in between is in neither.
+        let read = self
+            .run_then_read(conn, BEGIN_SNAPSHOT, &[], &[], id)
             .await
             .map_err(db_err)?;
-        let sent = tokio::try_join!(
-            conn.client.batch_execute(BEGIN_SNAPSHOT),
-            conn.client.query_opt(&conn.st.get, &params),
-            conn.client.query_opt(&conn.st.get_history, &params),
-            conn.client.query(&conn.st.runs, &params),
-            conn.client.batch_execute("COMMIT"),
-        );
-        let (_, task, finished, runs, _) = match sent {
-            Ok(got) => got,
-            Err(e) => {
-                // Close the transaction if it is still open (a broken connection is dropped
-                // by the pool).
-                let _ = conn.client.batch_execute("ROLLBACK").await;
-                return Err(db_err(e));
-            }
-        };
-        let Some(row) = task.or(finished) else {
-            return Ok(None);
-        };
-        let mut task = task_from_row(&row)?;
-        task.runs = runs.iter().map(run_from_row).collect();
-        Ok(Some(task))
+        read.task()
     }
 
-    async fn conflict_or_missing(&self, conn: &Conn, id: TaskId, op: Steer) -> TaskError {
-        match self.get_with_runs(conn, id).await {
-            Ok(Some(t)) => op.conflict(id, t.state),
-            Ok(None) => TaskError::NotFound(id),
-            Err(e) => e,
+    /// Run `steps` (each with `params`) and then read task `id` with its runs, in one
+    /// transaction opened by `begin` and sent in one round trip. A steer's answer is read
+    /// this way: the rows it changed stay locked until the commit, so the task read is what
+    /// the steer left, whatever other connections do.
+    async fn run_then_read(
+        &self,
+        conn: &Conn,
+        begin: &str,
+        steps: &[&Stmt],
+        params: &[&(dyn ToSql + Sync)],
+        id: TaskId,
+    ) -> Result<Read, Error> {
+        let (c, st) = (&conn.client, &conn.st);
+        let mut all: Vec<&Stmt> = steps.to_vec();
+        all.extend([&st.get, &st.get_history, &st.runs]);
+        c.ready(&all).await?;
+        let key = &id.as_bytes()[..];
+        let by_id: [&(dyn ToSql + Sync); 1] = [&key];
+        debug_assert!(steps.len() <= 2, "at most two steps");
+        let step = |i: usize| async move {
+            match steps.get(i) {
+                Some(s) => c.execute(*s, params).await,
+                None => Ok(0),
+            }
+        };
+        let (begun, first, second, live, finished, runs, committed) = tokio::join!(
+            c.batch_execute(begin),
+            step(0),
+            step(1),
+            c.query_opt(&st.get, &by_id),
+            c.query_opt(&st.get_history, &by_id),
+            c.query(&st.runs, &by_id),
+            c.batch_execute("COMMIT"),
+        );
+        // The first error in the order the statements ran: those after it only say that the
+        // transaction was aborted.
+        let read = (|| {
+            begun?;
+            let changed = first? + second?;
+            let (live, finished, runs) = (live?, finished?, runs?);
+            committed?;
+            Ok(Read {
+                changed,
+                row: live.or(finished),
+                runs,
+            })
+        })();
+        if read.is_err() {
+            // Close the transaction if it is still open (a broken connection is dropped by
+            // the pool).
+            let _ = c.batch_execute("ROLLBACK").await;
         }
+        read
     }
+}
+
+/// What [`PgStore::run_then_read`] found: the rows its steps changed, and the task's row
+/// (live or finished) with its runs.
+struct Read {
+    changed: u64,
+    row: Option<Row>,
+    runs: Vec<Row>,
+}
+
+impl Read {
+    /// The task with its runs, if it exists.
+    fn task(&self) -> Result<Option<TaskInfo>, TaskError> {
+        let Some(row) = &self.row else {
+            return Ok(None);
+        };
+        let mut task = task_from_row(row)?;
+        task.runs = self.runs.iter().map(run_from_row).collect();
+        Ok(Some(task))
+    }
+}
+
+/// The answer to a steer of task `id` that [`PgStore::run_then_read`] ran, or `None` when it
+/// changed nothing although the task, as read after it, allows it: another connection changed
+/// the task in between, and the steer is run again.
+fn steered(
+    id: TaskId,
+    op: Steer,
+    r: &Read,
+) -> Result<Option<Result<TaskInfo, TaskError>>, TaskError> {
+    let Some(task) = r.task()? else {
+        return Ok(Some(Err(TaskError::NotFound(id))));
+    };
+    if r.changed > 0 {
+        return Ok(Some(Ok(task)));
+    }
+    if op.allowed().contains(&task.state) {
+        return Ok(None);
+    }
+    Ok(Some(Err(op.conflict(id, task.state))))
+}
+
+/// The refusal of a steer that lost the race for its task [`RACE_TRIES`] times.
+fn raced(id: TaskId, op: Steer, last: Option<Read>) -> TaskError {
+    let state = last
+        .and_then(|r| r.task().ok().flatten())
+        .map_or_else(|| "changing".to_string(), |t| t.state.to_string());
+    TaskError::Conflict(format!(
+        "cannot {} task {id}: other clients kept changing it (last seen {state}); try again",
+        op.verb()
+    ))
 }
 
 /// The task id and fence of a row a fenced finish returned.
@@ -627,7 +706,7 @@ impl Store for PgStore {
         let arrays = InsertArrays::new(&tasks);
         let windowed = tasks.iter().any(|t| t.unique_since.is_some());
         // A duplicate whose holder finishes before we can name it: try again.
-        for _ in 0..5 {
+        for _ in 0..RACE_TRIES {
             let inserted = if windowed {
                 // With a unique window: insert, then look for a task with the key that
                 // finished within it, in one transaction. Looking after the insert sees a
@@ -920,18 +999,24 @@ impl Store for PgStore {
     async fn task_cancel(&self, id: TaskId, now: Timestamp) -> Result<TaskInfo, TaskError> {
         let conn = self.pool.get().await?;
         let key = &id.as_bytes()[..];
-        let n = conn
-            .client
-            .query(&conn.st.cancel, &[&PgTime::of(now), &key])
-            .await
-            .map_err(db_err)?
-            .len();
-        if n == 0 {
-            return Err(self.conflict_or_missing(&conn, id, Steer::Cancel).await);
+        let (now, steps) = (PgTime::of(now), [&conn.st.cancel]);
+        let params: [&(dyn ToSql + Sync); 2] = [&now, &key];
+        let mut read = None;
+        for _ in 0..RACE_TRIES {
+            let r = match self
+                .run_then_read(&conn, BEGIN_STEER, &steps, &params, id)
+                .await
+            {
+                Ok(r) => r,
+                Err(e) if is_serialization_failure(&e) => continue,
+                Err(e) => return Err(db_err(e)),
+            };
+            if let Some(done) = steered(id, Steer::Cancel, &r)? {
+                return done;
+            }
+            read = Some(r);
         }
-        self.get_with_runs(&conn, id)
-            .await?
-            .ok_or(TaskError::NotFound(id))
+        Err(raced(id, Steer::Cancel, read))
     }
 
     async fn task_cancel_request(
@@ -941,15 +1026,23 @@ impl Store for PgStore {
     ) -> Result<Option<TaskInfo>, TaskError> {
         let conn = self.pool.get().await?;
         let key = &id.as_bytes()[..];
-        let n = conn
-            .client
-            .execute(&conn.st.cancel_request, &[&key])
-            .await
-            .map_err(db_err)?;
-        if n == 0 {
-            return Ok(None);
+        let params: [&(dyn ToSql + Sync); 1] = [&key];
+        for _ in 0..RACE_TRIES {
+            // A heartbeat or the end of the attempt may change the row meanwhile.
+            let r = match self
+                .run_then_read(&conn, BEGIN_STEER, &[&conn.st.cancel_request], &params, id)
+                .await
+            {
+                Ok(r) => r,
+                Err(e) if is_serialization_failure(&e) => continue,
+                Err(e) => return Err(db_err(e)),
+            };
+            if r.changed == 0 {
+                return Ok(None);
+            }
+            return r.task();
         }
-        self.get_with_runs(&conn, id).await
+        Err(raced(id, Steer::Cancel, None))
     }
 
     async fn task_cancel_requested(
@@ -970,62 +1063,73 @@ impl Store for PgStore {
     async fn task_retry(&self, id: TaskId, now: Timestamp) -> Result<TaskInfo, TaskError> {
         let conn = self.pool.get().await?;
         let key = &id.as_bytes()[..];
-        let params: [&(dyn ToSql + Sync); 2] = [&PgTime::of(now), &key];
-        let r = match conn.client.execute(&conn.st.retry, &params).await {
-            Ok(0) => conn.client.execute(&conn.st.retry_move, &params).await,
-            r => r,
-        };
-        let n = match r {
-            Ok(n) => n,
-            Err(e) if is_unique_key_violation(&e) => {
-                let t = self
-                    .get_with_runs(&conn, id)
+        let now = PgTime::of(now);
+        let params: [&(dyn ToSql + Sync); 2] = [&now, &key];
+        // A retrying task is made due where it is; a dead or cancelled one moves back. A task
+        // is in one table, so at most one of the two changes it.
+        let steps = [&conn.st.retry, &conn.st.retry_move];
+        let mut read = None;
+        for _ in 0..RACE_TRIES {
+            let r = match self
+                .run_then_read(&conn, BEGIN_STEER, &steps, &params, id)
+                .await
+            {
+                Ok(r) => r,
+                Err(e) if is_serialization_failure(&e) => continue,
+                Err(e) if is_unique_key_violation(&e) => {
+                    let t = self
+                        .get_with_runs(&conn, id)
+                        .await?
+                        .ok_or(TaskError::NotFound(id))?;
+                    let key = t.unique_key.unwrap_or_default();
+                    return match existing_unique(
+                        &conn.client,
+                        &conn.st.existing_unique,
+                        &t.handler,
+                        &key,
+                    )
                     .await?
-                    .ok_or(TaskError::NotFound(id))?;
-                let key = t.unique_key.unwrap_or_default();
-                return match existing_unique(
-                    &conn.client,
-                    &conn.st.existing_unique,
-                    &t.handler,
-                    &key,
-                )
-                .await?
-                {
-                    Some(existing) => Err(duplicate_key(&t.handler, &key, existing)),
-                    None => Err(TaskError::Conflict(format!(
-                        "task {id} collided with a task with its unique key that has since \
-                         finished; retry it again"
-                    ))),
-                };
+                    {
+                        Some(existing) => Err(duplicate_key(&t.handler, &key, existing)),
+                        None => Err(TaskError::Conflict(format!(
+                            "task {id} collided with a task with its unique key that has since \
+                             finished; retry it again"
+                        ))),
+                    };
+                }
+                Err(e) if is_singleton_violation(&e) => {
+                    let t = self
+                        .get_with_runs(&conn, id)
+                        .await?
+                        .ok_or(TaskError::NotFound(id))?;
+                    let data = serde_json::to_string(&t.data).map_err(TaskError::store)?;
+                    let handler = t.handler;
+                    return match existing_singleton(
+                        &conn.client,
+                        &conn.st.existing,
+                        &handler,
+                        &data,
+                    )
+                    .await?
+                    {
+                        Some(existing) => Err(duplicate(&handler, existing)),
+                        None => Err(TaskError::Conflict(format!(
+                            "task {id} collided with a recurring task that has since finished; \
+                             retry it again"
+                        ))),
+                    };
+                }
+                Err(e) => return Err(db_err(e)),
+            };
+            if let Some(done) = steered(id, Steer::Retry, &r)? {
+                if done.is_ok() {
+                    self.signal();
+                }
+                return done;
             }
-            Err(e) if is_singleton_violation(&e) => {
-                let t = self
-                    .get_with_runs(&conn, id)
-                    .await?
-                    .ok_or(TaskError::NotFound(id))?;
-                let data = serde_json::to_string(&t.data).map_err(TaskError::store)?;
-                let handler = t.handler;
-                return match existing_singleton(&conn.client, &conn.st.existing, &handler, &data)
-                    .await?
-                {
-                    Some(existing) => Err(duplicate(&handler, existing)),
-                    None => Err(TaskError::Conflict(format!(
-                        "task {id} collided with a recurring task that has since finished; \
-                         retry it again"
-                    ))),
-                };
-            }
-            Err(e) => return Err(db_err(e)),
-        };
-        if n == 0 {
-            return Err(self.conflict_or_missing(&conn, id, Steer::Retry).await);
+            read = Some(r);
         }
-        let task = self
-            .get_with_runs(&conn, id)
-            .await?
-            .ok_or(TaskError::NotFound(id))?;
-        self.signal();
-        Ok(task)
+        Err(raced(id, Steer::Retry, read))
     }
 
     async fn stats(&self, p: StatsParams) -> Result<StoreStats, TaskError> {
@@ -1448,18 +1552,39 @@ impl Store for PgStore {
             &field,
             &value,
         ];
-        // Both sides in one transaction: the count is of one moment.
+        // Both sides in one transaction: the count is of one moment. The move leaves a task
+        // whose singleton or unique key a live task holds, but it sees only what had committed
+        // when it began: a copy moved back by another connection since then makes it fail on
+        // the index, and the transaction runs again, seeing that copy.
         let Conn { client, st } = &mut *conn;
-        let tx = client.transaction().await.map_err(db_err)?;
-        let n = tx.execute(&st.retry_many, &params).await.map_err(db_err)?
-            + tx.execute(&st.retry_many_move, &params)
-                .await
-                .map_err(db_err)?;
-        tx.commit().await.map_err(db_err)?;
-        if n > 0 {
-            self.signal();
+        for _ in 0..RACE_TRIES {
+            let tx = client.transaction().await.map_err(db_err)?;
+            let moved = match tx.execute(&st.retry_many, &params).await {
+                Ok(n) => tx
+                    .execute(&st.retry_many_move, &params)
+                    .await
+                    .map(|m| n + m),
+                Err(e) => Err(e),
+            };
+            match moved {
+                Ok(n) => {
+                    tx.commit().await.map_err(db_err)?;
+                    if n > 0 {
+                        self.signal();
+                    }
+                    return Ok(n);
+                }
+                Err(e) if is_unique_key_violation(&e) || is_singleton_violation(&e) => {
+                    tx.rollback().await.map_err(db_err)?;
+                }
+                Err(e) => return Err(db_err(e)),
+            }
         }
-        Ok(n)
+        Err(TaskError::Conflict(
+            "the bulk retry kept colliding with tasks other clients moved back at the same \
+             time; try again"
+                .to_string(),
+        ))
     }
 
     async fn task_count_many(

@@ -52,6 +52,12 @@ impl Names {
 pub(super) const BEGIN_ASYNC_COMMIT: &str =
     "BEGIN; SET LOCAL synchronous_commit TO off; SET LOCAL plan_cache_mode TO force_generic_plan";
 
+/// Opens a steer (cancel, retry, cancel request) and the read of its answer: one snapshot for
+/// the statement that changes the task and the reads after it, so a refusal names the state
+/// the steer saw. A row changed by another transaction since the snapshot fails the steer
+/// with a serialization failure, and it is run again.
+pub(super) const BEGIN_STEER: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ";
+
 /// Opens a read-only transaction whose statements all read one snapshot.
 pub(super) const BEGIN_SNAPSHOT: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY";
 

@@ -446,13 +446,15 @@ impl PgStore {
                 (&conn.st.finish, &all)
             };
             conn.client.ready(&[statement]).await.map_err(db_err)?;
-            let sent = tokio::try_join!(
+            let (begun, written, committed) = tokio::join!(
                 conn.client.batch_execute(BEGIN_ASYNC_COMMIT),
                 conn.client.query(statement, params),
                 conn.client.batch_execute("COMMIT"),
             );
+            // The first error in statement order.
+            let sent = begun.and(written).and_then(|rows| committed.map(|()| rows));
             let rows = match sent {
-                Ok((_, rows, _)) => rows,
+                Ok(rows) => rows,
                 Err(e) => {
                     // The transaction may be left open: close it before the connection goes
                     // back to the pool (a broken connection is dropped by the pool).
@@ -805,14 +807,20 @@ impl Store for PgStore {
         let promote_limit = i64::from(p.promote_limit);
         let promote: [&(dyn ToSql + Sync); 2] = [&now, &promote_limit];
         let claim: [&(dyn ToSql + Sync); 6] = [&p.worker, &now, &lease, &handlers, &queues, &limit];
-        let sent = tokio::try_join!(
+        let (begun, promoted, claimed, committed) = tokio::join!(
             conn.client.batch_execute(BEGIN_ASYNC_COMMIT),
             conn.client.execute(&conn.st.promote, &promote),
             conn.client.query(&conn.st.claim, &claim),
             conn.client.batch_execute("COMMIT"),
         );
+        // The first error in statement order: the statements after a failed one only say the
+        // transaction was aborted.
+        let sent = begun
+            .and(promoted)
+            .and(claimed)
+            .and_then(|got| committed.map(|()| got));
         match sent {
-            Ok((_, _, got, _)) => rows.extend(got),
+            Ok(got) => rows.extend(got),
             Err(e) => {
                 // The transaction may be left open: never reuse this connection.
                 conn.discard();

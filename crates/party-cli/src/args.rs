@@ -263,8 +263,17 @@ pub(crate) struct AddArgs {
     pub(crate) handler: Option<String>,
 
     /// Add every task in a JSON Lines file instead, one task per line: {"handler": "noop",
-    /// "data": {}, "at": TIME, "queue": Q, "priority": P, "max_attempts": N}; all or none
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["handler", "data", "at", "in_", "every", "max_attempts", "unique_key"])]
+    /// "data": {}, "at": TIME, "queue": Q, "priority": P, "max_attempts": N}; all or none.
+    /// Each line says everything about its task: no other option goes with it
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with_all = [
+            "handler", "data", "at", "in_", "every", "cron", "monthly_on", "at_time", "tz",
+            "missed", "nonexistent", "repeated", "max_attempts", "queue", "priority",
+            "unique_key", "unique_for",
+        ]
+    )]
     pub(crate) from: Option<std::path::PathBuf>,
 
     /// The task's data: a JSON object, e.g. '{"arg1": "hello"}'

@@ -711,6 +711,41 @@ fn usage_errors_exit_2_and_help_exits_0() {
     assert!(!s.db.exists(), "usage errors open no database");
 }
 
+/// `add --from` takes each task's fields from its line: an option given beside it would be
+/// dropped without a word, so it is refused and nothing is written.
+#[test]
+fn add_from_refuses_the_options_its_lines_say_instead() {
+    let s = Store::new();
+    s.add(&["log"]);
+    let before = s.snapshot();
+    let file = s.path("one.jsonl");
+    std::fs::write(&file, "{\"handler\": \"noop\"}\n").unwrap();
+    for extra in [
+        &["--queue", "mail"][..],
+        &["--priority", "5"],
+        &["--every", "1h"],
+        &["--cron", "0 9 * * *"],
+        &["--monthly-on", "1", "--at-time", "09:00"],
+        &["--tz", "Europe/Berlin"],
+        &["--missed", "skip"],
+        &["--max-attempts", "2"],
+        &["--unique-key", "k", "--unique-for", "1h"],
+        &["--in", "1h"],
+    ] {
+        let mut args = vec!["add", "--from", file.as_str()];
+        args.extend(extra);
+        let run = s.run(&args);
+        assert_eq!(run.code, 2, "{args:?}: {run:?}");
+        assert!(
+            run.stderr.contains("cannot be used with"),
+            "{args:?}: {run:?}"
+        );
+        assert_eq!(s.snapshot(), before, "{args:?} changed the database");
+    }
+    let run = s.run(&["add", "--from", &file]);
+    assert_eq!(run.code, 0, "{run:?}");
+}
+
 #[test]
 fn bad_input_is_refused_with_exit_2_and_nothing_written() {
     let s = Store::new();

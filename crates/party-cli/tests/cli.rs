@@ -756,6 +756,10 @@ fn bad_input_is_refused_with_exit_2_and_nothing_written() {
         (&["add", "log", "--data", "{not json"], "not valid JSON"),
         (&["add", "log", "--data", "[1, 2]"], "must be a JSON object"),
         (&["add", "log", "--data", "42"], "not a number"),
+        (
+            &["add", "log", "--data", r#"{"note": "a\u0000b"}"#],
+            "NUL character (U+0000)",
+        ),
         (&["add", "nosuch"], "unknown handler 'nosuch'"),
         (
             &["add", "log", "--at", "2020-01-01T00:00:00Z"],

@@ -348,6 +348,7 @@ fn check_name(name: &str, what: &str, example: &str) -> Result<(), TaskError> {
 pub fn canonical_data(data: Value) -> Result<(Value, String), TaskError> {
     check_data(&data)?;
     depth(&data)?;
+    no_nul(&data)?;
     let data = canonical_numbers(data);
     let text = serde_json::to_string(&data)
         .map_err(|e| TaskError::invalid(format!("task data cannot be written as JSON: {e}")))?;
@@ -471,6 +472,35 @@ fn depth(data: &Value) -> Result<(), TaskError> {
             )));
         }
         stack.extend(children.map(|c| (c, d + 1)));
+    }
+    Ok(())
+}
+
+/// Refuse the NUL character (U+0000) in any key or string: PostgreSQL's JSON cannot hold it,
+/// so a task carrying it would be stored as text but break every read of its data there (data
+/// filters, per-key limits). Refused on both backends, so a store can move between them.
+fn no_nul(data: &Value) -> Result<(), TaskError> {
+    let refuse = |what: &str| {
+        TaskError::invalid(format!(
+            "task data contains the NUL character (U+0000) in {what}, which cannot be stored; \
+             remove it, or encode the value (e.g. as base64)"
+        ))
+    };
+    let mut stack: Vec<&Value> = vec![data];
+    while let Some(v) = stack.pop() {
+        match v {
+            Value::String(text) if text.contains('\0') => {
+                return Err(refuse(&format!("the string {}", quote(text))));
+            }
+            Value::Object(m) => {
+                if let Some(key) = m.keys().find(|k| k.contains('\0')) {
+                    return Err(refuse(&format!("the key {}", quote(key))));
+                }
+                stack.extend(m.values());
+            }
+            Value::Array(a) => stack.extend(a.iter()),
+            _ => {}
+        }
     }
     Ok(())
 }
@@ -1260,6 +1290,24 @@ mod tests {
         assert!(canonical_data(ok).is_ok());
         let big = json!({"s": "x".repeat(MAX_DATA_BYTES)});
         assert!(msg(canonical_data(big).unwrap_err()).contains("too large"));
+    }
+
+    /// PostgreSQL's JSON cannot hold U+0000: a task carrying it in its data broke every data
+    /// filter and per-key limit there, so it is refused wherever data comes in.
+    #[test]
+    fn the_nul_character_is_refused_in_keys_and_strings() {
+        for data in [
+            json!({"note": "a\u{0}b"}),
+            json!({"a": {"b": ["ok", "x\u{0}"]}}),
+            json!({"k\u{0}": 1}),
+        ] {
+            let e = msg(canonical_data(data.clone()).unwrap_err());
+            assert!(e.contains("NUL character (U+0000)"), "{data}: {e}");
+        }
+        let e = msg(data_text(r#"{"note": "a\u0000b"}"#, "{}").unwrap_err());
+        assert!(e.contains("U+0000"), "{e}");
+        // The six characters of an escape, written as text, are ordinary data.
+        assert!(canonical_data(json!({"note": "a\\u0000b"})).is_ok());
     }
 
     #[test]

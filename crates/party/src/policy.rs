@@ -268,6 +268,15 @@ pub(crate) enum Ending {
     },
 }
 
+/// Make text from a handler (an error message, a command's output) storable on every
+/// backend: PostgreSQL's text cannot hold the NUL character, and a result carrying one could
+/// never be written, so each NUL becomes U+FFFD.
+pub(crate) fn storable_text(text: &mut String) {
+    if text.contains('\0') {
+        *text = text.replace('\0', "\u{FFFD}");
+    }
+}
+
 /// The facts about one attempt the decision needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Attempt {

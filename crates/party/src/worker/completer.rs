@@ -9,6 +9,7 @@ use tokio::sync::{Semaphore, mpsc};
 
 use super::{Executed, Inner};
 use crate::model::Outcome;
+use crate::policy;
 use crate::store::{Finish, FinishResult};
 
 impl Inner {
@@ -68,20 +69,30 @@ pub(super) async fn completer(
     }
 }
 
-/// Write one batch, retrying while the store is unreachable.
-async fn flush(inner: &Inner, batch: &mut Vec<Executed>) {
-    let finishes: Vec<Finish> = batch.iter().map(|e| e.finish.clone()).collect();
+/// Write `finishes`, retrying while the store is unreachable.
+async fn write(inner: &Inner, mut finishes: Vec<Finish>) -> Vec<FinishResult> {
+    for f in &mut finishes {
+        if let Some(error) = &mut f.error {
+            policy::storable_text(error);
+        }
+    }
     let mut delay = Duration::from_millis(50);
-    let results = loop {
+    loop {
         match inner.store.task_finish(finishes.clone()).await {
-            Ok(r) => break r,
+            Ok(r) => return r,
             Err(e) => {
                 tracing::warn!(error = %e, "recording results failed; retrying");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
         }
-    };
+    }
+}
+
+/// Write one batch, retrying while the store is unreachable.
+async fn flush(inner: &Inner, batch: &mut Vec<Executed>) {
+    let finishes: Vec<Finish> = batch.iter().map(|e| e.finish.clone()).collect();
+    let results = write(inner, finishes.clone()).await;
     let mut retry_without_follow_ups = Vec::new();
     for (f, r) in finishes.into_iter().zip(results) {
         inner.count(&f, &r);
@@ -102,16 +113,12 @@ async fn flush(inner: &Inner, batch: &mut Vec<Executed>) {
         }
     }
     if !retry_without_follow_ups.is_empty() {
+        // Retried like the first write: were it given up, the task would be rescued as lost
+        // and its work, which succeeded, run again.
         let again = retry_without_follow_ups.clone();
-        match inner.store.task_finish(retry_without_follow_ups).await {
-            Ok(results) => {
-                for (f, r) in again.iter().zip(results) {
-                    inner.count(f, &r);
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "recording results failed; the leases will expire and the tasks be rescued")
-            }
+        let results = write(inner, retry_without_follow_ups).await;
+        for (f, r) in again.iter().zip(results) {
+            inner.count(f, &r);
         }
     }
     {

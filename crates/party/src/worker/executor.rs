@@ -329,7 +329,15 @@ pub(super) async fn run_one(
         follow_ups: Vec::new(),
         cancel: cancel.clone(),
     };
-    let backoff = |n| handler.backoff(n);
+    // The handler's own code, so guarded too: a panic here would end this attempt's task
+    // with nothing recorded, and the worker would hold the task under its lease for good.
+    let backoff = |n| {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler.backoff(n)))
+            .unwrap_or_else(|_| {
+                tracing::warn!(task = %task.id, handler = %task.handler, "the handler's backoff panicked; using the default backoff");
+                crate::task::default_backoff(n)
+            })
+    };
     match guarded(&handler, &mut ctx, false, abort, cancel).await {
         Call::Ok => {}
         Call::Failed(msg) => {
@@ -355,10 +363,18 @@ pub(super) async fn run_one(
     let now = inner.clock.now();
     let mut follow_ups = Vec::with_capacity(ctx.follow_ups.len());
     for t in ctx.follow_ups.drain(..) {
-        match prepare::prepare(&inner.registry, t, now) {
-            Ok(row) => follow_ups.push(row),
-            Err(e) => {
+        // A handler's `check` runs here: guarded like the rest of its code.
+        let prepared = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            prepare::prepare(&inner.registry, t, now)
+        }));
+        match prepared {
+            Ok(Ok(row)) => follow_ups.push(row),
+            Ok(Err(e)) => {
                 let msg = format!("on_complete enqueued a bad follow-up: {e}");
+                return finish(inner, &task, Ending::Unfinishable, Some(msg), backoff);
+            }
+            Err(_) => {
+                let msg = "on_complete enqueued a follow-up whose check panicked".to_string();
                 return finish(inner, &task, Ending::Unfinishable, Some(msg), backoff);
             }
         }

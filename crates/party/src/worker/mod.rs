@@ -465,7 +465,14 @@ impl Worker {
                     if task.cancel_requested {
                         cancel.advance(CancelStage::Requested);
                     }
-                    inner.held.lock().unwrap().insert(id, Held { fence, abort: None, cancel, finishing: false });
+                    let earlier = inner.held.lock().unwrap().insert(id, Held { fence, abort: None, cancel, finishing: false });
+                    // This worker claimed the task again: its earlier claim lost its lease (the
+                    // task was rescued meanwhile) before a heartbeat said so. That attempt's
+                    // result would be refused; stop it, as a heartbeat would have, so the task
+                    // never runs twice at once.
+                    if let Some(abort) = earlier.and_then(|h| h.abort) {
+                        abort.abort();
+                    }
                     let handle = tokio::spawn(executor::execute(
                         inner.clone(),
                         task,

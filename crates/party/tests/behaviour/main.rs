@@ -17,3 +17,4 @@ mod singleton;
 mod steering;
 mod unique;
 mod upgrade;
+mod worker_races;

@@ -1,0 +1,483 @@
+//! The worker against interleavings and faults: its lease lost and the task claimed again by
+//! itself, a result whose error text holds a NUL byte, a panic in a handler's backoff, and a
+//! store that fails a write (`faulty`, a pass-through to the real store that fails the calls a
+//! test names).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use party::jiff::SignedDuration;
+use party::serde_json::json;
+use party::{NewTask, Outcome, Registry, State, Task, TaskContext, TaskError, WorkerConfig};
+use tokio::sync::mpsc;
+
+use crate::common::{Backend, fixture, on_every_backend, start};
+
+/// Counts attempts in flight (started and not yet ended or dropped), and the most at once.
+#[derive(Clone, Default)]
+struct InFlight {
+    now: Arc<AtomicUsize>,
+    max: Arc<AtomicUsize>,
+}
+
+struct InFlightGuard(InFlight);
+
+impl InFlight {
+    fn enter(&self) -> InFlightGuard {
+        let n = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max.fetch_max(n, Ordering::SeqCst);
+        InFlightGuard(self.clone())
+    }
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.0.now.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Runs until dropped; reports each attempt's number as it starts.
+struct Hold {
+    started: mpsc::UnboundedSender<(String, u32)>,
+    inflight: InFlight,
+}
+
+impl Task for Hold {
+    const NAME: &'static str = "hold";
+    const MAX_ATTEMPTS: u32 = 3;
+
+    async fn run(&self, ctx: &mut TaskContext) -> Result<(), TaskError> {
+        let _g = self.inflight.enter();
+        let _ = self.started.send((ctx.id().to_string(), ctx.attempts()));
+        std::future::pending::<()>().await;
+        Ok(())
+    }
+}
+
+/// A worker whose lease on a task ran out (its clock stepped past the lease, it froze, or its
+/// heartbeats failed) and whose task was rescued, then claimed again by the same worker before
+/// its next heartbeat: the first attempt must be stopped, not run beside the second.
+async fn a_task_reclaimed_by_the_worker_that_lost_it_never_runs_twice_at_once(b: Backend) {
+    let (tx, mut started) = mpsc::unbounded_channel();
+    let inflight = InFlight::default();
+    let Some(f) = fixture(
+        b,
+        Registry::new().register(Hold {
+            started: tx,
+            inflight: inflight.clone(),
+        }),
+    )
+    .await
+    else {
+        return;
+    };
+    let id = f.party.add(NewTask::new("hold")).await.unwrap();
+    let worker = f.party.worker(WorkerConfig {
+        concurrency: 2,
+        // Heartbeats every 100 ms of real time; the lease ends only when the manual clock
+        // moves.
+        lease: Duration::from_millis(300),
+        shutdown_grace: Duration::from_millis(50),
+        ..Default::default()
+    });
+    let running = start(worker);
+    let first = tokio::time::timeout(Duration::from_secs(5), started.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.1, 1);
+    // The clock steps past the lease and a rescue releases the task (any worker's rescue),
+    // once: the worker claims it again at once, and a second rescue would take that claim.
+    for step in 0.. {
+        assert!(step < 50, "task {id} was never rescued");
+        f.clock.advance(SignedDuration::from_secs(1));
+        let rescue = party::maintenance::Rescuer::new(
+            f.party.store().clone(),
+            Arc::new(f.clock.clone()),
+            Default::default(),
+        );
+        if rescue.run_once().await.unwrap().rescued > 0 {
+            break;
+        }
+    }
+    // The same worker claims it again.
+    let second = tokio::time::timeout(Duration::from_secs(5), started.recv())
+        .await
+        .expect("claimed again")
+        .unwrap();
+    assert_eq!(second.1, 2);
+    // Give the heartbeat many ticks (100 ms each) to notice the first claim is stale.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let at_once = inflight.now.load(Ordering::SeqCst);
+    running.stop().await;
+    assert_eq!(
+        at_once, 1,
+        "attempts of task {id} running at once in one worker: the lost attempt was never stopped"
+    );
+}
+
+/// Fails with a message holding a NUL byte (as a program's stderr may).
+struct NulError;
+
+impl Task for NulError {
+    const NAME: &'static str = "nul_error";
+
+    async fn run(&self, _ctx: &mut TaskContext) -> Result<(), TaskError> {
+        Err(TaskError::failed("before\0after"))
+    }
+}
+
+/// A failed attempt whose error text holds a NUL byte is recorded like any other failure: the
+/// worker goes on, and other tasks' results are written.
+async fn an_error_with_a_nul_byte_is_recorded_and_the_worker_goes_on(b: Backend) {
+    let Some(f) = fixture(b, Registry::new().register(NulError)).await else {
+        return;
+    };
+    let id = f.party.add(NewTask::new("nul_error")).await.unwrap();
+    let worker = f.party.worker(WorkerConfig::default());
+    let report = tokio::time::timeout(Duration::from_secs(10), worker.run_until_idle())
+        .await
+        .expect("the worker recorded the failure within 10 s (it hangs retrying the write)")
+        .unwrap();
+    assert_eq!(report.failed, 1);
+    let task = f.party.get(id).await.unwrap();
+    assert_eq!(task.state, State::Retrying);
+    assert_eq!(task.runs[0].outcome, Outcome::Failed);
+}
+
+/// The same through the built-in shell handler: a command that writes a NUL byte to stderr.
+async fn a_shell_command_writing_a_nul_to_stderr_does_not_wedge_the_worker(b: Backend) {
+    let Some(f) = fixture(b, Registry::new().register(party::builtin::Shell)).await else {
+        return;
+    };
+    let id = f
+        .party
+        .add(NewTask::new("shell").data(json!({"cmd": "printf 'a\\000b' >&2; exit 3"})))
+        .await
+        .unwrap();
+    let worker = f.party.worker(WorkerConfig::default());
+    let report = tokio::time::timeout(Duration::from_secs(10), worker.run_until_idle())
+        .await
+        .expect("the worker recorded the failure within 10 s (it hangs retrying the write)")
+        .unwrap();
+    assert_eq!(report.failed, 1);
+    assert_eq!(f.party.get(id).await.unwrap().state, State::Retrying);
+}
+
+/// Fails; its backoff has a bug and panics (as `10 * 2i64.pow(n)` does on overflow in a debug
+/// build).
+struct BadBackoff;
+
+impl Task for BadBackoff {
+    const NAME: &'static str = "bad_backoff";
+
+    async fn run(&self, _ctx: &mut TaskContext) -> Result<(), TaskError> {
+        Err(TaskError::failed("failed"))
+    }
+
+    fn backoff(&self, _attempt: u32) -> SignedDuration {
+        panic!("backoff bug")
+    }
+}
+
+/// A panic in user code the executor calls outside its panic guard (the handler's backoff)
+/// must not leave the task `running` under a lease the worker renews forever.
+async fn a_panicking_backoff_does_not_leave_the_task_held_forever(b: Backend) {
+    let Some(f) = fixture(b, Registry::new().register(BadBackoff)).await else {
+        return;
+    };
+    let id = f.party.add(NewTask::new("bad_backoff")).await.unwrap();
+    let worker = f.party.worker(WorkerConfig {
+        lease: Duration::from_millis(300),
+        shutdown_grace: Duration::from_millis(50),
+        ..Default::default()
+    });
+    let running = start(worker);
+    // The attempt fails at once. Time moves on in steps shorter than the lease, as a live
+    // worker's heartbeats see it: 3 s of the clock over 3.75 s of real time (the heartbeat
+    // ticks every 100 ms of real time).
+    for _ in 0..15 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        f.clock.advance(SignedDuration::from_millis(200));
+    }
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let task = f.party.get(id).await.unwrap();
+    running.stop().await;
+    assert_ne!(
+        task.state,
+        State::Running,
+        "task {id} stays running under a lease its worker keeps renewing, with no attempt \
+         running and no result written: {:?}",
+        task
+    );
+}
+
+mod faulty {
+    //! A store that passes every call through, and fails the ones a test asks it to.
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    use async_trait::async_trait;
+    use party::jiff::Timestamp;
+    use party::queues::{QueueControl, QueueLimits};
+    use party::store::*;
+    use party::{ListCursor, ListFilter, TaskInfo};
+    use party::{TaskError, TaskId};
+    use tokio::sync::Notify;
+
+    pub struct Faulty {
+        pub inner: Arc<dyn Store>,
+        /// Heartbeats fail while set.
+        pub fail_heartbeats: AtomicBool,
+        /// `task_finish` calls counted; the one numbered `fail_finish_call` (from 1) fails.
+        pub finish_calls: AtomicUsize,
+        pub fail_finish_call: AtomicUsize,
+    }
+
+    impl Faulty {
+        pub fn new(inner: Arc<dyn Store>) -> Arc<Faulty> {
+            Arc::new(Faulty {
+                inner,
+                fail_heartbeats: AtomicBool::new(false),
+                finish_calls: AtomicUsize::new(0),
+                fail_finish_call: AtomicUsize::new(0),
+            })
+        }
+    }
+
+    fn outage() -> TaskError {
+        TaskError::Store("connection reset (injected)".into())
+    }
+
+    #[async_trait]
+    impl Store for Faulty {
+        fn backend(&self) -> &'static str {
+            self.inner.backend()
+        }
+        fn wakeups(&self) -> Arc<Notify> {
+            self.inner.wakeups()
+        }
+        async fn task_insert(&self, t: Vec<InsertTask>) -> Result<Vec<TaskId>, TaskError> {
+            self.inner.task_insert(t).await
+        }
+        async fn task_claim(&self, p: ClaimParams<'_>) -> Result<Vec<ClaimedTask>, TaskError> {
+            self.inner.task_claim(p).await
+        }
+        async fn task_finish(&self, b: Vec<Finish>) -> Result<Vec<FinishResult>, TaskError> {
+            let n = self.finish_calls.fetch_add(1, Ordering::SeqCst) + 1;
+            if n == self.fail_finish_call.load(Ordering::SeqCst) {
+                return Err(outage());
+            }
+            self.inner.task_finish(b).await
+        }
+        async fn task_heartbeat(&self, p: HeartbeatParams<'_>) -> Result<Vec<TaskId>, TaskError> {
+            if self.fail_heartbeats.load(Ordering::SeqCst) {
+                return Err(outage());
+            }
+            self.inner.task_heartbeat(p).await
+        }
+        async fn task_expired(&self, p: ExpiredParams) -> Result<Vec<ExpiredTask>, TaskError> {
+            self.inner.task_expired(p).await
+        }
+        async fn task_next_due(
+            &self,
+            h: &[String],
+            q: &[String],
+        ) -> Result<Option<Timestamp>, TaskError> {
+            self.inner.task_next_due(h, q).await
+        }
+        async fn task_get(&self, id: TaskId) -> Result<Option<TaskInfo>, TaskError> {
+            self.inner.task_get(id).await
+        }
+        async fn task_list(&self, f: &ListFilter) -> Result<Vec<TaskInfo>, TaskError> {
+            self.inner.task_list(f).await
+        }
+        async fn task_list_reach(
+            &self,
+            f: &ListFilter,
+            n: u32,
+        ) -> Result<Option<ListCursor>, TaskError> {
+            self.inner.task_list_reach(f, n).await
+        }
+        async fn task_cancel(&self, id: TaskId, now: Timestamp) -> Result<TaskInfo, TaskError> {
+            self.inner.task_cancel(id, now).await
+        }
+        async fn task_retry(&self, id: TaskId, now: Timestamp) -> Result<TaskInfo, TaskError> {
+            self.inner.task_retry(id, now).await
+        }
+        async fn task_cancel_request(
+            &self,
+            id: TaskId,
+            now: Timestamp,
+        ) -> Result<Option<TaskInfo>, TaskError> {
+            self.inner.task_cancel_request(id, now).await
+        }
+        async fn task_cancel_requested(
+            &self,
+            c: &[(TaskId, i64)],
+        ) -> Result<Vec<TaskId>, TaskError> {
+            self.inner.task_cancel_requested(c).await
+        }
+        async fn task_cancel_many(&self, p: SteerMany<'_>) -> Result<u64, TaskError> {
+            self.inner.task_cancel_many(p).await
+        }
+        async fn task_retry_many(&self, p: SteerMany<'_>) -> Result<u64, TaskError> {
+            self.inner.task_retry_many(p).await
+        }
+        async fn task_count_many(
+            &self,
+            p: SteerMany<'_>,
+            a: u64,
+            e: u64,
+        ) -> Result<ManyCount, TaskError> {
+            self.inner.task_count_many(p, a, e).await
+        }
+        async fn stats(&self, p: StatsParams) -> Result<StoreStats, TaskError> {
+            self.inner.stats(p).await
+        }
+        async fn task_vacuum(&self) -> Result<(), TaskError> {
+            self.inner.task_vacuum().await
+        }
+        async fn history_vacuum(&self) -> Result<(), TaskError> {
+            self.inner.history_vacuum().await
+        }
+        async fn task_reindex(&self) -> Result<(), TaskError> {
+            self.inner.task_reindex().await
+        }
+        fn indexes_keep_freed_pages(&self) -> bool {
+            self.inner.indexes_keep_freed_pages()
+        }
+        async fn table_sizes(&self) -> Result<TableSizes, TaskError> {
+            self.inner.table_sizes().await
+        }
+        async fn copy_read(&self, p: CopyRead) -> Result<CopyRows, TaskError> {
+            self.inner.copy_read(p).await
+        }
+        async fn copy_write(&self, r: CopyRows) -> Result<(), TaskError> {
+            self.inner.copy_write(r).await
+        }
+        async fn worker_remove(&self, id: &str) -> Result<(), TaskError> {
+            self.inner.worker_remove(id).await
+        }
+        async fn task_prune(&self, p: PruneParams) -> Result<PruneCounts, TaskError> {
+            self.inner.task_prune(p).await
+        }
+        async fn leader_elect(&self, p: LeaderParams<'_>) -> Result<bool, TaskError> {
+            self.inner.leader_elect(p).await
+        }
+        async fn leader_resign(&self, h: &str) -> Result<(), TaskError> {
+            self.inner.leader_resign(h).await
+        }
+        async fn queue_controls(&self, q: &[String]) -> Result<Vec<QueueControl>, TaskError> {
+            self.inner.queue_controls(q).await
+        }
+        async fn queue_pause(&self, q: &str, p: bool, now: Timestamp) -> Result<(), TaskError> {
+            self.inner.queue_pause(q, p, now).await
+        }
+        async fn queue_limit(
+            &self,
+            q: &str,
+            l: &QueueLimits,
+            now: Timestamp,
+        ) -> Result<(), TaskError> {
+            self.inner.queue_limit(q, l, now).await
+        }
+        async fn queue_counts(&self, now: Timestamp) -> Result<QueueCounts, TaskError> {
+            self.inner.queue_counts(now).await
+        }
+    }
+}
+
+/// Succeeds, counting its runs, and enqueues a recurring follow-up that collides with a live
+/// one (a singleton refusal: the completer writes the attempt again without it).
+struct Effects {
+    runs: Arc<AtomicUsize>,
+}
+
+impl Task for Effects {
+    const NAME: &'static str = "effects";
+
+    async fn run(&self, _ctx: &mut TaskContext) -> Result<(), TaskError> {
+        self.runs.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    async fn on_complete(&self, ctx: &mut TaskContext) -> Result<(), TaskError> {
+        ctx.enqueue(NewTask::new("tick").every(SignedDuration::from_mins(60)));
+        Ok(())
+    }
+}
+
+struct Tick;
+
+impl Task for Tick {
+    const NAME: &'static str = "tick";
+    const IS_RECURRING: bool = true;
+
+    async fn run(&self, _ctx: &mut TaskContext) -> Result<(), TaskError> {
+        Ok(())
+    }
+}
+
+/// The completer writes a batch whose follow-up collided again without the follow-up. If that
+/// second write meets a transient error, the result is dropped: the task's lease is no longer
+/// renewed, it is rescued as `lost`, and work that succeeded (and ran on_complete) runs again.
+async fn a_transient_error_rewriting_a_refused_follow_up_does_not_run_the_work_again(b: Backend) {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let registry = || {
+        Registry::new()
+            .register(Effects { runs: runs.clone() })
+            .register(Tick)
+    };
+    let Some(f) = fixture(b, registry()).await else {
+        return;
+    };
+    // The live recurring task the follow-up collides with, due far ahead.
+    f.party
+        .add(
+            NewTask::new("tick")
+                .every(SignedDuration::from_mins(60))
+                .at(crate::common::t0() + SignedDuration::from_hours(24)),
+        )
+        .await
+        .unwrap();
+    let id = f.party.add(NewTask::new("effects")).await.unwrap();
+    let faulty = faulty::Faulty::new(f.party.store().clone());
+    // The first result write reports the duplicate; the second (without it) fails once.
+    faulty.fail_finish_call.store(2, Ordering::SeqCst);
+    let party =
+        party::Party::with_store(faulty.clone(), registry()).with_clock(Arc::new(f.clock.clone()));
+    let w = start(party.worker(WorkerConfig {
+        lease: Duration::from_millis(300),
+        shutdown_grace: Duration::from_millis(50),
+        ..Default::default()
+    }));
+    for _ in 0..100 {
+        if faulty.finish_calls.load(Ordering::SeqCst) >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Time goes on in steps shorter than the lease; the worker keeps running.
+    for _ in 0..10 {
+        f.clock.advance(SignedDuration::from_millis(200));
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    w.stop().await;
+    let task = f.party.get(id).await.unwrap();
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        1,
+        "the work ran again after it succeeded: {:?}",
+        task.runs
+    );
+}
+
+on_every_backend!(
+    a_task_reclaimed_by_the_worker_that_lost_it_never_runs_twice_at_once,
+    an_error_with_a_nul_byte_is_recorded_and_the_worker_goes_on,
+    a_shell_command_writing_a_nul_to_stderr_does_not_wedge_the_worker,
+    a_panicking_backoff_does_not_leave_the_task_held_forever,
+    a_transient_error_rewriting_a_refused_follow_up_does_not_run_the_work_again,
+);

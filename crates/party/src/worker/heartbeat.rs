@@ -40,10 +40,40 @@ impl Inner {
                 now,
             })
             .await?;
-        Ok(held
-            .into_iter()
-            .filter(|(id, _)| lost.contains(id))
-            .collect())
+        let mut lost_claims = Vec::new();
+        let mut books = self.held.lock().unwrap();
+        for (id, fence) in held {
+            if lost.contains(&id) {
+                lost_claims.push((id, fence));
+            } else if let Some(h) = books.get_mut(&id).filter(|h| h.fence == fence) {
+                h.lease_until = h.lease_until.max(lease_until);
+            }
+        }
+        Ok(lost_claims)
+    }
+
+    /// Give up the attempts whose lease ended with no renewal this worker heard of (the store
+    /// unreachable, or slower than the lease): the task may be rescued and run elsewhere now,
+    /// so ours must stop. A result already on its way is left to its write, which is fenced.
+    fn give_up_expired(&self) {
+        let now = self.clock.now();
+        let expired: Vec<(TaskId, super::Held)> = {
+            let mut held = self.held.lock().unwrap();
+            let ids: Vec<TaskId> = held
+                .iter()
+                .filter(|(_, h)| !h.finishing && h.lease_until <= now)
+                .map(|(id, _)| *id)
+                .collect();
+            ids.into_iter()
+                .filter_map(|id| held.remove(&id).map(|h| (id, h)))
+                .collect()
+        };
+        for (id, h) in expired {
+            tracing::warn!(worker = %self.id, task = %id, "lease ended without a renewal (the store did not answer in time); stopping our attempt");
+            if let Some(abort) = h.abort {
+                abort.abort();
+            }
+        }
     }
 
     /// Forget a task the heartbeat reported lost, unless its result is already on its way to
@@ -101,6 +131,19 @@ pub(super) async fn cancellations(inner: Arc<Inner>) {
                 cancel.advance(CancelStage::Enforced);
             });
         }
+    }
+}
+
+/// Every tenth of the lease, give up the attempts whose lease ended unrenewed
+/// ([`Inner::give_up_expired`]); apart from the heartbeat, so a heartbeat that hangs cannot
+/// hold it back.
+pub(super) async fn give_up(inner: Arc<Inner>) {
+    let every = (inner.config.lease / 10).max(Duration::from_millis(10));
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        inner.give_up_expired();
     }
 }
 

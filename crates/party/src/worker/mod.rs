@@ -131,6 +131,9 @@ struct Inner {
 
 struct Held {
     fence: i64,
+    /// Until when the store holds the claim for us, as far as this worker knows: the claim's
+    /// lease, moved on by each heartbeat that renewed it.
+    lease_until: jiff::Timestamp,
     abort: Option<tokio::task::AbortHandle>,
     /// A person's request to cancel the task while it runs, shared with its attempt.
     cancel: Cancel,
@@ -357,6 +360,7 @@ impl Worker {
         ));
         let heartbeat = tokio::spawn(heartbeat::heartbeat(inner.clone()));
         let cancellations = tokio::spawn(heartbeat::cancellations(inner.clone()));
+        let give_up = tokio::spawn(heartbeat::give_up(inner.clone()));
         let rescuer = self.rescuer();
         let maintenance = tokio::spawn(
             Maintenance::new(inner.store.clone(), inner.clock.clone(), inner.id.clone())
@@ -465,7 +469,8 @@ impl Worker {
                     if task.cancel_requested {
                         cancel.advance(CancelStage::Requested);
                     }
-                    let earlier = inner.held.lock().unwrap().insert(id, Held { fence, abort: None, cancel, finishing: false });
+                    let lease_until = now + inner.config.lease;
+                    let earlier = inner.held.lock().unwrap().insert(id, Held { fence, lease_until, abort: None, cancel, finishing: false });
                     // This worker claimed the task again: its earlier claim lost its lease (the
                     // task was rescued meanwhile) before a heartbeat said so. That attempt's
                     // result would be refused; stop it, as a heartbeat would have, so the task
@@ -565,6 +570,7 @@ impl Worker {
         drop(done_tx);
         heartbeat.abort();
         cancellations.abort();
+        give_up.abort();
         maintenance.abort();
         let _ = completer.await;
         let _ = Maintenance::resign(&*inner.store, &inner.id).await;

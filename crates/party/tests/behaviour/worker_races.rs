@@ -12,7 +12,7 @@ use party::serde_json::json;
 use party::{NewTask, Outcome, Registry, State, Task, TaskContext, TaskError, WorkerConfig};
 use tokio::sync::mpsc;
 
-use crate::common::{Backend, fixture, on_every_backend, start};
+use crate::common::{Backend, expire_and_rescue, fixture, on_every_backend, start};
 
 /// Counts attempts in flight (started and not yet ended or dropped), and the most at once.
 #[derive(Clone, Default)]
@@ -389,6 +389,66 @@ mod faulty {
     }
 }
 
+/// A worker whose heartbeats fail (its link to the database is cut) keeps running its attempt
+/// past its lease, while the rescued task runs again on another worker: two attempts of one
+/// task at once. RELIABILITY.md says a worker "no longer able to renew its lease, gave it up".
+async fn a_worker_that_cannot_renew_its_lease_gives_up_its_attempt(b: Backend) {
+    let (tx, mut started) = mpsc::unbounded_channel();
+    let inflight = InFlight::default();
+    let registry = || {
+        Registry::new().register(Hold {
+            started: tx.clone(),
+            inflight: inflight.clone(),
+        })
+    };
+    let Some(f) = fixture(b, registry()).await else {
+        return;
+    };
+    let faulty = faulty::Faulty::new(f.party.store().clone());
+    let cut_off =
+        party::Party::with_store(faulty.clone(), registry()).with_clock(Arc::new(f.clock.clone()));
+    let id = f.party.add(NewTask::new("hold")).await.unwrap();
+    let w1 = start(cut_off.worker(WorkerConfig {
+        concurrency: 1,
+        lease: Duration::from_millis(300),
+        shutdown_grace: Duration::from_millis(50),
+        id: Some("cut-off".into()),
+        ..Default::default()
+    }));
+    let first = tokio::time::timeout(Duration::from_secs(5), started.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.1, 1);
+    // The link goes down: heartbeats fail from now on. Time passes well beyond the lease.
+    faulty.fail_heartbeats.store(true, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    expire_and_rescue(&f, id).await;
+    // Another worker takes the rescued task.
+    let w2 = start(f.party.worker(WorkerConfig {
+        concurrency: 1,
+        lease: Duration::from_millis(300),
+        shutdown_grace: Duration::from_millis(50),
+        id: Some("other".into()),
+        ..Default::default()
+    }));
+    let second = tokio::time::timeout(Duration::from_secs(5), started.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(second.1, 2);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let at_once = inflight.now.load(Ordering::SeqCst);
+    w2.stop().await;
+    faulty.fail_heartbeats.store(false, Ordering::SeqCst);
+    w1.stop().await;
+    assert_eq!(
+        at_once, 1,
+        "two attempts of task {id} ran at once: the cut-off worker kept its attempt long after \
+         its lease ended and the task was rescued"
+    );
+}
+
 /// Succeeds, counting its runs, and enqueues a recurring follow-up that collides with a live
 /// one (a singleton refusal: the completer writes the attempt again without it).
 struct Effects {
@@ -475,6 +535,7 @@ async fn a_transient_error_rewriting_a_refused_follow_up_does_not_run_the_work_a
 }
 
 on_every_backend!(
+    a_worker_that_cannot_renew_its_lease_gives_up_its_attempt,
     a_task_reclaimed_by_the_worker_that_lost_it_never_runs_twice_at_once,
     an_error_with_a_nul_byte_is_recorded_and_the_worker_goes_on,
     a_shell_command_writing_a_nul_to_stderr_does_not_wedge_the_worker,

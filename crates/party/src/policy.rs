@@ -260,6 +260,9 @@ pub(crate) enum Ending {
     /// A person cancelled the task while the attempt ran (whatever the attempt itself came
     /// to: it stopped at the request, ran out of grace, or finished anyway).
     Cancelled,
+    /// The task was claimed ahead but its worker shut down before the attempt started:
+    /// nothing ran, so it is released as it was, due now, whatever its attempts.
+    Released,
     /// The occurrence was skipped without running, by the rule's missed-occurrence policy.
     /// `next` is the occurrence to wait for (`None`: the rule has no more).
     Skipped {
@@ -306,6 +309,8 @@ pub(crate) struct Decision {
 ///   attempt's start) and finishes anything else.
 /// - A failure or a timeout retries after the backoff while attempts remain, else it is dead.
 /// - A lost attempt retries at once (the task did nothing wrong) while attempts remain.
+/// - A released task (claimed ahead, never started) is due again at once and writes no run;
+///   it never dies of it, though its claim counted an attempt.
 /// - An unfinishable or undecodable attempt is dead at once: retrying could repeat effects, or
 ///   could not help; a person decides.
 /// - A skipped occurrence moves to the next one without touching `last_run_on`.
@@ -362,6 +367,12 @@ pub(crate) fn decide(
         Ending::Cancelled => Decision {
             outcome: Some(Outcome::Cancelled),
             next: Next::Cancelled,
+        },
+        Ending::Released => Decision {
+            outcome: None,
+            next: Next::Retry {
+                due_at: attempt.finished_at,
+            },
         },
         Ending::Skipped { next } => Decision {
             outcome: None,

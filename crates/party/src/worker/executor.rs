@@ -58,14 +58,15 @@ pub(super) async fn execute(
     let cancel = inner.cancel_of(task.id, task.fence);
     let (attempts, max_attempts) = (task.attempts, task.max_attempts);
     let finish = match running {
-        Some(_) if *abort.borrow() => interrupted(&inner, &task),
+        // Never started: released as it was, no run written.
+        Some(_) if *abort.borrow() => released(&inner, &task),
         Some(_) if cancel.stage() >= CancelStage::Requested => interrupted(&inner, &task),
         Some(_) => {
             run_one(&inner, task, &mut abort, &cancel)
                 .instrument(span)
                 .await
         }
-        None => interrupted(&inner, &task),
+        None => released(&inner, &task),
     };
     // A cancel that arrived while the attempt ran decides, whatever the attempt came to.
     let finish = match cancel.stage() {
@@ -225,6 +226,13 @@ fn finish(
         follow_ups: Vec::new(),
         expired_before: None,
     }
+}
+
+/// A task claimed ahead whose attempt never started before the worker shut down.
+fn released(inner: &Inner, task: &ClaimedTask) -> Finish {
+    finish(inner, task, Ending::Released, None, |_| {
+        SignedDuration::ZERO
+    })
 }
 
 /// An attempt stopped by the worker's interrupt (shutdown past its grace, or a second signal).

@@ -117,6 +117,76 @@ async fn a_task_reclaimed_by_the_worker_that_lost_it_never_runs_twice_at_once(b:
     );
 }
 
+/// Hangs unless its data says how long to take.
+struct Slow {
+    started: mpsc::UnboundedSender<String>,
+}
+
+impl Task for Slow {
+    const NAME: &'static str = "slow";
+
+    async fn run(&self, ctx: &mut TaskContext) -> Result<(), TaskError> {
+        let _ = self.started.send(ctx.id().to_string());
+        std::future::pending::<()>().await;
+        Ok(())
+    }
+}
+
+/// A task claimed ahead (prefetch) that never got an executor before shutdown is "released
+/// without running" (Worker::interrupt's docs): it must not use up its only attempt and die.
+async fn a_prefetched_task_released_at_shutdown_unrun_is_not_dead(b: Backend) {
+    let (tx, mut started) = mpsc::unbounded_channel();
+    let Some(f) = fixture(b, Registry::new().register(Slow { started: tx })).await else {
+        return;
+    };
+    let a = f
+        .party
+        .add(NewTask::new("slow").data(json!({"n": 1})).max_attempts(1))
+        .await
+        .unwrap();
+    let b2 = f
+        .party
+        .add(NewTask::new("slow").data(json!({"n": 2})).max_attempts(1))
+        .await
+        .unwrap();
+    let worker = f.party.worker(WorkerConfig {
+        concurrency: 1,
+        prefetch: 1,
+        shutdown_grace: Duration::from_millis(50),
+        ..Default::default()
+    });
+    let running = start(worker);
+    let ran = tokio::time::timeout(Duration::from_secs(5), started.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    // Both are claimed: one runs, the other waits for the executor.
+    for _ in 0..100 {
+        let sa = f.party.get(a).await.unwrap().state;
+        let sb = f.party.get(b2).await.unwrap().state;
+        if sa == State::Running && sb == State::Running {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    running.stop().await;
+    let unrun = if ran == a.to_string() { b2 } else { a };
+    assert!(
+        started.try_recv().is_err(),
+        "the prefetched task never started"
+    );
+    let task = f.party.get(unrun).await.unwrap();
+    assert_ne!(
+        task.state,
+        State::Dead,
+        "task {unrun} never ran, yet shutdown made it dead: {:?}",
+        task.runs
+    );
+    // Released as it was: waiting again, with no run recorded.
+    assert_eq!(task.state, State::Retrying, "{task:?}");
+    assert!(task.runs.is_empty(), "a run was recorded: {:?}", task.runs);
+}
+
 /// Fails with a message holding a NUL byte (as a program's stderr may).
 struct NulError;
 
@@ -535,6 +605,7 @@ async fn a_transient_error_rewriting_a_refused_follow_up_does_not_run_the_work_a
 }
 
 on_every_backend!(
+    a_prefetched_task_released_at_shutdown_unrun_is_not_dead,
     a_worker_that_cannot_renew_its_lease_gives_up_its_attempt,
     a_task_reclaimed_by_the_worker_that_lost_it_never_runs_twice_at_once,
     an_error_with_a_nul_byte_is_recorded_and_the_worker_goes_on,

@@ -20,6 +20,7 @@ use serde_json::{Value, json};
 use crate::Shared;
 use crate::auth::{Access, Caller};
 use crate::error::ApiError;
+use crate::redact::Redaction;
 
 /// The most tasks one bulk add takes.
 pub(crate) const MAX_BULK: usize = 10_000;
@@ -172,14 +173,14 @@ impl ListQuery {
 
     /// The library's filter, every value checked by [`party::validate`]; empty values are
     /// left out (as a form sends them).
-    pub(crate) fn filter(&self) -> Result<ListFilter, TaskError> {
+    pub(crate) fn filter(&self, redact: &Redaction) -> Result<ListFilter, TaskError> {
         Ok(ListFilter {
             state: given(&self.state)
                 .map(str::parse::<TaskState>)
                 .transpose()?,
             handler: given(&self.handler).map(str::to_string),
             queue: given(&self.queue).map(str::to_string),
-            data: self.data_match()?,
+            data: self.data_match(redact)?,
             recurring: None,
             limit: Some(
                 given(&self.limit)
@@ -192,17 +193,22 @@ impl ListQuery {
         })
     }
 
-    /// The data filter, if one is given (an empty one counts as not given).
-    pub(crate) fn data_match(&self) -> Result<Option<DataMatch>, TaskError> {
+    /// The data filter, if one is given (an empty one counts as not given); never on a
+    /// redacted field.
+    pub(crate) fn data_match(&self, redact: &Redaction) -> Result<Option<DataMatch>, TaskError> {
         match self.data.as_deref() {
-            Some(d) if !d.trim().is_empty() => validate::data_match(d).map(Some),
+            Some(d) if !d.trim().is_empty() => {
+                let m = validate::data_match(d)?;
+                redact.check_filter(&m.field)?;
+                Ok(Some(m))
+            }
             _ => Ok(None),
         }
     }
 
     /// The filter of a bulk action on the tasks this query lists.
-    pub(crate) fn steer_filter(&self) -> Result<SteerFilter, TaskError> {
-        let l = self.filter()?;
+    pub(crate) fn steer_filter(&self, redact: &Redaction) -> Result<SteerFilter, TaskError> {
+        let l = self.filter(redact)?;
         Ok(SteerFilter {
             state: l.state,
             handler: l.handler,
@@ -220,7 +226,7 @@ async fn list(
     reader(&app, &headers)?;
     let Query(pairs) = query?;
     let query = ListQuery::from_pairs(pairs)?;
-    let page = app.party.list_page(&query.filter()?).await?;
+    let page = app.party.list_page(&query.filter(&app.redact)?).await?;
     let next = page.next.map(|c| c.to_string());
     let tasks: Vec<Value> = page
         .tasks

@@ -253,7 +253,7 @@ async fn tasks(
         },
         Err(e) => return PageError(StatusCode::BAD_REQUEST, e.body_text()).into_response(),
     };
-    let filter = match query.filter() {
+    let filter = match query.filter(&app.redact) {
         Ok(f) => f,
         Err(e) => return PageError::from(e).into_response(),
     };
@@ -641,7 +641,7 @@ async fn confirm_matching(
         },
         Err(e) => return PageError(StatusCode::BAD_REQUEST, e.body_text()).into_response(),
     };
-    let filter = match query.steer_filter() {
+    let filter = match query.steer_filter(&app.redact) {
         Ok(f) => f,
         Err(e) => return PageError::from(e).into_response(),
     };
@@ -739,7 +739,7 @@ async fn steer_matching(
         data: f.data,
         ..ListQuery::default()
     };
-    let filter = match q.steer_filter() {
+    let filter = match q.steer_filter(&app.redact) {
         Ok(f) => f,
         Err(e) => return PageError::from(e).into_response(),
     };

@@ -50,6 +50,24 @@ impl Redaction {
         })
     }
 
+    /// Refuse a data filter on a field that is hidden (for any handler), or holds a hidden
+    /// field: the tasks it lists would tell its value, one guess at a time.
+    pub(crate) fn check_filter(&self, field: &str) -> Result<(), TaskError> {
+        let own = self.by_handler.values().flatten();
+        if self
+            .paths
+            .iter()
+            .chain(own)
+            .any(|p| p.first().is_some_and(|f| f == field))
+        {
+            return Err(TaskError::invalid(format!(
+                "data.{field} is redacted, so tasks cannot be filtered by it; filter by another \
+                 field"
+            )));
+        }
+        Ok(())
+    }
+
     /// Hide the fields in the data object of a task of `handler`.
     pub(crate) fn data(&self, handler: &str, data: &mut Value) {
         let own = self.by_handler.get(handler).into_iter().flatten();

@@ -370,6 +370,23 @@ async fn redacted_fields_never_leave_the_server(b: Backend) {
     }
     let stored = s.party.get(pay.parse().unwrap()).await.unwrap();
     assert_eq!(stored.data["bank"]["iban"], "DE89370400440532013000");
+    // A filter on a hidden field would tell its value one guess at a time: refused, on the
+    // API, the dashboard and its bulk actions, for --redact's fields and a handler's own.
+    for path in [
+        "/api/v1/tasks?data.card=4242424242424242",
+        "/api/v1/tasks?data.pay=x",
+        "/api/v1/tasks?data.bank=x",
+        "/tasks?data=card%3D4242424242424242",
+        "/tasks/cancel-matching?data=card%3D4242424242424242",
+    ] {
+        let r = s.api("GET", path, None).await;
+        assert_eq!(r.status, 400, "{path}: {}", r.body);
+        assert!(r.body.contains("is redacted"), "{path}: {}", r.body);
+        assert!(!r.body.contains("\"id\""), "{path}: no task listed");
+    }
+    let r = s.api("GET", "/api/v1/tasks?data.amount=12", None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["tasks"].as_array().unwrap().len(), 1);
 }
 
 async fn queues_are_paused_limited_and_listed_as_the_cli_does(b: Backend) {

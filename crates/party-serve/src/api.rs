@@ -94,8 +94,10 @@ async fn add_bulk(
     writer(&app, &headers)?;
     let body = body?;
     let text = body_text(&body)?;
-    validate::integers_fit(text)?;
-    let items: Vec<Value> = serde_json::from_str(text).map_err(|e| {
+    // Each task's own text goes through the one parser of a task (`TaskSpec::from_json`, as
+    // `POST /tasks` and `add --from` use it): read as values first, a repeated field would
+    // silently keep its last value.
+    let items: Vec<Box<serde_json::value::RawValue>> = serde_json::from_str(text).map_err(|e| {
         ApiError::bad_request(format!(
             "{e}; the body is a JSON array of tasks like [{{\"handler\": \"noop\", \"data\": {{}}}}]"
         ))
@@ -111,8 +113,7 @@ async fn add_bulk(
         .into_iter()
         .enumerate()
         .map(|(i, item)| {
-            serde_json::from_value::<TaskSpec>(item)
-                .map_err(|e| TaskError::invalid(e.to_string()))
+            TaskSpec::from_json(item.get())
                 .and_then(|spec| spec.new_task(now))
                 .map_err(|e| TaskError::invalid(format!("task {}: {e}", i + 1)))
         })

@@ -235,6 +235,21 @@ async fn bad_input_is_refused_with_a_message_and_nothing_written(b: Backend) {
         "{}",
         r.body
     );
+    // A task of a bulk add is read as `POST /tasks` reads one: a field given twice is
+    // refused, not settled by its last value.
+    let r = s
+        .api(
+            "POST",
+            "/api/v1/tasks/bulk",
+            Some(r#"[{"handler":"noop"},{"handler":"noop","handler":"log"}]"#),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    let error = r.json()["error"].as_str().unwrap().to_string();
+    assert!(
+        error.starts_with("task 2:") && error.contains("duplicate field `handler`"),
+        "{error}"
+    );
     let r = s.api("POST", "/api/v1/tasks/bulk", Some("[]")).await;
     assert_eq!(r.status, 400);
     assert!(s.party.list(&Default::default()).await.unwrap().is_empty());

@@ -82,16 +82,27 @@ pub async fn add_from(party: &Party, input: impl BufRead) -> Result<Vec<TaskId>,
 }
 
 fn relabel(message: &str, lines: &[usize]) -> String {
-    let place = message
-        .strip_prefix("task ")
+    let Some((n, rest)) = place(message, lines.len()) else {
+        return message.to_string();
+    };
+    // A task that repeats an earlier one names it by its place too.
+    let rest = match rest
+        .strip_prefix("repeats ")
+        .and_then(|r| place(r, lines.len()))
+    {
+        Some((m, why)) => format!("repeats line {}: {why}", lines[m - 1]),
+        None => rest.to_string(),
+    };
+    format!("line {}: {rest}", lines[n - 1])
+}
+
+/// The task number a message starts with (`task N: ...`), if it is one of `count`, and the
+/// rest of the message.
+fn place(text: &str, count: usize) -> Option<(usize, &str)> {
+    text.strip_prefix("task ")
         .and_then(|rest| rest.split_once(": "))
-        .and_then(|(n, rest)| Some((n.parse::<usize>().ok()?, rest)));
-    match place {
-        Some((n, rest)) if (1..=lines.len()).contains(&n) => {
-            format!("line {}: {rest}", lines[n - 1])
-        }
-        _ => message.to_string(),
-    }
+        .and_then(|(n, rest)| Some((n.parse::<usize>().ok()?, rest)))
+        .filter(|(n, _)| (1..=count).contains(n))
 }
 
 #[cfg(test)]
@@ -130,6 +141,10 @@ mod tests {
         assert_eq!(
             relabel("task 2: unknown handler 'x'", &[1, 5]),
             "line 5: unknown handler 'x'"
+        );
+        assert_eq!(
+            relabel("task 2: repeats task 1: the same key", &[3, 5]),
+            "line 5: repeats line 3: the same key"
         );
         assert_eq!(relabel("something else", &[1]), "something else");
     }

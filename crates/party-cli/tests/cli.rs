@@ -742,6 +742,14 @@ fn add_from_refuses_the_options_its_lines_say_instead() {
         );
         assert_eq!(s.snapshot(), before, "{args:?} changed the database");
     }
+    // A recurring task given twice in one file names both lines: neither exists yet.
+    let twice = s.path("twice.jsonl");
+    let line = "{\"handler\": \"log\", \"every\": \"1h\", \"data\": {\"a\": 1}}\n";
+    std::fs::write(&twice, format!("{{\"handler\": \"noop\"}}\n{line}{line}")).unwrap();
+    let run = s.run(&["add", "--from", &twice]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("line 3: repeats line 2:"), "{run:?}");
+    assert_eq!(s.snapshot(), before);
     let run = s.run(&["add", "--from", &file]);
     assert_eq!(run.code, 0, "{run:?}");
 }

@@ -5,7 +5,8 @@
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post, put};
@@ -41,6 +42,25 @@ pub(crate) fn routes() -> Router<Shared> {
         .route("/queues/{name}/limits", put(limit_queue))
         .route("/openapi.json", get(openapi))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+}
+
+/// A path segment as text. One that does not decode (not UTF-8) is refused like any bad
+/// input, with the API's JSON error, not the framework's plain text.
+struct PathText(String);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathText {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Path::<String>::from_request_parts(parts, state).await {
+            Ok(Path(text)) => Ok(PathText(text)),
+            Err(e) => Err(ApiError::bad_request(format!(
+                "bad path: {}; ids are 24 hexadecimal characters and queue names UTF-8 text",
+                e.body_text()
+            ))),
+        }
+    }
 }
 
 type ApiResult = Result<Response, ApiError>;
@@ -241,7 +261,7 @@ async fn list(
     Ok(Json(json!({ "tasks": tasks, "next_cursor": next })).into_response())
 }
 
-async fn show(State(app): State<Shared>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
+async fn show(State(app): State<Shared>, headers: HeaderMap, PathText(id): PathText) -> ApiResult {
     reader(&app, &headers)?;
     let task = app.party.get(task_id(&id)?).await?;
     Ok(Json(task_json(&app, &task)).into_response())
@@ -250,14 +270,14 @@ async fn show(State(app): State<Shared>, headers: HeaderMap, Path(id): Path<Stri
 async fn cancel(
     State(app): State<Shared>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    PathText(id): PathText,
 ) -> ApiResult {
     writer(&app, &headers)?;
     let task = app.party.cancel(task_id(&id)?).await?;
     Ok(Json(task_json(&app, &task)).into_response())
 }
 
-async fn retry(State(app): State<Shared>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
+async fn retry(State(app): State<Shared>, headers: HeaderMap, PathText(id): PathText) -> ApiResult {
     writer(&app, &headers)?;
     let task = app.party.retry(task_id(&id)?).await?;
     Ok(Json(task_json(&app, &task)).into_response())
@@ -277,7 +297,7 @@ struct NextQuery {
 async fn next(
     State(app): State<Shared>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    PathText(id): PathText,
     query: Result<Query<NextQuery>, QueryRejection>,
 ) -> ApiResult {
     reader(&app, &headers)?;
@@ -291,7 +311,7 @@ async fn next(
     Ok(Json(times).into_response())
 }
 
-async fn gaps(State(app): State<Shared>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
+async fn gaps(State(app): State<Shared>, headers: HeaderMap, PathText(id): PathText) -> ApiResult {
     reader(&app, &headers)?;
     let report = app.party.gaps(task_id(&id)?).await?;
     Ok(Json(report).into_response())
@@ -310,7 +330,7 @@ async fn queues(State(app): State<Shared>, headers: HeaderMap) -> ApiResult {
 async fn pause_queue(
     State(app): State<Shared>,
     headers: HeaderMap,
-    Path(name): Path<String>,
+    PathText(name): PathText,
 ) -> ApiResult {
     writer(&app, &headers)?;
     app.party.pause_queue(&name).await?;
@@ -320,7 +340,7 @@ async fn pause_queue(
 async fn resume_queue(
     State(app): State<Shared>,
     headers: HeaderMap,
-    Path(name): Path<String>,
+    PathText(name): PathText,
 ) -> ApiResult {
     writer(&app, &headers)?;
     app.party.resume_queue(&name).await?;
@@ -330,7 +350,7 @@ async fn resume_queue(
 async fn limit_queue(
     State(app): State<Shared>,
     headers: HeaderMap,
-    Path(name): Path<String>,
+    PathText(name): PathText,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     writer(&app, &headers)?;
@@ -348,6 +368,13 @@ async fn limit_queue(
 async fn openapi(State(app): State<Shared>, headers: HeaderMap) -> ApiResult {
     reader(&app, &headers)?;
     Ok(Json(crate::openapi::document()).into_response())
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "this route does not take that method: GET /api/v1/openapi.json lists each route's",
+    )
 }
 
 async fn not_found() -> ApiError {

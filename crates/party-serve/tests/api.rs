@@ -256,6 +256,22 @@ async fn bad_input_is_refused_with_a_message_and_nothing_written(b: Backend) {
     let missing = s.api("GET", "/api/v1/nothing-here", None).await;
     assert_eq!(missing.status, 404);
     assert!(missing.json()["error"].is_string());
+    // A method a route does not take, and a path segment that is not text, answer with the
+    // API's JSON error like everything else.
+    let id = "0123456789abcdef01234567";
+    for (method, path, status) in [
+        ("DELETE", "/api/v1/tasks".to_string(), 405),
+        ("GET", format!("/api/v1/tasks/{id}/cancel"), 405),
+        ("PATCH", "/api/v1/queues/mail/limits".to_string(), 405),
+        ("GET", "/api/v1/tasks/%FF".to_string(), 400),
+        ("POST", "/api/v1/queues/%FF/pause".to_string(), 400),
+    ] {
+        let r = s.api(method, &path, None).await;
+        assert_eq!(r.status, status, "{method} {path}: {}", r.body);
+        let body: Value = serde_json::from_str(&r.body)
+            .unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {}", r.body));
+        assert!(body["error"].is_string(), "{method} {path}: {}", r.body);
+    }
 }
 
 async fn pages_follow_the_cursor_through_every_task_once(b: Backend) {

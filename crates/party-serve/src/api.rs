@@ -199,8 +199,12 @@ impl ListQuery {
             state: given(&self.state)
                 .map(str::parse::<TaskState>)
                 .transpose()?,
-            handler: given(&self.handler).map(str::to_string),
-            queue: given(&self.queue).map(str::to_string),
+            handler: given(&self.handler)
+                .map(|h| validate::handler_name(h).map(|()| h.to_string()))
+                .transpose()?,
+            queue: given(&self.queue)
+                .map(|q| validate::queue_name(q).map(|()| q.to_string()))
+                .transpose()?,
             data: self.data_match(redact)?,
             recurring: None,
             limit: Some(
@@ -283,9 +287,10 @@ async fn retry(State(app): State<Shared>, headers: HeaderMap, PathText(id): Path
     Ok(Json(task_json(&app, &task)).into_response())
 }
 
-/// A query value, trimmed; an empty one counts as not given (as a form sends it).
+/// A query value as given; an empty one counts as not given (as a form sends it). Nothing
+/// is trimmed: a value is judged exactly as the command line judges it.
 fn given(v: &Option<String>) -> Option<&str> {
-    v.as_deref().map(str::trim).filter(|s| !s.is_empty())
+    v.as_deref().filter(|s| !s.is_empty())
 }
 
 #[derive(Deserialize)]

@@ -216,7 +216,16 @@ async fn bad_input_is_refused_with_a_message_and_nothing_written(b: Backend) {
     let r = s.api("POST", "/api/v1/tasks", Some(&big)).await;
     assert_eq!(r.status, 413);
     assert!(r.json()["error"].as_str().unwrap().contains("too large"));
-    for q in ["state=sleeping", "limit=0", "cursor=nope", "colour=red"] {
+    // Filter values are judged as the command line judges them: nothing is trimmed.
+    for q in [
+        "state=sleeping",
+        "state=%20dead%20",
+        "handler=%20noop",
+        "queue=mail%20",
+        "limit=0",
+        "cursor=nope",
+        "colour=red",
+    ] {
         let r = s.api("GET", &format!("/api/v1/tasks?{q}"), None).await;
         assert_eq!(r.status, 400, "{q}");
         assert!(r.json()["error"].is_string());

@@ -377,6 +377,10 @@ pub(crate) struct ListArgs {
     #[arg(long, value_name = "H", value_parser = parse::handler)]
     pub(crate) handler: Option<String>,
 
+    /// Only tasks in this queue
+    #[arg(long, value_name = "Q", value_parser = parse::queue)]
+    pub(crate) queue: Option<String>,
+
     /// Only tasks whose data has this top-level field with this value (a string's text, a
     /// number, true or false), e.g. --data customer=acme
     #[arg(long, value_name = "FIELD=VALUE", value_parser = parse::data_match)]

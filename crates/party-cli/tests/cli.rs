@@ -309,6 +309,16 @@ fn worker_takes_only_its_queues_and_lower_priority_first() {
     let other = s.add(&["log", "--queue", "reports"]);
     s.add(&["log", "--priority", "5", "--data", r#"{"n": "second"}"#]);
     s.add(&["log", "--priority", "-1", "--data", r#"{"n": "first"}"#]);
+    // `list --queue` shows one queue's tasks, as the API's `queue=` does.
+    let listed: Value =
+        serde_json::from_str(&s.ok(&["list", "--queue", "reports", "--json"])).unwrap();
+    let ids: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec![other.as_str()]);
     let out = s.ok(&["worker", "--until-idle", "--concurrency", "1"]);
     let first = out.find("first").expect("first ran");
     let second = out.find("second").expect("second ran");

@@ -13,6 +13,7 @@ pub(crate) async fn list(party: &Party, args: ListArgs) -> Result<(), TaskError>
     let filter = ListFilter {
         state: args.state,
         handler: args.handler,
+        queue: args.queue,
         data: args.data,
         limit: Some(args.limit),
         ..ListFilter::default()

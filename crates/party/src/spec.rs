@@ -43,7 +43,7 @@ pub struct TaskSpec {
     #[serde(default)]
     pub tz: Option<String>,
     /// Recur monthly on this day (1-31) at `at_time`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole")]
     pub monthly_on: Option<i64>,
     /// The wall time `HH:MM` for `monthly_on`.
     #[serde(default)]
@@ -58,13 +58,13 @@ pub struct TaskSpec {
     #[serde(default)]
     pub repeated: Option<String>,
     /// Attempts per occurrence.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole")]
     pub max_attempts: Option<i64>,
     /// Queue name.
     #[serde(default)]
     pub queue: Option<String>,
     /// Priority, lower first.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole")]
     pub priority: Option<i64>,
     /// A one-off task's unique key (see [`NewTask::unique_key`]).
     #[serde(default)]
@@ -72,6 +72,41 @@ pub struct TaskSpec {
     /// With `unique_key`: also refused while such a task finished this long ago, e.g. `1h`.
     #[serde(default)]
     pub unique_for: Option<String>,
+}
+
+/// `monthly_on`'s day: 1 to 31.
+fn month_day(day: i64) -> Result<u8, TaskError> {
+    u8::try_from(day)
+        .ok()
+        .filter(|d| (1..=31).contains(d))
+        .ok_or_else(|| {
+            TaskError::invalid(format!(
+                "\"monthly_on\": {day} is not a day of the month: give 1 to 31 (31 runs on the \
+                 last day of shorter months)"
+            ))
+        })
+}
+
+/// A whole-number field read from any JSON number, so that one out of range is refused by
+/// [`crate::validate`] with the message the command line gives: a number beyond 64 bits
+/// (which JSON parsing makes a float) saturates, and is then out of range.
+fn whole<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    let Some(n) = Option::<serde_json::Number>::deserialize(d)? else {
+        return Ok(None);
+    };
+    if let Some(i) = n.as_i64() {
+        return Ok(Some(i));
+    }
+    if n.as_u64().is_some() {
+        return Ok(Some(i64::MAX));
+    }
+    match n.as_f64() {
+        // `as` saturates at the ends of i64.
+        Some(f) if f.fract() == 0.0 => Ok(Some(f as i64)),
+        _ => Err(serde::de::Error::custom(format!(
+            "{n} is not a whole number"
+        ))),
+    }
 }
 
 impl TaskSpec {
@@ -87,6 +122,17 @@ impl TaskSpec {
                  {{\"handler\": \"noop\", \"data\": {{}}, \"at\": \"2027-01-31T09:00:00Z\"}}"
             ))
         })?;
+        // Its own numbers first, with their own messages: any other integer beyond 64 bits is
+        // in the data.
+        if let Some(p) = spec.priority {
+            validate::priority(p)?;
+        }
+        if let Some(n) = spec.max_attempts {
+            validate::max_attempts(n)?;
+        }
+        if let Some(day) = spec.monthly_on {
+            month_day(day)?;
+        }
         validate::integers_fit(text)?;
         Ok(spec)
     }
@@ -245,15 +291,7 @@ fn recurrence(
                 "\"monthly_on\" needs \"at_time\" (HH:MM), e.g. \"at_time\": \"09:00\"",
             ));
         };
-        let day = u8::try_from(day)
-            .ok()
-            .filter(|d| (1..=31).contains(d))
-            .ok_or_else(|| {
-                TaskError::invalid(format!(
-                    "\"monthly_on\": {day} is not a day of the month: give 1 to 31 (31 runs on the \
-                 last day of shorter months)"
-                ))
-            })?;
+        let day = month_day(day)?;
         validate::short_text(&at, "the wall time")?;
         Recurrence::monthly_on(day, &at, tz).map_err(TaskError::invalid)?
     } else {
@@ -355,6 +393,24 @@ mod tests {
             (r#"{"handler":"noop","cron":"nope"}"#, "cron"),
             (r#"{"handler":"noop","max_attempts":0}"#, "attempts"),
             (r#"{"handler":"","data":{}}"#, "handler"),
+            // Out-of-range numbers get the command line's message, even beyond 64 bits.
+            (
+                r#"{"handler":"noop","priority":99999999999999999999}"#,
+                "the priority is too large: the maximum is 2147483647",
+            ),
+            (
+                r#"{"handler":"noop","priority":-99999999999999999999}"#,
+                "the priority is too small",
+            ),
+            (
+                r#"{"handler":"noop","max_attempts":18446744073709551615}"#,
+                "max attempts is too large",
+            ),
+            (r#"{"handler":"noop","priority":1.5}"#, "not a whole number"),
+            (
+                r#"{"handler":"noop","monthly_on":99999999999999999999,"at_time":"09:00"}"#,
+                "not a day of the month",
+            ),
         ] {
             let e = task(text).unwrap_err();
             assert!(e.contains(says), "{text}: {e}");

@@ -465,7 +465,7 @@ async fn queues_are_paused_limited_and_listed_as_the_cli_does(b: Backend) {
         (r#"{"concurrency":0}"#, "at least 1"),
         (r#"{"rate":"10"}"#, "is not a rate"),
         (r#"{"per":"customer","concurrency":1}"#, "data.FIELD"),
-        (r#"{"per":"data.customer"}"#, "--per needs a limit"),
+        (r#"{"per":"data.customer"}"#, "\"concurrency\": N or"),
         (r#"{"burst":3}"#, "unknown field"),
     ] {
         let r = s.api("PUT", "/api/v1/queues/mail/limits", Some(body)).await;

@@ -133,7 +133,9 @@ impl QueueLimits {
             validate::per_key_field(field)?;
             if self.is_empty() {
                 return Err(TaskError::invalid(
-                    "--per needs a limit to apply per key: add --concurrency N or --rate N/1s",
+                    "a per-key limit (per) needs a limit to apply per key: give a concurrency or \
+                     a rate too (--concurrency N or --rate N/1s; \"concurrency\": N or \
+                     \"rate\": \"N/1s\" over HTTP)",
                 ));
             }
         }
@@ -468,7 +470,10 @@ mod tests {
     fn limits_are_checked() {
         assert!(limits(Some(1), None, true).check().is_ok());
         let e = limits(None, None, true).check().unwrap_err().to_string();
-        assert!(e.contains("--per needs a limit"), "{e}");
+        assert!(
+            e.contains("(per) needs a limit") && e.contains("--concurrency N"),
+            "{e}"
+        );
         let e = limits(Some(0), None, false)
             .check()
             .unwrap_err()

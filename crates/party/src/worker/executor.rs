@@ -269,7 +269,7 @@ fn decode_data(task: &ClaimedTask) -> Result<Value, TaskError> {
 
 pub(super) async fn run_one(
     inner: &Inner,
-    mut task: ClaimedTask,
+    task: ClaimedTask,
     abort: &mut watch::Receiver<bool>,
     cancel: &Cancel,
 ) -> Finish {
@@ -301,7 +301,22 @@ pub(super) async fn run_one(
     };
     if let Some(rule) = &rule {
         match rules::catch_up(rule, task.timestamp, inner.clock.now()) {
-            CatchUp::Run(t) => task.timestamp = t,
+            // A newer occurrence than the claimed one is to run (`latest`): it is an
+            // occurrence of its own, with attempts of its own. The task moves to it as a skip
+            // would, and the next claim (at once: it is due) runs it as its first attempt;
+            // run here, it would carry the passed-over occurrence's attempts (a retry could
+            // make it dead after one failure) and leave that occurrence as the stored one.
+            CatchUp::Run(t) if t != task.timestamp => {
+                tracing::info!(task = %task.id, "missed occurrences passed over by the task's policy");
+                return finish(
+                    inner,
+                    &task,
+                    Ending::Skipped { next: Some(t) },
+                    None,
+                    |_| SignedDuration::ZERO,
+                );
+            }
+            CatchUp::Run(_) => {}
             CatchUp::Skip(next) => {
                 tracing::info!(task = %task.id, "missed occurrences skipped by the task's policy");
                 return finish(inner, &task, Ending::Skipped { next }, None, |_| {

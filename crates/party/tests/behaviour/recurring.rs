@@ -1,6 +1,7 @@
 //! Rules stored with a task, applied by the worker without handler code: every, cron in a time
 //! zone, monthly anchors, and the missed-occurrence policies after downtime.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use party::jiff::{SignedDuration, Timestamp};
@@ -210,7 +211,89 @@ async fn occurrence_keys_are_stable_across_retries(b: Backend) {
     assert_eq!(f.clock.now(), t0() + SignedDuration::from_mins(5));
 }
 
+/// Fails its first `fail_first` calls, records every call.
+struct Flaky {
+    log: Log,
+    calls: Arc<AtomicU32>,
+    fail_first: u32,
+}
+
+impl Task for Flaky {
+    const NAME: &'static str = "flaky";
+
+    async fn run(&self, ctx: &mut TaskContext) -> Result<(), TaskError> {
+        self.log.lock().unwrap().push(seen(ctx));
+        let n = self.calls.fetch_add(1, Ordering::SeqCst);
+        if n < self.fail_first {
+            Err("fails".into())
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// An hourly task under `--missed latest` whose occurrence T fails once; the worker is down
+/// until after T+1h, so the retry's claim runs the latest occurrence T+1h instead. That is a
+/// new occurrence: the docs say its first attempt is attempt 1 and it gets `max_attempts`
+/// attempts of its own ("attempts per occurrence"). It is run as attempt 2 of T's count, and
+/// with max_attempts 2 a single failure of it kills the recurring task.
+async fn latest_catch_up_of_a_retry_starts_the_new_occurrence_at_attempt_1(b: Backend) {
+    let log: Log = Arc::new(Mutex::new(Vec::new()));
+    let calls = Arc::new(AtomicU32::new(0));
+    let Some(f) = fixture(
+        b,
+        Registry::new().register(Flaky {
+            log: log.clone(),
+            calls: calls.clone(),
+            fail_first: 2,
+        }),
+    )
+    .await
+    else {
+        return;
+    };
+    let rule = Recurrence::every(SignedDuration::from_hours(1))
+        .unwrap()
+        .with_missed(Missed::Latest);
+    let id = f
+        .party
+        .add(NewTask::new("flaky").recurrence(rule).max_attempts(2))
+        .await
+        .unwrap();
+    let worker = f.party.worker(WorkerConfig::default());
+    worker.run_until_idle().await.unwrap(); // T, attempt 1: fails, retrying
+    assert_eq!(f.party.get(id).await.unwrap().state, State::Retrying);
+    // Downtime: the worker comes back at T+1h30m; T+1h is due, so T is missed.
+    f.clock.advance(SignedDuration::from_mins(90));
+    worker.run_until_idle().await.unwrap();
+    let seen: Vec<_> = log
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|s| (s.timestamp, s.attempts))
+        .collect();
+    assert_eq!(seen[0], (t0(), 1));
+    assert_eq!(
+        seen[1].0,
+        t0() + SignedDuration::from_hours(1),
+        "latest ran"
+    );
+    let task = f.party.get(id).await.unwrap();
+    assert_ne!(
+        task.state,
+        State::Dead,
+        "occurrence T+1h failed once of its 2 attempts; the recurring task must not be dead \
+         (T+1h ran as attempt {})",
+        seen[1].1
+    );
+    assert_eq!(
+        seen[1].1, 1,
+        "the occurrence T+1h is new: its first attempt is attempt 1"
+    );
+}
+
 on_every_backend!(
+    latest_catch_up_of_a_retry_starts_the_new_occurrence_at_attempt_1,
     every_rule_is_drift_free_and_needs_no_handler_code,
     cron_in_berlin_stays_at_nine_local_across_dst,
     missed_occurrences_follow_the_task_policy,

@@ -209,7 +209,7 @@ impl ListQuery {
             recurring: None,
             limit: Some(
                 given(&self.limit)
-                    .map(|l| validate::list_limit(l, "limit=20"))
+                    .map(|l| validate::page_limit(l, "limit=100, then the next page's cursor"))
                     .transpose()?
                     .unwrap_or(party::policy::DEFAULT_LIST_LIMIT),
             ),

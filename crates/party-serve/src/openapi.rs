@@ -39,7 +39,7 @@ pub fn document() -> Value {
                         {"name": "handler", "in": "query", "schema": {"type": "string"}},
                         {"name": "queue", "in": "query", "schema": {"type": "string"}},
                         {"name": "data", "in": "query", "description": format!("Only tasks whose data has this top-level field with this value, written `FIELD=VALUE` (`customer=acme`); the same filter may be written `data.FIELD=VALUE` (`data.customer=acme`). A string matches its text, a number its digits as stored, a boolean `true` or `false`; null, objects and arrays never match. One data filter per request. No index covers task data, so a page with a data filter examines at most {} tasks after its cursor: it may then hold fewer than `limit` tasks, even none, with a `next_cursor` to search on from there.", party::policy::DATA_FILTER_SCAN), "schema": {"type": "string", "example": "customer=acme"}},
-                        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": party::validate::MAX_LIST_LIMIT, "default": party::policy::DEFAULT_LIST_LIMIT}},
+                        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": party::validate::MAX_PAGE_LIMIT, "default": party::policy::DEFAULT_LIST_LIMIT}},
                         {"name": "cursor", "in": "query", "description": "The `next_cursor` of the previous page.", "schema": {"type": "string"}}
                     ],
                     "responses": {

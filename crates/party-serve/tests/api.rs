@@ -219,6 +219,7 @@ async fn bad_input_is_refused_with_a_message_and_nothing_written(b: Backend) {
     // Filter values are judged as the command line judges them: nothing is trimmed.
     for q in [
         "state=sleeping",
+        "limit=1001",
         "state=%20dead%20",
         "handler=%20noop",
         "queue=mail%20",
@@ -230,6 +231,9 @@ async fn bad_input_is_refused_with_a_message_and_nothing_written(b: Backend) {
         assert_eq!(r.status, 400, "{q}");
         assert!(r.json()["error"].is_string());
     }
+    // A page holds at most 1,000 tasks; more come after its cursor.
+    let r = s.api("GET", "/api/v1/tasks?limit=1000", None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
     // A bulk add with one bad task adds none, and names the bad one.
     let r = s
         .api(

@@ -15,7 +15,7 @@
 //! | task data | a JSON object, at most [`MAX_DATA_BYTES`] bytes as stored, nested at most [`MAX_DATA_DEPTH`] deep; integers within 64 bits |
 //! | max attempts | 1 to [`MAX_ATTEMPTS`] on every backend |
 //! | priority | [`i32::MIN`] to [`i32::MAX`] |
-//! | list limit | 1 to [`MAX_LIST_LIMIT`] |
+//! | list limit | 1 to [`MAX_LIST_LIMIT`]; a page of the HTTP API or dashboard 1 to [`MAX_PAGE_LIMIT`] |
 //! | API tokens | [`MIN_TOKEN_BYTES`] to [`MAX_TOKEN_BYTES`] bytes of visible ASCII |
 //! | redacted data fields | `data.FIELD[.FIELD...]`, each field a name of at most [`MAX_NAME_BYTES`] bytes |
 //! | data filter (`data.FIELD=VALUE`) | a field of 1 to [`MAX_NAME_BYTES`] bytes of letters, digits, `_` and `-`; a value of at most [`MAX_TEXT_BYTES`] bytes without control characters |
@@ -50,6 +50,11 @@ pub const MAX_ATTEMPTS: u32 = i32::MAX as u32;
 
 /// The most tasks one listing returns.
 pub const MAX_LIST_LIMIT: u32 = 1_000_000;
+
+/// The most tasks one page of the HTTP API or the dashboard holds: a page is built in memory,
+/// and a task's data may take up to [`MAX_DATA_BYTES`]. More come a page at a time, after
+/// each page's cursor.
+pub const MAX_PAGE_LIMIT: u32 = 1_000;
 
 /// The most rows a copy reads and writes at once.
 pub const MAX_COPY_BATCH: u32 = 100_000;
@@ -689,6 +694,11 @@ pub fn occurrence_count(s: &str, example: &str) -> Result<usize, TaskError> {
 /// A listing's limit given as text: 1 to [`MAX_LIST_LIMIT`].
 pub fn list_limit(s: &str, example: &str) -> Result<u32, TaskError> {
     whole_number(s, "the limit", 1, MAX_LIST_LIMIT.into(), example).map(|n| n as u32)
+}
+
+/// A page's limit given as text (the HTTP API, the dashboard): 1 to [`MAX_PAGE_LIMIT`].
+pub fn page_limit(s: &str, example: &str) -> Result<u32, TaskError> {
+    whole_number(s, "the limit", 1, MAX_PAGE_LIMIT.into(), example).map(|n| n as u32)
 }
 
 /// Rows a copy reads and writes at once (`party copy --batch`): 1 to [`MAX_COPY_BATCH`].

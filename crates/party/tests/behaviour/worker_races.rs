@@ -14,6 +14,28 @@ use tokio::sync::mpsc;
 
 use crate::common::{Backend, expire_and_rescue, fixture, on_every_backend, start};
 
+/// Wait up to 5 s for `done`, looking every 20 ms: a condition reached by other tasks of the
+/// runtime (heartbeats, the result writer), with no signal of its own. Whether it came is
+/// for the caller's assertion.
+async fn eventually(mut done: impl AsyncFnMut() -> bool) {
+    for _ in 0..250 {
+        if done().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A worker whose lease is short in real time (heartbeats every 100 ms) and ends, by the
+/// manual clock, only when a test moves it; and whose shutdown does not wait long.
+fn short_lease() -> WorkerConfig {
+    WorkerConfig {
+        lease: Duration::from_millis(300),
+        shutdown_grace: Duration::from_millis(50),
+        ..Default::default()
+    }
+}
+
 /// Counts attempts in flight (started and not yet ended or dropped), and the most at once.
 #[derive(Clone, Default)]
 struct InFlight {
@@ -75,11 +97,7 @@ async fn a_task_reclaimed_by_the_worker_that_lost_it_never_runs_twice_at_once(b:
     let id = f.party.add(NewTask::new("hold")).await.unwrap();
     let worker = f.party.worker(WorkerConfig {
         concurrency: 2,
-        // Heartbeats every 100 ms of real time; the lease ends only when the manual clock
-        // moves.
-        lease: Duration::from_millis(300),
-        shutdown_grace: Duration::from_millis(50),
-        ..Default::default()
+        ..short_lease()
     });
     let running = start(worker);
     let first = tokio::time::timeout(Duration::from_secs(5), started.recv())
@@ -107,8 +125,8 @@ async fn a_task_reclaimed_by_the_worker_that_lost_it_never_runs_twice_at_once(b:
         .expect("claimed again")
         .unwrap();
     assert_eq!(second.1, 2);
-    // Give the heartbeat many ticks (100 ms each) to notice the first claim is stale.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The first attempt is stopped (at once, or by a heartbeat noticing its stale claim).
+    eventually(async || inflight.now.load(Ordering::SeqCst) == 1).await;
     let at_once = inflight.now.load(Ordering::SeqCst);
     running.stop().await;
     assert_eq!(
@@ -161,14 +179,12 @@ async fn a_prefetched_task_released_at_shutdown_unrun_is_not_dead(b: Backend) {
         .unwrap()
         .unwrap();
     // Both are claimed: one runs, the other waits for the executor.
-    for _ in 0..100 {
+    eventually(async || {
         let sa = f.party.get(a).await.unwrap().state;
         let sb = f.party.get(b2).await.unwrap().state;
-        if sa == State::Running && sb == State::Running {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        sa == State::Running && sb == State::Running
+    })
+    .await;
     running.stop().await;
     let unrun = if ran == a.to_string() { b2 } else { a };
     assert!(
@@ -258,12 +274,7 @@ async fn a_panicking_backoff_does_not_leave_the_task_held_forever(b: Backend) {
         return;
     };
     let id = f.party.add(NewTask::new("bad_backoff")).await.unwrap();
-    let worker = f.party.worker(WorkerConfig {
-        lease: Duration::from_millis(300),
-        shutdown_grace: Duration::from_millis(50),
-        ..Default::default()
-    });
-    let running = start(worker);
+    let running = start(f.party.worker(short_lease()));
     // The attempt fails at once. Time moves on in steps shorter than the lease, as a live
     // worker's heartbeats see it: 3 s of the clock over 3.75 s of real time (the heartbeat
     // ticks every 100 ms of real time).
@@ -480,34 +491,31 @@ async fn a_worker_that_cannot_renew_its_lease_gives_up_its_attempt(b: Backend) {
     let id = f.party.add(NewTask::new("hold")).await.unwrap();
     let w1 = start(cut_off.worker(WorkerConfig {
         concurrency: 1,
-        lease: Duration::from_millis(300),
-        shutdown_grace: Duration::from_millis(50),
         id: Some("cut-off".into()),
-        ..Default::default()
+        ..short_lease()
     }));
     let first = tokio::time::timeout(Duration::from_secs(5), started.recv())
         .await
         .unwrap()
         .unwrap();
     assert_eq!(first.1, 1);
-    // The link goes down: heartbeats fail from now on. Time passes well beyond the lease.
+    // The link goes down: heartbeats fail from now on. The clock passes the lease, and the
+    // task is rescued.
     faulty.fail_heartbeats.store(true, Ordering::SeqCst);
-    tokio::time::sleep(Duration::from_millis(300)).await;
     expire_and_rescue(&f, id).await;
     // Another worker takes the rescued task.
     let w2 = start(f.party.worker(WorkerConfig {
         concurrency: 1,
-        lease: Duration::from_millis(300),
-        shutdown_grace: Duration::from_millis(50),
         id: Some("other".into()),
-        ..Default::default()
+        ..short_lease()
     }));
     let second = tokio::time::timeout(Duration::from_secs(5), started.recv())
         .await
         .unwrap()
         .unwrap();
     assert_eq!(second.1, 2);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The cut-off worker gives its attempt up once it sees the lease ended.
+    eventually(async || inflight.now.load(Ordering::SeqCst) == 1).await;
     let at_once = inflight.now.load(Ordering::SeqCst);
     w2.stop().await;
     faulty.fail_heartbeats.store(false, Ordering::SeqCst);
@@ -578,24 +586,17 @@ async fn a_transient_error_rewriting_a_refused_follow_up_does_not_run_the_work_a
     faulty.fail_finish_call.store(2, Ordering::SeqCst);
     let party =
         party::Party::with_store(faulty.clone(), registry()).with_clock(Arc::new(f.clock.clone()));
-    let w = start(party.worker(WorkerConfig {
-        lease: Duration::from_millis(300),
-        shutdown_grace: Duration::from_millis(50),
-        ..Default::default()
-    }));
-    for _ in 0..100 {
-        if faulty.finish_calls.load(Ordering::SeqCst) >= 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    // Time goes on in steps shorter than the lease; the worker keeps running.
-    for _ in 0..10 {
-        f.clock.advance(SignedDuration::from_millis(200));
-        tokio::time::sleep(Duration::from_millis(150)).await;
-    }
+    let w = start(party.worker(short_lease()));
+    // The result is written in the end; dropped, it would leave the task running until its
+    // lease ended and a rescue released it to run again.
+    eventually(async || f.party.get(id).await.unwrap().state == State::Done).await;
     w.stop().await;
     let task = f.party.get(id).await.unwrap();
+    assert_eq!(
+        task.state,
+        State::Done,
+        "the result was never written: {task:?}"
+    );
     assert_eq!(
         runs.load(Ordering::SeqCst),
         1,

@@ -625,6 +625,26 @@ impl PgStore {
         }
         read
     }
+
+    /// One try of a steer (`steps`, then the read of its answer) in one repeatable-read
+    /// transaction; `None` when another transaction changed the task first (a serialization
+    /// failure), and the caller tries again.
+    async fn try_steer(
+        &self,
+        conn: &Conn,
+        steps: &[&Stmt],
+        params: &[&(dyn ToSql + Sync)],
+        id: TaskId,
+    ) -> Result<Option<Read>, Error> {
+        match self
+            .run_then_read(conn, BEGIN_STEER, steps, params, id)
+            .await
+        {
+            Ok(r) => Ok(Some(r)),
+            Err(e) if is_serialization_failure(&e) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
 }
 
 /// What [`PgStore::run_then_read`] found: the rows its steps changed, and the task's row
@@ -1011,13 +1031,12 @@ impl Store for PgStore {
         let params: [&(dyn ToSql + Sync); 2] = [&now, &key];
         let mut read = None;
         for _ in 0..RACE_TRIES {
-            let r = match self
-                .run_then_read(&conn, BEGIN_STEER, &steps, &params, id)
+            let Some(r) = self
+                .try_steer(&conn, &steps, &params, id)
                 .await
-            {
-                Ok(r) => r,
-                Err(e) if is_serialization_failure(&e) => continue,
-                Err(e) => return Err(db_err(e)),
+                .map_err(db_err)?
+            else {
+                continue;
             };
             if let Some(done) = steered(id, Steer::Cancel, &r)? {
                 return done;
@@ -1037,13 +1056,12 @@ impl Store for PgStore {
         let params: [&(dyn ToSql + Sync); 1] = [&key];
         for _ in 0..RACE_TRIES {
             // A heartbeat or the end of the attempt may change the row meanwhile.
-            let r = match self
-                .run_then_read(&conn, BEGIN_STEER, &[&conn.st.cancel_request], &params, id)
+            let Some(r) = self
+                .try_steer(&conn, &[&conn.st.cancel_request], &params, id)
                 .await
-            {
-                Ok(r) => r,
-                Err(e) if is_serialization_failure(&e) => continue,
-                Err(e) => return Err(db_err(e)),
+                .map_err(db_err)?
+            else {
+                continue;
             };
             if r.changed == 0 {
                 return Ok(None);
@@ -1078,12 +1096,9 @@ impl Store for PgStore {
         let steps = [&conn.st.retry, &conn.st.retry_move];
         let mut read = None;
         for _ in 0..RACE_TRIES {
-            let r = match self
-                .run_then_read(&conn, BEGIN_STEER, &steps, &params, id)
-                .await
-            {
-                Ok(r) => r,
-                Err(e) if is_serialization_failure(&e) => continue,
+            let r = match self.try_steer(&conn, &steps, &params, id).await {
+                Ok(Some(r)) => r,
+                Ok(None) => continue,
                 Err(e) if is_unique_key_violation(&e) => {
                     let t = self
                         .get_with_runs(&conn, id)

@@ -435,13 +435,20 @@ async fn a_result_refused_as_stale_is_not_counted_as_succeeded(b: Backend) {
         .add(NewTask::new("gate").max_attempts(1))
         .await
         .unwrap();
-    let running = start(f.party.worker(WorkerConfig {
+    // The worker's clock lags the rescuer's: the worker still holds its lease by its own
+    // clock when the rescue releases the task. (Sharing the rescuer's clock, it would give
+    // the attempt up itself once the lease ended, and no result would come back.)
+    let lagging = party::Party::with_store(
+        f.party.store().clone(),
+        Registry::new().register(Gate(started.clone(), release.clone())),
+    )
+    .with_clock(Arc::new(party::ManualClock::new(t0())));
+    let running = start(lagging.worker(WorkerConfig {
         lease: Duration::from_secs(30),
         ..Default::default()
     }));
     started.notified().await;
-    // The worker looks dead from outside: its lease ends and a rescue pass releases it (this
-    // one, or the worker's own rescuer, which reads the same clock).
+    // The worker looks dead from outside: its lease ends and a rescue pass releases it.
     f.clock.advance(SignedDuration::from_secs(31));
     rescuer(&f).run_once().await.unwrap();
     assert_eq!(f.party.get(id).await.unwrap().state, State::Dead);

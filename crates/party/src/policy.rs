@@ -7,7 +7,7 @@
 
 use jiff::{SignedDuration, Timestamp};
 
-use crate::model::Outcome;
+use crate::model::{Outcome, State};
 use crate::recurrence::format_duration;
 use crate::store::Next;
 
@@ -261,7 +261,8 @@ pub(crate) enum Ending {
     /// to: it stopped at the request, ran out of grace, or finished anyway).
     Cancelled,
     /// The task was claimed ahead but its worker shut down before the attempt started:
-    /// nothing ran, so it is released as it was, due now, whatever its attempts.
+    /// nothing ran, so it is released as it was, due now, and its claim's attempt is given
+    /// back.
     Released,
     /// The occurrence was skipped without running, by the rule's missed-occurrence policy.
     /// `next` is the occurrence to wait for (`None`: the rule has no more).
@@ -310,7 +311,8 @@ pub(crate) struct Decision {
 /// - A failure or a timeout retries after the backoff while attempts remain, else it is dead.
 /// - A lost attempt retries at once (the task did nothing wrong) while attempts remain.
 /// - A released task (claimed ahead, never started) is due again at once and writes no run;
-///   it never dies of it, though its claim counted an attempt.
+///   the attempt its claim counted is given back, so it never dies of it and keeps every
+///   attempt it had. It waits as `scheduled` if no attempt of it has ended, else `retrying`.
 /// - An unfinishable or undecodable attempt is dead at once: retrying could repeat effects, or
 ///   could not help; a person decides.
 /// - A skipped occurrence moves to the next one without touching `last_run_on`.
@@ -370,8 +372,13 @@ pub(crate) fn decide(
         },
         Ending::Released => Decision {
             outcome: None,
-            next: Next::Retry {
+            next: Next::Release {
                 due_at: attempt.finished_at,
+                state: if attempt.attempts > 1 {
+                    State::Retrying
+                } else {
+                    State::Scheduled
+                },
             },
         },
         Ending::Skipped { next } => Decision {
@@ -497,6 +504,25 @@ mod tests {
             decide(Ending::Lost, attempt(3, 3), |_| unreachable!()).next,
             Next::Dead
         );
+    }
+
+    #[test]
+    fn a_release_waits_again_with_no_run_and_never_dies() {
+        for (n, state) in [
+            (1, State::Scheduled),
+            (2, State::Retrying),
+            (3, State::Retrying),
+        ] {
+            let d = decide(Ending::Released, attempt(n, 3), |_| unreachable!());
+            assert_eq!(d.outcome, None);
+            assert_eq!(
+                d.next,
+                Next::Release {
+                    due_at: t(5),
+                    state
+                }
+            );
+        }
     }
 
     #[test]

@@ -204,6 +204,15 @@ pub enum Next {
         /// occurrence skipped without running).
         last_run_on: Option<Timestamp>,
     },
+    /// Claimed but never started (its worker shut down first): waiting again, due at
+    /// `due_at`, with the attempt its claim counted given back. Nothing ran, so no run row.
+    Release {
+        /// When it is due again.
+        due_at: Timestamp,
+        /// The state it waits in: [`State::Scheduled`] when no attempt of it has ended yet,
+        /// else [`State::Retrying`].
+        state: State,
+    },
 }
 
 /// The result of one attempt, written in a batch with others.

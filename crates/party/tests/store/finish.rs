@@ -74,6 +74,61 @@ async fn retry_waits_for_its_due_time_and_keeps_the_occurrence(b: Backend) {
     );
 }
 
+/// A task claimed but never started (its worker shut down first) waits again with the
+/// attempt its claim counted given back: in `scheduled` when none of its attempts has ended,
+/// in `retrying` after one that did, and with no run row either way.
+async fn a_release_gives_the_claims_attempt_back(b: Backend) {
+    let Some(h) = Harness::new(b).await else {
+        return;
+    };
+    let id = h.insert(vec![task("noop")]).await[0];
+    let c = h.claim(t0(), 1).await.remove(0);
+    assert_eq!(c.attempts, 1);
+    let mut released = finish(
+        &c,
+        t0() + secs(1),
+        Next::Release {
+            due_at: t0() + secs(1),
+            state: State::Scheduled,
+        },
+    );
+    released.ran = false;
+    h.finish(released).await;
+    let t = h.get(id).await;
+    assert_eq!((t.state, t.attempts), (State::Scheduled, 0), "{t:?}");
+    assert!(t.runs.is_empty(), "{:?}", t.runs);
+    assert_eq!(t.worker, None);
+    // Claimed again, it is attempt 1 once more; a failure then a second release.
+    let c = h.claim(t0() + secs(1), 1).await.remove(0);
+    assert_eq!((c.id, c.attempts), (id, 1));
+    h.finish(failed(
+        &c,
+        t0() + secs(2),
+        "boom",
+        Next::Retry {
+            due_at: t0() + secs(2),
+        },
+    ))
+    .await;
+    let c = h.claim(t0() + secs(2), 1).await.remove(0);
+    assert_eq!(c.attempts, 2);
+    let mut released = finish(
+        &c,
+        t0() + secs(3),
+        Next::Release {
+            due_at: t0() + secs(3),
+            state: State::Retrying,
+        },
+    );
+    released.ran = false;
+    h.finish(released).await;
+    let t = h.get(id).await;
+    assert_eq!((t.state, t.attempts), (State::Retrying, 1), "{t:?}");
+    assert_eq!(t.last_error.as_deref(), Some("boom"), "the failure is kept");
+    assert_eq!(t.runs.len(), 1, "only the failed attempt ran: {:?}", t.runs);
+    assert_eq!(h.claim(t0() + secs(3), 1).await.remove(0).attempts, 2);
+}
+
 async fn dead_keeps_the_task_and_its_error_for_a_person(b: Backend) {
     let Some(h) = Harness::new(b).await else {
         return;
@@ -469,6 +524,7 @@ on_every_backend!(
     the_same_finish_twice_in_one_batch_is_applied_once,
     done_ends_the_task_and_records_the_run,
     retry_waits_for_its_due_time_and_keeps_the_occurrence,
+    a_release_gives_the_claims_attempt_back,
     dead_keeps_the_task_and_its_error_for_a_person,
     reschedule_moves_to_the_next_occurrence,
     a_skipped_occurrence_keeps_last_run_on_and_writes_no_run,

@@ -156,7 +156,8 @@ pub(super) struct FinishArrays {
     pub(super) timestamps: Vec<Option<PgTime>>,
     pub(super) due: Vec<Option<PgTime>>,
     pub(super) last_run_on: Vec<Option<PgTime>>,
-    pub(super) reset: Vec<bool>,
+    /// How each task's attempts change: by 0, by -1 (released unrun), or `None`: reset to 0.
+    pub(super) attempts_by: Vec<Option<i32>>,
     pub(super) errors: Vec<Option<String>>,
     pub(super) finished: Vec<PgTime>,
     pub(super) ran: Vec<bool>,
@@ -170,11 +171,12 @@ pub(super) struct FinishArrays {
 
 impl FinishArrays {
     pub(super) fn push(&mut self, f: &Finish) {
-        let (state, timestamp, due_at, last_run_on, reset) = match &f.next {
-            Next::Done => (State::Done, None, None, None, false),
-            Next::Dead => (State::Dead, None, None, None, false),
-            Next::Cancelled => (State::Cancelled, None, None, None, false),
-            Next::Retry { due_at } => (State::Retrying, None, Some(*due_at), None, false),
+        let (state, timestamp, due_at, last_run_on, attempts_by) = match &f.next {
+            Next::Done => (State::Done, None, None, None, Some(0)),
+            Next::Dead => (State::Dead, None, None, None, Some(0)),
+            Next::Cancelled => (State::Cancelled, None, None, None, Some(0)),
+            Next::Retry { due_at } => (State::Retrying, None, Some(*due_at), None, Some(0)),
+            Next::Release { due_at, state } => (*state, None, Some(*due_at), None, Some(-1)),
             Next::Reschedule {
                 timestamp,
                 last_run_on,
@@ -183,7 +185,7 @@ impl FinishArrays {
                 Some(*timestamp),
                 Some(*timestamp),
                 *last_run_on,
-                true,
+                None,
             ),
         };
         self.ids.push(f.id.as_bytes().to_vec());
@@ -192,7 +194,7 @@ impl FinishArrays {
         self.timestamps.push(timestamp.map(PgTime::of));
         self.due.push(due_at.map(PgTime::of));
         self.last_run_on.push(last_run_on.map(PgTime::of));
-        self.reset.push(reset);
+        self.attempts_by.push(attempts_by);
         self.errors.push(f.error.clone());
         self.finished.push(PgTime::of(f.finished_at));
         self.ran.push(f.ran);
@@ -212,7 +214,7 @@ impl FinishArrays {
             &self.timestamps,
             &self.due,
             &self.last_run_on,
-            &self.reset,
+            &self.attempts_by,
             &self.errors,
             &self.finished,
             &self.ran,

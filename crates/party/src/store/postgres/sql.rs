@@ -367,14 +367,14 @@ pub(super) fn sql_finish(s: &str) -> String {
         "WITH u AS (UPDATE {s}.tasks t SET state = i.state, \
            timestamp = COALESCE(i.ts, t.timestamp), due_at = COALESCE(i.due_at, t.due_at), \
            last_run_on = COALESCE(i.last_run_on, t.last_run_on), \
-           attempts = CASE WHEN i.reset THEN 0 ELSE t.attempts END, \
+           attempts = COALESCE(t.attempts + i.attempts_by, 0), \
            last_error = COALESCE(i.error, t.last_error), \
            ready = COALESCE(i.due_at <= i.finished_at, false), worker = NULL, \
            started_at = NULL, lease_until = NULL, updated_at = i.finished_at \
            FROM unnest($1::bytea[], $2::int8[], $3::text[], $4::timestamptz[], \
-             $5::timestamptz[], $6::timestamptz[], $7::bool[], $8::text[], $9::timestamptz[], \
+             $5::timestamptz[], $6::timestamptz[], $7::int4[], $8::text[], $9::timestamptz[], \
              $16::timestamptz[]) \
-             AS i(id, fence, state, ts, due_at, last_run_on, reset, error, finished_at, \
+             AS i(id, fence, state, ts, due_at, last_run_on, attempts_by, error, finished_at, \
                expired_before) \
            WHERE t.id = i.id AND t.fence = i.fence AND t.state = 'running' \
              AND i.state IN {WAITING} \

@@ -431,7 +431,9 @@ fn apply_finish(
     added: &mut Added,
 ) -> Result<FinishResult, TaskError> {
     let now = to_micros(f.finished_at);
-    let (state, timestamp, due_at, last_run_on, reset_attempts) = match &f.next {
+    // How the attempts change: by 0 (kept), by -1 (the claim's given back: released
+    // unrun), or `None`: reset to 0 for a new occurrence.
+    let (state, timestamp, due_at, last_run_on, attempts) = match &f.next {
         Next::Done | Next::Dead | Next::Cancelled => {
             // Finished for good: the task leaves the live table for the history, then its
             // follow-up tasks go in.
@@ -441,7 +443,14 @@ fn apply_finish(
             }
             return Ok(moved);
         }
-        Next::Retry { due_at } => (State::Retrying, None, Some(to_micros(*due_at)), None, false),
+        Next::Retry { due_at } => (
+            State::Retrying,
+            None,
+            Some(to_micros(*due_at)),
+            None,
+            Some(0),
+        ),
+        Next::Release { due_at, state } => (*state, None, Some(to_micros(*due_at)), None, Some(-1)),
         Next::Reschedule {
             timestamp,
             last_run_on,
@@ -450,7 +459,7 @@ fn apply_finish(
             Some(to_micros(*timestamp)),
             Some(to_micros(*timestamp)),
             last_run_on.map(to_micros),
-            true,
+            None,
         ),
     };
     let changed = conn
@@ -461,7 +470,7 @@ fn apply_finish(
             timestamp,
             due_at,
             last_run_on,
-            reset_attempts,
+            attempts,
             f.error,
             now,
             id_key(&f.id),

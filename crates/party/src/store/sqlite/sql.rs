@@ -394,9 +394,11 @@ pub(super) const GET_RUNS: &str = "SELECT attempt, timestamp, started_at, finish
 pub(super) const INSERT_RUN: &str =
     concat!(run_insert!(), "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)");
 
+/// A fenced finish of a task that goes on. `?5` changes its attempts: by 0, by -1 (a task
+/// released unrun gives its claim's attempt back), or NULL: reset to 0 for a new occurrence.
 pub(super) const FINISH: &str = "UPDATE tasks SET state = ?1, timestamp = COALESCE(?2, timestamp), \
     due_at = COALESCE(?3, due_at), last_run_on = COALESCE(?4, last_run_on), \
-    attempts = CASE WHEN ?5 THEN 0 ELSE attempts END, \
+    attempts = CASE WHEN ?5 IS NULL THEN 0 ELSE attempts + ?5 END, \
     last_error = COALESCE(?6, last_error), ready = 0, worker = NULL, started_at = NULL, \
     lease_until = NULL, updated_at = ?7 \
     WHERE id = ?8 AND fence = ?9 AND state = 'running' AND (?10 IS NULL OR lease_until < ?10)";

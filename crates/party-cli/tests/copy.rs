@@ -286,3 +286,34 @@ fn copy_refuses_a_filled_target_a_live_worker_and_bad_input() {
     let out = run(&source, &["copy", "--to", &target.url, "--batch", "0"]);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
 }
+
+/// A password holding `#` unencoded is one to the PostgreSQL client (it reads the user
+/// information up to the first `@`): `copy` never prints it, in its report or its errors.
+#[test]
+fn copy_never_prints_the_targets_password() {
+    let Some(pg) = Db::postgres("copy_secret") else {
+        return;
+    };
+    let from = Db::sqlite("copy_secret");
+    add(&from, &["noop"]);
+    // The same server and schema with a password in the user information (the test server
+    // trusts its clients and never asks for it).
+    let (scheme, rest) = pg.url.split_once("://").unwrap();
+    let (user, host) = rest.split_once('@').unwrap();
+    let user = user.split(':').next().unwrap();
+    let to = format!("{scheme}://{user}:S3cr#t@{host}");
+    let out = party_cmd(&from.url)
+        .args(["copy", "--to", &to])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("copied"), "{stdout}");
+    assert!(
+        !stdout.contains("S3cr") && !stderr.contains("S3cr"),
+        "the password is printed:\n{stdout}\n{stderr}"
+    );
+}

@@ -1082,16 +1082,15 @@ pub fn redact_url(url: &str) -> String {
     };
     let after = &url[scheme.len() + 1..];
     let slashes = if after.starts_with("//") { "//" } else { "" };
-    let rest = &after[slashes.len()..];
-    // The authority ends at the first '/', '?' or '#'; its user information at its last '@'.
+    let (userinfo, rest) = split_userinfo(&after[slashes.len()..]);
     let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(end);
-    let authority = match authority.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
+    let (host, tail) = rest.split_at(end);
+    let authority = match userinfo {
+        Some(userinfo) => match userinfo.split_once(':') {
             Some((user, _)) => format!("{user}:***@{host}"),
             None => format!("{userinfo}@{host}"),
         },
-        None => authority.to_string(),
+        None => host.to_string(),
     };
     let tail = match tail.split_once('?') {
         Some((path, query)) => {
@@ -1114,6 +1113,19 @@ pub fn redact_url(url: &str) -> String {
     format!("{scheme}:{slashes}{authority}{tail}")
 }
 
+/// The user information at the start of what follows a URL's scheme (and its `//`), and the
+/// rest. By the URL standard it ends at the last `@` before the first `/`, `?` or `#`; the
+/// PostgreSQL client reads it up to the first `@` wherever that is, so that a password holding
+/// an unencoded `/`, `?` or `#` is still one. The later of the two ends is taken, so that no
+/// reading of the URL leaves a password shown.
+fn split_userinfo(rest: &str) -> (Option<&str>, &str) {
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..end].rfind('@').or_else(|| rest.find('@')) {
+        Some(at) => (Some(&rest[..at]), &rest[at + 1..]),
+        None => (None, rest),
+    }
+}
+
 /// In a text without a scheme, the `user:password` before its last `@`: the segment's start,
 /// the offset of its `:` within it, and the `@`'s index.
 fn userinfo_without_scheme(url: &str) -> Option<(usize, usize, usize)> {
@@ -1134,12 +1146,9 @@ fn passwords(url: &str) -> Vec<String> {
         }
         return found;
     };
-    let rest = url[scheme.len() + 1..].trim_start_matches('/');
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    if let Some((userinfo, _)) = rest[..end].rsplit_once('@') {
-        if let Some((_, password)) = userinfo.split_once(':') {
-            found.push(password.to_string());
-        }
+    let (userinfo, _) = split_userinfo(url[scheme.len() + 1..].trim_start_matches('/'));
+    if let Some((_, password)) = userinfo.and_then(|u| u.split_once(':')) {
+        found.push(password.to_string());
     }
     if let Some((_, query)) = url.split_once('?') {
         for pair in query.split('&') {
@@ -1479,6 +1488,37 @@ mod tests {
             "postgres://db/app?user=a&password=***"
         );
         assert_eq!(redact_url("postgres://app@db/app"), "postgres://app@db/app");
+        // The PostgreSQL client reads a password up to the first '@', '/', '?' and '#' and
+        // all: none of it is shown, in a URL or in a message that repeats it.
+        for (url, password, shown) in [
+            (
+                "postgres://app:S3cr#t@db:5432/app",
+                "S3cr#t",
+                "postgres://app:***@db:5432/app",
+            ),
+            (
+                "postgres://app:S3c/ret@db/app?x=1",
+                "S3c/ret",
+                "postgres://app:***@db/app?x=1",
+            ),
+            (
+                "postgres://app:S3c?ret@db/app",
+                "S3c?ret",
+                "postgres://app:***@db/app",
+            ),
+            (
+                "postgres://app:p@ss@db/app",
+                "p@ss",
+                "postgres://app:***@db/app",
+            ),
+        ] {
+            assert_eq!(redact_url(url), shown);
+            let e = msg(scrub_error(
+                TaskError::store(format!("password {password} for {url}")),
+                url,
+            ));
+            assert!(!e.contains(password), "{e}");
+        }
         assert_eq!(redact_url("party.db"), "party.db");
         let url = "postgres://app:p%40ss@db/app";
         let e = scrub_error(

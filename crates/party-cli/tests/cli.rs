@@ -1773,6 +1773,43 @@ fn a_sqlite_file_with_a_schema_version_party_never_writes_is_refused() {
     }
 }
 
+/// `--db` naming another program's SQLite file (tables of its own, one named `tasks`, and no
+/// party schema version) is refused with a message that says so, and the file is untouched.
+#[test]
+fn another_programs_sqlite_file_is_refused_and_left_as_it_was() {
+    let s = Store::new();
+    let db = s.path("other.db");
+    {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE tasks (id INTEGER PRIMARY KEY, title TEXT); \
+             INSERT INTO tasks (title) VALUES ('buy milk');",
+        )
+        .unwrap();
+    }
+    for args in [&["stats"][..], &["add", "noop"][..]] {
+        let out = support::party_cmd(&db).args(args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("another program's database")
+                && stderr.contains("check that --db names the party database")
+                && !stderr.contains("CREATE TABLE")
+                && stderr.lines().count() <= 2,
+            "{args:?}:\n{stderr}"
+        );
+    }
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let names: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_schema ORDER BY name")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(names, ["tasks"], "the file was changed");
+}
+
 #[test]
 fn a_damaged_database_stops_the_worker_with_the_database_error() {
     let s = Store::new();

@@ -43,8 +43,39 @@ pub(super) fn migrate(conn: &Connection, path: &Path) -> Result<(), TaskError> {
                 path.display()
             )));
         }
+        if version == 0 {
+            // Party writes its tables and the schema version in one transaction: tables
+            // without a version are another program's.
+            let tables: i64 = conn
+                .query_row(
+                    "SELECT count(*) FROM sqlite_schema WHERE name NOT LIKE 'sqlite_%'",
+                    [],
+                    |r| r.get(0),
+                )
+                .map_err(db_err)?;
+            if tables > 0 {
+                return Err(TaskError::Unusable(format!(
+                    "the database {} holds tables but no party schema version: it is \
+                     another program's database; check that --db names the \
+                     party database, or name a new file",
+                    path.display()
+                )));
+            }
+        }
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-            conn.execute_batch(sql).map_err(db_err)?;
+            conn.execute_batch(sql).map_err(|e| {
+                // The error without the statement's text (a whole migration file).
+                let e = match e {
+                    rusqlite::Error::SqlInputError { msg, .. } => msg,
+                    e => e.to_string(),
+                };
+                TaskError::store(format!(
+                    "the database {} could not be upgraded to schema version {}: {e}; it is \
+                     left as it was",
+                    path.display(),
+                    i + 1
+                ))
+            })?;
             conn.pragma_update(None, "user_version", (i + 1) as i64)
                 .map_err(db_err)?;
         }

@@ -388,6 +388,52 @@ async fn queue_counts_agree_while_a_task_is_claimed_and_released(b: Backend) {
     );
 }
 
+/// A rate set again (the same, by a deploy script) or lowered keeps counting the starts
+/// already made in its window: the queue never gets a whole new allowance at once. A rate
+/// taken away and given anew starts a fresh log.
+async fn a_rate_set_again_keeps_counting_the_starts_in_its_window(b: Backend) {
+    let Some(h) = Harness::new(b).await else {
+        return;
+    };
+    h.insert((0..20).map(|_| in_queue(Q, "{}")).collect()).await;
+    let set = |rate: Option<&'static str>, at| {
+        let store = h.store.clone();
+        async move {
+            store
+                .queue_limit(Q, &limits(None, rate, None), at)
+                .await
+                .unwrap()
+        }
+    };
+    set(Some("3/1m"), t0()).await;
+    assert_eq!(claim(&*h.store, "w", t0(), 10, &[Q]).await.len(), 3);
+    set(Some("3/1m"), t0() + secs(10)).await;
+    let again = claim(&*h.store, "w", t0() + secs(20), 10, &[Q]).await.len();
+    set(Some("2/1m"), t0() + secs(30)).await;
+    let lowered = claim(&*h.store, "w", t0() + secs(40), 10, &[Q]).await.len();
+    assert_eq!(
+        (again, lowered),
+        (0, 0),
+        "three starts in the minute, then {again} more after the same rate was set again and \
+         {lowered} more after it was lowered to 2/1m"
+    );
+    // The window moves on: the lowered rate's allowance, and no more.
+    assert_eq!(
+        claim(&*h.store, "w", t0() + secs(61), 10, &[Q]).await.len(),
+        2
+    );
+    // Taken away (a concurrency limit alone) and given anew: a fresh log.
+    h.store
+        .queue_limit(Q, &limits(Some(100), None, None), t0() + secs(62))
+        .await
+        .unwrap();
+    set(Some("1/1m"), t0() + secs(63)).await;
+    assert_eq!(
+        claim(&*h.store, "w", t0() + secs(64), 10, &[Q]).await.len(),
+        1
+    );
+}
+
 on_every_backend!(
     queue_counts_agree_while_a_task_is_claimed_and_released,
     controls_are_kept_until_nothing_is_set,
@@ -395,6 +441,7 @@ on_every_backend!(
     a_concurrency_limit_counts_what_runs,
     a_per_key_limit_lets_other_keys_flow,
     a_rate_limit_holds_in_every_window,
+    a_rate_set_again_keeps_counting_the_starts_in_its_window,
     a_per_key_rate_limits_each_key,
     concurrent_claims_of_a_limited_queue_never_exceed_it,
     queue_counts_cover_live_and_finished_tasks,

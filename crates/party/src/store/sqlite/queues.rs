@@ -108,11 +108,14 @@ pub(super) fn limit(
         to_micros(now)
     ])
     .map_err(db_err)?;
-    // A changed limit starts its own log.
-    conn.prepare_cached("DELETE FROM queue_starts WHERE queue = ?1")
-        .map_err(db_err)?
-        .execute([queue])
-        .map_err(db_err)?;
+    // The start log is kept while the queue has a rate: the starts already made in the
+    // window count against a rate set again or lowered. Without a rate it is dropped.
+    if limits.rate.is_none() {
+        conn.prepare_cached("DELETE FROM queue_starts WHERE queue = ?1")
+            .map_err(db_err)?
+            .execute([queue])
+            .map_err(db_err)?;
+    }
     drop_if_empty(conn, queue)
 }
 

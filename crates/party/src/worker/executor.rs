@@ -31,12 +31,27 @@ pub(super) async fn execute(
     mut abort: watch::Receiver<bool>,
 ) {
     let mut task = task;
-    let running = tokio::select! {
-        p = executors.acquire_owned() => Some(p.expect("never closed")),
-        // Interrupted while waiting for an executor: release the task without starting it.
-        _ = abort.wait_for(|a| *a) => None,
+    let (running, waited) = match executors.clone().try_acquire_owned() {
+        Ok(p) => (Some(p), false),
+        Err(_) => {
+            let running = tokio::select! {
+                p = executors.acquire_owned() => Some(p.expect("never closed")),
+                // Interrupted while waiting for an executor: release the task unstarted.
+                _ = abort.wait_for(|a| *a) => None,
+            };
+            (running, true)
+        }
     };
     started.notify_one();
+    // Claimed ahead, it waited for its executor: a pause of its queue meanwhile (as the
+    // worker's view of the controls says, at most half a second old) releases it unrun.
+    let running = match running {
+        Some(_) if waited && inner.paused(&task.queue).await => {
+            tracing::info!(task = %task.id, queue = %task.queue, "released unrun: its queue was paused");
+            None
+        }
+        running => running,
+    };
     // The attempt starts now: after the claim has returned (and, claimed ahead, after an
     // executor came free), so the run history never shows it starting before the previous
     // attempt's result was written.

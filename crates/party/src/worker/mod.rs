@@ -127,6 +127,8 @@ struct Inner {
     /// Tasks this worker holds: their claim's fence, and a handle to stop the attempt if the
     /// lease is lost.
     held: std::sync::Mutex<std::collections::HashMap<TaskId, Held>>,
+    /// Which of the worker's queues are paused or limited, as last read from the store.
+    controls: tokio::sync::Mutex<Controls>,
 }
 
 struct Held {
@@ -142,6 +144,14 @@ struct Held {
 }
 
 impl Inner {
+    /// Whether `queue` is paused, by a view of the controls at most
+    /// [`queues::CONTROLS_REFRESH`] old (read again here if it is older).
+    async fn paused(&self, queue: &str) -> bool {
+        let mut controls = self.controls.lock().await;
+        controls.refresh(&*self.store, &self.config.queues).await;
+        controls.paused.iter().any(|q| q == queue)
+    }
+
     /// The cancellation of the attempt of `id` under `fence` (a fresh one if it is not held).
     fn cancel_of(&self, id: TaskId, fence: i64) -> Cancel {
         match self.held.lock().unwrap().get(&id) {
@@ -180,10 +190,12 @@ fn default_worker_id() -> String {
 
 /// The worker's view of which of its queues are paused or limited, re-read every
 /// [`queues::CONTROLS_REFRESH`]. The store never relies on it being fresh: a queue controlled
-/// since the last look is not claimed until the next.
+/// since the last look is not claimed until the next. A task claimed ahead checks it before
+/// it starts: one whose queue was paused meanwhile is released unrun.
 #[derive(Default)]
 struct Controls {
     names: Vec<String>,
+    paused: Vec<String>,
     read_at: Option<std::time::Instant>,
 }
 
@@ -197,6 +209,11 @@ impl Controls {
         }
         match store.queue_controls(queues).await {
             Ok(controls) => {
+                self.paused = controls
+                    .iter()
+                    .filter(|c| c.paused)
+                    .map(|c| c.name.clone())
+                    .collect();
                 self.names = controls.into_iter().map(|c| c.name).collect();
                 self.read_at = Some(std::time::Instant::now());
             }
@@ -243,6 +260,7 @@ impl Worker {
                 stale: AtomicU64::new(0),
                 abort: watch::channel(false).0,
                 held: Default::default(),
+                controls: Default::default(),
             }),
         }
     }
@@ -382,10 +400,13 @@ impl Worker {
         let wakeups = store.wakeups();
         let result: Result<(), TaskError> = async {
             let mut outage = Duration::ZERO;
-            // Which of our queues are paused or limited, as last read from the store.
-            let mut controls = Controls::default();
             loop {
-                controls.refresh(&*store, &inner.config.queues).await;
+                // Which of our queues are paused or limited, as last read from the store.
+                let controls = {
+                    let mut controls = inner.controls.lock().await;
+                    controls.refresh(&*store, &inner.config.queues).await;
+                    controls.names.clone()
+                };
                 let notified = wakeups.notified();
                 tokio::pin!(notified);
                 notified.as_mut().enable();
@@ -418,7 +439,18 @@ impl Worker {
                     }
                     continue;
                 }
-                let limit = free.min(inner.config.claim_batch);
+                let mut limit = free.min(inner.config.claim_batch);
+                // A paused or limited queue's tasks are claimed only for executors free now,
+                // never ahead: a rate counts each start at its claim, and a limit counts a
+                // task claimed ahead as running while it waits. The next claim takes the
+                // other queues' tasks ahead as usual.
+                let executors_free = executors.available_permits().saturating_sub(waiting);
+                let controlled: &[String] = if controls.is_empty() || executors_free == 0 {
+                    &[]
+                } else {
+                    limit = limit.min(executors_free);
+                    &controls
+                };
                 let now = clock.now();
                 let claimed = match store
                     .task_claim(ClaimParams {
@@ -429,7 +461,7 @@ impl Worker {
                         now,
                         lease_until: now + inner.config.lease,
                         promote_limit: policy::PROMOTE_BATCH,
-                        controlled: &controls.names,
+                        controlled,
                     })
                     .await
                 {
@@ -510,7 +542,7 @@ impl Worker {
                         if due.is_some_and(|d| d <= clock.now()) {
                             // Due but not claimed: another claim took it meanwhile, or a
                             // queue's limit holds it back until a running task ends.
-                            if controls.names.is_empty() {
+                            if controls.is_empty() {
                                 tokio::task::yield_now().await;
                             } else {
                                 tokio::time::sleep(queues::LIMITED_RECHECK).await;
@@ -540,7 +572,7 @@ impl Worker {
                 let wake_at = next_due.map_or(poll_until, |d| d.min(poll_until));
                 // Due tasks left unclaimed are held back by a queue's limit: look again soon
                 // (a running task may end, a rate window pass), not at once.
-                let held_back = !controls.names.is_empty() && wake_at <= now;
+                let held_back = !controls.is_empty() && wake_at <= now;
                 tokio::select! {
                     _ = clock.sleep_until(wake_at), if !held_back => {}
                     _ = tokio::time::sleep(queues::LIMITED_RECHECK), if held_back => {}

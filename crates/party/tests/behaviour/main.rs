@@ -8,6 +8,7 @@ mod common;
 mod lifecycle;
 mod listing;
 mod maintenance;
+mod queue_controls;
 mod recurring;
 mod retention;
 mod runtime;

@@ -156,6 +156,8 @@ pub struct Setup {
     pub listen_addresses: Option<String>,
     /// Trust TCP connections from this network (CIDR) too.
     pub trust_network: Option<String>,
+    /// More server settings, as `-c name=value` options.
+    pub options: Option<String>,
 }
 
 /// A free TCP port on 127.0.0.1.
@@ -392,7 +394,25 @@ impl Cluster {
         if self.setup.log_connections {
             o.push_str(" -c log_connections=on");
         }
+        if let Some(options) = &self.setup.options {
+            o.push(' ');
+            o.push_str(options);
+        }
         o
+    }
+
+    /// Crash the server (`pg_ctl stop -m immediate`: no shutdown checkpoint, the WAL not yet
+    /// written out is lost, as in a crash of the server's processes) and start it again;
+    /// whether both worked.
+    pub fn crash_and_restart(&self) -> bool {
+        let stopped = self
+            .as_postgres("pg_ctl")
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .args(["-w", "-m", "immediate", "stop"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        stopped && self.ctl("start")
     }
 
     /// The server's log so far.

@@ -79,7 +79,7 @@ use self::rows::{
     run_from_row, run_row, task_from_row, time_at,
 };
 use self::sql::{
-    BEGIN_ASYNC_COMMIT, BEGIN_SNAPSHOT, BEGIN_STEER, Names, Statements, sql_existing,
+    BEGIN_ASYNC_COMMIT, BEGIN_CLAIM, BEGIN_SNAPSHOT, BEGIN_STEER, Names, Statements, sql_existing,
     sql_existing_unique, sql_insert_skipping, sql_recent_unique,
 };
 use self::wakeup::{listen, notify_loop, signal_loop};
@@ -810,9 +810,6 @@ impl Store for PgStore {
                 returning: sql::CLAIM_RETURNING,
             };
             let tx = conn.client.transaction().await.map_err(db_err)?;
-            tx.batch_execute("SET LOCAL synchronous_commit TO off")
-                .await
-                .map_err(db_err)?;
             let got = queues::claim_limited(&tx, &claim).await?;
             tx.commit().await.map_err(db_err)?;
             rows.extend(got);
@@ -828,7 +825,7 @@ impl Store for PgStore {
         let promote: [&(dyn ToSql + Sync); 2] = [&now, &promote_limit];
         let claim: [&(dyn ToSql + Sync); 6] = [&p.worker, &now, &lease, &handlers, &queues, &limit];
         let (begun, promoted, claimed, committed) = tokio::join!(
-            conn.client.batch_execute(BEGIN_ASYNC_COMMIT),
+            conn.client.batch_execute(BEGIN_CLAIM),
             conn.client.execute(&conn.st.promote, &promote),
             conn.client.query(&conn.st.claim, &claim),
             conn.client.batch_execute("COMMIT"),

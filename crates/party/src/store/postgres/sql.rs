@@ -38,10 +38,12 @@ impl Names {
     }
 }
 
-/// Claims and results commit without waiting for the disk (`synchronous_commit = off`, for
-/// these transactions only). A database crash can then lose the last few claims or results;
-/// those tasks are rescued and run again, so "at least once" holds. Inserts, cancels and
-/// retries keep the server's setting: a returned id is durable.
+/// Results commit without waiting for the disk (`synchronous_commit = off`, for these
+/// transactions only). A database crash can then lose the last few; their tasks are still
+/// running under the claim's lease, so they are rescued and run again once it ends, and "at
+/// least once" holds. Claims, inserts, cancels and retries keep the server's setting: a
+/// returned id is durable, and so is a claim a worker acts on (were a claim lost while its
+/// worker ran the task, another worker could claim it again at once, under the same fence).
 ///
 /// Their prepared statements also run on the generic plan (`plan_cache_mode`): the plans do not
 /// depend on the values (every claim walks its index in order from the front), but with a
@@ -51,6 +53,10 @@ impl Names {
 /// generic plans").
 pub(super) const BEGIN_ASYNC_COMMIT: &str =
     "BEGIN; SET LOCAL synchronous_commit TO off; SET LOCAL plan_cache_mode TO force_generic_plan";
+
+/// Opens a claim: the generic plans of [`BEGIN_ASYNC_COMMIT`], and a commit that waits for
+/// the disk.
+pub(super) const BEGIN_CLAIM: &str = "BEGIN; SET LOCAL plan_cache_mode TO force_generic_plan";
 
 /// Opens a steer (cancel, retry, cancel request) and the read of its answer: one snapshot for
 /// the statement that changes the task and the reads after it, so a refusal names the state

@@ -44,7 +44,7 @@ pub(crate) fn prepare(
         Some(n) => validate::max_attempts(n.into())?,
         None => registry
             .get(&task.handler)
-            .map(|h| h.max_attempts().min(validate::MAX_ATTEMPTS))
+            .map(|h| h.max_attempts().clamp(1, validate::MAX_ATTEMPTS))
             .unwrap_or(1),
     };
     validate::queue_name(&task.queue)?;

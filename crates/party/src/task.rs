@@ -46,7 +46,8 @@ pub trait Task: Send + Sync + 'static {
     const NAME: &'static str;
     /// Whether tasks of this handler recur; recurring tasks obey the singleton rule.
     const IS_RECURRING: bool = false;
-    /// Attempts per occurrence before the task is `dead` (a task may override it).
+    /// Attempts per occurrence before the task is `dead` (a task may override it). Read as
+    /// at least 1 and at most [`crate::validate::MAX_ATTEMPTS`].
     const MAX_ATTEMPTS: u32 = DEFAULT_MAX_ATTEMPTS;
     /// How long one attempt may run before it counts as timed out.
     const TIMEOUT: Duration = DEFAULT_TIMEOUT;

@@ -241,8 +241,39 @@ async fn a_time_just_past_is_due_at_once_and_keeps_its_timestamp(b: Backend) {
     assert_eq!(log.lock().unwrap()[0].timestamp, at);
 }
 
+/// A handler whose `MAX_ATTEMPTS` is 0 allows no attempt at all.
+struct NoAttempts;
+
+impl Task for NoAttempts {
+    const NAME: &'static str = "no_attempts";
+    const MAX_ATTEMPTS: u32 = 0;
+
+    async fn run(&self, _ctx: &mut TaskContext) -> Result<(), TaskError> {
+        Ok(())
+    }
+}
+
+/// A handler's `MAX_ATTEMPTS` of 0 is read as 1, the least any front end stores: the task
+/// runs once, never stored with `max_attempts` 0 (which `--max-attempts 0` and the HTTP API
+/// refuse).
+async fn a_handlers_max_attempts_of_zero_is_read_as_one(b: Backend) {
+    let Some(f) = fixture(b, Registry::new().register(NoAttempts)).await else {
+        return;
+    };
+    let id = f.party.add(NewTask::new("no_attempts")).await.unwrap();
+    assert_eq!(f.party.get(id).await.unwrap().max_attempts, 1);
+    f.party
+        .worker(WorkerConfig::default())
+        .run_until_idle()
+        .await
+        .unwrap();
+    let task = f.party.get(id).await.unwrap();
+    assert_eq!((task.state, task.runs.len()), (State::Done, 1), "{task:?}");
+}
+
 on_every_backend!(
     a_time_just_past_is_due_at_once_and_keeps_its_timestamp,
+    a_handlers_max_attempts_of_zero_is_read_as_one,
     failing_task_keeps_timestamp_backs_off_and_ends_dead,
     recursion_guard_no_next_run_is_done_and_same_time_is_refused,
     schedule_next_run_refuses_past_and_non_recurring,

@@ -89,8 +89,9 @@ pub struct InsertTask {
     pub created_at: Timestamp,
     /// A one-off task's unique key: no two live tasks of a handler share one.
     pub unique_key: Option<String>,
-    /// With a unique key: a task with the same handler and key that finished at or after
-    /// this instant also refuses this one (decided above the seam from `unique_for`).
+    /// With a unique key: a task with the same handler and key that finished after this
+    /// instant also refuses this one (decided above the seam from `unique_for`: it finished
+    /// less than the window ago).
     pub unique_since: Option<Timestamp>,
 }
 

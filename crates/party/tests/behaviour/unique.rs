@@ -224,9 +224,30 @@ async fn a_batch_with_one_key_twice_is_refused_whole(b: Backend) {
     assert!(f.party.list(&Default::default()).await.unwrap().is_empty());
 }
 
+/// `--unique-for 1h` refuses while such a task finished less than an hour ago: a task that
+/// finished exactly an hour ago no longer does.
+async fn the_window_ends_exactly_when_it_says(b: Backend) {
+    let Some(f) = fixture(b, registry()).await else {
+        return;
+    };
+    let hour = SignedDuration::from_hours(1);
+    let first = f.party.add(export("k")).await.unwrap();
+    f.party.cancel(first).await.unwrap();
+    f.clock.advance(hour - SignedDuration::from_micros(1));
+    let err = f.party.add(export("k").unique_for(hour)).await.unwrap_err();
+    assert!(matches!(err, TaskError::Duplicate { .. }), "{err:?}");
+    f.clock.advance(SignedDuration::from_micros(1));
+    let added = f.party.add(export("k").unique_for(hour)).await;
+    assert!(
+        added.is_ok(),
+        "finished exactly 1h ago, refused by a 1h window: {added:?}"
+    );
+}
+
 on_every_backend!(
     fifty_concurrent_adds_with_one_key_make_one_task,
     a_finished_task_frees_its_key_unless_within_the_window,
+    the_window_ends_exactly_when_it_says,
     a_retry_does_not_take_a_key_another_task_holds,
     unique_keys_are_checked_when_added,
     a_batch_with_one_key_twice_is_refused_whole,

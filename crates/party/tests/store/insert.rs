@@ -1,6 +1,7 @@
 //! `task_insert`: what is written reads back unchanged, batches are all or nothing, and the
 //! singleton rule holds for live recurring tasks only.
 
+use jiff::SignedDuration;
 use party::serde_json::json;
 use party::store::{InsertTask, Next};
 use party::{State, TaskError};
@@ -205,8 +206,8 @@ async fn retrying_and_finished_recurring_tasks_hold_the_singleton_as_their_state
     }
 }
 
-/// A unique key binds live tasks of one handler; with `unique_since`, tasks that finished at
-/// or after it bind too. A refused batch writes nothing.
+/// A unique key binds live tasks of one handler; with `unique_since`, tasks that finished
+/// after it bind too. A refused batch writes nothing.
 async fn a_unique_key_binds_live_tasks_and_recently_finished_ones(b: Backend) {
     let Some(h) = Harness::new(b).await else {
         return;
@@ -239,8 +240,8 @@ async fn a_unique_key_binds_live_tasks_and_recently_finished_ones(b: Backend) {
     );
     // Another handler with the same key is another task.
     h.insert(vec![keyed("import", "k")]).await;
-    // Finished at t0 + 10s: free without a window; within one that starts at or before it,
-    // refused, naming the finished task.
+    // Finished at t0 + 10s: free without a window; within one that starts before it,
+    // refused, naming the finished task; one that starts at it no longer holds it.
     let c = h.claim_one("export", t0()).await;
     h.finish(finish(&c, t0() + secs(10), Next::Done)).await;
     let windowed = |since| InsertTask {
@@ -249,14 +250,16 @@ async fn a_unique_key_binds_live_tasks_and_recently_finished_ones(b: Backend) {
     };
     let err = h
         .store
-        .task_insert(vec![windowed(t0() + secs(10))])
+        .task_insert(vec![windowed(
+            t0() + secs(10) - SignedDuration::from_micros(1),
+        )])
         .await
         .unwrap_err();
     assert!(
         matches!(err, TaskError::Duplicate { existing, .. } if existing == first.id),
         "{err:?}"
     );
-    let later = windowed(t0() + secs(11));
+    let later = windowed(t0() + secs(10));
     assert_eq!(h.insert(vec![later.clone()]).await, vec![later.id]);
 }
 

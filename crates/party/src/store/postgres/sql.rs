@@ -254,7 +254,7 @@ pub(super) fn sql_recent_unique(s: &str) -> String {
         "SELECT c.handler, c.key, h.id FROM unnest($1::text[], $2::text[], $3::timestamptz[]) \
            AS c(handler, key, since) \
          CROSS JOIN LATERAL (SELECT id FROM {s}.task_history h WHERE h.handler = c.handler \
-           AND h.unique_key = c.key AND h.finished_at >= c.since \
+           AND h.unique_key = c.key AND h.finished_at > c.since \
            ORDER BY h.finished_at DESC LIMIT 1) h LIMIT 1"
     )
 }

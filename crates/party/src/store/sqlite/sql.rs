@@ -371,7 +371,7 @@ pub(super) const EXISTING_UNIQUE: &str =
 
 /// The latest task with a handler's unique key that finished at or after ?3.
 pub(super) const RECENT_UNIQUE: &str = "SELECT id FROM task_history \
-    WHERE handler = ?1 AND unique_key = ?2 AND finished_at >= ?3 \
+    WHERE handler = ?1 AND unique_key = ?2 AND finished_at > ?3 \
     ORDER BY finished_at DESC LIMIT 1";
 
 /// Ask the worker running a task to stop it: ?1 id.

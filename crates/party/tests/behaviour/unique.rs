@@ -133,6 +133,45 @@ async fn a_finished_task_frees_its_key_unless_within_the_window(b: Backend) {
     f.party.add(export("k").unique_for(hour)).await.unwrap();
 }
 
+/// A bulk retry with a data filter retries the one matching task whose key is free, though
+/// a task the filter leaves out (same key, cancelled later) would also hold it.
+async fn a_filtered_bulk_retry_is_not_held_back_by_a_task_it_leaves_out(b: Backend) {
+    let Some(f) = fixture(b, registry()).await else {
+        return;
+    };
+    let acme = f
+        .party
+        .add(export("k").data(json!({"customer": "acme"})))
+        .await
+        .unwrap();
+    f.party.cancel(acme).await.unwrap();
+    f.clock.advance(SignedDuration::from_secs(1));
+    let other = f
+        .party
+        .add(export("k").data(json!({"customer": "other"})))
+        .await
+        .unwrap();
+    f.party.cancel(other).await.unwrap();
+    assert!(other > acme, "ids sort by creation");
+    let filter = SteerFilter {
+        handler: Some("export".into()),
+        state: Some(State::Cancelled),
+        data: Some(party::DataMatch {
+            field: "customer".into(),
+            value: "acme".into(),
+        }),
+        ..SteerFilter::default()
+    };
+    let retried = f.party.retry_matching(&filter).await.unwrap();
+    let state = f.party.get(acme).await.unwrap().state;
+    assert_eq!(
+        (retried, state),
+        (1, State::Scheduled),
+        "the one matching task, whose key is free, was not retried"
+    );
+    assert_eq!(f.party.get(other).await.unwrap().state, State::Cancelled);
+}
+
 async fn a_retry_does_not_take_a_key_another_task_holds(b: Backend) {
     let Some(f) = fixture(b, registry()).await else {
         return;
@@ -249,6 +288,7 @@ on_every_backend!(
     a_finished_task_frees_its_key_unless_within_the_window,
     the_window_ends_exactly_when_it_says,
     a_retry_does_not_take_a_key_another_task_holds,
+    a_filtered_bulk_retry_is_not_held_back_by_a_task_it_leaves_out,
     unique_keys_are_checked_when_added,
     a_batch_with_one_key_twice_is_refused_whole,
 );

@@ -476,13 +476,16 @@ pub(super) fn sql_retry_many_move(s: &str) -> String {
              AND NOT EXISTS (SELECT 1 FROM {s}.task_history o \
                WHERE o.handler = t.handler AND o.unique_key = t.unique_key \
                AND o.id > t.id AND o.state IN ('dead','cancelled') \
-               AND o.state = ANY($2::text[]) AND ($4::text IS NULL OR o.queue = $4)))) \
+               AND o.state = ANY($2::text[]) AND ($4::text IS NULL OR o.queue = $4) \
+               AND {o_data}))) \
            RETURNING t.*), {k} \
          INSERT INTO {s}.tasks {LIVE_INSERT} \
          SELECT id, handler, data, timestamp, $1, true, last_run_on, attempts, \
            GREATEST(max_attempts, attempts + 1), is_recurring, rule, 'scheduled', queue, \
            priority, last_error, fence, created_at, $1, unique_key FROM m",
         k = unfold_runs(s),
+        // A copy the data filter leaves out does not move, so it keeps no key from this one.
+        o_data = data_match("o.data", "$5", "$6"),
     )
 }
 

@@ -560,7 +560,11 @@ pub(super) const RETRY_MANY_MOVE: &str = concat!(
      AND NOT EXISTS (SELECT 1 FROM task_history o \
        WHERE o.handler = h.handler AND o.unique_key = h.unique_key \
        AND o.id > h.id AND o.state IN ('dead','cancelled') \
-       AND o.state IN (SELECT value FROM json_each(?2)) AND (?4 IS NULL OR o.queue = ?4))))"
+       AND o.state IN (SELECT value FROM json_each(?2)) AND (?4 IS NULL OR o.queue = ?4)",
+    // The other copy's data filter (`data` is `o`'s here): a copy the filter leaves out does
+    // not move, so it keeps no key from this one.
+    data_match!("?5", "?6"),
+    ")))"
 );
 
 /// The runs kept on the history rows [`RETRY_MANY_MOVE`] copied back, written into `runs`

@@ -197,7 +197,7 @@ impl Party {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        if let Some(e) = repeated_within(&rows) {
+        if let Some(e) = prepare::repeated_within(&rows) {
             return Err(e);
         }
         self.store.task_insert(rows).await
@@ -779,39 +779,4 @@ fn check_filter(
         validate::data_filter(&m.field, &m.value)?;
     }
     Ok(())
-}
-
-/// A batch holding one recurring task twice (same handler and data), or two tasks of a handler
-/// with one unique key, cannot go in whole: the second is refused as bad input naming the
-/// first by its place (their ids exist nowhere yet, so naming one would send a person
-/// looking for a task that is not there).
-fn repeated_within(rows: &[crate::store::InsertTask]) -> Option<TaskError> {
-    let mut recurring: std::collections::HashMap<(&str, &str), usize> = Default::default();
-    let mut keyed: std::collections::HashMap<(&str, &str), usize> = Default::default();
-    for (i, t) in rows.iter().enumerate() {
-        if t.is_recurring {
-            if let Some(first) = recurring.insert((&t.handler, &t.data), i) {
-                return Some(TaskError::Invalid(format!(
-                    "task {}: repeats task {}: the same recurring '{}' task (handler and \
-                     data); only one may exist, so give it once",
-                    i + 1,
-                    first + 1,
-                    t.handler
-                )));
-            }
-        }
-        if let Some(key) = t.unique_key.as_deref() {
-            if let Some(first) = keyed.insert((&t.handler, key), i) {
-                return Some(TaskError::Invalid(format!(
-                    "task {}: repeats task {}: the same unique key {} for '{}'; give each key \
-                     once",
-                    i + 1,
-                    first + 1,
-                    crate::validate::quote(key),
-                    t.handler
-                )));
-            }
-        }
-    }
-    None
 }

@@ -95,3 +95,38 @@ fn unique(
     validate::unique_for(window)?;
     Ok(Some(now.checked_sub(window).unwrap_or(Timestamp::MIN)))
 }
+
+/// A batch holding one recurring task twice (same handler and data), or two tasks of a handler
+/// with one unique key, cannot go in whole: the second is refused as bad input naming the
+/// first by its place (their ids exist nowhere yet, so naming one would send a person
+/// looking for a task that is not there).
+pub(crate) fn repeated_within(rows: &[InsertTask]) -> Option<TaskError> {
+    let mut recurring: std::collections::HashMap<(&str, &str), usize> = Default::default();
+    let mut keyed: std::collections::HashMap<(&str, &str), usize> = Default::default();
+    for (i, t) in rows.iter().enumerate() {
+        if t.is_recurring {
+            if let Some(first) = recurring.insert((&t.handler, &t.data), i) {
+                return Some(TaskError::Invalid(format!(
+                    "task {}: repeats task {}: the same recurring '{}' task (handler and \
+                     data); only one may exist, so give it once",
+                    i + 1,
+                    first + 1,
+                    t.handler
+                )));
+            }
+        }
+        if let Some(key) = t.unique_key.as_deref() {
+            if let Some(first) = keyed.insert((&t.handler, key), i) {
+                return Some(TaskError::Invalid(format!(
+                    "task {}: repeats task {}: the same unique key {} for '{}'; give each key \
+                     once",
+                    i + 1,
+                    first + 1,
+                    crate::validate::quote(key),
+                    t.handler
+                )));
+            }
+        }
+    }
+    None
+}

@@ -423,7 +423,17 @@ pub(super) async fn run_one(
         (None, None) => None,
     };
     let mut done = finish(inner, &task, Ending::Succeeded { next }, None, backoff);
-    done.follow_ups = follow_ups;
+    match prepare::repeated_within(&follow_ups) {
+        // Two follow-ups that cannot both be stored (one recurring task twice, one unique key
+        // twice): refused as a follow-up that meets a stored task is (the completer), the
+        // attempt recorded without its follow-ups, naming them by their places: their ids
+        // exist nowhere.
+        Some(e) => {
+            tracing::warn!(task = %task.id, error = %e, "a follow-up task was refused; recording the attempt without it");
+            done.error = Some(format!("on_complete follow-up refused: follow-up {e}"));
+        }
+        None => done.follow_ups = follow_ups,
+    }
     debug_assert!(!matches!(done.next, Next::Retry { .. }));
     done
 }

@@ -172,6 +172,53 @@ async fn a_filtered_bulk_retry_is_not_held_back_by_a_task_it_leaves_out(b: Backe
     assert_eq!(f.party.get(other).await.unwrap().state, State::Cancelled);
 }
 
+/// Enqueues two follow-up `export` tasks with one unique key from `on_complete`.
+struct Twice;
+
+impl Task for Twice {
+    const NAME: &'static str = "twice";
+
+    async fn run(&self, _ctx: &mut TaskContext) -> Result<(), TaskError> {
+        Ok(())
+    }
+
+    async fn on_complete(&self, ctx: &mut TaskContext) -> Result<(), TaskError> {
+        ctx.enqueue(export("k").data(json!({"n": 1})));
+        ctx.enqueue(export("k").data(json!({"n": 2})));
+        Ok(())
+    }
+}
+
+/// Follow-ups that repeat a unique key are refused as a follow-up that meets a stored task
+/// is: the attempt is recorded done without them, and the message names them by their
+/// places, never by an id no task has.
+async fn follow_ups_that_repeat_a_key_are_refused_by_their_places(b: Backend) {
+    let Some(f) = fixture(b, registry().register(Twice)).await else {
+        return;
+    };
+    let id = f.party.add(NewTask::new("twice")).await.unwrap();
+    f.party
+        .worker(WorkerConfig::default())
+        .run_until_idle()
+        .await
+        .unwrap();
+    let task = f.party.get(id).await.unwrap();
+    assert_eq!(task.state, State::Done, "{task:?}");
+    let error = task.last_error.clone().unwrap_or_default();
+    assert!(
+        error.contains("follow-up refused") && error.contains("task 2: repeats task 1"),
+        "{error}"
+    );
+    assert!(
+        !error
+            .split(|c: char| !c.is_ascii_hexdigit())
+            .any(|w| w.len() == 24),
+        "the message names an id: {error}"
+    );
+    let stored = f.party.list(&Default::default()).await.unwrap();
+    assert_eq!(stored.len(), 1, "no follow-up is stored: {stored:?}");
+}
+
 async fn a_retry_does_not_take_a_key_another_task_holds(b: Backend) {
     let Some(f) = fixture(b, registry()).await else {
         return;
@@ -288,6 +335,7 @@ on_every_backend!(
     a_finished_task_frees_its_key_unless_within_the_window,
     the_window_ends_exactly_when_it_says,
     a_retry_does_not_take_a_key_another_task_holds,
+    follow_ups_that_repeat_a_key_are_refused_by_their_places,
     a_filtered_bulk_retry_is_not_held_back_by_a_task_it_leaves_out,
     unique_keys_are_checked_when_added,
     a_batch_with_one_key_twice_is_refused_whole,

@@ -273,7 +273,8 @@ impl NewTask {
 
     /// Schedule it for exactly `t`. A time already past is due at once and keeps `t` as its
     /// timestamp (the CLI refuses past times as a likely mistake; the library allows them
-    /// for work that belongs to an instant that has just gone by).
+    /// for work that belongs to an instant that has just gone by). A time before the year 1
+    /// ([`crate::validate::MIN_TIME`]) is refused when the task is added.
     pub fn at(mut self, t: Timestamp) -> NewTask {
         self.at = Some(t);
         self

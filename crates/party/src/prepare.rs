@@ -36,7 +36,10 @@ pub(crate) fn prepare(
         rules::validate(rule)?;
     }
     let timestamp = match (task.at, &task.recurrence) {
-        (Some(at), _) => at,
+        (Some(at), _) => {
+            validate::task_time(at)?;
+            at
+        }
         (None, Some(rule)) => rules::first(rule, now)?,
         (None, None) => now,
     };

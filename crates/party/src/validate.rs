@@ -859,6 +859,26 @@ fn leap_second(t: &str) -> bool {
     &second == b"60"
 }
 
+/// The earliest time a task may be given: the first instant of the year 1 (PostgreSQL's
+/// `timestamptz` reaches back to 4713 BC, SQLite's integers further; one bound for both).
+pub const MIN_TIME: Timestamp = Timestamp::constant(-62_135_596_800, 0);
+
+/// A task's explicit time, as every backend stores it: from the year 1 ([`MIN_TIME`]) to the
+/// end of the year 9999 (the latest a [`Timestamp`] holds).
+///
+/// # Errors
+/// [`TaskError::Invalid`] for a time before the year 1.
+pub fn task_time(at: Timestamp) -> Result<(), TaskError> {
+    if at < MIN_TIME {
+        return Err(TaskError::invalid(format!(
+            "the time {} is before the year 1, the earliest a task may be given; give a later \
+             time",
+            crate::format_time(at)
+        )));
+    }
+    Ok(())
+}
+
 /// The rule the command line and other front ends apply to an explicit first time: not in the
 /// past. (The library's [`crate::NewTask::at`] allows a past time; see its documentation.)
 /// `what` names where the time came from (`--at`, `"at"`).

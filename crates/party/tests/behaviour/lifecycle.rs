@@ -271,9 +271,41 @@ async fn a_handlers_max_attempts_of_zero_is_read_as_one(b: Backend) {
     assert_eq!((task.state, task.runs.len()), (State::Done, 1), "{task:?}");
 }
 
+/// A time every backend stores gets one answer everywhere: the first instant of the year 1
+/// is stored and read back; one before it is refused as bad input, on SQLite and on
+/// PostgreSQL (whose `timestamptz` starts in 4713 BC) alike.
+async fn the_earliest_time_gets_one_answer_on_every_backend(b: Backend) {
+    let Some(f) = fixture(b, Registry::new().register(NoAttempts)).await else {
+        return;
+    };
+    let earliest = party::validate::MIN_TIME;
+    assert_eq!(earliest.to_string(), "0001-01-01T00:00:00Z");
+    let id = f
+        .party
+        .add(NewTask::new("no_attempts").at(earliest))
+        .await
+        .unwrap();
+    assert_eq!(f.party.get(id).await.unwrap().timestamp, earliest);
+    for at in [
+        earliest - SignedDuration::from_micros(1),
+        party::jiff::Timestamp::MIN,
+    ] {
+        let err = f
+            .party
+            .add(NewTask::new("no_attempts").at(at))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, TaskError::Invalid(m) if m.contains("before the year 1")),
+            "{err:?}"
+        );
+    }
+}
+
 on_every_backend!(
     a_time_just_past_is_due_at_once_and_keeps_its_timestamp,
     a_handlers_max_attempts_of_zero_is_read_as_one,
+    the_earliest_time_gets_one_answer_on_every_backend,
     failing_task_keeps_timestamp_backs_off_and_ends_dead,
     recursion_guard_no_next_run_is_done_and_same_time_is_refused,
     schedule_next_run_refuses_past_and_non_recurring,

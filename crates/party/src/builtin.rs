@@ -2,6 +2,7 @@
 //! `shell`.
 
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -183,10 +184,24 @@ pub const KILL_AFTER: Duration = Duration::from_secs(2);
 /// The longest command a `shell` task takes, in bytes.
 pub const MAX_SHELL_CMD_LEN: usize = 65_536;
 
+/// The longest task data a `shell` task takes, in bytes of its JSON text: the command gets it
+/// in one environment variable, `PARTY_DATA`, and Linux starts no program with a variable
+/// (`NAME=value` and its NUL) over 128 KiB.
+pub const MAX_SHELL_DATA_LEN: usize = 128 * 1024 - "PARTY_DATA=".len() - 1;
+
 /// `data.cmd` of a `shell` task: a non-empty string of at most [`MAX_SHELL_CMD_LEN`] bytes
-/// without NUL characters. Checked when the task is added and again before it runs.
+/// without NUL characters, in data of at most [`MAX_SHELL_DATA_LEN`] bytes. Checked when the
+/// task is added and again before it runs.
 fn shell_cmd(data: &Value) -> Result<&str, String> {
     const EXAMPLE: &str = "e.g. {\"cmd\": \"echo hi\"}";
+    let len = data.to_string().len();
+    if len > MAX_SHELL_DATA_LEN {
+        return Err(format!(
+            "the data is {len} bytes as JSON, over the {MAX_SHELL_DATA_LEN} a command's \
+             environment can carry (PARTY_DATA): keep large data elsewhere (a file, a table) \
+             and give the command its name"
+        ));
+    }
     match data.get("cmd") {
         None => Err(format!(
             "\"cmd\" is missing: give the command to run, {EXAMPLE}"
@@ -256,21 +271,41 @@ async fn run_shell(ctx: &TaskContext, allowed_env: &[String]) -> Result<(), Task
     #[cfg(unix)]
     command.process_group(0);
     // `spawn` keeps the stdout set above; `output()` would capture and drop it.
-    let child = command
+    let mut child = command
         .spawn()
         .map_err(|e| TaskError::failed(format!("cannot start sh: {e}")))?;
     // Ends the group if this future is dropped before the command is done (timeout, lost
     // lease, shutdown, cancellation). tokio reaps `sh` itself once it has exited.
     let mut group = GroupGuard(child.id());
-    let output = child
-        .wait_with_output()
+    // Standard error is read as it comes, keeping only its tail, by a task of its own: a
+    // process the command left running (`server &`) may hold the pipe open long after `sh`
+    // exits, and the attempt ends with `sh`, not with the pipe.
+    let tail = Arc::new(Mutex::new(StderrTail::default()));
+    let reader = child.stderr.take().map(|mut pipe| {
+        let tail = tail.clone();
+        tokio::spawn(async move {
+            use tokio::io::AsyncReadExt as _;
+            let mut buf = [0u8; 8192];
+            while let Ok(n @ 1..) = pipe.read(&mut buf).await {
+                tail.lock().unwrap().push(&buf[..n]);
+            }
+        })
+    });
+    let status = child
+        .wait()
         .await
         .map_err(|e| TaskError::failed(format!("sh failed: {e}")))?;
     group.disarm();
-    if output.status.success() {
+    if status.success() {
         return Ok(());
     }
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    // What `sh` wrote last may still be in the pipe: read it while the pipe has more, for a
+    // moment at most (a process left running keeps the pipe open; it is left alone, its
+    // output read and dropped).
+    if let Some(reader) = reader {
+        let _ = tokio::time::timeout(STDERR_AFTER_EXIT, reader).await;
+    }
+    let stderr = tail.lock().unwrap().text();
     let tail: String = stderr
         .chars()
         .rev()
@@ -281,9 +316,34 @@ async fn run_shell(ctx: &TaskContext, allowed_env: &[String]) -> Result<(), Task
         .collect();
     Err(TaskError::failed(format!(
         "command exited with {}: {}",
-        output.status,
+        status,
         tail.trim()
     )))
+}
+
+/// How long a failed command's standard error is still read after `sh` exits.
+const STDERR_AFTER_EXIT: Duration = Duration::from_millis(200);
+
+/// The last bytes of a command's standard error: enough for the 1,000 characters a run's
+/// error keeps (4 bytes a character at most), whatever the command writes.
+#[derive(Default)]
+struct StderrTail(Vec<u8>);
+
+impl StderrTail {
+    const KEEP: usize = 4 * 1000;
+
+    fn push(&mut self, bytes: &[u8]) {
+        self.0.extend_from_slice(bytes);
+        if self.0.len() > 2 * Self::KEEP {
+            let cut = self.0.len() - Self::KEEP;
+            self.0.drain(..cut);
+        }
+    }
+
+    fn text(&self) -> String {
+        let start = self.0.len().saturating_sub(Self::KEEP);
+        String::from_utf8_lossy(&self.0[start..]).into_owned()
+    }
 }
 
 /// The process group of a running shell command (its id is the id of `sh`, the group's

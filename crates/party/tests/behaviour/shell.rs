@@ -4,8 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use party::builtin::{KILL_AFTER, ShellTask};
+use party::builtin::{KILL_AFTER, MAX_SHELL_DATA_LEN, Shell, ShellTask};
 use party::serde_json::json;
+use party::testing::{call, context};
 use party::{NewTask, Outcome, Registry, State, Task, TaskContext, TaskError, WorkerConfig};
 
 use crate::common::{Backend, fixture, on_every_backend, start};
@@ -192,3 +193,86 @@ on_every_backend!(
     a_shell_task_stopped_at_shutdown_ends_every_process_it_started,
     a_shell_task_whose_lease_is_lost_ends_every_process_it_started,
 );
+
+/// A command that exits at once leaving a process it started running (which keeps standard
+/// error open) ends its attempt when `sh` exits: the process is left alone, as the README
+/// says, and the attempt does not wait for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_that_leaves_a_process_running_ends_when_sh_does() {
+    let mut ctx = context("shell")
+        .data(json!({ "cmd": "sleep 6 & exit 0" }))
+        .build();
+    let started = std::time::Instant::now();
+    let ran = tokio::time::timeout(Duration::from_secs(3), call(&Shell, &mut ctx)).await;
+    assert!(
+        matches!(ran, Ok(Ok(_))),
+        "sh exited 0 at once, but the attempt had not ended within 3 s ({:?}): {ran:?}",
+        started.elapsed()
+    );
+    // A failing one too, with what it wrote last.
+    let mut ctx = context("shell")
+        .data(json!({ "cmd": "sleep 6 & echo last words >&2; exit 4" }))
+        .build();
+    let ran = tokio::time::timeout(Duration::from_secs(3), call(&Shell, &mut ctx)).await;
+    let err = ran.expect("ended with sh").unwrap_err().to_string();
+    assert!(err.contains("last words") && err.contains('4'), "{err}");
+}
+
+/// Data the `shell` check accepts can be started: a command gets the data in one environment
+/// variable, which Linux limits to 128 KiB, so larger data is refused when it is added.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shell_data_the_check_accepts_can_be_started() {
+    // A cmd within its own limit whose JSON escaping doubles it past the variable's.
+    let quotes = format!(": '{}'", "\"".repeat(65_530));
+    let bulky = json!({ "cmd": "true", "payload": "x".repeat(200_000) });
+    let fits = json!({ "cmd": "true", "payload": "x".repeat(MAX_SHELL_DATA_LEN - 40) });
+    for data in [json!({ "cmd": quotes }), bulky, fits] {
+        let accepted = Shell.check(&data).is_ok() && ShellTask::new().check(&data).is_ok();
+        let mut ctx = context("shell").data(data.clone()).build();
+        let ran = call(&Shell, &mut ctx).await;
+        assert!(
+            !accepted || ran.is_ok(),
+            "the shell check accepted the data, but the command cannot start: {:?}",
+            ran.err()
+        );
+        assert_eq!(
+            accepted,
+            data.to_string().len() <= MAX_SHELL_DATA_LEN,
+            "{} bytes",
+            data.to_string().len()
+        );
+    }
+}
+
+/// Peak resident memory of this process, in KiB.
+fn peak_rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// Only the last 1,000 characters of standard error become the run's error, and only a tail
+/// is kept while the command runs: a gigabyte written to standard error does not grow the
+/// worker by a gigabyte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_standard_error_kept_is_bounded() {
+    let before = peak_rss_kib();
+    let mut ctx = context("shell")
+        .data(json!({ "cmd": "head -c 1000000000 /dev/zero | tr '\\0' e >&2; echo the-tail >&2; exit 3" }))
+        .build();
+    let err = call(&Shell, &mut ctx).await.unwrap_err().to_string();
+    assert!(err.contains("the-tail"), "{err}");
+    assert!(
+        err.len() < 1200,
+        "the error is the tail only: {} bytes",
+        err.len()
+    );
+    let grown_mib = (peak_rss_kib() - before) / 1024;
+    assert!(
+        grown_mib < 256,
+        "peak memory grew by {grown_mib} MiB while 1 GB went to standard error"
+    );
+}

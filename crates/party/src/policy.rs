@@ -272,12 +272,28 @@ pub(crate) enum Ending {
     },
 }
 
+/// The most characters of a handler's error text a run keeps: the first
+/// `MAX_ERROR_CHARS / 2` and the last as many, the cut said in between.
+pub const MAX_ERROR_CHARS: usize = 8_000;
+
 /// Make text from a handler (an error message, a command's output) storable on every
-/// backend: PostgreSQL's text cannot hold the NUL character, and a result carrying one could
-/// never be written, so each NUL becomes U+FFFD.
+/// backend, and bounded: PostgreSQL's text cannot hold the NUL character, and a result
+/// carrying one could never be written, so each NUL becomes U+FFFD; text over
+/// [`MAX_ERROR_CHARS`] keeps its start and its end (where a message and a command's last
+/// words are), so a handler's error never makes a task's row, or a page of tasks, huge.
 pub(crate) fn storable_text(text: &mut String) {
     if text.contains('\0') {
         *text = text.replace('\0', "\u{FFFD}");
+    }
+    let chars = text.chars().count();
+    if chars > MAX_ERROR_CHARS {
+        let half = MAX_ERROR_CHARS / 2;
+        let head: String = text.chars().take(half).collect();
+        let tail: String = text.chars().skip(chars - half).collect();
+        *text = format!(
+            "{head} [… {} characters left out …] {tail}",
+            chars - 2 * half
+        );
     }
 }
 

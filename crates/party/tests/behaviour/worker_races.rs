@@ -236,6 +236,51 @@ async fn an_error_with_a_nul_byte_is_recorded_and_the_worker_goes_on(b: Backend)
     assert_eq!(task.runs[0].outcome, Outcome::Failed);
 }
 
+/// Fails with a 5 MB message.
+struct HugeError;
+
+impl Task for HugeError {
+    const NAME: &'static str = "huge_error";
+
+    async fn run(&self, _ctx: &mut TaskContext) -> Result<(), TaskError> {
+        Err(TaskError::failed(format!(
+            "start {} end",
+            "x".repeat(5_000_000)
+        )))
+    }
+}
+
+/// A handler's error text is bounded where it is stored: its start and its end, the cut said
+/// between them, never 5 MB on the task's row and its run.
+async fn a_huge_error_is_stored_bounded_with_its_start_and_end(b: Backend) {
+    let Some(f) = fixture(b, Registry::new().register(HugeError)).await else {
+        return;
+    };
+    let id = f.party.add(NewTask::new("huge_error")).await.unwrap();
+    f.party
+        .worker(WorkerConfig::default())
+        .run_until_idle()
+        .await
+        .unwrap();
+    let task = f.party.get(id).await.unwrap();
+    for error in [
+        task.last_error.clone().unwrap(),
+        task.runs[0].error.clone().unwrap(),
+    ] {
+        assert!(
+            error.chars().count() <= party::policy::MAX_ERROR_CHARS + 60,
+            "{} characters stored",
+            error.chars().count()
+        );
+        assert!(
+            error.starts_with("start ") && error.ends_with(" end"),
+            "{}",
+            &error[..40]
+        );
+        assert!(error.contains("characters left out"));
+    }
+}
+
 /// The same through the built-in shell handler: a command that writes a NUL byte to stderr.
 async fn a_shell_command_writing_a_nul_to_stderr_does_not_wedge_the_worker(b: Backend) {
     let Some(f) = fixture(b, Registry::new().register(party::builtin::Shell)).await else {
@@ -614,6 +659,7 @@ on_every_backend!(
     a_worker_that_cannot_renew_its_lease_gives_up_its_attempt,
     a_task_reclaimed_by_the_worker_that_lost_it_never_runs_twice_at_once,
     an_error_with_a_nul_byte_is_recorded_and_the_worker_goes_on,
+    a_huge_error_is_stored_bounded_with_its_start_and_end,
     a_shell_command_writing_a_nul_to_stderr_does_not_wedge_the_worker,
     a_panicking_backoff_does_not_leave_the_task_held_forever,
     a_transient_error_rewriting_a_refused_follow_up_does_not_run_the_work_again,

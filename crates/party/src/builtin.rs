@@ -235,7 +235,8 @@ async fn run_shell(ctx: &TaskContext, allowed_env: &[String]) -> Result<(), Task
     let cmd =
         shell_cmd(ctx.data()).map_err(|e| TaskError::failed(format!("shell task data: {e}")))?;
     let mut command = tokio::process::Command::new("sh");
-    command.arg("-c").arg(cmd).env_clear().env(
+    // `--` ends sh's options: a command that starts with `-` is a command, not an option.
+    command.arg("-c").arg("--").arg(cmd).env_clear().env(
         "PATH",
         std::env::var_os("PATH").unwrap_or_else(|| DEFAULT_PATH.into()),
     );

@@ -276,3 +276,13 @@ async fn the_standard_error_kept_is_bounded() {
         "peak memory grew by {grown_mib} MiB while 1 GB went to standard error"
     );
 }
+
+/// A command that starts with `-` is run as a command, not read as an option of `sh`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_starting_with_a_dash_is_a_command() {
+    let mut ctx = context("shell")
+        .data(json!({ "cmd": "-party-no-such-command" }))
+        .build();
+    let err = call(&Shell, &mut ctx).await.unwrap_err().to_string();
+    assert!(err.contains("-party-no-such-command: not found"), "{err}");
+}

@@ -386,6 +386,7 @@ mod tests {
             ("5/1h", 5, 3_600_000, "5/1h"),
             ("3/90s", 3, 90_000, "3/1m30s"),
             ("1/250ms", 1, 250, "1/250ms"),
+            ("2/1h30m15s", 2, 5_415_000, "2/1h30m15s"),
         ] {
             let r = Rate::parse(text).unwrap();
             assert_eq!((r.count, r.period.as_millis()), (count, ms), "{text}");
@@ -393,7 +394,18 @@ mod tests {
             assert_eq!(Rate::parse(shown).unwrap(), r);
         }
         for bad in [
-            "", "10", "0/1s", "-1/1s", "10/0s", "10/2d", "x/1s", "10/1x", "1/1.5ms",
+            "",
+            "10",
+            "0/1s",
+            "-1/1s",
+            "10/0s",
+            "10/2d",
+            "x/1s",
+            "10/1x",
+            "1/1.5ms",
+            "10/1s1h",
+            "10/1m1m",
+            "10/500ms1s",
         ] {
             let e = Rate::parse(bad).unwrap_err().to_string();
             assert!(e.contains("10/1s"), "{bad}: {e}");

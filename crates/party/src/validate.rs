@@ -228,10 +228,13 @@ pub fn rate(s: &str) -> Result<crate::queues::Rate, TaskError> {
     })
 }
 
-/// A rate's window: parts like `1h`, `30m`, `1s`, `250ms`, largest first (`1m30s`).
+/// A rate's window: parts like `1h`, `30m`, `1s`, `250ms`, largest first (`1m30s`), each
+/// unit once.
 fn rate_period(s: &str) -> Option<SignedDuration> {
     let mut total: i64 = 0;
     let mut rest = s;
+    // The unit of the last part: each must be smaller than the one before.
+    let mut last = i64::MAX;
     while !rest.is_empty() {
         let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
         if digits == 0 || digits > 9 {
@@ -251,6 +254,10 @@ fn rate_period(s: &str) -> Option<SignedDuration> {
             return None;
         };
         rest = &rest[len..];
+        if unit >= last {
+            return None;
+        }
+        last = unit;
         total = total.checked_add(n.checked_mul(unit)?)?;
     }
     Some(SignedDuration::from_millis(total))

@@ -1254,14 +1254,17 @@ impl Store for PgStore {
         let conn = self.pool.get().await?;
         let s = &self.pool.names.quoted;
         // A rebuild interrupted (a stopped worker, a lost connection) leaves its half-built
-        // indexes behind, invalid but still written on every change: drop them first.
+        // indexes behind, invalid but still written on every change: drop them first. Only
+        // a rebuild's (PostgreSQL names them `<index>_ccnew` and `_ccold`, numbered on a
+        // clash): an invalid index of another name may be one a person is building.
         let leftovers = conn
             .client
             .query(
                 "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_index i \
                  JOIN pg_class c ON c.oid = i.indexrelid \
                  JOIN pg_namespace n ON n.oid = c.relnamespace \
-                 WHERE i.indrelid = $1::text::regclass AND NOT i.indisvalid",
+                 WHERE i.indrelid = $1::text::regclass AND NOT i.indisvalid \
+                 AND c.relname ~ '_cc(new|old)[0-9]*$'",
                 &[&format!("{s}.tasks")],
             )
             .await

@@ -285,14 +285,20 @@ pub(crate) fn storable_text(text: &mut String) {
     if text.contains('\0') {
         *text = text.replace('\0', "\u{FFFD}");
     }
+    // A character takes a byte at least: a short text is not counted.
+    if text.len() <= MAX_ERROR_CHARS {
+        return;
+    }
     let chars = text.chars().count();
     if chars > MAX_ERROR_CHARS {
         let half = MAX_ERROR_CHARS / 2;
-        let head: String = text.chars().take(half).collect();
-        let tail: String = text.chars().skip(chars - half).collect();
+        let byte_at = |n: usize| text.char_indices().nth(n).map_or(text.len(), |(i, _)| i);
+        let (head_end, tail_start) = (byte_at(half), byte_at(chars - half));
         *text = format!(
-            "{head} [… {} characters left out …] {tail}",
-            chars - 2 * half
+            "{} [… {} characters left out …] {}",
+            &text[..head_end],
+            chars - 2 * half,
+            &text[tail_start..]
         );
     }
 }

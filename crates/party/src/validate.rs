@@ -1137,7 +1137,31 @@ pub fn redact_url(url: &str) -> String {
         }
         None => tail.to_string(),
     };
-    format!("{scheme}:{slashes}{authority}{tail}")
+    mask_password_params(&format!("{scheme}:{slashes}{authority}{tail}"))
+}
+
+/// `s` with the value of every `password=` parameter (any case, after `?` or `&`, up to the
+/// next `&`) replaced by `***`, wherever it stands: a user information read up to the first
+/// `@` can swallow the query's `?`, and the parameter after it is still a password.
+fn mask_password_params(s: &str) -> String {
+    let lower = s.to_ascii_lowercase();
+    let mut out = String::with_capacity(s.len());
+    let mut at = 0;
+    while let Some(found) = lower[at..].find("password=") {
+        let start = at + found;
+        let value = start + "password=".len();
+        let end = s[value..].find('&').map_or(s.len(), |i| value + i);
+        let named = start == 0 || matches!(s.as_bytes()[start - 1], b'?' | b'&');
+        out.push_str(&s[at..value]);
+        out.push_str(if named && end > value {
+            "***"
+        } else {
+            &s[value..end]
+        });
+        at = end;
+    }
+    out.push_str(&s[at..]);
+    out
 }
 
 /// The user information at the start of what follows a URL's scheme (and its `//`), and the
@@ -1537,6 +1561,11 @@ mod tests {
                 "postgres://app:p@ss@db/app",
                 "p@ss",
                 "postgres://app:***@db/app",
+            ),
+            (
+                "postgres://db:5432/app?user=app@host&password=S3cret",
+                "S3cret",
+                "postgres://db:***@host&password=***",
             ),
         ] {
             assert_eq!(redact_url(url), shown);

@@ -196,6 +196,8 @@ fn default_worker_id() -> String {
 struct Controls {
     names: Vec<String>,
     paused: Vec<String>,
+    /// One of them is limited and not paused: the worker claims nothing ahead.
+    limited: bool,
     read_at: Option<std::time::Instant>,
 }
 
@@ -214,11 +216,15 @@ impl Controls {
                     .filter(|c| c.paused)
                     .map(|c| c.name.clone())
                     .collect();
+                // A queue has controls only when it is paused or limited.
+                self.limited = controls.iter().any(|c| !c.paused);
                 self.names = controls.into_iter().map(|c| c.name).collect();
-                self.read_at = Some(std::time::Instant::now());
             }
+            // The last view stands until the next look: an unreachable store is not asked
+            // again before every start.
             Err(e) => tracing::warn!(error = %e, "reading the queues' controls failed"),
         }
+        self.read_at = Some(std::time::Instant::now());
     }
 }
 
@@ -402,10 +408,10 @@ impl Worker {
             let mut outage = Duration::ZERO;
             loop {
                 // Which of our queues are paused or limited, as last read from the store.
-                let controls = {
+                let (controls, limited) = {
                     let mut controls = inner.controls.lock().await;
                     controls.refresh(&*store, &inner.config.queues).await;
-                    controls.names.clone()
+                    (controls.names.clone(), controls.limited)
                 };
                 let notified = wakeups.notified();
                 tokio::pin!(notified);
@@ -439,18 +445,27 @@ impl Worker {
                     }
                     continue;
                 }
-                let mut limit = free.min(inner.config.claim_batch);
-                // A paused or limited queue's tasks are claimed only for executors free now,
-                // never ahead: a rate counts each start at its claim, and a limit counts a
-                // task claimed ahead as running while it waits. The next claim takes the
-                // other queues' tasks ahead as usual.
+                // While one of its queues is limited, the worker claims only for executors free
+                // now, never ahead, whatever its prefetch: a rate counts each start at its
+                // claim, and a limit counts a task claimed ahead as running while it waits.
+                // Claiming the other queues ahead meanwhile would leave the limited queue's
+                // tasks behind their whole backlog; without claims ahead, each claim takes the
+                // queues' tasks in priority and due-time order, as a worker without prefetch
+                // does. A paused queue gives nothing to a claim and changes nothing here.
                 let executors_free = executors.available_permits().saturating_sub(waiting);
-                let controlled: &[String] = if controls.is_empty() || executors_free == 0 {
-                    &[]
-                } else {
+                if limited && executors_free == 0 {
+                    tokio::select! {
+                        // An executor is free once the tasks waiting for one have theirs.
+                        p = executors.acquire() => drop(p),
+                        _ = &mut shutdown => return Ok(()),
+                    }
+                    continue;
+                }
+                let mut limit = free.min(inner.config.claim_batch);
+                if limited {
                     limit = limit.min(executors_free);
-                    &controls
-                };
+                }
+                let controlled: &[String] = &controls;
                 let now = clock.now();
                 let claimed = match store
                     .task_claim(ClaimParams {

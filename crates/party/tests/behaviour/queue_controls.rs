@@ -174,7 +174,86 @@ async fn a_pause_reaches_tasks_claimed_ahead_before_they_start(b: Backend) {
     assert_eq!(starts.lock().unwrap().len(), 3);
 }
 
+/// Records the order its tasks start in, by handler, and takes `ms` milliseconds.
+struct Ordered {
+    name: &'static str,
+    ms: u64,
+    order: Arc<Mutex<Vec<&'static str>>>,
+}
+
+struct First(Ordered);
+struct Second(Ordered);
+
+impl Ordered {
+    async fn run(&self) -> Result<(), TaskError> {
+        self.order.lock().unwrap().push(self.name);
+        tokio::time::sleep(Duration::from_millis(self.ms)).await;
+        Ok(())
+    }
+}
+
+impl Task for First {
+    const NAME: &'static str = "limited_task";
+
+    async fn run(&self, _ctx: &mut TaskContext) -> Result<(), TaskError> {
+        self.0.run().await
+    }
+}
+
+impl Task for Second {
+    const NAME: &'static str = "backlog_task";
+
+    async fn run(&self, _ctx: &mut TaskContext) -> Result<(), TaskError> {
+        self.0.run().await
+    }
+}
+
+/// A worker that claims ahead and also serves a limited queue takes that queue's task among
+/// the others' in due order, not after the whole backlog of an unlimited queue.
+async fn a_limited_queue_is_not_left_behind_a_backlog_elsewhere(b: Backend) {
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let ordered = |name, ms| Ordered {
+        name,
+        ms,
+        order: order.clone(),
+    };
+    let registry = Registry::new()
+        .register(First(ordered("limited", 0)))
+        .register(Second(ordered("backlog", 10)));
+    let Some(f) = fixture(b, registry).await else {
+        return;
+    };
+    let limits = QueueLimits {
+        concurrency: Some(5),
+        ..QueueLimits::default()
+    };
+    f.party.limit_queue("limited", &limits).await.unwrap();
+    for _ in 0..100 {
+        f.party.add(NewTask::new("backlog_task")).await.unwrap();
+    }
+    let running = start(f.party.worker(WorkerConfig {
+        concurrency: 1,
+        prefetch: 8,
+        queues: vec!["default".into(), "limited".into()],
+        ..WorkerConfig::default()
+    }));
+    until("ten started", async || order.lock().unwrap().len() >= 10).await;
+    f.party
+        .add(NewTask::new("limited_task").queue("limited"))
+        .await
+        .unwrap();
+    until("all done", async || count(&f, State::Done).await == 101).await;
+    running.stop().await;
+    let order = order.lock().unwrap().clone();
+    let at = order.iter().position(|n| *n == "limited").unwrap();
+    assert!(
+        at < 40,
+        "the limited queue's task started after {at} of the other queue's tasks"
+    );
+}
+
 on_every_backend!(
     a_rate_holds_for_handler_starts_on_a_worker_that_claims_ahead,
+    a_limited_queue_is_not_left_behind_a_backlog_elsewhere,
     a_pause_reaches_tasks_claimed_ahead_before_they_start,
 );

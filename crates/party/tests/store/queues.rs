@@ -390,7 +390,7 @@ async fn queue_counts_agree_while_a_task_is_claimed_and_released(b: Backend) {
 
 /// A rate set again (the same, by a deploy script) or lowered keeps counting the starts
 /// already made in its window: the queue never gets a whole new allowance at once. A rate
-/// taken away and given anew starts a fresh log.
+/// taken away and given anew, or counted per another field, starts a fresh log.
 async fn a_rate_set_again_keeps_counting_the_starts_in_its_window(b: Backend) {
     let Some(h) = Harness::new(b).await else {
         return;
@@ -432,6 +432,28 @@ async fn a_rate_set_again_keeps_counting_the_starts_in_its_window(b: Backend) {
         claim(&*h.store, "w", t0() + secs(64), 10, &[Q]).await.len(),
         1
     );
+    // Counted per a field from now on: the keys mean something else, a fresh log. Set again
+    // per the same field: the same log. Per another field: a fresh one again.
+    let per = |field: &'static str, at| {
+        let store = h.store.clone();
+        async move {
+            store
+                .queue_limit(Q, &limits(None, Some("1/1m"), Some(field)), at)
+                .await
+                .unwrap()
+        }
+    };
+    let claimed = async |at| claim(&*h.store, "w", at, 10, &[Q]).await.len();
+    per("customer", t0() + secs(65)).await;
+    assert_eq!(claimed(t0() + secs(66)).await, 1);
+    per("customer", t0() + secs(67)).await;
+    assert_eq!(
+        claimed(t0() + secs(68)).await,
+        0,
+        "set again per the same field"
+    );
+    per("region", t0() + secs(69)).await;
+    assert_eq!(claimed(t0() + secs(70)).await, 1, "per another field");
 }
 
 on_every_backend!(

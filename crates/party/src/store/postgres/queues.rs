@@ -54,11 +54,14 @@ pub(super) fn sql_pause(s: &str) -> String {
 }
 
 /// Set `$1`'s limits ($2 concurrency, $3 per key, $4 rate count, $5 rate period in ms, $6
-/// now). The start log is kept while the queue has a rate, so the starts already made in the
-/// window count against a rate set again or lowered; without a rate it is dropped.
+/// now). The start log is kept while the queue keeps a rate and its `per` field, so the
+/// starts already made in the window count against a rate set again or lowered; without a
+/// rate, or counted per another field (its keys would mean something else), it starts afresh.
 pub(super) fn sql_limit(s: &str) -> String {
     format!(
-        "WITH log AS (DELETE FROM {s}.queue_starts WHERE queue = $1 AND $4::int4 IS NULL) \
+        "WITH log AS (DELETE FROM {s}.queue_starts WHERE queue = $1 AND ($4::int4 IS NULL \
+           OR NOT EXISTS (SELECT 1 FROM {s}.queues WHERE name = $1 \
+             AND per_key IS NOT DISTINCT FROM $3::text))) \
          INSERT INTO {s}.queues (name, concurrency, per_key, rate_count, rate_period_ms, \
            updated_at) VALUES ($1, $2, $3, $4, $5, $6) \
          ON CONFLICT (name) DO UPDATE SET concurrency = excluded.concurrency, \

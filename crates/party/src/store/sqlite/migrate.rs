@@ -63,18 +63,16 @@ pub(super) fn migrate(conn: &Connection, path: &Path) -> Result<(), TaskError> {
             }
         }
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-            conn.execute_batch(sql).map_err(|e| {
-                // The error without the statement's text (a whole migration file).
-                let e = match e {
-                    rusqlite::Error::SqlInputError { msg, .. } => msg,
-                    e => e.to_string(),
-                };
-                TaskError::store(format!(
-                    "the database {} could not be upgraded to schema version {}: {e}; it is \
+            conn.execute_batch(sql).map_err(|e| match e {
+                // Said without the statement's text (a whole migration file); any other
+                // error (a damaged or read-only file) keeps its own answer.
+                rusqlite::Error::SqlInputError { msg, .. } => TaskError::store(format!(
+                    "the database {} could not be upgraded to schema version {}: {msg}; it is \
                      left as it was",
                     path.display(),
                     i + 1
-                ))
+                )),
+                e => db_err(e),
             })?;
             conn.pragma_update(None, "user_version", (i + 1) as i64)
                 .map_err(db_err)?;

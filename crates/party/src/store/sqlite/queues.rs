@@ -93,6 +93,16 @@ pub(super) fn limit(
 ) -> Result<(), TaskError> {
     let rate_count = limits.rate.map(|r| i64::from(r.count));
     let rate_ms = limits.rate.map(|r| r.period.as_millis() as i64);
+    // The start log is kept while the queue keeps a rate and its `per` field: the starts
+    // already made in the window count against a rate set again or lowered. Without a rate,
+    // or counted per another field (its keys would mean something else), it starts afresh.
+    conn.prepare_cached(
+        "DELETE FROM queue_starts WHERE queue = ?1 AND (?2 IS NULL OR NOT EXISTS \
+         (SELECT 1 FROM queues WHERE name = ?1 AND per_key IS ?3))",
+    )
+    .map_err(db_err)?
+    .execute(params![queue, rate_count, limits.per])
+    .map_err(db_err)?;
     conn.prepare_cached(
         "INSERT INTO queues (name, concurrency, per_key, rate_count, rate_period_ms, updated_at) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (name) DO UPDATE SET concurrency = ?2, \
@@ -108,14 +118,6 @@ pub(super) fn limit(
         to_micros(now)
     ])
     .map_err(db_err)?;
-    // The start log is kept while the queue has a rate: the starts already made in the
-    // window count against a rate set again or lowered. Without a rate it is dropped.
-    if limits.rate.is_none() {
-        conn.prepare_cached("DELETE FROM queue_starts WHERE queue = ?1")
-            .map_err(db_err)?
-            .execute([queue])
-            .map_err(db_err)?;
-    }
     drop_if_empty(conn, queue)
 }
 

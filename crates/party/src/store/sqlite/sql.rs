@@ -369,7 +369,7 @@ fn renumber(sql: &str, by: usize) -> String {
 pub(super) const EXISTING_UNIQUE: &str =
     "SELECT id FROM tasks WHERE handler = ?1 AND unique_key = ?2";
 
-/// The latest task with a handler's unique key that finished at or after ?3.
+/// The latest task with a handler's unique key that finished after ?3.
 pub(super) const RECENT_UNIQUE: &str = "SELECT id FROM task_history \
     WHERE handler = ?1 AND unique_key = ?2 AND finished_at > ?3 \
     ORDER BY finished_at DESC LIMIT 1";

@@ -934,3 +934,41 @@ async fn pooled_connections_the_server_closed_are_replaced() {
     );
     db.cleanup().await;
 }
+
+/// A server that accepts the TCP connection and never answers (frozen, or a hung pooler in
+/// front of it): opening the store fails within the connect timeout with the usual message,
+/// the password left out, instead of waiting forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opening_a_store_on_a_server_that_never_answers_fails_within_the_connect_timeout() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        loop {
+            let (socket, _) = listener.accept().await.unwrap();
+            held.push(socket);
+        }
+    });
+    let url = format!("postgres://postgres:secret@127.0.0.1:{port}/test?connect_timeout=2");
+    let started = std::time::Instant::now();
+    let got = tokio::time::timeout(Duration::from_secs(20), PgStore::connect(&url)).await;
+    silent.abort();
+    let msg = match got {
+        Err(_) => panic!(
+            "still waiting after {:?} with connect_timeout=2",
+            started.elapsed()
+        ),
+        Ok(Ok(_)) => panic!("connected to a server that never answered"),
+        Ok(Err(e)) => e.to_string(),
+    };
+    assert!(
+        msg.contains("cannot connect to PostgreSQL") && msg.contains("connect timeout"),
+        "{msg}"
+    );
+    assert!(!msg.contains("secret"), "{msg}");
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "{:?}",
+        started.elapsed()
+    );
+}

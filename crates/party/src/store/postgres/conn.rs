@@ -55,23 +55,34 @@ impl Target {
     }
 }
 
-/// Open a connection; the caller drives (spawns) its background half.
+/// Open a connection; the caller drives (spawns) its background half. The whole opening
+/// (TCP, TLS, start-up, authentication) is bounded by the connect timeout: the client bounds
+/// only the TCP connect, and a server that accepts and never answers (frozen, or a hung
+/// pooler in front of it) would hold the caller forever.
 pub(super) async fn open(target: &Target) -> Result<(Client, PgConnection), TaskError> {
-    target
-        .config
-        .connect(target.tls.connector.clone())
-        .await
-        .map_err(|e| {
-            let why = target
-                .tls
-                .explain(&e, &target.host())
-                .unwrap_or_else(|| describe(&e));
+    let opening = target.config.connect(target.tls.connector.clone());
+    let opened = match target.config.get_connect_timeout() {
+        Some(limit) => tokio::time::timeout(*limit, opening).await.map_err(|_| {
             TaskError::store(format!(
-                "cannot connect to PostgreSQL at {}: {why}; check that the server runs and the \
-                 URL is right",
-                target.place()
+                "cannot connect to PostgreSQL at {}: no answer within the connect timeout \
+                 ({} s); check that the server runs and answers, and the URL is right",
+                target.place(),
+                limit.as_secs_f64()
             ))
-        })
+        })?,
+        None => opening.await,
+    };
+    opened.map_err(|e| {
+        let why = target
+            .tls
+            .explain(&e, &target.host())
+            .unwrap_or_else(|| describe(&e));
+        TaskError::store(format!(
+            "cannot connect to PostgreSQL at {}: {why}; check that the server runs and the \
+                 URL is right",
+            target.place()
+        ))
+    })
 }
 
 /// Open a connection whose background half runs on its own task.

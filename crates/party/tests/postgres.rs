@@ -240,7 +240,7 @@ async fn a_heartbeat_skips_locked_rows_and_keeps_them_held() {
         live_until: now + secs(90),
     };
     let renewed_until = now + secs(60);
-    let lost = tokio::time::timeout(
+    let beat = tokio::time::timeout(
         Duration::from_secs(5),
         store.task_heartbeat(party::store::HeartbeatParams {
             worker: &worker,
@@ -252,7 +252,10 @@ async fn a_heartbeat_skips_locked_rows_and_keeps_them_held() {
     .await
     .expect("a heartbeat does not wait for a locked row")
     .unwrap();
-    assert!(lost.is_empty(), "both claims are still held: {lost:?}");
+    assert!(beat.lost.is_empty(), "both claims are still held: {beat:?}");
+    // The locked one is said to be left unrenewed: its worker must not count on a lease
+    // the store does not have.
+    assert_eq!(beat.unrenewed, vec![a], "{beat:?}");
     tx.rollback().await.unwrap();
     let lease = |id: TaskId| {
         let client = &client;
@@ -290,7 +293,8 @@ async fn a_heartbeat_skips_locked_rows_and_keeps_them_held() {
             now,
         })
         .await
-        .unwrap();
+        .unwrap()
+        .lost;
     assert_eq!(lost, vec![a]);
     db.cleanup().await;
 }
@@ -970,5 +974,101 @@ async fn opening_a_store_on_a_server_that_never_answers_fails_within_the_connect
         started.elapsed() < Duration::from_secs(6),
         "{:?}",
         started.elapsed()
+    );
+}
+
+/// Runs until its attempt is dropped, and says whether it still runs.
+struct Hold(Arc<std::sync::atomic::AtomicBool>);
+
+/// Clears the flag when the attempt is dropped.
+struct Running(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl party::Task for Hold {
+    const NAME: &'static str = "hold";
+
+    async fn run(&self, _ctx: &mut party::TaskContext) -> Result<(), TaskError> {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _running = Running(self.0.clone());
+        tokio::time::sleep(Duration::from_secs(120)).await;
+        Ok(())
+    }
+}
+
+/// A heartbeat skips a row another transaction has locked (a rescue, a steer): that claim is
+/// still held but its lease is not renewed, and the worker must not act as if it were. With
+/// the row locked across several heartbeats, the worker stops the attempt when the lease, as
+/// last renewed, ends, before a rescue could let the task run elsewhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attempt_whose_lease_was_never_renewed_stops_when_the_lease_ends() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let Some(db) = TestDb::new() else { return };
+    let alive = Arc::new(AtomicBool::new(false));
+    let registry = party::builtin::registry(false).register(Hold(alive.clone()));
+    let party = Party::connect(&db.url(), registry).await.unwrap();
+    let id = party.add(NewTask::new("hold")).await.unwrap();
+    let worker = party.worker(WorkerConfig {
+        id: Some("lease-w1".into()),
+        concurrency: 1,
+        lease: Duration::from_secs(3),
+        ..WorkerConfig::default()
+    });
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(async move {
+        worker
+            .run(async {
+                let _ = stop_rx.await;
+            })
+            .await
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !alive.load(Ordering::SeqCst) {
+        assert!(std::time::Instant::now() < deadline, "the attempt started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Another transaction holds the task's row across a few heartbeats.
+    let mut locker = db.client().await;
+    let tx = locker.transaction().await.unwrap();
+    let key: &[u8] = &id.as_bytes()[..];
+    tx.query_one(
+        &format!(
+            "SELECT 1 FROM \"{}\".tasks WHERE id = $1 FOR UPDATE",
+            db.schema
+        ),
+        &[&key],
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let watcher = db.client().await;
+    let lease_over: bool = watcher
+        .query_one(
+            &format!(
+                "SELECT lease_until < now() FROM \"{}\".tasks WHERE id = $1",
+                db.schema
+            ),
+            &[&key],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(lease_over, "the store's lease (3 s) was never renewed");
+    let alive_after_lease = alive.load(Ordering::SeqCst);
+    tx.commit().await.unwrap();
+    let _ = stop_tx.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(30), running).await;
+    drop((watcher, party));
+    db.cleanup().await;
+    // Once the store's lease is over, a rescue may release the task to any worker: the first
+    // attempt must be over by then.
+    assert!(
+        !alive_after_lease,
+        "the attempt still ran after its lease ended unrenewed: the heartbeat reported the \
+         locked row as held, and the worker took that as a renewal"
     );
 }

@@ -399,6 +399,17 @@ pub struct HeartbeatParams<'a> {
     pub now: Timestamp,
 }
 
+/// What a heartbeat found, in the order of [`HeartbeatParams::tasks`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Heartbeat {
+    /// Tasks the worker no longer holds (stale fence): it abandons them.
+    pub lost: Vec<TaskId>,
+    /// Tasks the worker still holds whose lease was not renewed this time (another
+    /// transaction had the row locked): the lease stands as last renewed, and the worker must
+    /// not count on more.
+    pub unrenewed: Vec<TaskId>,
+}
+
 /// A table [`crate::copy`] carries from one store to another, in the order it copies them.
 /// Workers and maintenance leaderships are not carried: they belong to the processes of the
 /// source, and a copy refuses while any of its workers is live. Nor is the start log of
@@ -689,9 +700,10 @@ pub trait Store: Send + Sync + 'static {
     async fn task_finish(&self, batch: Vec<Finish>) -> Result<Vec<FinishResult>, TaskError>;
 
     /// Renew the leases of held tasks and record the worker as live until its
-    /// [`WorkerInfo::live_until`]. Returns the tasks the worker no longer holds (stale fence),
-    /// which it should abandon.
-    async fn task_heartbeat(&self, params: HeartbeatParams<'_>) -> Result<Vec<TaskId>, TaskError>;
+    /// [`WorkerInfo::live_until`]. Says which tasks the worker no longer holds (stale fence),
+    /// which it should abandon, and which it holds but whose lease this renewal left as it
+    /// was.
+    async fn task_heartbeat(&self, params: HeartbeatParams<'_>) -> Result<Heartbeat, TaskError>;
 
     /// Running tasks whose lease ended before `now`, earliest expiry first. Releasing them is
     /// decided above the seam and written with [`Store::task_finish`].

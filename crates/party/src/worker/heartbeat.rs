@@ -31,7 +31,7 @@ impl Inner {
             last_seen: now,
             live_until: lease_until,
         };
-        let lost = self
+        let beat = self
             .store
             .task_heartbeat(HeartbeatParams {
                 worker: &info,
@@ -43,8 +43,11 @@ impl Inner {
         let mut lost_claims = Vec::new();
         let mut books = self.held.lock().unwrap();
         for (id, fence) in held {
-            if lost.contains(&id) {
+            if beat.lost.contains(&id) {
                 lost_claims.push((id, fence));
+            } else if beat.unrenewed.contains(&id) {
+                // Still held, but its lease stands as last renewed: the attempt stops when
+                // that ends unless a later heartbeat renews it.
             } else if let Some(h) = books.get_mut(&id).filter(|h| h.fence == fence) {
                 h.lease_until = h.lease_until.max(lease_until);
             }

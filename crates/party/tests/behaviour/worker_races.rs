@@ -401,7 +401,10 @@ mod faulty {
             }
             self.inner.task_finish(b).await
         }
-        async fn task_heartbeat(&self, p: HeartbeatParams<'_>) -> Result<Vec<TaskId>, TaskError> {
+        async fn task_heartbeat(
+            &self,
+            p: HeartbeatParams<'_>,
+        ) -> Result<party::store::Heartbeat, TaskError> {
             if self.fail_heartbeats.load(Ordering::SeqCst) {
                 return Err(outage());
             }

@@ -40,7 +40,8 @@ async fn a_heartbeat_renews_the_leases_it_still_holds(b: Backend) {
             now: t0() + secs(20),
         })
         .await
-        .unwrap();
+        .unwrap()
+        .lost;
     assert_eq!(lost, Vec::new());
     assert_eq!(h.expired(t0() + secs(60)).await, Vec::new());
     assert_eq!(
@@ -85,7 +86,8 @@ async fn a_heartbeat_reports_the_claims_no_longer_held(b: Backend) {
             now: t0(),
         })
         .await
-        .unwrap();
+        .unwrap()
+        .lost;
     assert_eq!(
         lost,
         vec![finished.id, reclaimed.id, unknown],
@@ -111,6 +113,7 @@ async fn a_heartbeat_records_the_worker_live_for_its_own_lease_until_it_leaves(b
                 })
                 .await
                 .unwrap()
+                .lost
         }
     };
     beat(me(t0())).await;
@@ -164,7 +167,8 @@ async fn a_stale_claim_listed_beside_the_current_one_is_reported(b: Backend) {
             now: t0(),
         })
         .await
-        .unwrap();
+        .unwrap()
+        .lost;
     assert_eq!(lost, vec![id], "the stale entry is reported, once");
     assert_eq!(
         h.expired(t0() + secs(31)).await,

@@ -85,9 +85,9 @@ use self::sql::{
 use self::wakeup::{listen, notify_loop, signal_loop};
 use super::{
     ClaimParams, ClaimedTask, CopyKey, CopyRead, CopyRows, CopyTable, ExpiredParams, ExpiredTask,
-    Finish, FinishResult, HeartbeatParams, InsertTask, LeaderParams, ManyCount, PruneCounts,
-    PruneParams, QueueCounts, StatsParams, Steer, SteerMany, Store, StoreStats, TableSize,
-    TableSizes,
+    Finish, FinishResult, Heartbeat, HeartbeatParams, InsertTask, LeaderParams, ManyCount,
+    PruneCounts, PruneParams, QueueCounts, StatsParams, Steer, SteerMany, Store, StoreStats,
+    TableSize, TableSizes,
 };
 use crate::model::{ListCursor, ListFilter, State, TaskInfo, WorkerInfo};
 use crate::queues::{QueueControl, QueueLimits};
@@ -909,7 +909,7 @@ impl Store for PgStore {
         Ok(results)
     }
 
-    async fn task_heartbeat(&self, p: HeartbeatParams<'_>) -> Result<Vec<TaskId>, TaskError> {
+    async fn task_heartbeat(&self, p: HeartbeatParams<'_>) -> Result<Heartbeat, TaskError> {
         let conn = self.pool.get().await?;
         let ids: Vec<&[u8]> = p.tasks.iter().map(|(id, _)| &id.as_bytes()[..]).collect();
         let fences: Vec<i64> = p.tasks.iter().map(|(_, f)| *f).collect();
@@ -933,12 +933,20 @@ impl Store for PgStore {
         // Told apart by fence: a stale claim listed beside a current one of the same task is
         // reported.
         let kept: HashSet<(&[u8], i64)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
-        Ok(p.tasks
+        let unrenewed: HashSet<(&[u8], i64)> = rows
             .iter()
-            .zip(&ids)
-            .filter(|((_, fence), key)| !kept.contains(&(**key, *fence)))
-            .map(|((id, _), _)| *id)
-            .collect())
+            .filter(|r| !r.get::<_, bool>(2))
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        let mut beat = Heartbeat::default();
+        for ((id, fence), key) in p.tasks.iter().zip(&ids) {
+            if !kept.contains(&(*key, *fence)) {
+                beat.lost.push(*id);
+            } else if unrenewed.contains(&(*key, *fence)) {
+                beat.unrenewed.push(*id);
+            }
+        }
+        Ok(beat)
     }
 
     async fn task_expired(&self, p: ExpiredParams) -> Result<Vec<ExpiredTask>, TaskError> {

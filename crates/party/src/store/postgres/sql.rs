@@ -411,12 +411,13 @@ pub(super) fn sql_finish_moves(s: &str) -> String {
     format!("WITH {} SELECT id, state, fence FROM d", move_ctes(s, p))
 }
 
-/// Renew the leases of the claims the worker still holds and return those claims. Rows
-/// another transaction has locked (the worker's own finish of them, a rescue) are skipped,
-/// not waited for: a heartbeat that waited could deadlock with a finish batch locking the
-/// same rows in another order. A skipped row still counts as held when the statement's
-/// snapshot shows it running under the claim's fence; the next heartbeat renews it if it is
-/// still running then.
+/// Renew the leases of the claims the worker still holds and return those claims, each with
+/// whether its lease was renewed. Rows another transaction has locked (the worker's own
+/// finish of them, a rescue, a steer) are skipped, not waited for: a heartbeat that waited
+/// could deadlock with a finish batch locking the same rows in another order. A skipped row
+/// still counts as held when the statement's snapshot shows it running under the claim's
+/// fence, but unrenewed: the worker keeps its lease as last renewed, and the next heartbeat
+/// renews it if it is still running then.
 pub(super) fn sql_heartbeat(s: &str) -> String {
     format!(
         "WITH w AS (INSERT INTO {s}.workers (id, handlers, queues, last_seen, live_until) \
@@ -430,7 +431,7 @@ pub(super) fn sql_heartbeat(s: &str) -> String {
          renew AS (SELECT t.id FROM {s}.tasks t WHERE (t.id, t.fence) IN (SELECT * FROM held) \
            AND t.state = 'running' FOR UPDATE SKIP LOCKED), \
          u AS (UPDATE {s}.tasks t SET lease_until = $5 FROM renew WHERE t.id = renew.id) \
-         SELECT id, fence FROM held"
+         SELECT h.id, h.fence, EXISTS (SELECT 1 FROM renew r WHERE r.id = h.id) FROM held h"
     )
 }
 

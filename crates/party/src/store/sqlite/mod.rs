@@ -28,8 +28,9 @@ use self::rows::{
 use self::wakeup::watch_other_processes;
 use super::{
     ClaimParams, ClaimedTask, CopyKey, CopyRead, CopyRows, CopyTable, ExpiredParams, ExpiredTask,
-    Finish, FinishResult, HeartbeatParams, InsertTask, LeaderParams, ManyCount, Next, PruneCounts,
-    PruneParams, QueueCounts, StatsParams, Steer, SteerMany, Store, StoreStats, TableSizes,
+    Finish, FinishResult, Heartbeat, HeartbeatParams, InsertTask, LeaderParams, ManyCount, Next,
+    PruneCounts, PruneParams, QueueCounts, StatsParams, Steer, SteerMany, Store, StoreStats,
+    TableSizes,
 };
 use crate::clock::{from_micros, to_micros};
 use crate::model::{ListCursor, ListFilter, State, TaskInfo, WorkerInfo};
@@ -870,7 +871,7 @@ impl Store for SqliteStore {
         Ok(results)
     }
 
-    async fn task_heartbeat(&self, p: HeartbeatParams<'_>) -> Result<Vec<TaskId>, TaskError> {
+    async fn task_heartbeat(&self, p: HeartbeatParams<'_>) -> Result<Heartbeat, TaskError> {
         let worker = p.worker.clone();
         let tasks = p.tasks.to_vec();
         let (lease, now) = (to_micros(p.lease_until), to_micros(p.now));
@@ -897,7 +898,11 @@ impl Store for SqliteStore {
                         lost.push(*id);
                     }
                 }
-                Ok(lost)
+                // The one writer renews every row it holds.
+                Ok(Heartbeat {
+                    lost,
+                    unrenewed: Vec::new(),
+                })
             })
         })
         .await

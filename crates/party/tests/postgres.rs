@@ -1072,3 +1072,96 @@ async fn an_attempt_whose_lease_was_never_renewed_stops_when_the_lease_ends() {
          locked row as held, and the worker took that as a renewal"
     );
 }
+
+/// A worker stopped gracefully removes its row at once, and its last heartbeat, already sent
+/// when the stop came, does not write it back: the stop waits for that beat. Here another
+/// session holds the tasks table, so a heartbeat is provably on its way (as a slow server
+/// would delay it) while the worker stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_worker_is_not_written_back_as_live_by_its_last_heartbeat() {
+    let Some(db) = TestDb::new() else { return };
+    // Statements sent whole (no pooler is needed in front for that): a heartbeat goes to the
+    // server in one message, as a prepared one does on a connection that ran it before.
+    let party = Party::connect(
+        &format!("{}&pooler=transaction", db.url()),
+        party::builtin::registry(false),
+    )
+    .await
+    .unwrap();
+    let worker_id = format!("stop-{:08x}", fastrand::u32(..));
+    let worker = party.worker(WorkerConfig {
+        id: Some(worker_id.clone()),
+        lease: Duration::from_secs(3),
+        poll_interval: Duration::from_secs(120),
+        shutdown_grace: Duration::from_millis(100),
+        ..WorkerConfig::default()
+    });
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(async move {
+        worker
+            .run(async {
+                let _ = stop_rx.await;
+            })
+            .await
+    });
+    let live = |stats: &party::Stats| stats.workers.iter().any(|w| w.id == worker_id);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !live(&party.stats().await.unwrap()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the worker registered"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The next heartbeat (every second here) is sent but cannot run yet.
+    let mut locker = db.client().await;
+    let tx = locker.transaction().await.unwrap();
+    tx.batch_execute(&format!(
+        "LOCK TABLE \"{}\".tasks IN EXCLUSIVE MODE",
+        db.schema
+    ))
+    .await
+    .unwrap();
+    let watcher = db.client().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let waiting: i64 = watcher
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' \
+                 AND query LIKE '%.workers (id, handlers, queues, last_seen, live_until)%' \
+                 AND position($1 in query) > 0",
+                &[&db.schema],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if waiting > 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no heartbeat was sent"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Stop the worker; the lock goes a moment later, while the stop waits for the beat.
+    stop_tx.send(()).unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    tx.commit().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(20), running)
+        .await
+        .expect("the worker stops")
+        .unwrap()
+        .unwrap();
+    drop(party);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let fresh = db.party().await;
+    let stats = fresh.stats().await.unwrap();
+    drop((watcher, fresh));
+    db.cleanup().await;
+    assert!(
+        !live(&stats),
+        "the stopped worker is listed as live: its last heartbeat wrote its row back after \
+         the stop removed it"
+    );
+}

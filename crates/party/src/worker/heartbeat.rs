@@ -150,13 +150,18 @@ pub(super) async fn give_up(inner: Arc<Inner>) {
     }
 }
 
-/// Renew leases every third of the lease, for as long as the worker runs.
-pub(super) async fn heartbeat(inner: Arc<Inner>) {
+/// Renew leases every third of the lease, for as long as the worker runs: until `stop` says
+/// so, between beats.
+pub(super) async fn heartbeat(inner: Arc<Inner>, mut stop: tokio::sync::watch::Receiver<bool>) {
     let every = (inner.config.lease / 3).max(Duration::from_millis(10));
     let mut ticker = tokio::time::interval(every);
     ticker.tick().await;
     loop {
-        ticker.tick().await;
+        // Stopped between beats only: a beat once sent is seen through.
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
         match inner.beat().await {
             Ok(lost) => {
                 for (id, fence) in lost {

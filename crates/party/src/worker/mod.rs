@@ -234,6 +234,9 @@ struct Executed {
     _permit: OwnedSemaphorePermit,
 }
 
+/// How long a stopping worker waits for a heartbeat already sent before it removes its row.
+const HEARTBEAT_STOP: Duration = Duration::from_secs(5);
+
 /// Places for claimed tasks whose results are not yet written: twice what may be claimed
 /// ahead, so a full set of attempts can end while the previous set's results are written.
 fn unrecorded_places(config: &WorkerConfig) -> usize {
@@ -382,7 +385,8 @@ impl Worker {
             done_rx,
             unrecorded.clone(),
         ));
-        let heartbeat = tokio::spawn(heartbeat::heartbeat(inner.clone()));
+        let (stop_beating, beating) = watch::channel(false);
+        let mut heartbeat = tokio::spawn(heartbeat::heartbeat(inner.clone(), beating));
         let cancellations = tokio::spawn(heartbeat::cancellations(inner.clone()));
         let give_up = tokio::spawn(heartbeat::give_up(inner.clone()));
         let rescuer = self.rescuer();
@@ -615,7 +619,15 @@ impl Worker {
             let _ = unrecorded.acquire_many(all).await;
         }
         drop(done_tx);
-        heartbeat.abort();
+        // The heartbeat stops between beats: a beat already sent is waited for (a few
+        // seconds at most), or it could write the worker's row back after its removal below.
+        stop_beating.send_replace(true);
+        if tokio::time::timeout(HEARTBEAT_STOP, &mut heartbeat)
+            .await
+            .is_err()
+        {
+            heartbeat.abort();
+        }
         cancellations.abort();
         give_up.abort();
         maintenance.abort();

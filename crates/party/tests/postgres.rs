@@ -1165,3 +1165,47 @@ async fn a_stopped_worker_is_not_written_back_as_live_by_its_last_heartbeat() {
          the stop removed it"
     );
 }
+
+/// Behind a transaction pooler (`pooler=transaction`) a statement given as SQL text learns
+/// its parameter types on first use. A caller that gives up while that runs (a timeout
+/// around it) must not hand the connection back inside a transaction: the next call on it
+/// would run there, and an `add` would return an id whose task is never committed. (No
+/// PgBouncer is needed to show it: the option only changes how statements are sent. The
+/// learning is held up by a lock another session holds, so the caller certainly gives up
+/// in the middle.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_given_up_does_not_leave_its_connection_inside_a_transaction() {
+    let Some(db) = TestDb::new() else { return };
+    let url = format!("{}&pooler=transaction&pool_max=1", db.url());
+    let party = Party::connect(&url, party::builtin::registry(false))
+        .await
+        .unwrap();
+    let mut locker = db.client().await;
+    let tx = locker.transaction().await.unwrap();
+    tx.batch_execute(&format!(
+        "LOCK TABLE \"{}\".queues IN SHARE MODE",
+        db.schema
+    ))
+    .await
+    .unwrap();
+    let paused =
+        tokio::time::timeout(Duration::from_millis(1500), party.pause_queue("reports")).await;
+    assert!(paused.is_err(), "the pause was held up, and given up");
+    tx.commit().await.unwrap();
+    let id = party.add(NewTask::new("noop")).await.unwrap();
+    let watcher = db.client().await;
+    let key: &[u8] = &id.as_bytes()[..];
+    let count = format!("SELECT count(*) FROM \"{}\".tasks WHERE id = $1", db.schema);
+    let visible: i64 = watcher.query_one(&count, &[&key]).await.unwrap().get(0);
+    drop(party);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let kept: i64 = watcher.query_one(&count, &[&key]).await.unwrap().get(0);
+    drop(watcher);
+    db.cleanup().await;
+    assert_eq!(
+        (visible, kept),
+        (1, 1),
+        "add returned {id}, but its task was written inside the transaction the call given \
+         up left open"
+    );
+}

@@ -267,10 +267,7 @@ impl Sending {
             return Ok(());
         }
         let texts: Vec<&str> = sqls.iter().map(String::as_str).collect();
-        c.batch_execute("BEGIN").await?;
-        let learnt = learn_types(c, &texts).await;
-        c.batch_execute(if learnt.is_ok() { "COMMIT" } else { "ROLLBACK" })
-            .await?;
+        let learnt = learn_types_at_once(c, &texts).await;
         let mut known = self.learnt.lock().unwrap();
         for (sql, types) in sqls.iter().zip(learnt?) {
             known.insert(sql.clone(), types);
@@ -289,14 +286,11 @@ impl Sending {
         if let Some(types) = known {
             return Ok(types);
         }
-        if !in_tx {
-            c.batch_execute("BEGIN").await?;
-        }
-        let learnt = learn_types(c, &[s.text()]).await;
-        if !in_tx {
-            let end = if learnt.is_ok() { "COMMIT" } else { "ROLLBACK" };
-            c.batch_execute(end).await?;
-        }
+        let learnt = if in_tx {
+            learn_types(c, &[s.text()]).await
+        } else {
+            learn_types_at_once(c, &[s.text()]).await
+        };
         let types = learnt?.pop().expect("one statement, one list of types");
         self.learnt
             .lock()
@@ -408,6 +402,65 @@ impl Sending {
 /// `PREPARE` under names of this call's own, read back from `pg_prepared_statements`, and
 /// `DEALLOCATE`d at once. Runs inside the caller's transaction, so all of it happens in one
 /// server session.
+/// [`learn_types`] outside a transaction: every statement in one message, which the server
+/// runs as one transaction of its own. Sent whole, it leaves the connection outside any
+/// transaction even when its caller gives up waiting for the answer; sent a round trip at a
+/// time between a `BEGIN` and a `COMMIT`, a caller that gave up in between (a timeout around
+/// it) handed the connection back to the pool inside the transaction, and the next caller's
+/// writes went into it, never committed.
+async fn learn_types_at_once<C: GenericClient + Sync>(
+    c: &C,
+    sqls: &[&str],
+) -> Result<Vec<Arc<[Type]>>, Error> {
+    use std::fmt::Write as _;
+    let tag = format!("party_types_{:016x}", fastrand::u64(..));
+    let mut batch = String::new();
+    for (i, sql) in sqls.iter().enumerate() {
+        let _ = write!(batch, "PREPARE {tag}_{i} AS {sql};");
+    }
+    let _ = write!(
+        batch,
+        "SELECT name, parameter_types::oid[]::text FROM pg_prepared_statements \
+         WHERE name LIKE '{tag}%';"
+    );
+    for i in 0..sqls.len() {
+        let _ = write!(batch, "DEALLOCATE {tag}_{i};");
+    }
+    let mut types: Vec<Option<Arc<[Type]>>> = vec![None; sqls.len()];
+    for message in c.simple_query(&batch).await? {
+        let tokio_postgres::SimpleQueryMessage::Row(row) = message else {
+            continue;
+        };
+        let (Some(name), Some(oids)) = (row.get(0), row.get(1)) else {
+            continue;
+        };
+        let Some(slot) = name
+            .rsplit('_')
+            .next()
+            .and_then(|i| i.parse::<usize>().ok())
+            .and_then(|i| types.get_mut(i))
+        else {
+            continue;
+        };
+        *slot = Some(
+            oids.trim_matches(|c| c == '{' || c == '}')
+                .split(',')
+                .filter(|oid| !oid.is_empty())
+                .map(|oid| {
+                    oid.parse::<u32>()
+                        .ok()
+                        .and_then(Type::from_oid)
+                        .unwrap_or(Type::UNKNOWN)
+                })
+                .collect(),
+        );
+    }
+    Ok(types
+        .into_iter()
+        .map(|t| t.expect("every statement was prepared"))
+        .collect())
+}
+
 async fn learn_types<C: GenericClient + Sync>(
     c: &C,
     sqls: &[&str],

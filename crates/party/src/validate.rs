@@ -1124,8 +1124,8 @@ pub fn redact_url(url: &str) -> String {
             let query: Vec<String> = query
                 .split('&')
                 .map(|pair| match pair.split_once('=') {
-                    Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
-                    // Another URL inside (PostgreSQL's listen_url), shown decoded and redacted.
+                    // Another URL inside (PostgreSQL's listen_url), shown decoded and redacted;
+                    // `password=` is masked below, wherever it stands.
                     Some(("listen_url", v)) => format!(
                         "listen_url={}",
                         redact_url(&percent_decoded(v).unwrap_or_else(|| v.to_string()))
@@ -1153,11 +1153,7 @@ fn mask_password_params(s: &str) -> String {
         let end = s[value..].find('&').map_or(s.len(), |i| value + i);
         let named = start == 0 || matches!(s.as_bytes()[start - 1], b'?' | b'&');
         out.push_str(&s[at..value]);
-        out.push_str(if named && end > value {
-            "***"
-        } else {
-            &s[value..end]
-        });
+        out.push_str(if named { "***" } else { &s[value..end] });
         at = end;
     }
     out.push_str(&s[at..]);

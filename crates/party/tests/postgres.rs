@@ -977,6 +977,33 @@ async fn opening_a_store_on_a_server_that_never_answers_fails_within_the_connect
     );
 }
 
+/// `worker` run in the background until the sender is used (or dropped).
+fn run_in_background(
+    worker: party::Worker,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<party::WorkerReport, TaskError>>,
+) {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(async move {
+        worker
+            .run(async {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    (stop, running)
+}
+
+/// Polls (real time, briefly) until `cond` holds; panics naming `what` after 10 s.
+async fn until(what: &str, mut cond: impl AsyncFnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !cond().await {
+        assert!(std::time::Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Runs until its attempt is dropped, and says whether it still runs.
 struct Hold(Arc<std::sync::atomic::AtomicBool>);
 
@@ -1018,19 +1045,8 @@ async fn an_attempt_whose_lease_was_never_renewed_stops_when_the_lease_ends() {
         lease: Duration::from_secs(3),
         ..WorkerConfig::default()
     });
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(async move {
-        worker
-            .run(async {
-                let _ = stop_rx.await;
-            })
-            .await
-    });
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !alive.load(Ordering::SeqCst) {
-        assert!(std::time::Instant::now() < deadline, "the attempt started");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let (stop_tx, running) = run_in_background(worker);
+    until("the attempt started", async || alive.load(Ordering::SeqCst)).await;
     // Another transaction holds the task's row across a few heartbeats.
     let mut locker = db.client().await;
     let tx = locker.transaction().await.unwrap();
@@ -1096,23 +1112,12 @@ async fn a_stopped_worker_is_not_written_back_as_live_by_its_last_heartbeat() {
         shutdown_grace: Duration::from_millis(100),
         ..WorkerConfig::default()
     });
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(async move {
-        worker
-            .run(async {
-                let _ = stop_rx.await;
-            })
-            .await
-    });
+    let (stop_tx, running) = run_in_background(worker);
     let live = |stats: &party::Stats| stats.workers.iter().any(|w| w.id == worker_id);
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !live(&party.stats().await.unwrap()) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the worker registered"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until("the worker registered", async || {
+        live(&party.stats().await.unwrap())
+    })
+    .await;
     // The next heartbeat (every second here) is sent but cannot run yet.
     let mut locker = db.client().await;
     let tx = locker.transaction().await.unwrap();

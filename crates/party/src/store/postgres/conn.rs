@@ -259,15 +259,16 @@ impl Sending {
     }
 
     /// Behind a transaction pooler, learn the parameter types of the fixed set `sqls` now, in
-    /// one transaction of its own: they may then run between a `BEGIN` and a `COMMIT` given as
-    /// text, where learning would end the caller's transaction. Nothing to do on a direct
-    /// connection, which prepares each statement when it first runs it.
+    /// one transaction of its own: they then run between a `BEGIN` and a `COMMIT` given as
+    /// text with nothing left to learn there, where a failed learning would abort the
+    /// caller's transaction. Nothing to do on a direct connection, which prepares each
+    /// statement when it first runs it.
     pub(super) async fn learn_all(&self, c: &Client, sqls: &[String]) -> Result<(), Error> {
         if !self.unnamed {
             return Ok(());
         }
         let texts: Vec<&str> = sqls.iter().map(String::as_str).collect();
-        let learnt = learn_types_at_once(c, &texts).await;
+        let learnt = learn_types(c, &texts).await;
         let mut known = self.learnt.lock().unwrap();
         for (sql, types) in sqls.iter().zip(learnt?) {
             known.insert(sql.clone(), types);
@@ -275,9 +276,9 @@ impl Sending {
         Ok(())
     }
 
-    /// The parameter types of `s`, learnt once per store (inside the
-    /// caller's transaction, or one of its own).
-    async fn types<C, S>(&self, c: &C, in_tx: bool, s: &S) -> Result<Arc<[Type]>, Error>
+    /// The parameter types of `s`, learnt once per store (inside the caller's transaction,
+    /// if any).
+    async fn types<C, S>(&self, c: &C, s: &S) -> Result<Arc<[Type]>, Error>
     where
         C: GenericClient + Sync,
         S: Sql + ?Sized,
@@ -286,12 +287,10 @@ impl Sending {
         if let Some(types) = known {
             return Ok(types);
         }
-        let learnt = if in_tx {
-            learn_types(c, &[s.text()]).await
-        } else {
-            learn_types_at_once(c, &[s.text()]).await
-        };
-        let types = learnt?.pop().expect("one statement, one list of types");
+        let types = learn_types(c, &[s.text()])
+            .await?
+            .pop()
+            .expect("one statement, one list of types");
         self.learnt
             .lock()
             .unwrap()
@@ -303,7 +302,7 @@ impl Sending {
     /// its parameter types learnt behind a pooler.
     async fn ready(&self, c: &Client, s: &Stmt) -> Result<(), Error> {
         if self.unnamed {
-            self.types(c, false, s).await.map(drop)
+            self.types(c, s).await.map(drop)
         } else {
             s.prepared(c).await.map(drop)
         }
@@ -312,7 +311,6 @@ impl Sending {
     async fn rows<C, S>(
         &self,
         c: &C,
-        in_tx: bool,
         s: &S,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Row>, Error>
@@ -326,14 +324,13 @@ impl Sending {
                 None => c.query(s.text(), params).await,
             };
         }
-        let types = self.types(c, in_tx, s).await?;
+        let types = self.types(c, s).await?;
         c.query_typed(s.text(), &typed(params, &types)).await
     }
 
     async fn row_opt<C, S>(
         &self,
         c: &C,
-        in_tx: bool,
         s: &S,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Option<Row>, Error>
@@ -347,17 +344,11 @@ impl Sending {
                 None => c.query_opt(s.text(), params).await,
             };
         }
-        let types = self.types(c, in_tx, s).await?;
+        let types = self.types(c, s).await?;
         c.query_typed_opt(s.text(), &typed(params, &types)).await
     }
 
-    async fn row<C, S>(
-        &self,
-        c: &C,
-        in_tx: bool,
-        s: &S,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> Result<Row, Error>
+    async fn row<C, S>(&self, c: &C, s: &S, params: &[&(dyn ToSql + Sync)]) -> Result<Row, Error>
     where
         C: GenericClient + Sync,
         S: Sql + ?Sized,
@@ -368,17 +359,11 @@ impl Sending {
                 None => c.query_one(s.text(), params).await,
             };
         }
-        let types = self.types(c, in_tx, s).await?;
+        let types = self.types(c, s).await?;
         c.query_typed_one(s.text(), &typed(params, &types)).await
     }
 
-    async fn count<C, S>(
-        &self,
-        c: &C,
-        in_tx: bool,
-        s: &S,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> Result<u64, Error>
+    async fn count<C, S>(&self, c: &C, s: &S, params: &[&(dyn ToSql + Sync)]) -> Result<u64, Error>
     where
         C: GenericClient + Sync,
         S: Sql + ?Sized,
@@ -389,7 +374,7 @@ impl Sending {
                 None => c.execute(s.text(), params).await,
             };
         }
-        let types = self.types(c, in_tx, s).await?;
+        let types = self.types(c, s).await?;
         let stream = c.query_typed_raw(s.text(), typed(params, &types)).await?;
         let mut stream = std::pin::pin!(stream);
         while stream.try_next().await?.is_some() {}
@@ -400,15 +385,13 @@ impl Sending {
 /// The parameter types of each statement, asked of the server without a protocol-level
 /// prepared statement (whose name another client of a pooled server session may hold): SQL
 /// `PREPARE` under names of this call's own, read back from `pg_prepared_statements`, and
-/// `DEALLOCATE`d at once. Runs inside the caller's transaction, so all of it happens in one
-/// server session.
-/// [`learn_types`] outside a transaction: every statement in one message, which the server
-/// runs as one transaction of its own. Sent whole, it leaves the connection outside any
-/// transaction even when its caller gives up waiting for the answer; sent a round trip at a
-/// time between a `BEGIN` and a `COMMIT`, a caller that gave up in between (a timeout around
-/// it) handed the connection back to the pool inside the transaction, and the next caller's
-/// writes went into it, never committed.
-async fn learn_types_at_once<C: GenericClient + Sync>(
+/// `DEALLOCATE`d at once, all in one message, so in one server session: inside the caller's
+/// transaction, or as one transaction of its own outside one. Sent whole, it leaves the
+/// connection outside any transaction even when its caller gives up waiting for the answer
+/// (sent a round trip at a time between a `BEGIN` and a `COMMIT`, a caller that gave up in
+/// between handed the connection back to the pool inside the transaction, and the next
+/// caller's writes went into it, never committed).
+async fn learn_types<C: GenericClient + Sync>(
     c: &C,
     sqls: &[&str],
 ) -> Result<Vec<Arc<[Type]>>, Error> {
@@ -454,52 +437,6 @@ async fn learn_types_at_once<C: GenericClient + Sync>(
                 })
                 .collect(),
         );
-    }
-    Ok(types
-        .into_iter()
-        .map(|t| t.expect("every statement was prepared"))
-        .collect())
-}
-
-async fn learn_types<C: GenericClient + Sync>(
-    c: &C,
-    sqls: &[&str],
-) -> Result<Vec<Arc<[Type]>>, Error> {
-    use std::fmt::Write as _;
-    let tag = format!("party_types_{:016x}", fastrand::u64(..));
-    let mut prepare = String::new();
-    let mut deallocate = String::new();
-    for (i, sql) in sqls.iter().enumerate() {
-        let _ = write!(prepare, "PREPARE {tag}_{i} AS {sql};");
-        let _ = write!(deallocate, "DEALLOCATE {tag}_{i};");
-    }
-    c.batch_execute(&prepare).await?;
-    let rows = c
-        .query_typed(
-            &format!(
-                "SELECT name, parameter_types::oid[] FROM pg_prepared_statements \
-                 WHERE name LIKE '{tag}%'"
-            ),
-            &[],
-        )
-        .await?;
-    c.batch_execute(&deallocate).await?;
-    let mut types: Vec<Option<Arc<[Type]>>> = vec![None; sqls.len()];
-    for row in rows {
-        let name: &str = row.get(0);
-        let oids: Vec<u32> = row.get(1);
-        if let Some(slot) = name
-            .rsplit('_')
-            .next()
-            .and_then(|i| i.parse::<usize>().ok())
-            .and_then(|i| types.get_mut(i))
-        {
-            *slot = Some(
-                oids.into_iter()
-                    .map(|oid| Type::from_oid(oid).unwrap_or(Type::UNKNOWN))
-                    .collect(),
-            );
-        }
     }
     Ok(types
         .into_iter()
@@ -656,28 +593,28 @@ impl Queries for PgClient {
         s: &S,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Row>, Error> {
-        self.sending.rows(&self.inner, false, s, params).await
+        self.sending.rows(&self.inner, s, params).await
     }
     async fn query_one<S: Sql + ?Sized>(
         &self,
         s: &S,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Row, Error> {
-        self.sending.row(&self.inner, false, s, params).await
+        self.sending.row(&self.inner, s, params).await
     }
     async fn query_opt<S: Sql + ?Sized>(
         &self,
         s: &S,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Option<Row>, Error> {
-        self.sending.row_opt(&self.inner, false, s, params).await
+        self.sending.row_opt(&self.inner, s, params).await
     }
     async fn execute<S: Sql + ?Sized>(
         &self,
         s: &S,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<u64, Error> {
-        self.sending.count(&self.inner, false, s, params).await
+        self.sending.count(&self.inner, s, params).await
     }
 }
 
@@ -707,28 +644,28 @@ impl Queries for PgTransaction<'_> {
         s: &S,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Row>, Error> {
-        self.sending.rows(&self.inner, true, s, params).await
+        self.sending.rows(&self.inner, s, params).await
     }
     async fn query_one<S: Sql + ?Sized>(
         &self,
         s: &S,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Row, Error> {
-        self.sending.row(&self.inner, true, s, params).await
+        self.sending.row(&self.inner, s, params).await
     }
     async fn query_opt<S: Sql + ?Sized>(
         &self,
         s: &S,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Option<Row>, Error> {
-        self.sending.row_opt(&self.inner, true, s, params).await
+        self.sending.row_opt(&self.inner, s, params).await
     }
     async fn execute<S: Sql + ?Sized>(
         &self,
         s: &S,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<u64, Error> {
-        self.sending.count(&self.inner, true, s, params).await
+        self.sending.count(&self.inner, s, params).await
     }
 }
 

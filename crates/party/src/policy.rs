@@ -76,6 +76,14 @@ pub const RETAIN_DEAD_FLOOR: SignedDuration = SignedDuration::from_hours(24);
 /// and must stay visible as long as a dead one-off task at least.
 pub const RETAIN_RECURRING_FLOOR: SignedDuration = RETAIN_DEAD_FLOOR;
 
+/// How long the row of a worker that stopped beating is kept after its liveness ended. A
+/// worker that stops cleanly removes its own row; one that was killed leaves it behind, and
+/// the pruner removes it once it has been gone this long, whatever the retention of tasks, so
+/// a fleet whose workers are replaced for years does not pile up rows. Nothing reads such a
+/// row ([`crate::Party::stats`] lists live workers only), and a worker that comes back after
+/// longer (frozen, or cut off) writes its row again at its next heartbeat.
+pub const FORGET_WORKERS_AFTER: SignedDuration = SignedDuration::from_hours(1);
+
 /// Finished tasks (and, separately, old run rows of live recurring tasks) one prune batch
 /// removes at once.
 pub const PRUNE_BATCH: u32 = 1_000;

@@ -34,6 +34,7 @@ pub(crate) async fn run(db: &str, args: PruneArgs) -> Result<(), TaskError> {
             total.recurring_runs += r.recurring_runs;
             total.batches += r.batches;
             total.reindexed |= r.reindexed;
+            total.workers += r.workers;
             if !r.more {
                 break total;
             }
@@ -49,6 +50,7 @@ pub(crate) async fn run(db: &str, args: PruneArgs) -> Result<(), TaskError> {
             "runs": report.runs,
             "recurring_runs": report.recurring_runs,
             "reindexed": report.reindexed,
+            "workers": report.workers,
             "retention": {
                 "done": keep(retention.done()),
                 "dead": keep(retention.dead()),
@@ -66,9 +68,23 @@ pub(crate) async fn run(db: &str, args: PruneArgs) -> Result<(), TaskError> {
     } else {
         ""
     };
+    let workers = if report.workers > 0 {
+        format!(
+            "{} {} rows of workers gone for over {} (stopped without removing them)\n",
+            if args.dry_run {
+                "would forget"
+            } else {
+                "forgot"
+            },
+            report.workers,
+            format_duration(party::policy::FORGET_WORKERS_AFTER),
+        )
+    } else {
+        String::new()
+    };
     output::print(&format!(
         "{verb} {} finished tasks and {} runs ({} of them old runs of live recurring tasks)\n\
-         {reindexed}retention: done {}, dead and cancelled {}, recurring {}\n",
+         {reindexed}{workers}retention: done {}, dead and cancelled {}, recurring {}\n",
         report.tasks,
         report.runs,
         report.recurring_runs,

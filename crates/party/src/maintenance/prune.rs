@@ -50,6 +50,9 @@ pub struct PruneReport {
     pub more: bool,
     /// Whether the pass rebuilt the hot table's indexes ([`policy::hot_indexes_bloated`]).
     pub reindexed: bool,
+    /// Rows of workers gone for longer than [`policy::FORGET_WORKERS_AFTER`] (killed, so
+    /// they never removed their own).
+    pub workers: u64,
 }
 
 impl PruneReport {
@@ -62,7 +65,9 @@ impl PruneReport {
 }
 
 /// Removes finished tasks past their retention with all their run rows, and run rows of live
-/// recurring tasks past the recurring retention. A live task is never removed. Every cutoff is
+/// recurring tasks past the recurring retention. A live task is never removed. Each pass also
+/// forgets workers gone for longer than [`policy::FORGET_WORKERS_AFTER`], whatever the
+/// retention. Every cutoff is
 /// measured from when a task finished (its last update) and decided here, from the clock and
 /// the [`Retention`]; the store only applies them.
 #[derive(Clone)]
@@ -102,7 +107,8 @@ impl Pruner {
     }
 
     /// One pass: remove batches of `batch` until less than a batch remains, or
-    /// [`policy::PRUNE_ROUNDS`] batches ran (the rest waits for the next pass); then reclaim
+    /// [`policy::PRUNE_ROUNDS`] batches ran (the rest waits for the next pass); forget the
+    /// workers gone for longer than [`policy::FORGET_WORKERS_AFTER`]; then reclaim
     /// the space of what it removed ([`Store::history_vacuum`]), the hot table's dead row
     /// versions ([`Store::task_vacuum`]), whatever the retention, and rebuild the hot table's
     /// indexes when they are bloated ([`policy::hot_indexes_bloated`]).
@@ -112,6 +118,10 @@ impl Pruner {
     /// batches before it removed stays removed and nothing is half-removed.
     pub async fn run_once(&self) -> Result<PruneReport, TaskError> {
         let mut report = self.remove().await?;
+        report.workers = self
+            .store
+            .workers_forget(self.workers_gone_before(), false)
+            .await?;
         // What the pass removed leaves room in the history and `runs` that only a vacuum
         // makes reusable on PostgreSQL; a pass that removed nothing leaves none.
         if report.tasks + report.runs > 0 {
@@ -150,12 +160,22 @@ impl Pruner {
     /// # Errors
     /// [`TaskError::Store`] when the store fails.
     pub async fn count(&self) -> Result<PruneReport, TaskError> {
-        let mut report = PruneReport::default();
+        let mut report = PruneReport {
+            workers: self
+                .store
+                .workers_forget(self.workers_gone_before(), true)
+                .await?,
+            ..PruneReport::default()
+        };
         if self.config.retention.keeps_everything() {
             return Ok(report);
         }
         report.add(self.store.task_prune(self.params(u32::MAX, true)).await?);
         Ok(report)
+    }
+
+    fn workers_gone_before(&self) -> jiff::Timestamp {
+        self.clock.now() - policy::FORGET_WORKERS_AFTER
     }
 }
 
@@ -171,7 +191,7 @@ impl Service for Pruner {
     fn pass(&self) -> Pin<Box<dyn Future<Output = Result<u64, TaskError>> + Send + '_>> {
         Box::pin(async move {
             let r = self.run_once().await?;
-            Ok(r.tasks + r.runs)
+            Ok(r.tasks + r.runs + r.workers)
         })
     }
 }

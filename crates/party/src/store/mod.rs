@@ -830,6 +830,11 @@ pub trait Store: Send + Sync + 'static {
     /// Forget a worker that stopped cleanly.
     async fn worker_remove(&self, id: &str) -> Result<(), TaskError>;
 
+    /// Remove (or, in a dry run, count) the rows of workers whose liveness ended before
+    /// `before`: workers that were killed and never removed their own row. When is decided
+    /// above the seam ([`crate::policy::FORGET_WORKERS_AFTER`]).
+    async fn workers_forget(&self, before: Timestamp, dry_run: bool) -> Result<u64, TaskError>;
+
     /// Remove (or, in a dry run, count) up to `limit` finished tasks past their cutoff with
     /// all their run rows, and up to `limit` run rows of live recurring tasks past the
     /// recurring cutoff, in one transaction. Live tasks are never removed.

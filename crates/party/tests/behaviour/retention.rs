@@ -187,6 +187,7 @@ async fn the_pruner_removes_exactly_what_is_past_retention(b: Backend) {
         batches: 1,
         more: false,
         reindexed: false,
+        workers: 0,
     };
     let p = pruner(&f, Retention::default(), 1_000);
     assert_eq!(p.count().await.unwrap(), expected, "dry run");
@@ -342,7 +343,73 @@ async fn every_worker_runs_the_pruner(b: Backend) {
     panic!("the worker's pruner never removed the done task");
 }
 
+/// A killed worker never removes its own row; the pruner forgets it an hour after its
+/// liveness ended, whatever the retention of tasks, and a dry run only counts it. A worker
+/// still live, or gone for less than the hour, keeps its row.
+async fn the_pruner_forgets_workers_gone_for_an_hour(b: Backend) {
+    let Some(f) = fixture(b, builtin::registry(false)).await else {
+        return;
+    };
+    let store = f.party.store();
+    let t0 = f.clock.now();
+    // Each beats once, at its own time, with a lease of 30 s: live until 30 s later.
+    for (id, beat) in [
+        ("killed-long-ago", t0 - SignedDuration::from_hours(3)),
+        (
+            "killed-just-over-an-hour-ago",
+            t0 - SignedDuration::from_secs(3_631),
+        ),
+        ("killed-recently", t0 - SignedDuration::from_mins(50)),
+        ("live", t0),
+    ] {
+        let info = party::WorkerInfo {
+            id: id.into(),
+            handlers: vec!["noop".into()],
+            queues: vec!["default".into()],
+            last_seen: beat,
+            live_until: beat + SignedDuration::from_secs(30),
+        };
+        store
+            .task_heartbeat(party::store::HeartbeatParams {
+                worker: &info,
+                tasks: &[],
+                lease_until: beat + SignedDuration::from_secs(30),
+                now: beat,
+            })
+            .await
+            .unwrap();
+    }
+    let rows = async || {
+        let mut ids = raw_sql(&f, "SELECT id FROM workers").await;
+        ids.sort();
+        ids
+    };
+    assert_eq!(rows().await.len(), 4);
+    let p = pruner(&f, Retention::forever(), 1_000);
+    assert_eq!(p.count().await.unwrap().workers, 2, "a dry run counts them");
+    assert_eq!(rows().await.len(), 4, "a dry run removes nothing");
+    let r = p.run_once().await.unwrap();
+    assert_eq!(r.workers, 2);
+    assert_eq!(rows().await, ["killed-recently", "live"]);
+    let live: Vec<String> = f
+        .party
+        .stats()
+        .await
+        .unwrap()
+        .workers
+        .into_iter()
+        .map(|w| w.id)
+        .collect();
+    assert_eq!(live, ["live"]);
+    // The next pass has nothing more to forget until the hour of the next one ends.
+    assert_eq!(p.run_once().await.unwrap().workers, 0);
+    f.clock.set(t0 + SignedDuration::from_mins(11));
+    assert_eq!(p.run_once().await.unwrap().workers, 1);
+    assert_eq!(rows().await, ["live"]);
+}
+
 on_every_backend!(
+    the_pruner_forgets_workers_gone_for_an_hour,
     the_pruner_removes_exactly_what_is_past_retention,
     forever_keeps_everything,
     a_dead_task_is_kept_until_its_retention_ends,

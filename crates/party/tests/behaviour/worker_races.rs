@@ -496,6 +496,9 @@ mod faulty {
         async fn task_prune(&self, p: PruneParams) -> Result<PruneCounts, TaskError> {
             self.inner.task_prune(p).await
         }
+        async fn workers_forget(&self, before: Timestamp, dry_run: bool) -> Result<u64, TaskError> {
+            self.inner.workers_forget(before, dry_run).await
+        }
         async fn leader_elect(&self, p: LeaderParams<'_>) -> Result<bool, TaskError> {
             self.inner.leader_elect(p).await
         }

@@ -1398,6 +1398,29 @@ impl Store for PgStore {
         Ok(())
     }
 
+    async fn workers_forget(&self, before: Timestamp, dry_run: bool) -> Result<u64, TaskError> {
+        let s = &self.pool.names.quoted;
+        // Once a pass, as the prune's own statements: not prepared on every connection. In a
+        // transaction, so that behind a transaction pooler its round trips stay on one server
+        // connection.
+        let query = if dry_run {
+            format!("SELECT count(*) FROM {s}.workers WHERE live_until < $1")
+        } else {
+            format!(
+                "WITH gone AS (DELETE FROM {s}.workers WHERE live_until < $1 RETURNING 1) \
+                 SELECT count(*) FROM gone"
+            )
+        };
+        let mut conn = self.pool.get().await?;
+        let tx = conn.client.transaction().await.map_err(db_err)?;
+        let row = tx
+            .query_one(&query, &[&PgTime::of(before)])
+            .await
+            .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+        Ok(count_at(&row, 0))
+    }
+
     async fn task_prune(&self, p: PruneParams) -> Result<PruneCounts, TaskError> {
         let s = &self.pool.names.quoted;
         // Rare (once a minute at most): not among the statements every connection prepares.

@@ -1403,6 +1403,22 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn workers_forget(&self, before: Timestamp, dry_run: bool) -> Result<u64, TaskError> {
+        let before = to_micros(before);
+        self.call(move |conn| {
+            let n = if dry_run {
+                conn.query_row(sql::WORKERS_FORGET_COUNT, [before], |r| r.get::<_, i64>(0))
+                    .map_err(db_err)?
+                    .max(0) as u64
+            } else {
+                conn.execute(sql::WORKERS_FORGET, [before])
+                    .map_err(db_err)? as u64
+            };
+            Ok(n)
+        })
+        .await
+    }
+
     async fn task_prune(&self, p: PruneParams) -> Result<PruneCounts, TaskError> {
         self.call(move |conn| transaction_with(conn, Durability::Crash, |tx| prune(tx, &p)))
             .await

@@ -497,6 +497,10 @@ pub(super) const LEADER_RESIGN: &str = "DELETE FROM leaders WHERE holder = ?1";
 
 pub(super) const WORKER_REMOVE: &str = "DELETE FROM workers WHERE id = ?1";
 
+/// Rows of workers whose liveness ended before ?1.
+pub(super) const WORKERS_FORGET: &str = "DELETE FROM workers WHERE live_until < ?1";
+pub(super) const WORKERS_FORGET_COUNT: &str = "SELECT count(*) FROM workers WHERE live_until < ?1";
+
 /// Bulk cancel, live side: matching scheduled and retrying tasks move to the history.
 /// ?1 now, ?2 states (JSON list), ?3 handler, ?4 queue.
 pub(super) const CANCEL_MANY_MOVE: &str = concat!(

@@ -30,8 +30,21 @@ impl Task for Bill {
     }
 }
 
+struct Doomed;
+
+impl Task for Doomed {
+    const NAME: &'static str = "doomed";
+
+    async fn run(&self, _ctx: &mut TaskContext) -> Result<(), TaskError> {
+        Err(TaskError::failed("always"))
+    }
+}
+
 fn registry() -> Registry {
-    Registry::new().register(Export).register(Bill)
+    Registry::new()
+        .register(Export)
+        .register(Bill)
+        .register(Doomed)
 }
 
 fn export(key: &str) -> NewTask {
@@ -330,7 +343,44 @@ async fn the_window_ends_exactly_when_it_says(b: Backend) {
     );
 }
 
+/// A dead task finished when it died: a person cancelling it later, one at a time or in bulk,
+/// does not hold its key for another window from the cancel.
+async fn cancelling_a_dead_task_keeps_the_time_it_died(b: Backend) {
+    let Some(f) = fixture(b, registry()).await else {
+        return;
+    };
+    let hour = SignedDuration::from_hours(1);
+    let doomed = |key: &str| NewTask::new("doomed").unique_key(key).max_attempts(1);
+    let one = f.party.add(doomed("one")).await.unwrap();
+    let many = f.party.add(doomed("many")).await.unwrap();
+    f.party
+        .worker(WorkerConfig::default())
+        .run_until_idle()
+        .await
+        .unwrap();
+    for id in [one, many] {
+        assert_eq!(f.party.get(id).await.unwrap().state, State::Dead);
+    }
+    f.clock.advance(2 * hour);
+    f.party.cancel(one).await.unwrap();
+    let filter = SteerFilter {
+        handler: Some("doomed".into()),
+        state: Some(State::Dead),
+        ..SteerFilter::default()
+    };
+    assert_eq!(f.party.cancel_matching(&filter).await.unwrap(), 1);
+    for id in [one, many] {
+        assert_eq!(f.party.get(id).await.unwrap().state, State::Cancelled);
+    }
+    // Both died two hours ago: a one-hour window is long over.
+    for key in ["one", "many"] {
+        let added = f.party.add(doomed(key).unique_for(hour)).await;
+        assert!(added.is_ok(), "{key}: {added:?}");
+    }
+}
+
 on_every_backend!(
+    cancelling_a_dead_task_keeps_the_time_it_died,
     fifty_concurrent_adds_with_one_key_make_one_task,
     a_finished_task_frees_its_key_unless_within_the_window,
     the_window_ends_exactly_when_it_says,

@@ -289,9 +289,10 @@ pub(super) const CANCEL_MOVE: &str = concat!(
      RETURNING handler, queue"
 );
 
-/// A dead task is cancelled where it is.
-pub(super) const CANCEL_DEAD: &str = "UPDATE task_history SET state = 'cancelled', finished_at = ?1 \
-    WHERE id = ?2 AND state = 'dead'";
+/// A dead task is cancelled where it is, keeping the time it died as its finish (its unique
+/// window and retention run from there): ?2 id (?1, now, is not needed).
+pub(super) const CANCEL_DEAD: &str =
+    "UPDATE task_history SET state = 'cancelled' WHERE id = ?2 AND state = 'dead'";
 
 /// The live columns a retried task is written back with.
 macro_rules! live_insert {
@@ -522,9 +523,10 @@ pub(super) const CANCEL_MANY_DELETE: &str = concat!(
     data_match!("?5", "?6")
 );
 
-/// Bulk cancel, history side: matching dead tasks are cancelled where they are.
+/// Bulk cancel, history side: matching dead tasks are cancelled where they are, keeping the
+/// time each died (?1, now, is not needed).
 pub(super) const CANCEL_MANY_DEAD: &str = concat!(
-    "UPDATE task_history SET state = 'cancelled', finished_at = ?1 \
+    "UPDATE task_history SET state = 'cancelled' \
      WHERE state = 'dead' AND 'dead' IN (SELECT value FROM json_each(?2)) \
      AND (?3 IS NULL OR handler = ?3) AND (?4 IS NULL OR queue = ?4)",
     data_match!("?5", "?6")

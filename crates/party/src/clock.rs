@@ -19,6 +19,12 @@ pub trait Clock: Send + Sync + 'static {
     fn now(&self) -> Timestamp;
     /// A future that completes once [`Clock::now`] is at or after `t`.
     fn sleep_until(&self, t: Timestamp) -> BoxFuture<'static, ()>;
+    /// Whether this clock follows real time, so that a worker can compare it with the
+    /// database server's before it starts ([`crate::policy::judge_clock_skew`]); `false` for
+    /// [`ManualClock`], which tests set to any instant.
+    fn is_real(&self) -> bool {
+        true
+    }
 }
 
 /// The system's wall clock, with tokio timers for sleeps.
@@ -75,6 +81,10 @@ impl ManualClock {
 impl Clock for ManualClock {
     fn now(&self) -> Timestamp {
         *self.now.borrow()
+    }
+
+    fn is_real(&self) -> bool {
+        false
     }
 
     fn sleep_until(&self, t: Timestamp) -> BoxFuture<'static, ()> {

@@ -76,6 +76,43 @@ pub const RETAIN_DEAD_FLOOR: SignedDuration = SignedDuration::from_hours(24);
 /// and must stay visible as long as a dead one-off task at least.
 pub const RETAIN_RECURRING_FLOOR: SignedDuration = RETAIN_DEAD_FLOOR;
 
+/// What a worker makes of the distance between its clock and the database server's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClockSkew {
+    /// Close enough to say nothing.
+    Fine,
+    /// Worth a warning in the log: nothing is at risk yet, but the clocks are drifting apart.
+    Warn,
+    /// The worker refuses to start ([`crate::TaskError::Unusable`]).
+    Refuse,
+}
+
+/// The most a worker's clock may be from the database server's for it to start: a quarter of
+/// its lease. Leases, the rescuer's cutoff and leader terms are each read on the clock of the
+/// process that writes or reads them. A worker renews its leases every third of the lease, so
+/// a lease it holds always has at least two thirds left by its own clock; a rescuer on a clock
+/// running ahead by more than that would take a task still running as lost, and another worker
+/// would run it at the same time. A quarter against the server leaves room for the other
+/// machine's own distance the other way.
+pub fn clock_skew_limit(lease: std::time::Duration) -> SignedDuration {
+    SignedDuration::try_from(lease / 4).unwrap_or(SignedDuration::MAX)
+}
+
+/// Judge `apart`, at least how far this process's clock is from the database server's (either
+/// way), for a worker of `lease`: [`ClockSkew::Refuse`] beyond [`clock_skew_limit`],
+/// [`ClockSkew::Warn`] beyond half of it or one second, whichever is less.
+pub fn judge_clock_skew(apart: SignedDuration, lease: std::time::Duration) -> ClockSkew {
+    let apart = apart.abs();
+    let limit = clock_skew_limit(lease);
+    if apart > limit {
+        ClockSkew::Refuse
+    } else if apart > (limit / 2).min(SignedDuration::from_secs(1)) {
+        ClockSkew::Warn
+    } else {
+        ClockSkew::Fine
+    }
+}
+
 /// How long the row of a worker that stopped beating is kept after its liveness ended. A
 /// worker that stops cleanly removes its own row; one that was killed leaves it behind, and
 /// the pruner removes it once it has been gone this long, whatever the retention of tasks, so
@@ -427,6 +464,23 @@ pub(crate) fn decide(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clocks_apart_by_a_quarter_of_the_lease_stop_a_worker() {
+        use std::time::Duration;
+        let ms = SignedDuration::from_millis;
+        let lease = Duration::from_secs(30);
+        assert_eq!(clock_skew_limit(lease), ms(7_500));
+        assert_eq!(judge_clock_skew(ms(900), lease), ClockSkew::Fine);
+        assert_eq!(judge_clock_skew(ms(-1_001), lease), ClockSkew::Warn);
+        assert_eq!(judge_clock_skew(ms(7_500), lease), ClockSkew::Warn);
+        assert_eq!(judge_clock_skew(ms(-7_501), lease), ClockSkew::Refuse);
+        // A short lease warns at half its limit, below a second.
+        let short = Duration::from_secs(2);
+        assert_eq!(judge_clock_skew(ms(250), short), ClockSkew::Fine);
+        assert_eq!(judge_clock_skew(ms(251), short), ClockSkew::Warn);
+        assert_eq!(judge_clock_skew(ms(501), short), ClockSkew::Refuse);
+    }
 
     #[test]
     fn hot_indexes_are_bloated_past_both_the_ratio_and_the_floor() {

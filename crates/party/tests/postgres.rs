@@ -1214,3 +1214,71 @@ async fn a_call_given_up_does_not_leave_its_connection_inside_a_transaction() {
          up left open"
     );
 }
+
+/// The system clock moved by a fixed offset: a machine whose clock is wrong.
+struct Offset(SignedDuration);
+
+impl party::Clock for Offset {
+    fn now(&self) -> Timestamp {
+        Timestamp::now() + self.0
+    }
+    fn sleep_until(
+        &self,
+        t: Timestamp,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+        party::SystemClock.sleep_until(t - self.0)
+    }
+}
+
+/// Leases are read on each machine's own clock, so a worker whose clock is further from the
+/// database server's than a quarter of its lease refuses to start, saying which way and by how
+/// much; closer, it starts. Nothing is claimed by the worker that refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_whose_clock_is_far_from_the_servers_refuses_to_start() {
+    let Some(db) = TestDb::new() else { return };
+    let store: Arc<dyn Store> = db.store().await;
+    let on = |offset: SignedDuration| {
+        Party::with_store(store.clone(), party::builtin::registry(false))
+            .with_clock(Arc::new(Offset(offset)))
+    };
+    let lease = WorkerConfig {
+        lease: Duration::from_secs(30),
+        ..WorkerConfig::default()
+    };
+    let id = on(secs(0)).add(NewTask::new("noop")).await.unwrap();
+    for (offset, way) in [(secs(10), "ahead of"), (secs(-10), "behind")] {
+        let err = on(offset)
+            .worker(lease.clone())
+            .run_until_idle()
+            .await
+            .unwrap_err();
+        let TaskError::Unusable(message) = &err else {
+            panic!("{offset}: {err:?}");
+        };
+        assert!(
+            message.contains(&format!(" {way} the database server's"))
+                && message.contains("within 7s500ms")
+                && message.contains("--lease"),
+            "{message}"
+        );
+        assert_eq!(
+            on(secs(0)).get(id).await.unwrap().state,
+            State::Scheduled,
+            "a worker that refused claimed nothing"
+        );
+    }
+    // Two seconds apart is within a quarter of the lease (a warning); it runs.
+    let report = on(secs(2)).worker(lease).run_until_idle().await.unwrap();
+    assert_eq!(report.succeeded, 1);
+    // A manual clock, set anywhere, is not compared.
+    let manual = Party::with_store(store.clone(), party::builtin::registry(false))
+        .with_clock(Arc::new(ManualClock::new(t0())));
+    manual.add(NewTask::new("noop")).await.unwrap();
+    let report = manual
+        .worker(WorkerConfig::default())
+        .run_until_idle()
+        .await
+        .unwrap();
+    assert_eq!(report.succeeded, 1);
+    db.cleanup().await;
+}

@@ -830,6 +830,11 @@ pub trait Store: Send + Sync + 'static {
     /// Forget a worker that stopped cleanly.
     async fn worker_remove(&self, id: &str) -> Result<(), TaskError>;
 
+    /// The database server's clock, read now, for a worker to compare with its own before it
+    /// starts ([`crate::policy::judge_clock_skew`]); `None` when the store is on this machine
+    /// (a SQLite file: every process that opens it reads the same clock).
+    async fn server_time(&self) -> Result<Option<Timestamp>, TaskError>;
+
     /// Remove (or, in a dry run, count) the rows of workers whose liveness ended before
     /// `before`: workers that were killed and never removed their own row. When is decided
     /// above the seam ([`crate::policy::FORGET_WORKERS_AFTER`]).

@@ -374,8 +374,10 @@ impl Worker {
         for queue in &inner.config.queues {
             crate::validate::queue_name(queue)?;
         }
-        // Announce the worker first: if the database cannot be reached, fail before anything
-        // runs in the background.
+        // Announce the worker first: if the database cannot be reached, or its clock is too far
+        // from ours for leases to mean the same to both, fail before anything runs in the
+        // background.
+        check_clock(inner).await?;
         inner.beat().await?;
         let (done_tx, done_rx) = mpsc::unbounded_channel::<Executed>();
         inner.abort.send_replace(false);
@@ -642,5 +644,56 @@ impl Worker {
             failed: after.failed - before.failed,
             stale: after.stale - before.stale,
         })
+    }
+}
+
+/// Compare the worker's clock with the database server's, when the store has a clock of its
+/// own and the worker's follows real time: refuse to start when they are further apart than
+/// [`policy::clock_skew_limit`], and warn when they are drifting apart.
+async fn check_clock(inner: &Inner) -> Result<(), TaskError> {
+    if !inner.clock.is_real() {
+        return Ok(());
+    }
+    let before = inner.clock.now();
+    let Some(server) = inner.store.server_time().await? else {
+        return Ok(());
+    };
+    let half_trip = inner.clock.now().duration_since(before) / 2;
+    // The server read its clock somewhere within the round trip: at least this far apart.
+    let apart = server.duration_since(before + half_trip);
+    let at_least = (apart.abs() - half_trip).max(jiff::SignedDuration::ZERO);
+    let lease = inner.config.lease;
+    // To the millisecond: finer would only show the noise of the round trip.
+    let shown = |d: jiff::SignedDuration| {
+        crate::recurrence::format_duration(jiff::SignedDuration::from_millis(
+            d.as_millis()
+                .clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64,
+        ))
+    };
+    let how = || {
+        format!(
+            "this machine's clock is {} {} the database server's",
+            shown(at_least),
+            if apart.is_positive() {
+                "behind"
+            } else {
+                "ahead of"
+            },
+        )
+    };
+    match policy::judge_clock_skew(at_least, lease) {
+        policy::ClockSkew::Fine => Ok(()),
+        policy::ClockSkew::Warn => {
+            tracing::warn!(worker = %inner.id, "{}; leases are read on each machine's own clock: keep the clocks in step (NTP)", how());
+            Ok(())
+        }
+        policy::ClockSkew::Refuse => Err(TaskError::Unusable(format!(
+            "{}; a worker with a lease of {} needs the two within {} of each other, because \
+             leases are read on each machine's own clock: set this machine's clock right \
+             (NTP: chrony or systemd-timesyncd) or give the worker a longer lease (--lease)",
+            how(),
+            shown(jiff::SignedDuration::try_from(lease).unwrap_or(jiff::SignedDuration::MAX)),
+            shown(policy::clock_skew_limit(lease)),
+        ))),
     }
 }

@@ -490,6 +490,9 @@ mod faulty {
         async fn copy_write(&self, r: CopyRows) -> Result<(), TaskError> {
             self.inner.copy_write(r).await
         }
+        async fn server_time(&self) -> Result<Option<Timestamp>, TaskError> {
+            self.inner.server_time().await
+        }
         async fn worker_remove(&self, id: &str) -> Result<(), TaskError> {
             self.inner.worker_remove(id).await
         }

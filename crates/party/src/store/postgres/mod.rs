@@ -1389,6 +1389,16 @@ impl Store for PgStore {
         Ok(())
     }
 
+    async fn server_time(&self) -> Result<Option<Timestamp>, TaskError> {
+        let conn = self.pool.get().await?;
+        let row = conn
+            .client
+            .query_one("SELECT clock_timestamp()", &[])
+            .await
+            .map_err(db_err)?;
+        Ok(Some(time_at(&row, 0)))
+    }
+
     async fn worker_remove(&self, id: &str) -> Result<(), TaskError> {
         let conn = self.pool.get().await?;
         conn.client

@@ -1394,6 +1394,10 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn server_time(&self) -> Result<Option<Timestamp>, TaskError> {
+        Ok(None)
+    }
+
     async fn worker_remove(&self, id: &str) -> Result<(), TaskError> {
         let id = id.to_string();
         self.call(move |conn| {

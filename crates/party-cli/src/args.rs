@@ -44,7 +44,8 @@ pub(crate) enum Command {
     Show(ShowArgs),
     /// Cancel a task that is not running, or every task matching --state/--handler/--queue
     Cancel(SteerArgs),
-    /// Make a dead, cancelled or retrying task due now, or every task matching the filters
+    /// Make a dead, cancelled, retrying or scheduled task due now, or every task matching the
+    /// filters
     Retry(SteerArgs),
     /// Counts by state and handler, the oldest due task, throughput, and tasks no worker can run
     Stats(StatsArgs),
@@ -414,8 +415,8 @@ pub(crate) struct SteerArgs {
     #[arg(value_parser = parse::id, conflicts_with_all = ["state", "handler", "queue", "data"])]
     pub(crate) id: Option<TaskId>,
 
-    /// Every task in this state (cancel: scheduled, retrying or dead; retry: dead, cancelled or
-    /// retrying)
+    /// Every task in this state (cancel: scheduled, retrying or dead; retry: dead, cancelled,
+    /// retrying, or scheduled to run them now; without it, retry takes the first three)
     #[arg(long, value_name = "S", value_parser = parse::state)]
     pub(crate) state: Option<State>,
 

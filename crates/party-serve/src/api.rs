@@ -382,7 +382,8 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
-async fn not_found() -> ApiError {
+/// The answer to an address under `/api/v1/` that names no route.
+pub(crate) async fn not_found() -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
         "no such API route: GET /api/v1/openapi.json lists them",

@@ -118,6 +118,8 @@ pub fn router(party: Party, config: ServeConfig) -> Result<Router, TaskError> {
         .merge(auth::routes())
         .merge(pages::routes())
         .nest("/api/v1", api::routes())
+        // The API's own root, which the nested routes do not cover: its JSON 404 too.
+        .route("/api/v1/", axum::routing::any(api::not_found))
         .layer(DefaultBodyLimit::max(config.body_limit))
         .with_state(state))
 }

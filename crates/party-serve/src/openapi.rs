@@ -100,7 +100,7 @@ pub fn document() -> Value {
             "/tasks/{id}/retry": {
                 "post": {
                     "operationId": "retryTask",
-                    "summary": "Make a dead, cancelled or retrying task due now",
+                    "summary": "Make a dead, cancelled, retrying or scheduled task due now",
                     "parameters": [id],
                     "responses": {"200": task("The task, due now"), "400": error, "401": error, "403": error, "404": error, "409": error}
                 }

@@ -715,7 +715,76 @@ async fn data_filter_pages_stop_at_the_scan_bound_and_page_on(b: Backend) {
     assert!(page.body.contains(r#"id="next-page""#));
 }
 
+/// RFC 7235 (and RFC 6750 for Bearer): the authentication scheme is case-insensitive, so
+/// `authorization: bearer TOKEN` (as some clients and proxies send it) is the same token.
+async fn the_bearer_scheme_is_case_insensitive(b: Backend) {
+    let Some(s) = Server::start(b).await else {
+        return;
+    };
+    for scheme in ["bearer", "BEARER"] {
+        let auth = format!("{scheme} {TOKEN}");
+        let r = s
+            .raw("GET", "/api/v1/stats", &[("Authorization", &auth)], None)
+            .await;
+        assert_eq!(r.status, 200, "{scheme}: {}", r.body);
+    }
+}
+
+/// A task id is 24 hexadecimal characters (the OpenAPI pattern `^[0-9a-f]{24}$`); `+` is no
+/// hex digit, so `+0+0…` is a bad id (400), not the id 000…0 looked up (404).
+async fn an_id_with_sign_characters_is_not_an_id(b: Backend) {
+    let Some(s) = Server::start(b).await else {
+        return;
+    };
+    let r = s
+        .api("POST", "/api/v1/tasks", Some(r#"{"handler":"noop"}"#))
+        .await;
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    let plus = "+0".repeat(12);
+    for path in [
+        format!("/api/v1/tasks/{plus}"),
+        format!("/api/v1/tasks?cursor=0_{plus}"),
+    ] {
+        let r = s.api("GET", &path, None).await;
+        assert_eq!(r.status, 400, "{path}: {}", r.body);
+    }
+    // The same task under two spellings: a `+` in place of a leading 0 digit.
+    let mut spelled = id.clone().into_bytes();
+    spelled[0] = b'0';
+    let zero = String::from_utf8(spelled.clone()).unwrap();
+    spelled[0] = b'+';
+    let plus = String::from_utf8(spelled).unwrap();
+    let r = s.api("GET", &format!("/api/v1/tasks/{plus}"), None).await;
+    assert_eq!(
+        r.status, 400,
+        "{plus} was read as the id {zero}: {}",
+        r.body
+    );
+}
+
+/// Every API error is `{"error": ...}` (README, OpenAPI): an address under `/api/v1/` that
+/// names no route too, trailing slash included.
+async fn every_unknown_api_address_answers_a_json_error(b: Backend) {
+    let Some(s) = Server::start(b).await else {
+        return;
+    };
+    for path in ["/api/v1/", "/api/v1/tasks/", "/api/v1/nothing"] {
+        let r = s.api("GET", path, None).await;
+        assert_eq!(r.status, 404, "{path}");
+        assert_eq!(
+            r.header("content-type"),
+            Some("application/json"),
+            "{path}: {:?}",
+            r.body
+        );
+        assert!(r.json()["error"].is_string(), "{path}");
+    }
+}
+
 on_every_backend!(
+    the_bearer_scheme_is_case_insensitive,
+    an_id_with_sign_characters_is_not_an_id,
+    every_unknown_api_address_answers_a_json_error,
     data_filter_pages_stop_at_the_scan_bound_and_page_on,
     tasks_are_filtered_on_a_data_field,
     only_healthz_is_open_and_tokens_are_checked,

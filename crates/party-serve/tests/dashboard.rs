@@ -841,7 +841,47 @@ async fn a_data_filtered_bulk_count_is_a_bound_past_the_tasks_it_examines(b: Bac
     );
 }
 
+/// A scheduled task's page offers "Run now" (README: "retry (or run now)"); pressing it must
+/// make the task due now, not answer 409 because only dead, cancelled or retrying tasks can be
+/// retried.
+async fn the_run_now_button_makes_a_scheduled_task_due_now(b: Backend) {
+    let Some(s) = Server::start(b).await else {
+        return;
+    };
+    let later = s.party.clock().now() + jiff::SignedDuration::from_hours(1);
+    let id = s.party.add(NewTask::new("noop").at(later)).await.unwrap();
+    let bearer = format!("Bearer {TOKEN}");
+    let page = s
+        .raw(
+            "GET",
+            &format!("/tasks/{id}"),
+            &[("Authorization", &bearer)],
+            None,
+        )
+        .await;
+    assert!(page.body.contains(">Run now</button>"), "{}", page.body);
+    let r = s
+        .raw(
+            "POST",
+            &format!("/tasks/{id}/retry"),
+            &[
+                ("Authorization", &bearer),
+                ("Content-Type", "application/x-www-form-urlencoded"),
+            ],
+            Some(""),
+        )
+        .await;
+    assert_eq!(r.status, 303, "Run now answered {}", r.body);
+    let t = s.party.get(id).await.unwrap();
+    assert!(
+        t.due_at <= s.party.clock().now(),
+        "still due at {}",
+        t.due_at
+    );
+}
+
 on_every_backend!(
+    the_run_now_button_makes_a_scheduled_task_due_now,
     a_data_filtered_bulk_count_is_a_bound_past_the_tasks_it_examines,
     a_bulk_count_stops_at_its_limit_and_the_action_touches_every_match,
     metrics_tell_each_handlers_schedules_last_success_and_missed_occurrences,

@@ -113,4 +113,32 @@ async fn the_queues_page_lists_pauses_and_limits_queues(b: Backend) {
     assert!(!s.party.queues().await.unwrap()[0].paused);
 }
 
-on_every_backend!(the_queues_page_lists_pauses_and_limits_queues);
+/// `.` and `..` are dot segments in a path: a browser (and any client following RFC 3986 or
+/// the WHATWG URL rules, which also read `%2E%2E` as `..`) turns `/queues/../pause` into
+/// `/pause`, so such a queue could never be paused from its page or the API. Such names are
+/// refused where every queue name is checked, over the API too.
+async fn a_queue_named_dot_or_dot_dot_is_refused(b: Backend) {
+    let Some(s) = Server::start(b).await else {
+        return;
+    };
+    for name in ["..", "."] {
+        let err = s
+            .party
+            .add(NewTask::new("noop").queue(name))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, party::TaskError::Invalid(m) if m.contains("cannot be used")),
+            "{name:?}: {err:?}"
+        );
+        let body = format!(r#"{{"handler":"noop","queue":"{name}"}}"#);
+        let r = s.api("POST", "/api/v1/tasks", Some(&body)).await;
+        assert_eq!(r.status, 400, "{name:?}: {}", r.body);
+    }
+    assert!(s.party.queues().await.unwrap().is_empty());
+}
+
+on_every_backend!(
+    the_queues_page_lists_pauses_and_limits_queues,
+    a_queue_named_dot_or_dot_dot_is_refused
+);

@@ -339,7 +339,9 @@ impl Party {
         self.store.task_cancel(id, self.clock.now()).await
     }
 
-    /// Make a dead, cancelled or retrying task due now.
+    /// Make a dead, cancelled, retrying or scheduled task due now (for a scheduled one: run it
+    /// now, before its time; a recurring task's next occurrence still follows its rule from
+    /// the occurrence run early).
     ///
     /// # Errors
     /// [`TaskError::Conflict`] for other states; [`TaskError::Duplicate`] when a recurring
@@ -378,8 +380,9 @@ impl Party {
             .await
     }
 
-    /// Make every task matching `filter` that can be retried (dead, cancelled or retrying)
-    /// due now, in one statement, as [`Party::retry`] does one. A recurring task whose
+    /// Make every task matching `filter` that can be retried (dead, cancelled or retrying, and
+    /// scheduled when the filter's state names it) due now, in one statement, as
+    /// [`Party::retry`] does one. A recurring task whose
     /// singleton is held by a live copy is left as it is. Returns how many were retried.
     ///
     /// # Errors
@@ -676,7 +679,7 @@ fn steer_states(op: Steer, filter: &SteerFilter) -> Result<Vec<State>, TaskError
         )));
     }
     match filter.state {
-        None => Ok(op.allowed().to_vec()),
+        None => Ok(op.by_default().to_vec()),
         Some(s) if op.allowed().contains(&s) => Ok(vec![s]),
         Some(s) => Err(TaskError::invalid(format!(
             "cannot {} {s} tasks: only {} tasks can be; pick one of those states",

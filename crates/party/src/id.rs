@@ -86,7 +86,8 @@ impl FromStr for TaskId {
                 crate::validate::quote(s)
             ))
         };
-        if s.len() != 24 || !s.is_ascii() {
+        // Hex digits only: `from_str_radix` would also take a `+` sign in a pair.
+        if s.len() != 24 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(bad());
         }
         let mut bytes = [0u8; 12];

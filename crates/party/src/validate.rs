@@ -143,12 +143,24 @@ pub fn handler_name(name: &str) -> Result<(), TaskError> {
 }
 
 /// A queue name: 1 to [`MAX_NAME_BYTES`] bytes without control or bidirectional-format
-/// characters. The same rule holds for the queues a worker takes from.
+/// characters, and neither `.` nor `..`. The same rule holds for the queues a worker takes
+/// from.
 ///
 /// # Errors
 /// [`TaskError::Invalid`] saying which rule the name breaks.
 pub fn queue_name(name: &str) -> Result<(), TaskError> {
-    check_name(name, "queue name", "a name like 'default' or 'emails'")
+    let example = "a name like 'default' or 'emails'";
+    check_name(name, "queue name", example)?;
+    // A queue's name is a segment of its addresses (`/queues/{name}`, `/api/v1/queues/{name}`),
+    // where `.` and `..` mean this place and the one above it.
+    if name == "." || name == ".." {
+        return Err(TaskError::invalid(format!(
+            "the queue name {} cannot be used: '.' and '..' are read as parts of an address; \
+             give {example}",
+            quote(name)
+        )));
+    }
+    Ok(())
 }
 
 /// A one-off task's unique key: 1 to [`MAX_NAME_BYTES`] bytes without control or

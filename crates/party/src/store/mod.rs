@@ -32,10 +32,24 @@ pub(crate) enum Steer {
 }
 
 impl Steer {
-    /// The states the operation applies to.
+    /// The states the operation applies to. A retry of a scheduled task runs it now.
     pub(crate) fn allowed(self) -> &'static [State] {
         match self {
             Steer::Cancel => &[State::Scheduled, State::Retrying, State::Dead],
+            Steer::Retry => &[
+                State::Dead,
+                State::Cancelled,
+                State::Retrying,
+                State::Scheduled,
+            ],
+        }
+    }
+
+    /// The states a bulk operation applies to when its filter names none: a bulk retry makes
+    /// scheduled tasks due early only when asked for them by their state.
+    pub(crate) fn by_default(self) -> &'static [State] {
+        match self {
+            Steer::Cancel => self.allowed(),
             Steer::Retry => &[State::Dead, State::Cancelled, State::Retrying],
         }
     }
@@ -48,6 +62,13 @@ impl Steer {
         }
     }
 
+    /// Whether `task` already is where the operation would put it at `now`, so the operation
+    /// changes nothing and answers the task as it is: a retry of a scheduled task that is due
+    /// (its place among the due tasks stays; a backend writes only scheduled tasks due later).
+    pub(crate) fn settled(self, task: &crate::TaskInfo, now: Timestamp) -> bool {
+        matches!(self, Steer::Retry) && task.state == State::Scheduled && task.due_at <= now
+    }
+
     /// The refusal for a task in `state`, saying which states allow the operation.
     pub(crate) fn conflict(self, id: TaskId, state: crate::State) -> TaskError {
         let (verb, past, allowed) = match self {
@@ -56,7 +77,7 @@ impl Steer {
                 "cancelled",
                 "scheduled, running, retrying or dead",
             ),
-            Steer::Retry => ("retry", "retried", "dead, cancelled or retrying"),
+            Steer::Retry => ("retry", "retried", "dead, cancelled, retrying or scheduled"),
         };
         TaskError::Conflict(format!(
             "cannot {verb} task {id}: it is {state}; only {allowed} tasks can be {past}"
@@ -736,8 +757,9 @@ pub trait Store: Send + Sync + 'static {
     /// [`TaskError::Conflict`]; done and cancelled tasks too.
     async fn task_cancel(&self, id: TaskId, now: Timestamp) -> Result<TaskInfo, TaskError>;
 
-    /// Make a dead, cancelled or retrying task due now, its attempts counting on (one more
-    /// allowed if it had used them all). Others are refused with [`TaskError::Conflict`].
+    /// Make a dead, cancelled, retrying or scheduled task due now, its attempts counting on
+    /// (one more allowed if it had used them all). Others are refused with
+    /// [`TaskError::Conflict`].
     async fn task_retry(&self, id: TaskId, now: Timestamp) -> Result<TaskInfo, TaskError>;
 
     /// Ask the worker running `id` to stop it: marks the running task as cancel-requested

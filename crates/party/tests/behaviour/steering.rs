@@ -229,7 +229,65 @@ async fn the_library_checks_filters_and_worker_queues_as_the_cli_does(b: Backend
     );
 }
 
+/// A retry of a scheduled task runs it now (the dashboard's "Run now"); a bulk retry makes
+/// scheduled tasks due only when its filter names their state, and a worker then runs them.
+async fn a_retry_runs_a_scheduled_task_now(b: Backend) {
+    let Some(f) = fixture(b, builtin::registry(false)).await else {
+        return;
+    };
+    let later = f.clock.now() + party::jiff::SignedDuration::from_hours(5);
+    let add = |n: i64| {
+        NewTask::new("noop")
+            .queue("mail")
+            .data(json!({ "n": n }))
+            .at(later)
+    };
+    let one = f.party.add(add(1)).await.unwrap();
+    let (a, b2) = (
+        f.party.add(add(2)).await.unwrap(),
+        f.party.add(add(3)).await.unwrap(),
+    );
+    let t = f.party.retry(one).await.unwrap();
+    let due = f.clock.now();
+    assert_eq!((t.state, t.due_at), (State::Scheduled, due));
+    // Due already: a retry later leaves its place among the due tasks as it is.
+    f.clock.advance(party::jiff::SignedDuration::from_mins(1));
+    let t = f.party.retry(one).await.unwrap();
+    assert_eq!((t.state, t.due_at), (State::Scheduled, due));
+    let mail = |state: Option<State>| SteerFilter {
+        queue: Some("mail".into()),
+        state,
+        ..SteerFilter::default()
+    };
+    // Without a state, a bulk retry leaves scheduled tasks to their time.
+    assert_eq!(f.party.retry_matching(&mail(None)).await.unwrap(), 0);
+    for id in [a, b2] {
+        assert_eq!(f.party.get(id).await.unwrap().due_at, later);
+    }
+    let n = f
+        .party
+        .retry_matching(&mail(Some(State::Scheduled)))
+        .await
+        .unwrap();
+    assert_eq!(
+        n, 2,
+        "the queue's scheduled tasks due later; the one due already stays"
+    );
+    let report = f
+        .party
+        .worker(WorkerConfig {
+            queues: vec!["mail".into()],
+            ..WorkerConfig::default()
+        })
+        .run_until_idle()
+        .await
+        .unwrap();
+    assert_eq!(report.succeeded, 3);
+    assert_eq!(states(&f, &[one, a, b2]).await, [State::Done; 3]);
+}
+
 on_every_backend!(
+    a_retry_runs_a_scheduled_task_now,
     the_library_checks_filters_and_worker_queues_as_the_cli_does,
     bulk_cancel_acts_on_every_match_and_nothing_else,
     bulk_retry_makes_matches_due_and_skips_a_taken_singleton,

@@ -112,19 +112,19 @@ async fn a_retry_of_a_task_out_of_attempts_allows_one_more(b: Backend) {
     assert_eq!((c.attempts, c.max_attempts), (4, 4));
 }
 
-async fn retry_refuses_scheduled_running_and_done_tasks(b: Backend) {
+async fn retry_refuses_running_and_done_tasks(b: Backend) {
     let Some(h) = Harness::new(b).await else {
         return;
     };
-    for state in [State::Scheduled, State::Running, State::Done] {
+    for state in [State::Running, State::Done] {
         let id = h.task_in(state, &format!("h_{state}")).await;
         let before = h.get(id).await;
         let err = h.store.task_retry(id, t0() + secs(1)).await.unwrap_err();
         assert_eq!(
             err,
             TaskError::Conflict(format!(
-                "cannot retry task {id}: it is {state}; only dead, cancelled or retrying tasks \
-                 can be retried"
+                "cannot retry task {id}: it is {state}; only dead, cancelled, retrying or \
+                 scheduled tasks can be retried"
             ))
         );
         assert_eq!(h.get(id).await, before, "a refusal changes nothing");
@@ -560,6 +560,6 @@ on_every_backend!(
     cancel_refuses_running_done_and_cancelled_tasks,
     retry_makes_dead_cancelled_and_retrying_tasks_due_now,
     a_retry_of_a_task_out_of_attempts_allows_one_more,
-    retry_refuses_scheduled_running_and_done_tasks,
+    retry_refuses_running_and_done_tasks,
     cancelling_a_recurring_task_frees_its_singleton_and_retrying_it_needs_it_back,
 );

@@ -674,11 +674,12 @@ fn steered(
     id: TaskId,
     op: Steer,
     r: &Read,
+    now: Timestamp,
 ) -> Result<Option<Result<TaskInfo, TaskError>>, TaskError> {
     let Some(task) = r.task()? else {
         return Ok(Some(Err(TaskError::NotFound(id))));
     };
-    if r.changed > 0 {
+    if r.changed > 0 || op.settled(&task, now) {
         return Ok(Some(Ok(task)));
     }
     if op.allowed().contains(&task.state) {
@@ -1032,6 +1033,7 @@ impl Store for PgStore {
     async fn task_cancel(&self, id: TaskId, now: Timestamp) -> Result<TaskInfo, TaskError> {
         let conn = self.pool.get().await?;
         let key = &id.as_bytes()[..];
+        let at = now;
         let (now, steps) = (PgTime::of(now), [&conn.st.cancel]);
         let params: [&(dyn ToSql + Sync); 2] = [&now, &key];
         let mut read = None;
@@ -1043,7 +1045,7 @@ impl Store for PgStore {
             else {
                 continue;
             };
-            if let Some(done) = steered(id, Steer::Cancel, &r)? {
+            if let Some(done) = steered(id, Steer::Cancel, &r, at)? {
                 return done;
             }
             read = Some(r);
@@ -1094,6 +1096,7 @@ impl Store for PgStore {
     async fn task_retry(&self, id: TaskId, now: Timestamp) -> Result<TaskInfo, TaskError> {
         let conn = self.pool.get().await?;
         let key = &id.as_bytes()[..];
+        let at = now;
         let now = PgTime::of(now);
         let params: [&(dyn ToSql + Sync); 2] = [&now, &key];
         // A retrying task is made due where it is; a dead or cancelled one moves back. A task
@@ -1149,7 +1152,7 @@ impl Store for PgStore {
                 }
                 Err(e) => return Err(db_err(e)),
             };
-            if let Some(done) = steered(id, Steer::Retry, &r)? {
+            if let Some(done) = steered(id, Steer::Retry, &r, at)? {
                 if done.is_ok() {
                     self.signal();
                 }

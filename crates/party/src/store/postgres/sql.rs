@@ -446,13 +446,15 @@ pub(super) fn sql_expired(s: &str) -> String {
     )
 }
 
-/// Bulk retry, live side: matching retrying tasks are made due now, and a cancel asked while
-/// one ran no longer stands (the retry is the later word).
+/// Bulk retry, live side: matching retrying tasks (and, when asked for, scheduled ones due
+/// later) are made due now, and a cancel asked while one ran no longer stands (the retry is
+/// the later word).
 pub(super) fn sql_retry_many_live(s: &str) -> String {
     format!(
         "UPDATE {s}.tasks t SET state = 'scheduled', due_at = $1, ready = true, \
            max_attempts = GREATEST(t.max_attempts, t.attempts + 1), updated_at = $1, \
-           cancel_requested = false WHERE t.state = 'retrying' AND {}",
+           cancel_requested = false \
+           WHERE (t.state = 'retrying' OR (t.state = 'scheduled' AND t.due_at > $1)) AND {}",
         steer_filters()
     )
 }
@@ -728,7 +730,8 @@ impl Statements {
             format!(
                 "UPDATE {s}.tasks SET state = 'scheduled', due_at = $1, ready = true, \
                  max_attempts = GREATEST(max_attempts, attempts + 1), updated_at = $1, \
-                 cancel_requested = false WHERE id = $2 AND state = 'retrying'"
+                 cancel_requested = false WHERE id = $2 \
+                 AND (state = 'retrying' OR (state = 'scheduled' AND due_at > $1))"
             ),
             sql_retry_move(s),
             // Live tasks counted (the hot table holds only them); finished ones from their

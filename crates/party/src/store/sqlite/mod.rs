@@ -1087,7 +1087,10 @@ impl Store for SqliteStore {
                         Err(e) => return Err(db_err(e)),
                     };
                     if n == 0 {
-                        return Err(conflict_or_missing(tx, id, Steer::Retry));
+                        return match get_task(tx, id, true)? {
+                            Some(t) if Steer::Retry.settled(&t, from_micros(now)) => Ok(t),
+                            _ => Err(conflict_or_missing(tx, id, Steer::Retry)),
+                        };
                     }
                     tx.execute(sql::UNFOLD_RUN, [key]).map_err(db_err)?;
                     Added::deleted(tx, sql::DELETE_HISTORY, [key])?.write(tx)?;

@@ -455,11 +455,11 @@ pub(super) const NEXT_DUE: &str = "SELECT min(due_at) FROM ( \
     AND queue IN (SELECT value FROM json_each(?2) \
       WHERE value NOT IN (SELECT name FROM queues WHERE paused = 1)) ORDER BY due_at LIMIT 1))";
 
-/// A retrying task is made due now where it is; a cancel asked while it ran no longer stands
-/// (the retry is the later word).
+/// A retrying task, or a scheduled one due later, is made due now where it is; a cancel asked
+/// while it ran no longer stands (the retry is the later word).
 pub(super) const RETRY: &str = "UPDATE tasks SET state = 'scheduled', due_at = ?1, ready = 0, \
     max_attempts = MAX(max_attempts, attempts + 1), updated_at = ?1, cancel_requested = 0 \
-    WHERE id = ?2 AND state = 'retrying'";
+    WHERE id = ?2 AND (state = 'retrying' OR (state = 'scheduled' AND due_at > ?1))";
 
 /// Live tasks counted (the hot table holds only them); finished ones from their counters.
 pub(super) const STATS_COUNTS: &str = "SELECT handler, state, count(*) FROM tasks \
@@ -532,12 +532,13 @@ pub(super) const CANCEL_MANY_DEAD: &str = concat!(
     data_match!("?5", "?6")
 );
 
-/// Bulk retry, live side: matching retrying tasks are made due now, and a cancel asked while
-/// one ran no longer stands.
+/// Bulk retry, live side: matching retrying tasks (and, when asked for, scheduled ones due
+/// later) are made due now, and a cancel asked while one ran no longer stands.
 pub(super) const RETRY_MANY_LIVE: &str = concat!(
     "UPDATE tasks SET state = 'scheduled', due_at = ?1, ready = 0, \
      max_attempts = MAX(max_attempts, attempts + 1), updated_at = ?1, cancel_requested = 0 \
-     WHERE state = 'retrying' AND 'retrying' IN (SELECT value FROM json_each(?2)) \
+     WHERE (state = 'retrying' OR (state = 'scheduled' AND due_at > ?1)) \
+     AND state IN (SELECT value FROM json_each(?2)) \
      AND (?3 IS NULL OR handler = ?3) AND (?4 IS NULL OR queue = ?4)",
     data_match!("?5", "?6")
 );

@@ -848,6 +848,9 @@ fn calendar(rule: &Recurrence, upcoming: &[Timestamp]) -> Vec<(Timestamp, String
 struct AddForm {
     #[serde(default)]
     csrf: Option<String>,
+    /// `preview` from the form's preview button: check and show, write nothing.
+    #[serde(default)]
+    intent: String,
     #[serde(default)]
     handler: String,
     #[serde(default)]
@@ -943,7 +946,9 @@ fn add_page(
                 label { "Time zone" input name="tz" placeholder="Europe/Berlin" value=(form.tz); }
             }
             p {
-                button type="submit" formmethod="get" id="preview" { "Preview the rule" }
+                // Posted like the form itself, so that neither the data nor the session's
+                // token ends up in an address (history, proxy logs, a Referer).
+                button type="submit" name="intent" value="preview" id="preview" { "Preview the rule" }
                 " "
                 button type="submit" id="save" { "Add the task" }
             }
@@ -969,20 +974,27 @@ async fn add_form(
     if form.handler.is_empty() {
         return Html(add_page(&app, &c, &form, None, None).into_string()).into_response();
     }
-    // A preview: check everything, show the rule's next occurrences, write nothing.
+    preview(&app, &c, &form)
+}
+
+/// A preview: check everything, show the rule's next occurrences, write nothing.
+fn preview(app: &Shared, c: &Caller, form: &AddForm) -> Response {
     let now = app.party.clock().now();
-    let page = match form.task(now) {
+    match form.task(now) {
         Ok(t) => {
             let times = t
                 .recurrence
                 .as_ref()
                 .map(|r| r.upcoming(t.at.unwrap_or(now) - SignedDuration::from_micros(1), 5))
                 .unwrap_or_default();
-            add_page(&app, &c, &form, None, Some(times))
+            Html(add_page(app, c, form, None, Some(times)).into_string()).into_response()
         }
-        Err(e) => add_page(&app, &c, &form, Some(e.to_string()), None),
-    };
-    Html(page.into_string()).into_response()
+        Err(e) => (
+            crate::error::status_of(&e),
+            Html(add_page(app, c, form, Some(e.to_string()), None).into_string()),
+        )
+            .into_response(),
+    }
 }
 
 async fn add(
@@ -999,6 +1011,9 @@ async fn add(
     let Some(c) = caller(&app, &headers) else {
         return to_login();
     };
+    if form.intent == "preview" {
+        return preview(&app, &c, &form);
+    }
     let now = app.party.clock().now();
     let result = match form.task(now) {
         Ok(t) => app.party.add(t).await,

@@ -325,13 +325,23 @@ async fn the_add_form_previews_a_rule_then_adds_with_the_apis_checks(b: Backend)
     let form = s.raw("GET", "/add", &[("Cookie", &cookie)], None).await;
     assert_eq!(form.status, 200);
     let token = csrf(&form.body);
+    // The preview is posted, so the data and the token stay out of the address.
+    assert!(!form.body.contains("formmethod"), "{}", form.body);
+    assert!(form.body.contains(r#"name="intent" value="preview""#));
+    let headers = [
+        ("Cookie", cookie.as_str()),
+        ("Content-Type", "application/x-www-form-urlencoded"),
+    ];
     // Preview: the rule's next occurrences, nothing written.
     let preview = s
         .raw(
-            "GET",
-            "/add?handler=noop&monthly_on=31&at_time=09%3A00&tz=Europe%2FBerlin&data=",
-            &[("Cookie", &cookie)],
-            None,
+            "POST",
+            "/add",
+            &headers,
+            Some(&format!(
+                "csrf={token}&intent=preview&handler=noop&monthly_on=31&at_time=09%3A00\
+                 &tz=Europe%2FBerlin&data=%7B%22secret%22%3A1%7D"
+            )),
         )
         .await;
     assert_eq!(preview.status, 200);
@@ -342,11 +352,17 @@ async fn the_add_form_previews_a_rule_then_adds_with_the_apis_checks(b: Backend)
     );
     assert_eq!(preview.body.matches("<li>").count(), 5);
     assert!(s.party.list(&Default::default()).await.unwrap().is_empty());
+    // A preview without the session's token is refused like an add.
+    let forged = s
+        .raw(
+            "POST",
+            "/add",
+            &headers,
+            Some("intent=preview&handler=noop"),
+        )
+        .await;
+    assert_eq!(forged.status, 403);
     // A bad rule: the API's message, nothing written.
-    let headers = [
-        ("Cookie", cookie.as_str()),
-        ("Content-Type", "application/x-www-form-urlencoded"),
-    ];
     let bad = s
         .raw(
             "POST",

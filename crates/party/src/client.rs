@@ -579,7 +579,8 @@ impl Party {
             out.extend(rule.upcoming(task.timestamp, count - 1));
             out
         } else {
-            rule.upcoming(task.timestamp.max(self.clock.now()), count)
+            // Finished: the schedule's occurrences after now, on its own grid.
+            rule.upcoming_after(task.timestamp, self.clock.now(), count)
         })
     }
 

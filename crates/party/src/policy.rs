@@ -315,6 +315,16 @@ pub(crate) enum Ending {
         /// The next occurrence's scheduled instant.
         next: Option<Timestamp>,
     },
+    /// The claimed occurrence was passed over for a newer one that is due (`latest`): the
+    /// task takes the newer occurrence, with attempts of its own, and keeps the claimed
+    /// one's place among the due tasks (`due_at`), so the next claim runs it ahead of tasks
+    /// that became due after that place, as the policy promises.
+    PassedOver {
+        /// The occurrence to run.
+        to: Timestamp,
+        /// The passed-over occurrence's due time: the place kept.
+        due_at: Timestamp,
+    },
 }
 
 /// The most characters of a handler's error text a run keeps: the first
@@ -408,6 +418,7 @@ pub(crate) fn decide(
             next: match next {
                 Some(timestamp) => Next::Reschedule {
                     timestamp,
+                    due_at: timestamp,
                     last_run_on: Some(attempt.started_at),
                 },
                 None => Next::Done,
@@ -448,11 +459,20 @@ pub(crate) fn decide(
                 },
             },
         },
+        Ending::PassedOver { to, due_at } => Decision {
+            outcome: None,
+            next: Next::Reschedule {
+                timestamp: to,
+                due_at: due_at.min(to),
+                last_run_on: None,
+            },
+        },
         Ending::Skipped { next } => Decision {
             outcome: None,
             next: match next {
                 Some(timestamp) => Next::Reschedule {
                     timestamp,
+                    due_at: timestamp,
                     last_run_on: None,
                 },
                 None => Next::Done,
@@ -546,6 +566,7 @@ mod tests {
             d.next,
             Next::Reschedule {
                 timestamp: t(3600),
+                due_at: t(3600),
                 last_run_on: Some(t(0)),
             }
         );
@@ -640,6 +661,7 @@ mod tests {
             d.next,
             Next::Reschedule {
                 timestamp: t(7200),
+                due_at: t(7200),
                 last_run_on: None,
             }
         );

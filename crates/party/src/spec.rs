@@ -277,10 +277,10 @@ fn recurrence(
             ));
         }
         let mut r = Recurrence::every(d).map_err(TaskError::invalid)?;
-        r.tz = tz.map(str::to_string);
-        if tz.is_some() {
-            r.validate().map_err(TaskError::invalid)?;
-        }
+        r.tz = tz
+            .map(crate::recurrence::canonical_zone)
+            .transpose()
+            .map_err(TaskError::invalid)?;
         r
     } else if let Some(expr) = cron {
         validate::short_text(&expr, "the cron expression")?;
@@ -342,6 +342,28 @@ mod tests {
         assert!(m.recurrence.is_some());
         let e = task(r#"{"handler":"noop","every":"30m"}"#).unwrap();
         assert!(e.recurrence.is_some());
+    }
+
+    /// docs/RECURRENCE.md: zone names are "stored in their canonical spelling". A cron or a
+    /// monthly rule's zone is; an `every` rule's zone is stored as typed, unchecked for
+    /// spelling and untrimmed.
+    #[test]
+    fn the_zone_of_every_rule_is_stored_in_its_canonical_spelling() {
+        for rule in [
+            r#""cron":"0 9 * * *""#,
+            r#""monthly_on":1,"at_time":"09:00""#,
+            r#""every":"1h""#,
+        ] {
+            let t = task(&format!(
+                r#"{{"handler":"noop",{rule},"tz":" europe/berlin "}}"#
+            ))
+            .unwrap();
+            assert_eq!(
+                t.recurrence.unwrap().tz.as_deref(),
+                Some("Europe/Berlin"),
+                "{rule}"
+            );
+        }
     }
 
     #[test]

@@ -334,7 +334,7 @@ fn parse_field(f: &Field, text: &str) -> Result<(u64, bool), String> {
         }
         let (base, step) = match part.split_once('/') {
             Some((b, s)) => {
-                let Ok(step) = s.parse::<u32>() else {
+                let Some(step) = digits(s) else {
                     return Err(fail(format!("the step {s:?} is not a number")));
                 };
                 if step == 0 || step > f.max {
@@ -378,14 +378,22 @@ fn value(f: &Field, text: &str) -> Result<u32, String> {
     if text.is_empty() {
         return Err("a value is missing".into());
     }
-    match text.parse::<u32>() {
-        Ok(v) if (f.min..=f.max).contains(&v) => Ok(v),
-        Ok(v) => Err(format!("{v} is out of range {}-{}", f.min, f.max)),
-        Err(_) if is_quartz_extension(text) => Err(format!(
+    match digits(text) {
+        Some(v) if (f.min..=f.max).contains(&v) => Ok(v),
+        Some(v) => Err(format!("{v} is out of range {}-{}", f.min, f.max)),
+        None if is_quartz_extension(text) => Err(format!(
             "{text:?} uses L, W or #, which party does not support"
         )),
-        Err(_) => Err(format!("cannot read {text:?}")),
+        None => Err(format!("cannot read {text:?}")),
     }
+}
+
+/// A number written in decimal digits only (no sign: no cron dialect takes one).
+fn digits(text: &str) -> Option<u32> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
 }
 
 /// `L`, `LW`, `15W`, `5L`, `MON#2`: day extensions of other cron dialects.

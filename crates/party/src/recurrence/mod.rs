@@ -274,6 +274,18 @@ impl Engine {
     }
 }
 
+/// A time zone's name in its canonical spelling (`europe/berlin` becomes `Europe/Berlin`), as
+/// every rule stores it.
+///
+/// # Errors
+/// The zone is unknown.
+pub(crate) fn canonical_zone(name: &str) -> Result<String, String> {
+    Ok(lookup_zone(name)?
+        .iana_name()
+        .unwrap_or(name.trim())
+        .to_string())
+}
+
 impl Recurrence {
     /// Every `d`, counted from the previous scheduled timestamp.
     ///
@@ -308,15 +320,7 @@ impl Recurrence {
     /// A recurrence with the default policies, after checking the rule and zone. The zone name
     /// is stored in its canonical spelling (`europe/berlin` becomes `Europe/Berlin`).
     fn from_rule(rule: Rule, tz: Option<&str>) -> Result<Self, String> {
-        let tz = match tz {
-            None => None,
-            Some(name) => Some(
-                lookup_zone(name)?
-                    .iana_name()
-                    .unwrap_or(name.trim())
-                    .to_string(),
-            ),
-        };
+        let tz = tz.map(canonical_zone).transpose()?;
         let rec = Recurrence {
             rule,
             tz,
@@ -448,6 +452,22 @@ impl Recurrence {
             cur = next;
         }
         out
+    }
+
+    /// At most `count` occurrences after `now` of the schedule that has an occurrence at
+    /// `anchor` (after `anchor` when `now` is before it): for an interval, on its grid
+    /// `anchor + k·every`, not `now + k·every`.
+    pub(crate) fn upcoming_after(
+        &self,
+        anchor: Timestamp,
+        now: Timestamp,
+        count: usize,
+    ) -> Vec<Timestamp> {
+        let Ok(engine) = self.engine() else {
+            return Vec::new();
+        };
+        let from = engine.latest_at_or_before(anchor, now).unwrap_or(anchor);
+        self.upcoming(from.max(anchor), count)
     }
 
     /// Decides what a worker runs when it claims the occurrence scheduled for `scheduled` at

@@ -299,6 +299,20 @@ fn cron_refuses_malformed_expressions_clearly() {
     assert!(err.contains("(names JAN-DEC work too)"), "{err}");
 }
 
+/// A sign is no part of any cron syntax, yet `value` and the step read numbers with
+/// `str::parse::<u32>`, which takes a leading `+`: "+5 * * * *" is accepted as minute 5 and
+/// "*/+15" as a step of 15, garbage a crontab would refuse.
+#[test]
+fn cron_refuses_signed_values_and_steps() {
+    for expr in ["+5 * * * *", "0 +9 * * *", "*/+15 * * * *", "0 0 +1-+5 * *"] {
+        assert!(
+            Recurrence::cron(expr, None).is_err(),
+            "{expr:?} was accepted: {:?}",
+            Recurrence::cron(expr, None).map(|r| r.upcoming(ts("2027-01-01T00:00:00Z"), 2))
+        );
+    }
+}
+
 #[test]
 fn only_day_extensions_of_other_cron_dialects_are_called_so() {
     for (expr, why) in [

@@ -220,8 +220,12 @@ pub enum Next {
     Cancelled,
     /// The next occurrence of a recurring task.
     Reschedule {
-        /// The next occurrence's scheduled instant (also when it is due).
+        /// The next occurrence's scheduled instant.
         timestamp: Timestamp,
+        /// When it is due: its timestamp, or, for an occurrence taken in place of one passed
+        /// over (`latest`), the passed-over one's due time, so it keeps that place among the
+        /// due tasks.
+        due_at: Timestamp,
         /// When this occurrence ran: becomes `last_run_on` (`None` keeps it, for an
         /// occurrence skipped without running).
         last_run_on: Option<Timestamp>,

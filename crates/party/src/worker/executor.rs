@@ -317,16 +317,20 @@ pub(super) async fn run_one(
     if let Some(rule) = &rule {
         match rules::catch_up(rule, task.timestamp, inner.clock.now()) {
             // A newer occurrence than the claimed one is to run (`latest`): it is an
-            // occurrence of its own, with attempts of its own. The task moves to it as a skip
-            // would, and the next claim (at once: it is due) runs it as its first attempt;
-            // run here, it would carry the passed-over occurrence's attempts (a retry could
-            // make it dead after one failure) and leave that occurrence as the stored one.
+            // occurrence of its own, with attempts of its own. The task moves to it, keeping
+            // the claimed one's place among the due tasks, and the next claim (at once: it is
+            // due, ahead of what became due later) runs it as its first attempt; run here, it
+            // would carry the passed-over occurrence's attempts (a retry could make it dead
+            // after one failure) and leave that occurrence as the stored one.
             CatchUp::Run(t) if t != task.timestamp => {
                 tracing::info!(task = %task.id, "missed occurrences passed over by the task's policy");
                 return finish(
                     inner,
                     &task,
-                    Ending::Skipped { next: Some(t) },
+                    Ending::PassedOver {
+                        to: t,
+                        due_at: task.due_at,
+                    },
                     None,
                     |_| SignedDuration::ZERO,
                 );

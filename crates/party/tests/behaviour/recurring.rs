@@ -292,7 +292,132 @@ async fn latest_catch_up_of_a_retry_starts_the_new_occurrence_at_attempt_1(b: Ba
     );
 }
 
+/// A one-off task whose run takes `by` of the manual clock's time: the worker is busy with it.
+struct Busy {
+    clock: Arc<std::sync::OnceLock<party::ManualClock>>,
+    by: SignedDuration,
+}
+
+impl Task for Busy {
+    const NAME: &'static str = "busy";
+
+    async fn run(&self, _ctx: &mut TaskContext) -> Result<(), TaskError> {
+        self.clock.get().unwrap().advance(self.by);
+        Ok(())
+    }
+}
+
+/// An hourly task under `--missed latest`; the worker comes back at T+2h, when T+1h is
+/// pending and T+2h is due, with three one-off tasks waiting that were due since T+1h01m (a
+/// backlog: each takes 61 minutes). The docs: latest "runs once, for the most recent due
+/// occurrence", and after moving to it "the next claim, at once, runs that occurrence". The
+/// worker claims the hourly task first (it is the oldest due), picks T+2h, and moves the task
+/// there with due time T+2h, which puts it behind every task due earlier; when the backlog is
+/// done T+5h is due, so T+2h is passed over in its turn and never runs. With a backlog that
+/// stays older than one interval a `latest` task never runs at all.
+async fn latest_runs_the_occurrence_it_picked_without_queueing_behind_older_tasks(b: Backend) {
+    let log: Log = Arc::new(Mutex::new(Vec::new()));
+    let cell = Arc::new(std::sync::OnceLock::new());
+    let Some(f) = fixture(
+        b,
+        Registry::new()
+            .register(Record(log.clone()))
+            .register(Busy {
+                clock: cell.clone(),
+                by: SignedDuration::from_mins(61),
+            }),
+    )
+    .await
+    else {
+        return;
+    };
+    cell.set(f.clock.clone()).unwrap();
+    let h = |n: i64| t0() + SignedDuration::from_hours(n);
+    let rule = Recurrence::every(SignedDuration::from_hours(1))
+        .unwrap()
+        .with_missed(Missed::Latest);
+    f.party
+        .add(NewTask::new("record").recurrence(rule))
+        .await
+        .unwrap();
+    let worker = f.party.worker(WorkerConfig {
+        concurrency: 1,
+        lease: std::time::Duration::from_secs(100 * 86_400),
+        ..WorkerConfig::default()
+    });
+    worker.run_until_idle().await.unwrap(); // runs T
+    for k in 1..=3 {
+        f.party
+            .add(NewTask::new("busy").at(h(1) + SignedDuration::from_mins(k)))
+            .await
+            .unwrap();
+    }
+    f.clock.set(h(2));
+    worker.run_until_idle().await.unwrap();
+    let ran: Vec<(Timestamp, Timestamp)> = log
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|s| (s.timestamp, s.now))
+        .collect();
+    // (timestamp, started) of each run. At T+2h the latest due occurrence is T+2h: the task
+    // moves to it keeping its place (due T+1h, ahead of the backlog due after it), so it runs
+    // before the backlog, not after all of it, occurrence after occurrence passed over.
+    // Results are written in the background, so the claim right after the move may come
+    // before the move is written and take one backlog task first: then the occurrence run is
+    // the one due when that task ends (PostgreSQL here; SQLite writes it first).
+    assert_eq!(ran[0], (h(0), h(0)), "every run: {ran:?}");
+    let one_busy = h(2) + SignedDuration::from_mins(61);
+    assert!(
+        ran[1] == (h(2), h(2)) || ran[1] == (h(3), one_busy),
+        "the latest occurrence waited behind the backlog: every run: {ran:?}"
+    );
+}
+
+/// Always fails.
+struct Fails;
+
+impl Task for Fails {
+    const NAME: &'static str = "fails";
+
+    async fn run(&self, _ctx: &mut TaskContext) -> Result<(), TaskError> {
+        Err("fails".into())
+    }
+}
+
+/// An hourly task (`--every 1h`, first at T) dies at T. Its rule's occurrences are exactly
+/// T + k x 1h (docs/RECURRENCE.md: "Its occurrences are exactly `first + k x every`"), and a
+/// retry runs on that grid. `next` of the dead task at T+2h17m lists now + 1h, now + 2h instead:
+/// 12:17 and 13:17, times that are no occurrence of the task under any policy.
+async fn next_of_a_dead_interval_task_stays_on_its_grid(b: Backend) {
+    let Some(f) = fixture(b, Registry::new().register(Fails)).await else {
+        return;
+    };
+    let rule = Recurrence::every(SignedDuration::from_hours(1)).unwrap();
+    let id = f
+        .party
+        .add(NewTask::new("fails").recurrence(rule).max_attempts(1))
+        .await
+        .unwrap();
+    f.party
+        .worker(WorkerConfig::default())
+        .run_until_idle()
+        .await
+        .unwrap();
+    assert_eq!(f.party.get(id).await.unwrap().state, State::Dead);
+    f.clock.advance(SignedDuration::from_mins(2 * 60 + 17));
+    let next = f.party.next_occurrences(id, 2).await.unwrap();
+    let h = |n: i64| t0() + SignedDuration::from_hours(n);
+    assert_eq!(
+        next,
+        vec![h(3), h(4)],
+        "the next occurrences after now on the task's grid T + k x 1h"
+    );
+}
+
 on_every_backend!(
+    next_of_a_dead_interval_task_stays_on_its_grid,
+    latest_runs_the_occurrence_it_picked_without_queueing_behind_older_tasks,
     latest_catch_up_of_a_retry_starts_the_new_occurrence_at_attempt_1,
     every_rule_is_drift_free_and_needs_no_handler_code,
     cron_in_berlin_stays_at_nine_local_across_dst,

@@ -136,6 +136,7 @@ async fn the_pruner_removes_exactly_what_is_past_retention(b: Backend) {
             } else {
                 Next::Reschedule {
                     timestamp: t0 + days(420),
+                    due_at: t0 + days(420),
                     last_run_on: Some(t0),
                 }
             }
@@ -165,6 +166,7 @@ async fn the_pruner_removes_exactly_what_is_past_retention(b: Backend) {
         } else {
             Next::Reschedule {
                 timestamp: far,
+                due_at: far,
                 last_run_on: Some(t0 + days(420)),
             }
         }
@@ -236,6 +238,7 @@ async fn forever_keeps_everything(b: Backend) {
         id if id == dead => Next::Dead,
         _ => Next::Reschedule {
             timestamp: t0 + days(100_000),
+            due_at: t0 + days(100_000),
             last_run_on: Some(t0),
         },
     })
@@ -293,6 +296,7 @@ async fn a_backlog_larger_than_a_batch_takes_several_rounds(b: Backend) {
     for _ in 0..12 {
         settle(&f, &[rec], |_| Next::Reschedule {
             timestamp: f.clock.now(),
+            due_at: f.clock.now(),
             last_run_on: Some(f.clock.now()),
         })
         .await;

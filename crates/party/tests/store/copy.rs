@@ -42,6 +42,7 @@ async fn fill(h: &Harness) -> Source {
             at + secs(1),
             Next::Reschedule {
                 timestamp: at + secs(3600),
+                due_at: at + secs(3600),
                 last_run_on: Some(at),
             },
         ))

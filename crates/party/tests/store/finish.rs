@@ -157,6 +157,7 @@ async fn reschedule_moves_to_the_next_occurrence(b: Backend) {
         t0() + secs(1),
         Next::Reschedule {
             timestamp: next,
+            due_at: next,
             last_run_on: Some(t0()),
         },
     ))
@@ -191,6 +192,7 @@ async fn a_skipped_occurrence_keeps_last_run_on_and_writes_no_run(b: Backend) {
         t0(),
         Next::Reschedule {
             timestamp: second,
+            due_at: second,
             last_run_on: Some(t0()),
         },
     ))
@@ -205,6 +207,7 @@ async fn a_skipped_occurrence_keeps_last_run_on_and_writes_no_run(b: Backend) {
             second,
             Next::Reschedule {
                 timestamp: third,
+                due_at: third,
                 last_run_on: None,
             },
         )

@@ -179,11 +179,12 @@ impl FinishArrays {
             Next::Release { due_at, state } => (*state, None, Some(*due_at), None, Some(-1)),
             Next::Reschedule {
                 timestamp,
+                due_at,
                 last_run_on,
             } => (
                 State::Scheduled,
                 Some(*timestamp),
-                Some(*timestamp),
+                Some(*due_at),
                 *last_run_on,
                 None,
             ),

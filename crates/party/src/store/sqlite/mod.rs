@@ -454,11 +454,12 @@ fn apply_finish(
         Next::Release { due_at, state } => (*state, None, Some(to_micros(*due_at)), None, Some(-1)),
         Next::Reschedule {
             timestamp,
+            due_at,
             last_run_on,
         } => (
             State::Scheduled,
             Some(to_micros(*timestamp)),
-            Some(to_micros(*timestamp)),
+            Some(to_micros(*due_at)),
             last_run_on.map(to_micros),
             None,
         ),

@@ -200,3 +200,32 @@ fn add_from_a_file_adds_every_line_or_none() {
     let list: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(list.as_array().unwrap().len(), 3);
 }
+
+/// README: "No message shows the URL's password." When `party bench` cannot reach a
+/// PostgreSQL server, its error repeats the URL whole, password included.
+#[test]
+fn bench_never_prints_the_databases_password() {
+    let d = dir("secret");
+    let out = Command::new(PARTY)
+        .args([
+            "--db",
+            "postgres://party:S3cretPw@127.0.0.1:1/app",
+            "bench",
+            "--quick",
+            "--enqueue",
+        ])
+        .current_dir(&d.0)
+        .env_remove("PARTY_DATABASE_URL")
+        .env("PARTY_LOG", "warn")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        !stdout.contains("S3cretPw") && !stderr.contains("S3cretPw"),
+        "the password is printed:\n{stdout}{stderr}"
+    );
+}

@@ -1979,3 +1979,213 @@ fn retention_flags_refuse_bad_values_with_exit_2() {
         "forever",
     ]);
 }
+
+/// A number in data is matched by "its digits as stored" (`DataMatch`): the text `show --json`
+/// prints. Both backends must pick the same tasks for one filter, or `cancel --data` cancels
+/// different tasks after a move to PostgreSQL.
+#[test]
+fn a_data_filter_on_a_float_matches_the_same_tasks_on_every_backend() {
+    let s = Store::new();
+    for db in Db::all("float-filter") {
+        let id = on_ok(
+            &db,
+            &s.dir,
+            &["add", "noop", "--in", "1h", "--data", r#"{"x": 1e-7}"#],
+        );
+        let shown = on_ok(&db, &s.dir, &["show", id.trim(), "--json"]);
+        assert!(
+            shown.contains(r#""x": 1e-7"#),
+            "{}: stored as {shown}",
+            db.name
+        );
+        let listed: Value =
+            serde_json::from_str(&on_ok(&db, &s.dir, &["list", "--json", "--data", "x=1e-7"]))
+                .unwrap();
+        assert_eq!(
+            listed.as_array().unwrap().len(),
+            1,
+            "{}: `list --data x=1e-7` does not find the task whose data shows {{\"x\": 1e-7}}",
+            db.name
+        );
+    }
+}
+
+/// README: `add --from` refuses "a bad line ... with its number". A line whose recurring task
+/// (or unique key) already exists in the store is refused (exit 3, nothing written), but the
+/// message does not say which of the file's lines it was.
+#[test]
+fn add_from_names_the_line_of_a_duplicate_already_in_the_store() {
+    let s = Store::new();
+    let existing = s.add(&["log", "--data", r#"{"report":"daily"}"#, "--every", "1h"]);
+    let file = s.path("dup.jsonl");
+    std::fs::write(
+        &file,
+        "{\"handler\":\"noop\"}\n\n{\"handler\":\"log\",\"data\":{\"report\":\"daily\"},\"every\":\"1h\"}\n{\"handler\":\"noop\"}\n",
+    )
+    .unwrap();
+    let before = s.snapshot();
+    let run = s.run(&["add", "--from", &file]);
+    assert_eq!(run.code, 3, "{run:?}");
+    assert!(run.stderr.contains(&existing), "{}", run.stderr);
+    assert_eq!(s.snapshot(), before, "nothing written");
+    assert!(
+        run.stderr.contains("line 3"),
+        "the message does not name the file's line 3: {}",
+        run.stderr
+    );
+}
+
+/// README (`worker`): "on SIGTERM running tasks get the grace period". With `--until-idle`
+/// (a worker run from cron or a CI job), SIGTERM abandons the running task instead: the
+/// process exits 1 at once and the task is left `running` under its lease.
+#[test]
+fn a_worker_until_idle_stops_gracefully_on_sigterm_too() {
+    let s = Store::new();
+    let (started, finished) = (s.path("started"), s.path("finished"));
+    let data =
+        json!({ "cmd": format!("touch '{started}'; sleep 1; touch '{finished}'") }).to_string();
+    let id = s.add(&["shell", "--data", &data]);
+    let mut worker = s
+        .command(&["worker", "--until-idle", "--allow-shell"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(&started, &mut worker);
+    let kill = Command::new("kill")
+        .args(["-TERM", &worker.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let out = worker.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    let task = s.show(&id);
+    assert_eq!(
+        (out.status.code(), task["state"].as_str()),
+        (Some(0), Some("done")),
+        "the running task was not given its grace period: {log}"
+    );
+    assert!(
+        Path::new(&finished).exists(),
+        "the command was allowed to finish"
+    );
+}
+
+/// One input, one answer (`party::validate`): a rule's zone is stored in its canonical
+/// spelling whether it comes from `add --tz` or from an `add --from` line. For `--every` the
+/// flag's zone is canonical, but a line's `"tz"` is stored exactly as written (any case,
+/// spaces around it), so the same task shows a different rule depending on how it was added.
+#[test]
+fn an_every_rules_zone_is_stored_the_same_from_flags_and_from_a_file() {
+    let s = Store::new();
+    let flag = s.add(&[
+        "log",
+        "--data",
+        r#"{"n":1}"#,
+        "--every",
+        "1h",
+        "--tz",
+        " europe/berlin",
+    ]);
+    let file = s.path("tz.jsonl");
+    std::fs::write(
+        &file,
+        "{\"handler\":\"log\",\"data\":{\"n\":2},\"every\":\"1h\",\"tz\":\" europe/berlin\"}\n",
+    )
+    .unwrap();
+    let line = s.ok(&["add", "--from", &file]);
+    let (flag, line) = (s.show(&flag), s.show(line.trim()));
+    assert_eq!(flag["rule"]["tz"], "Europe/Berlin");
+    assert_eq!(
+        line["rule"]["tz"], flag["rule"]["tz"],
+        "the zone of an `add --from` line is stored as written"
+    );
+}
+
+/// README: "No message shows the URL's password." `party demo --db URL` prints the URL whole:
+/// in its refusal of a database that holds tasks, and in its narration ("Database: ...",
+/// "party --db ... list").
+#[test]
+fn the_demo_never_prints_the_databases_password() {
+    let Some(pg) = Db::postgres("demo_secret") else {
+        return;
+    };
+    // The same server and schema with a password in the user information (the test server
+    // trusts its clients and never asks for it).
+    let (scheme, rest) = pg.url.split_once("://").unwrap();
+    let (user, host) = rest.split_once('@').unwrap();
+    let user = user.split(':').next().unwrap();
+    let url = format!("{scheme}://{user}:S3cretPw@{host}");
+    let s = Store::new();
+    // A fresh schema: the demo runs and narrates.
+    let demo = || {
+        to_run(
+            support::party_cmd(&url)
+                .args(["demo", "--for", "5s"])
+                .current_dir(&s.dir)
+                .output()
+                .unwrap(),
+        )
+    };
+    let run = demo();
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        !run.stdout.contains("S3cretPw") && !run.stderr.contains("S3cretPw"),
+        "the demo printed the password:\n{}",
+        run.stdout
+            .lines()
+            .chain(run.stderr.lines())
+            .filter(|l| l.contains("S3cretPw"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    // Now it holds tasks: refused, exit 2, without the password.
+    let run = demo();
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(!run.stderr.contains("S3cretPw"), "{}", run.stderr);
+}
+
+/// A JSON Lines file saved with a UTF-8 byte order mark (Notepad, PowerShell's
+/// `Out-File -Encoding utf8`) is refused with "line 1: expected value at line 1 column 1",
+/// though line 1 is a valid task: the message does not say what is wrong.
+#[test]
+fn add_from_a_file_with_a_byte_order_mark_is_read_or_explained() {
+    let s = Store::new();
+    let file = s.path("bom.jsonl");
+    std::fs::write(
+        &file,
+        "\u{feff}{\"handler\":\"noop\"}\n{\"handler\":\"noop\"}\n",
+    )
+    .unwrap();
+    let run = s.run(&["add", "--from", &file]);
+    let explained = run.stderr.contains("byte order mark") || run.stderr.contains("BOM");
+    assert!(
+        run.code == 0 || (run.code == 2 && explained),
+        "neither read nor explained: {run:?}"
+    );
+}
+
+/// The refusal of a unique key on a recurring task carries a run of spaces from a broken
+/// string continuation in the middle of its sentence.
+#[test]
+fn the_unique_key_refusal_of_a_recurring_task_reads_as_one_sentence() {
+    let s = Store::new();
+    let run = s.run(&["add", "log", "--every", "1h", "--unique-key", "k"]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(!run.stderr.contains("   "), "{}", run.stderr);
+}
+
+/// `party cancel ID` on a running task marks it and its worker stops it (README; tested in
+/// `cancel_stops_a_running_shell_task_within_the_grace`), but `--help` says the command
+/// cancels "a task that is not running".
+#[test]
+fn cancel_help_does_not_say_running_tasks_cannot_be_cancelled() {
+    let s = Store::new();
+    for args in [&["--help"][..], &["cancel", "--help"]] {
+        let help = s.ok(args);
+        assert!(
+            !help.contains("Cancel a task that is not running"),
+            "{help}"
+        );
+    }
+}

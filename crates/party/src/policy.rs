@@ -305,6 +305,10 @@ pub(crate) enum Ending {
     /// A person cancelled the task while the attempt ran (whatever the attempt itself came
     /// to: it stopped at the request, ran out of grace, or finished anyway).
     Cancelled,
+    /// The worker stopped the attempt as it shut down (past its grace period, or at a second
+    /// signal): the task did nothing wrong, so it is retried at once, also on its last
+    /// attempt: a shutdown never makes a task dead.
+    Interrupted,
     /// The task was claimed ahead but its worker shut down before the attempt started:
     /// nothing ran, so it is released as it was, due now, and its claim's attempt is given
     /// back.
@@ -387,6 +391,8 @@ pub(crate) struct Decision {
 ///   attempt's start) and finishes anything else.
 /// - A failure or a timeout retries after the backoff while attempts remain, else it is dead.
 /// - A lost attempt retries at once (the task did nothing wrong) while attempts remain.
+/// - An attempt the worker interrupted as it shut down retries at once, attempts left or not
+///   (one more is allowed): a deploy must not kill the tasks it happens to stop.
 /// - A released task (claimed ahead, never started) is due again at once and writes no run;
 ///   the attempt its claim counted is given back, so it never dies of it and keeps every
 ///   attempt it had. It waits as `scheduled` if no attempt of it has ended, else `retrying`.
@@ -400,15 +406,20 @@ pub(crate) fn decide(
     backoff: impl FnOnce(u32) -> SignedDuration,
 ) -> Decision {
     let exhausted = attempt.attempts >= attempt.max_attempts;
+    // A handler's backoff below zero is read as zero: a retry never jumps ahead of tasks due
+    // before it failed, nor lands before the year 1 (which PostgreSQL cannot store).
+    let due_after = |wait: SignedDuration| {
+        attempt
+            .finished_at
+            .saturating_add(wait.max(SignedDuration::ZERO))
+            .unwrap_or(Timestamp::MAX)
+    };
     let retry_after = |wait: SignedDuration| {
         if exhausted {
             Next::Dead
         } else {
             Next::Retry {
-                due_at: attempt
-                    .finished_at
-                    .saturating_add(wait)
-                    .unwrap_or(Timestamp::MAX),
+                due_at: due_after(wait),
             }
         }
     };
@@ -435,6 +446,12 @@ pub(crate) fn decide(
         Ending::Lost => Decision {
             outcome: Some(Outcome::Lost),
             next: retry_after(SignedDuration::ZERO),
+        },
+        Ending::Interrupted => Decision {
+            outcome: Some(Outcome::Lost),
+            next: Next::Retry {
+                due_at: due_after(SignedDuration::ZERO),
+            },
         },
         Ending::Unfinishable => Decision {
             outcome: Some(Outcome::Succeeded),
@@ -609,6 +626,21 @@ mod tests {
             decide(Ending::Lost, attempt(3, 3), |_| unreachable!()).next,
             Next::Dead
         );
+    }
+
+    #[test]
+    fn an_interrupted_attempt_is_lost_and_retried_even_on_the_last_attempt() {
+        for n in [1, 3] {
+            let d = decide(Ending::Interrupted, attempt(n, 3), |_| unreachable!());
+            assert_eq!(d.outcome, Some(Outcome::Lost));
+            assert_eq!(d.next, Next::Retry { due_at: t(5) });
+        }
+    }
+
+    #[test]
+    fn a_negative_backoff_is_read_as_none() {
+        let d = decide(Ending::Failed, attempt(1, 3), |_| SignedDuration::MIN);
+        assert_eq!(d.next, Next::Retry { due_at: t(5) });
     }
 
     #[test]

@@ -73,7 +73,8 @@ pub trait Task: Send + Sync + 'static {
         async { Ok(()) }
     }
 
-    /// The wait before attempt `attempt + 1` after attempt `attempt` failed.
+    /// The wait before attempt `attempt + 1` after attempt `attempt` failed. A negative wait
+    /// is read as none.
     fn backoff(&self, attempt: u32) -> SignedDuration {
         default_backoff(attempt)
     }

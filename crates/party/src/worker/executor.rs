@@ -72,10 +72,12 @@ pub(super) async fn execute(
     );
     let cancel = inner.cancel_of(task.id, task.fence);
     let (attempts, max_attempts) = (task.attempts, task.max_attempts);
+    let cancelled_at_start =
+        running.is_some() && !*abort.borrow() && cancel.stage() >= CancelStage::Requested;
     let finish = match running {
         // Never started: released as it was, no run written.
         Some(_) if *abort.borrow() => released(&inner, &task),
-        Some(_) if cancel.stage() >= CancelStage::Requested => interrupted(&inner, &task),
+        Some(_) if cancelled_at_start => cancelled_unrun(&inner, &task),
         Some(_) => {
             run_one(&inner, task, &mut abort, &cancel)
                 .instrument(span)
@@ -86,6 +88,7 @@ pub(super) async fn execute(
     // A cancel that arrived while the attempt ran decides, whatever the attempt came to.
     let finish = match cancel.stage() {
         CancelStage::None => finish,
+        _ if cancelled_at_start => finish,
         stage => cancelled(finish, stage, attempts, max_attempts),
     };
     if let Some(m) = &metrics {
@@ -107,18 +110,42 @@ pub(super) async fn execute(
     });
 }
 
-/// Catches a panic in the wrapped future, turning it into an error.
-struct CatchUnwind<F>(Pin<Box<F>>);
+/// Catches a panic in the wrapped future, turning it into an error; and a panic while the
+/// future is dropped unfinished (a timeout, a cancel or an interrupt stops the attempt, and
+/// the handler's own drop code runs then), which is logged: the attempt already has its
+/// ending, and a panic escaping here would end the executor without a result, leaving the
+/// task held under leases the heartbeat renews for as long as the worker lives.
+struct CatchUnwind<F>(Option<Pin<Box<F>>>);
 
 impl<F: Future> Future for CatchUnwind<F> {
     type Output = Result<F::Output, Box<dyn Any + Send>>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let fut = self.0.as_mut();
+        let Some(fut) = self.0.as_mut() else {
+            return Poll::Pending;
+        };
+        let fut = fut.as_mut();
         match std::panic::catch_unwind(AssertUnwindSafe(|| fut.poll(cx))) {
             Ok(Poll::Pending) => Poll::Pending,
-            Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
+            Ok(Poll::Ready(v)) => {
+                self.0 = None;
+                Poll::Ready(Ok(v))
+            }
+            // Not polled again; dropped (its drop guarded too) with this.
             Err(p) => Poll::Ready(Err(p)),
+        }
+    }
+}
+
+impl<F> Drop for CatchUnwind<F> {
+    fn drop(&mut self) {
+        if let Some(fut) = self.0.take() {
+            if let Err(p) = std::panic::catch_unwind(AssertUnwindSafe(move || drop(fut))) {
+                tracing::warn!(
+                    panic = %panic_message(p.as_ref()),
+                    "a handler panicked while its stopped attempt was dropped"
+                );
+            }
         }
     }
 }
@@ -187,7 +214,7 @@ async fn guarded(
             handler.run(ctx).await
         }
     };
-    let guarded = tokio::time::timeout(timeout, CatchUnwind(Box::pin(fut)));
+    let guarded = tokio::time::timeout(timeout, CatchUnwind(Some(Box::pin(fut))));
     tokio::select! {
         r = guarded => match r {
             Ok(Ok(Ok(()))) => Call::Ok,
@@ -255,11 +282,23 @@ fn interrupted(inner: &Inner, task: &ClaimedTask) -> Finish {
     finish(
         inner,
         task,
-        Ending::Lost,
+        Ending::Interrupted,
         Some(format!(
             "worker {} shut down before the attempt finished",
             inner.id
         )),
+        |_| SignedDuration::ZERO,
+    )
+}
+
+/// A task a person cancelled before its attempt started (found at its claim, or while it
+/// waited for an executor): the handler is not called; [`cancelled`] records it.
+fn cancelled_unrun(inner: &Inner, task: &ClaimedTask) -> Finish {
+    finish(
+        inner,
+        task,
+        Ending::Cancelled,
+        Some("cancelled before this attempt started; the handler was not run".to_string()),
         |_| SignedDuration::ZERO,
     )
 }

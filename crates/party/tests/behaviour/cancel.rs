@@ -252,6 +252,69 @@ async fn a_cancel_seen_only_after_the_attempt_ended_is_applied_at_the_next_claim
     assert_eq!(task.runs[1].outcome, Outcome::Cancelled);
 }
 
+/// A task whose cancel is found at its claim is cancelled without running; its run row says
+/// so, not that the worker shut down (it did not: the worker goes on running tasks).
+async fn a_cancel_found_at_the_claim_is_not_recorded_as_a_shutdown(b: Backend) {
+    let Some(f) = fixture(b, registry()).await else {
+        return;
+    };
+    let id = f.party.add(NewTask::new("stubborn")).await.unwrap();
+    let now = f.clock.now();
+    let claimed = f
+        .party
+        .store()
+        .task_claim(ClaimParams {
+            worker: "w",
+            handlers: &["stubborn".to_string()],
+            queues: &["default".to_string()],
+            limit: 1,
+            now,
+            lease_until: now + SignedDuration::from_secs(30),
+            promote_limit: 10,
+            controlled: &[],
+        })
+        .await
+        .unwrap();
+    let c = &claimed[0];
+    assert!(f.party.cancel(id).await.unwrap().cancel_requested);
+    let finished = f
+        .party
+        .store()
+        .task_finish(vec![Finish {
+            id,
+            fence: c.fence,
+            attempt: c.attempts,
+            timestamp: c.timestamp,
+            started_at: now,
+            finished_at: now,
+            worker: "w".into(),
+            ran: true,
+            outcome: Outcome::Failed,
+            error: Some("failed before it saw the cancel".into()),
+            next: Next::Retry { due_at: now },
+            follow_ups: Vec::new(),
+            expired_before: None,
+        }])
+        .await
+        .unwrap();
+    assert_eq!(finished, vec![FinishResult::Applied]);
+    let worker = f.party.worker(WorkerConfig {
+        id: Some("w2".into()),
+        ..WorkerConfig::default()
+    });
+    tokio::time::timeout(Duration::from_secs(20), worker.run_until_idle())
+        .await
+        .expect("the handler did not run")
+        .unwrap();
+    let task = f.party.get(id).await.unwrap();
+    assert_eq!(task.state, State::Cancelled);
+    let error = task.runs[1].error.as_deref().unwrap_or_default();
+    assert!(
+        !error.contains("shut down"),
+        "the run of a task cancelled at its claim blames a shutdown that never happened: {error}"
+    );
+}
+
 async fn a_finished_task_cannot_be_cancelled(b: Backend) {
     let Some(f) = fixture(b, registry()).await else {
         return;
@@ -275,4 +338,5 @@ on_every_backend!(
     a_cancel_whose_worker_died_is_applied_by_the_rescue,
     a_cancel_seen_only_after_the_attempt_ended_is_applied_at_the_next_claim,
     a_finished_task_cannot_be_cancelled,
+    a_cancel_found_at_the_claim_is_not_recorded_as_a_shutdown,
 );

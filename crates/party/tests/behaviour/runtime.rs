@@ -600,6 +600,37 @@ async fn shutdown_past_the_grace_period_releases_the_task_for_others(b: Backend)
     assert_eq!(task.worker, None, "no longer held by the stopped worker");
 }
 
+/// Interrupted at shutdown, a task on its last attempt is released to run again, as the
+/// state machine says ("shutdown interruption: a `lost` run, then `retrying`") and
+/// `Worker::interrupt` promises ("released to run again"): it did nothing wrong, and a deploy
+/// must not kill it.
+async fn shutdown_past_the_grace_period_does_not_make_a_task_on_its_last_attempt_dead(b: Backend) {
+    let (h, mut started, dropped) = hangs();
+    let Some(f) = fixture(b, Registry::new().register(h)).await else {
+        return;
+    };
+    let id = f
+        .party
+        .add(NewTask::new("hangs").max_attempts(1))
+        .await
+        .unwrap();
+    let worker = f.party.worker(WorkerConfig {
+        shutdown_grace: Duration::from_millis(50),
+        ..Default::default()
+    });
+    let running = start(worker);
+    started.recv().await.unwrap();
+    running.stop().await;
+    assert!(dropped.load(std::sync::atomic::Ordering::SeqCst));
+    let task = f.party.get(id).await.unwrap();
+    assert_eq!(task.runs[0].outcome, Outcome::Lost);
+    assert_eq!(
+        task.state,
+        State::Retrying,
+        "released to run again, not made dead by the shutdown: {task:?}"
+    );
+}
+
 async fn an_interrupted_shell_task_kills_its_child_process(b: Backend) {
     let Some(f) = fixture(b, Registry::new().register(party::builtin::Shell)).await else {
         return;
@@ -969,6 +1000,7 @@ on_every_backend!(
     a_worker_that_loses_its_lease_stops_the_attempt_and_writes_nothing,
     shutdown_lets_running_tasks_finish_within_the_grace_period,
     shutdown_past_the_grace_period_releases_the_task_for_others,
+    shutdown_past_the_grace_period_does_not_make_a_task_on_its_last_attempt_dead,
     an_interrupted_shell_task_kills_its_child_process,
     prefetched_tasks_wait_for_an_executor_and_run_once_in_order,
     a_deep_local_queue_runs_each_task_once_and_idle_means_all_recorded,

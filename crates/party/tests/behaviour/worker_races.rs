@@ -343,6 +343,108 @@ async fn a_panicking_backoff_does_not_leave_the_task_held_forever(b: Backend) {
     );
 }
 
+/// Panics when dropped before its work was done, as some guards do (or a runtime dropped
+/// inside an async context): the handler's own code, run when its attempt is stopped.
+struct PanicsWhenDropped;
+
+impl Drop for PanicsWhenDropped {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            panic!("dropped before the work was finished");
+        }
+    }
+}
+
+/// Hangs past its timeout holding a [`PanicsWhenDropped`].
+struct HangsWithGuard;
+
+impl Task for HangsWithGuard {
+    const NAME: &'static str = "hangs_with_guard";
+    const TIMEOUT: Duration = Duration::from_millis(200);
+
+    async fn run(&self, _ctx: &mut TaskContext) -> Result<(), TaskError> {
+        let _guard = PanicsWhenDropped;
+        std::future::pending::<()>().await;
+        Ok(())
+    }
+}
+
+/// A handler whose future panics as the timeout drops it is a timed-out attempt like any
+/// other ("a handler that panics or hangs is a failed or timed-out attempt"): recorded and
+/// retried, not left `running` under a lease its worker renews while it lives.
+async fn a_handler_panicking_as_its_timed_out_attempt_is_dropped_is_still_recorded(b: Backend) {
+    let Some(f) = fixture(b, Registry::new().register(HangsWithGuard)).await else {
+        return;
+    };
+    let id = f.party.add(NewTask::new("hangs_with_guard")).await.unwrap();
+    let report = tokio::time::timeout(
+        Duration::from_secs(20),
+        f.party.worker(WorkerConfig::default()).run_until_idle(),
+    )
+    .await
+    .expect("run_until_idle returned")
+    .unwrap();
+    let task = f.party.get(id).await.unwrap();
+    assert_eq!(
+        (task.state, task.runs.len(), report.failed),
+        (State::Retrying, 1, 1),
+        "the timed-out attempt was never recorded and the task stays held: {task:?}, {report:?}"
+    );
+    assert_eq!(task.runs[0].outcome, Outcome::TimedOut);
+}
+
+/// Fails once; its backoff has a bug and comes out negative (a subtraction the wrong way
+/// round, an overflow wrapped): a wait can only be zero or more.
+struct NegativeBackoff;
+
+impl Task for NegativeBackoff {
+    const NAME: &'static str = "negative_backoff";
+
+    async fn run(&self, ctx: &mut TaskContext) -> Result<(), TaskError> {
+        if ctx.attempts() == 1 {
+            return Err(TaskError::failed("first attempt fails"));
+        }
+        Ok(())
+    }
+
+    fn backoff(&self, _attempt: u32) -> SignedDuration {
+        SignedDuration::MIN
+    }
+}
+
+/// A negative backoff is read as no wait: the retry is due when the attempt failed, not
+/// millennia before it (which PostgreSQL cannot even store: the result write would fail and
+/// be retried forever, holding up every other result of the worker).
+async fn a_negative_backoff_retries_at_once_and_is_recorded(b: Backend) {
+    let Some(f) = fixture(b, Registry::new().register(NegativeBackoff)).await else {
+        return;
+    };
+    let id = f.party.add(NewTask::new("negative_backoff")).await.unwrap();
+    let mut config = short_lease();
+    config.concurrency = 1;
+    let report = tokio::time::timeout(
+        Duration::from_secs(15),
+        f.party.worker(config).run_until_idle(),
+    )
+    .await
+    .expect("the worker never finished: the failed attempt's result could not be written")
+    .unwrap();
+    let task = f.party.get(id).await.unwrap();
+    assert_eq!((task.state, report.attempts), (State::Done, 2), "{task:?}");
+    let failed = task
+        .runs
+        .iter()
+        .find(|r| r.outcome == Outcome::Failed)
+        .expect("the failed run");
+    assert!(
+        task.runs
+            .iter()
+            .all(|r| r.started_at >= failed.finished_at || r.outcome == Outcome::Failed),
+        "{:?}",
+        task.runs
+    );
+}
+
 mod faulty {
     //! A store that passes every call through, and fails the ones a test asks it to.
     use std::sync::Arc;
@@ -671,5 +773,7 @@ on_every_backend!(
     a_huge_error_is_stored_bounded_with_its_start_and_end,
     a_shell_command_writing_a_nul_to_stderr_does_not_wedge_the_worker,
     a_panicking_backoff_does_not_leave_the_task_held_forever,
+    a_handler_panicking_as_its_timed_out_attempt_is_dropped_is_still_recorded,
+    a_negative_backoff_retries_at_once_and_is_recorded,
     a_transient_error_rewriting_a_refused_follow_up_does_not_run_the_work_again,
 );

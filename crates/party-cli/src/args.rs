@@ -42,7 +42,8 @@ pub(crate) enum Command {
     List(ListArgs),
     /// Show one task with its run history
     Show(ShowArgs),
-    /// Cancel a task that is not running, or every task matching --state/--handler/--queue
+    /// Cancel a task (a running one is stopped by its worker), or every waiting or dead task
+    /// matching --state/--handler/--queue
     Cancel(SteerArgs),
     /// Make a dead, cancelled, retrying or scheduled task due now, or every task matching the
     /// filters

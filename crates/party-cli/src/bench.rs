@@ -973,7 +973,12 @@ mod pg {
     async fn connect(url: &str) -> Result<tokio_postgres::Client, TaskError> {
         let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
             .await
-            .map_err(|e| TaskError::store(format!("cannot connect to {url}: {e}")))?;
+            .map_err(|e| {
+                TaskError::store(format!(
+                    "cannot connect to {}: {e}",
+                    party::validate::redact_url(url)
+                ))
+            })?;
         tokio::spawn(async move {
             let _ = conn.await;
         });

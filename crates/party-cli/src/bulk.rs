@@ -47,6 +47,12 @@ pub fn parse(mut input: impl BufRead, now: Timestamp) -> Result<Vec<(usize, NewT
         }
         let line = std::str::from_utf8(&buf)
             .map_err(|_| TaskError::invalid(format!("line {number} is not UTF-8 text")))?;
+        // A byte order mark, as some editors write at the start of a UTF-8 file, is no text.
+        let line = if number == 1 {
+            line.strip_prefix('\u{feff}').unwrap_or(line)
+        } else {
+            line
+        };
         if line.trim().is_empty() {
             continue;
         }

@@ -88,7 +88,8 @@ fn unique(
     validate::unique_key(key)?;
     if is_recurring {
         return Err(TaskError::invalid(format!(
-            "'{}' is recurring, and a recurring task is already unique by its handler and data:              leave out the unique key",
+            "'{}' is recurring, and a recurring task is already unique by its handler and data: \
+             leave out the unique key",
             task.handler
         )));
     }

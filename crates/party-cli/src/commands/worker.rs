@@ -38,40 +38,37 @@ pub(crate) async fn run(db: &str, registry: Registry, args: WorkerArgs) -> Resul
         ..WorkerConfig::default()
     });
     let mut signals = Signals::install()?;
-    let (report, forced) = if args.until_idle {
-        tokio::select! {
-            report = worker.run_until_idle() => (report?, false),
-            () = signals.recv() => {
-                return Err(TaskError::failed(
-                    "interrupted before the worker was idle; the tasks it was running are \
-                     released to other workers when their leases end",
-                ));
-            }
-        }
-    } else {
-        // The first signal stops claiming and gives running tasks the grace period; a second
-        // one ends the grace at once: running attempts are interrupted and released, recorded
-        // as lost, before the process exits.
-        let (first_tx, first_rx) = tokio::sync::oneshot::channel::<()>();
-        let forced = std::sync::atomic::AtomicBool::new(false);
-        let stopper = async {
-            signals.recv().await;
-            tracing::info!(
-                "stopping gracefully: running tasks may finish; press Ctrl-C again to stop them now"
-            );
-            let _ = first_tx.send(());
-            signals.recv().await;
-            forced.store(true, std::sync::atomic::Ordering::Relaxed);
-            tracing::warn!("stopping now: interrupting running tasks and releasing them");
-            worker.interrupt();
-            std::future::pending::<()>().await
-        };
-        let report = tokio::select! {
-            r = worker.run(async { let _ = first_rx.await; }) => r?,
-            () = stopper => unreachable!("the stopper never completes"),
-        };
-        (report, forced.load(std::sync::atomic::Ordering::Relaxed))
+    // The first signal stops claiming and gives running tasks the grace period; a second one
+    // ends the grace at once: running attempts are interrupted and released, recorded as lost,
+    // before the process exits. The same with `--until-idle`, which otherwise ends once idle.
+    let (first_tx, first_rx) = tokio::sync::oneshot::channel::<()>();
+    let forced = std::sync::atomic::AtomicBool::new(false);
+    let stopper = async {
+        signals.recv().await;
+        tracing::info!(
+            "stopping gracefully: running tasks may finish; press Ctrl-C again to stop them now"
+        );
+        let _ = first_tx.send(());
+        signals.recv().await;
+        forced.store(true, std::sync::atomic::Ordering::Relaxed);
+        tracing::warn!("stopping now: interrupting running tasks and releasing them");
+        worker.interrupt();
+        std::future::pending::<()>().await
     };
+    let shutdown = async {
+        let _ = first_rx.await;
+    };
+    let report = tokio::select! {
+        r = async {
+            if args.until_idle {
+                worker.run_until_idle_or(shutdown).await
+            } else {
+                worker.run(shutdown).await
+            }
+        } => r?,
+        () = stopper => unreachable!("the stopper never completes"),
+    };
+    let forced = forced.load(std::sync::atomic::Ordering::Relaxed);
     tracing::info!(
         attempts = report.attempts,
         succeeded = report.succeeded,

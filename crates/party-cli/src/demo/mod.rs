@@ -43,6 +43,8 @@ pub(crate) async fn run(db: Option<String>, args: DemoArgs) -> Result<(), TaskEr
             runs: runs.1.clone(),
         });
     let party = Party::connect(&db, registry).await?;
+    // As shown: never with its password.
+    let shown = party::validate::redact_url(&db);
     let existing = party
         .list(&ListFilter {
             limit: Some(1),
@@ -51,7 +53,7 @@ pub(crate) async fn run(db: Option<String>, args: DemoArgs) -> Result<(), TaskEr
         .await?;
     if !existing.is_empty() {
         return Err(TaskError::invalid(format!(
-            "the demo needs an empty database, and {db} already has tasks; give a new file with \
+            "the demo needs an empty database, and {shown} already has tasks; give a new file with \
              --db, or leave --db out to use a fresh temporary one"
         )));
     }
@@ -59,7 +61,7 @@ pub(crate) async fn run(db: Option<String>, args: DemoArgs) -> Result<(), TaskEr
     let minutes = shorten(SignedDuration::from_mins(30));
     let days = shorten(SignedDuration::from_hours(30 * 24));
     say("party demo: the seed's three examples, on a real SQLite store with two real workers.");
-    say(&format!("Database: {db}"));
+    say(&format!("Database: {shown}"));
     say(&format!(
         "Time is shortened in this demo: 30 minutes are {} seconds and 30 days are {} seconds.",
         minutes.as_secs(),
@@ -174,7 +176,7 @@ pub(crate) async fn run(db: Option<String>, args: DemoArgs) -> Result<(), TaskEr
 
     say(&format!(
         "\nThe recurring tasks stay scheduled: they never end by themselves. Look around with\n  \
-         party --db {db} list\n  party --db {db} show {}",
+         party --db {shown} list\n  party --db {shown} show {}",
         recurring2.id
     ));
     Ok(())

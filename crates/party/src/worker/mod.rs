@@ -303,7 +303,20 @@ impl Worker {
     /// # Errors
     /// [`TaskError::Store`] when the database fails.
     pub async fn run_until_idle(&self) -> Result<WorkerReport, TaskError> {
-        self.run_inner(None).await
+        self.run_inner(true, None).await
+    }
+
+    /// As [`Worker::run_until_idle`], but stop as [`Worker::run`] does if `shutdown` completes
+    /// first: no new claims, running tasks get the grace period, the rest are interrupted
+    /// and released. `party worker --until-idle` stops this way on a signal.
+    ///
+    /// # Errors
+    /// [`TaskError::Store`] when the database fails.
+    pub async fn run_until_idle_or(
+        &self,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<WorkerReport, TaskError> {
+        self.run_inner(true, Some(Box::pin(shutdown))).await
     }
 
     /// Run until `shutdown` completes; then stop claiming, give running tasks the grace period,
@@ -337,7 +350,7 @@ impl Worker {
         &self,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<WorkerReport, TaskError> {
-        self.run_inner(Some(Box::pin(shutdown))).await
+        self.run_inner(false, Some(Box::pin(shutdown))).await
     }
 
     fn totals(&self) -> WorkerReport {
@@ -351,11 +364,11 @@ impl Worker {
 
     async fn run_inner(
         &self,
+        until_idle: bool,
         shutdown: Option<Pin<Box<dyn Future<Output = ()> + Send + '_>>>,
     ) -> Result<WorkerReport, TaskError> {
         let inner = &self.inner;
         let before = self.totals();
-        let until_idle = shutdown.is_none();
         let mut shutdown = shutdown.unwrap_or_else(|| Box::pin(std::future::pending()));
         // Claimed tasks hold a place in `ahead` until their attempt ends and one in
         // `unrecorded` until their result is written; running ones also hold an executor permit.
@@ -573,8 +586,10 @@ impl Worker {
                         return Ok(());
                     }
                     if got == 0 {
-                        let all = unrecorded.acquire_many(unrecorded_places as u32).await.expect("open");
-                        drop(all);
+                        tokio::select! {
+                            all = unrecorded.acquire_many(unrecorded_places as u32) => drop(all),
+                            _ = &mut shutdown => return Ok(()),
+                        }
                     }
                     continue;
                 }

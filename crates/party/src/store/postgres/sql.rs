@@ -83,11 +83,12 @@ pub(super) const HISTORY_COLUMNS: &str = "id, handler, data, timestamp, last_run
 /// A data field filter ([`crate::DataMatch`]) on the column `data` and the parameters `f` (the
 /// field, NULL for no filter) and `v` (the value's text): the field's value as text (a
 /// string's own text, a number as stored, `true` or `false`) equals it; null, objects and
-/// arrays match nothing.
+/// arrays match nothing. Read as `json`, which keeps a number's text as stored (`jsonb` would
+/// rewrite `1e-7` as `0.0000001`, and match other tasks than SQLite does).
 fn data_match(data: &str, f: &str, v: &str) -> String {
     format!(
-        "({f}::text IS NULL OR (jsonb_typeof({data}::jsonb -> {f}::text) IN \
-         ('string','number','boolean') AND {data}::jsonb ->> {f}::text = {v}::text))"
+        "({f}::text IS NULL OR (json_typeof({data}::json -> {f}::text) IN \
+         ('string','number','boolean') AND {data}::json ->> {f}::text = {v}::text))"
     )
 }
 

@@ -277,7 +277,8 @@ impl Worker {
     /// Interrupt every running attempt now, without waiting for the grace period: each is
     /// stopped, recorded as `lost` and released to run again (a `shell` child's whole process
     /// group is ended). Tasks claimed ahead and not started are released without running. A
-    /// worker that is stopping returns once those results are written. For a second Ctrl-C.
+    /// worker that is stopping returns once those results are written; one that is not stops
+    /// too (no new claims, no grace period). For a second Ctrl-C.
     pub fn interrupt(&self) {
         self.inner.abort.send_replace(true);
     }
@@ -369,7 +370,7 @@ impl Worker {
     ) -> Result<WorkerReport, TaskError> {
         let inner = &self.inner;
         let before = self.totals();
-        let mut shutdown = shutdown.unwrap_or_else(|| Box::pin(std::future::pending()));
+        let external = shutdown.unwrap_or_else(|| Box::pin(std::future::pending()));
         // Claimed tasks hold a place in `ahead` until their attempt ends and one in
         // `unrecorded` until their result is written; running ones also hold an executor permit.
         let concurrency = inner.config.concurrency + inner.config.prefetch;
@@ -395,6 +396,15 @@ impl Worker {
         let (done_tx, done_rx) = mpsc::unbounded_channel::<Executed>();
         inner.abort.send_replace(false);
         let abort_rx = inner.abort.subscribe();
+        // The worker stops on its shutdown, or on an interrupt (which, before a shutdown,
+        // stops it too: it would otherwise claim and release tasks unrun, round after round).
+        let mut interrupt_rx = inner.abort.subscribe();
+        let mut shutdown: Pin<Box<dyn Future<Output = ()> + Send + '_>> = Box::pin(async move {
+            tokio::select! {
+                () = external => {}
+                _ = interrupt_rx.wait_for(|a| *a) => {}
+            }
+        });
         let completer = tokio::spawn(completer::completer(
             inner.clone(),
             done_rx,
@@ -426,6 +436,9 @@ impl Worker {
         let result: Result<(), TaskError> = async {
             let mut outage = Duration::ZERO;
             loop {
+                if *inner.abort.borrow() {
+                    return Ok(());
+                }
                 // Which of our queues are paused or limited, as last read from the store.
                 let (controls, limited) = {
                     let mut controls = inner.controls.lock().await;

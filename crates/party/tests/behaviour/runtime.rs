@@ -631,6 +631,33 @@ async fn shutdown_past_the_grace_period_does_not_make_a_task_on_its_last_attempt
     );
 }
 
+/// An interrupt with no shutdown before it stops the worker too: the running attempt is
+/// released as lost, and the worker returns instead of claiming and releasing tasks unrun,
+/// round after round.
+async fn an_interrupt_alone_stops_the_worker(b: Backend) {
+    let (h, mut started, dropped) = hangs();
+    let Some(f) = fixture(b, Registry::new().register(h)).await else {
+        return;
+    };
+    let id = f.party.add(NewTask::new("hangs")).await.unwrap();
+    let worker = Arc::new(f.party.worker(WorkerConfig::default()));
+    let interrupter = worker.clone();
+    let join = tokio::spawn(async move { worker.run(std::future::pending()).await });
+    started.recv().await.unwrap();
+    interrupter.interrupt();
+    let report = tokio::time::timeout(Duration::from_secs(10), join)
+        .await
+        .expect("the interrupted worker returned")
+        .unwrap()
+        .unwrap();
+    assert_eq!(report.attempts, 1, "{report:?}");
+    assert!(dropped.load(std::sync::atomic::Ordering::SeqCst));
+    let task = f.party.get(id).await.unwrap();
+    assert_eq!(task.runs.len(), 1, "{task:?}");
+    assert_eq!(task.runs[0].outcome, Outcome::Lost);
+    assert_eq!(task.state, State::Retrying);
+}
+
 async fn an_interrupted_shell_task_kills_its_child_process(b: Backend) {
     let Some(f) = fixture(b, Registry::new().register(party::builtin::Shell)).await else {
         return;
@@ -1001,6 +1028,7 @@ on_every_backend!(
     shutdown_lets_running_tasks_finish_within_the_grace_period,
     shutdown_past_the_grace_period_releases_the_task_for_others,
     shutdown_past_the_grace_period_does_not_make_a_task_on_its_last_attempt_dead,
+    an_interrupt_alone_stops_the_worker,
     an_interrupted_shell_task_kills_its_child_process,
     prefetched_tasks_wait_for_an_executor_and_run_once_in_order,
     a_deep_local_queue_runs_each_task_once_and_idle_means_all_recorded,

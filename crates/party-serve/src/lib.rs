@@ -20,6 +20,9 @@
 //! [`party::TaskError`] into a status and a JSON body; `redact` hides data fields; `pages` is
 //! the dashboard; `metrics` writes Prometheus text.
 
+// The OpenAPI document is one `json!` literal, deeper than the default limit allows.
+#![recursion_limit = "256"]
+
 use std::future::Future;
 use std::sync::Arc;
 

@@ -225,6 +225,7 @@ pub fn document() -> Value {
                     "rule": {"type": "object", "nullable": true},
                     "due_at": {"type": "string", "format": "date-time"},
                     "created_at": {"type": "string", "format": "date-time"},
+                    "finished_at": {"type": "string", "format": "date-time", "nullable": true},
                     "worker": {"type": "string", "nullable": true},
                     "unique_key": {"type": "string", "nullable": true},
                     "cancel_requested": {"type": "boolean", "description": "Cancelled while running: its worker is stopping it"},

@@ -585,8 +585,8 @@ impl Party {
     }
 
     /// Compare the occurrences a task's rule expected, from its first known occurrence up to
-    /// now (the pending one excluded), with the occurrences its run history shows succeeded:
-    /// missing, doubled and unexpected ones.
+    /// now (the pending one excluded; for a cancelled task, up to its cancel), with the
+    /// occurrences its run history shows succeeded: missing, doubled and unexpected ones.
     ///
     /// # Errors
     /// As [`Party::next_occurrences`].
@@ -613,10 +613,13 @@ impl Party {
             task.state,
             State::Scheduled | State::Running | State::Retrying
         );
-        let until = if live {
-            task.timestamp - jiff::SignedDuration::from_micros(1)
-        } else {
-            self.clock.now()
+        // A live task: up to its pending occurrence. A cancelled one: up to its cancel (a
+        // person stopped the schedule; it expects nothing after). A dead or done one: up to now
+        // (a schedule that died still owes what came due since, until someone retries it).
+        let until = match (live, task.state, task.finished_at) {
+            (true, ..) => task.timestamp - jiff::SignedDuration::from_micros(1),
+            (false, State::Cancelled, Some(at)) => at,
+            _ => self.clock.now(),
         };
         let ran_for: Vec<Timestamp> = task
             .runs

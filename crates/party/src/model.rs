@@ -180,6 +180,10 @@ pub struct TaskInfo {
     /// When it was created.
     #[serde(with = "serde_time")]
     pub created_at: Timestamp,
+    /// When it finished (done, dead or cancelled): its retention and unique window run from
+    /// here. `None` while it is live.
+    #[serde(default, with = "serde_time::option")]
+    pub finished_at: Option<Timestamp>,
     /// The worker holding it while it runs.
     pub worker: Option<String>,
     /// The one-off task's unique key, if it has one (see [`NewTask::unique_key`]).

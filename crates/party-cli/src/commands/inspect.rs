@@ -95,6 +95,7 @@ pub(crate) async fn show(party: &Party, args: ShowArgs) -> Result<(), TaskError>
         ("queue", task.queue.clone()),
         ("priority", task.priority.to_string()),
         ("created_at", format_time(task.created_at)),
+        ("finished_at", or_dash(task.finished_at.map(format_time))),
         ("last_error", or_dash(task.last_error.clone())),
     ];
     let mut text = String::new();

@@ -374,6 +374,39 @@ async fn latest_runs_the_occurrence_it_picked_without_queueing_behind_older_task
     );
 }
 
+/// A cancelled schedule expects nothing after its cancel: `gaps` counts the occurrences up to
+/// it, however long ago it was; the task says when it finished. A live task has no finish.
+async fn gaps_of_a_cancelled_schedule_end_at_its_cancel(b: Backend) {
+    let log: Log = Arc::new(Mutex::new(Vec::new()));
+    let Some(f) = fixture(b, Registry::new().register(Record(log.clone()))).await else {
+        return;
+    };
+    let rule = Recurrence::every(SignedDuration::from_hours(1)).unwrap();
+    let id = f
+        .party
+        .add(NewTask::new("record").recurrence(rule))
+        .await
+        .unwrap();
+    assert_eq!(f.party.get(id).await.unwrap().finished_at, None);
+    f.party
+        .worker(WorkerConfig::default())
+        .run_until_idle()
+        .await
+        .unwrap(); // runs T
+    // No worker for T+1h and T+2h; cancelled at T+2h30m, looked at five hours later.
+    f.clock.advance(SignedDuration::from_mins(150));
+    let cancelled_at = f.clock.now();
+    f.party.cancel(id).await.unwrap();
+    f.clock.advance(SignedDuration::from_hours(5));
+    let task = f.party.get(id).await.unwrap();
+    assert_eq!(task.state, State::Cancelled);
+    assert_eq!(task.finished_at, Some(cancelled_at));
+    let gaps = f.party.gaps(id).await.unwrap();
+    let h = |n: i64| t0() + SignedDuration::from_hours(n);
+    assert_eq!(gaps.expected, 3, "T, T+1h, T+2h: none after the cancel");
+    assert_eq!(gaps.missing, vec![h(1), h(2)]);
+}
+
 /// Always fails.
 struct Fails;
 
@@ -416,6 +449,7 @@ async fn next_of_a_dead_interval_task_stays_on_its_grid(b: Backend) {
 }
 
 on_every_backend!(
+    gaps_of_a_cancelled_schedule_end_at_its_cancel,
     next_of_a_dead_interval_task_stays_on_its_grid,
     latest_runs_the_occurrence_it_picked_without_queueing_behind_older_tasks,
     latest_catch_up_of_a_retry_starts_the_new_occurrence_at_attempt_1,

@@ -267,6 +267,7 @@ pub(super) fn task_from_row(r: &Row) -> Result<TaskInfo, TaskError> {
         worker: r.get(15),
         unique_key: r.get(16),
         cancel_requested: r.get(17),
+        finished_at: opt_time_at(r, 18),
         runs: Vec::new(),
     })
 }

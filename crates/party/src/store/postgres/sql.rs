@@ -73,12 +73,12 @@ pub(super) fn quote_ident(s: &str) -> String {
 
 pub(super) const TASK_COLUMNS: &str = "id, handler, data, timestamp, last_run_on, attempts, is_recurring, \
     state, queue, priority, max_attempts, last_error, rule, due_at, created_at, worker, \
-    unique_key, cancel_requested";
+    unique_key, cancel_requested, NULL::timestamptz";
 
 /// The columns [`super::rows::task_from_row`] reads, from a history row (no worker).
 pub(super) const HISTORY_COLUMNS: &str = "id, handler, data, timestamp, last_run_on, attempts, \
     is_recurring, state, queue, priority, max_attempts, last_error, rule, due_at, created_at, \
-    NULL::text, unique_key, false";
+    NULL::text, unique_key, false, finished_at";
 
 /// A data field filter ([`crate::DataMatch`]) on the column `data` and the parameters `f` (the
 /// field, NULL for no filter) and `v` (the value's text): the field's value as text (a

@@ -57,6 +57,7 @@ pub(super) fn task_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TaskInfo>
         worker: r.get(15)?,
         unique_key: r.get(16)?,
         cancel_requested: r.get(17)?,
+        finished_at: r.get::<_, Option<i64>>(18)?.map(from_micros),
         runs: Vec::new(),
     })
 }

@@ -5,7 +5,7 @@ macro_rules! task_columns {
     () => {
         "id, handler, data, timestamp, last_run_on, attempts, is_recurring, \
          state, queue, priority, max_attempts, last_error, rule, due_at, created_at, worker, \
-         unique_key, cancel_requested"
+         unique_key, cancel_requested, NULL"
     };
 }
 
@@ -14,7 +14,7 @@ macro_rules! history_columns {
     () => {
         "id, handler, data, timestamp, last_run_on, attempts, is_recurring, \
          state, queue, priority, max_attempts, last_error, rule, due_at, created_at, NULL, \
-         unique_key, 0"
+         unique_key, 0, finished_at"
     };
 }
 

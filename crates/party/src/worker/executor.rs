@@ -103,10 +103,21 @@ pub(super) async fn execute(
     drop(running);
     inner.mark_finishing(finish.id, finish.fence);
     // The attempt is over: the claimer may take another task while this result is written.
-    drop(ahead);
+    // Not so for a task that moved to another occurrence without running (skipped, or passed
+    // over for the latest, keeping its place among the due tasks): it keeps its place ahead
+    // until the move is written, so a claim after it finds the task where it moved, not still
+    // running, and does not take what is due after that place first.
+    let moved = !finish.ran && matches!(finish.next, crate::store::Next::Reschedule { .. });
+    let ahead = if moved {
+        Some(ahead)
+    } else {
+        drop(ahead);
+        None
+    };
     let _ = done.send(Executed {
         finish,
         _permit: unrecorded,
+        _ahead: ahead,
     });
 }
 

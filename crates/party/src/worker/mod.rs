@@ -232,6 +232,9 @@ struct Executed {
     finish: Finish,
     /// The task's place in `unrecorded`, given back once the result is written.
     _permit: OwnedSemaphorePermit,
+    /// Its place in `ahead`, kept until the result is written for a task that moved to
+    /// another occurrence without running (see `executor::execute`).
+    _ahead: Option<OwnedSemaphorePermit>,
 }
 
 /// How long a stopping worker waits for a heartbeat already sent before it removes its row.

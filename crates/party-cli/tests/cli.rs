@@ -137,7 +137,7 @@ fn sorted(mut v: Vec<&str>) -> Vec<&str> {
 }
 
 /// The SPEC's `--json` task fields, plus what `TaskInfo` adds (rule, due_at, created_at, worker).
-const TASK_FIELDS: [&str; 19] = [
+const TASK_FIELDS: [&str; 20] = [
     "id",
     "handler",
     "data",
@@ -154,6 +154,7 @@ const TASK_FIELDS: [&str; 19] = [
     "rule",
     "due_at",
     "created_at",
+    "finished_at",
     "worker",
     "unique_key",
     "cancel_requested",
@@ -213,6 +214,7 @@ fn list_json_uses_the_spec_field_names_soonest_first() {
         assert_time(&t["due_at"]);
         assert_time(&t["created_at"]);
         assert_eq!(t["last_run_on"], Value::Null);
+        assert_eq!(t["finished_at"], Value::Null, "live: not finished");
         assert_eq!(t["attempts"], 0);
         assert_eq!(t["is_recurring"], false);
         assert_eq!(t["last_error"], Value::Null);
@@ -264,6 +266,7 @@ fn show_json_has_the_run_history() {
     assert_eq!(keys(&task), sorted(TASK_FIELDS.to_vec()));
     assert_eq!(task["state"], "done");
     assert_eq!(task["attempts"], 1);
+    let finished_at = assert_time(&task["finished_at"]);
     let runs = task["runs"].as_array().unwrap();
     assert_eq!(runs.len(), 1);
     let run = &runs[0];
@@ -275,10 +278,15 @@ fn show_json_has_the_run_history() {
     let started = assert_time(&run["started_at"]);
     let finished = assert_time(&run["finished_at"]);
     assert!(started <= finished);
+    assert_eq!(
+        finished_at, finished,
+        "the task finished when its attempt did"
+    );
     assert_eq!(run["timestamp"], task["timestamp"]);
 
     let text = s.ok(&["show", &id]);
     assert!(text.contains("state        done"), "{text}");
+    assert!(text.contains("finished_at  20"), "{text}");
     assert!(
         text.contains("run history") && text.contains("succeeded"),
         "{text}"

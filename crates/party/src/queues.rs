@@ -148,7 +148,9 @@ impl QueueLimits {
 #[derive(Debug, Clone, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsSpec {
-    /// As `--concurrency`.
+    /// As `--concurrency`: any JSON number with a whole value (`2.0` too), one out of range
+    /// refused with the command line's message.
+    #[serde(default, deserialize_with = "crate::spec::whole")]
     pub concurrency: Option<i64>,
     /// As `--rate`.
     pub rate: Option<String>,
@@ -533,6 +535,18 @@ mod tests {
             assert!(spec.limits().is_err(), "{bad}");
         }
         assert!(serde_json::from_value::<LimitsSpec>(json!({"burst": 1})).is_err());
+        // Numbers are read as a task's are: a whole float is whole, and one beyond 64 bits
+        // gets the command line's message, not the parser's.
+        let spec: LimitsSpec = serde_json::from_str(r#"{"concurrency": 2.0}"#).unwrap();
+        assert_eq!(spec.limits().unwrap(), limits(Some(2), None, false));
+        let spec: LimitsSpec =
+            serde_json::from_str(r#"{"concurrency": 99999999999999999999}"#).unwrap();
+        let err = spec.limits().unwrap_err().to_string();
+        assert!(
+            err.contains("concurrency") && err.contains("10000"),
+            "{err}"
+        );
+        assert!(serde_json::from_str::<LimitsSpec>(r#"{"concurrency": 2.5}"#).is_err());
     }
 
     #[test]

@@ -90,7 +90,7 @@ fn month_day(day: i64) -> Result<u8, TaskError> {
 /// A whole-number field read from any JSON number, so that one out of range is refused by
 /// [`crate::validate`] with the message the command line gives: a number beyond 64 bits
 /// (which JSON parsing makes a float) saturates, and is then out of range.
-fn whole<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+pub(crate) fn whole<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
     let Some(n) = Option::<serde_json::Number>::deserialize(d)? else {
         return Ok(None);
     };

@@ -252,6 +252,7 @@ impl Retention {
     /// The cutoffs at `now`.
     pub fn cutoffs(&self, now: Timestamp) -> Cutoffs {
         let before = |keep: Option<SignedDuration>| {
+            // A retention longer than the calendar: a cutoff before anything finished.
             keep.map(|d| now.checked_sub(d).unwrap_or(Timestamp::MIN))
         };
         Cutoffs {

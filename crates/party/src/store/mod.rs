@@ -85,6 +85,16 @@ impl Steer {
     }
 }
 
+/// The refusal of a copied row whose task is already stored in `table` (`tasks`: live,
+/// `task_history`: finished).
+pub(crate) fn stored_elsewhere(id: TaskId, table: &str) -> TaskError {
+    let as_what = if table == "tasks" { "live" } else { "finished" };
+    TaskError::Conflict(format!(
+        "task {id} is already stored as a {as_what} task: a task is live or finished, not both; \
+         copy into an empty store"
+    ))
+}
+
 /// A task row ready to insert: validated and canonicalized by the client.
 #[derive(Debug, Clone)]
 pub struct InsertTask {

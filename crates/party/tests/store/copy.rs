@@ -357,7 +357,46 @@ between!(
     postgres_to_postgres: Postgres -> Postgres,
 );
 
+/// `copy_write` promises that "a row whose id is already stored fails the whole batch": a live
+/// row whose id is a finished task's (in the history) is such a row, and must not go in beside
+/// it, leaving one id both live and finished.
+async fn copy_write_refuses_a_live_row_whose_id_is_a_finished_task(b: Backend) {
+    let Some(h) = Harness::new(b).await else {
+        return;
+    };
+    let id = h.insert(vec![task("noop")]).await[0];
+    let CopyRows::Live(live) = h
+        .store
+        .copy_read(CopyRead {
+            table: CopyTable::Live,
+            after: None,
+            limit: 10,
+        })
+        .await
+        .unwrap()
+    else {
+        panic!("live rows read as another table");
+    };
+    let c = h.claim_one("noop", t0()).await;
+    h.finish(finish(&c, t0(), Next::Done)).await;
+    assert_eq!(h.get(id).await.state, State::Done);
+    let written = h.store.copy_write(CopyRows::Live(live)).await;
+    let in_both = h
+        .store
+        .task_list(&ListFilter::default())
+        .await
+        .unwrap()
+        .iter()
+        .filter(|t| t.id == id)
+        .count();
+    assert!(
+        written.is_err() && in_both == 1,
+        "the live row of finished task {id} was written ({written:?}); it is listed {in_both} times"
+    );
+}
+
 crate::harness::on_every_backend!(
+    copy_write_refuses_a_live_row_whose_id_is_a_finished_task,
     copy_read_walks_each_table_in_key_order,
     copy_refuses_a_live_worker_and_a_filled_target,
 );

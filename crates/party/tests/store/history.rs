@@ -503,7 +503,42 @@ async fn pruning_keeps_the_history_the_size_of_what_retention_holds(b: Backend) 
     );
 }
 
+/// A retention longer than the calendar reaches back before the year 1
+/// (`Retention::cutoffs` gives `Timestamp::MIN` when the subtraction overflows): every backend
+/// prunes nothing then, and fails nowhere. PostgreSQL's `timestamptz` starts in 4713 BC, so a
+/// cutoff sent as is is refused there as out of range, and the pruner fails every pass.
+async fn a_retention_longer_than_the_calendar_prunes_nothing_and_fails_nowhere(b: Backend) {
+    let Some(h) = Harness::new(b).await else {
+        return;
+    };
+    let done = h.task_in(State::Done, "noop").await;
+    // Accepted by `Retention::new` (no ceiling), and by `party prune --retain-done`.
+    let huge = policy::Retention::new(
+        Some(party::jiff::SignedDuration::MAX),
+        Some(party::jiff::SignedDuration::from_hours(24 * 365 * 8_000)),
+        None,
+    )
+    .expect("a long retention is accepted");
+    let cutoffs = huge.cutoffs(t0());
+    for dry_run in [true, false] {
+        let counts = h
+            .store
+            .task_prune(PruneParams {
+                done_before: cutoffs.done_before,
+                dead_before: cutoffs.dead_before,
+                recurring_before: cutoffs.recurring_before,
+                limit: 1_000,
+                dry_run,
+            })
+            .await
+            .unwrap_or_else(|e| panic!("prune (dry run: {dry_run}) failed: {e}"));
+        assert_eq!(counts, PruneCounts::default());
+    }
+    assert!(h.store.task_get(done).await.unwrap().is_some());
+}
+
 on_every_backend!(
+    a_retention_longer_than_the_calendar_prunes_nothing_and_fails_nowhere,
     the_pruner_rebuilds_bloated_hot_indexes,
     pruning_keeps_the_history_the_size_of_what_retention_holds,
     the_last_run_stays_with_the_finished_task,

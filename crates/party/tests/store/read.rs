@@ -805,7 +805,32 @@ fn torn_stats(s: &party::store::StoreStats) -> Vec<String> {
     torn
 }
 
+/// A cursor is text a caller hands back (`?cursor=` of the HTTP API), read
+/// by `ListCursor::from_str`, which takes any instant jiff can hold: one before the year 1
+/// lists from the first task, as any place before every task does. PostgreSQL's `timestamptz`
+/// starts in 4713 BC, so such a cursor sent as is fails the listing there with a store error
+/// ("timestamp out of range") instead.
+async fn a_cursor_before_every_task_lists_from_the_first(b: Backend) {
+    let Some(h) = Harness::new(b).await else {
+        return;
+    };
+    let id = h.insert(vec![task("noop")]).await[0];
+    let cursor: party::ListCursor = format!("-300000000000000000_{id}")
+        .parse()
+        .expect("the cursor's text is accepted");
+    let listed = h
+        .store
+        .task_list(&ListFilter {
+            cursor: Some(cursor),
+            ..ListFilter::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("a listing after {cursor} failed: {e}"));
+    assert_eq!(listed.iter().map(|t| t.id).collect::<Vec<_>>(), vec![id]);
+}
+
 on_every_backend!(
+    a_cursor_before_every_task_lists_from_the_first,
     stats_figures_agree_while_a_task_is_claimed_and_released,
     get_finds_a_task_while_it_moves_between_live_and_history,
     list_reach_and_until_bound_a_listing,

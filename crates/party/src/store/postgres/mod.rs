@@ -1382,9 +1382,31 @@ impl Store for PgStore {
             .iter()
             .map(|c| &**c as &(dyn ToSql + Sync))
             .collect();
-        let conn = self.pool.get().await?;
-        // One statement: one transaction, its history counted by the statement's trigger.
-        conn.client.execute(&query, &params).await.map_err(db_err)?;
+        // A task is live or finished, not both: a row whose id the other table holds fails the
+        // batch (each table's key refuses its own repeats).
+        let other = match &rows {
+            CopyRows::Live(r) => Some(("task_history", r.iter().map(|t| t.id).collect::<Vec<_>>())),
+            CopyRows::History(r) => Some(("tasks", r.iter().map(|t| t.id).collect())),
+            _ => None,
+        };
+        let mut conn = self.pool.get().await?;
+        let tx = conn.client.transaction().await.map_err(db_err)?;
+        if let Some((table, ids)) = other {
+            let keys: Vec<&[u8]> = ids.iter().map(|id| &id.as_bytes()[..]).collect();
+            let clash = tx
+                .query_opt(
+                    &format!("SELECT id FROM {s}.{table} WHERE id = ANY($1::bytea[]) LIMIT 1"),
+                    &[&keys],
+                )
+                .await
+                .map_err(db_err)?;
+            if let Some(row) = clash {
+                return Err(super::stored_elsewhere(id_at(&row, 0)?, table));
+            }
+        }
+        // One statement, its history counted by the statement's trigger.
+        tx.execute(&query, &params).await.map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
         if let CopyRows::Live(r) = &rows {
             self.count_inserted(r.len());
             self.signal();

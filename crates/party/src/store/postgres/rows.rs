@@ -18,6 +18,10 @@ use crate::{TaskError, TaskId};
 // Instants: timestamptz on the wire is microseconds since 2000-01-01 UTC.
 const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
 
+/// The earliest `timestamptz` PostgreSQL holds (4714-11-24 BC), on the wire. Every later
+/// instant party can name (to the year 9999) fits.
+const PG_MIN_MICROS: i64 = -211_813_488_000_000_000;
+
 /// An instant as microseconds since the Unix epoch, sent and read as `timestamptz`.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct PgTime(pub(super) i64);
@@ -38,7 +42,16 @@ impl ToSql for PgTime {
         _: &Type,
         out: &mut BytesMut,
     ) -> Result<IsNull, Box<dyn StdError + Sync + Send>> {
-        out.extend_from_slice(&self.0.saturating_sub(PG_EPOCH_MICROS).to_be_bytes());
+        // An instant before any PostgreSQL can hold is sent as `-infinity`, which compares as
+        // it does: before every stored time (a prune cutoff there removes nothing, a cursor
+        // there lists from the first), where SQLite, which holds it, agrees.
+        let micros = self.0.saturating_sub(PG_EPOCH_MICROS);
+        let micros = if micros < PG_MIN_MICROS {
+            i64::MIN
+        } else {
+            micros
+        };
+        out.extend_from_slice(&micros.to_be_bytes());
         Ok(IsNull::No)
     }
 

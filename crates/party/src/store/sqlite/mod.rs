@@ -642,6 +642,24 @@ fn conflict_or_missing(conn: &Connection, id: TaskId, op: Steer) -> TaskError {
     }
 }
 
+/// Refuse a batch of copied rows when one's id is stored in `table`, the other table a task
+/// can be in (each table's key refuses its own repeats): a task is live or finished, not both.
+fn refuse_stored_ids<'a>(
+    conn: &Connection,
+    table: &str,
+    ids: impl Iterator<Item = &'a TaskId>,
+) -> Result<(), TaskError> {
+    let mut stmt = conn
+        .prepare_cached(&format!("SELECT 1 FROM {table} WHERE id = ?1"))
+        .map_err(db_err)?;
+    for id in ids {
+        if stmt.exists([id_key(id)]).map_err(db_err)? {
+            return Err(super::stored_elsewhere(*id, table));
+        }
+    }
+    Ok(())
+}
+
 /// One prune batch: finished tasks past their cutoff, kind by kind, then old run rows of live
 /// recurring tasks.
 fn prune(conn: &Connection, p: &PruneParams) -> Result<PruneCounts, TaskError> {
@@ -1286,6 +1304,7 @@ impl Store for SqliteStore {
             transaction(conn, |tx| {
                 match &rows {
                     CopyRows::Live(rows) => {
+                        refuse_stored_ids(tx, "task_history", rows.iter().map(|t| &t.id))?;
                         let mut stmt = tx.prepare_cached(sql::COPY_WRITE_LIVE).map_err(db_err)?;
                         for t in rows {
                             stmt.execute(params![
@@ -1317,6 +1336,7 @@ impl Store for SqliteStore {
                         }
                     }
                     CopyRows::History(rows) => {
+                        refuse_stored_ids(tx, "tasks", rows.iter().map(|t| &t.id))?;
                         let mut added = Added::default();
                         for t in rows.iter() {
                             let state: State = t.state.parse()?;

@@ -14,7 +14,8 @@ use crate::parse;
     name = "party",
     version,
     arg_required_else_help = true,
-    after_help = "Exit codes: 0 success, 2 bad usage or input, 3 duplicate recurring task, \
+    after_help = "Exit codes: 0 success, 2 bad usage or input, 3 duplicate recurring task or \
+                  unique key, \
                   4 not found, 1 anything else.\nLog level: PARTY_LOG=off|error|warn|info|debug|trace \
                   (default info)."
 )]

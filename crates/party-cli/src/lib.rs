@@ -25,8 +25,8 @@
 //! Architecture invariant: only this crate knows clap and the process (arguments, exit codes,
 //! signals, standard streams); everything it does goes through the `party` library's public API.
 //!
-//! Exit codes: 0 success, 2 bad usage or bad input, 3 duplicate recurring task, 4 not found,
-//! 1 anything else.
+//! Exit codes: 0 success, 2 bad usage or bad input, 3 duplicate recurring task or unique key,
+//! 4 not found, 1 anything else.
 
 use std::ffi::OsString;
 use std::io::IsTerminal;

@@ -7,7 +7,7 @@ use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post, put};
 use party::spec::TaskSpec;
@@ -95,9 +95,11 @@ fn body_text(body: &Bytes) -> Result<&str, ApiError> {
 async fn add(
     State(app): State<Shared>,
     headers: HeaderMap,
+    uri: Uri,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     writer(&app, &headers)?;
+    no_query(&uri)?;
     let body = body?;
     let spec = TaskSpec::from_json(body_text(&body)?)?;
     let task = spec.new_task(app.party.clock().now())?;
@@ -109,9 +111,11 @@ async fn add(
 async fn add_bulk(
     State(app): State<Shared>,
     headers: HeaderMap,
+    uri: Uri,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     writer(&app, &headers)?;
+    no_query(&uri)?;
     let body = body?;
     let text = body_text(&body)?;
     // Each task's own text goes through the one parser of a task (`TaskSpec::from_json`, as
@@ -265,8 +269,14 @@ async fn list(
     Ok(Json(json!({ "tasks": tasks, "next_cursor": next })).into_response())
 }
 
-async fn show(State(app): State<Shared>, headers: HeaderMap, PathText(id): PathText) -> ApiResult {
+async fn show(
+    State(app): State<Shared>,
+    headers: HeaderMap,
+    uri: Uri,
+    PathText(id): PathText,
+) -> ApiResult {
     reader(&app, &headers)?;
+    no_query(&uri)?;
     let task = app.party.get(task_id(&id)?).await?;
     Ok(Json(task_json(&app, &task)).into_response())
 }
@@ -274,17 +284,40 @@ async fn show(State(app): State<Shared>, headers: HeaderMap, PathText(id): PathT
 async fn cancel(
     State(app): State<Shared>,
     headers: HeaderMap,
+    uri: Uri,
     PathText(id): PathText,
 ) -> ApiResult {
     writer(&app, &headers)?;
+    no_query(&uri)?;
     let task = app.party.cancel(task_id(&id)?).await?;
     Ok(Json(task_json(&app, &task)).into_response())
 }
 
-async fn retry(State(app): State<Shared>, headers: HeaderMap, PathText(id): PathText) -> ApiResult {
+async fn retry(
+    State(app): State<Shared>,
+    headers: HeaderMap,
+    uri: Uri,
+    PathText(id): PathText,
+) -> ApiResult {
     writer(&app, &headers)?;
+    no_query(&uri)?;
     let task = app.party.retry(task_id(&id)?).await?;
     Ok(Json(task_json(&app, &task)).into_response())
+}
+
+/// Refuse a query string on a route that takes none: a misspelt parameter must not be
+/// dropped while the action runs.
+fn no_query(uri: &Uri) -> Result<(), ApiError> {
+    match uri.query().filter(|q| !q.is_empty()) {
+        None => Ok(()),
+        Some(q) => {
+            let name = q.split(['&', '=']).next().unwrap_or(q);
+            Err(ApiError::bad_request(format!(
+                "unknown query parameter {}: this route takes none",
+                validate::quote(name)
+            )))
+        }
+    }
 }
 
 /// A query value as given; an empty one counts as not given (as a form sends it). Nothing
@@ -316,28 +349,38 @@ async fn next(
     Ok(Json(times).into_response())
 }
 
-async fn gaps(State(app): State<Shared>, headers: HeaderMap, PathText(id): PathText) -> ApiResult {
+async fn gaps(
+    State(app): State<Shared>,
+    headers: HeaderMap,
+    uri: Uri,
+    PathText(id): PathText,
+) -> ApiResult {
     reader(&app, &headers)?;
+    no_query(&uri)?;
     let report = app.party.gaps(task_id(&id)?).await?;
     Ok(Json(report).into_response())
 }
 
-async fn stats(State(app): State<Shared>, headers: HeaderMap) -> ApiResult {
+async fn stats(State(app): State<Shared>, headers: HeaderMap, uri: Uri) -> ApiResult {
     reader(&app, &headers)?;
+    no_query(&uri)?;
     Ok(Json(app.party.stats().await?.to_json()).into_response())
 }
 
-async fn queues(State(app): State<Shared>, headers: HeaderMap) -> ApiResult {
+async fn queues(State(app): State<Shared>, headers: HeaderMap, uri: Uri) -> ApiResult {
     reader(&app, &headers)?;
+    no_query(&uri)?;
     Ok(Json(json!({ "queues": app.party.queues().await? })).into_response())
 }
 
 async fn pause_queue(
     State(app): State<Shared>,
     headers: HeaderMap,
+    uri: Uri,
     PathText(name): PathText,
 ) -> ApiResult {
     writer(&app, &headers)?;
+    no_query(&uri)?;
     app.party.pause_queue(&name).await?;
     Ok(Json(app.party.queue(&name).await?).into_response())
 }
@@ -345,9 +388,11 @@ async fn pause_queue(
 async fn resume_queue(
     State(app): State<Shared>,
     headers: HeaderMap,
+    uri: Uri,
     PathText(name): PathText,
 ) -> ApiResult {
     writer(&app, &headers)?;
+    no_query(&uri)?;
     app.party.resume_queue(&name).await?;
     Ok(Json(app.party.queue(&name).await?).into_response())
 }
@@ -355,10 +400,12 @@ async fn resume_queue(
 async fn limit_queue(
     State(app): State<Shared>,
     headers: HeaderMap,
+    uri: Uri,
     PathText(name): PathText,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     writer(&app, &headers)?;
+    no_query(&uri)?;
     let body = body?;
     let spec: party::queues::LimitsSpec = serde_json::from_str(body_text(&body)?).map_err(|e| {
         ApiError::bad_request(format!(
@@ -370,8 +417,9 @@ async fn limit_queue(
     Ok(Json(app.party.queue(&name).await?).into_response())
 }
 
-async fn openapi(State(app): State<Shared>, headers: HeaderMap) -> ApiResult {
+async fn openapi(State(app): State<Shared>, headers: HeaderMap, uri: Uri) -> ApiResult {
     reader(&app, &headers)?;
+    no_query(&uri)?;
     Ok(Json(crate::openapi::document()).into_response())
 }
 

@@ -781,7 +781,40 @@ async fn every_unknown_api_address_answers_a_json_error(b: Backend) {
     }
 }
 
+/// README: "unknown fields and query parameters are refused (400)". Every route, not only the
+/// task list and `next`: a misspelt parameter on an action must not act as if it were absent.
+async fn unknown_query_parameters_are_refused_on_every_route(b: Backend) {
+    let Some(s) = Server::start(b).await else {
+        return;
+    };
+    let id = s
+        .party
+        .add(
+            party::NewTask::new("noop")
+                .at(party::jiff::Timestamp::from_second(1_900_000_000).unwrap()),
+        )
+        .await
+        .unwrap();
+    for (method, path) in [
+        ("GET", "/api/v1/stats?colour=red".to_string()),
+        ("GET", format!("/api/v1/tasks/{id}?colour=red")),
+        ("GET", "/api/v1/queues?colour=red".to_string()),
+        ("POST", "/api/v1/queues/mail/pause?colour=red".to_string()),
+        ("POST", format!("/api/v1/tasks/{id}/cancel?colour=red")),
+    ] {
+        let r = s.api(method, &path, None).await;
+        assert_eq!(r.status, 400, "{method} {path}: {}", r.body);
+    }
+    let task = s.party.get(id).await.unwrap();
+    assert_eq!(
+        task.state,
+        party::State::Scheduled,
+        "the refused cancel changed nothing"
+    );
+}
+
 on_every_backend!(
+    unknown_query_parameters_are_refused_on_every_route,
     the_bearer_scheme_is_case_insensitive,
     an_id_with_sign_characters_is_not_an_id,
     every_unknown_api_address_answers_a_json_error,

@@ -40,12 +40,12 @@ async fn run() -> Result<(), TaskError> {
 
     let run = worker.run(signalled(signals.clone(), 1));
     tokio::pin!(run);
-    let report = tokio::select! {
-        report = &mut run => report?,
+    let (report, forced) = tokio::select! {
+        report = &mut run => (report?, false),
         () = signalled(signals, 2) => {
             tracing::warn!("second signal: interrupting running tasks");
             worker.interrupt();
-            run.await?
+            (run.await?, true)
         }
     };
     tracing::info!(
@@ -54,6 +54,12 @@ async fn run() -> Result<(), TaskError> {
         failed = report.failed,
         "tasks run before the stop"
     );
+    if forced {
+        // Not a clean stop: exit non-zero, as `party worker` does, so a supervisor sees it.
+        return Err(TaskError::failed(
+            "stopped by a second signal: the running tasks were interrupted and released",
+        ));
+    }
     Ok(())
 }
 

@@ -137,3 +137,38 @@ fn bad_settings_are_refused_with_the_variable_named() {
     assert!(stderr.contains("PARTY_WORKER_CONCURRENCY"), "{stderr}");
     assert!(!db.0.exists(), "nothing was written");
 }
+
+/// docs/SYSTEMD.md: "A worker that exits non-zero (the database refused it, a bad setting, a
+/// second signal) is started again" under `Restart=on-failure`, and `party worker` exits 1 on a
+/// second signal. This binary, the unit's `ExecStart`, must exit non-zero too.
+#[tokio::test]
+async fn a_second_sigterm_interrupts_and_exits_non_zero() {
+    let db = TempDb::new("second");
+    let party = Party::connect(db.url(), party_example_worker::registry())
+        .await
+        .unwrap();
+    let id = party
+        .add(
+            NewTask::new("send_welcome_email")
+                .data(json!({"email": "c@example.com", "ms": 600_000})),
+        )
+        .await
+        .unwrap();
+    let mut worker = start_worker(&db, "30s");
+    wait_for_state(&party, id, State::Running).await;
+    sigterm(&worker);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    sigterm(&worker);
+    let status = wait_exit(&mut worker, Duration::from_secs(20)).await;
+    let task = party.get(id).await.unwrap();
+    assert_eq!(task.runs.len(), 1);
+    assert_eq!(
+        task.runs[0].outcome.as_str(),
+        "lost",
+        "interrupted and released"
+    );
+    assert!(
+        !status.success(),
+        "a second signal must exit non-zero, as docs/SYSTEMD.md says: {status}"
+    );
+}

@@ -33,7 +33,7 @@ pub(crate) async fn cancel(party: &Party, args: SteerArgs) -> Result<(), TaskErr
     ))
 }
 
-/// Make a dead, cancelled or retrying task due now, or every matching one.
+/// Make a dead, cancelled, retrying or scheduled task due now, or every matching one.
 pub(crate) async fn retry(party: &Party, args: SteerArgs) -> Result<(), TaskError> {
     let Some(id) = args.id else {
         let n = party.retry_matching(&filter(&args, "retry")?).await?;

@@ -51,13 +51,7 @@ pub async fn open_store(url: &str) -> Result<Arc<dyn Store>, TaskError> {
     let url = url.trim();
     let opened = match validate::database_url(url)? {
         validate::DatabaseKind::Postgres => open_postgres(url).await,
-        validate::DatabaseKind::Sqlite => {
-            let path = url
-                .strip_prefix("sqlite://")
-                .or_else(|| url.strip_prefix("sqlite:"))
-                .unwrap_or(url);
-            open_sqlite(path).await
-        }
+        validate::DatabaseKind::Sqlite => open_sqlite(validate::sqlite_path(url)).await,
     };
     opened.map_err(|e| validate::scrub_error(e, url))
 }

@@ -330,7 +330,12 @@ impl TaskContext {
     /// # Errors
     /// As [`TaskContext::schedule_next_run_at`]; `minutes` must be positive.
     pub fn schedule_next_run_in_minutes(&mut self, minutes: i64) -> Result<(), TaskError> {
-        self.schedule_next_run_in(SignedDuration::from_mins(minutes))
+        let after = SignedDuration::try_from_mins(minutes).ok_or_else(|| {
+            TaskError::Schedule(format!(
+                "{minutes} minutes from now is beyond any time party can store"
+            ))
+        })?;
+        self.schedule_next_run_in(after)
     }
 
     /// Schedule the next run `after` from now.

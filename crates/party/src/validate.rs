@@ -22,6 +22,9 @@
 //! | list cursor | as written by [`crate::ListCursor`]'s `Display` |
 //! | worker concurrency, prefetch | 1 to [`MAX_CONCURRENCY`], 0 to [`MAX_PREFETCH`] |
 //! | shutdown grace | 0s to [`MAX_GRACE`] |
+//! | a worker's lease (library) | [`MIN_WORKER_LEASE`] to [`MAX_WORKER_LEASE`] (`party worker --lease`: 1s to 1h) |
+//! | a worker's poll interval, claim and finish batches, flush delay (library) | up to [`MAX_POLL_INTERVAL`], 1 to [`MAX_WORKER_BATCH`], up to [`MAX_FLUSH_DELAY`] |
+//! | a worker's id | as a queue name: 1 to [`MAX_NAME_BYTES`] printable bytes |
 //! | unique key | 1 to [`MAX_NAME_BYTES`] bytes, no control or bidirectional-format characters |
 //! | unique window (`unique_for`) | 1s to [`MAX_UNIQUE_FOR`] |
 //! | short texts (durations, cron, zones, times) | [`MAX_TEXT_BYTES`] bytes |
@@ -67,6 +70,22 @@ pub const MAX_PREFETCH: usize = 10_000;
 
 /// The longest shutdown grace a worker may be given.
 pub const MAX_GRACE: SignedDuration = SignedDuration::from_hours(24);
+
+/// The shortest lease a worker takes in the library (tests of rescues use short ones); a
+/// lease of nothing would give up every attempt as soon as it starts.
+pub const MIN_WORKER_LEASE: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// The longest lease a worker takes in the library: a day.
+pub const MAX_WORKER_LEASE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// The longest a worker sleeps between looks for due tasks: a day.
+pub const MAX_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// The most tasks a worker claims, or results it writes, in one statement.
+pub const MAX_WORKER_BATCH: usize = 10_000;
+
+/// The longest a result waits for others to share its write.
+pub const MAX_FLUSH_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The longest window after a task finishes in which its unique key still refuses another.
 pub const MAX_UNIQUE_FOR: SignedDuration = SignedDuration::from_hours(366 * 24);
@@ -161,6 +180,19 @@ pub fn queue_name(name: &str) -> Result<(), TaskError> {
         )));
     }
     Ok(())
+}
+
+/// A worker's id (it is written into every run row it records): as a queue name, 1 to
+/// [`MAX_NAME_BYTES`] bytes without control or bidirectional-format characters.
+///
+/// # Errors
+/// [`TaskError::Invalid`] saying which rule the id breaks.
+pub fn worker_id(id: &str) -> Result<(), TaskError> {
+    check_name(
+        id,
+        "worker id",
+        "an id like 'web-1' or leave it out for one of its own",
+    )
 }
 
 /// A one-off task's unique key: 1 to [`MAX_NAME_BYTES`] bytes without control or
@@ -592,7 +624,13 @@ pub fn whole_number(
     in_range(n, what, min, max, example).map(|n| n as i64)
 }
 
-fn in_range(n: i128, what: &str, min: i64, max: i64, example: &str) -> Result<i128, TaskError> {
+pub(crate) fn in_range(
+    n: i128,
+    what: &str,
+    min: i64,
+    max: i64,
+    example: &str,
+) -> Result<i128, TaskError> {
     if n > i128::from(max) {
         return Err(TaskError::invalid(format!(
             "{what} is too large: the maximum is {max}, e.g. {example}"
@@ -1046,6 +1084,15 @@ pub enum DatabaseKind {
     Sqlite,
 }
 
+/// The file a SQLite database URL names: the text after `sqlite://` or `sqlite:`, or the
+/// whole text when it has neither.
+pub fn sqlite_path(url: &str) -> &str {
+    let url = url.trim();
+    url.strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .unwrap_or(url)
+}
+
 /// Decide what a database URL names, refusing what only looks like a path: anything with
 /// `://`, or starting with a scheme-like `word:` (`postgress:`, `mysql:`), that is not a
 /// supported URL. Such a text is far more likely a misspelt URL than a file name; to use a
@@ -1065,6 +1112,23 @@ pub fn database_url(url: &str) -> Result<DatabaseKind, TaskError> {
         return Ok(DatabaseKind::Postgres);
     }
     if url.starts_with("sqlite:") {
+        let path = sqlite_path(url);
+        if path.is_empty() {
+            return Err(TaskError::invalid(format!(
+                "the database URL {} names no file: give one after it, like sqlite://party.db \
+                 (with nothing, SQLite would open a temporary database that is gone when it \
+                 closes)",
+                quote(url)
+            )));
+        }
+        if path.contains('?') {
+            return Err(TaskError::invalid(format!(
+                "the database URL {} has options after '?', which a SQLite store does not \
+                 take (they would become part of the file's name): give the file alone, like \
+                 sqlite://party.db",
+                quote(url)
+            )));
+        }
         return Ok(DatabaseKind::Sqlite);
     }
     let scheme = scheme(url);

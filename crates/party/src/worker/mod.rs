@@ -92,6 +92,92 @@ impl Default for WorkerConfig {
     }
 }
 
+impl WorkerConfig {
+    /// Check every setting against its bounds ([`crate::validate`]'s `MAX_*` and
+    /// `*_WORKER_*` constants), as a worker does before it starts: a value out of range is
+    /// refused, never wrapped, clamped silently or left to panic deep in the runtime.
+    ///
+    /// # Errors
+    /// [`TaskError::Invalid`] naming the setting and its range.
+    pub fn check(&self) -> Result<(), TaskError> {
+        use crate::validate::{self as v, in_range};
+        let whole = |n: usize, what: &str, lo: usize, hi: usize, example: &str| {
+            in_range(n as i128, what, lo as i64, hi as i64, example).map(|_| ())
+        };
+        whole(
+            self.concurrency,
+            "the worker's concurrency",
+            1,
+            v::MAX_CONCURRENCY,
+            "16",
+        )?;
+        whole(
+            self.prefetch,
+            "the worker's prefetch",
+            0,
+            v::MAX_PREFETCH,
+            "100",
+        )?;
+        whole(
+            self.claim_batch,
+            "the worker's claim batch",
+            1,
+            v::MAX_WORKER_BATCH,
+            "256",
+        )?;
+        whole(
+            self.finish_batch,
+            "the worker's finish batch",
+            1,
+            v::MAX_WORKER_BATCH,
+            "256",
+        )?;
+        let between = |d: Duration, what: &str, lo: Duration, hi: Duration| {
+            let shown = |d: Duration| {
+                let d = jiff::SignedDuration::try_from(d).unwrap_or(jiff::SignedDuration::MAX);
+                format!("{d:#}")
+            };
+            if d < lo || d > hi {
+                return Err(TaskError::invalid(format!(
+                    "{what} of {} is out of range: give {} to {}",
+                    shown(d),
+                    shown(lo),
+                    shown(hi)
+                )));
+            }
+            Ok(())
+        };
+        between(
+            self.lease,
+            "the worker's lease",
+            v::MIN_WORKER_LEASE,
+            v::MAX_WORKER_LEASE,
+        )?;
+        between(
+            self.shutdown_grace,
+            "the worker's shutdown grace",
+            Duration::ZERO,
+            v::MAX_GRACE.unsigned_abs(),
+        )?;
+        between(
+            self.poll_interval,
+            "the worker's poll interval",
+            Duration::from_millis(1),
+            v::MAX_POLL_INTERVAL,
+        )?;
+        between(
+            self.flush_delay,
+            "the worker's flush delay",
+            Duration::ZERO,
+            v::MAX_FLUSH_DELAY,
+        )?;
+        if let Some(id) = &self.id {
+            v::worker_id(id)?;
+        }
+        Ok(())
+    }
+}
+
 /// What a worker did before it returned.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct WorkerReport {
@@ -372,6 +458,8 @@ impl Worker {
         shutdown: Option<Pin<Box<dyn Future<Output = ()> + Send + '_>>>,
     ) -> Result<WorkerReport, TaskError> {
         let inner = &self.inner;
+        // Before any setting is used: an out-of-range one could overflow what is sized by it.
+        inner.config.check()?;
         let before = self.totals();
         let external = shutdown.unwrap_or_else(|| Box::pin(std::future::pending()));
         // Claimed tasks hold a place in `ahead` until their attempt ends and one in
@@ -664,11 +752,20 @@ impl Worker {
         cancellations.abort();
         give_up.abort();
         maintenance.abort();
-        let _ = completer.await;
+        // The result writer ends once every executor has; one that panicked wrote nothing
+        // more, and the worker must not report success over results it lost.
+        let written = completer.await;
         let _ = Maintenance::resign(&*inner.store, &inner.id).await;
         let _ = inner.store.worker_remove(&inner.id).await;
         tracing::info!(worker = %inner.id, "worker stopped");
         let after = self.totals();
+        let result = match written {
+            Err(e) if e.is_panic() => result.and(Err(TaskError::failed(
+                "the worker's result writer stopped unexpectedly: results not yet written are \
+                 lost, and their tasks are rescued when their leases end",
+            ))),
+            _ => result,
+        };
         result.map(|()| WorkerReport {
             attempts: after.attempts - before.attempts,
             succeeded: after.succeeded - before.succeeded,

@@ -98,28 +98,63 @@ impl Maintenance {
     /// Run every service on its interval until the future is dropped. Leadership lapses by
     /// itself three intervals after the last renewal; [`Maintenance::resign`] ends it at once.
     pub async fn run(self) {
+        self.run_until(std::future::pending()).await;
+    }
+
+    /// As [`Maintenance::run`], until `stop` completes; then return once every service's loop
+    /// has ended, so that a [`Maintenance::resign`] after it is the last word: an election in
+    /// flight is waited for (it could otherwise land after the resignation and hold the
+    /// service for three intervals), a pass in progress is dropped. While a pass runs, its
+    /// leader renews its term every interval, so a pass longer than the term keeps one leader;
+    /// one that loses the leadership meanwhile stops its pass.
+    pub async fn run_until(self, stop: impl Future<Output = ()> + Send) {
+        let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
         let this = Arc::new(self);
         let mut loops = tokio::task::JoinSet::new();
         for i in 0..this.services.len() {
             let this = this.clone();
+            let mut stopping = stopping.clone();
             loops.spawn(async move {
                 let service = &*this.services[i];
                 let mut ticker = tokio::time::interval(service.interval());
                 ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
-                    ticker.tick().await;
-                    match this.elect(service).await {
-                        Ok(true) => match service.pass().await {
-                            Ok(0) => {}
-                            Ok(n) => tracing::info!(service = service.name(), changed = n, "maintenance pass"),
-                            Err(e) => tracing::warn!(service = service.name(), error = %e, "maintenance pass failed; retrying"),
-                        },
+                    tokio::select! {
+                        _ = ticker.tick() => {}
+                        _ = stopping.wait_for(|s| *s) => return,
+                    }
+                    // Not cut short by a stop: see above.
+                    let led = this.elect(service).await;
+                    if *stopping.borrow() {
+                        return;
+                    }
+                    match led {
+                        Ok(true) => {
+                            let renewing = renew_while_passing(&this, service, &mut stopping);
+                            tokio::select! {
+                                r = service.pass() => match r {
+                                    Ok(0) => {}
+                                    Ok(n) => tracing::info!(service = service.name(), changed = n, "maintenance pass"),
+                                    Err(e) => tracing::warn!(service = service.name(), error = %e, "maintenance pass failed; retrying"),
+                                },
+                                why = renewing => match why {
+                                    Renewal::Stop => return,
+                                    Renewal::Lost => tracing::warn!(service = service.name(), "leadership lost during a pass; the pass stops"),
+                                },
+                            }
+                        }
                         Ok(false) => {}
                         Err(e) => tracing::warn!(service = service.name(), error = %e, "leader election failed; retrying"),
                     }
                 }
             });
         }
+        tokio::select! {
+            () = stop => {}
+            // Every loop ended by itself (a panic): nothing to stop.
+            _ = async { while loops.join_next().await.is_some() {} } => return,
+        }
+        let _ = stopping_tx.send(true);
         while loops.join_next().await.is_some() {}
     }
 
@@ -129,5 +164,38 @@ impl Maintenance {
     /// [`TaskError::Store`] when the store fails.
     pub async fn resign(store: &dyn Store, holder: &str) -> Result<(), TaskError> {
         store.leader_resign(holder).await
+    }
+}
+
+/// Why a pass's renewals ended.
+enum Renewal {
+    /// The maintenance is stopping.
+    Stop,
+    /// Another holder leads the service now.
+    Lost,
+}
+
+/// Renew `service`'s leadership every interval while its pass runs; ends when the maintenance
+/// stops or the leadership is lost. A renewal in flight is not cut short by a stop.
+async fn renew_while_passing(
+    this: &Maintenance,
+    service: &dyn Service,
+    stopping: &mut tokio::sync::watch::Receiver<bool>,
+) -> Renewal {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(service.interval()) => {}
+            _ = stopping.wait_for(|s| *s) => return Renewal::Stop,
+        }
+        match this.elect(service).await {
+            Ok(true) => {}
+            Ok(false) => return Renewal::Lost,
+            Err(e) => {
+                tracing::warn!(service = service.name(), error = %e, "renewing the leadership during a pass failed; retrying")
+            }
+        }
+        if *stopping.borrow() {
+            return Renewal::Stop;
+        }
     }
 }

@@ -13,10 +13,15 @@ use crate::policy;
 use crate::store::{Finish, FinishResult};
 
 impl Inner {
-    /// Count a written result in the worker's report: only what the store recorded.
-    fn count(&self, f: &Finish, r: &FinishResult) {
+    /// Count a written result in the worker's report and its metrics: only what the store
+    /// recorded (a result refused as stale is counted as that, not as its run).
+    fn count(&self, f: &Finish, r: &FinishResult, (handler, queue): &(String, String)) {
         match r {
             FinishResult::Applied if f.ran => {
+                if let Some(m) = &self.config.metrics {
+                    let secs = f.finished_at.duration_since(f.started_at).as_secs_f64();
+                    m.ran(handler, queue, f.outcome, secs);
+                }
                 self.attempts.fetch_add(1, Ordering::Relaxed);
                 if f.outcome == Outcome::Succeeded {
                     self.succeeded.fetch_add(1, Ordering::Relaxed);
@@ -94,8 +99,9 @@ async fn flush(inner: &Inner, batch: &mut Vec<Executed>) {
     let finishes: Vec<Finish> = batch.iter().map(|e| e.finish.clone()).collect();
     let results = write(inner, finishes.clone()).await;
     let mut retry_without_follow_ups = Vec::new();
-    for (f, r) in finishes.into_iter().zip(results) {
-        inner.count(&f, &r);
+    let mut retried_labels = Vec::new();
+    for ((f, r), executed) in finishes.into_iter().zip(results).zip(batch.iter()) {
+        inner.count(&f, &r, &executed.labels);
         match r {
             FinishResult::Applied => {}
             FinishResult::Stale => tracing::warn!(
@@ -109,6 +115,7 @@ async fn flush(inner: &Inner, batch: &mut Vec<Executed>) {
                 let msg = format!("on_complete follow-up refused: {e}");
                 f.error = Some(f.error.map_or(msg.clone(), |old| format!("{old}; {msg}")));
                 retry_without_follow_ups.push(f);
+                retried_labels.push(executed.labels.clone());
             }
         }
     }
@@ -117,8 +124,8 @@ async fn flush(inner: &Inner, batch: &mut Vec<Executed>) {
         // and its work, which succeeded, run again.
         let again = retry_without_follow_ups.clone();
         let results = write(inner, retry_without_follow_ups).await;
-        for (f, r) in again.iter().zip(results) {
-            inner.count(f, &r);
+        for ((f, r), labels) in again.iter().zip(results).zip(&retried_labels) {
+            inner.count(f, &r, labels);
         }
     }
     {

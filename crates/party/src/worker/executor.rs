@@ -91,15 +91,6 @@ pub(super) async fn execute(
         _ if cancelled_at_start => finish,
         stage => cancelled(finish, stage, attempts, max_attempts),
     };
-    if let Some(m) = &metrics {
-        if finish.ran {
-            let secs = finish
-                .finished_at
-                .duration_since(finish.started_at)
-                .as_secs_f64();
-            m.ran(&handler, &queue, finish.outcome, secs);
-        }
-    }
     drop(running);
     inner.mark_finishing(finish.id, finish.fence);
     // The attempt is over: the claimer may take another task while this result is written.
@@ -116,6 +107,7 @@ pub(super) async fn execute(
     };
     let _ = done.send(Executed {
         finish,
+        labels: (handler, queue),
         _permit: unrecorded,
         _ahead: ahead,
     });

@@ -316,6 +316,9 @@ impl Controls {
 
 struct Executed {
     finish: Finish,
+    /// The task's handler and queue: the labels of its run in the metrics, counted once the
+    /// store has recorded it.
+    labels: (String, String),
     /// The task's place in `unrecorded`, given back once the result is written.
     _permit: OwnedSemaphorePermit,
     /// Its place in `ahead`, kept until the result is written for a task that moved to
@@ -506,7 +509,8 @@ impl Worker {
         let cancellations = tokio::spawn(heartbeat::cancellations(inner.clone()));
         let give_up = tokio::spawn(heartbeat::give_up(inner.clone()));
         let rescuer = self.rescuer();
-        let maintenance = tokio::spawn(
+        let (stop_maintenance, maintenance_stopped) = tokio::sync::oneshot::channel::<()>();
+        let mut maintenance = tokio::spawn(
             Maintenance::new(inner.store.clone(), inner.clock.clone(), inner.id.clone())
                 .with(rescuer.clone())
                 .with(Pruner::new(
@@ -517,7 +521,9 @@ impl Worker {
                         ..PruneConfig::default()
                     },
                 ))
-                .run(),
+                .run_until(async {
+                    let _ = maintenance_stopped.await;
+                }),
         );
         tracing::info!(worker = %inner.id, handlers = ?inner.handlers, queues = ?inner.config.queues, "worker started");
 
@@ -751,7 +757,15 @@ impl Worker {
         }
         cancellations.abort();
         give_up.abort();
-        maintenance.abort();
+        // Maintenance ends between elections (a few seconds at most), so that the
+        // resignation below is the last word on its leaderships.
+        let _ = stop_maintenance.send(());
+        if tokio::time::timeout(HEARTBEAT_STOP, &mut maintenance)
+            .await
+            .is_err()
+        {
+            maintenance.abort();
+        }
         // The result writer ends once every executor has; one that panicked wrote nothing
         // more, and the worker must not report success over results it lost.
         let written = completer.await;

@@ -465,7 +465,162 @@ async fn a_result_refused_as_stale_is_not_counted_as_succeeded(b: Backend) {
     assert_eq!(task.runs[0].outcome, Outcome::Lost);
 }
 
+/// The worker's metrics agree with its report: an attempt whose result the store refused
+/// (its claim was rescued meanwhile) is a fence refusal, not also a succeeded run; the store
+/// recorded that attempt as lost.
+async fn a_result_refused_as_stale_is_not_a_succeeded_run_in_the_metrics(b: Backend) {
+    let (started, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+    let Some(f) = fixture(
+        b,
+        Registry::new().register(Gate(started.clone(), release.clone())),
+    )
+    .await
+    else {
+        return;
+    };
+    f.party
+        .add(NewTask::new("gate").max_attempts(1))
+        .await
+        .unwrap();
+    let lagging = party::Party::with_store(
+        f.party.store().clone(),
+        Registry::new().register(Gate(started.clone(), release.clone())),
+    )
+    .with_clock(Arc::new(party::ManualClock::new(t0())));
+    let metrics = Arc::new(party::metrics::WorkerMetrics::new());
+    let running = start(lagging.worker(WorkerConfig {
+        lease: Duration::from_secs(30),
+        metrics: Some(metrics.clone()),
+        ..Default::default()
+    }));
+    started.notified().await;
+    f.clock.advance(SignedDuration::from_secs(31));
+    assert_eq!(rescuer(&f).run_once().await.unwrap().rescued, 1);
+    release.notify_one();
+    let report = running.stop().await;
+    assert_eq!((report.succeeded, report.stale), (0, 1), "{report:?}");
+    let text = metrics.render();
+    assert!(text.contains("party_fence_refusals_total 1\n"), "{text}");
+    assert_eq!(
+        metrics.runs("gate", "default", Outcome::Succeeded),
+        report.succeeded,
+        "the metrics count a succeeded run the store refused: {text}"
+    );
+}
+
+/// A worker that stops resigns every leadership it held, so another process leads at once
+/// (`Maintenance::resign`), not three intervals later: nothing its maintenance had in flight
+/// may take a leadership back after the resignation.
+async fn a_stopped_worker_holds_no_leadership(b: Backend) {
+    let Some(f) = fixture(b, builtin::registry(false)).await else {
+        return;
+    };
+    for i in 0..100 {
+        let id = format!("stopped-{i}");
+        f.party
+            .worker(WorkerConfig {
+                id: Some(id.clone()),
+                ..Default::default()
+            })
+            .run_until_idle()
+            .await
+            .unwrap();
+        // Whatever the stopped worker still had on its way to the store has landed by now.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let held = raw_sql(
+            &f,
+            &format!("SELECT name FROM leaders WHERE holder = '{id}' ORDER BY name"),
+        )
+        .await;
+        assert!(
+            held.is_empty(),
+            "stop {i}: worker {id} stopped but still leads {held:?}"
+        );
+    }
+}
+
+/// A maintenance service whose pass takes `steps` of its interval, time flowing on the
+/// manual clock meanwhile; it counts how many passes run at once.
+struct LongPass {
+    clock: party::ManualClock,
+    steps: u32,
+    running: Arc<std::sync::atomic::AtomicUsize>,
+    most: Arc<std::sync::atomic::AtomicUsize>,
+    started: Arc<Notify>,
+}
+
+const LONG_PASS_INTERVAL: Duration = Duration::from_millis(20);
+
+impl Service for LongPass {
+    fn name(&self) -> &'static str {
+        "long-pass"
+    }
+
+    fn interval(&self) -> Duration {
+        LONG_PASS_INTERVAL
+    }
+
+    fn pass(
+        &self,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<u64, TaskError>> + Send + '_>>
+    {
+        use std::sync::atomic::Ordering::SeqCst;
+        Box::pin(async move {
+            let now = self.running.fetch_add(1, SeqCst) + 1;
+            self.most.fetch_max(now, SeqCst);
+            self.started.notify_one();
+            for _ in 0..self.steps {
+                tokio::time::sleep(LONG_PASS_INTERVAL).await;
+                self.clock
+                    .advance(SignedDuration::try_from(LONG_PASS_INTERVAL).unwrap());
+            }
+            self.running.fetch_sub(1, SeqCst);
+            Ok(0)
+        })
+    }
+}
+
+/// Only the leader runs a service (see `maintenance`): a leader whose pass lasts longer than
+/// its term still leads while it runs it, so no other process starts the same pass beside it.
+async fn a_pass_longer_than_the_term_keeps_one_leader(b: Backend) {
+    let Some(f) = fixture(b, Registry::new()).await else {
+        return;
+    };
+    let running = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let most = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Arc::new(Notify::new());
+    let maintenance = |holder: &str| {
+        Maintenance::new(
+            f.party.store().clone(),
+            Arc::new(f.clock.clone()),
+            holder.to_string(),
+        )
+        .with(LongPass {
+            clock: f.clock.clone(),
+            // Ten intervals: over three terms.
+            steps: 10,
+            running: running.clone(),
+            most: most.clone(),
+            started: started.clone(),
+        })
+        .run()
+    };
+    let first = tokio::spawn(maintenance("first"));
+    started.notified().await;
+    let second = tokio::spawn(maintenance("second"));
+    tokio::time::sleep(LONG_PASS_INTERVAL * 12).await;
+    first.abort();
+    second.abort();
+    assert_eq!(
+        most.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "two processes ran the service's pass at once"
+    );
+}
+
 on_every_backend!(
+    a_pass_longer_than_the_term_keeps_one_leader,
+    a_stopped_worker_holds_no_leadership,
     the_rescuer_releases_expired_leases_as_lost_runs,
     a_rescue_racing_a_renewed_lease_changes_nothing,
     one_holder_leads_a_service_until_its_term_lapses_or_it_resigns,
@@ -475,6 +630,7 @@ on_every_backend!(
     an_undecodable_task_is_not_run_and_the_others_are,
     an_error_that_says_timed_out_is_a_failure_not_a_timeout,
     a_result_refused_as_stale_is_not_counted_as_succeeded,
+    a_result_refused_as_stale_is_not_a_succeeded_run_in_the_metrics,
 );
 
 /// A store written at schema version 1 (as the first release wrote it) upgrades on first use:

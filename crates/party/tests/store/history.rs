@@ -264,19 +264,22 @@ async fn vacuum_keeps_the_hot_table_the_size_of_its_live_tasks(b: Backend) {
         (before, h.store.table_sizes().await.unwrap().live)
     };
     let (one_round, _) = round().await;
-    for _ in 0..4 {
+    for _ in 0..10 {
         round().await;
     }
     let (_, last) = round().await;
     assert_eq!(h.stats(t0()).await.counts.len(), 1, "only done tasks");
-    // Without the vacuum six rounds leave six times one round's dead rows (5× measured);
+    // Without the vacuum twelve rounds leave twelve times one round's dead rows (the table
+    // and its indexes grow with every round: 5× measured over six). With it they settle:
     // twice one round leaves room for a round whose dead rows another session's open
-    // snapshot still holds back on a shared server. (The vacuumed size itself is no yardstick:
-    // a vacuum that frees the table's end gives the pages back.)
+    // snapshot still holds back on a shared server, and four times for the indexes, whose
+    // freed pages are reused only once every transaction on the whole server (other tests,
+    // in other databases too) has moved past them. (The vacuumed size itself is no
+    // yardstick: a vacuum that frees the table's end gives the pages back.)
     assert!(
         last.table_bytes <= one_round.table_bytes * 2
-            && last.index_bytes <= one_round.index_bytes * 3,
-        "the hot table grew to {last:?} over six rounds of 1,000 tasks, one round being {one_round:?}"
+            && last.index_bytes <= one_round.index_bytes * 4,
+        "the hot table grew to {last:?} over twelve rounds of 1,000 tasks, one round being {one_round:?}"
     );
 }
 

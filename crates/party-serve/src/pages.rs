@@ -288,10 +288,15 @@ async fn tasks(
             button type="submit" { "Filter" }
         }
         @if steerable {
+            // Only the actions the state filter allows (none named: each its own states).
             p {
-                a.button id="retry-matching" href={ "/tasks/retry-matching?" (filters) } { "Retry every matching task…" }
-                " "
-                a.button id="cancel-matching" href={ "/tasks/cancel-matching?" (filters) } { "Cancel every matching task…" }
+                @if filter.state.is_none_or(TaskState::can_retry) {
+                    a.button id="retry-matching" href={ "/tasks/retry-matching?" (filters) } { "Retry every matching task…" }
+                    " "
+                }
+                @if filter.state.is_none_or(TaskState::can_cancel_in_bulk) {
+                    a.button id="cancel-matching" href={ "/tasks/cancel-matching?" (filters) } { "Cancel every matching task…" }
+                }
             }
         }
         @if let Some(reach) = page.examined_to {
@@ -342,16 +347,19 @@ pub(crate) async fn live_recurring(app: &Shared) -> Result<(Vec<TaskInfo>, bool)
         TaskState::Retrying,
         TaskState::Scheduled,
     ] {
-        let page = app
+        // One more than is shown: whether any was left out.
+        let shown = party::policy::RECURRING_LISTED as usize;
+        let mut page = app
             .party
             .list(&party::ListFilter {
                 state: Some(state),
                 recurring: Some(true),
-                limit: Some(party::policy::RECURRING_LISTED),
+                limit: Some(party::policy::RECURRING_LISTED + 1),
                 ..party::ListFilter::default()
             })
             .await?;
-        truncated |= page.len() >= party::policy::RECURRING_LISTED as usize;
+        truncated |= page.len() > shown;
+        page.truncate(shown);
         tasks.extend(page);
     }
     tasks.sort_by(|a, b| (&a.handler, a.timestamp, a.id).cmp(&(&b.handler, b.timestamp, b.id)));
@@ -487,22 +495,29 @@ async fn detail(State(app): State<Shared>, headers: HeaderMap, Path(id): Path<St
                         tr {
                             td { (format_time(row.0)) }
                             td { (row.1) }
-                            td class=(if row.2 == "ran" { "" } else { "alert" }) { (row.2) }
+                            td class=(if matches!(row.2, "ran" | "retrying") { "" } else { "alert" }) { (row.2) }
                         }
                     }
                 }
             }
         }
-        h2 { "Actions" }
-        p {
-            form.inline method="post" action={ "/tasks/" (t.id) "/retry" } {
-                input type="hidden" name="csrf" value=(c.csrf());
-                button type="submit" id="retry" { @if matches!(t.state, TaskState::Scheduled) { "Run now" } @else { "Retry" } }
-            }
-            " "
-            form.inline method="post" action={ "/tasks/" (t.id) "/cancel" } {
-                input type="hidden" name="csrf" value=(c.csrf());
-                button type="submit" id="cancel" { "Cancel" }
+        // Only the actions the task's state allows: a done task has none.
+        @if t.state.can_retry() || t.state.can_cancel() {
+            h2 { "Actions" }
+            p {
+                @if t.state.can_retry() {
+                    form.inline method="post" action={ "/tasks/" (t.id) "/retry" } {
+                        input type="hidden" name="csrf" value=(c.csrf());
+                        button type="submit" id="retry" { @if matches!(t.state, TaskState::Scheduled) { "Run now" } @else { "Retry" } }
+                    }
+                    " "
+                }
+                @if t.state.can_cancel() {
+                    form.inline method="post" action={ "/tasks/" (t.id) "/cancel" } {
+                        input type="hidden" name="csrf" value=(c.csrf());
+                        button type="submit" id="cancel" { "Cancel" }
+                    }
+                }
             }
         }
         h2 { "Runs" }
@@ -761,7 +776,8 @@ const LATE_AFTER: SignedDuration = SignedDuration::from_secs(60);
 const LEDGER_ROWS: usize = 100;
 
 /// The occurrence ledger: each expected occurrence (the latest first) with its runs and a
-/// verdict: ran, late, missed, doubled, or unexpected (a run the rule does not produce).
+/// verdict: ran, late, missed, doubled, failed, retrying (the live task's own occurrence, whose
+/// attempts so far failed), or unexpected (a run the rule does not produce).
 fn ledger(
     t: &TaskInfo,
     g: &party::recurrence::GapReport,
@@ -777,10 +793,19 @@ fn ledger(
             .filter(|r| r.outcome == party::Outcome::Succeeded)
             .count();
         let first = runs.iter().map(|r| r.started_at).min().unwrap_or(*ts);
+        // The task's own occurrence while it is live: its attempts so far failed, but more
+        // may come (it is retrying, or running again).
+        let pending = *ts == t.timestamp
+            && matches!(
+                t.state,
+                TaskState::Scheduled | TaskState::Running | TaskState::Retrying
+            );
         let verdict = if g.unexpected.contains(ts) {
             "unexpected"
         } else if ok > 1 {
             "doubled"
+        } else if ok == 0 && pending {
+            "retrying"
         } else if ok == 0 {
             "failed"
         } else if first.duration_since(*ts) > LATE_AFTER {
@@ -830,7 +855,9 @@ fn calendar(rule: &Recurrence, upcoming: &[Timestamp]) -> Vec<(Timestamp, String
             note = format!("clocks change before this one: UTC offset {p} → {offset}");
         }
         if let party::recurrence::Rule::MonthlyOn { day, .. } = rule.rule {
-            if i16::from(day) > i16::from(z.day()) {
+            // A month without the day: the occurrence is on its last day instead (an
+            // off-schedule first occurrence, given by `--at`, is not such a case).
+            if i16::from(day) > i16::from(z.days_in_month()) && z.day() == z.days_in_month() {
                 let sep = if note.is_empty() { "" } else { "; " };
                 note.push_str(&format!(
                     "{sep}this month has no day {day}: runs on its last day"
@@ -982,10 +1009,15 @@ fn preview(app: &Shared, c: &Caller, form: &AddForm) -> Response {
     let now = app.party.clock().now();
     match form.task(now) {
         Ok(t) => {
+            // The runs the saved task will have: its first (at `at`, or the rule's first from
+            // now, as an add decides it), then the rule's next ones after that.
             let times = t
                 .recurrence
                 .as_ref()
-                .map(|r| r.upcoming(t.at.unwrap_or(now) - SignedDuration::from_micros(1), 5))
+                .and_then(|r| {
+                    let first = t.at.or_else(|| r.first_at_or_after(now))?;
+                    Some(std::iter::once(first).chain(r.upcoming(first, 4)).collect())
+                })
                 .unwrap_or_default();
             Html(add_page(app, c, form, None, Some(times)).into_string()).into_response()
         }

@@ -896,7 +896,266 @@ async fn the_run_now_button_makes_a_scheduled_task_due_now(b: Backend) {
     );
 }
 
+/// A recurring occurrence whose attempt failed and that is waiting for its retry is not a
+/// failed occurrence yet: the ledger must not flag it "failed" while the task is retrying it.
+async fn the_ledger_does_not_call_a_retrying_occurrence_failed(b: Backend) {
+    use party::jiff::{SignedDuration, Timestamp};
+    let start: Timestamp = "2027-03-01T10:00:00Z".parse().unwrap();
+    let clock = std::sync::Arc::new(party::ManualClock::new(start));
+    let Some(s) = Server::start_clocked(b, clock.clone()).await else {
+        return;
+    };
+    let id = s
+        .party
+        .add(
+            NewTask::new("shell")
+                .data(json!({"cmd": "exit 1"}))
+                .every(SignedDuration::from_hours(1))
+                .max_attempts(3),
+        )
+        .await
+        .unwrap();
+    s.party
+        .worker(Default::default())
+        .run_until_idle()
+        .await
+        .unwrap();
+    let t = s.party.get(id).await.unwrap();
+    assert_eq!(t.state, State::Retrying, "one failed attempt, two to go");
+    assert_eq!(t.runs.len(), 1);
+    let cookie = login(&s).await;
+    let page = s
+        .raw("GET", &format!("/tasks/{id}"), &[("Cookie", &cookie)], None)
+        .await
+        .body;
+    let ledger = &page[page.find("id=\"ledger\"").expect("a ledger")..];
+    let ledger = &ledger[..ledger.find("</table>").unwrap()];
+    assert!(
+        !ledger.contains(">failed<"),
+        "the occurrence is still being retried, not failed: {ledger}"
+    );
+}
+
+/// The add form's preview lists the task's next occurrences; they must be the ones the saved
+/// task then has (`GET /api/v1/tasks/{id}/next`), its first run included.
+async fn the_add_forms_preview_shows_the_runs_the_saved_task_has(b: Backend) {
+    use party::jiff::Timestamp;
+    let start: Timestamp = "2027-03-01T10:00:00Z".parse().unwrap();
+    let clock = std::sync::Arc::new(party::ManualClock::new(start));
+    let Some(s) = Server::start_clocked(b, clock.clone()).await else {
+        return;
+    };
+    let cookie = login(&s).await;
+    let token = csrf(
+        &s.raw("GET", "/add", &[("Cookie", &cookie)], None)
+            .await
+            .body,
+    );
+    let headers = [
+        ("Cookie", cookie.as_str()),
+        ("Content-Type", "application/x-www-form-urlencoded"),
+    ];
+    let fields = "handler=noop&every=1h";
+    let preview = s
+        .raw(
+            "POST",
+            "/add",
+            &headers,
+            Some(&format!("csrf={token}&intent=preview&{fields}")),
+        )
+        .await;
+    assert_eq!(preview.status, 200, "{}", preview.body);
+    let shown: Vec<String> = preview
+        .body
+        .split("<li>")
+        .skip(1)
+        .map(|li| li[..li.find("</li>").unwrap()].to_string())
+        .collect();
+    let ok = s
+        .raw(
+            "POST",
+            "/add",
+            &headers,
+            Some(&format!("csrf={token}&{fields}")),
+        )
+        .await;
+    assert_eq!(ok.status, 303, "{}", ok.body);
+    let id: TaskId = ok.header("location").unwrap()["/tasks/".len()..]
+        .parse()
+        .unwrap();
+    let next: Vec<String> = s
+        .party
+        .next_occurrences(id, 5)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(party::format_time)
+        .collect();
+    assert_eq!(
+        shown, next,
+        "the preview against the saved task's next runs"
+    );
+}
+
+/// A monthly rule on day 31 whose first run was given off its grid (the 15th): the calendar
+/// must not say that January "has no day 31" for that first run.
+async fn the_calendar_notes_no_short_month_for_an_off_schedule_first_run(b: Backend) {
+    use party::jiff::Timestamp;
+    let start: Timestamp = "2027-01-01T00:00:00Z".parse().unwrap();
+    let clock = std::sync::Arc::new(party::ManualClock::new(start));
+    let Some(s) = Server::start_clocked(b, clock.clone()).await else {
+        return;
+    };
+    let first: Timestamp = "2027-01-15T09:00:00Z".parse().unwrap();
+    let id = s
+        .party
+        .add(
+            NewTask::new("log")
+                .recurrence(party::recurrence::Recurrence::monthly_on(31, "09:00", None).unwrap())
+                .at(first),
+        )
+        .await
+        .unwrap();
+    let cookie = login(&s).await;
+    let page = s
+        .raw("GET", &format!("/tasks/{id}"), &[("Cookie", &cookie)], None)
+        .await
+        .body;
+    let cal = &page[page.find("id=\"calendar\"").expect("a calendar")..];
+    let cal = &cal[..cal.find("</table>").unwrap()];
+    let row = cal
+        .split("<tr>")
+        .find(|r| r.contains(&party::format_time(first)))
+        .expect("the first run in the calendar");
+    assert!(
+        !row.contains("no day 31"),
+        "January has 31 days; the first run is simply off the grid: {row}"
+    );
+}
+
+/// A finished task's page offers only actions that apply: "Retry" and "Cancel" on a done task
+/// are buttons that always end on a 409 error page.
+async fn a_done_tasks_page_offers_no_action_that_cannot_apply(b: Backend) {
+    let Some(s) = Server::start(b).await else {
+        return;
+    };
+    let id = s.party.add(NewTask::new("noop")).await.unwrap();
+    s.party
+        .worker(Default::default())
+        .run_until_idle()
+        .await
+        .unwrap();
+    assert_eq!(s.party.get(id).await.unwrap().state, State::Done);
+    let bearer = format!("Bearer {TOKEN}");
+    let page = s
+        .raw(
+            "GET",
+            &format!("/tasks/{id}"),
+            &[("Authorization", &bearer)],
+            None,
+        )
+        .await
+        .body;
+    let mut refused = Vec::new();
+    for action in ["retry", "cancel"] {
+        let path = format!("/tasks/{id}/{action}");
+        if !page.contains(&format!("action=\"{path}\"")) {
+            continue;
+        }
+        let r = s
+            .raw(
+                "POST",
+                &path,
+                &[
+                    ("Authorization", &bearer),
+                    ("Content-Type", "application/x-www-form-urlencoded"),
+                ],
+                Some(""),
+            )
+            .await;
+        if r.status != 303 {
+            refused.push(format!("{action}: {}", r.status));
+        }
+    }
+    assert!(
+        refused.is_empty(),
+        "the page offers buttons that are refused: {refused:?}"
+    );
+}
+
+/// The overview's "done" card links to `/tasks?state=done`; that list must not offer bulk
+/// actions that only lead to an error page.
+async fn the_task_list_offers_no_bulk_action_its_state_refuses(b: Backend) {
+    let Some(s) = Server::start(b).await else {
+        return;
+    };
+    s.party.add(NewTask::new("noop")).await.unwrap();
+    s.party
+        .worker(Default::default())
+        .run_until_idle()
+        .await
+        .unwrap();
+    let bearer = format!("Bearer {TOKEN}");
+    let auth = [("Authorization", bearer.as_str())];
+    let page = s.raw("GET", "/tasks?state=done", &auth, None).await.body;
+    let mut broken = Vec::new();
+    for link in ["/tasks/retry-matching?", "/tasks/cancel-matching?"] {
+        let Some(at) = page.find(&format!("href=\"{link}")) else {
+            continue;
+        };
+        let rest = &page[at + "href=\"".len()..];
+        let href = rest[..rest.find('"').unwrap()].replace("&amp;", "&");
+        let r = s.raw("GET", &href, &auth, None).await;
+        if r.status != 200 {
+            broken.push(format!("{href}: {}", r.status));
+        }
+    }
+    assert!(broken.is_empty(), "links to error pages: {broken:?}");
+}
+
+/// Exactly `RECURRING_LISTED` live schedules in one state are all shown: the page must not
+/// warn that some were left out.
+async fn the_recurring_page_warns_of_a_cut_only_when_it_cut(b: Backend) {
+    let Some(s) = Server::start(b).await else {
+        return;
+    };
+    let n = party::policy::RECURRING_LISTED as usize;
+    s.party
+        .add_many(
+            (0..n)
+                .map(|i| {
+                    NewTask::new("noop")
+                        .data(json!({ "i": i }))
+                        .every(party::jiff::SignedDuration::from_hours(1))
+                })
+                .collect(),
+        )
+        .await
+        .unwrap();
+    let bearer = format!("Bearer {TOKEN}");
+    let page = s
+        .raw("GET", "/recurring", &[("Authorization", &bearer)], None)
+        .await
+        .body;
+    let table = &page[page.find("id=\"recurring\"").expect("a table")..];
+    assert_eq!(
+        table.matches("<tr>").count(),
+        n + 1,
+        "every schedule is shown"
+    );
+    assert!(
+        !page.contains("Only the first"),
+        "all {n} are shown, yet the page says some were left out"
+    );
+}
+
 on_every_backend!(
+    a_done_tasks_page_offers_no_action_that_cannot_apply,
+    the_task_list_offers_no_bulk_action_its_state_refuses,
+    the_recurring_page_warns_of_a_cut_only_when_it_cut,
+    the_ledger_does_not_call_a_retrying_occurrence_failed,
+    the_add_forms_preview_shows_the_runs_the_saved_task_has,
+    the_calendar_notes_no_short_month_for_an_off_schedule_first_run,
     the_run_now_button_makes_a_scheduled_task_due_now,
     a_data_filtered_bulk_count_is_a_bound_past_the_tasks_it_examines,
     a_bulk_count_stops_at_its_limit_and_the_action_touches_every_match,

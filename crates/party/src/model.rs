@@ -37,6 +37,23 @@ pub enum State {
 }
 
 impl State {
+    /// Whether [`crate::Party::retry`] applies to a task in this state (dead, cancelled,
+    /// retrying, or scheduled: run it now), and a bulk retry whose filter names the state.
+    pub fn can_retry(self) -> bool {
+        crate::store::Steer::Retry.allowed().contains(&self)
+    }
+
+    /// Whether [`crate::Party::cancel`] applies to a task in this state (scheduled, retrying
+    /// or dead at once; running through its worker).
+    pub fn can_cancel(self) -> bool {
+        self == State::Running || self.can_cancel_in_bulk()
+    }
+
+    /// Whether a bulk cancel ([`crate::Party::cancel_matching`]) takes tasks in this state.
+    pub fn can_cancel_in_bulk(self) -> bool {
+        crate::store::Steer::Cancel.allowed().contains(&self)
+    }
+
     /// Every state, in lifecycle order.
     pub const ALL: [State; 6] = [
         State::Scheduled,

@@ -364,3 +364,156 @@ fn wait_until_all_claimed(rt: &tokio::runtime::Runtime, party: &Party, name: &st
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+/// A tmpfs of `size` mounted at a fresh directory, unmounted when dropped (root only).
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(tag: &str, size: &str) -> Tmpfs {
+        let dir = std::env::temp_dir().join(format!("party-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&dir)
+            .status()
+            .unwrap();
+        assert!(mounted.success(), "mount a tmpfs at {}", dir.display());
+        Tmpfs(dir)
+    }
+
+    fn remount(&self, how: &str) {
+        let ok = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,{how}")])
+            .arg(&self.0)
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+#[test]
+fn a_sqlite_file_on_a_read_only_filesystem_is_refused_with_a_clear_message() {
+    if !support::is_root("a read-only filesystem") {
+        return;
+    }
+    let fs = Tmpfs::mount("ro", "8m");
+    let db = fs.0.join("tasks.db");
+    let db_url = db.display().to_string();
+    let added = party_cmd(&db_url).args(["add", "noop"]).output().unwrap();
+    assert!(added.status.success(), "{added:?}");
+    // A clean copy of the file, as a backup restored onto a read-only mount: no -wal, no -shm.
+    for suffix in ["-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{db_url}{suffix}"));
+    }
+    fs.remount("ro");
+    let out = party_cmd(&db_url).args(["add", "noop"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&db_url) && (err.contains("read-only") || err.contains("may not write")),
+        "the refusal names the file and says it cannot be written: {err}"
+    );
+}
+
+/// The size of `path` in bytes, 0 when it does not exist.
+fn file_size(path: &str) -> u64 {
+    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+}
+
+#[test]
+fn the_sqlite_wal_gives_its_space_back_after_a_long_reader_lets_go() {
+    let Ok(sqlite3) = std::process::Command::new("sqlite3")
+        .arg("-version")
+        .output()
+    else {
+        println!("the WAL test: skipped, the sqlite3 shell is not installed");
+        return;
+    };
+    assert!(sqlite3.status.success());
+    let db = Db::sqlite("wal");
+    let wal = format!("{}-wal", db.url);
+    let lines: String = (0..2000)
+        .map(|_| {
+            format!(
+                "{{\"handler\":\"noop\",\"data\":{{\"pad\":\"{}\"}}}}\n",
+                "x".repeat(300)
+            )
+        })
+        .collect();
+    let batch = std::env::temp_dir().join(format!("party-wal-{}.jsonl", std::process::id()));
+    std::fs::write(&batch, lines).unwrap();
+    let add_batch = || {
+        let out = party_cmd(&db.url)
+            .args(["add", "--from"])
+            .arg(&batch)
+            .stdout(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    };
+    add_batch();
+    let mut worker = party_cmd(&db.url)
+        .args(["worker", "--concurrency", "8"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Another program (a backup, a report) reads the file in one long transaction.
+    let mut reader = std::process::Command::new("sqlite3")
+        .arg(&db.url)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let stdin = reader.stdin.as_mut().unwrap();
+        stdin
+            .write_all(b"BEGIN;\nSELECT count(*) FROM tasks;\n")
+            .unwrap();
+        stdin.flush().unwrap();
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    for _ in 0..3 {
+        add_batch();
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    let peak = file_size(&wal);
+    // The reader lets go; the flow goes on as before.
+    drop(reader.stdin.take());
+    reader.wait().unwrap();
+    for _ in 0..4 {
+        add_batch();
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    let after = file_size(&wal);
+    std::process::Command::new("kill")
+        .args(["-TERM", &worker.id().to_string()])
+        .status()
+        .unwrap();
+    worker.wait().unwrap();
+    let _ = std::fs::remove_file(&batch);
+    let (db_size, left) = (file_size(&db.url), file_size(&wal));
+    println!(
+        "WAL: {peak} bytes at the reader's peak, {after} after, {left} after the worker stopped; database {db_size}"
+    );
+    assert!(
+        peak > 32 << 20,
+        "the reader held the WAL back: {peak} bytes"
+    );
+    assert!(
+        after < peak / 4,
+        "once the reader let go and the flow went on, the WAL file still holds {after} bytes \
+         (its peak under the reader: {peak}) for a database of {db_size}"
+    );
+}

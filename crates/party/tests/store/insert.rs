@@ -430,3 +430,91 @@ on_every_backend!(
     the_singleton_binds_only_live_recurring_tasks_of_one_handler_and_data,
     retrying_and_finished_recurring_tasks_hold_the_singleton_as_their_state_says,
 );
+
+/// SQLite's group commit: calls that queue up while the writer waits share one transaction.
+/// When one of them fills the disk, SQLite rolls that whole transaction back; the calls after
+/// it in the group must not then commit on their own while every one is answered with an
+/// error (or be answered Ok while rolled back): each answer says whether its tasks were
+/// written. (Root only: the full disk is a small tmpfs.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_a_group_commit_cut_short_by_a_full_disk_answers_what_it_wrote() {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use party::store::Store;
+    use party::store::sqlite::SqliteStore;
+
+    let uid = std::process::Command::new("id").arg("-u").output();
+    if !uid.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0") {
+        println!("a full disk: skipped, the test does not run as root");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("party-full-{:016x}", fastrand::u64(..)));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mount = |args: &[&str]| {
+        std::process::Command::new(args[0])
+            .args(&args[1..])
+            .arg(&dir)
+            .status()
+            .unwrap()
+    };
+    assert!(mount(&["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs"]).success());
+    let path = dir.join("tasks.db");
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).await.unwrap());
+    store.task_insert(vec![task("noop")]).await.unwrap();
+    // Leave about 1 MB free.
+    let filler = dir.join("filler");
+    let mut left = 8 << 20;
+    while std::fs::write(&filler, vec![0u8; left]).is_err() {
+        left -= 64 << 10;
+    }
+    std::fs::write(&filler, vec![0u8; left - (1 << 20)]).unwrap();
+
+    // Another process holds the write lock, so the calls below queue up behind the first.
+    let other = rusqlite::Connection::open(&path).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let first = {
+        let s = store.clone();
+        tokio::spawn(async move { s.task_insert(vec![task("noop")]).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut calls = Vec::new();
+    // 4 MB in one call: more than the page cache holds and than the disk has left.
+    let big: Vec<InsertTask> = (0..40)
+        .map(|_| InsertTask {
+            data: format!(r#"{{"pad":"{}"}}"#, "x".repeat(100_000)),
+            ..task("noop")
+        })
+        .collect();
+    let small: Vec<InsertTask> = (0..5).map(|_| task("noop")).collect();
+    for batch in std::iter::once(big).chain(small.into_iter().map(|t| vec![t])) {
+        let s = store.clone();
+        let id = batch[0].id;
+        calls.push((id, tokio::spawn(async move { s.task_insert(batch).await })));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    other.execute_batch("COMMIT").unwrap();
+    first.await.unwrap().unwrap();
+    let mut answers = Vec::new();
+    for (id, call) in calls {
+        answers.push((id, call.await.unwrap()));
+    }
+    std::fs::remove_file(&filler).unwrap();
+    let mut wrong = Vec::new();
+    for (id, answer) in &answers {
+        let stored = store.task_get(*id).await.unwrap().is_some();
+        if answer.is_ok() != stored {
+            wrong.push(format!("{id}: answered {answer:?}, stored: {stored}"));
+        }
+    }
+    drop(store);
+    drop(other);
+    mount(&["umount", "-l"]);
+    let _ = std::fs::remove_dir(&dir);
+    assert!(
+        wrong.is_empty(),
+        "each answer says whether its task was written:\n{}",
+        wrong.join("\n")
+    );
+}

@@ -121,6 +121,22 @@ pub(super) fn open_connection(path: &Path) -> Result<Connection, TaskError> {
             Err(e) if is_busy(&e) && std::time::Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(5 + u64::from(fastrand::u8(..20))));
             }
+            // The -wal and -shm files beside it cannot be made: a read-only file system, or a
+            // directory this user may not write.
+            Err(rusqlite::Error::SqliteFailure(f, _))
+                if matches!(
+                    f.code,
+                    rusqlite::ErrorCode::CannotOpen | rusqlite::ErrorCode::ReadOnly
+                ) =>
+            {
+                return Err(TaskError::Unusable(format!(
+                    "cannot use SQLite database {}: party may not write to it or beside it \
+                     (a read-only file system, or a directory this user may not write); SQLite \
+                     keeps its -wal and -shm files next to the database, so check that this \
+                     user can write the file and its directory",
+                    path.display()
+                )));
+            }
             Err(e) => return Err(db_err(e)),
         }
     }
@@ -140,10 +156,19 @@ pub(super) fn open_connection(path: &Path) -> Result<Connection, TaskError> {
     // a temporary file created, written and removed every few commits.
     conn.pragma_update(None, "temp_store", "MEMORY")
         .map_err(db_err)?;
+    // The WAL grows past its usual few megabytes while a long reader (a backup, a report)
+    // holds checkpoints back, and SQLite keeps the file at its largest for good unless told:
+    // once a checkpoint has let the log start over, it is cut back to this.
+    conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)
+        .map_err(db_err)?;
     conn.set_prepared_statement_cache_capacity(64);
     migrate(&conn, path)?;
     Ok(conn)
 }
+
+/// The size, in bytes, the WAL file is cut back to once a checkpoint lets it start over:
+/// 16 MiB, four times what SQLite's automatic checkpoints let it reach in a steady flow.
+const WAL_SIZE_LIMIT: i64 = 16 << 20;
 
 /// How durable a write transaction must be when it commits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -176,6 +201,10 @@ pub(super) type Answer = Box<dyn FnOnce(Option<&TaskError>) + Send>;
 /// commit is as durable as the most demanding call needs.
 pub(super) struct Group {
     answers: Vec<Answer>,
+    /// Why the group's transaction is gone, if SQLite rolled it back under a call (a full
+    /// disk, an I/O error): everything the group wrote is undone, and the calls after it are
+    /// refused rather than run on their own.
+    broken: Option<TaskError>,
 }
 
 /// Send `answer` now, or after the group's commit when one is under way.
@@ -212,18 +241,22 @@ pub(super) fn run_jobs(conn: &mut Connection, jobs: Vec<Job>) {
     }
     GROUP.set(Some(Group {
         answers: Vec::new(),
+        broken: None,
     }));
     for job in jobs {
         (job.run)(conn);
     }
     let group = GROUP.take().expect("the group under way");
-    let committed = conn.execute_batch("COMMIT").map_err(db_err);
-    let failed = match committed {
-        Ok(()) => None,
-        Err(e) => {
-            let _ = conn.execute_batch("ROLLBACK");
-            Some(e)
-        }
+    let failed = match group.broken {
+        // Nothing to commit: the transaction is gone, and with it what the group wrote.
+        Some(e) => Some(e),
+        None => match conn.execute_batch("COMMIT").map_err(db_err) {
+            Ok(()) => None,
+            Err(e) => {
+                let _ = conn.execute_batch("ROLLBACK");
+                Some(e)
+            }
+        },
     };
     for answer in group.answers {
         answer(failed.as_ref());
@@ -274,10 +307,30 @@ pub(super) fn transaction_with<R>(
     f: impl FnOnce(&Connection) -> Result<R, TaskError>,
 ) -> Result<R, TaskError> {
     if GROUP.with_borrow(Option::is_some) {
-        let sp = conn.savepoint().map_err(db_err)?;
-        let r = f(&sp)?;
-        sp.commit().map_err(db_err)?;
-        return Ok(r);
+        if let Some(e) = GROUP.with_borrow(|g| g.as_ref().and_then(|g| g.broken.clone())) {
+            return Err(e);
+        }
+        let r = {
+            let sp = conn.savepoint().map_err(db_err)?;
+            match f(&sp) {
+                Ok(r) => sp.commit().map_err(db_err).map(|()| r),
+                Err(e) => Err(e),
+            }
+        };
+        if conn.is_autocommit() {
+            // SQLite rolled the group's transaction back under this call.
+            let e = match &r {
+                Err(e) => e.clone(),
+                Ok(_) => TaskError::store("the shared write transaction was rolled back"),
+            };
+            GROUP.with_borrow_mut(|g| {
+                if let Some(g) = g {
+                    g.broken.get_or_insert_with(|| e.clone());
+                }
+            });
+            return Err(e);
+        }
+        return r;
     }
     set_durability(conn, durability)?;
     let tx = conn

@@ -139,6 +139,45 @@ fn adding_while_postgresql_is_unreachable_fails_fast_with_a_clear_message() {
     );
 }
 
+/// A SIGTERM that reaches a worker while it is still connecting (a server slow to answer, a
+/// restart) is a stop, not the end of the process by the signal: the handlers are in place
+/// before the connection is made.
+#[test]
+fn a_sigterm_while_the_worker_connects_does_not_kill_it() {
+    use std::os::unix::process::ExitStatusExt;
+    // A server that accepts connections and never answers.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let held = std::thread::spawn(move || {
+        let mut open = Vec::new();
+        for c in listener.incoming().take(4) {
+            open.push(c);
+        }
+        std::thread::sleep(std::time::Duration::from_secs(5));
+    });
+    let mut worker = party_cmd(&format!(
+        "postgres://postgres@127.0.0.1:{port}/test?connect_timeout=3"
+    ))
+    .arg("worker")
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &worker.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let status = worker.wait().unwrap();
+    assert_eq!(
+        status.signal(),
+        None,
+        "the worker was killed by the signal it should have handled: {status}"
+    );
+    drop(held);
+}
+
 #[test]
 fn sigterm_during_a_busy_run_loses_nothing_and_releases_within_the_grace_period() {
     for db in Db::all("sigterm") {

@@ -9,6 +9,9 @@ use crate::signals::Signals;
 /// Run a worker with the user's handlers and the built-ins (`shell` only with `--allow-shell`,
 /// its commands seeing the variables `--shell-env` names).
 pub(crate) async fn run(db: &str, registry: Registry, args: WorkerArgs) -> Result<(), TaskError> {
+    // Before anything that may take a while (connecting, migrating): a SIGTERM that arrives
+    // meanwhile is then a graceful stop once the worker starts, not the end of the process.
+    let mut signals = Signals::install()?;
     let retention = args.retention.retention()?;
     let mut builtins = builtin::registry(false);
     if args.allow_shell {
@@ -37,7 +40,6 @@ pub(crate) async fn run(db: &str, registry: Registry, args: WorkerArgs) -> Resul
         metrics,
         ..WorkerConfig::default()
     });
-    let mut signals = Signals::install()?;
     // The first signal stops claiming and gives running tasks the grace period; a second one
     // ends the grace at once: running attempts are interrupted and released, recorded as lost,
     // before the process exits. The same with `--until-idle`, which otherwise ends once idle.

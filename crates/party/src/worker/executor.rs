@@ -72,12 +72,13 @@ pub(super) async fn execute(
     );
     let cancel = inner.cancel_of(task.id, task.fence);
     let (attempts, max_attempts) = (task.attempts, task.max_attempts);
-    let cancelled_at_start =
-        running.is_some() && !*abort.borrow() && cancel.stage() >= CancelStage::Requested;
+    // A person's cancel that came before the attempt started decides, whatever else would
+    // have released the task unstarted (a pause, a shutdown).
+    let cancelled_at_start = cancel.stage() >= CancelStage::Requested;
     let finish = match running {
+        _ if cancelled_at_start => cancelled_unrun(&inner, &task),
         // Never started: released as it was, no run written.
         Some(_) if *abort.borrow() => released(&inner, &task),
-        Some(_) if cancelled_at_start => cancelled_unrun(&inner, &task),
         Some(_) => {
             run_one(&inner, task, &mut abort, &cancel)
                 .instrument(span)

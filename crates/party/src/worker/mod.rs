@@ -686,10 +686,18 @@ impl Worker {
                         if due.is_some_and(|d| d <= clock.now()) {
                             // Due but not claimed: another claim took it meanwhile, or a
                             // queue's limit holds it back until a running task ends.
+                            // Either way, a shutdown ends the wait.
                             if controls.is_empty() {
-                                tokio::task::yield_now().await;
+                                tokio::select! {
+                                    biased;
+                                    _ = &mut shutdown => return Ok(()),
+                                    () = tokio::task::yield_now() => {}
+                                }
                             } else {
-                                tokio::time::sleep(queues::LIMITED_RECHECK).await;
+                                tokio::select! {
+                                    _ = &mut shutdown => return Ok(()),
+                                    () = tokio::time::sleep(queues::LIMITED_RECHECK) => {}
+                                }
                             }
                             continue;
                         }

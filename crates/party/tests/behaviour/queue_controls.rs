@@ -252,7 +252,90 @@ async fn a_limited_queue_is_not_left_behind_a_backlog_elsewhere(b: Backend) {
     );
 }
 
+/// `run_until_idle_or` (`party worker --until-idle` on a signal) stops when its shutdown
+/// completes, also while a due task waits for its queue's rate: a worker run until idle waits
+/// for such a task, and a SIGTERM must still stop it then, not once the rate allows the task.
+async fn a_worker_run_until_idle_stops_on_its_shutdown_while_a_rate_holds_a_task_back(b: Backend) {
+    let (registry, _starts, gate) = gated();
+    gate.add_permits(100);
+    let Some(f) = fixture(b, registry).await else {
+        return;
+    };
+    let rate = QueueLimits {
+        rate: Some(Rate::parse("1/1h").unwrap()),
+        ..QueueLimits::default()
+    };
+    f.party.limit_queue("default", &rate).await.unwrap();
+    for _ in 0..2 {
+        f.party.add(NewTask::new("gated")).await.unwrap();
+    }
+    let worker = f.party.worker(WorkerConfig::default());
+    let stopped = tokio::time::timeout(
+        Duration::from_secs(10),
+        worker.run_until_idle_or(tokio::time::sleep(Duration::from_millis(500))),
+    )
+    .await;
+    assert!(
+        stopped.is_ok(),
+        "the shutdown completed after 0.5 s and the worker was still running 10 s later"
+    );
+    assert_eq!(count(&f, State::Done).await, 1);
+}
+
+/// A task claimed ahead and cancelled by a person while it waits for an executor never
+/// starts: when a pause then releases it unrun, it ends cancelled with a run saying the
+/// handler was not run, as a cancel found at the claim does, not that an attempt ran, finished
+/// and had what it scheduled dropped.
+async fn a_task_cancelled_while_it_waited_ahead_is_not_recorded_as_an_attempt_that_ran(b: Backend) {
+    let (registry, starts, gate) = gated();
+    let Some(f) = fixture(b, registry).await else {
+        return;
+    };
+    let first = f.party.add(NewTask::new("gated")).await.unwrap();
+    let second = f.party.add(NewTask::new("gated")).await.unwrap();
+    let running = start(f.party.worker(WorkerConfig {
+        concurrency: 1,
+        prefetch: 1,
+        ..WorkerConfig::default()
+    }));
+    until("one started, both claimed", async || {
+        starts.lock().unwrap().len() == 1 && count(&f, State::Running).await == 2
+    })
+    .await;
+    // Cancel both: the started one ends cancelled when its gate opens; the waiting one must
+    // never start.
+    assert!(f.party.cancel(first).await.unwrap().cancel_requested);
+    assert!(f.party.cancel(second).await.unwrap().cancel_requested);
+    // The worker looks for cancels every second (policy::CANCEL_CHECK).
+    tokio::time::sleep(party::policy::CANCEL_CHECK * 2).await;
+    f.party.pause_queue("default").await.unwrap();
+    tokio::time::sleep(party::queues::CONTROLS_REFRESH + Duration::from_millis(100)).await;
+    gate.add_permits(10);
+    until("both cancelled", async || {
+        count(&f, State::Cancelled).await == 2
+    })
+    .await;
+    running.stop().await;
+    assert_eq!(starts.lock().unwrap().len(), 1, "the waiting task started");
+    let mut errors = Vec::new();
+    for id in [first, second] {
+        let t = f.party.get(id).await.unwrap();
+        errors.push(
+            t.runs
+                .last()
+                .and_then(|r| r.error.clone())
+                .unwrap_or_default(),
+        );
+    }
+    assert!(
+        errors.iter().any(|e| e.contains("not run")),
+        "the task that never started is recorded as an attempt that ran: {errors:?}"
+    );
+}
+
 on_every_backend!(
+    a_task_cancelled_while_it_waited_ahead_is_not_recorded_as_an_attempt_that_ran,
+    a_worker_run_until_idle_stops_on_its_shutdown_while_a_rate_holds_a_task_back,
     a_rate_holds_for_handler_starts_on_a_worker_that_claims_ahead,
     a_limited_queue_is_not_left_behind_a_backlog_elsewhere,
     a_pause_reaches_tasks_claimed_ahead_before_they_start,

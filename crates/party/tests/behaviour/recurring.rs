@@ -446,7 +446,43 @@ async fn next_of_a_dead_interval_task_stays_on_its_grid(b: Backend) {
     );
 }
 
+/// A schedule that died owes what came due while it was dead ("a dead one still owes what
+/// came due since, until it is retried"); a person who cancels it later stops it from then
+/// on. A dead task cancelled keeps the time it died as its finish, but the occurrences due
+/// between its death and the cancel were still owed: `gaps` counts them as missing.
+async fn gaps_of_a_dead_schedule_cancelled_later_count_what_came_due_while_it_was_dead(b: Backend) {
+    let Some(f) = fixture(b, Registry::new().register(Fails)).await else {
+        return;
+    };
+    let rule = Recurrence::every(SignedDuration::from_hours(1)).unwrap();
+    let id = f
+        .party
+        .add(NewTask::new("fails").recurrence(rule).max_attempts(1))
+        .await
+        .unwrap();
+    f.party
+        .worker(WorkerConfig::default())
+        .run_until_idle()
+        .await
+        .unwrap();
+    assert_eq!(f.party.get(id).await.unwrap().state, State::Dead);
+    let h = |n: i64| t0() + SignedDuration::from_hours(n);
+    f.clock.advance(SignedDuration::from_mins(150));
+    let before = f.party.gaps(id).await.unwrap();
+    assert_eq!(before.missing, vec![h(0), h(1), h(2)], "dead: {before:?}");
+    // Cancelled at T+2h30m, looked at an hour later.
+    f.party.cancel(id).await.unwrap();
+    f.clock.advance(SignedDuration::from_hours(1));
+    let after = f.party.gaps(id).await.unwrap();
+    assert_eq!(
+        (after.expected, after.missing.clone()),
+        (3, vec![h(0), h(1), h(2)]),
+        "T, T+1h and T+2h came due before the cancel and never ran: {after:?}"
+    );
+}
+
 on_every_backend!(
+    gaps_of_a_dead_schedule_cancelled_later_count_what_came_due_while_it_was_dead,
     gaps_of_a_cancelled_schedule_end_at_its_cancel,
     next_of_a_dead_interval_task_stays_on_its_grid,
     latest_runs_the_occurrence_it_picked_without_queueing_behind_older_tasks,

@@ -518,3 +518,100 @@ async fn sqlite_a_group_commit_cut_short_by_a_full_disk_answers_what_it_wrote() 
         wrong.join("\n")
     );
 }
+
+/// As above, with a call that writes outside a transaction of its own (the pruner's
+/// forgetting of killed workers) queued behind the call that fills the disk: SQLite rolled
+/// the group's transaction back, so the call runs on its own and commits, and it must then not
+/// be answered with the group's failure (the pruner would report it failed while the rows are
+/// gone), or it must be refused before it writes, as the calls through a transaction are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_a_call_after_a_group_commit_was_cut_short_is_answered_what_it_wrote() {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use party::store::Store;
+    use party::store::sqlite::SqliteStore;
+
+    let uid = std::process::Command::new("id").arg("-u").output();
+    if !uid.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0") {
+        println!("a full disk: skipped, the test does not run as root");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("party-full-{:016x}", fastrand::u64(..)));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mount = |args: &[&str]| {
+        std::process::Command::new(args[0])
+            .args(&args[1..])
+            .arg(&dir)
+            .status()
+            .unwrap()
+    };
+    assert!(mount(&["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs"]).success());
+    let path = dir.join("tasks.db");
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).await.unwrap());
+    store.task_insert(vec![task("noop")]).await.unwrap();
+    let filler = dir.join("filler");
+    let mut left = 8 << 20;
+    while std::fs::write(&filler, vec![0u8; left]).is_err() {
+        left -= 64 << 10;
+    }
+    std::fs::write(&filler, vec![0u8; left - (1 << 20)]).unwrap();
+
+    let other = rusqlite::Connection::open(&path).unwrap();
+    // A killed worker's row, gone for long.
+    other
+        .execute(
+            "INSERT INTO workers (id, handlers, queues, last_seen, live_until) \
+             VALUES ('killed', '[]', '[]', 0, 0)",
+            [],
+        )
+        .unwrap();
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let first = {
+        let s = store.clone();
+        tokio::spawn(async move { s.task_insert(vec![task("noop")]).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let big: Vec<InsertTask> = (0..40)
+        .map(|_| InsertTask {
+            data: format!(r#"{{"pad":"{}"}}"#, "x".repeat(100_000)),
+            ..task("noop")
+        })
+        .collect();
+    let inserted = {
+        let s = store.clone();
+        tokio::spawn(async move { s.task_insert(big).await })
+    };
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let forgot = {
+        let s = store.clone();
+        tokio::spawn(async move {
+            s.workers_forget(jiff::Timestamp::from_second(1_000).unwrap(), false)
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    other.execute_batch("COMMIT").unwrap();
+    first.await.unwrap().unwrap();
+    let inserted = inserted.await.unwrap();
+    let forgot = forgot.await.unwrap();
+    std::fs::remove_file(&filler).unwrap();
+    let left: i64 = other
+        .query_row(
+            "SELECT count(*) FROM workers WHERE id = 'killed'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    drop(store);
+    drop(other);
+    mount(&["umount", "-l"]);
+    let _ = std::fs::remove_dir(&dir);
+    assert!(inserted.is_err(), "the disk was not filled: {inserted:?}");
+    assert_eq!(
+        forgot.is_ok(),
+        left == 0,
+        "answered {forgot:?}, and the killed worker's row is {}",
+        if left == 0 { "gone" } else { "kept" }
+    );
+}

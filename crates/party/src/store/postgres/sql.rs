@@ -507,8 +507,8 @@ pub(super) fn sql_retry_move(s: &str) -> String {
 }
 
 /// Live tasks that are not running move to the history as cancelled: $1 now, $2 states,
-/// $3 handler, $4 queue; and matching dead ones are cancelled where they are, keeping the
-/// time each died. Returns how many changed.
+/// $3 handler, $4 queue; and matching dead ones are cancelled where they are, as
+/// [`sql_cancel`] cancels one. Returns how many changed.
 pub(super) fn sql_cancel_many(s: &str) -> String {
     let f = steer_filters();
     format!(
@@ -517,15 +517,17 @@ pub(super) fn sql_cancel_many(s: &str) -> String {
            SELECT id, handler, data, timestamp, due_at, last_run_on, attempts, max_attempts, \
              is_recurring, rule, 'cancelled', queue, priority, last_error, fence, created_at, $1, \
              unique_key FROM m RETURNING 1), \
-         dead AS (UPDATE {s}.task_history t SET state = 'cancelled' \
+         dead AS (UPDATE {s}.task_history t SET state = 'cancelled', \
+           finished_at = CASE WHEN t.is_recurring THEN $1 ELSE t.finished_at END \
            WHERE t.state = 'dead' AND {f} RETURNING 1) \
          SELECT (SELECT count(*) FROM h) + (SELECT count(*) FROM dead)"
     )
 }
 
 /// One task cancelled: moved from the live tasks when scheduled or retrying, or cancelled in
-/// the history when dead (keeping the time it died as its finish: its unique window and
-/// retention run from there). $1 now, $2 id; a row comes back when it was cancelled.
+/// the history when dead (a one-off keeping the time it died as its finish, a recurring one
+/// finishing at the cancel: see the SQLite store's `CANCEL_DEAD`). $1 now, $2 id; a row comes
+/// back when it was cancelled.
 pub(super) fn sql_cancel(s: &str) -> String {
     format!(
         "WITH m AS (DELETE FROM {s}.tasks WHERE id = $2 AND state IN {WAITING} RETURNING *), \
@@ -533,7 +535,8 @@ pub(super) fn sql_cancel(s: &str) -> String {
            SELECT id, handler, data, timestamp, due_at, last_run_on, attempts, max_attempts, \
              is_recurring, rule, 'cancelled', queue, priority, last_error, fence, created_at, $1, \
              unique_key FROM m RETURNING id), \
-         dead AS (UPDATE {s}.task_history SET state = 'cancelled' \
+         dead AS (UPDATE {s}.task_history SET state = 'cancelled', \
+           finished_at = CASE WHEN is_recurring THEN $1 ELSE finished_at END \
            WHERE id = $2 AND state = 'dead' RETURNING id) \
          SELECT id FROM h UNION ALL SELECT id FROM dead"
     )

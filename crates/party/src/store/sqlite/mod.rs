@@ -1424,9 +1424,13 @@ impl Store for SqliteStore {
 
     async fn worker_remove(&self, id: &str) -> Result<(), TaskError> {
         let id = id.to_string();
+        // In a transaction of its own (a savepoint of a group commit): a write answered with
+        // the group's outcome must be part of it.
         self.call(move |conn| {
-            conn.execute(sql::WORKER_REMOVE, [id]).map_err(db_err)?;
-            Ok(())
+            transaction_with(conn, Durability::Crash, |tx| {
+                tx.execute(sql::WORKER_REMOVE, [id]).map_err(db_err)?;
+                Ok(())
+            })
         })
         .await
     }
@@ -1439,8 +1443,9 @@ impl Store for SqliteStore {
                     .map_err(db_err)?
                     .max(0) as u64
             } else {
-                conn.execute(sql::WORKERS_FORGET, [before])
-                    .map_err(db_err)? as u64
+                transaction_with(conn, Durability::Crash, |tx| {
+                    Ok(tx.execute(sql::WORKERS_FORGET, [before]).map_err(db_err)? as u64)
+                })?
             };
             Ok(n)
         })

@@ -289,10 +289,12 @@ pub(super) const CANCEL_MOVE: &str = concat!(
      RETURNING handler, queue"
 );
 
-/// A dead task is cancelled where it is, keeping the time it died as its finish (its unique
-/// window and retention run from there): ?2 id (?1, now, is not needed).
-pub(super) const CANCEL_DEAD: &str =
-    "UPDATE task_history SET state = 'cancelled' WHERE id = ?2 AND state = 'dead'";
+/// A dead task is cancelled where it is: a one-off keeps the time it died as its finish (its
+/// unique window and retention run from there); a recurring one, which owes what came due
+/// while it was dead, finishes at the cancel (?1), where its schedule ends. ?2 id.
+pub(super) const CANCEL_DEAD: &str = "UPDATE task_history SET state = 'cancelled', \
+    finished_at = CASE WHEN is_recurring THEN ?1 ELSE finished_at END \
+    WHERE id = ?2 AND state = 'dead'";
 
 /// The live columns a retried task is written back with.
 macro_rules! live_insert {
@@ -523,10 +525,11 @@ pub(super) const CANCEL_MANY_DELETE: &str = concat!(
     data_match!("?5", "?6")
 );
 
-/// Bulk cancel, history side: matching dead tasks are cancelled where they are, keeping the
-/// time each died (?1, now, is not needed).
+/// Bulk cancel, history side: matching dead tasks are cancelled where they are, as
+/// [`CANCEL_DEAD`] cancels one (?1 now).
 pub(super) const CANCEL_MANY_DEAD: &str = concat!(
-    "UPDATE task_history SET state = 'cancelled' \
+    "UPDATE task_history SET state = 'cancelled', \
+     finished_at = CASE WHEN is_recurring THEN ?1 ELSE finished_at END \
      WHERE state = 'dead' AND 'dead' IN (SELECT value FROM json_each(?2)) \
      AND (?3 IS NULL OR handler = ?3) AND (?4 IS NULL OR queue = ?4)",
     data_match!("?5", "?6")

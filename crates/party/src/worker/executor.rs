@@ -435,6 +435,9 @@ pub(super) async fn run_one(
         }
         Call::Interrupted => return interrupted(inner, &task),
     }
+    // "N minutes from now" in `on_complete` counts from when it runs, not from the start of
+    // an attempt that may have taken a while.
+    ctx.now = inner.clock.now().max(ctx.now);
     match guarded(&handler, &mut ctx, true, abort, cancel).await {
         Call::Ok => {}
         Call::Interrupted => return interrupted(inner, &task),

@@ -481,7 +481,55 @@ async fn gaps_of_a_dead_schedule_cancelled_later_count_what_came_due_while_it_wa
     );
 }
 
+/// Takes 20 minutes (by the clock), then asks for its next run 30 minutes from now.
+struct SlowEveryThirty(Arc<std::sync::OnceLock<party::ManualClock>>);
+
+impl Task for SlowEveryThirty {
+    const NAME: &'static str = "slow_every_thirty";
+    const IS_RECURRING: bool = true;
+
+    async fn run(&self, _ctx: &mut TaskContext) -> Result<(), TaskError> {
+        self.0.get().unwrap().advance(SignedDuration::from_mins(20));
+        Ok(())
+    }
+
+    async fn on_complete(&self, ctx: &mut TaskContext) -> Result<(), TaskError> {
+        ctx.schedule_next_run_in_minutes(30)
+    }
+}
+
+/// SPEC: `schedule_next_run(minutes=N)` "reschedules this recurring task N minutes from now",
+/// i.e. from when `on_complete` asks, not from when the attempt started.
+async fn schedule_next_run_in_minutes_counts_from_now(b: Backend) {
+    let clock = Arc::new(std::sync::OnceLock::new());
+    let Some(f) = fixture(b, Registry::new().register(SlowEveryThirty(clock.clone()))).await else {
+        return;
+    };
+    clock.set(f.clock.clone()).unwrap();
+    let id = f
+        .party
+        .add(NewTask::new("slow_every_thirty"))
+        .await
+        .unwrap();
+    // A lease longer than the run's 20 minutes of manual time, or the attempt would be given
+    // up as lost under it and run again.
+    f.party
+        .worker(WorkerConfig {
+            lease: std::time::Duration::from_secs(3600),
+            ..WorkerConfig::default()
+        })
+        .run_until_idle()
+        .await
+        .unwrap();
+    let task = f.party.get(id).await.unwrap();
+    assert_eq!(task.state, State::Scheduled);
+    assert_eq!(task.runs.len(), 1, "{task:?}");
+    // The run ended at t0 + 20 min; 30 minutes from then is t0 + 50 min.
+    assert_eq!(task.due_at, t0() + SignedDuration::from_mins(50));
+}
+
 on_every_backend!(
+    schedule_next_run_in_minutes_counts_from_now,
     gaps_of_a_dead_schedule_cancelled_later_count_what_came_due_while_it_was_dead,
     gaps_of_a_cancelled_schedule_end_at_its_cancel,
     next_of_a_dead_interval_task_stays_on_its_grid,

@@ -273,6 +273,28 @@ fn run_chaos(db: &Db, n: usize, chaos_for: Duration, private: Option<&Cluster>) 
             }
         }
     }
+    // Every worker has started (a worker restarted by the last step of the chaos may still be
+    // starting, and a process stopped before it has set up its signal handling dies of the
+    // signal, as any program does): each has registered as live.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let live = rt.block_on(party.stats()).unwrap().workers;
+        let waiting: Vec<u32> = workers
+            .procs
+            .iter()
+            .map(|c| c.id())
+            .filter(|pid| !live.iter().any(|w| w.id.contains(&format!("-{pid}-"))))
+            .collect();
+        if waiting.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{}: workers {waiting:?} never registered within 30 s",
+            db.name
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     for i in 0..WORKERS {
         workers.signal(i, libc::SIGTERM);
     }

@@ -416,14 +416,9 @@ impl Task for Fails {
     }
 }
 
-/// An hourly task (`--every 1h`, first at T) dies at T. Its rule's occurrences are exactly
-/// T + k x 1h (docs/RECURRENCE.md: "Its occurrences are exactly `first + k x every`"), and a
-/// retry runs on that grid. `next` of the dead task at T+2h17m lists now + 1h, now + 2h instead:
-/// 12:17 and 13:17, times that are no occurrence of the task under any policy.
-async fn next_of_a_dead_interval_task_stays_on_its_grid(b: Backend) {
-    let Some(f) = fixture(b, Registry::new().register(Fails)).await else {
-        return;
-    };
+/// An hourly task (`--every 1h`, first at T) whose one attempt at T failed: dead at T.
+async fn dead_hourly(b: Backend) -> Option<(crate::common::Fixture, party::TaskId)> {
+    let f = fixture(b, Registry::new().register(Fails)).await?;
     let rule = Recurrence::every(SignedDuration::from_hours(1)).unwrap();
     let id = f
         .party
@@ -436,6 +431,17 @@ async fn next_of_a_dead_interval_task_stays_on_its_grid(b: Backend) {
         .await
         .unwrap();
     assert_eq!(f.party.get(id).await.unwrap().state, State::Dead);
+    Some((f, id))
+}
+
+/// An hourly task (`--every 1h`, first at T) dies at T. Its rule's occurrences are exactly
+/// T + k x 1h (docs/RECURRENCE.md: "Its occurrences are exactly `first + k x every`"), and a
+/// retry runs on that grid. `next` of the dead task at T+2h17m lists now + 1h, now + 2h instead:
+/// 12:17 and 13:17, times that are no occurrence of the task under any policy.
+async fn next_of_a_dead_interval_task_stays_on_its_grid(b: Backend) {
+    let Some((f, id)) = dead_hourly(b).await else {
+        return;
+    };
     f.clock.advance(SignedDuration::from_mins(2 * 60 + 17));
     let next = f.party.next_occurrences(id, 2).await.unwrap();
     let h = |n: i64| t0() + SignedDuration::from_hours(n);
@@ -448,24 +454,12 @@ async fn next_of_a_dead_interval_task_stays_on_its_grid(b: Backend) {
 
 /// A schedule that died owes what came due while it was dead ("a dead one still owes what
 /// came due since, until it is retried"); a person who cancels it later stops it from then
-/// on. A dead task cancelled keeps the time it died as its finish, but the occurrences due
-/// between its death and the cancel were still owed: `gaps` counts them as missing.
+/// on. The occurrences due between its death and the cancel were still owed: `gaps` counts
+/// them as missing (a dead recurring task finishes at its cancel).
 async fn gaps_of_a_dead_schedule_cancelled_later_count_what_came_due_while_it_was_dead(b: Backend) {
-    let Some(f) = fixture(b, Registry::new().register(Fails)).await else {
+    let Some((f, id)) = dead_hourly(b).await else {
         return;
     };
-    let rule = Recurrence::every(SignedDuration::from_hours(1)).unwrap();
-    let id = f
-        .party
-        .add(NewTask::new("fails").recurrence(rule).max_attempts(1))
-        .await
-        .unwrap();
-    f.party
-        .worker(WorkerConfig::default())
-        .run_until_idle()
-        .await
-        .unwrap();
-    assert_eq!(f.party.get(id).await.unwrap().state, State::Dead);
     let h = |n: i64| t0() + SignedDuration::from_hours(n);
     f.clock.advance(SignedDuration::from_mins(150));
     let before = f.party.gaps(id).await.unwrap();

@@ -431,6 +431,79 @@ on_every_backend!(
     retrying_and_finished_recurring_tasks_hold_the_singleton_as_their_state_says,
 );
 
+/// A SQLite store on a tmpfs of 8 MB with about 1 MB left free, holding one task (root only:
+/// it mounts the tmpfs). Dropped, it frees the space and unmounts.
+struct FullDisk {
+    dir: std::path::PathBuf,
+    path: std::path::PathBuf,
+    filler: std::path::PathBuf,
+    store: std::sync::Arc<dyn party::store::Store>,
+}
+
+impl FullDisk {
+    async fn new() -> Option<FullDisk> {
+        let uid = std::process::Command::new("id").arg("-u").output();
+        if !uid.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0") {
+            println!("a full disk: skipped, the test does not run as root");
+            return None;
+        }
+        let dir = std::env::temp_dir().join(format!("party-full-{:016x}", fastrand::u64(..)));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=8m", "tmpfs"])
+            .arg(&dir)
+            .status()
+            .unwrap();
+        assert!(mounted.success());
+        let path = dir.join("tasks.db");
+        let store: std::sync::Arc<dyn party::store::Store> = std::sync::Arc::new(
+            party::store::sqlite::SqliteStore::open(&path)
+                .await
+                .unwrap(),
+        );
+        store.task_insert(vec![task("noop")]).await.unwrap();
+        // Leave about 1 MB free.
+        let filler = dir.join("filler");
+        let mut left = 8 << 20;
+        while std::fs::write(&filler, vec![0u8; left]).is_err() {
+            left -= 64 << 10;
+        }
+        std::fs::write(&filler, vec![0u8; left - (1 << 20)]).unwrap();
+        Some(FullDisk {
+            dir,
+            path,
+            filler,
+            store,
+        })
+    }
+
+    /// 4 MB in one call: more than the page cache holds and than the disk has left.
+    fn too_big() -> Vec<InsertTask> {
+        (0..40)
+            .map(|_| InsertTask {
+                data: format!(r#"{{"pad":"{}"}}"#, "x".repeat(100_000)),
+                ..task("noop")
+            })
+            .collect()
+    }
+
+    /// Make room again, so the store can be read.
+    fn free(&self) {
+        let _ = std::fs::remove_file(&self.filler);
+    }
+}
+
+impl Drop for FullDisk {
+    fn drop(&mut self) {
+        self.free();
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.dir)
+            .status();
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
 /// SQLite's group commit: calls that queue up while the writer waits share one transaction.
 /// When one of them fills the disk, SQLite rolls that whole transaction back; the calls after
 /// it in the group must not then commit on their own while every one is answered with an
@@ -438,40 +511,15 @@ on_every_backend!(
 /// written. (Root only: the full disk is a small tmpfs.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_a_group_commit_cut_short_by_a_full_disk_answers_what_it_wrote() {
-    use std::sync::Arc;
     use std::time::Duration;
 
-    use party::store::Store;
-    use party::store::sqlite::SqliteStore;
-
-    let uid = std::process::Command::new("id").arg("-u").output();
-    if !uid.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0") {
-        println!("a full disk: skipped, the test does not run as root");
+    let Some(disk) = FullDisk::new().await else {
         return;
-    }
-    let dir = std::env::temp_dir().join(format!("party-full-{:016x}", fastrand::u64(..)));
-    std::fs::create_dir_all(&dir).unwrap();
-    let mount = |args: &[&str]| {
-        std::process::Command::new(args[0])
-            .args(&args[1..])
-            .arg(&dir)
-            .status()
-            .unwrap()
     };
-    assert!(mount(&["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs"]).success());
-    let path = dir.join("tasks.db");
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).await.unwrap());
-    store.task_insert(vec![task("noop")]).await.unwrap();
-    // Leave about 1 MB free.
-    let filler = dir.join("filler");
-    let mut left = 8 << 20;
-    while std::fs::write(&filler, vec![0u8; left]).is_err() {
-        left -= 64 << 10;
-    }
-    std::fs::write(&filler, vec![0u8; left - (1 << 20)]).unwrap();
+    let store = disk.store.clone();
 
     // Another process holds the write lock, so the calls below queue up behind the first.
-    let other = rusqlite::Connection::open(&path).unwrap();
+    let other = rusqlite::Connection::open(&disk.path).unwrap();
     other.execute_batch("BEGIN IMMEDIATE").unwrap();
     let first = {
         let s = store.clone();
@@ -479,13 +527,7 @@ async fn sqlite_a_group_commit_cut_short_by_a_full_disk_answers_what_it_wrote() 
     };
     tokio::time::sleep(Duration::from_millis(200)).await;
     let mut calls = Vec::new();
-    // 4 MB in one call: more than the page cache holds and than the disk has left.
-    let big: Vec<InsertTask> = (0..40)
-        .map(|_| InsertTask {
-            data: format!(r#"{{"pad":"{}"}}"#, "x".repeat(100_000)),
-            ..task("noop")
-        })
-        .collect();
+    let big = FullDisk::too_big();
     let small: Vec<InsertTask> = (0..5).map(|_| task("noop")).collect();
     for batch in std::iter::once(big).chain(small.into_iter().map(|t| vec![t])) {
         let s = store.clone();
@@ -500,7 +542,7 @@ async fn sqlite_a_group_commit_cut_short_by_a_full_disk_answers_what_it_wrote() 
     for (id, call) in calls {
         answers.push((id, call.await.unwrap()));
     }
-    std::fs::remove_file(&filler).unwrap();
+    disk.free();
     let mut wrong = Vec::new();
     for (id, answer) in &answers {
         let stored = store.task_get(*id).await.unwrap().is_some();
@@ -508,10 +550,7 @@ async fn sqlite_a_group_commit_cut_short_by_a_full_disk_answers_what_it_wrote() 
             wrong.push(format!("{id}: answered {answer:?}, stored: {stored}"));
         }
     }
-    drop(store);
-    drop(other);
-    mount(&["umount", "-l"]);
-    let _ = std::fs::remove_dir(&dir);
+    drop((store, other, disk));
     assert!(
         wrong.is_empty(),
         "each answer says whether its task was written:\n{}",
@@ -526,38 +565,14 @@ async fn sqlite_a_group_commit_cut_short_by_a_full_disk_answers_what_it_wrote() 
 /// gone), or it must be refused before it writes, as the calls through a transaction are.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_a_call_after_a_group_commit_was_cut_short_is_answered_what_it_wrote() {
-    use std::sync::Arc;
     use std::time::Duration;
 
-    use party::store::Store;
-    use party::store::sqlite::SqliteStore;
-
-    let uid = std::process::Command::new("id").arg("-u").output();
-    if !uid.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0") {
-        println!("a full disk: skipped, the test does not run as root");
+    let Some(disk) = FullDisk::new().await else {
         return;
-    }
-    let dir = std::env::temp_dir().join(format!("party-full-{:016x}", fastrand::u64(..)));
-    std::fs::create_dir_all(&dir).unwrap();
-    let mount = |args: &[&str]| {
-        std::process::Command::new(args[0])
-            .args(&args[1..])
-            .arg(&dir)
-            .status()
-            .unwrap()
     };
-    assert!(mount(&["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs"]).success());
-    let path = dir.join("tasks.db");
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).await.unwrap());
-    store.task_insert(vec![task("noop")]).await.unwrap();
-    let filler = dir.join("filler");
-    let mut left = 8 << 20;
-    while std::fs::write(&filler, vec![0u8; left]).is_err() {
-        left -= 64 << 10;
-    }
-    std::fs::write(&filler, vec![0u8; left - (1 << 20)]).unwrap();
+    let store = disk.store.clone();
 
-    let other = rusqlite::Connection::open(&path).unwrap();
+    let other = rusqlite::Connection::open(&disk.path).unwrap();
     // A killed worker's row, gone for long.
     other
         .execute(
@@ -572,12 +587,7 @@ async fn sqlite_a_call_after_a_group_commit_was_cut_short_is_answered_what_it_wr
         tokio::spawn(async move { s.task_insert(vec![task("noop")]).await })
     };
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let big: Vec<InsertTask> = (0..40)
-        .map(|_| InsertTask {
-            data: format!(r#"{{"pad":"{}"}}"#, "x".repeat(100_000)),
-            ..task("noop")
-        })
-        .collect();
+    let big = FullDisk::too_big();
     let inserted = {
         let s = store.clone();
         tokio::spawn(async move { s.task_insert(big).await })
@@ -595,7 +605,7 @@ async fn sqlite_a_call_after_a_group_commit_was_cut_short_is_answered_what_it_wr
     first.await.unwrap().unwrap();
     let inserted = inserted.await.unwrap();
     let forgot = forgot.await.unwrap();
-    std::fs::remove_file(&filler).unwrap();
+    disk.free();
     let left: i64 = other
         .query_row(
             "SELECT count(*) FROM workers WHERE id = 'killed'",
@@ -603,10 +613,7 @@ async fn sqlite_a_call_after_a_group_commit_was_cut_short_is_answered_what_it_wr
             |r| r.get(0),
         )
         .unwrap();
-    drop(store);
-    drop(other);
-    mount(&["umount", "-l"]);
-    let _ = std::fs::remove_dir(&dir);
+    drop((store, other, disk));
     assert!(inserted.is_err(), "the disk was not filled: {inserted:?}");
     assert_eq!(
         forgot.is_ok(),

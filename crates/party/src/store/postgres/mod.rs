@@ -1435,9 +1435,8 @@ impl Store for PgStore {
 
     async fn workers_forget(&self, before: Timestamp, dry_run: bool) -> Result<u64, TaskError> {
         let s = &self.pool.names.quoted;
-        // Once a pass, as the prune's own statements: not prepared on every connection. In a
-        // transaction, so that behind a transaction pooler its round trips stay on one server
-        // connection.
+        // Once a pass, as the prune's own statements: not prepared on every connection. One
+        // statement, sent as one message also behind a transaction pooler.
         let query = if dry_run {
             format!("SELECT count(*) FROM {s}.workers WHERE live_until < $1")
         } else {
@@ -1446,13 +1445,12 @@ impl Store for PgStore {
                  SELECT count(*) FROM gone"
             )
         };
-        let mut conn = self.pool.get().await?;
-        let tx = conn.client.transaction().await.map_err(db_err)?;
-        let row = tx
+        let conn = self.pool.get().await?;
+        let row = conn
+            .client
             .query_one(&query, &[&PgTime::of(before)])
             .await
             .map_err(db_err)?;
-        tx.commit().await.map_err(db_err)?;
         Ok(count_at(&row, 0))
     }
 

@@ -12,7 +12,6 @@ use crate::Shared;
 use crate::error::ApiError;
 
 use jiff::Timestamp;
-use party::Outcome;
 use party::metrics::label;
 
 pub(crate) async fn metrics(State(app): State<Shared>, headers: HeaderMap) -> Response {
@@ -149,38 +148,23 @@ struct Schedules {
 /// that tells two schedules of one handler apart (it may hold anything, and every value would
 /// be a time series of its own). So a handler's gauges are its live recurring tasks' count,
 /// the oldest of their latest successes (the stalest schedule: one stuck schedule among many
-/// still shows), how many never succeeded, and the sum of their missed occurrences as
-/// [`party::Party::gaps`] counts them (expected occurrences before the pending one with no
-/// successful run; schedules whose handler decides each next run have no rule to compare and
-/// count none). Reads at most [`party::policy::RECURRING_LISTED`] tasks per live state, each
-/// with its run history.
+/// still shows), how many never succeeded, and the sum of their missed occurrences within the
+/// trailing [`party::policy::MISSED_WINDOW`] ([`party::Party::schedule_health`]; schedules
+/// whose handler decides each next run have no rule to compare and count none). Reads at most
+/// [`party::policy::RECURRING_LISTED`] tasks per live state, and of each a bounded part of its
+/// runs, however long its history.
 async fn schedules(app: &crate::Shared, out: &mut String) -> Result<(), party::TaskError> {
     let (tasks, _) = crate::pages::live_recurring(app).await?;
+    let health = app.party.schedule_health(&tasks).await?;
     let mut per: BTreeMap<String, Schedules> = BTreeMap::new();
-    for t in &tasks {
-        let task = match app.party.get(t.id).await {
-            Ok(task) => task,
-            // Finished since it was listed: no longer a live schedule.
-            Err(party::TaskError::NotFound(_)) => continue,
-            Err(e) => return Err(e),
-        };
+    for (task, h) in tasks.iter().zip(health) {
         let s = per.entry(task.handler.clone()).or_default();
         s.count += 1;
-        let last = task
-            .runs
-            .iter()
-            .filter(|r| r.outcome == Outcome::Succeeded)
-            .map(|r| r.finished_at)
-            .max();
-        match last {
+        match h.last_success {
             Some(at) => s.stalest_success = Some(s.stalest_success.map_or(at, |o| o.min(at))),
             None => s.never_succeeded += 1,
         }
-        if task.rule.is_some() {
-            if let Ok(g) = app.party.gaps_of(&task) {
-                s.missed += g.missing.len() as u64;
-            }
-        }
+        s.missed += h.missing.len() as u64;
     }
     let _ = writeln!(
         out,
@@ -222,7 +206,9 @@ async fn schedules(app: &crate::Shared, out: &mut String) -> Result<(), party::T
     }
     let _ = writeln!(
         out,
-        "# HELP party_schedule_missed_occurrences Per handler, the expected occurrences of its live recurring tasks' rules that have no successful run.\n# TYPE party_schedule_missed_occurrences gauge"
+        "# HELP party_schedule_missed_occurrences Per handler, the occurrences its live recurring tasks' rules expected within the last {} hours (at most {} per task, the latest before its pending one, none before its first successful run) that have no successful run; party gaps compares a task's whole history.\n# TYPE party_schedule_missed_occurrences gauge",
+        party::policy::MISSED_WINDOW.as_hours(),
+        party::policy::MISSED_COMPARED_MAX
     );
     for (h, s) in &per {
         let _ = writeln!(

@@ -744,6 +744,157 @@ async fn metrics_tell_each_handlers_schedules_last_success_and_missed_occurrence
     assert!(!body.contains("secret"), "no data in a label");
 }
 
+/// Run rows of `task`, one per occurrence `start + k·every` for each `k` with an outcome,
+/// written through the store's copy path a batch at a time: a long history in moments.
+async fn write_runs(
+    s: &Server,
+    task: TaskId,
+    start: party::jiff::Timestamp,
+    every: party::jiff::SignedDuration,
+    outcomes: impl Iterator<Item = (i64, party::Outcome)>,
+) {
+    use party::store::{CopyRows, RunRecord, RunRow};
+    let rows: Vec<RunRow> = outcomes
+        .map(|(k, outcome)| {
+            let timestamp = start + every * (k as i32);
+            RunRow {
+                position: k,
+                task_id: task,
+                run: RunRecord {
+                    attempt: 1,
+                    timestamp,
+                    started_at: timestamp + party::jiff::SignedDuration::from_secs(1),
+                    finished_at: timestamp + party::jiff::SignedDuration::from_secs(30),
+                    outcome: outcome.as_str().to_string(),
+                    error: (outcome != party::Outcome::Succeeded).then(|| "boom".to_string()),
+                    worker: "w1".to_string(),
+                },
+            }
+        })
+        .collect();
+    for batch in rows.chunks(party::policy::COPY_BATCH as usize) {
+        s.party
+            .store()
+            .copy_write(CopyRows::Runs(batch.to_vec()))
+            .await
+            .unwrap();
+    }
+}
+
+/// A schedule every 15 minutes with 40 days of runs: the metrics count the occurrences missed
+/// within `MISSED_WINDOW` only (one just inside counts, one just outside and older ones do
+/// not), take its latest success from the runs' index, and a schedule whose thousands of
+/// runs all failed never succeeded. The store reads no more successful runs than asked.
+async fn metrics_of_a_long_schedule_count_misses_within_the_window_only(b: Backend) {
+    use party::Outcome;
+    use party::jiff::{SignedDuration, Timestamp};
+    use party::policy::MISSED_WINDOW;
+    use party::recurrence::Recurrence;
+    let start: Timestamp = "2027-01-01T00:00:00Z".parse().unwrap();
+    let every = SignedDuration::from_mins(15);
+    let n: i64 = 40 * 96;
+    let pending = start + every * (n as i32);
+    let clock = std::sync::Arc::new(party::ManualClock::new(start));
+    let Some(s) = Server::start_clocked(b, clock.clone()).await else {
+        return;
+    };
+    let rule = Recurrence::every(every).unwrap();
+    let noop = s
+        .party
+        .add(NewTask::new("noop").recurrence(rule.clone()).at(pending))
+        .await
+        .unwrap();
+    let log = s
+        .party
+        .add(NewTask::new("log").recurrence(rule).at(pending))
+        .await
+        .unwrap();
+    // The window's first occurrence is 672 intervals (7 days) before the pending one.
+    let in_window = MISSED_WINDOW.as_secs() / every.as_secs();
+    assert_eq!(in_window, 672);
+    let first_in = n - in_window;
+    // Missed long ago, and just before the window: outside it.
+    let missed_outside: Vec<i64> = (100..110).chain([first_in - 1]).collect();
+    // Missed within it: its first occurrence, five in a row, and three whose one run failed
+    // (the last of them just before the pending occurrence).
+    let failed = [n - 21, n - 20, n - 1];
+    let missed_inside: Vec<i64> = [first_in]
+        .into_iter()
+        .chain(n - 50..n - 45)
+        .chain(failed)
+        .collect();
+    write_runs(
+        &s,
+        noop,
+        start,
+        every,
+        (0..n)
+            .filter(|k| !missed_outside.contains(k) && !missed_inside.contains(k))
+            .map(|k| (k, Outcome::Succeeded))
+            .chain(failed.into_iter().map(|k| (k, Outcome::Failed))),
+    )
+    .await;
+    write_runs(&s, log, start, every, (0..n).map(|k| (k, Outcome::Failed))).await;
+    clock.set(pending - SignedDuration::from_mins(1));
+
+    // The whole history holds every miss; the metrics, those of the window.
+    let full = s.party.gaps(noop).await.unwrap();
+    assert_eq!(
+        full.missing.len(),
+        missed_outside.len() + missed_inside.len(),
+        "{full:?}"
+    );
+    let r = s.api("GET", "/metrics", None).await;
+    assert_eq!(r.status, 200);
+    let last_success = start + every * ((n - 2) as i32) + SignedDuration::from_secs(30);
+    for line in [
+        &format!(
+            "party_schedule_missed_occurrences{{handler=\"noop\"}} {}\n",
+            missed_inside.len()
+        ),
+        "party_schedule_missed_occurrences{handler=\"log\"} 0\n",
+        &format!(
+            "party_schedule_last_success_timestamp_seconds{{handler=\"noop\"}} {}\n",
+            last_success.as_second()
+        ),
+        "party_schedules_never_succeeded{handler=\"noop\"} 0\n",
+        "party_schedules_never_succeeded{handler=\"log\"} 1\n",
+        "within the last 168 hours",
+    ] {
+        assert!(r.body.contains(line), "{line} in {}", r.body);
+    }
+
+    // The store reads the latest successes only, as many as asked, and says whether an earlier
+    // one exists.
+    let since = start + every * 3000;
+    let read = s
+        .party
+        .store()
+        .task_successes(party::store::SuccessParams {
+            tasks: &[(noop, since), (log, since)],
+            limit: 10,
+        })
+        .await
+        .unwrap();
+    let latest: Vec<Timestamp> = (n - 12..=n - 2)
+        .rev()
+        .filter(|k| *k != n - 1)
+        .map(|k| start + every * (k as i32))
+        .take(10)
+        .collect();
+    assert_eq!(
+        read,
+        vec![
+            party::store::Successes {
+                last_finished_at: Some(last_success),
+                since: latest,
+                before: true,
+            },
+            party::store::Successes::default(),
+        ]
+    );
+}
+
 /// A count before a bulk action stops at `BULK_COUNTED` and says "more than"; the action
 /// itself still touches every match.
 async fn a_bulk_count_stops_at_its_limit_and_the_action_touches_every_match(b: Backend) {
@@ -1160,6 +1311,7 @@ on_every_backend!(
     a_data_filtered_bulk_count_is_a_bound_past_the_tasks_it_examines,
     a_bulk_count_stops_at_its_limit_and_the_action_touches_every_match,
     metrics_tell_each_handlers_schedules_last_success_and_missed_occurrences,
+    metrics_of_a_long_schedule_count_misses_within_the_window_only,
     the_recurring_page_lists_every_live_schedule,
     the_tasks_page_filters_on_a_data_field_and_counts_before_a_bulk_action,
     the_add_form_previews_a_rule_then_adds_with_the_apis_checks,

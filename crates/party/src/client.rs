@@ -9,8 +9,10 @@ use crate::model::{
     TaskInfo, TaskPage,
 };
 use crate::queues::{QueueInfo, QueueLimits};
-use crate::recurrence::{self, GapReport, Recurrence};
-use crate::store::{InsertTask, StatsParams, Steer, SteerMany, Store, StoreStats};
+use crate::recurrence::{self, GapReport, Recurrence, ScheduleHealth};
+use crate::store::{
+    InsertTask, StatsParams, Steer, SteerMany, Store, StoreStats, SuccessParams, Successes,
+};
 use crate::task::Registry;
 use crate::worker::{Worker, WorkerConfig};
 use crate::{TaskError, TaskId, policy, prepare, rules, validate};
@@ -624,6 +626,52 @@ impl Party {
         Ok(recurrence::gaps(&rule, first, until, &ran_for))
     }
 
+    /// The recent health of live recurring tasks as listed ([`Party::list`]; their runs are
+    /// not needed), in the same order: when each one's latest successful run finished, and the
+    /// occurrences its stored rule expected within the trailing [`policy::MISSED_WINDOW`]
+    /// (at most [`policy::MISSED_COMPARED_MAX`], the latest before its pending occurrence,
+    /// none before its first successful run) that no run succeeded for. A task whose handler
+    /// decides each next run has no rule and no expected occurrences.
+    ///
+    /// What the per-schedule metrics of `party serve` report on every scrape: the read is
+    /// bounded per task ([`Store::task_successes`]) however long its history, where
+    /// [`Party::gaps`] reads and compares all of it.
+    ///
+    /// # Errors
+    /// [`TaskError::Store`] when the store cannot be read.
+    pub async fn schedule_health(
+        &self,
+        tasks: &[TaskInfo],
+    ) -> Result<Vec<ScheduleHealth>, TaskError> {
+        let from = self.clock.now() - policy::MISSED_WINDOW;
+        let limit = policy::MISSED_COMPARED_MAX;
+        let expected: Vec<Vec<Timestamp>> = tasks
+            .iter()
+            .map(|t| match rule_of(t) {
+                Ok(rule) => rule.occurrences_before(t.timestamp, from, limit as usize),
+                Err(_) => Vec::new(),
+            })
+            .collect();
+        let asked: Vec<(TaskId, Timestamp)> = tasks
+            .iter()
+            .zip(&expected)
+            .map(|(t, e)| (t.id, e.first().copied().unwrap_or(t.timestamp)))
+            .collect();
+        let read = self
+            .store
+            .task_successes(SuccessParams {
+                tasks: &asked,
+                limit,
+            })
+            .await?;
+        Ok(expected
+            .into_iter()
+            .zip(&asked)
+            .zip(read)
+            .map(|((expected, (_, since)), s)| health(expected, *since, limit, s))
+            .collect())
+    }
+
     async fn task_with_rule(&self, id: TaskId) -> Result<(TaskInfo, Recurrence), TaskError> {
         let task = self.get(id).await?;
         let rule = rule_of(&task)?;
@@ -642,6 +690,28 @@ impl Party {
 }
 
 /// A task's stored rule, or why it has none.
+/// One task's [`ScheduleHealth`]: its `expected` occurrences (oldest first, from `since`)
+/// against the successful runs read for them (at most `limit`).
+fn health(expected: Vec<Timestamp>, since: Timestamp, limit: u32, s: Successes) -> ScheduleHealth {
+    let earliest = s.since.iter().min().copied();
+    // The schedule counts from its first successful run; and where the read stopped at its
+    // limit, from the earliest run it read (what came before is not known).
+    let mut lower = if s.before { Some(since) } else { earliest };
+    if s.since.len() >= limit as usize {
+        lower = lower.max(earliest);
+    }
+    let ran: std::collections::HashSet<Timestamp> = s.since.iter().copied().collect();
+    let compared: Vec<Timestamp> = match lower {
+        Some(lower) => expected.into_iter().filter(|e| *e >= lower).collect(),
+        None => Vec::new(),
+    };
+    ScheduleHealth {
+        last_success: s.last_finished_at,
+        compared: compared.len(),
+        missing: compared.into_iter().filter(|e| !ran.contains(e)).collect(),
+    }
+}
+
 fn rule_of(task: &TaskInfo) -> Result<Recurrence, TaskError> {
     let id = task.id;
     let Some(stored) = &task.rule else {

@@ -53,6 +53,19 @@ pub const COPY_BATCH: u32 = 1_000;
 /// per-schedule metrics of `party serve`) reads in each live state.
 pub const RECURRING_LISTED: u32 = 1_000;
 
+/// The trailing window of the per-schedule metrics of `party serve`
+/// (`party_schedule_missed_occurrences`, [`crate::Party::schedule_health`]): the occurrences
+/// of the last 7 days are compared with the successful runs recorded for them, so a weekly
+/// schedule's last occurrence is always in it. Older ones are not: a scrape reads this window
+/// of a task's runs, never its whole history (`party gaps` does, on request).
+pub const MISSED_WINDOW: SignedDuration = SignedDuration::from_hours(7 * 24);
+
+/// The most occurrences of one schedule the metrics compare within [`MISSED_WINDOW`]: the
+/// latest before its pending one. A schedule every 10 minutes has 1,008 in the window, one
+/// every minute 10,080, of which the last 1,000 (16 hours and 40 minutes) are compared; a
+/// scrape reads at most this many successful runs of each schedule.
+pub const MISSED_COMPARED_MAX: u32 = 1_000;
+
 /// Done one-off tasks are kept this long after they finish, by default.
 pub const RETAIN_DONE: SignedDuration = SignedDuration::from_hours(7 * 24);
 

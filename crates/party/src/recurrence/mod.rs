@@ -470,6 +470,41 @@ impl Recurrence {
         self.upcoming(from.max(anchor), count)
     }
 
+    /// At most `count` occurrences before `anchor` and at or after `from`, the latest, oldest
+    /// first, of the schedule that has an occurrence at `anchor`: for an interval, on its grid
+    /// `anchor − k·every`. Nothing when the rule is invalid. Costs `count` steps at most,
+    /// however far back `from` lies.
+    pub fn occurrences_before(
+        &self,
+        anchor: Timestamp,
+        from: Timestamp,
+        count: usize,
+    ) -> Vec<Timestamp> {
+        let Ok(engine) = self.engine() else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        let mut cur = anchor;
+        while out.len() < count {
+            let prev = match &engine {
+                Engine::Every(d) => cur.checked_sub(*d).ok(),
+                Engine::Calendar(_) => cur
+                    .checked_sub(SignedDuration::from_nanos(1))
+                    .ok()
+                    .and_then(|t| engine.latest_at_or_before(from, t)),
+            };
+            match prev.filter(|p| *p >= from && *p < cur) {
+                Some(p) => {
+                    out.push(p);
+                    cur = p;
+                }
+                None => break,
+            }
+        }
+        out.reverse();
+        out
+    }
+
     /// Decides what a worker runs when it claims the occurrence scheduled for `scheduled` at
     /// time `now`, possibly late after downtime.
     ///
@@ -604,6 +639,20 @@ impl Serialize for GapReport {
         st.serialize_field("truncated", &self.truncated)?;
         st.end()
     }
+}
+
+/// A live recurring task's recent health, from a bounded read of its runs; see
+/// [`crate::Party::schedule_health`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ScheduleHealth {
+    /// When its latest successful run finished (`None`: none of its runs succeeded).
+    pub last_success: Option<Timestamp>,
+    /// How many occurrences its rule expected within the window that were compared with its
+    /// runs: at most [`crate::policy::MISSED_COMPARED_MAX`], the latest before its pending
+    /// one, none before its first successful run.
+    pub compared: usize,
+    /// Of those, the occurrences no run succeeded for, in order.
+    pub missing: Vec<Timestamp>,
 }
 
 /// Compares the occurrences `rec` expected from `first` (the task's first timestamp, counted as

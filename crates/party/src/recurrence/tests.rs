@@ -1680,3 +1680,39 @@ fn property_catch_up_agrees_with_stepping_through_occurrences() {
         }
     }
 }
+
+/// `occurrences_before` gives the latest occurrences before the anchor, oldest first, from
+/// `from` on and at most `count`: on an interval's grid through the anchor, and on a
+/// calendar's own times.
+#[test]
+fn occurrences_before_are_the_latest_within_the_floor_and_count() {
+    let every = Recurrence::every(SignedDuration::from_mins(15)).unwrap();
+    let anchor = ts("2027-03-01T12:07:00Z");
+    assert_eq!(
+        every.occurrences_before(anchor, ts("2027-03-01T11:30:00Z"), 10),
+        tss(&["2027-03-01T11:37:00Z", "2027-03-01T11:52:00Z"])
+    );
+    // An occurrence exactly at the floor counts; the count keeps the latest.
+    assert_eq!(
+        every.occurrences_before(anchor, ts("2027-03-01T11:37:00Z"), 1),
+        tss(&["2027-03-01T11:52:00Z"])
+    );
+    assert_eq!(
+        every
+            .occurrences_before(anchor, ts("2027-03-01T11:37:00Z"), 5)
+            .len(),
+        2
+    );
+    // A weekday calendar in Berlin: Thursday, Friday and Monday before Tuesday's anchor, not the
+    // weekend.
+    let weekdays = cron("0 9 * * 1-5", "Europe/Berlin");
+    assert_eq!(
+        weekdays.occurrences_before(ts("2027-03-02T08:00:00Z"), ts("2027-02-25T00:00:00Z"), 10),
+        tss(&[
+            "2027-02-25T08:00:00Z",
+            "2027-02-26T08:00:00Z",
+            "2027-03-01T08:00:00Z",
+        ])
+    );
+    assert!(every.occurrences_before(anchor, anchor, 10).is_empty());
+}

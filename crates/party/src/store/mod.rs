@@ -22,7 +22,7 @@ pub mod postgres;
 pub mod sqlite;
 
 /// The schema version this binary writes. Both backends number their migrations alike.
-pub const SCHEMA_VERSION: i64 = 9;
+pub const SCHEMA_VERSION: i64 = 10;
 
 /// A person's operation on a task; its state-conflict message is shared by the backends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -368,6 +368,57 @@ pub struct LeaderParams<'a> {
     pub now: Timestamp,
     /// The end of the term if the bid wins.
     pub until: Timestamp,
+}
+
+/// What [`Store::task_successes`] reads: for each task, the successful runs of its latest
+/// occurrences.
+#[derive(Debug, Clone, Copy)]
+pub struct SuccessParams<'a> {
+    /// The tasks, each with `since`: the earliest occurrence whose successful runs are read.
+    pub tasks: &'a [(TaskId, Timestamp)],
+    /// At most this many successful runs read per task (the latest occurrences'): decided
+    /// above the seam ([`crate::policy::MISSED_COMPARED_MAX`] for the metrics).
+    pub limit: u32,
+}
+
+/// One task's successful runs as [`Store::task_successes`] reads them: a bounded read however
+/// many runs the task has.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Successes {
+    /// When the successful run of the latest occurrence that succeeded finished (`None`: no
+    /// run of the task succeeded).
+    pub last_finished_at: Option<Timestamp>,
+    /// The occurrences at or after the task's `since` that a run succeeded for, latest first,
+    /// one entry per successful run (an occurrence that succeeded twice is there twice), at
+    /// most the `limit` asked for.
+    pub since: Vec<Timestamp>,
+    /// Whether a run for an occurrence before `since` succeeded.
+    pub before: bool,
+}
+
+impl Successes {
+    /// Add the run a finished task's history row keeps (its last one, kept beside the rows of
+    /// `runs`; see [`RunRecord`]) when it succeeded: `(timestamp, finished_at)`.
+    pub(crate) fn with_kept(
+        mut self,
+        kept: Option<(Timestamp, Timestamp)>,
+        since: Timestamp,
+        limit: u32,
+    ) -> Successes {
+        let Some((timestamp, finished_at)) = kept else {
+            return self;
+        };
+        // The kept run is the task's last: it finished after every row of `runs`.
+        self.last_finished_at = Some(finished_at);
+        if timestamp < since {
+            self.before = true;
+        } else {
+            self.since.push(timestamp);
+            self.since.sort_by(|a, b| b.cmp(a));
+            self.since.truncate(limit as usize);
+        }
+        self
+    }
 }
 
 /// What `stats` asks the store to count.
@@ -812,6 +863,14 @@ pub trait Store: Send + Sync + 'static {
         at_most: u64,
         examine: u64,
     ) -> Result<ManyCount, TaskError>;
+
+    /// For each task in `params` (answers in the same order), its latest successful run and
+    /// the successful runs of its occurrences at or after its `since` (at most `limit`, the
+    /// latest): the run rows of `runs`, and the run a finished task's history row keeps.
+    /// Reads the `runs_succeeded` index only (successful runs by task and occurrence), at
+    /// most `limit` + 2 entries of it per task, however long the task's history: what the
+    /// per-schedule metrics read on every scrape.
+    async fn task_successes(&self, params: SuccessParams<'_>) -> Result<Vec<Successes>, TaskError>;
 
     /// The raw figures behind `stats`.
     async fn stats(&self, params: StatsParams) -> Result<StoreStats, TaskError>;

@@ -568,6 +568,12 @@ mod faulty {
         ) -> Result<ManyCount, TaskError> {
             self.inner.task_count_many(p, a, e).await
         }
+        async fn task_successes(
+            &self,
+            p: party::store::SuccessParams<'_>,
+        ) -> Result<Vec<party::store::Successes>, TaskError> {
+            self.inner.task_successes(p).await
+        }
         async fn stats(&self, p: StatsParams) -> Result<StoreStats, TaskError> {
             self.inner.stats(p).await
         }

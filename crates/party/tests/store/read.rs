@@ -4,8 +4,97 @@ use party::store::{InsertTask, Next, StatsParams, StoreStats};
 use party::{ListFilter, State, TaskId, TaskInfo};
 
 use crate::harness::{
-    Backend, Harness, claim_on, failed, finish, on_every_backend, secs, t0, task, task_at,
+    Backend, Harness, claim_on, failed, finish, on_every_backend, recurring, secs, t0, task,
+    task_at,
 };
+
+/// `task_successes` reads a task's latest successful run and those of its occurrences from
+/// `since` on (at most `limit`, the latest), from `runs` and from the run a finished task's
+/// history row keeps; failed runs are not successes.
+async fn successes_read_the_latest_runs_of_live_and_finished_tasks(b: Backend) {
+    use party::store::{SuccessParams, Successes};
+    let Some(h) = Harness::new(b).await else {
+        return;
+    };
+    let hour = secs(3600);
+    let ended = recurring("noop", "{}");
+    let live = recurring("other", "{}");
+    let never = task("third");
+    h.insert(vec![ended.clone(), live.clone(), never.clone()])
+        .await;
+    let next = |n: i32| Next::Reschedule {
+        timestamp: t0() + hour * n,
+        due_at: t0() + hour * n,
+        last_run_on: None,
+    };
+    // `ended`: succeeded, failed, succeeded, then succeeded for good (kept on its history row).
+    let c = h.claim_one("noop", t0()).await;
+    h.finish(finish(&c, t0() + secs(10), next(1))).await;
+    let c = h.claim_one("noop", t0() + hour).await;
+    h.finish(failed(&c, t0() + hour + secs(10), "boom", next(2)))
+        .await;
+    let c = h.claim_one("noop", t0() + hour * 2).await;
+    h.finish(finish(&c, t0() + hour * 2 + secs(20), next(3)))
+        .await;
+    let c = h.claim_one("noop", t0() + hour * 3).await;
+    h.finish(finish(&c, t0() + hour * 3 + secs(5), Next::Done))
+        .await;
+    assert_eq!(h.get(ended.id).await.state, State::Done);
+    // `live`: one success, still scheduled.
+    let c = h.claim_one("other", t0()).await;
+    h.finish(finish(&c, t0() + secs(1), next(1))).await;
+
+    let read = |tasks: Vec<(TaskId, party::jiff::Timestamp)>, limit: u32| {
+        let store = h.store.clone();
+        async move {
+            store
+                .task_successes(SuccessParams {
+                    tasks: &tasks,
+                    limit,
+                })
+                .await
+                .unwrap()
+        }
+    };
+    let last = Some(t0() + hour * 3 + secs(5));
+    assert_eq!(
+        read(
+            vec![(ended.id, t0() + hour), (live.id, t0()), (never.id, t0()),],
+            10
+        )
+        .await,
+        vec![
+            Successes {
+                last_finished_at: last,
+                since: vec![t0() + hour * 3, t0() + hour * 2],
+                before: true,
+            },
+            Successes {
+                last_finished_at: Some(t0() + secs(1)),
+                since: vec![t0()],
+                before: false,
+            },
+            Successes::default(),
+        ]
+    );
+    // At most `limit`, the latest; nothing from `since` on, and an earlier success.
+    assert_eq!(
+        read(vec![(ended.id, t0()), (ended.id, t0() + hour * 4)], 1).await,
+        vec![
+            Successes {
+                last_finished_at: last,
+                since: vec![t0() + hour * 3],
+                before: false,
+            },
+            Successes {
+                last_finished_at: last,
+                since: vec![],
+                before: true,
+            },
+        ]
+    );
+    assert_eq!(read(vec![], 10).await, vec![]);
+}
 
 async fn get_answers_none_for_an_unknown_id(b: Backend) {
     let Some(h) = Harness::new(b).await else {
@@ -830,6 +919,7 @@ async fn a_cursor_before_every_task_lists_from_the_first(b: Backend) {
 }
 
 on_every_backend!(
+    successes_read_the_latest_runs_of_live_and_finished_tasks,
     a_cursor_before_every_task_lists_from_the_first,
     stats_figures_agree_while_a_task_is_claimed_and_released,
     get_finds_a_task_while_it_moves_between_live_and_history,

@@ -87,7 +87,7 @@ use super::{
     ClaimParams, ClaimedTask, CopyKey, CopyRead, CopyRows, CopyTable, ExpiredParams, ExpiredTask,
     Finish, FinishResult, Heartbeat, HeartbeatParams, InsertTask, LeaderParams, ManyCount,
     PruneCounts, PruneParams, QueueCounts, StatsParams, Steer, SteerMany, Store, StoreStats,
-    TableSize, TableSizes,
+    SuccessParams, Successes, TableSize, TableSizes,
 };
 use crate::model::{ListCursor, ListFilter, State, TaskInfo, WorkerInfo};
 use crate::queues::{QueueControl, QueueLimits};
@@ -1161,6 +1161,42 @@ impl Store for PgStore {
             read = Some(r);
         }
         Err(raced(id, Steer::Retry, read))
+    }
+
+    async fn task_successes(&self, params: SuccessParams<'_>) -> Result<Vec<Successes>, TaskError> {
+        if params.tasks.is_empty() {
+            return Ok(Vec::new());
+        }
+        let conn = self.pool.get().await?;
+        let ids: Vec<&[u8]> = params
+            .tasks
+            .iter()
+            .map(|(id, _)| &id.as_bytes()[..])
+            .collect();
+        let since: Vec<PgTime> = params.tasks.iter().map(|(_, t)| PgTime::of(*t)).collect();
+        let limit = i64::from(params.limit);
+        let rows = conn
+            .client
+            .query(&conn.st.successes, &[&ids, &since, &limit])
+            .await
+            .map_err(db_err)?;
+        Ok(rows
+            .iter()
+            .zip(params.tasks)
+            .map(|(r, (_, since))| {
+                let kept = opt_time_at(r, 3).zip(opt_time_at(r, 4));
+                Successes {
+                    last_finished_at: opt_time_at(r, 0),
+                    since: r
+                        .get::<_, Vec<PgTime>>(1)
+                        .into_iter()
+                        .map(PgTime::time)
+                        .collect(),
+                    before: r.get(2),
+                }
+                .with_kept(kept, *since, params.limit)
+            })
+            .collect())
     }
 
     async fn stats(&self, p: StatsParams) -> Result<StoreStats, TaskError> {

@@ -662,6 +662,29 @@ pub(super) fn sql_prune_count(s: &str) -> String {
     )
 }
 
+/// For each task of $1 with its `since` in $2 (in that order): when its latest successful run
+/// finished, the occurrences at or after `since` its runs succeeded for (latest first, at most
+/// $3), whether one before `since` succeeded, and the run its history row keeps when that
+/// succeeded. Each subquery reads one range of `runs_succeeded (task_id, timestamp,
+/// finished_at) WHERE outcome = 'succeeded'`.
+fn sql_successes(s: &str) -> String {
+    format!(
+        "SELECT (SELECT r.finished_at FROM {s}.runs r \
+           WHERE r.task_id = q.id AND r.outcome = 'succeeded' \
+           ORDER BY r.timestamp DESC, r.finished_at DESC LIMIT 1), \
+         ARRAY(SELECT r.timestamp FROM {s}.runs r \
+           WHERE r.task_id = q.id AND r.outcome = 'succeeded' AND r.timestamp >= q.since \
+           ORDER BY r.timestamp DESC LIMIT $3), \
+         EXISTS (SELECT 1 FROM {s}.runs r \
+           WHERE r.task_id = q.id AND r.outcome = 'succeeded' AND r.timestamp < q.since), \
+         h.run_timestamp, h.run_finished_at \
+         FROM unnest($1::bytea[], $2::timestamptz[]) WITH ORDINALITY AS q(id, since, n) \
+         LEFT JOIN {s}.task_history h ON h.id = q.id AND h.run_worker IS NOT NULL \
+           AND h.run_outcome = 'succeeded' \
+         ORDER BY q.n"
+    )
+}
+
 /// Every statement a pooled connection runs, each prepared there once, on first use.
 pub(super) struct Statements {
     pub(super) insert: Stmt,
@@ -702,6 +725,7 @@ pub(super) struct Statements {
     pub(super) list_state: Stmt,
     pub(super) reach: Stmt,
     pub(super) reach_state: Stmt,
+    pub(super) successes: Stmt,
 }
 
 impl Statements {
@@ -788,6 +812,7 @@ impl Statements {
             sql_list(s, true),
             sql_reach(s, false),
             sql_reach(s, true),
+            sql_successes(s),
         ]
     }
 
@@ -840,6 +865,7 @@ impl Statements {
             list_state: next(),
             reach: next(),
             reach_state: next(),
+            successes: next(),
         }
     }
 }

@@ -30,7 +30,7 @@ use super::{
     ClaimParams, ClaimedTask, CopyKey, CopyRead, CopyRows, CopyTable, ExpiredParams, ExpiredTask,
     Finish, FinishResult, Heartbeat, HeartbeatParams, InsertTask, LeaderParams, ManyCount, Next,
     PruneCounts, PruneParams, QueueCounts, StatsParams, Steer, SteerMany, Store, StoreStats,
-    TableSizes,
+    SuccessParams, Successes, TableSizes,
 };
 use crate::clock::{from_micros, to_micros};
 use crate::model::{ListCursor, ListFilter, State, TaskInfo, WorkerInfo};
@@ -1119,6 +1119,50 @@ impl Store for SqliteStore {
             .await?;
         self.wakeups.notify_waiters();
         Ok(task)
+    }
+
+    async fn task_successes(&self, params: SuccessParams<'_>) -> Result<Vec<Successes>, TaskError> {
+        let tasks = params.tasks.to_vec();
+        let limit = params.limit;
+        // One snapshot, so each task's figures agree while a worker records runs.
+        self.call(move |conn| {
+            snapshot(conn, |conn| {
+                let mut last = conn.prepare_cached(sql::SUCCESS_LAST).map_err(db_err)?;
+                let mut recent = conn.prepare_cached(sql::SUCCESS_SINCE).map_err(db_err)?;
+                let mut before = conn.prepare_cached(sql::SUCCESS_BEFORE).map_err(db_err)?;
+                let mut kept = conn.prepare_cached(sql::SUCCESS_KEPT).map_err(db_err)?;
+                let mut out = Vec::with_capacity(tasks.len());
+                for (id, since) in &tasks {
+                    let key = id_key(id);
+                    let at = to_micros(*since);
+                    let read = Successes {
+                        last_finished_at: last
+                            .query_row(params![key], |r| r.get::<_, i64>(0))
+                            .optional()
+                            .map_err(db_err)?
+                            .map(from_micros),
+                        since: recent
+                            .query_map(params![key, at, limit], |r| r.get::<_, i64>(0))
+                            .map_err(db_err)?
+                            .map(|r| r.map(from_micros))
+                            .collect::<Result<_, _>>()
+                            .map_err(db_err)?,
+                        before: before
+                            .query_row(params![key, at], |r| r.get(0))
+                            .map_err(db_err)?,
+                    };
+                    let kept_run = kept
+                        .query_row(params![key], |r| {
+                            Ok((from_micros(r.get(0)?), from_micros(r.get(1)?)))
+                        })
+                        .optional()
+                        .map_err(db_err)?;
+                    out.push(read.with_kept(kept_run, *since, limit));
+                }
+                Ok(out)
+            })
+        })
+        .await
     }
 
     async fn stats(&self, p: StatsParams) -> Result<StoreStats, TaskError> {

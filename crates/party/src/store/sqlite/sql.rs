@@ -394,6 +394,26 @@ pub(super) const GET_RUNS: &str = "SELECT attempt, timestamp, started_at, finish
       run_finished_at, run_outcome, run_error, run_worker FROM task_history \
       WHERE id = ?1 AND run_worker IS NOT NULL) ORDER BY pos";
 
+/// When task ?1's latest successful run finished: the last entry of `runs_succeeded`.
+pub(super) const SUCCESS_LAST: &str = "SELECT finished_at FROM runs \
+    WHERE task_id = ?1 AND outcome = 'succeeded' ORDER BY timestamp DESC, finished_at DESC \
+    LIMIT 1";
+
+/// The occurrences at or after ?2 that task ?1's runs succeeded for, latest first, at most ?3:
+/// one range of `runs_succeeded`.
+pub(super) const SUCCESS_SINCE: &str = "SELECT timestamp FROM runs \
+    WHERE task_id = ?1 AND outcome = 'succeeded' AND timestamp >= ?2 \
+    ORDER BY timestamp DESC LIMIT (?3 + 0)";
+
+/// Whether a run of task ?1 succeeded for an occurrence before ?2: one entry of
+/// `runs_succeeded` at most.
+pub(super) const SUCCESS_BEFORE: &str = "SELECT EXISTS (SELECT 1 FROM runs \
+    WHERE task_id = ?1 AND outcome = 'succeeded' AND timestamp < ?2)";
+
+/// The run task ?1's history row keeps, when it succeeded: its occurrence and finish.
+pub(super) const SUCCESS_KEPT: &str = "SELECT run_timestamp, run_finished_at FROM task_history \
+    WHERE id = ?1 AND run_worker IS NOT NULL AND run_outcome = 'succeeded'";
+
 pub(super) const INSERT_RUN: &str =
     concat!(run_insert!(), "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)");
 

@@ -18,6 +18,21 @@ pub const THROUGHPUT_WINDOW: SignedDuration = SignedDuration::from_secs(60);
 /// longest a cancel waits before the handler sees it.
 pub const CANCEL_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// How long a store's wake-up connection (PostgreSQL's `LISTEN` connection) may stay quiet,
+/// nothing received and no statement answered, before it is probed with a cheap statement.
+/// A connection that died silently (a firewall or a NAT dropped the flow, the server's host
+/// vanished: no FIN, no RST) is otherwise noticed only when the kernel's TCP timers give up,
+/// minutes to hours later; meanwhile the process hears no wake-ups, its own go nowhere, and
+/// its workers find tasks only by polling. With [`WAKEUP_ANSWER`], this bounds how long
+/// wake-ups can be lost unnoticed: 25 s, after which the connection is opened again.
+pub const WAKEUP_PROBE_AFTER: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// How long every statement on the wake-up connection (a probe, a `NOTIFY`, the `LISTEN` of a
+/// reconnect) may wait for its answer before the connection is taken as lost and opened
+/// again. Generous, as a false alarm costs a reconnect that wakes every worker: a `NOTIFY`
+/// can wait behind other sessions' commits for the server's notification lock.
+pub const WAKEUP_ANSWER: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Tasks a listing returns when the caller gives no limit.
 pub const DEFAULT_LIST_LIMIT: u32 = 100;
 

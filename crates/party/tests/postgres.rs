@@ -554,6 +554,317 @@ async fn a_lost_listener_connection_is_reestablished_and_wakes_workers() {
     db.cleanup().await;
 }
 
+/// A TCP forwarder to the test server that can freeze the connections it carries: a frozen one
+/// forwards nothing either way and neither socket is closed, as when a firewall or a NAT drops
+/// a flow (no FIN, no RST). Connections opened after a freeze are carried as usual, unless
+/// `stall_queries` is set: then each one freezes before its first query reaches the server (it
+/// opens, and its first statement goes unanswered).
+struct Forwarder {
+    port: u16,
+    accepted: Arc<std::sync::atomic::AtomicUsize>,
+    carried: Arc<std::sync::Mutex<Vec<Arc<tokio::sync::watch::Sender<bool>>>>>,
+    stall_queries: Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Forwarder {
+    /// Forward to the test server `db` names.
+    async fn start(db: &TestDb) -> Forwarder {
+        use std::sync::atomic::Ordering::SeqCst;
+        use tokio_postgres::config::Host;
+        let config: tokio_postgres::Config = db.base.parse().expect("the test URL");
+        let upstream = match (config.get_hosts().first(), config.get_ports().first()) {
+            (Some(Host::Tcp(host)), port) => format!("{host}:{}", port.copied().unwrap_or(5432)),
+            _ => panic!("this test needs PARTY_TEST_DATABASE_URL to name a TCP host"),
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let carried = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stall_queries = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (count, all, stall) = (accepted.clone(), carried.clone(), stall_queries.clone());
+        let task = tokio::spawn(async move {
+            // Dropped (the forwarder dropped), it ends every connection.
+            let mut connections = tokio::task::JoinSet::new();
+            loop {
+                let Ok((client, _)) = listener.accept().await else {
+                    return;
+                };
+                count.fetch_add(1, SeqCst);
+                let frozen = Arc::new(tokio::sync::watch::Sender::new(false));
+                all.lock().unwrap().push(frozen.clone());
+                let stall_at_query = stall.load(SeqCst);
+                let upstream = upstream.clone();
+                connections.spawn(async move {
+                    let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
+                        return;
+                    };
+                    let (from_client, to_client) = client.into_split();
+                    let (from_server, to_server) = server.into_split();
+                    tokio::join!(
+                        pipe(from_client, to_server, frozen.clone(), stall_at_query),
+                        pipe(from_server, to_client, frozen, false),
+                    );
+                });
+            }
+        });
+        Forwarder {
+            port,
+            accepted,
+            carried,
+            stall_queries,
+            task,
+        }
+    }
+
+    /// Connections accepted so far.
+    fn accepted(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Freeze every connection open now.
+    fn freeze(&self) {
+        for frozen in self.carried.lock().unwrap().iter() {
+            frozen.send_replace(true);
+        }
+    }
+
+    /// Whether connections opened from now on freeze before their first query.
+    fn stall_queries(&self, stall: bool) {
+        self.stall_queries
+            .store(stall, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// The test server's URL through this forwarder, without TLS (so it can see a query).
+    fn url(&self, db: &TestDb) -> String {
+        let config: tokio_postgres::Config = db.base.parse().expect("the test URL");
+        let user = config.get_user().map(percent_encode).unwrap_or_default();
+        let password = config
+            .get_password()
+            .map(|p| format!(":{}", percent_encode(&String::from_utf8_lossy(p))))
+            .unwrap_or_default();
+        let dbname = config.get_dbname().map(percent_encode).unwrap_or_default();
+        format!(
+            "postgres://{user}{password}@127.0.0.1:{}/{dbname}?sslmode=disable",
+            self.port
+        )
+    }
+}
+
+impl Drop for Forwarder {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Copy `from` to `to` until either side closes or the connection is frozen; frozen, hold
+/// both open and forward nothing. With `stall_at_query`, freeze the connection before
+/// forwarding its first simple-protocol query (a `Q` message).
+async fn pipe(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    frozen: Arc<tokio::sync::watch::Sender<bool>>,
+    stall_at_query: bool,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut seen = frozen.subscribe();
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = tokio::select! {
+            read = from.read(&mut buf) => match read {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            },
+            _ = seen.wait_for(|f| *f) => break,
+        };
+        if stall_at_query && buf[0] == b'Q' {
+            frozen.send_replace(true);
+        }
+        if *frozen.borrow() {
+            break;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+    std::future::pending::<()>().await;
+    drop((from, to));
+}
+
+/// `s` with every byte but letters, digits and `-._~` percent-encoded.
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Sends the id of each task it runs.
+struct Mark(tokio::sync::mpsc::UnboundedSender<TaskId>);
+
+impl party::Task for Mark {
+    const NAME: &'static str = "mark";
+
+    async fn run(&self, ctx: &mut party::TaskContext) -> Result<(), TaskError> {
+        let _ = self.0.send(ctx.id());
+        Ok(())
+    }
+}
+
+/// The wake-up connection's probe timings in the tests below: a frozen connection is given up
+/// within a second.
+const QUIET: Duration = Duration::from_millis(500);
+const ANSWER: Duration = Duration::from_millis(500);
+
+/// Two processes: "this" one, whose wake-up connection goes through `forwarder` (its pool
+/// connects directly) with short probe timings, running an idle worker that polls only every
+/// two minutes; and another, which adds tasks. Returns both, what the worker ran, and how to
+/// stop it.
+async fn processes_with_a_forwarded_signal_connection(
+    db: &TestDb,
+    forwarder: &Forwarder,
+) -> (
+    Party,
+    Party,
+    tokio::sync::mpsc::UnboundedReceiver<TaskId>,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<party::WorkerReport, TaskError>>,
+) {
+    let url = format!(
+        "{}&listen_url={}",
+        db.url(),
+        percent_encode(&forwarder.url(db))
+    );
+    let store = PgStore::connect_probing(&url, PgOptions::default(), QUIET, ANSWER)
+        .await
+        .expect("connect");
+    assert_eq!(
+        forwarder.accepted(),
+        1,
+        "the wake-up connection goes through it"
+    );
+    let (ran_tx, ran) = tokio::sync::mpsc::unbounded_channel();
+    let this = Party::with_store(
+        Arc::new(store),
+        party::builtin::registry(false).register(Mark(ran_tx.clone())),
+    );
+    let other = Party::connect(
+        &db.url(),
+        party::builtin::registry(false).register(Mark(ran_tx)),
+    )
+    .await
+    .unwrap();
+    let worker = this.worker(WorkerConfig {
+        concurrency: 1,
+        poll_interval: Duration::from_secs(120),
+        ..WorkerConfig::default()
+    });
+    let (stop, running) = run_in_background(worker);
+    (this, other, ran, stop, running)
+}
+
+/// `other` adds a task; this process's worker must run it within two seconds (its poll
+/// interval is two minutes: only a wake-up explains it).
+async fn woken_by_a_task_added_elsewhere(
+    other: &Party,
+    ran: &mut tokio::sync::mpsc::UnboundedReceiver<TaskId>,
+    when: &str,
+) {
+    let id = other.add(NewTask::new("mark")).await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(2), ran.recv())
+        .await
+        .unwrap_or_else(|_| {
+            panic!("{when}: a task added by another process did not wake the idle worker")
+        });
+    assert_eq!(got, Some(id), "{when}");
+}
+
+/// Polls (real time) until `cond` holds; panics naming `what` after `limit`.
+async fn within(limit: Duration, what: &str, cond: impl Fn() -> bool) {
+    let start = std::time::Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < limit, "not within {limit:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The wake-up connection dies silently (its flow frozen: no FIN, no RST, nothing comes back):
+/// its probe goes unanswered, the process opens a fresh one within the probe's quiet interval
+/// and answer timeout (plus the first backoff), and a task another process adds afterwards
+/// wakes this process's idle worker at once, not at its next poll; this process's own
+/// notifications reach the other again too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wakeup_connection_that_dies_silently_is_replaced_within_its_probe() {
+    let Some(db) = TestDb::new() else { return };
+    let forwarder = Forwarder::start(&db).await;
+    let (this, other, mut ran, stop, running) =
+        processes_with_a_forwarded_signal_connection(&db, &forwarder).await;
+    woken_by_a_task_added_elsewhere(&other, &mut ran, "before the freeze").await;
+
+    forwarder.freeze();
+    // Probed within QUIET, given up ANSWER later, opened again after the first backoff.
+    within(
+        QUIET + ANSWER + Duration::from_secs(1),
+        "a fresh wake-up connection",
+        || forwarder.accepted() == 2,
+    )
+    .await;
+    woken_by_a_task_added_elsewhere(&other, &mut ran, "after the reconnect").await;
+
+    // And the other way: this process's notifications reach the other process.
+    let elsewhere = other.store().wakeups();
+    let notified = elsewhere.notified();
+    tokio::pin!(notified);
+    notified.as_mut().enable();
+    this.add(NewTask::new("mark")).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(2), notified)
+        .await
+        .expect("a task added here wakes the other process");
+
+    stop.send(()).unwrap();
+    running.await.unwrap().unwrap();
+    drop((this, other, forwarder));
+    db.cleanup().await;
+}
+
+/// A reconnect into a black hole (the connection opens, its `LISTEN` is never answered) is
+/// given up within the answer timeout and tried again with backoff, not waited on for ever;
+/// once the way is clear, wake-ups flow again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wakeup_reconnect_whose_listen_goes_unanswered_is_tried_again() {
+    let Some(db) = TestDb::new() else { return };
+    let forwarder = Forwarder::start(&db).await;
+    let (this, other, mut ran, stop, running) =
+        processes_with_a_forwarded_signal_connection(&db, &forwarder).await;
+
+    forwarder.stall_queries(true);
+    forwarder.freeze();
+    // The lost connection, then a reconnect whose LISTEN went unanswered, given up.
+    within(
+        QUIET + 2 * ANSWER + Duration::from_secs(2),
+        "a reconnect that stalls is given up and tried again",
+        || forwarder.accepted() >= 3,
+    )
+    .await;
+    forwarder.stall_queries(false);
+    within(
+        ANSWER + Duration::from_secs(2),
+        "a reconnect once the way is clear",
+        || forwarder.accepted() >= 4,
+    )
+    .await;
+    woken_by_a_task_added_elsewhere(&other, &mut ran, "after the reconnect").await;
+
+    stop.send(()).unwrap();
+    running.await.unwrap().unwrap();
+    drop((this, other, forwarder));
+    db.cleanup().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_concurrent_singleton_inserts_make_one_task() {
     let Some(db) = TestDb::new() else { return };

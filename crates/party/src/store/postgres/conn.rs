@@ -675,6 +675,23 @@ pub(super) const DEFAULT_POOL_MAX: usize = 8;
 /// The default of `pool_timeout`.
 pub(super) const DEFAULT_POOL_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long a connection may go without traffic before the kernel starts sending it TCP
+/// keepalive probes, unless the URL's `keepalives_idle` says otherwise.
+pub(super) const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
+
+/// The time between TCP keepalive probes, unless the URL's `keepalives_interval` says
+/// otherwise.
+pub(super) const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+
+/// How many TCP keepalive probes may go unanswered before the kernel drops the connection,
+/// unless the URL's `keepalives_retries` says otherwise. With the two above, an idle
+/// connection whose peer vanished without a word (a firewall or a NAT dropped the flow, the
+/// host is gone) is closed within 90 s, and a pooled one replaced at its next checkout,
+/// instead of after the system's default of two hours. Keepalives cannot help while a
+/// statement waits for its answer; the signal connection also probes itself, sooner (see
+/// `wakeup.rs`).
+pub(super) const KEEPALIVE_RETRIES: u32 = 3;
+
 /// A `postgres://` URL read: the connection, and party's own parameters, which are taken out
 /// before tokio-postgres reads the rest.
 pub(super) struct PgUrl {
@@ -739,6 +756,19 @@ pub(super) fn parse_url(url: &str) -> Result<PgUrl, TaskError> {
             describe(&e)
         ))
     })?;
+    let said = |name: &str| {
+        kept.iter()
+            .any(|pair| pair.split_once('=').is_some_and(|(key, _)| key == name))
+    };
+    if !said("keepalives_idle") {
+        config.keepalives_idle(KEEPALIVE_IDLE);
+    }
+    if config.get_keepalives_interval().is_none() {
+        config.keepalives_interval(KEEPALIVE_INTERVAL);
+    }
+    if config.get_keepalives_retries().is_none() {
+        config.keepalives_retries(KEEPALIVE_RETRIES);
+    }
     let tls = Tls::new(ssl_mode, root_cert.as_deref())?;
     config.ssl_mode(tls.negotiation());
     let listen = match listen_url {
@@ -858,5 +888,37 @@ mod tests {
         );
         let bad_escape = refused("postgres://h/db?listen_url=postgres%3A%2F%2Fu%3Asecret%zz");
         assert!(bad_escape.contains("listen_url") && !bad_escape.contains("secret"));
+    }
+
+    #[test]
+    fn keepalives_default_to_minutes_unless_the_url_sets_them() {
+        let config = parse_url("postgres://u@h/db").unwrap().target.config;
+        assert!(config.get_keepalives());
+        assert_eq!(config.get_keepalives_idle(), KEEPALIVE_IDLE);
+        assert_eq!(config.get_keepalives_interval(), Some(KEEPALIVE_INTERVAL));
+        assert_eq!(config.get_keepalives_retries(), Some(KEEPALIVE_RETRIES));
+        let listen = parse_url("postgres://u@h/db?listen_url=postgres%3A%2F%2Fu%40direct%2Fdb")
+            .unwrap()
+            .listen
+            .expect("listen_url");
+        assert_eq!(listen.config.get_keepalives_idle(), KEEPALIVE_IDLE);
+
+        let config = parse_url(
+            "postgres://u@h/db?keepalives_idle=7200&keepalives_interval=30&keepalives_retries=9",
+        )
+        .unwrap()
+        .target
+        .config;
+        assert_eq!(config.get_keepalives_idle(), Duration::from_secs(7200));
+        assert_eq!(
+            config.get_keepalives_interval(),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(config.get_keepalives_retries(), Some(9));
+        let off = parse_url("postgres://u@h/db?keepalives=0")
+            .unwrap()
+            .target
+            .config;
+        assert!(!off.get_keepalives());
     }
 }

@@ -22,6 +22,10 @@
 //!   sends its notifications through the pool and its workers poll.
 //! - `connect_timeout` (10 s, unless the URL sets `connect_timeout`): how long opening a
 //!   connection may take before the call fails with a clear error.
+//! - TCP keepalives (unless the URL sets `keepalives_idle`, `keepalives_interval`,
+//!   `keepalives_retries`): probes after 60 s without traffic, every 10 s, the connection
+//!   dropped after 3 unanswered, so an idle connection whose peer vanished silently is closed
+//!   within 90 s instead of the system's two hours.
 //!
 //! # How it works
 //! - Every hot-path call is one round trip with prepared statements and the binary protocol.
@@ -42,7 +46,10 @@
 //!   added inside a caller's own transaction ([`PgStore::task_insert_in`]) notify within it, as
 //!   only its commit makes them visible. If the signal connection is lost it is re-established
 //!   with backoff; then this process's workers are woken and the others notified, so everyone
-//!   looks again and nothing is missed.
+//!   looks again and nothing is missed. A connection that dies silently (a dropped flow: no
+//!   FIN, no RST) is noticed too: after [`crate::policy::WAKEUP_PROBE_AFTER`] with nothing
+//!   heard it is probed, and every statement on it (probe, NOTIFY, the LISTEN of a reconnect)
+//!   that goes unanswered for [`crate::policy::WAKEUP_ANSWER`] counts as losing it.
 //! - Migrations run under a transaction-scoped advisory lock, so many processes may start at
 //!   once; a database whose schema is newer than this binary is refused.
 //!
@@ -82,7 +89,7 @@ use self::sql::{
     BEGIN_ASYNC_COMMIT, BEGIN_CLAIM, BEGIN_SNAPSHOT, BEGIN_STEER, Names, Statements, sql_existing,
     sql_existing_unique, sql_insert_skipping, sql_recent_unique,
 };
-use self::wakeup::{listen, notify_loop, signal_loop};
+use self::wakeup::{Probe, listen, notify_loop, signal_loop};
 use super::{
     ClaimParams, ClaimedTask, CopyKey, CopyRead, CopyRows, CopyTable, ExpiredParams, ExpiredTask,
     Finish, FinishResult, Heartbeat, HeartbeatParams, InsertTask, LeaderParams, ManyCount,
@@ -209,12 +216,32 @@ impl PgStore {
     /// # Errors
     /// As [`PgStore::connect`].
     pub async fn connect_with(url: &str, options: PgOptions) -> Result<PgStore, TaskError> {
-        PgStore::open(url, options)
+        PgStore::open(url, options, Probe::default())
             .await
             .map_err(|e| crate::validate::scrub_error(e, url))
     }
 
-    async fn open(url: &str, options: PgOptions) -> Result<PgStore, TaskError> {
+    /// [`PgStore::connect_with`], with the signal connection probed after `quiet` instead of
+    /// [`crate::policy::WAKEUP_PROBE_AFTER`] and its statements allowed `answer` instead of
+    /// [`crate::policy::WAKEUP_ANSWER`], so a test can show in seconds that a connection that
+    /// died silently is replaced. Not part of the supported interface: it may change or go
+    /// away in any release.
+    ///
+    /// # Errors
+    /// As [`PgStore::connect`].
+    #[doc(hidden)]
+    pub async fn connect_probing(
+        url: &str,
+        options: PgOptions,
+        quiet: Duration,
+        answer: Duration,
+    ) -> Result<PgStore, TaskError> {
+        PgStore::open(url, options, Probe { quiet, answer })
+            .await
+            .map_err(|e| crate::validate::scrub_error(e, url))
+    }
+
+    async fn open(url: &str, options: PgOptions, probe: Probe) -> Result<PgStore, TaskError> {
         let PgUrl {
             mut target,
             schema,
@@ -259,12 +286,13 @@ impl PgStore {
                 let app = t.config.get_application_name().unwrap_or("party");
                 let signal_name = format!("{app} signal");
                 t.config.application_name(signal_name);
-                let signal = listen(&t, &names, &wakeups).await?;
+                let signal = listen(&t, &names, &wakeups, probe).await?;
                 tokio::spawn(signal_loop(
                     t,
                     names,
                     wakeups.clone(),
                     requests.clone(),
+                    probe,
                     signal,
                 ))
             }

@@ -32,8 +32,10 @@ pub enum TaskError {
     /// The database failed or could not be reached.
     Store(String),
     /// The database is there but cannot be used as it is, and retrying will not change that: a
-    /// damaged file, a file that is not a database, a file party may not write. A worker stops
-    /// with this error instead of retrying; the message says what to do.
+    /// damaged file, a file that is not a database, a store party may not write, tables not as
+    /// this binary expects them, a row the database refuses (see
+    /// [`crate::policy::fault_is_permanent`]). A worker stops with this error instead of
+    /// retrying; the message says what to do.
     Unusable(String),
 }
 
@@ -51,6 +53,13 @@ impl TaskError {
     /// A store failure with this message.
     pub fn store(msg: impl fmt::Display) -> TaskError {
         TaskError::Store(msg.to_string())
+    }
+
+    /// Whether retrying cannot help: the store is unusable as it is
+    /// ([`TaskError::Unusable`]). A worker stops on such an error, and retries any other
+    /// store error with backoff.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, TaskError::Unusable(_))
     }
 
     /// The CLI exit code for this error: 2 bad input, 3 duplicate, 4 not found, 1 anything else.

@@ -9,7 +9,7 @@ use jiff::{SignedDuration, Timestamp};
 
 use crate::model::{Outcome, State};
 use crate::recurrence::format_duration;
-use crate::store::Next;
+use crate::store::{Fault, Next};
 
 /// Attempts finished within this window count as the recent throughput in `stats`.
 pub const THROUGHPUT_WINDOW: SignedDuration = SignedDuration::from_secs(60);
@@ -138,6 +138,56 @@ pub fn judge_clock_skew(apart: SignedDuration, lease: std::time::Duration) -> Cl
         ClockSkew::Warn
     } else {
         ClockSkew::Fine
+    }
+}
+
+/// Whether a database error of this kind is permanent: no retry can make the same write pass
+/// (a row the database refuses, tables not as this binary expects them, a store it may not
+/// write, a damaged one), so a worker stops with it instead of retrying. Everything else (a
+/// connection lost, a lock held, a server restarting, a full disk) is an outage a worker
+/// waits out with backoff, holding its tasks under renewed leases.
+pub fn fault_is_permanent(fault: Fault) -> bool {
+    match fault {
+        Fault::Refused | Fault::Schema | Fault::ReadOnly | Fault::Damaged => true,
+        Fault::Unreachable | Fault::Busy | Fault::Restarting | Fault::Resources | Fault::Other => {
+            false
+        }
+    }
+}
+
+/// The error for a database failure of kind `fault` described by `message` (the database's
+/// own words, and for a permanent one what to do, see [`fault_advice`]):
+/// [`TaskError::Unusable`](crate::TaskError::Unusable) when it is permanent
+/// ([`fault_is_permanent`]), else [`TaskError::Store`](crate::TaskError::Store).
+pub fn database_error(fault: Fault, message: impl std::fmt::Display) -> crate::TaskError {
+    if fault_is_permanent(fault) {
+        crate::TaskError::Unusable(message.to_string())
+    } else {
+        crate::TaskError::Store(message.to_string())
+    }
+}
+
+/// What a person can do about a permanent fault, said after the database's own message;
+/// empty for a transient one, which passes by itself.
+pub fn fault_advice(fault: Fault) -> &'static str {
+    match fault {
+        Fault::Refused => {
+            "the database refused a row party wrote: its tables hold a constraint or a type \
+             party did not give them; undo that change to party's tables"
+        }
+        Fault::Schema => {
+            "the database's tables are not the ones this party binary expects (a table or \
+             column is missing or changed): run the party release that wrote them, or restore \
+             the database from a backup"
+        }
+        Fault::ReadOnly => {
+            "party may not write to the database: grant its user the right to write party's \
+             tables, and connect to a server that takes writes (not a read-only standby)"
+        }
+        Fault::Damaged => "the database is damaged: restore it from a backup",
+        Fault::Unreachable | Fault::Busy | Fault::Restarting | Fault::Resources | Fault::Other => {
+            ""
+        }
     }
 }
 
@@ -420,8 +470,9 @@ pub(crate) struct Decision {
 ///   attempt's start) and finishes anything else.
 /// - A failure or a timeout retries after the backoff while attempts remain, else it is dead.
 /// - A lost attempt retries at once (the task did nothing wrong) while attempts remain.
-/// - An attempt the worker interrupted as it shut down retries at once, attempts left or not
-///   (one more is allowed): a deploy must not kill the tasks it happens to stop.
+/// - An attempt the worker interrupted as it shut down retries at once, attempts left or not:
+///   on the last attempt the occurrence's `max_attempts` is raised by one, so the retry is
+///   within it. A deploy must not kill the tasks it happens to stop.
 /// - A released task (claimed ahead, never started) is due again at once and writes no run;
 ///   the attempt its claim counted is given back, so it never dies of it and keeps every
 ///   attempt it had. It waits as `scheduled` if no attempt of it has ended, else `retrying`.
@@ -449,6 +500,7 @@ pub(crate) fn decide(
         } else {
             Next::Retry {
                 due_at: due_after(wait),
+                max_attempts: None,
             }
         }
     };
@@ -476,10 +528,13 @@ pub(crate) fn decide(
             outcome: Some(Outcome::Lost),
             next: retry_after(SignedDuration::ZERO),
         },
+        // The attempt counts like a lost one (its run row is `lost`), but on the last attempt
+        // one more is allowed, so the next is "attempt n+1 of n+1", never "of n".
         Ending::Interrupted => Decision {
             outcome: Some(Outcome::Lost),
             next: Next::Retry {
                 due_at: due_after(SignedDuration::ZERO),
+                max_attempts: exhausted.then(|| attempt.attempts.saturating_add(1)),
             },
         },
         Ending::Unfinishable => Decision {
@@ -622,7 +677,13 @@ mod tests {
     fn failure_retries_after_the_backoff_of_this_attempt() {
         let d = decide(Ending::Failed, attempt(2, 5), wait);
         assert_eq!(d.outcome, Some(Outcome::Failed));
-        assert_eq!(d.next, Next::Retry { due_at: t(25) });
+        assert_eq!(
+            d.next,
+            Next::Retry {
+                due_at: t(25),
+                max_attempts: None
+            }
+        );
     }
 
     #[test]
@@ -631,7 +692,10 @@ mod tests {
         assert_eq!(decide(Ending::Failed, attempt(6, 5), wait).next, Next::Dead);
         assert_eq!(
             decide(Ending::Failed, attempt(4, 5), wait).next,
-            Next::Retry { due_at: t(45) }
+            Next::Retry {
+                due_at: t(45),
+                max_attempts: None
+            }
         );
     }
 
@@ -639,7 +703,13 @@ mod tests {
     fn a_timeout_is_its_own_outcome_and_retries_like_a_failure() {
         let d = decide(Ending::TimedOut, attempt(1, 3), wait);
         assert_eq!(d.outcome, Some(Outcome::TimedOut));
-        assert_eq!(d.next, Next::Retry { due_at: t(15) });
+        assert_eq!(
+            d.next,
+            Next::Retry {
+                due_at: t(15),
+                max_attempts: None
+            }
+        );
         assert_eq!(
             decide(Ending::TimedOut, attempt(3, 3), wait).next,
             Next::Dead
@@ -650,7 +720,13 @@ mod tests {
     fn a_lost_attempt_retries_at_once_without_backoff() {
         let d = decide(Ending::Lost, attempt(1, 3), |_| unreachable!());
         assert_eq!(d.outcome, Some(Outcome::Lost));
-        assert_eq!(d.next, Next::Retry { due_at: t(5) });
+        assert_eq!(
+            d.next,
+            Next::Retry {
+                due_at: t(5),
+                max_attempts: None
+            }
+        );
         assert_eq!(
             decide(Ending::Lost, attempt(3, 3), |_| unreachable!()).next,
             Next::Dead
@@ -659,17 +735,56 @@ mod tests {
 
     #[test]
     fn an_interrupted_attempt_is_lost_and_retried_even_on_the_last_attempt() {
-        for n in [1, 3] {
+        // With attempts left, within them; on the last, with one more allowed, so the next
+        // attempt is never past the maximum ("4 of 3").
+        for (n, max_attempts) in [(1, None), (2, None), (3, Some(4))] {
             let d = decide(Ending::Interrupted, attempt(n, 3), |_| unreachable!());
             assert_eq!(d.outcome, Some(Outcome::Lost));
-            assert_eq!(d.next, Next::Retry { due_at: t(5) });
+            assert_eq!(
+                d.next,
+                Next::Retry {
+                    due_at: t(5),
+                    max_attempts
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn only_faults_no_retry_can_fix_are_permanent() {
+        use crate::TaskError;
+        for fault in [
+            Fault::Refused,
+            Fault::Schema,
+            Fault::ReadOnly,
+            Fault::Damaged,
+        ] {
+            assert!(fault_is_permanent(fault), "{fault:?}");
+            assert!(!fault_advice(fault).is_empty(), "{fault:?}");
+            assert!(matches!(database_error(fault, "x"), TaskError::Unusable(_)));
+        }
+        for fault in [
+            Fault::Unreachable,
+            Fault::Busy,
+            Fault::Restarting,
+            Fault::Resources,
+            Fault::Other,
+        ] {
+            assert!(!fault_is_permanent(fault), "{fault:?}");
+            assert!(matches!(database_error(fault, "x"), TaskError::Store(_)));
         }
     }
 
     #[test]
     fn a_negative_backoff_is_read_as_none() {
         let d = decide(Ending::Failed, attempt(1, 3), |_| SignedDuration::MIN);
-        assert_eq!(d.next, Next::Retry { due_at: t(5) });
+        assert_eq!(
+            d.next,
+            Next::Retry {
+                due_at: t(5),
+                max_attempts: None
+            }
+        );
     }
 
     #[test]
@@ -772,7 +887,8 @@ mod tests {
         assert_eq!(
             d.next,
             Next::Retry {
-                due_at: Timestamp::MAX
+                due_at: Timestamp::MAX,
+                max_attempts: None
             }
         );
     }

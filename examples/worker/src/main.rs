@@ -52,6 +52,7 @@ async fn run() -> Result<(), TaskError> {
         attempts = report.attempts,
         succeeded = report.succeeded,
         failed = report.failed,
+        cancelled = report.cancelled,
         "tasks run before the stop"
     );
     if forced {

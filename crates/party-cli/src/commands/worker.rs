@@ -75,6 +75,7 @@ pub(crate) async fn run(db: &str, registry: Registry, args: WorkerArgs) -> Resul
         attempts = report.attempts,
         succeeded = report.succeeded,
         failed = report.failed,
+        cancelled = report.cancelled,
         refused = report.stale,
         "worker done"
     );

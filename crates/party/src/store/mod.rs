@@ -95,6 +95,35 @@ pub(crate) fn stored_elsewhere(id: TaskId, table: &str) -> TaskError {
     ))
 }
 
+/// What kind of failure a database error is, as a backend reads its own error codes. A
+/// backend only names the kind; whether a worker waits it out or stops is decided above the
+/// seam ([`crate::policy::fault_is_permanent`], [`crate::policy::database_error`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The database cannot be reached, or the connection to it broke.
+    Unreachable,
+    /// Another transaction holds a lock, or a transaction conflicted with another and must
+    /// run again.
+    Busy,
+    /// The server is starting, shutting down or restarting, or cancelled the statement.
+    Restarting,
+    /// Out of disk space, memory or connections.
+    Resources,
+    /// The database refused a row as written: a constraint it holds, a value out of range or
+    /// one it cannot store.
+    Refused,
+    /// The tables are not the ones this binary expects: a table, column or function is
+    /// missing or changed.
+    Schema,
+    /// The database may not be written: a read-only file, server or transaction, or a user
+    /// without the privilege.
+    ReadOnly,
+    /// The database is damaged, or is not a database.
+    Damaged,
+    /// Anything else.
+    Other,
+}
+
 /// A task row ready to insert: validated and canonicalized by the client.
 #[derive(Debug, Clone)]
 pub struct InsertTask {
@@ -223,6 +252,11 @@ pub enum Next {
     Retry {
         /// When it is due again.
         due_at: Timestamp,
+        /// The attempts the occurrence may use from now on, when raised (decided by
+        /// [`crate::policy`]: an attempt its worker interrupted as it shut down, on the last
+        /// attempt, gets one more); a store keeps the task's own when it is as high. `None`
+        /// keeps it as it is.
+        max_attempts: Option<u32>,
     },
     /// Attempts exhausted, or the occurrence cannot continue.
     Dead,
@@ -921,6 +955,16 @@ pub trait Store: Send + Sync + 'static {
     /// follow, as for any change to the history. A row whose id is already stored fails the
     /// whole batch.
     async fn copy_write(&self, rows: CopyRows) -> Result<(), TaskError>;
+
+    /// Record a starting worker as live until its [`WorkerInfo::live_until`], unless a worker
+    /// with the same id is live at `now` (its row's `live_until` is later than `now`): then
+    /// nothing is written and that row's `live_until` is returned. A row whose liveness has
+    /// ended (its worker was killed, or stopped without removing it) is taken over.
+    async fn worker_register(
+        &self,
+        worker: &WorkerInfo,
+        now: Timestamp,
+    ) -> Result<Option<Timestamp>, TaskError>;
 
     /// Forget a worker that stopped cleanly.
     async fn worker_remove(&self, id: &str) -> Result<(), TaskError>;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::sync::{Semaphore, mpsc};
 
 use super::{Executed, Inner};
+use crate::TaskError;
 use crate::model::Outcome;
 use crate::policy;
 use crate::store::{Finish, FinishResult};
@@ -23,11 +24,12 @@ impl Inner {
                     m.ran(handler, queue, f.outcome, secs);
                 }
                 self.attempts.fetch_add(1, Ordering::Relaxed);
-                if f.outcome == Outcome::Succeeded {
-                    self.succeeded.fetch_add(1, Ordering::Relaxed);
-                } else {
-                    self.failed.fetch_add(1, Ordering::Relaxed);
-                }
+                let counter = match f.outcome {
+                    Outcome::Succeeded => &self.succeeded,
+                    Outcome::Cancelled => &self.cancelled,
+                    Outcome::Failed | Outcome::TimedOut | Outcome::Lost => &self.failed,
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
             }
             FinishResult::Applied | FinishResult::Duplicate(_) => {}
             FinishResult::Stale => {
@@ -40,12 +42,15 @@ impl Inner {
     }
 }
 
-/// Collect results and write them in batches until every executor has hung up.
+/// Collect results and write them in batches until every executor has hung up. A write the
+/// store refuses for good ([`TaskError::is_permanent`]) ends it with that error: the results
+/// not written are dropped, and their tasks, still running under their claims, are rescued
+/// when their leases end.
 pub(super) async fn completer(
     inner: Arc<Inner>,
     mut rx: mpsc::UnboundedReceiver<Executed>,
     unrecorded: Arc<Semaphore>,
-) {
+) -> Result<(), TaskError> {
     let max = inner.config.finish_batch;
     let places = super::unrecorded_places(&inner.config);
     let mut batch: Vec<Executed> = Vec::with_capacity(max);
@@ -70,12 +75,25 @@ pub(super) async fn completer(
                 }
             }
         }
-        flush(&inner, &mut batch).await;
+        flush(&inner, &mut batch).await.map_err(|e| {
+            let cause = match e {
+                TaskError::Unusable(m) | TaskError::Store(m) => m,
+                e => e.to_string(),
+            };
+            TaskError::Unusable(format!(
+                "recording results failed, and no retry can make it pass: {cause}; the worker \
+                 stopped, and the tasks whose results were not written run again once their \
+                 leases end"
+            ))
+        })?;
     }
+    Ok(())
 }
 
-/// Write `finishes`, retrying while the store is unreachable.
-async fn write(inner: &Inner, mut finishes: Vec<Finish>) -> Vec<FinishResult> {
+/// Write `finishes`, retrying with backoff while the store fails for a while (unreachable,
+/// busy, restarting): the tasks stay held, their leases renewed by the heartbeat. An error
+/// no retry can fix is returned.
+async fn write(inner: &Inner, mut finishes: Vec<Finish>) -> Result<Vec<FinishResult>, TaskError> {
     for f in &mut finishes {
         if let Some(error) = &mut f.error {
             policy::storable_text(error);
@@ -84,7 +102,11 @@ async fn write(inner: &Inner, mut finishes: Vec<Finish>) -> Vec<FinishResult> {
     let mut delay = Duration::from_millis(50);
     loop {
         match inner.store.task_finish(finishes.clone()).await {
-            Ok(r) => return r,
+            Ok(r) => return Ok(r),
+            Err(e) if e.is_permanent() => {
+                tracing::error!(worker = %inner.id, error = %e, "recording results failed, and no retry can make it pass; stopping");
+                return Err(e);
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "recording results failed; retrying");
                 tokio::time::sleep(delay).await;
@@ -94,10 +116,10 @@ async fn write(inner: &Inner, mut finishes: Vec<Finish>) -> Vec<FinishResult> {
     }
 }
 
-/// Write one batch, retrying while the store is unreachable.
-async fn flush(inner: &Inner, batch: &mut Vec<Executed>) {
+/// Write one batch, retrying while the store fails for a while.
+async fn flush(inner: &Inner, batch: &mut Vec<Executed>) -> Result<(), TaskError> {
     let finishes: Vec<Finish> = batch.iter().map(|e| e.finish.clone()).collect();
-    let results = write(inner, finishes.clone()).await;
+    let results = write(inner, finishes.clone()).await?;
     let mut retry_without_follow_ups = Vec::new();
     let mut retried_labels = Vec::new();
     for ((f, r), executed) in finishes.into_iter().zip(results).zip(batch.iter()) {
@@ -123,7 +145,7 @@ async fn flush(inner: &Inner, batch: &mut Vec<Executed>) {
         // Retried like the first write: were it given up, the task would be rescued as lost
         // and its work, which succeeded, run again.
         let again = retry_without_follow_ups.clone();
-        let results = write(inner, retry_without_follow_ups).await;
+        let results = write(inner, retry_without_follow_ups).await?;
         for ((f, r), labels) in again.iter().zip(results).zip(&retried_labels) {
             inner.count(f, &r, labels);
         }
@@ -137,4 +159,5 @@ async fn flush(inner: &Inner, batch: &mut Vec<Executed>) {
         }
     }
     batch.clear();
+    Ok(())
 }

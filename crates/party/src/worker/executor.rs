@@ -154,7 +154,7 @@ impl<F> Drop for CatchUnwind<F> {
     }
 }
 
-fn panic_message(p: &(dyn Any + Send)) -> String {
+pub(super) fn panic_message(p: &(dyn Any + Send)) -> String {
     if let Some(s) = p.downcast_ref::<&str>() {
         s.to_string()
     } else if let Some(s) = p.downcast_ref::<String>() {

@@ -13,6 +13,36 @@ use crate::task::CancelStage;
 use crate::{TaskError, TaskId};
 
 impl Inner {
+    /// This worker's row, live from `now` until its own lease ends.
+    fn info(&self, now: jiff::Timestamp) -> WorkerInfo {
+        WorkerInfo {
+            id: self.id.clone(),
+            handlers: self.handlers.clone(),
+            queues: self.config.queues.clone(),
+            last_seen: now,
+            live_until: now + self.config.lease,
+        }
+    }
+
+    /// Record the starting worker as live, refusing to start beside a live worker with the
+    /// same id: the two would share one row (one's stop removing the other's liveness), one
+    /// leadership of the maintenance services (both running them at once, and one's stop
+    /// resigning the other's) and one name in the run history.
+    pub(super) async fn register(&self) -> Result<(), TaskError> {
+        let now = self.clock.now();
+        match self.store.worker_register(&self.info(now), now).await? {
+            None => Ok(()),
+            Some(live_until) => Err(TaskError::invalid(format!(
+                "another worker with the id {} is running (live until {}, renewed while it \
+                 runs): give each worker its own id (WorkerConfig::id), or leave the id out \
+                 for a generated one; a worker that was killed gives its id up when its \
+                 liveness ends",
+                crate::validate::quote(&self.id),
+                crate::clock::format_time(live_until),
+            ))),
+        }
+    }
+
     /// Renew the leases of the held tasks; returns the ones lost, with the fence presented.
     pub(super) async fn beat(&self) -> Result<Vec<(TaskId, i64)>, TaskError> {
         let held: Vec<(TaskId, i64)> = self
@@ -23,14 +53,8 @@ impl Inner {
             .map(|(k, v)| (*k, v.fence))
             .collect();
         let now = self.clock.now();
-        let lease_until = now + self.config.lease;
-        let info = WorkerInfo {
-            id: self.id.clone(),
-            handlers: self.handlers.clone(),
-            queues: self.config.queues.clone(),
-            last_seen: now,
-            live_until: lease_until,
-        };
+        let info = self.info(now);
+        let lease_until = info.live_until;
         let beat = self
             .store
             .task_heartbeat(HeartbeatParams {

@@ -62,7 +62,10 @@ pub struct WorkerConfig {
     /// On shutdown, how long running tasks get to finish before they are interrupted and
     /// released (default 30 s).
     pub shutdown_grace: Duration,
-    /// The worker's id; by default host name, process id and a random suffix.
+    /// The worker's id; by default host name, process id and a random suffix. No two live
+    /// workers may share one: a worker whose id a live worker holds is refused at its start
+    /// ([`TaskError::Invalid`]); the id of a worker that was killed is free once its
+    /// liveness (its lease) ends.
     pub id: Option<String>,
     /// How long finished tasks and run rows are kept before the pruner, which every worker
     /// runs (one at a time across the store), removes them (default [`Retention::default`]:
@@ -181,12 +184,16 @@ impl WorkerConfig {
 /// What a worker did before it returned.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct WorkerReport {
-    /// Attempts run (any outcome).
+    /// Attempts run (any outcome): `succeeded + failed + cancelled`.
     pub attempts: u64,
-    /// Attempts that succeeded.
+    /// Attempts that succeeded (outcome `succeeded`).
     pub succeeded: u64,
-    /// Attempts that failed, timed out or were lost.
+    /// Attempts that failed, timed out or were lost (outcomes `failed`, `timed_out`, `lost`):
+    /// the task's fault or its worker's, retried while attempts remain.
     pub failed: u64,
+    /// Attempts ended because a person cancelled their task (outcome `cancelled`), whatever
+    /// the attempt itself came to. Not counted as failed: nothing went wrong.
+    pub cancelled: u64,
     /// Results the store refused because the claim was stale: the task had been rescued (or
     /// cancelled) meanwhile, so what this worker did was not recorded. Not counted above.
     pub stale: u64,
@@ -207,6 +214,7 @@ struct Inner {
     attempts: AtomicU64,
     succeeded: AtomicU64,
     failed: AtomicU64,
+    cancelled: AtomicU64,
     stale: AtomicU64,
     /// Set to interrupt every attempt at once (the grace period is over, or `interrupt`).
     abort: watch::Sender<bool>,
@@ -215,6 +223,8 @@ struct Inner {
     held: std::sync::Mutex<std::collections::HashMap<TaskId, Held>>,
     /// Which of the worker's queues are paused or limited, as last read from the store.
     controls: tokio::sync::Mutex<Controls>,
+    /// Why the worker stopped on its own (its result writer can write no more), if it did.
+    halted: std::sync::Mutex<Option<TaskError>>,
 }
 
 struct Held {
@@ -244,6 +254,15 @@ impl Inner {
             Some(h) if h.fence == fence => h.cancel.clone(),
             _ => Cancel::default(),
         }
+    }
+
+    /// Stop the worker at once because of `error`: no more claims, and every attempt is
+    /// interrupted (its result could not be written); `run` returns `error`. The first
+    /// cause is kept.
+    fn halt(&self, error: TaskError) {
+        tracing::error!(worker = %self.id, error = %error, "stopping at once: no new claims; running tasks are interrupted");
+        self.halted.lock().unwrap().get_or_insert(error);
+        self.abort.send_replace(true);
     }
 
     /// The attempt of `id` under `fence` has ended; its result goes to the completer.
@@ -358,10 +377,12 @@ impl Worker {
                 attempts: AtomicU64::new(0),
                 succeeded: AtomicU64::new(0),
                 failed: AtomicU64::new(0),
+                cancelled: AtomicU64::new(0),
                 stale: AtomicU64::new(0),
                 abort: watch::channel(false).0,
                 held: Default::default(),
                 controls: Default::default(),
+                halted: Default::default(),
             }),
         }
     }
@@ -394,7 +415,11 @@ impl Worker {
     /// tasks, retries waiting for their backoff and tasks of other handlers do not keep it.
     ///
     /// # Errors
-    /// [`TaskError::Store`] when the database fails.
+    /// [`TaskError::Store`] when the database fails; [`TaskError::Unusable`] when it cannot
+    /// be used and no retry can help (the worker stops at once, see
+    /// [`TaskError::is_permanent`]); [`TaskError::Failed`] when its result writer stopped
+    /// unexpectedly (it stops at once too). Tasks whose results were not written run again
+    /// once their leases end.
     pub async fn run_until_idle(&self) -> Result<WorkerReport, TaskError> {
         self.run_inner(true, None).await
     }
@@ -404,7 +429,11 @@ impl Worker {
     /// and released. `party worker --until-idle` stops this way on a signal.
     ///
     /// # Errors
-    /// [`TaskError::Store`] when the database fails.
+    /// [`TaskError::Store`] when the database fails; [`TaskError::Unusable`] when it cannot
+    /// be used and no retry can help (the worker stops at once, see
+    /// [`TaskError::is_permanent`]); [`TaskError::Failed`] when its result writer stopped
+    /// unexpectedly (it stops at once too). Tasks whose results were not written run again
+    /// once their leases end.
     pub async fn run_until_idle_or(
         &self,
         shutdown: impl Future<Output = ()> + Send,
@@ -438,7 +467,11 @@ impl Worker {
     /// ```
     ///
     /// # Errors
-    /// [`TaskError::Store`] when the database fails.
+    /// [`TaskError::Store`] when the database fails; [`TaskError::Unusable`] when it cannot
+    /// be used and no retry can help (the worker stops at once, see
+    /// [`TaskError::is_permanent`]); [`TaskError::Failed`] when its result writer stopped
+    /// unexpectedly (it stops at once too). Tasks whose results were not written run again
+    /// once their leases end.
     pub async fn run(
         &self,
         shutdown: impl Future<Output = ()> + Send,
@@ -451,6 +484,7 @@ impl Worker {
             attempts: self.inner.attempts.load(Ordering::Relaxed),
             succeeded: self.inner.succeeded.load(Ordering::Relaxed),
             failed: self.inner.failed.load(Ordering::Relaxed),
+            cancelled: self.inner.cancelled.load(Ordering::Relaxed),
             stale: self.inner.stale.load(Ordering::Relaxed),
         }
     }
@@ -486,9 +520,10 @@ impl Worker {
         // from ours for leases to mean the same to both, fail before anything runs in the
         // background.
         check_clock(inner).await?;
-        inner.beat().await?;
+        inner.register().await?;
         let (done_tx, done_rx) = mpsc::unbounded_channel::<Executed>();
         inner.abort.send_replace(false);
+        *inner.halted.lock().unwrap() = None;
         let abort_rx = inner.abort.subscribe();
         // The worker stops on its shutdown, or on an interrupt (which, before a shutdown,
         // stops it too: it would otherwise claim and release tasks unrun, round after round).
@@ -499,11 +534,31 @@ impl Worker {
                 _ = interrupt_rx.wait_for(|a| *a) => {}
             }
         });
-        let completer = tokio::spawn(completer::completer(
-            inner.clone(),
-            done_rx,
-            unrecorded.clone(),
-        ));
+        // The result writer, watched: if it ends before the worker stops (a write no retry
+        // can fix, or a panic), the worker stops at once rather than claim tasks whose
+        // results it cannot write.
+        let completer = {
+            let writer = tokio::spawn(completer::completer(
+                inner.clone(),
+                done_rx,
+                unrecorded.clone(),
+            ));
+            let inner = inner.clone();
+            tokio::spawn(async move {
+                let error = match writer.await {
+                    Ok(Ok(())) => return,
+                    Ok(Err(e)) => e,
+                    Err(e) if e.is_panic() => TaskError::failed(format!(
+                        "the worker's result writer stopped unexpectedly ({}): the worker \
+                         stopped, and the tasks whose results were not written run again \
+                         once their leases end",
+                        executor::panic_message(e.into_panic().as_ref())
+                    )),
+                    Err(_) => return,
+                };
+                inner.halt(error);
+            })
+        };
         let (stop_beating, beating) = watch::channel(false);
         let mut heartbeat = tokio::spawn(heartbeat::heartbeat(inner.clone(), beating));
         let cancellations = tokio::spawn(heartbeat::cancellations(inner.clone()));
@@ -616,8 +671,8 @@ impl Worker {
                         }
                         c
                     }
-                    // Damaged, not a database, not writable: no retry will help.
-                    Err(e @ TaskError::Unusable(_)) => return Err(e),
+                    // No retry will help (damaged, not writable, tables changed): stop.
+                    Err(e) if e.is_permanent() => return Err(e),
                     Err(e) => {
                         // The database is down or busy: say so, back off, and carry on.
                         outage = (outage * 2).clamp(Duration::from_millis(100), Duration::from_secs(5));
@@ -749,7 +804,9 @@ impl Worker {
             _ = interrupted.wait_for(|a| *a) => false,
         };
         if !finished_in_grace {
-            tracing::warn!(worker = %inner.id, "grace period over: interrupting running tasks and releasing them");
+            if inner.halted.lock().unwrap().is_none() {
+                tracing::warn!(worker = %inner.id, "grace period over: interrupting running tasks and releasing them");
+            }
             inner.abort.send_replace(true);
             let _ = unrecorded.acquire_many(all).await;
         }
@@ -774,24 +831,23 @@ impl Worker {
         {
             maintenance.abort();
         }
-        // The result writer ends once every executor has; one that panicked wrote nothing
-        // more, and the worker must not report success over results it lost.
-        let written = completer.await;
+        // The result writer ends once every executor has; one that stopped early (a write no
+        // retry can fix, or a panic) wrote nothing more, and the worker must not report
+        // success over results it lost.
+        let _ = completer.await;
         let _ = Maintenance::resign(&*inner.store, &inner.id).await;
         let _ = inner.store.worker_remove(&inner.id).await;
         tracing::info!(worker = %inner.id, "worker stopped");
         let after = self.totals();
-        let result = match written {
-            Err(e) if e.is_panic() => result.and(Err(TaskError::failed(
-                "the worker's result writer stopped unexpectedly: results not yet written are \
-                 lost, and their tasks are rescued when their leases end",
-            ))),
-            _ => result,
+        let result = match inner.halted.lock().unwrap().take() {
+            Some(e) => result.and(Err(e)),
+            None => result,
         };
         result.map(|()| WorkerReport {
             attempts: after.attempts - before.attempts,
             succeeded: after.succeeded - before.succeeded,
             failed: after.failed - before.failed,
+            cancelled: after.cancelled - before.cancelled,
             stale: after.stale - before.stale,
         })
     }

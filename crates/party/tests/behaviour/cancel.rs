@@ -95,7 +95,11 @@ async fn a_handler_sees_the_cancel_and_the_task_is_cancelled(b: Backend) {
         return;
     };
     let id = f.party.add(NewTask::new("polite")).await.unwrap();
-    let worker = start(f.party.worker(quick_grace(Duration::from_secs(600))));
+    let metrics = std::sync::Arc::new(party::metrics::WorkerMetrics::new());
+    let worker = start(f.party.worker(WorkerConfig {
+        metrics: Some(metrics.clone()),
+        ..quick_grace(Duration::from_secs(600))
+    }));
     wait_for(&f.party, id, State::Running, Duration::from_secs(10)).await;
     let asked = Instant::now();
     let task = f.party.cancel(id).await.unwrap();
@@ -119,7 +123,20 @@ async fn a_handler_sees_the_cancel_and_the_task_is_cancelled(b: Backend) {
     wait_for(&f.party, next, State::Running, Duration::from_secs(10)).await;
     f.party.cancel(next).await.unwrap();
     wait_for(&f.party, next, State::Cancelled, Duration::from_secs(5)).await;
-    worker.stop().await;
+    // Counted as cancelled, apart from failures, in the report as in the metrics.
+    let report = worker.stop().await;
+    assert_eq!(
+        (
+            report.attempts,
+            report.succeeded,
+            report.failed,
+            report.cancelled
+        ),
+        (2, 0, 0, 2),
+        "{report:?}"
+    );
+    assert_eq!(metrics.runs("polite", "default", Outcome::Cancelled), 2);
+    assert_eq!(metrics.runs("polite", "default", Outcome::Failed), 0);
 }
 
 async fn a_handler_that_ignores_the_cancel_is_stopped_after_the_grace(b: Backend) {
@@ -227,7 +244,10 @@ async fn a_cancel_seen_only_after_the_attempt_ended_is_applied_at_the_next_claim
             ran: true,
             outcome: Outcome::Failed,
             error: Some("failed before it saw the cancel".into()),
-            next: Next::Retry { due_at: now },
+            next: Next::Retry {
+                due_at: now,
+                max_attempts: None,
+            },
             follow_ups: Vec::new(),
             expired_before: None,
         }])
@@ -291,7 +311,10 @@ async fn a_cancel_found_at_the_claim_is_not_recorded_as_a_shutdown(b: Backend) {
             ran: true,
             outcome: Outcome::Failed,
             error: Some("failed before it saw the cancel".into()),
-            next: Next::Retry { due_at: now },
+            next: Next::Retry {
+                due_at: now,
+                max_attempts: None,
+            },
             follow_ups: Vec::new(),
             expired_before: None,
         }])

@@ -132,7 +132,10 @@ async fn the_pruner_removes_exactly_what_is_past_retention(b: Backend) {
             } else if id == dead_old {
                 Next::Dead
             } else if id == live_one_off {
-                Next::Retry { due_at: far }
+                Next::Retry {
+                    due_at: far,
+                    max_attempts: None,
+                }
             } else {
                 Next::Reschedule {
                     timestamp: t0 + days(420),

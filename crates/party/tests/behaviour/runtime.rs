@@ -629,6 +629,28 @@ async fn shutdown_past_the_grace_period_does_not_make_a_task_on_its_last_attempt
         State::Retrying,
         "released to run again, not made dead by the shutdown: {task:?}"
     );
+    // One more attempt is allowed, so the next one is within the maximum: `party show` says
+    // "attempt 2 of 2", never "2 of 1".
+    assert_eq!((task.attempts, task.max_attempts), (1, 2), "{task:?}");
+    let report = f
+        .party
+        .worker(WorkerConfig::default())
+        .run_until_idle()
+        .await
+        .unwrap();
+    assert_eq!(started.recv().await, Some(2));
+    assert_eq!(report.failed, 1, "the second attempt timed out: {report:?}");
+    let task = f.party.get(id).await.unwrap();
+    assert_eq!(
+        (
+            task.state,
+            task.attempts,
+            task.max_attempts,
+            task.runs[1].attempt
+        ),
+        (State::Dead, 2, 2, 2),
+        "{task:?}"
+    );
 }
 
 /// An interrupt with no shutdown before it stops the worker too: the running attempt is
@@ -1012,7 +1034,70 @@ async fn a_deep_local_queue_runs_each_task_once_and_idle_means_all_recorded(b: B
     assert_eq!(count(State::Running), 0);
 }
 
+/// Two workers with one id would share one row of `workers` (the first to stop removes the
+/// other's liveness from `stats`) and one leadership of the maintenance services (both would
+/// run them at once, and the first to stop would resign the other's). A second live worker
+/// with the id is refused at its start, and the first goes on; the id is free again once the
+/// first stopped, or, for a worker that was killed, once its liveness ended.
+async fn a_second_live_worker_with_the_same_id_is_refused(b: Backend) {
+    let Some(f) = fixture(b, Registry::new().register(Count(Arc::default()))).await else {
+        return;
+    };
+    let config = || WorkerConfig {
+        id: Some("web-1".into()),
+        ..WorkerConfig::default()
+    };
+    let live = async || {
+        f.party
+            .stats()
+            .await
+            .unwrap()
+            .workers
+            .iter()
+            .any(|w| w.id == "web-1")
+    };
+    let first = start(f.party.worker(config()));
+    for _ in 0..250 {
+        if live().await {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(live().await, "the first worker recorded itself as live");
+    let refused = |r: Result<party::WorkerReport, TaskError>| match r {
+        Err(TaskError::Invalid(m)) => {
+            assert!(m.contains("'web-1'") && m.contains("its own id"), "{m}");
+        }
+        other => panic!("a second worker with a live worker's id started: {other:?}"),
+    };
+    refused(f.party.worker(config()).run_until_idle().await);
+    assert!(
+        live().await,
+        "the refused worker removed the first one's liveness"
+    );
+    first.stop().await;
+    assert!(!live().await);
+    f.party.worker(config()).run_until_idle().await.unwrap();
+    // A worker killed leaves its row, live until its lease ends; then its id may be taken.
+    let now = f.clock.now();
+    let killed = party::WorkerInfo {
+        id: "web-1".into(),
+        handlers: vec!["count".into()],
+        queues: vec!["default".into()],
+        last_seen: now,
+        live_until: now + SignedDuration::from_secs(30),
+    };
+    assert_eq!(
+        f.party.store().worker_register(&killed, now).await.unwrap(),
+        None
+    );
+    refused(f.party.worker(config()).run_until_idle().await);
+    f.clock.advance(SignedDuration::from_secs(30));
+    f.party.worker(config()).run_until_idle().await.unwrap();
+}
+
 on_every_backend!(
+    a_second_live_worker_with_the_same_id_is_refused,
     a_workers_metrics_count_its_runs_waits_and_claims,
     three_workers_run_2000_tasks_each_exactly_once,
     a_panicking_handler_is_a_failed_attempt_not_a_crashed_worker,

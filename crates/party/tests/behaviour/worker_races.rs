@@ -12,7 +12,7 @@ use party::serde_json::json;
 use party::{NewTask, Outcome, Registry, State, Task, TaskContext, TaskError, WorkerConfig};
 use tokio::sync::mpsc;
 
-use crate::common::{Backend, expire_and_rescue, fixture, on_every_backend, start};
+use crate::common::{Backend, expire_and_rescue, fixture, on_every_backend, raw_sql, start};
 
 /// Wait up to 5 s for `done`, looking every 20 ms: a condition reached by other tasks of the
 /// runtime (heartbeats, the result writer), with no signal of its own. Whether it came is
@@ -465,6 +465,8 @@ mod faulty {
         /// `task_finish` calls counted; the one numbered `fail_finish_call` (from 1) fails.
         pub finish_calls: AtomicUsize,
         pub fail_finish_call: AtomicUsize,
+        /// `task_finish` panics while set.
+        pub panic_finish: AtomicBool,
     }
 
     impl Faulty {
@@ -474,6 +476,7 @@ mod faulty {
                 fail_heartbeats: AtomicBool::new(false),
                 finish_calls: AtomicUsize::new(0),
                 fail_finish_call: AtomicUsize::new(0),
+                panic_finish: AtomicBool::new(false),
             })
         }
     }
@@ -497,6 +500,9 @@ mod faulty {
             self.inner.task_claim(p).await
         }
         async fn task_finish(&self, b: Vec<Finish>) -> Result<Vec<FinishResult>, TaskError> {
+            if self.panic_finish.load(Ordering::SeqCst) {
+                panic!("task_finish failed (injected)");
+            }
             let n = self.finish_calls.fetch_add(1, Ordering::SeqCst) + 1;
             if n == self.fail_finish_call.load(Ordering::SeqCst) {
                 return Err(outage());
@@ -600,6 +606,13 @@ mod faulty {
         }
         async fn server_time(&self) -> Result<Option<Timestamp>, TaskError> {
             self.inner.server_time().await
+        }
+        async fn worker_register(
+            &self,
+            w: &party::WorkerInfo,
+            now: Timestamp,
+        ) -> Result<Option<Timestamp>, TaskError> {
+            self.inner.worker_register(w, now).await
         }
         async fn worker_remove(&self, id: &str) -> Result<(), TaskError> {
             self.inner.worker_remove(id).await
@@ -771,6 +784,136 @@ async fn a_transient_error_rewriting_a_refused_follow_up_does_not_run_the_work_a
     );
 }
 
+/// Reports each attempt's number as it starts, then finishes once the test opens its gate
+/// (one permit per attempt).
+struct Gate {
+    started: mpsc::UnboundedSender<u32>,
+    open: Arc<tokio::sync::Semaphore>,
+}
+
+impl Task for Gate {
+    const NAME: &'static str = "gate";
+
+    async fn run(&self, ctx: &mut TaskContext) -> Result<(), TaskError> {
+        let _ = self.started.send(ctx.attempts());
+        self.open.acquire().await.expect("never closed").forget();
+        Ok(())
+    }
+}
+
+fn gate() -> (
+    Gate,
+    mpsc::UnboundedReceiver<u32>,
+    Arc<tokio::sync::Semaphore>,
+) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let open = Arc::new(tokio::sync::Semaphore::new(0));
+    (
+        Gate {
+            started: tx,
+            open: open.clone(),
+        },
+        rx,
+        open,
+    )
+}
+
+/// A result the store refuses for good (here its tables changed under the worker: a column
+/// the write needs was renamed) stops the worker with the store's own error, instead of
+/// retrying the write for ever while it goes on claiming. The task, whose result was not
+/// written, stays running under its claim and is rescued when its lease ends: it runs again.
+async fn a_result_the_store_refuses_for_good_stops_the_worker_with_the_cause(b: Backend) {
+    let (handler, mut started, open) = gate();
+    let Some(f) = fixture(b, Registry::new().register(handler)).await else {
+        return;
+    };
+    let id = f.party.add(NewTask::new("gate")).await.unwrap();
+    let worker = f.party.worker(WorkerConfig {
+        concurrency: 1,
+        ..short_lease()
+    });
+    let join = tokio::spawn(async move { worker.run(std::future::pending()).await });
+    let first = tokio::time::timeout(Duration::from_secs(5), started.recv()).await;
+    assert_eq!(first.unwrap(), Some(1));
+    raw_sql(
+        &f,
+        "ALTER TABLE tasks RENAME COLUMN last_error TO last_error_elsewhere",
+    )
+    .await;
+    open.add_permits(1);
+    let stopped = tokio::time::timeout(Duration::from_secs(10), join).await;
+    raw_sql(
+        &f,
+        "ALTER TABLE tasks RENAME COLUMN last_error_elsewhere TO last_error",
+    )
+    .await;
+    let err = stopped
+        .expect("the worker went on retrying a write no retry can pass")
+        .unwrap()
+        .unwrap_err();
+    assert!(err.is_permanent(), "{err:?}");
+    let message = err.to_string();
+    assert!(
+        message.contains("last_error") && message.contains("recording results failed"),
+        "the error names its cause: {message}"
+    );
+    assert_eq!(f.party.get(id).await.unwrap().state, State::Running);
+    expire_and_rescue(&f, id).await;
+    let task = f.party.get(id).await.unwrap();
+    assert_eq!(task.state, State::Retrying, "{task:?}");
+    assert_eq!(task.runs[0].outcome, Outcome::Lost);
+    open.add_permits(1);
+    let report = f
+        .party
+        .worker(short_lease())
+        .run_until_idle()
+        .await
+        .unwrap();
+    assert_eq!(report.succeeded, 1);
+    assert_eq!(f.party.get(id).await.unwrap().state, State::Done);
+}
+
+/// A worker whose result writer panicked stops at once and says so, instead of claiming (and
+/// running) tasks whose results nobody will write until it is told to stop. The task whose
+/// result was lost stays running under its claim, for the rescue.
+async fn a_worker_whose_result_writer_panicked_stops_claiming_at_once(b: Backend) {
+    let (handler, mut started, open) = gate();
+    let registry = Registry::new().register(handler);
+    let Some(f) = fixture(b, Registry::new()).await else {
+        return;
+    };
+    let faulty = faulty::Faulty::new(f.party.store().clone());
+    faulty.panic_finish.store(true, Ordering::SeqCst);
+    let party =
+        party::Party::with_store(faulty.clone(), registry).with_clock(Arc::new(f.clock.clone()));
+    let first = party.add(NewTask::new("gate")).await.unwrap();
+    open.add_permits(1);
+    let worker = party.worker(WorkerConfig {
+        concurrency: 1,
+        ..short_lease()
+    });
+    let join = tokio::spawn(async move { worker.run(std::future::pending()).await });
+    assert_eq!(
+        tokio::time::timeout(Duration::from_secs(5), started.recv())
+            .await
+            .unwrap(),
+        Some(1)
+    );
+    let err = tokio::time::timeout(Duration::from_secs(10), join)
+        .await
+        .expect("the worker went on claiming after its result writer panicked")
+        .unwrap()
+        .unwrap_err();
+    let message = err.to_string();
+    assert!(
+        message.contains("result writer stopped unexpectedly")
+            && message.contains("task_finish failed (injected)"),
+        "{message}"
+    );
+    assert_eq!(party.get(first).await.unwrap().state, State::Running);
+    assert!(started.try_recv().is_err(), "nothing else started");
+}
+
 on_every_backend!(
     a_prefetched_task_released_at_shutdown_unrun_is_not_dead,
     a_worker_that_cannot_renew_its_lease_gives_up_its_attempt,
@@ -782,4 +925,6 @@ on_every_backend!(
     a_handler_panicking_as_its_timed_out_attempt_is_dropped_is_still_recorded,
     a_negative_backoff_retries_at_once_and_is_recorded,
     a_transient_error_rewriting_a_refused_follow_up_does_not_run_the_work_again,
+    a_result_the_store_refuses_for_good_stops_the_worker_with_the_cause,
+    a_worker_whose_result_writer_panicked_stops_claiming_at_once,
 );

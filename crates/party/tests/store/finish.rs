@@ -46,7 +46,10 @@ async fn retry_waits_for_its_due_time_and_keeps_the_occurrence(b: Backend) {
         &c,
         t0() + secs(2),
         "boom",
-        Next::Retry { due_at: due },
+        Next::Retry {
+            due_at: due,
+            max_attempts: None,
+        },
     ))
     .await;
     let t = h.get(id).await;
@@ -107,6 +110,7 @@ async fn a_release_gives_the_claims_attempt_back(b: Backend) {
         "boom",
         Next::Retry {
             due_at: t0() + secs(2),
+            max_attempts: None,
         },
     ))
     .await;
@@ -354,8 +358,16 @@ async fn a_stale_fence_is_refused_and_writes_nothing(b: Backend) {
     };
     let id = h.insert(vec![task("noop")]).await[0];
     let first = h.claim(t0(), 1).await.remove(0);
-    h.finish(failed(&first, t0(), "boom", Next::Retry { due_at: t0() }))
-        .await;
+    h.finish(failed(
+        &first,
+        t0(),
+        "boom",
+        Next::Retry {
+            due_at: t0(),
+            max_attempts: None,
+        },
+    ))
+    .await;
     let second = h.claim(t0(), 1).await.remove(0);
     assert!(second.fence > first.fence);
     // The first claim's holder answers late, with a follow-up: nothing of it is written.
@@ -430,6 +442,7 @@ async fn large_batch(b: Backend, retries: bool) {
                     &format!("again {i}"),
                     Next::Retry {
                         due_at: at + secs(60),
+                        max_attempts: None,
                     },
                 ),
                 true,

@@ -234,6 +234,7 @@ impl Harness {
                     "boom",
                     Next::Retry {
                         due_at: t0() + secs(600),
+                        max_attempts: None,
                     },
                 ))
                 .await;

@@ -143,8 +143,16 @@ async fn prune_removes_finished_tasks_past_their_cutoff_with_their_runs(b: Backe
             let c = h.claim_one("noop", t0()).await;
             assert_eq!(c.id, id);
             let due_at = t0() + secs(retry);
-            h.finish(failed(&c, t0(), "boom", Next::Retry { due_at }))
-                .await;
+            h.finish(failed(
+                &c,
+                t0(),
+                "boom",
+                Next::Retry {
+                    due_at,
+                    max_attempts: None,
+                },
+            ))
+            .await;
             let c = h.claim_one("noop", due_at).await;
             h.finish(finish(&c, t0() + secs(done), Next::Done)).await;
             assert_eq!(h.get(id).await.runs.len(), 2);
@@ -235,8 +243,15 @@ async fn table_sizes_report_each_table_and_its_indexes(b: Backend) {
         "a finished task's last run stays on its history row"
     );
     for c in failed {
-        h.finish(finish(c, t0(), Next::Retry { due_at: t0() }))
-            .await;
+        h.finish(finish(
+            c,
+            t0(),
+            Next::Retry {
+                due_at: t0(),
+                max_attempts: None,
+            },
+        ))
+        .await;
     }
     let retried = h.store.table_sizes().await.unwrap();
     assert!(
@@ -318,7 +333,10 @@ async fn the_last_run_stays_with_the_finished_task(b: Backend) {
             &c,
             t0() + secs(1),
             "first",
-            Next::Retry { due_at: t0() },
+            Next::Retry {
+                due_at: t0(),
+                max_attempts: None,
+            },
         ))
         .await;
     }

@@ -194,6 +194,7 @@ async fn retrying_and_finished_recurring_tasks_hold_the_singleton_as_their_state
                 } else {
                     Next::Retry {
                         due_at: t0() + secs(60),
+                        max_attempts: None,
                     }
                 };
                 h.finish(crate::harness::failed(&c, t0(), "boom", next))

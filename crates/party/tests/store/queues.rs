@@ -337,8 +337,16 @@ async fn queue_counts_agree_while_a_task_is_claimed_and_released(b: Backend) {
     let c = h.claim_one("noop", t0()).await;
     let q = h.store.queue_counts(t0() + secs(3600)).await.unwrap();
     assert_eq!((q.counts.len(), q.due.len()), (1, 0), "{q:?}");
-    h.finish(failed(&c, t0(), "boom", Next::Retry { due_at: t0() }))
-        .await;
+    h.finish(failed(
+        &c,
+        t0(),
+        "boom",
+        Next::Retry {
+            due_at: t0(),
+            max_attempts: None,
+        },
+    ))
+    .await;
     let q = h.store.queue_counts(t0() + secs(3600)).await.unwrap();
     assert_eq!(q.counts, vec![("default".to_string(), State::Retrying, 1)]);
     assert_eq!(q.due, vec![("default".to_string(), 1)]);
@@ -373,7 +381,10 @@ async fn queue_counts_agree_while_a_task_is_claimed_and_released(b: Backend) {
                 &c[0],
                 t0(),
                 "boom",
-                Next::Retry { due_at: t0() },
+                Next::Retry {
+                    due_at: t0(),
+                    max_attempts: None,
+                },
             )])
             .await
             .unwrap();

@@ -397,6 +397,7 @@ async fn next_due_is_the_earliest_waiting_task_of_the_given_handlers_and_queues(
         "boom",
         Next::Retry {
             due_at: t0() + secs(60),
+            max_attempts: None,
         },
     ))
     .await;
@@ -808,8 +809,16 @@ async fn stats_figures_agree_while_a_task_is_claimed_and_released(b: Backend) {
     let c = h.claim_one("noop", t0()).await;
     assert_eq!(torn_stats(&h.stats(at).await), Vec::<String>::new());
     assert_eq!(h.stats(at).await.stuck_count, 1);
-    h.finish(failed(&c, t0(), "boom", Next::Retry { due_at: t0() }))
-        .await;
+    h.finish(failed(
+        &c,
+        t0(),
+        "boom",
+        Next::Retry {
+            due_at: t0(),
+            max_attempts: None,
+        },
+    ))
+    .await;
     assert_eq!(torn_stats(&h.stats(at).await), Vec::<String>::new());
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let reader = {
@@ -844,7 +853,10 @@ async fn stats_figures_agree_while_a_task_is_claimed_and_released(b: Backend) {
                 &c[0],
                 t0(),
                 "boom",
-                Next::Retry { due_at: t0() },
+                Next::Retry {
+                    due_at: t0(),
+                    max_attempts: None,
+                },
             )])
             .await
             .unwrap();

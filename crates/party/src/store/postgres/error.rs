@@ -8,11 +8,62 @@ use std::fmt::Write as _;
 use tokio_postgres::error::SqlState;
 
 use super::conn::{Queries, Stmt};
-use crate::store::InsertTask;
+use crate::policy;
+use crate::store::{Fault, InsertTask};
 use crate::{TaskError, TaskId};
 
+/// A PostgreSQL error as party reports it: its kind ([`fault`]) decides, above the seam,
+/// whether it is [`TaskError::Unusable`] (retrying cannot help; the message says what to do)
+/// or [`TaskError::Store`].
 pub(super) fn db_err(e: tokio_postgres::Error) -> TaskError {
-    TaskError::store(describe(&e))
+    let kind = fault(e.code().map(SqlState::code));
+    if policy::fault_is_permanent(kind) {
+        policy::database_error(
+            kind,
+            format!("{}; {}", describe(&e), policy::fault_advice(kind)),
+        )
+    } else {
+        policy::database_error(kind, describe(&e))
+    }
+}
+
+/// What kind of failure an error with this SQLSTATE is (`None`: no answer from the server,
+/// such as a connection that broke). Party's statements are fixed in the binary, so an
+/// undefined table, column or function means tables not as this binary wrote them.
+pub(super) fn fault(code: Option<&str>) -> Fault {
+    let Some(code) = code else {
+        return Fault::Unreachable;
+    };
+    match code {
+        // Insufficient privilege; a read-only transaction (a standby, or
+        // default_transaction_read_only).
+        "42501" | "25006" => Fault::ReadOnly,
+        // The server is shutting down, crashed or starting; a statement cancelled (a timeout,
+        // or an administrator).
+        "57P01" | "57P02" | "57P03" | "57014" => Fault::Restarting,
+        // The database was dropped.
+        "57P04" | "3D000" | "3F000" => Fault::Schema,
+        // A prepared statement that already exists: a connection pooler between party and
+        // the server, whose next connection may not have it.
+        "42P05" => Fault::Other,
+        // A lock not available, an object in use.
+        "55P03" | "55006" => Fault::Busy,
+        // Data corrupted, an index corrupted.
+        "XX001" | "XX002" => Fault::Damaged,
+        _ => match &code[..2.min(code.len())] {
+            // Connection exceptions.
+            "08" => Fault::Unreachable,
+            // Serialization failures and deadlocks: run again.
+            "40" => Fault::Busy,
+            // Out of disk, memory or connections.
+            "53" => Fault::Resources,
+            // Data exceptions, constraint violations, a row past a limit.
+            "22" | "23" | "54" => Fault::Refused,
+            // Undefined tables, columns and functions, and other statements it refuses.
+            "42" => Fault::Schema,
+            _ => Fault::Other,
+        },
+    }
 }
 
 /// The error with its causes: tokio-postgres puts the server's message in the source.
@@ -163,4 +214,33 @@ pub(super) fn duplicate_within(tasks: &[InsertTask]) -> Option<TaskError> {
         keys.insert((&t.handler, key), t.id);
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_no_retry_can_fix_are_told_from_outages() {
+        let permanent = |code| policy::fault_is_permanent(fault(code));
+        for code in [
+            "23514", "23502", "22003", "22P05", "42703", "42P01", "42501", "25006", "XX001",
+        ] {
+            assert!(permanent(Some(code)), "{code}");
+        }
+        for code in [
+            None,
+            Some("08006"),
+            Some("57P01"),
+            Some("57P03"),
+            Some("40001"),
+            Some("40P01"),
+            Some("55P03"),
+            Some("53100"),
+            Some("53300"),
+            Some("XX000"),
+        ] {
+            assert!(!permanent(code), "{code:?}");
+        }
+    }
 }

@@ -1488,6 +1488,59 @@ impl Store for PgStore {
         Ok(Some(time_at(&row, 0)))
     }
 
+    async fn worker_register(
+        &self,
+        worker: &WorkerInfo,
+        now: Timestamp,
+    ) -> Result<Option<Timestamp>, TaskError> {
+        let s = &self.pool.names.quoted;
+        // Once per worker start: not prepared on every connection.
+        let register = format!(
+            "INSERT INTO {s}.workers (id, handlers, queues, last_seen, live_until) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO UPDATE SET \
+             handlers = excluded.handlers, queues = excluded.queues, \
+             last_seen = excluded.last_seen, live_until = excluded.live_until \
+             WHERE {s}.workers.live_until <= $6 RETURNING 1"
+        );
+        let live = format!("SELECT live_until FROM {s}.workers WHERE id = $1");
+        let conn = self.pool.get().await?;
+        // Refused, the live row is read by a statement of its own, which sees the row that
+        // refused it even when that was written meanwhile; removed in between, the start is
+        // tried again.
+        for _ in 0..3 {
+            let written = conn
+                .client
+                .query(
+                    &register,
+                    &[
+                        &worker.id,
+                        &worker.handlers,
+                        &worker.queues,
+                        &PgTime::of(worker.last_seen),
+                        &PgTime::of(worker.live_until),
+                        &PgTime::of(now),
+                    ],
+                )
+                .await
+                .map_err(db_err)?;
+            if !written.is_empty() {
+                return Ok(None);
+            }
+            if let Some(row) = conn
+                .client
+                .query_opt(&live, &[&worker.id])
+                .await
+                .map_err(db_err)?
+            {
+                return Ok(Some(time_at(&row, 0)));
+            }
+        }
+        Err(TaskError::store(format!(
+            "worker {} could not record itself as live: its row kept changing",
+            worker.id
+        )))
+    }
+
     async fn worker_remove(&self, id: &str) -> Result<(), TaskError> {
         let conn = self.pool.get().await?;
         conn.client

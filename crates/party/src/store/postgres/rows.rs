@@ -180,6 +180,7 @@ pub(super) struct FinishArrays {
     pub(super) workers: Vec<String>,
     pub(super) outcomes: Vec<&'static str>,
     pub(super) expired_before: Vec<Option<PgTime>>,
+    pub(super) max_attempts: Vec<Option<i32>>,
 }
 
 impl FinishArrays {
@@ -188,7 +189,7 @@ impl FinishArrays {
             Next::Done => (State::Done, None, None, None, Some(0)),
             Next::Dead => (State::Dead, None, None, None, Some(0)),
             Next::Cancelled => (State::Cancelled, None, None, None, Some(0)),
-            Next::Retry { due_at } => (State::Retrying, None, Some(*due_at), None, Some(0)),
+            Next::Retry { due_at, .. } => (State::Retrying, None, Some(*due_at), None, Some(0)),
             Next::Release { due_at, state } => (*state, None, Some(*due_at), None, Some(-1)),
             Next::Reschedule {
                 timestamp,
@@ -218,9 +219,15 @@ impl FinishArrays {
         self.workers.push(f.worker.clone());
         self.outcomes.push(f.outcome.as_str());
         self.expired_before.push(f.expired_before.map(PgTime::of));
+        let max_attempts = match &f.next {
+            Next::Retry { max_attempts, .. } => *max_attempts,
+            _ => None,
+        };
+        self.max_attempts
+            .push(max_attempts.map(|n| n.min(i32::MAX as u32) as i32));
     }
 
-    pub(super) fn params(&self) -> [&(dyn ToSql + Sync); 16] {
+    pub(super) fn params(&self) -> [&(dyn ToSql + Sync); 17] {
         [
             &self.ids,
             &self.fences,
@@ -238,6 +245,7 @@ impl FinishArrays {
             &self.workers,
             &self.outcomes,
             &self.expired_before,
+            &self.max_attempts,
         ]
     }
 

@@ -375,14 +375,15 @@ pub(super) fn sql_finish(s: &str) -> String {
            timestamp = COALESCE(i.ts, t.timestamp), due_at = COALESCE(i.due_at, t.due_at), \
            last_run_on = COALESCE(i.last_run_on, t.last_run_on), \
            attempts = COALESCE(t.attempts + i.attempts_by, 0), \
+           max_attempts = GREATEST(t.max_attempts, i.max_attempts), \
            last_error = COALESCE(i.error, t.last_error), \
            ready = COALESCE(i.due_at <= i.finished_at, false), worker = NULL, \
            started_at = NULL, lease_until = NULL, updated_at = i.finished_at \
            FROM unnest($1::bytea[], $2::int8[], $3::text[], $4::timestamptz[], \
              $5::timestamptz[], $6::timestamptz[], $7::int4[], $8::text[], $9::timestamptz[], \
-             $16::timestamptz[]) \
+             $16::timestamptz[], $17::int4[]) \
              AS i(id, fence, state, ts, due_at, last_run_on, attempts_by, error, finished_at, \
-               expired_before) \
+               expired_before, max_attempts) \
            WHERE t.id = i.id AND t.fence = i.fence AND t.state = 'running' \
              AND i.state IN {WAITING} \
              AND (i.expired_before IS NULL OR t.lease_until < i.expired_before) \

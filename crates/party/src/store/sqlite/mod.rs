@@ -434,6 +434,7 @@ fn apply_finish(
     let now = to_micros(f.finished_at);
     // How the attempts change: by 0 (kept), by -1 (the claim's given back: released
     // unrun), or `None`: reset to 0 for a new occurrence.
+    let mut max_attempts = None;
     let (state, timestamp, due_at, last_run_on, attempts) = match &f.next {
         Next::Done | Next::Dead | Next::Cancelled => {
             // Finished for good: the task leaves the live table for the history, then its
@@ -444,13 +445,19 @@ fn apply_finish(
             }
             return Ok(moved);
         }
-        Next::Retry { due_at } => (
-            State::Retrying,
-            None,
-            Some(to_micros(*due_at)),
-            None,
-            Some(0),
-        ),
+        Next::Retry {
+            due_at,
+            max_attempts: at_least,
+        } => {
+            max_attempts = *at_least;
+            (
+                State::Retrying,
+                None,
+                Some(to_micros(*due_at)),
+                None,
+                Some(0),
+            )
+        }
         Next::Release { due_at, state } => (*state, None, Some(to_micros(*due_at)), None, Some(-1)),
         Next::Reschedule {
             timestamp,
@@ -478,6 +485,7 @@ fn apply_finish(
             id_key(&f.id),
             f.fence,
             f.expired_before.map(to_micros),
+            max_attempts,
         ])
         .map_err(db_err)?;
     if changed == 0 {
@@ -1464,6 +1472,40 @@ impl Store for SqliteStore {
 
     async fn server_time(&self) -> Result<Option<Timestamp>, TaskError> {
         Ok(None)
+    }
+
+    async fn worker_register(
+        &self,
+        worker: &WorkerInfo,
+        now: Timestamp,
+    ) -> Result<Option<Timestamp>, TaskError> {
+        let worker = worker.clone();
+        let now = to_micros(now);
+        self.call(move |conn| {
+            transaction_with(conn, Durability::Crash, |tx| {
+                let written = tx
+                    .execute(
+                        sql::WORKER_REGISTER,
+                        params![
+                            worker.id,
+                            json_list(&worker.handlers),
+                            json_list(&worker.queues),
+                            to_micros(worker.last_seen),
+                            to_micros(worker.live_until),
+                            now
+                        ],
+                    )
+                    .map_err(db_err)?;
+                if written > 0 {
+                    return Ok(None);
+                }
+                let live_until: i64 = tx
+                    .query_row(sql::WORKER_LIVE_UNTIL, [&worker.id], |r| r.get(0))
+                    .map_err(db_err)?;
+                Ok(Some(from_micros(live_until)))
+            })
+        })
+        .await
     }
 
     async fn worker_remove(&self, id: &str) -> Result<(), TaskError> {

@@ -419,9 +419,11 @@ pub(super) const INSERT_RUN: &str =
 
 /// A fenced finish of a task that goes on. `?5` changes its attempts: by 0, by -1 (a task
 /// released unrun gives its claim's attempt back), or NULL: reset to 0 for a new occurrence.
+/// `?11` raises its `max_attempts` to at least that many (NULL keeps it).
 pub(super) const FINISH: &str = "UPDATE tasks SET state = ?1, timestamp = COALESCE(?2, timestamp), \
     due_at = COALESCE(?3, due_at), last_run_on = COALESCE(?4, last_run_on), \
     attempts = CASE WHEN ?5 IS NULL THEN 0 ELSE attempts + ?5 END, \
+    max_attempts = MAX(max_attempts, COALESCE(?11, 0)), \
     last_error = COALESCE(?6, last_error), ready = 0, worker = NULL, started_at = NULL, \
     lease_until = NULL, updated_at = ?7 \
     WHERE id = ?8 AND fence = ?9 AND state = 'running' AND (?10 IS NULL OR lease_until < ?10)";
@@ -519,6 +521,14 @@ pub(super) const LEADER_ELECT: &str = "INSERT INTO leaders (name, holder, until)
 pub(super) const LEADER_RESIGN: &str = "DELETE FROM leaders WHERE holder = ?1";
 
 pub(super) const WORKER_REMOVE: &str = "DELETE FROM workers WHERE id = ?1";
+
+/// A starting worker's row, written unless a worker with its id is live at ?6.
+pub(super) const WORKER_REGISTER: &str = "INSERT INTO workers (id, handlers, queues, last_seen, live_until) \
+    VALUES (?1, ?2, ?3, ?4, ?5) \
+    ON CONFLICT (id) DO UPDATE SET handlers = ?2, queues = ?3, last_seen = ?4, live_until = ?5 \
+    WHERE live_until <= ?6";
+
+pub(super) const WORKER_LIVE_UNTIL: &str = "SELECT live_until FROM workers WHERE id = ?1";
 
 /// Rows of workers whose liveness ended before ?1.
 pub(super) const WORKERS_FORGET: &str = "DELETE FROM workers WHERE live_until < ?1";

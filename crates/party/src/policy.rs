@@ -498,10 +498,7 @@ pub(crate) fn decide(
         if exhausted {
             Next::Dead
         } else {
-            Next::Retry {
-                due_at: due_after(wait),
-                max_attempts: None,
-            }
+            Next::retry_at(due_after(wait))
         }
     };
     match ending {
@@ -677,13 +674,7 @@ mod tests {
     fn failure_retries_after_the_backoff_of_this_attempt() {
         let d = decide(Ending::Failed, attempt(2, 5), wait);
         assert_eq!(d.outcome, Some(Outcome::Failed));
-        assert_eq!(
-            d.next,
-            Next::Retry {
-                due_at: t(25),
-                max_attempts: None
-            }
-        );
+        assert_eq!(d.next, Next::retry_at(t(25)));
     }
 
     #[test]
@@ -692,10 +683,7 @@ mod tests {
         assert_eq!(decide(Ending::Failed, attempt(6, 5), wait).next, Next::Dead);
         assert_eq!(
             decide(Ending::Failed, attempt(4, 5), wait).next,
-            Next::Retry {
-                due_at: t(45),
-                max_attempts: None
-            }
+            Next::retry_at(t(45))
         );
     }
 
@@ -703,13 +691,7 @@ mod tests {
     fn a_timeout_is_its_own_outcome_and_retries_like_a_failure() {
         let d = decide(Ending::TimedOut, attempt(1, 3), wait);
         assert_eq!(d.outcome, Some(Outcome::TimedOut));
-        assert_eq!(
-            d.next,
-            Next::Retry {
-                due_at: t(15),
-                max_attempts: None
-            }
-        );
+        assert_eq!(d.next, Next::retry_at(t(15)));
         assert_eq!(
             decide(Ending::TimedOut, attempt(3, 3), wait).next,
             Next::Dead
@@ -720,13 +702,7 @@ mod tests {
     fn a_lost_attempt_retries_at_once_without_backoff() {
         let d = decide(Ending::Lost, attempt(1, 3), |_| unreachable!());
         assert_eq!(d.outcome, Some(Outcome::Lost));
-        assert_eq!(
-            d.next,
-            Next::Retry {
-                due_at: t(5),
-                max_attempts: None
-            }
-        );
+        assert_eq!(d.next, Next::retry_at(t(5)));
         assert_eq!(
             decide(Ending::Lost, attempt(3, 3), |_| unreachable!()).next,
             Next::Dead
@@ -778,13 +754,7 @@ mod tests {
     #[test]
     fn a_negative_backoff_is_read_as_none() {
         let d = decide(Ending::Failed, attempt(1, 3), |_| SignedDuration::MIN);
-        assert_eq!(
-            d.next,
-            Next::Retry {
-                due_at: t(5),
-                max_attempts: None
-            }
-        );
+        assert_eq!(d.next, Next::retry_at(t(5)));
     }
 
     #[test]
@@ -884,13 +854,7 @@ mod tests {
     #[test]
     fn a_backoff_past_the_end_of_time_is_clamped() {
         let d = decide(Ending::Failed, attempt(1, 5), |_| SignedDuration::MAX);
-        assert_eq!(
-            d.next,
-            Next::Retry {
-                due_at: Timestamp::MAX,
-                max_attempts: None
-            }
-        );
+        assert_eq!(d.next, Next::retry_at(Timestamp::MAX));
     }
 
     #[test]

@@ -480,14 +480,7 @@ async fn changes_on_another_connection_wake_a_listening_store() {
     let notified = wakeups.notified();
     tokio::pin!(notified);
     notified.as_mut().enable();
-    let mut f = finish(
-        &task,
-        now,
-        Next::Retry {
-            due_at: now,
-            max_attempts: None,
-        },
-    );
+    let mut f = finish(&task, now, Next::retry_at(now));
     f.outcome = Outcome::Failed;
     f.error = Some("boom".into());
     assert_eq!(

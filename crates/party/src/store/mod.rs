@@ -285,6 +285,16 @@ pub enum Next {
     },
 }
 
+impl Next {
+    /// [`Next::Retry`] at `due_at`, keeping the task's `max_attempts`.
+    pub fn retry_at(due_at: Timestamp) -> Next {
+        Next::Retry {
+            due_at,
+            max_attempts: None,
+        }
+    }
+}
+
 /// The result of one attempt, written in a batch with others.
 #[derive(Debug, Clone)]
 pub struct Finish {

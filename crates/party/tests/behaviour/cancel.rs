@@ -244,10 +244,7 @@ async fn a_cancel_seen_only_after_the_attempt_ended_is_applied_at_the_next_claim
             ran: true,
             outcome: Outcome::Failed,
             error: Some("failed before it saw the cancel".into()),
-            next: Next::Retry {
-                due_at: now,
-                max_attempts: None,
-            },
+            next: Next::retry_at(now),
             follow_ups: Vec::new(),
             expired_before: None,
         }])
@@ -311,10 +308,7 @@ async fn a_cancel_found_at_the_claim_is_not_recorded_as_a_shutdown(b: Backend) {
             ran: true,
             outcome: Outcome::Failed,
             error: Some("failed before it saw the cancel".into()),
-            next: Next::Retry {
-                due_at: now,
-                max_attempts: None,
-            },
+            next: Next::retry_at(now),
             follow_ups: Vec::new(),
             expired_before: None,
         }])

@@ -148,10 +148,7 @@ async fn a_rescue_racing_a_renewed_lease_changes_nothing(b: Backend) {
         worker: "slow".into(),
         outcome: Outcome::Lost,
         error: Some("rescued".into()),
-        next: party::store::Next::Retry {
-            due_at: now,
-            max_attempts: None,
-        },
+        next: party::store::Next::retry_at(now),
         follow_ups: vec![],
         ran: true,
         expired_before: Some(now),

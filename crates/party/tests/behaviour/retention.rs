@@ -132,10 +132,7 @@ async fn the_pruner_removes_exactly_what_is_past_retention(b: Backend) {
             } else if id == dead_old {
                 Next::Dead
             } else if id == live_one_off {
-                Next::Retry {
-                    due_at: far,
-                    max_attempts: None,
-                }
+                Next::retry_at(far)
             } else {
                 Next::Reschedule {
                     timestamp: t0 + days(420),

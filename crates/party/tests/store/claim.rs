@@ -149,16 +149,8 @@ async fn a_claim_runs_the_task_under_a_new_fence_and_counts_the_attempt(b: Backe
     assert_eq!(running.worker.as_deref(), Some(WORKER));
 
     // Retried and claimed again: a new fence, the next attempt.
-    h.finish(failed(
-        &first,
-        now,
-        "boom",
-        Next::Retry {
-            due_at: now,
-            max_attempts: None,
-        },
-    ))
-    .await;
+    h.finish(failed(&first, now, "boom", Next::retry_at(now)))
+        .await;
     let second = h
         .claim_for(&["noop"], &["mail"], now + secs(1), 10)
         .await
@@ -304,10 +296,7 @@ async fn a_task_written_due_by_a_clock_ahead_is_not_claimed_early(b: Backend) {
         &c,
         t0() + secs(120),
         "boom",
-        Next::Retry {
-            due_at: t0() + secs(100),
-            max_attempts: None,
-        },
+        Next::retry_at(t0() + secs(100)),
     ))
     .await;
     assert!(

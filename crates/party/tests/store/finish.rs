@@ -42,16 +42,8 @@ async fn retry_waits_for_its_due_time_and_keeps_the_occurrence(b: Backend) {
     let id = h.insert(vec![task("noop")]).await[0];
     let c = h.claim(t0(), 1).await.remove(0);
     let due = t0() + secs(30);
-    h.finish(failed(
-        &c,
-        t0() + secs(2),
-        "boom",
-        Next::Retry {
-            due_at: due,
-            max_attempts: None,
-        },
-    ))
-    .await;
+    h.finish(failed(&c, t0() + secs(2), "boom", Next::retry_at(due)))
+        .await;
     let t = h.get(id).await;
     assert_eq!(t.state, State::Retrying);
     assert_eq!((t.due_at, t.timestamp), (due, t0()));
@@ -108,10 +100,7 @@ async fn a_release_gives_the_claims_attempt_back(b: Backend) {
         &c,
         t0() + secs(2),
         "boom",
-        Next::Retry {
-            due_at: t0() + secs(2),
-            max_attempts: None,
-        },
+        Next::retry_at(t0() + secs(2)),
     ))
     .await;
     let c = h.claim(t0() + secs(2), 1).await.remove(0);
@@ -358,16 +347,8 @@ async fn a_stale_fence_is_refused_and_writes_nothing(b: Backend) {
     };
     let id = h.insert(vec![task("noop")]).await[0];
     let first = h.claim(t0(), 1).await.remove(0);
-    h.finish(failed(
-        &first,
-        t0(),
-        "boom",
-        Next::Retry {
-            due_at: t0(),
-            max_attempts: None,
-        },
-    ))
-    .await;
+    h.finish(failed(&first, t0(), "boom", Next::retry_at(t0())))
+        .await;
     let second = h.claim(t0(), 1).await.remove(0);
     assert!(second.fence > first.fence);
     // The first claim's holder answers late, with a follow-up: nothing of it is written.
@@ -436,15 +417,7 @@ async fn large_batch(b: Backend, retries: bool) {
             Kind::Done => (finish(c, at, Next::Done), true),
             Kind::Dead => (failed(c, at, &format!("boom {i}"), Next::Dead), true),
             Kind::Retry => (
-                failed(
-                    c,
-                    at,
-                    &format!("again {i}"),
-                    Next::Retry {
-                        due_at: at + secs(60),
-                        max_attempts: None,
-                    },
-                ),
+                failed(c, at, &format!("again {i}"), Next::retry_at(at + secs(60))),
                 true,
             ),
             Kind::StaleFence => {

@@ -228,16 +228,8 @@ impl Harness {
             }
             State::Retrying => {
                 let c = claimed().await;
-                self.finish(failed(
-                    &c,
-                    t0(),
-                    "boom",
-                    Next::Retry {
-                        due_at: t0() + secs(600),
-                        max_attempts: None,
-                    },
-                ))
-                .await;
+                self.finish(failed(&c, t0(), "boom", Next::retry_at(t0() + secs(600))))
+                    .await;
             }
             State::Done => {
                 let c = claimed().await;

@@ -62,16 +62,8 @@ async fn a_heartbeat_reports_the_claims_no_longer_held(b: Backend) {
     let claimed = h.claim(t0(), 3).await;
     let (held, finished, reclaimed) = (&claimed[0], &claimed[1], &claimed[2]);
     h.finish(finish(finished, t0(), Next::Done)).await;
-    h.finish(failed(
-        reclaimed,
-        t0(),
-        "boom",
-        Next::Retry {
-            due_at: t0(),
-            max_attempts: None,
-        },
-    ))
-    .await;
+    h.finish(failed(reclaimed, t0(), "boom", Next::retry_at(t0())))
+        .await;
     let again = h.claim(t0() + secs(10), 1).await.remove(0);
     assert_eq!(again.id, reclaimed.id);
     let unknown = party::TaskId::generate(t0());
@@ -156,16 +148,8 @@ async fn a_stale_claim_listed_beside_the_current_one_is_reported(b: Backend) {
     };
     let id = h.insert(vec![task("noop")]).await[0];
     let old = h.claim(t0(), 1).await.remove(0);
-    h.finish(failed(
-        &old,
-        t0(),
-        "boom",
-        Next::Retry {
-            due_at: t0(),
-            max_attempts: None,
-        },
-    ))
-    .await;
+    h.finish(failed(&old, t0(), "boom", Next::retry_at(t0())))
+        .await;
     let current = h.claim(t0(), 1).await.remove(0);
     assert_eq!(current.id, id);
     // One worker still holds the old attempt beside the new one: only the old one is lost.

@@ -143,16 +143,8 @@ async fn prune_removes_finished_tasks_past_their_cutoff_with_their_runs(b: Backe
             let c = h.claim_one("noop", t0()).await;
             assert_eq!(c.id, id);
             let due_at = t0() + secs(retry);
-            h.finish(failed(
-                &c,
-                t0(),
-                "boom",
-                Next::Retry {
-                    due_at,
-                    max_attempts: None,
-                },
-            ))
-            .await;
+            h.finish(failed(&c, t0(), "boom", Next::retry_at(due_at)))
+                .await;
             let c = h.claim_one("noop", due_at).await;
             h.finish(finish(&c, t0() + secs(done), Next::Done)).await;
             assert_eq!(h.get(id).await.runs.len(), 2);
@@ -243,15 +235,7 @@ async fn table_sizes_report_each_table_and_its_indexes(b: Backend) {
         "a finished task's last run stays on its history row"
     );
     for c in failed {
-        h.finish(finish(
-            c,
-            t0(),
-            Next::Retry {
-                due_at: t0(),
-                max_attempts: None,
-            },
-        ))
-        .await;
+        h.finish(finish(c, t0(), Next::retry_at(t0()))).await;
     }
     let retried = h.store.table_sizes().await.unwrap();
     assert!(
@@ -329,16 +313,8 @@ async fn the_last_run_stays_with_the_finished_task(b: Backend) {
     let ids = h.insert(vec![task("noop"), task("noop")]).await;
     // Attempt 1 fails and is retried; attempt 2 fails for good.
     for c in h.claim(t0(), 10).await {
-        h.finish(failed(
-            &c,
-            t0() + secs(1),
-            "first",
-            Next::Retry {
-                due_at: t0(),
-                max_attempts: None,
-            },
-        ))
-        .await;
+        h.finish(failed(&c, t0() + secs(1), "first", Next::retry_at(t0())))
+            .await;
     }
     for c in h.claim(t0() + secs(2), 10).await {
         h.finish(failed(&c, t0() + secs(3), "second", Next::Dead))

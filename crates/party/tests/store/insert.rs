@@ -192,10 +192,7 @@ async fn retrying_and_finished_recurring_tasks_hold_the_singleton_as_their_state
                 let next = if state == State::Dead {
                     Next::Dead
                 } else {
-                    Next::Retry {
-                        due_at: t0() + secs(60),
-                        max_attempts: None,
-                    }
+                    Next::retry_at(t0() + secs(60))
                 };
                 h.finish(crate::harness::failed(&c, t0(), "boom", next))
                     .await;

@@ -337,16 +337,8 @@ async fn queue_counts_agree_while_a_task_is_claimed_and_released(b: Backend) {
     let c = h.claim_one("noop", t0()).await;
     let q = h.store.queue_counts(t0() + secs(3600)).await.unwrap();
     assert_eq!((q.counts.len(), q.due.len()), (1, 0), "{q:?}");
-    h.finish(failed(
-        &c,
-        t0(),
-        "boom",
-        Next::Retry {
-            due_at: t0(),
-            max_attempts: None,
-        },
-    ))
-    .await;
+    h.finish(failed(&c, t0(), "boom", Next::retry_at(t0())))
+        .await;
     let q = h.store.queue_counts(t0() + secs(3600)).await.unwrap();
     assert_eq!(q.counts, vec![("default".to_string(), State::Retrying, 1)]);
     assert_eq!(q.due, vec![("default".to_string(), 1)]);
@@ -377,15 +369,7 @@ async fn queue_counts_agree_while_a_task_is_claimed_and_released(b: Backend) {
         let c = claim_on(mover.as_ref(), &[], &[], t0(), 10).await;
         assert_eq!(c.len(), 1);
         mover
-            .task_finish(vec![failed(
-                &c[0],
-                t0(),
-                "boom",
-                Next::Retry {
-                    due_at: t0(),
-                    max_attempts: None,
-                },
-            )])
+            .task_finish(vec![failed(&c[0], t0(), "boom", Next::retry_at(t0()))])
             .await
             .unwrap();
     }

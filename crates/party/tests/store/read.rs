@@ -395,10 +395,7 @@ async fn next_due_is_the_earliest_waiting_task_of_the_given_handlers_and_queues(
         &claimed[0],
         t0(),
         "boom",
-        Next::Retry {
-            due_at: t0() + secs(60),
-            max_attempts: None,
-        },
+        Next::retry_at(t0() + secs(60)),
     ))
     .await;
     h.finish(failed(&claimed[1], t0(), "boom", Next::Dead))
@@ -809,16 +806,8 @@ async fn stats_figures_agree_while_a_task_is_claimed_and_released(b: Backend) {
     let c = h.claim_one("noop", t0()).await;
     assert_eq!(torn_stats(&h.stats(at).await), Vec::<String>::new());
     assert_eq!(h.stats(at).await.stuck_count, 1);
-    h.finish(failed(
-        &c,
-        t0(),
-        "boom",
-        Next::Retry {
-            due_at: t0(),
-            max_attempts: None,
-        },
-    ))
-    .await;
+    h.finish(failed(&c, t0(), "boom", Next::retry_at(t0())))
+        .await;
     assert_eq!(torn_stats(&h.stats(at).await), Vec::<String>::new());
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let reader = {
@@ -849,15 +838,7 @@ async fn stats_figures_agree_while_a_task_is_claimed_and_released(b: Backend) {
         assert_eq!(c.len(), 1);
         assert_eq!(c[0].id, id);
         let results = mover
-            .task_finish(vec![failed(
-                &c[0],
-                t0(),
-                "boom",
-                Next::Retry {
-                    due_at: t0(),
-                    max_attempts: None,
-                },
-            )])
+            .task_finish(vec![failed(&c[0], t0(), "boom", Next::retry_at(t0()))])
             .await
             .unwrap();
         assert_eq!(results, vec![party::store::FinishResult::Applied]);

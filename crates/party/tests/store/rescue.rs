@@ -26,16 +26,8 @@ async fn expired_leases_are_listed_earliest_first_with_what_a_rescue_needs(b: Ba
     };
     h.insert(vec![first.clone()]).await;
     let c = h.claim(t0(), 1).await.remove(0);
-    h.finish(failed(
-        &c,
-        t0(),
-        "boom",
-        Next::Retry {
-            due_at: t0(),
-            max_attempts: None,
-        },
-    ))
-    .await;
+    h.finish(failed(&c, t0(), "boom", Next::retry_at(t0())))
+        .await;
     let a = h.claim(t0(), 1).await.remove(0);
     h.insert(vec![task("noop")]).await;
     let b_claim = h.claim(t0() + secs(5), 1).await.remove(0);
@@ -151,14 +143,7 @@ async fn a_rescue_applies_only_while_the_lease_is_still_over(b: Backend) {
         })
         .await
         .unwrap();
-    let late = lost(
-        &seen,
-        t0() + secs(31),
-        Next::Retry {
-            due_at: t0() + secs(31),
-            max_attempts: None,
-        },
-    );
+    let late = lost(&seen, t0() + secs(31), Next::retry_at(t0() + secs(31)));
     assert_eq!(
         h.store.task_finish(vec![late]).await.unwrap(),
         vec![FinishResult::Stale],
@@ -168,15 +153,7 @@ async fn a_rescue_applies_only_while_the_lease_is_still_over(b: Backend) {
     assert_eq!((t.state, t.runs.len()), (State::Running, 0));
     // Once the renewed lease is over too, the rescue applies: a lost run, retried now.
     let now = t0() + secs(91);
-    h.finish(lost(
-        &seen,
-        now,
-        Next::Retry {
-            due_at: now,
-            max_attempts: None,
-        },
-    ))
-    .await;
+    h.finish(lost(&seen, now, Next::retry_at(now))).await;
     let t = h.get(id).await;
     assert_eq!((t.state, t.due_at, t.worker), (State::Retrying, now, None));
     assert_eq!(t.runs.len(), 1);
@@ -186,14 +163,7 @@ async fn a_rescue_applies_only_while_the_lease_is_still_over(b: Backend) {
     // A second rescue of the same claim (another process's) is stale.
     assert_eq!(
         h.store
-            .task_finish(vec![lost(
-                &seen,
-                now,
-                Next::Retry {
-                    due_at: now,
-                    max_attempts: None
-                }
-            )])
+            .task_finish(vec![lost(&seen, now, Next::retry_at(now))])
             .await
             .unwrap(),
         vec![FinishResult::Stale]

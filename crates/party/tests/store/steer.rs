@@ -100,10 +100,7 @@ async fn a_retry_of_a_task_out_of_attempts_allows_one_more(b: Backend) {
         let c = h.claim(t0(), 1).await.remove(0);
         assert_eq!(c.attempts, attempt);
         let next = if attempt < 3 {
-            Next::Retry {
-                due_at: t0(),
-                max_attempts: None,
-            }
+            Next::retry_at(t0())
         } else {
             Next::Dead
         };
@@ -274,16 +271,8 @@ async fn a_cancel_request_marks_a_running_task_for_its_worker(b: Backend) {
     );
     // Its attempt ends as a retry before the worker looked: the mark stays, and the next
     // claim carries it.
-    h.finish(failed(
-        &c,
-        t0(),
-        "boom",
-        Next::Retry {
-            due_at: t0(),
-            max_attempts: None,
-        },
-    ))
-    .await;
+    h.finish(failed(&c, t0(), "boom", Next::retry_at(t0())))
+        .await;
     assert!(h.get(id).await.cancel_requested);
     let again = h.claim_one("busy", t0() + secs(1)).await;
     assert!(again.cancel_requested);
@@ -315,10 +304,7 @@ async fn bulk_operations_and_their_count_take_a_data_field(b: Backend) {
         let next = if claimed.id == dead {
             Next::Dead
         } else {
-            Next::Retry {
-                due_at: t0() + secs(600),
-                max_attempts: None,
-            }
+            Next::retry_at(t0() + secs(600))
         };
         h.finish(failed(claimed, t0(), "boom", next)).await;
     }
@@ -424,10 +410,7 @@ async fn a_retry_lifts_an_earlier_cancel_request(b: Backend) {
                 .unwrap()
                 .is_some()
         );
-        let later = Next::Retry {
-            due_at: t0() + secs(600),
-            max_attempts: None,
-        };
+        let later = Next::retry_at(t0() + secs(600));
         h.finish(failed(&c, t0(), "boom", later)).await;
         if bulk {
             let states = [State::Retrying];

@@ -70,7 +70,9 @@ pub fn parse(mut input: impl BufRead, now: Timestamp) -> Result<Vec<(usize, NewT
 ///
 /// # Errors
 /// [`TaskError::Invalid`] naming the first bad line (nothing is written);
-/// [`TaskError::Duplicate`] for a recurring task that already exists; [`TaskError::Store`].
+/// [`TaskError::Duplicate`] naming the line of a task that already exists (a recurring task
+/// with the same handler and data, or a task with the same handler and unique key; nothing
+/// is written); [`TaskError::Store`].
 pub async fn add_from(party: &Party, input: impl BufRead) -> Result<Vec<TaskId>, TaskError> {
     let tasks = parse(input, party.clock().now())?;
     if tasks.is_empty() {
@@ -83,8 +85,28 @@ pub async fn add_from(party: &Party, input: impl BufRead) -> Result<Vec<TaskId>,
     party.add_many(tasks).await.map_err(|e| match e {
         // `add_many` names the task by its place in the batch; name the line instead.
         TaskError::Invalid(m) => TaskError::Invalid(relabel(&m, &lines)),
+        TaskError::Duplicate {
+            handler,
+            existing,
+            unique_key,
+            place,
+        } => TaskError::Duplicate {
+            handler,
+            existing,
+            unique_key,
+            place: place.map(|p| line_of(&p, &lines)),
+        },
         e => e,
     })
+}
+
+/// A batch place (`task N`) as the line it was read from (`line L`).
+fn line_of(place: &str, lines: &[usize]) -> String {
+    place
+        .strip_prefix("task ")
+        .and_then(|n| n.parse::<usize>().ok())
+        .and_then(|n| lines.get(n.checked_sub(1)?))
+        .map_or_else(|| place.to_string(), |line| format!("line {line}"))
 }
 
 fn relabel(message: &str, lines: &[usize]) -> String {
@@ -153,5 +175,7 @@ mod tests {
             "line 5: repeats line 3: the same key"
         );
         assert_eq!(relabel("something else", &[1]), "something else");
+        assert_eq!(line_of("task 2", &[3, 5]), "line 5");
+        assert_eq!(line_of("task 3", &[3, 5]), "task 3");
     }
 }

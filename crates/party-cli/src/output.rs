@@ -23,6 +23,38 @@ pub(crate) fn print_json<T: serde::Serialize + ?Sized>(value: &T) -> Result<(), 
     print(&format!("{text}\n"))
 }
 
+/// A JSON array written a part at a time, as [`print_json`] writes a whole one: pretty, each
+/// element indented by two spaces, `[]` when it has none.
+#[derive(Debug, Default)]
+pub(crate) struct JsonArray {
+    started: bool,
+}
+
+impl JsonArray {
+    /// Write these elements after those already written.
+    pub(crate) fn print(
+        &mut self,
+        values: impl IntoIterator<Item = serde_json::Value>,
+    ) -> Result<(), TaskError> {
+        let mut text = String::new();
+        for value in values {
+            let pretty = serde_json::to_string_pretty(&value)
+                .map_err(|e| TaskError::failed(format!("cannot write JSON: {e}")))?;
+            text.push_str(if self.started { ",\n  " } else { "[\n  " });
+            self.started = true;
+            // Pretty JSON breaks lines only between tokens (a string's line breaks are
+            // escaped), so indenting every line nests the element.
+            text.push_str(&pretty.replace('\n', "\n  "));
+        }
+        print(&text)
+    }
+
+    /// Close the array.
+    pub(crate) fn end(self) -> Result<(), TaskError> {
+        print(if self.started { "\n]\n" } else { "[]\n" })
+    }
+}
+
 /// Flush standard output before the process exits.
 pub(crate) fn flush() {
     let _ = std::io::stdout().flush();

@@ -1658,6 +1658,167 @@ fn add_from_refuses_a_past_at_like_add_at() {
     }
 }
 
+/// The peak resident memory of process `pid` so far (`VmHWM`), in bytes.
+fn peak_memory(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+#[test]
+fn list_json_of_many_large_tasks_is_written_a_page_at_a_time() {
+    use std::io::Read;
+    let s = Store::new();
+    let count = 64;
+    let pad = "x".repeat(1_000_000);
+    let lines: String = (0..count)
+        .map(|i| {
+            format!(
+                "{{\"handler\":\"log\",\"in\":\"{}m\",\"data\":{{\"n\":{i},\"pad\":\"{pad}\"}}}}\n",
+                i + 1
+            )
+        })
+        .collect();
+    let file = s.path("large.jsonl");
+    std::fs::write(&file, lines).unwrap();
+    for db in Db::all("list-large") {
+        let ids: Vec<String> = on_ok(&db, &s.dir, &["add", "--from", &file])
+            .lines()
+            .map(str::to_string)
+            .collect();
+        // Read the listing as it comes, noting how much memory the process has held: it
+        // cannot end before its output is read, so its peak is seen.
+        let mut child = support::party_cmd(&db.url)
+            .args(["list", "--json", "--limit", "1000"])
+            .current_dir(&s.dir)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let mut stdout = child.stdout.take().unwrap();
+        let (mut out, mut buf, mut peak) = (Vec::new(), vec![0; 1 << 16], 0);
+        loop {
+            let n = stdout.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n]);
+            peak = peak.max(peak_memory(pid).unwrap_or(0));
+        }
+        assert!(child.wait().unwrap().success(), "{}", db.name);
+        let listed: Value = serde_json::from_slice(&out).unwrap();
+        let listed: Vec<&str> = listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(listed, ids, "{}: every task once, soonest first", db.name);
+        // 64 MB of data listed; a page holds at most 16 MiB of tasks.
+        assert!(
+            peak < 160 << 20,
+            "{}: `list --json` held {} MiB listing {} MB",
+            db.name,
+            peak >> 20,
+            out.len() / 1_000_000
+        );
+    }
+}
+
+#[test]
+fn add_from_names_the_line_of_a_task_that_already_exists() {
+    let s = Store::new();
+    for db in Db::all("from-duplicate") {
+        let keyed = on_ok(&db, &s.dir, &["add", "log", "--unique-key", "export:1"]);
+        let recurring = on_ok(
+            &db,
+            &s.dir,
+            &["add", "log", "--every", "1h", "--data", r#"{"a": 1}"#],
+        );
+        let before = on_ok(&db, &s.dir, &["list", "--json"]);
+        let cases = [
+            (
+                "{\"handler\":\"log\"}\n\n{\"handler\":\"log\",\"unique_key\":\"export:1\"}\n",
+                "error: line 3: a 'log' task with the unique key 'export:1' already exists",
+                keyed.trim(),
+            ),
+            (
+                "{\"handler\":\"log\",\"every\":\"1h\",\"data\":{\"a\":2}}\n\
+                 {\"handler\":\"log\"}\n\
+                 {\"handler\":\"log\",\"every\":\"1h\",\"data\":{\"a\":1.0}}\n",
+                "error: line 3: a recurring 'log' task with the same data already exists",
+                recurring.trim(),
+            ),
+        ];
+        for (i, (lines, says, existing)) in cases.into_iter().enumerate() {
+            let file = s.path(&format!("duplicate-{}-{i}.jsonl", db.name));
+            std::fs::write(&file, lines).unwrap();
+            let run = on(&db, &s.dir, &["add", "--from", &file]);
+            assert_eq!(run.code, 3, "{}: {run:?}", db.name);
+            assert_eq!(run.stdout, "", "{}", db.name);
+            assert!(run.stderr.starts_with(says), "{}: {}", db.name, run.stderr);
+            assert!(run.stderr.contains(existing), "{}: {}", db.name, run.stderr);
+            assert_eq!(
+                on_ok(&db, &s.dir, &["list", "--json"]),
+                before,
+                "{}: nothing of the file is written",
+                db.name
+            );
+        }
+    }
+}
+
+#[test]
+fn at_takes_rfc_3339_alone_from_flags_and_files() {
+    let s = Store::new();
+    for db in Db::all("at-forms") {
+        let before = on_ok(&db, &s.dir, &["list", "--json"]);
+        for (i, form) in [
+            "2099-01-31T09:00Z",
+            "20990131T090000Z",
+            "2099-01-31T09:00:00+0100",
+            "2099-01-31T09:00:00+01",
+            "+002099-01-31T09:00:00Z",
+            "2099-01-31T09:00:00,5Z",
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let what = format!("{}: {form}", db.name);
+            let at = on(&db, &s.dir, &["add", "log", "--at", form]);
+            assert_refused(&at, "e.g. 2027-01-31T09:00:00Z", &what);
+            let file = s.path(&format!("at-{}-{i}.jsonl", db.name));
+            std::fs::write(
+                &file,
+                format!("{{\"handler\":\"log\"}}\n{{\"handler\":\"log\",\"at\":\"{form}\"}}\n"),
+            )
+            .unwrap();
+            let from = on(&db, &s.dir, &["add", "--from", &file]);
+            assert_refused(&from, "line 2: \"at\"", &what);
+            assert!(from.stderr.contains("e.g. 2027-01-31T09:00:00Z"), "{what}");
+        }
+        assert_eq!(
+            on_ok(&db, &s.dir, &["list", "--json"]),
+            before,
+            "{}",
+            db.name
+        );
+        // RFC 3339's own variants name the same instant.
+        for form in [
+            "2099-01-31T10:00:00+01:00",
+            "2099-01-31t09:00:00z",
+            "2099-01-31 09:00:00Z",
+            "2099-01-31T09:00:00.000Z",
+        ] {
+            let id = on_ok(&db, &s.dir, &["add", "log", "--at", form]);
+            let task: Value =
+                serde_json::from_str(&on_ok(&db, &s.dir, &["show", id.trim(), "--json"])).unwrap();
+            assert_eq!(task["timestamp"], "2099-01-31T09:00:00.000000Z", "{form}");
+        }
+    }
+}
+
 #[test]
 fn long_input_is_not_echoed_whole() {
     let s = Store::new();

@@ -39,7 +39,7 @@ pub fn document() -> Value {
                         {"name": "handler", "in": "query", "schema": {"type": "string"}},
                         {"name": "queue", "in": "query", "schema": {"type": "string"}},
                         {"name": "data", "in": "query", "description": format!("Only tasks whose data has this top-level field with this value, written `FIELD=VALUE` (`customer=acme`); the same filter may be written `data.FIELD=VALUE` (`data.customer=acme`). A string matches its text, a number its digits as stored, a boolean `true` or `false`; null, objects and arrays never match. One data filter per request. No index covers task data, so a page with a data filter examines at most {} tasks after its cursor: it may then hold fewer than `limit` tasks, even none, with a `next_cursor` to search on from there.", party::policy::DATA_FILTER_SCAN), "schema": {"type": "string", "example": "customer=acme"}},
-                        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": party::validate::MAX_PAGE_LIMIT, "default": party::policy::DEFAULT_LIST_LIMIT}},
+                        {"name": "limit", "in": "query", "description": format!("The most tasks the page holds. A page also holds at most {} MiB of tasks (their data, last error, rule and unique key as stored, and about 1 KiB each for the rest): it ends before the task that would pass that, with fewer than `limit` tasks (one at least), and its `next_cursor` continues at that task.", party::policy::PAGE_BYTES >> 20), "schema": {"type": "integer", "minimum": 1, "maximum": party::validate::MAX_PAGE_LIMIT, "default": party::policy::DEFAULT_LIST_LIMIT}},
                         {"name": "cursor", "in": "query", "description": "The `next_cursor` of the previous page.", "schema": {"type": "string"}}
                     ],
                     "responses": {
@@ -47,7 +47,7 @@ pub fn document() -> Value {
                             "type": "object", "required": ["tasks", "next_cursor"],
                             "properties": {
                                 "tasks": {"type": "array", "items": {"$ref": "#/components/schemas/Task"}},
-                                "next_cursor": {"type": "string", "nullable": true, "description": "Where the next page starts; null on the last page."}
+                                "next_cursor": {"type": "string", "nullable": true, "description": "Where the next page starts; null on the last page. A page may hold fewer than `limit` tasks and still have a next page (large tasks, or a data filter): follow `next_cursor` until it is null to see every task once."}
                             }}}}},
                         "400": error, "401": error
                     }
@@ -194,7 +194,7 @@ pub fn document() -> Value {
                 "NewTask": {"type": "object", "required": ["handler"], "additionalProperties": false, "properties": {
                     "handler": {"type": "string"},
                     "data": {"type": "object"},
-                    "at": {"type": "string", "format": "date-time", "description": "First run, not in the past"},
+                    "at": {"type": "string", "format": "date-time", "description": "First run, not in the past: RFC 3339 with seconds and `Z` or an offset `±HH:MM`, e.g. `2027-01-31T09:00:00Z`; other ISO 8601 forms are refused", "example": "2027-01-31T09:00:00Z"},
                     "in": {"type": "string", "description": "First run after this long, e.g. 90s, 2h"},
                     "every": {"type": "string", "description": "Recur at this interval"},
                     "cron": {"type": "string"},

@@ -200,6 +200,14 @@ async fn bad_input_is_refused_with_a_message_and_nothing_written(b: Backend) {
         (r#"{"handler":"nope"}"#, "unknown handler"),
         (r#"{"handler":"noop","data":[1]}"#, "must be a JSON object"),
         (r#"{"handler":"noop","at":"2001-01-01T00:00:00Z"}"#, "past"),
+        (
+            r#"{"handler":"noop","at":"2099-01-31T09:00Z"}"#,
+            "e.g. 2027-01-31T09:00:00Z",
+        ),
+        (
+            r#"{"handler":"noop","at":"20990131T090000+0100"}"#,
+            "e.g. 2027-01-31T09:00:00Z",
+        ),
         (r#"{"handler":"noop","every":"0s"}"#, "zero"),
         (r#"{"handler":"noop","max_attempts":0}"#, "attempts"),
         ("not json", "a task is one JSON object"),
@@ -339,6 +347,56 @@ async fn pages_follow_the_cursor_through_every_task_once(b: Backend) {
         .await
         .json();
     assert_eq!(mail["tasks"].as_array().unwrap().len(), 3);
+}
+
+/// Pages of large tasks hold as many as fit in the page's bytes, fewer than their limit, and
+/// their cursors lead through every task once.
+async fn pages_of_large_tasks_stop_at_the_byte_budget_and_page_on(b: Backend) {
+    let Some(s) = Server::start(b).await else {
+        return;
+    };
+    let budget = party::policy::PAGE_BYTES as usize;
+    let big = "x".repeat(party::validate::MAX_DATA_BYTES - 100);
+    let count = budget / big.len() + 8;
+    let when = |i: usize| party::jiff::Timestamp::from_second(1_900_000_000 + i as i64).unwrap();
+    let tasks: Vec<party::NewTask> = (0..count)
+        .map(|i| {
+            party::NewTask::new("noop")
+                .at(when(i))
+                .data(json!({ "n": i, "pad": big }))
+        })
+        .collect();
+    let ids: Vec<String> = s
+        .party
+        .add_many(tasks)
+        .await
+        .unwrap()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    let mut seen = Vec::new();
+    let mut pages = 0;
+    let mut path = "/api/v1/tasks?limit=1000".to_string();
+    loop {
+        let r = s.api("GET", &path, None).await;
+        assert_eq!(r.status, 200);
+        assert!(
+            r.body.len() <= budget,
+            "a page of {} bytes, past the budget of {budget}",
+            r.body.len()
+        );
+        let page = r.json();
+        let tasks = page["tasks"].as_array().unwrap();
+        assert!(!tasks.is_empty(), "a page holds one task at least");
+        pages += 1;
+        seen.extend(tasks.iter().map(|t| t["id"].as_str().unwrap().to_string()));
+        match page["next_cursor"].as_str() {
+            Some(c) => path = format!("/api/v1/tasks?limit=1000&cursor={c}"),
+            None => break,
+        }
+    }
+    assert!(pages > 1, "{count} tasks of 1 MiB fit on one page");
+    assert_eq!(seen, ids, "every task once, in order");
 }
 
 async fn redacted_fields_never_leave_the_server(b: Backend) {
@@ -825,6 +883,7 @@ on_every_backend!(
     recurring_tasks_refuse_duplicates_and_show_their_future,
     bad_input_is_refused_with_a_message_and_nothing_written,
     pages_follow_the_cursor_through_every_task_once,
+    pages_of_large_tasks_stop_at_the_byte_budget_and_page_on,
     redacted_fields_never_leave_the_server,
     every_route_matches_the_openapi_document,
     queues_are_paused_limited_and_listed_as_the_cli_does,

@@ -180,7 +180,9 @@ impl Party {
     /// # Errors
     /// As [`Party::add`]; the first bad task fails the batch and nothing is written. A batch
     /// that gives one recurring task twice, or one unique key of a handler twice, is
-    /// [`TaskError::Invalid`] naming both places (`task 3: repeats task 1: ...`).
+    /// [`TaskError::Invalid`] naming both places (`task 3: repeats task 1: ...`). A task that
+    /// collides with one already stored is [`TaskError::Duplicate`] with its place in the
+    /// batch (`task 3`).
     pub async fn add_many(&self, tasks: Vec<NewTask>) -> Result<Vec<TaskId>, TaskError> {
         let now = self.clock.now();
         let rows = tasks
@@ -196,7 +198,56 @@ impl Party {
         if let Some(e) = prepare::repeated_within(&rows) {
             return Err(e);
         }
-        self.store.task_insert(rows).await
+        let keys: Vec<prepare::BatchKey> = rows.iter().map(prepare::BatchKey::of).collect();
+        match self.store.task_insert(rows).await {
+            Err(TaskError::Duplicate {
+                handler,
+                existing,
+                unique_key,
+                place: None,
+            }) => {
+                let at = self
+                    .duplicate_place(&keys, &handler, existing, unique_key.as_deref())
+                    .await;
+                Err(TaskError::Duplicate {
+                    handler,
+                    existing,
+                    unique_key,
+                    place: at.map(|i| format!("task {}", i + 1)),
+                })
+            }
+            done => done,
+        }
+    }
+
+    /// Which task of a batch (from 0) the store refused as a duplicate of `existing`: the one
+    /// with the handler and unique key, or the recurring one of the handler with the existing
+    /// task's data. `None` when that cannot be told (the existing task is gone meanwhile).
+    async fn duplicate_place(
+        &self,
+        batch: &[prepare::BatchKey],
+        handler: &str,
+        existing: TaskId,
+        unique_key: Option<&str>,
+    ) -> Option<usize> {
+        if let Some(key) = unique_key {
+            return batch.iter().position(|b| b.is_keyed(handler, key));
+        }
+        let mut recurring = batch
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| b.is_recurring(handler));
+        let (first, _) = recurring.next()?;
+        if recurring.next().is_none() {
+            return Some(first);
+        }
+        // Several recurring tasks of the handler: the one with the existing task's data.
+        let data = self.store.task_get(existing).await.ok()??.data;
+        let (_, text) = validate::canonical_data(data).ok()?;
+        let data = prepare::BatchKey::digest(&text);
+        batch
+            .iter()
+            .position(|b| b.is_recurring(handler) && b.data == Some(data))
     }
 
     /// Create a task inside your own open PostgreSQL transaction: it exists if and only if
@@ -268,8 +319,13 @@ impl Party {
         self.store.task_list(&filter).await
     }
 
-    /// One page of a listing, as the HTTP API and the dashboard show it: up to the filter's
-    /// limit of tasks and where the next page starts.
+    /// One page of a listing, as the HTTP API, the dashboard and `party list` read it: up to
+    /// the filter's limit of tasks and where the next page starts.
+    ///
+    /// A page holds at most [`policy::PAGE_BYTES`] of tasks: it ends before the task that
+    /// would pass them (one task always goes on a page), with fewer tasks than its limit, and
+    /// [`TaskPage::next`] continues at that task. The page's size is decided from the sizes
+    /// of its tasks as stored, before the tasks themselves are read.
     ///
     /// A page with a data filter examines at most [`policy::DATA_FILTER_SCAN`] tasks (no index
     /// covers task data): when it has examined that many before finding a page of matches, it
@@ -291,14 +347,34 @@ impl Party {
                 filter.until = examined_to;
             }
         }
-        // One more than asked tells whether another page exists.
+        // The sizes first, of one more than asked (which tells whether another page exists):
+        // the page is cut by count and by bytes before a task is read.
         filter.limit = Some(limit.saturating_add(1));
-        let mut tasks = self.store.task_list(&filter).await?;
-        let page = if tasks.len() > limit as usize {
-            tasks.truncate(limit as usize);
+        let sizes = self.store.task_list_sizes(&filter).await?;
+        let taken = policy::page_cut(sizes.iter().map(|(_, bytes)| *bytes), limit);
+        let Some(&(cut, _)) = taken.checked_sub(1).and_then(|last| sizes.get(last)) else {
+            return Ok(TaskPage {
+                tasks: Vec::new(),
+                next: examined_to,
+                examined_to,
+            });
+        };
+        filter.until = Some(cut);
+        filter.limit = Some(taken as u32);
+        let tasks = self.store.task_list(&filter).await?;
+        // Tasks added up to the cut since the sizes were read take the places of later ones:
+        // the page then ends at its last task, and the next goes on from there.
+        let last = tasks.last().map(TaskInfo::cursor);
+        let page = if tasks.len() == taken && last != Some(cut) {
             TaskPage {
-                next: tasks.last().map(TaskInfo::cursor),
                 tasks,
+                next: last,
+                examined_to: None,
+            }
+        } else if taken < sizes.len() {
+            TaskPage {
+                tasks,
+                next: Some(cut),
                 examined_to: None,
             }
         } else {

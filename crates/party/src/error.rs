@@ -22,6 +22,10 @@ pub enum TaskError {
         existing: TaskId,
         /// The unique key, when that is what collided; `None` for the singleton rule.
         unique_key: Option<String>,
+        /// Where the refused task was given in a batch, as the batch's caller names it (`task
+        /// 3` for [`crate::Party::add_many`] and the HTTP API's bulk add, `line 7` for `party
+        /// add --from`); the message starts with it. `None` for a task added alone.
+        place: Option<String>,
     },
     /// No task has this id.
     NotFound(TaskId),
@@ -82,20 +86,24 @@ impl fmt::Display for TaskError {
                 handler,
                 existing,
                 unique_key: None,
+                place,
             } => write!(
                 f,
-                "a recurring '{handler}' task with the same data already exists: {existing}; \
-                 only one may exist per handler and data (cancel it first, or change the data)"
+                "{}a recurring '{handler}' task with the same data already exists: {existing}; \
+                 only one may exist per handler and data (cancel it first, or change the data)",
+                Place(place)
             ),
             TaskError::Duplicate {
                 handler,
                 existing,
                 unique_key: Some(key),
+                place,
             } => write!(
                 f,
-                "a '{handler}' task with the unique key {} already exists: {existing}; only one \
+                "{}a '{handler}' task with the unique key {} already exists: {existing}; only one \
                  may be live per handler and key, or finished within the unique window (wait \
                  for it, cancel it, or use another key)",
+                Place(place),
                 crate::validate::quote(key)
             ),
             TaskError::NotFound(id) => {
@@ -107,6 +115,18 @@ impl fmt::Display for TaskError {
             TaskError::Conflict(m) => write!(f, "{m}"),
             TaskError::Schedule(m) => write!(f, "{m}"),
             TaskError::Store(m) | TaskError::Unusable(m) => write!(f, "database error: {m}"),
+        }
+    }
+}
+
+/// A batch place at the start of a message: `task 3: `, or nothing.
+struct Place<'a>(&'a Option<String>);
+
+impl fmt::Display for Place<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(place) => write!(f, "{place}: "),
+            None => Ok(()),
         }
     }
 }

@@ -395,8 +395,10 @@ pub struct ListFilter {
 /// starts.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TaskPage {
-    /// The page's tasks, soonest due first. A page with a data filter may hold fewer than its
-    /// limit, even none, and still have a next page: see [`TaskPage::examined_to`].
+    /// The page's tasks, soonest due first. A page may hold fewer than its limit and still
+    /// have a next page: when the next task would take it past
+    /// [`crate::policy::PAGE_BYTES`], and (even none) with a data filter, see
+    /// [`TaskPage::examined_to`].
     pub tasks: Vec<TaskInfo>,
     /// Where the next page continues (pass it as [`ListFilter::cursor`]); `None` on the last.
     pub next: Option<ListCursor>,

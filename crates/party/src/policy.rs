@@ -51,6 +51,39 @@ pub const BULK_EXAMINED: u64 = 10_000;
 /// the next page goes on where it stopped.
 pub const DATA_FILTER_SCAN: u32 = 5_000;
 
+/// The most bytes of tasks one page of a listing holds ([`crate::Party::list_page`], which
+/// the HTTP API's task list, the dashboard's and `party list` read): a page is built in
+/// memory, and one task's data alone may take [`crate::validate::MAX_DATA_BYTES`], so a
+/// thousand such tasks would take a gigabyte. A page ends before the task that would take it
+/// past this budget (it holds one task at least, whatever its size), with fewer tasks than
+/// its limit, and its cursor continues at that task. Each task counts as
+/// [`listed_task_bytes`].
+pub const PAGE_BYTES: u64 = 16 << 20;
+
+/// What a task takes in a page, from the bytes its data, last error, rule and unique key take
+/// as stored (`stored`): those and the rest of its fields, written as JSON.
+pub fn listed_task_bytes(stored: u64) -> u64 {
+    /// The other fields of a listed task as JSON (names, times, counts; each bounded).
+    const FIXED: u64 = 1024;
+    stored.saturating_add(FIXED)
+}
+
+/// How many of a listing's next tasks, whose stored sizes are `stored` (see
+/// [`listed_task_bytes`]) in list order, go on one page of at most `limit` tasks: as many as
+/// fit in [`PAGE_BYTES`] together, and one at least when there is one.
+pub fn page_cut(stored: impl IntoIterator<Item = u64>, limit: u32) -> usize {
+    let mut bytes = 0u64;
+    let mut taken = 0;
+    for size in stored.into_iter().take(limit as usize) {
+        bytes = bytes.saturating_add(listed_task_bytes(size));
+        if taken > 0 && bytes > PAGE_BYTES {
+            break;
+        }
+        taken += 1;
+    }
+    taken
+}
+
 /// Expired leases a rescue pass handles at once; the rest wait for the next pass.
 pub const RESCUE_BATCH: u32 = 1_000;
 
@@ -582,6 +615,18 @@ pub(crate) fn decide(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_page_stops_before_the_task_that_would_pass_its_bytes() {
+        let mib = 1u64 << 20;
+        assert_eq!(page_cut([], 10), 0);
+        assert_eq!(page_cut([1, 1, 1], 2), 2, "the limit first");
+        assert_eq!(page_cut([mib; 40], 1000), 15);
+        // One task goes on a page whatever its size.
+        assert_eq!(page_cut([PAGE_BYTES * 2, 1], 10), 1);
+        let exact = PAGE_BYTES / 2 - listed_task_bytes(0);
+        assert_eq!(page_cut([exact, exact, 0], 10), 2);
+    }
 
     #[test]
     fn clocks_apart_by_a_quarter_of_the_lease_stop_a_worker() {

@@ -134,3 +134,42 @@ pub(crate) fn repeated_within(rows: &[InsertTask]) -> Option<TaskError> {
     }
     None
 }
+
+/// What tells a task of a batch apart when the store refuses it as a duplicate: its handler,
+/// its unique key, and for a recurring task a digest of its data (not the data itself, which
+/// may be large).
+pub(crate) struct BatchKey {
+    handler: String,
+    unique_key: Option<String>,
+    /// For a recurring task, [`BatchKey::digest`] of its canonical data.
+    pub(crate) data: Option<u64>,
+}
+
+impl BatchKey {
+    /// The key of a task about to be inserted.
+    pub(crate) fn of(row: &InsertTask) -> BatchKey {
+        BatchKey {
+            handler: row.handler.clone(),
+            unique_key: row.unique_key.clone(),
+            data: row.is_recurring.then(|| BatchKey::digest(&row.data)),
+        }
+    }
+
+    /// A digest of canonical data text.
+    pub(crate) fn digest(data: &str) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::hash::DefaultHasher::new();
+        data.hash(&mut h);
+        h.finish()
+    }
+
+    /// Whether this is a task of `handler` with the unique key `key`.
+    pub(crate) fn is_keyed(&self, handler: &str, key: &str) -> bool {
+        self.handler == handler && self.unique_key.as_deref() == Some(key)
+    }
+
+    /// Whether this is a recurring task of `handler`.
+    pub(crate) fn is_recurring(&self, handler: &str) -> bool {
+        self.handler == handler && self.data.is_some()
+    }
+}

@@ -15,7 +15,7 @@
 //! | task data | a JSON object, at most [`MAX_DATA_BYTES`] bytes as stored, nested at most [`MAX_DATA_DEPTH`] deep; integers within 64 bits |
 //! | max attempts | 1 to [`MAX_ATTEMPTS`] on every backend |
 //! | priority | [`i32::MIN`] to [`i32::MAX`] |
-//! | list limit | 1 to [`MAX_LIST_LIMIT`]; a page of the HTTP API or dashboard 1 to [`MAX_PAGE_LIMIT`] |
+//! | list limit | 1 to [`MAX_LIST_LIMIT`]; a page of the HTTP API or dashboard 1 to [`MAX_PAGE_LIMIT`], and at most [`crate::policy::PAGE_BYTES`] of tasks |
 //! | API tokens | [`MIN_TOKEN_BYTES`] to [`MAX_TOKEN_BYTES`] bytes of visible ASCII |
 //! | redacted data fields | `data.FIELD[.FIELD...]`, each field a name of at most [`MAX_NAME_BYTES`] bytes |
 //! | data filter (`data.FIELD=VALUE`) | a field of 1 to [`MAX_NAME_BYTES`] bytes of letters, digits, `_` and `-`; a value of at most [`MAX_TEXT_BYTES`] bytes without control characters |
@@ -28,7 +28,7 @@
 //! | unique key | 1 to [`MAX_NAME_BYTES`] bytes, no control or bidirectional-format characters |
 //! | unique window (`unique_for`) | 1s to [`MAX_UNIQUE_FOR`] |
 //! | short texts (durations, cron, zones, times) | [`MAX_TEXT_BYTES`] bytes |
-//! | times | RFC 3339 with `Z` or an offset within ±23:59; no leap second |
+//! | times | RFC 3339 only (`YYYY-MM-DDTHH:MM:SS`, a fraction of 1 to 9 digits, `Z` or `±HH:MM` within ±23:59); no leap second; see [`time`] |
 //! | PostgreSQL URL parameters | `pool_max` 1 to [`MAX_POOL`], `pool_timeout` 1 to [`MAX_POOL_TIMEOUT_SECS`] seconds, `sslmode` and `pooler` from their lists |
 
 use std::borrow::Cow;
@@ -56,7 +56,8 @@ pub const MAX_LIST_LIMIT: u32 = 1_000_000;
 
 /// The most tasks one page of the HTTP API or the dashboard holds: a page is built in memory,
 /// and a task's data may take up to [`MAX_DATA_BYTES`]. More come a page at a time, after
-/// each page's cursor.
+/// each page's cursor; a page of large tasks holds fewer, at most
+/// [`crate::policy::PAGE_BYTES`] of them.
 pub const MAX_PAGE_LIMIT: u32 = 1_000;
 
 /// The most rows a copy reads and writes at once.
@@ -851,42 +852,72 @@ pub fn grace(s: &str) -> Result<SignedDuration, TaskError> {
     Ok(d)
 }
 
-/// An instant in RFC 3339 with `Z` or a numeric offset, e.g. `2027-01-31T09:00:00Z`. A leap
-/// second (`:60`) is refused rather than read as `:59`, and an offset must lie within ±23:59
-/// (RFC 3339's range).
+/// How a time is written, for messages: RFC 3339 and an example of it.
+pub const TIME_FORM: &str = "write RFC 3339 with Z or an offset, the time to the second, \
+                             e.g. 2027-01-31T09:00:00Z or 2027-01-31T10:00:00+01:00";
+
+/// An instant in RFC 3339, the one form of a time that every front end takes (`add --at`,
+/// `"at"` in `add --from` and the HTTP API, the dashboard's form):
+/// `YYYY-MM-DDTHH:MM:SS`, an optional fraction of a second of 1 to 9 digits after a `.`, and
+/// `Z` or a numeric offset `+HH:MM` / `-HH:MM` within ±23:59, e.g. `2027-01-31T09:00:00Z`. As
+/// RFC 3339 allows, `t` and `z` may be lower case and a space may stand for the `T`; white
+/// space around the time is ignored. The other forms of ISO 8601 (no seconds, no
+/// separators, `+0100` or `+01` offsets, six-digit years, a `,` before the fraction) and time
+/// zone annotations (`[Europe/Berlin]`) are refused, and so is a leap second (`:60`), rather
+/// than read as `:59`.
 ///
 /// # Errors
-/// [`TaskError::Invalid`] saying what is wrong and showing the form.
+/// [`TaskError::Invalid`] saying what is wrong and showing the form ([`TIME_FORM`]).
 pub fn time(s: &str) -> Result<Timestamp, TaskError> {
-    const FORM: &str = "write RFC 3339 with Z or an offset, e.g. 2027-01-31T09:00:00Z or \
-                        2027-01-31T10:00:00+01:00";
     short_text(s, "the time")?;
     let t = s.trim();
-    let pieces = jiff::fmt::temporal::Pieces::parse(t)
-        .map_err(|e| TaskError::invalid(format!("{} is not a time ({e}); {FORM}", quote(s))))?;
+    let bad = |why: &str| TaskError::invalid(format!("{} {why}; {TIME_FORM}", quote(s)));
     if t.contains('[') {
-        return Err(TaskError::invalid(format!(
-            "{} has a time zone annotation; {FORM}",
-            quote(s)
-        )));
+        return Err(bad("has a time zone annotation"));
     }
-    match pieces.offset() {
-        Some(jiff::fmt::temporal::PiecesOffset::Zulu) => {}
-        Some(jiff::fmt::temporal::PiecesOffset::Numeric(n)) => {
-            if n.offset().seconds().abs() >= 24 * 3600 {
-                return Err(TaskError::invalid(format!(
-                    "{} has the offset {}, beyond ±23:59; {FORM}",
-                    quote(s),
-                    n.offset()
-                )));
+    let b = t.as_bytes();
+    let digits = |from: usize, to: usize| {
+        b.get(from..to)
+            .is_some_and(|d| d.iter().all(u8::is_ascii_digit))
+    };
+    let at = |i: usize, allowed: &[u8]| b.get(i).is_some_and(|c| allowed.contains(c));
+    let date_time = digits(0, 4)
+        && at(4, b"-")
+        && digits(5, 7)
+        && at(7, b"-")
+        && digits(8, 10)
+        && at(10, b"Tt ")
+        && digits(11, 13)
+        && at(13, b":")
+        && digits(14, 16)
+        && at(16, b":")
+        && digits(17, 19);
+    if !date_time {
+        return Err(bad("is not a time"));
+    }
+    let mut rest = &b[19..];
+    if let Some(fraction) = rest.strip_prefix(b".") {
+        let n = fraction.iter().take_while(|c| c.is_ascii_digit()).count();
+        if !(1..=9).contains(&n) {
+            return Err(bad(
+                "has a fraction of a second that is not 1 to 9 digits after the '.'",
+            ));
+        }
+        rest = &fraction[n..];
+    }
+    match rest {
+        [] => return Err(bad("has no offset")),
+        [b'Z' | b'z'] => {}
+        [b'+' | b'-', h1, h2, b':', m1, m2]
+            if [h1, h2, m1, m2].iter().all(|c| c.is_ascii_digit()) =>
+        {
+            let number = |a: u8, b: u8| (a - b'0') * 10 + (b - b'0');
+            if number(*h1, *h2) > 23 || number(*m1, *m2) > 59 {
+                let offset = String::from_utf8_lossy(rest);
+                return Err(bad(&format!("has the offset {offset}, beyond ±23:59")));
             }
         }
-        _ => {
-            return Err(TaskError::invalid(format!(
-                "{} has no offset; {FORM}",
-                quote(s)
-            )));
-        }
+        _ => return Err(bad("has an offset that is not Z or ±HH:MM")),
     }
     if leap_second(t) {
         return Err(TaskError::invalid(format!(
@@ -896,24 +927,12 @@ pub fn time(s: &str) -> Result<Timestamp, TaskError> {
         )));
     }
     t.parse::<Timestamp>()
-        .map_err(|e| TaskError::invalid(format!("{} is not a time ({e}); {FORM}", quote(s))))
+        .map_err(|e| bad(&format!("is not a time ({e})")))
 }
 
-/// Whether the time of day in an RFC 3339 text has the second 60.
+/// Whether the time of day in an RFC 3339 text (its shape checked) has the second 60.
 fn leap_second(t: &str) -> bool {
-    let Some(sep) = t.find(['T', 't', ' ']) else {
-        return false;
-    };
-    let time = t.as_bytes().get(sep + 1..).unwrap_or_default();
-    // HH:MM:SS, or HHMMSS in the basic format.
-    let second = match time {
-        [_, _, b':', _, _, b':', s1, s2, ..] => [*s1, *s2],
-        [h1, h2, m1, m2, s1, s2, ..] if [h1, h2, m1, m2].iter().all(|b| b.is_ascii_digit()) => {
-            [*s1, *s2]
-        }
-        _ => return false,
-    };
-    &second == b"60"
+    t.get(17..19) == Some("60")
 }
 
 /// The earliest time a task may be given: the first instant of the year 1 (PostgreSQL's
@@ -1514,6 +1533,45 @@ mod tests {
         assert!(time("2027-01-31T09:00:00Z[Europe/Berlin]").is_err());
         assert!(msg(time(&"9".repeat(100_000)).unwrap_err()).len() < 300);
         assert!(time("2027-01-31T09:59:59.5Z").is_ok());
+    }
+
+    #[test]
+    fn times_are_rfc_3339_and_nothing_else() {
+        let utc = time("2027-01-31T09:00:00Z").unwrap();
+        for same in [
+            "2027-01-31T10:00:00+01:00",
+            "2027-01-31t09:00:00z",
+            "2027-01-31 09:00:00Z",
+            "2027-01-31T09:00:00-00:00",
+            "2027-01-31T09:00:00.000000000Z",
+            " 2027-01-31T09:00:00Z\n",
+        ] {
+            assert_eq!(time(same).unwrap(), utc, "{same}");
+        }
+        for other in [
+            "2027-01-31T09:00Z",
+            "2027-01-31T09Z",
+            "20270131T090000Z",
+            "2027-01-31T090000Z",
+            "2027-01-31T09:00:00+0100",
+            "2027-01-31T09:00:00+01",
+            "2027-01-31T09:00:00+01:00:00",
+            "+002027-01-31T09:00:00Z",
+            "2027-01-31T09:00:00,5Z",
+            "2027-01-31T09:00:00.Z",
+            "2027-01-31T09:00:00.1234567890Z",
+            "2027-01-31",
+            "2027-01-31Z",
+            "2027-1-31T09:00:00Z",
+            "2027-01-31T09:00:00 Z",
+            "2027-01-31T09:00:00ZZ",
+            "2027-02-30T09:00:00Z",
+            "2027-01-31T24:00:00Z",
+            "2027-01-31T09:00:00+23:60",
+        ] {
+            let e = msg(time(other).unwrap_err());
+            assert!(e.contains("e.g. 2027-01-31T09:00:00Z"), "{other}: {e}");
+        }
     }
 
     #[test]

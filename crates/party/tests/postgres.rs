@@ -1069,6 +1069,7 @@ async fn a_task_added_in_a_transaction_exists_only_if_it_commits() {
             handler: "noop".into(),
             existing: holder,
             unique_key: None,
+            place: None,
         }
     );
     tx.execute("INSERT INTO orders (id) VALUES (3)", &[])

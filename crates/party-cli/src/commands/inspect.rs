@@ -8,43 +8,43 @@ use serde::Deserialize;
 use crate::args::{ListArgs, ShowArgs};
 use crate::output::{self, or_dash, relative, short_time, table, truncate};
 
-/// List tasks, soonest first.
+/// List tasks, soonest first. The tasks are read a page at a time ([`Party::list_page`],
+/// bounded by count and by bytes) and each page is written before the next is read, so a
+/// long listing of large tasks never sits in memory whole.
 pub(crate) async fn list(party: &Party, args: ListArgs) -> Result<(), TaskError> {
-    let filter = ListFilter {
+    let mut filter = ListFilter {
         state: args.state,
         handler: args.handler,
         queue: args.queue,
         data: args.data,
-        limit: Some(args.limit),
         ..ListFilter::default()
     };
-    let tasks = party.list(&filter).await?;
-    if args.json {
-        // A listing does not read run histories: leave the field out rather than print an
-        // empty one (`show --json` has it).
-        let listed: Vec<serde_json::Value> = tasks.iter().map(TaskInfo::listing_json).collect();
-        return output::print_json(&listed);
+    let now = party.clock().now();
+    let mut shown: u32 = 0;
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    let mut json = output::JsonArray::default();
+    loop {
+        filter.limit = Some((args.limit - shown).min(party::validate::MAX_PAGE_LIMIT));
+        let page = party.list_page(&filter).await?;
+        shown += page.tasks.len() as u32;
+        if args.json {
+            // A listing does not read run histories: leave the field out rather than print
+            // an empty one (`show --json` has it).
+            json.print(page.tasks.iter().map(TaskInfo::listing_json))?;
+        } else {
+            rows.extend(page.tasks.iter().map(|t| row(t, now)));
+        }
+        match page.next {
+            Some(cursor) if shown < args.limit => filter.cursor = Some(cursor),
+            _ => break,
+        }
     }
-    if tasks.is_empty() {
+    if args.json {
+        return json.end();
+    }
+    if rows.is_empty() {
         return output::print("no tasks; `party add HANDLER` creates one\n");
     }
-    let now = party.clock().now();
-    let rows: Vec<Vec<String>> = tasks
-        .iter()
-        .map(|t| {
-            vec![
-                t.id.to_string(),
-                t.handler.clone(),
-                t.state.to_string(),
-                due(t, now),
-                short_time(t.timestamp),
-                format!("{}/{}", t.attempts, t.max_attempts),
-                recurs(t),
-                t.queue.clone(),
-                truncate(&t.data.to_string(), 40),
-            ]
-        })
-        .collect();
     let mut text = table(
         &[
             "ID",
@@ -59,13 +59,28 @@ pub(crate) async fn list(party: &Party, args: ListArgs) -> Result<(), TaskError>
         ],
         &rows,
     );
-    if tasks.len() as u32 == args.limit {
+    if shown == args.limit {
         text.push_str(&format!(
             "(at most {} shown; there may be more: raise --limit)\n",
             args.limit
         ));
     }
     output::print(&text)
+}
+
+/// A task's row in `party list`'s table.
+fn row(t: &TaskInfo, now: Timestamp) -> Vec<String> {
+    vec![
+        t.id.to_string(),
+        t.handler.clone(),
+        t.state.to_string(),
+        due(t, now),
+        short_time(t.timestamp),
+        format!("{}/{}", t.attempts, t.max_attempts),
+        recurs(t),
+        t.queue.clone(),
+        truncate(&t.data.to_string(), 40),
+    ]
 }
 
 /// Show one task with its run history.

@@ -853,6 +853,15 @@ pub trait Store: Send + Sync + 'static {
     /// [`crate::DataMatch`] says.
     async fn task_list(&self, filter: &ListFilter) -> Result<Vec<TaskInfo>, TaskError>;
 
+    /// The place of each task of the listing `filter` describes, in its order and up to its
+    /// limit, with the bytes its data, last error, rule and unique key take as stored: what a
+    /// page is cut by ([`crate::policy::page_cut`]) before its tasks are read. Reads no more
+    /// of a task than its size.
+    async fn task_list_sizes(
+        &self,
+        filter: &ListFilter,
+    ) -> Result<Vec<(ListCursor, u64)>, TaskError>;
+
     /// The place of the `n`-th task (from 1) of the listing `filter` describes, its data filter
     /// and limit left out: `None` when the listing holds fewer than `n`. Reads `n` index
     /// entries at most, whatever the store holds.

@@ -105,6 +105,7 @@ async fn different_data_does_not_collide_and_finished_tasks_free_the_slot(b: Bac
             handler: "bill".into(),
             existing: a,
             unique_key: None,
+            place: None,
         }
     );
     // The task runs and, scheduling nothing, is done: the slot is free again.
@@ -134,6 +135,7 @@ async fn different_data_does_not_collide_and_finished_tasks_free_the_slot(b: Bac
             handler: "bill".into(),
             existing: third,
             unique_key: None,
+            place: None,
         }
     );
 }

@@ -56,6 +56,7 @@ fn duplicate_of(existing: party::TaskId, key: &str) -> TaskError {
         handler: "export".into(),
         existing,
         unique_key: Some(key.into()),
+        place: None,
     }
 }
 

@@ -534,6 +534,12 @@ mod faulty {
         async fn task_list(&self, f: &ListFilter) -> Result<Vec<TaskInfo>, TaskError> {
             self.inner.task_list(f).await
         }
+        async fn task_list_sizes(
+            &self,
+            f: &ListFilter,
+        ) -> Result<Vec<(ListCursor, u64)>, TaskError> {
+            self.inner.task_list_sizes(f).await
+        }
         async fn task_list_reach(
             &self,
             f: &ListFilter,

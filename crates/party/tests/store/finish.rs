@@ -312,6 +312,7 @@ async fn a_duplicate_follow_up_fails_only_its_own_finish(b: Backend) {
                 handler: "noop".into(),
                 existing: holder,
                 unique_key: None,
+                place: None,
             }),
             FinishResult::Applied
         ]

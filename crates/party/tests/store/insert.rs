@@ -95,6 +95,7 @@ async fn a_duplicate_recurring_task_fails_the_whole_batch(b: Backend) {
             handler: "noop".into(),
             existing: holder,
             unique_key: None,
+            place: None,
         }
     );
     assert_eq!(
@@ -121,6 +122,7 @@ async fn two_equal_recurring_tasks_in_one_batch_are_refused(b: Backend) {
             handler: "noop".into(),
             existing: first.id,
             unique_key: None,
+            place: None,
         },
         "the later one is a duplicate of the earlier"
     );
@@ -230,6 +232,7 @@ async fn a_unique_key_binds_live_tasks_and_recently_finished_ones(b: Backend) {
             handler: "export".into(),
             existing: first.id,
             unique_key: Some("k".into()),
+            place: None,
         }
     );
     assert!(
@@ -401,6 +404,7 @@ async fn a_collision_deep_in_a_large_batch_refuses_it_whole(b: Backend) {
                 handler,
                 existing,
                 unique_key,
+                place: None,
             },
             "a collision at {at:?}"
         );

@@ -151,6 +151,7 @@ async fn cancelling_a_recurring_task_frees_its_singleton_and_retrying_it_needs_i
             handler: "noop".into(),
             existing: second,
             unique_key: None,
+            place: None,
         }
     );
     assert_eq!(h.get(first).await.state, State::Cancelled, "left as it was");

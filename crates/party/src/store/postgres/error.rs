@@ -111,6 +111,7 @@ pub(super) fn duplicate(handler: &str, existing: TaskId) -> TaskError {
         handler: handler.to_string(),
         existing,
         unique_key: None,
+        place: None,
     }
 }
 
@@ -120,6 +121,7 @@ pub(super) fn duplicate_key(handler: &str, key: &str, existing: TaskId) -> TaskE
         handler: handler.to_string(),
         existing,
         unique_key: Some(key.to_string()),
+        place: None,
     }
 }
 

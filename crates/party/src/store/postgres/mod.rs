@@ -1025,6 +1025,35 @@ impl Store for PgStore {
         rows.iter().map(task_from_row).collect()
     }
 
+    async fn task_list_sizes(
+        &self,
+        filter: &ListFilter,
+    ) -> Result<Vec<(ListCursor, u64)>, TaskError> {
+        let conn = self.pool.get().await?;
+        let params = list_params(filter);
+        let rows = conn
+            .client
+            .query(
+                if filter.state.is_some() {
+                    &conn.st.sizes_state
+                } else {
+                    &conn.st.sizes
+                },
+                &param_refs(&params),
+            )
+            .await
+            .map_err(db_err)?;
+        rows.iter()
+            .map(|r| {
+                let place = ListCursor {
+                    due_at: time_at(r, 0),
+                    id: id_at(r, 1)?,
+                };
+                Ok((place, r.get::<_, i64>(2).max(0) as u64))
+            })
+            .collect()
+    }
+
     async fn task_list_reach(
         &self,
         filter: &ListFilter,

@@ -127,6 +127,24 @@ fn list_filters(state: &str) -> String {
 /// The parts are merged in list order. A live part is skipped whole when $1 names a state it
 /// cannot hold (a condition on the parameter alone, which the plan checks once).
 fn sql_list(s: &str, by_state: bool) -> String {
+    sql_listing(s, by_state, TASK_COLUMNS, HISTORY_COLUMNS)
+}
+
+/// A listing's place (due time, id) and size columns: the bytes of the data, last error, rule
+/// and unique key as stored (`octet_length` reads a text's size without reading the text).
+const SIZE_COLUMNS: &str = "due_at, id, octet_length(data)::int8 \
+    + COALESCE(octet_length(last_error), 0) + COALESCE(octet_length(rule), 0) \
+    + COALESCE(octet_length(unique_key), 0)";
+
+/// [`sql_list`] with the place and size of each task ([`SIZE_COLUMNS`]) instead of the task
+/// ([`crate::store::Store::task_list_sizes`]).
+fn sql_sizes(s: &str, by_state: bool) -> String {
+    sql_listing(s, by_state, SIZE_COLUMNS, SIZE_COLUMNS)
+}
+
+/// [`sql_list`]'s statement, selecting `live` columns from live tasks and `finished_columns` from
+/// finished ones.
+fn sql_listing(s: &str, by_state: bool, live: &str, finished_columns: &str) -> String {
     let (state, not_running, running) = if by_state {
         (
             "state = $1::text",
@@ -146,11 +164,11 @@ fn sql_list(s: &str, by_state: bool) -> String {
     };
     let history: String = finished
         .iter()
-        .map(|f| format!(" UNION ALL (SELECT {HISTORY_COLUMNS} FROM {s}.task_history {f})"))
+        .map(|f| format!(" UNION ALL (SELECT {finished_columns} FROM {s}.task_history {f})"))
         .collect();
     format!(
-        "SELECT * FROM ((SELECT {TASK_COLUMNS} FROM {s}.tasks {waiting}) \
-         UNION ALL (SELECT {TASK_COLUMNS} FROM {s}.tasks {running}){history}) l \
+        "SELECT * FROM ((SELECT {live} FROM {s}.tasks {waiting}) \
+         UNION ALL (SELECT {live} FROM {s}.tasks {running}){history}) l \
          ORDER BY due_at, id LIMIT $3",
         waiting = list_filters(&format!("state <> 'running' AND {not_running} AND {state}")),
         running = list_filters(&format!(
@@ -727,6 +745,8 @@ pub(super) struct Statements {
     pub(super) reach: Stmt,
     pub(super) reach_state: Stmt,
     pub(super) successes: Stmt,
+    pub(super) sizes: Stmt,
+    pub(super) sizes_state: Stmt,
 }
 
 impl Statements {
@@ -814,6 +834,8 @@ impl Statements {
             sql_reach(s, false),
             sql_reach(s, true),
             sql_successes(s),
+            sql_sizes(s, false),
+            sql_sizes(s, true),
         ]
     }
 
@@ -867,6 +889,8 @@ impl Statements {
             reach: next(),
             reach_state: next(),
             successes: next(),
+            sizes: next(),
+            sizes_state: next(),
         }
     }
 }

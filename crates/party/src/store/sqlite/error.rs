@@ -106,6 +106,7 @@ pub(super) fn existing_unique(
             handler: handler.to_string(),
             existing,
             unique_key: Some(key.to_string()),
+            place: None,
         }),
         None => Err(TaskError::store(
             "unique constraint failed but no task holds the key",

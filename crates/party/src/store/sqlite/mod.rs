@@ -265,6 +265,7 @@ fn insert_row(conn: &Connection, t: &InsertTask) -> Result<(), TaskError> {
                 handler: t.handler.clone(),
                 existing,
                 unique_key: None,
+                place: None,
             });
         }
         return Err(db_err(e));
@@ -291,6 +292,7 @@ fn refuse_recent_unique(conn: &Connection, t: &InsertTask) -> Result<(), TaskErr
             handler: t.handler.clone(),
             existing,
             unique_key: Some(key.clone()),
+            place: None,
         }),
         None => Ok(()),
     }
@@ -990,6 +992,35 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn task_list_sizes(
+        &self,
+        filter: &ListFilter,
+    ) -> Result<Vec<(ListCursor, u64)>, TaskError> {
+        let filter = filter.clone();
+        self.call(move |conn| {
+            let text = if filter.state.is_some() {
+                sql::SIZES_STATE
+            } else {
+                sql::SIZES
+            };
+            let mut stmt = conn.prepare_cached(text).map_err(db_err)?;
+            let rows = stmt
+                .query_map(
+                    rusqlite::params_from_iter(list_params(&filter).iter()),
+                    |r| {
+                        let place = ListCursor {
+                            due_at: from_micros(r.get(0)?),
+                            id: id_from_row(r, 1)?,
+                        };
+                        Ok((place, r.get::<_, i64>(2)?.max(0) as u64))
+                    },
+                )
+                .map_err(db_err)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(db_err)
+        })
+        .await
+    }
+
     async fn task_list_reach(
         &self,
         filter: &ListFilter,
@@ -1109,6 +1140,7 @@ impl Store for SqliteStore {
                                 handler: t.handler,
                                 existing,
                                 unique_key: None,
+                                place: None,
                             });
                         }
                         Err(e) => return Err(db_err(e)),
@@ -1712,6 +1744,34 @@ mod tests {
             }
             let sorted = steps.iter().filter(|s| s.contains("TEMP B-TREE")).count();
             assert_eq!(sorted, 1, "{steps:#?}");
+        }
+    }
+
+    #[test]
+    fn a_listings_sizes_walk_the_same_indexes_and_sort_only_page_sized_parts() {
+        let conn = conn::open_connection(Path::new(":memory:")).unwrap();
+        // SQLite merges the parts of the sizes statements, sorting each part's output (at
+        // most a page of places and sizes, read in index order and cut at the limit); no
+        // table is scanned or sorted.
+        for (text, parts) in [(sql::SIZES, 3), (sql::SIZES_STATE, 1)] {
+            let steps = plan(&conn, text);
+            let history = steps.iter().filter(|s| s.contains("task_history"));
+            assert_eq!(history.clone().count(), parts, "{steps:#?}");
+            for step in history {
+                assert!(
+                    step.starts_with("SEARCH task_history USING INDEX history_state (state=?"),
+                    "{steps:#?}"
+                );
+            }
+            for (i, step) in steps.iter().enumerate() {
+                assert!(!step.starts_with("SCAN task"), "{steps:#?}");
+                if step.contains("TEMP B-TREE") {
+                    assert!(
+                        i == 0 || !steps[i - 1].starts_with("SEARCH"),
+                        "a table read sorted: {steps:#?}"
+                    );
+                }
+            }
         }
     }
 }

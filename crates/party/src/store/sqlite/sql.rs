@@ -76,6 +76,36 @@ macro_rules! list_filters {
     };
 }
 
+/// A listing's place (due time, id) and size columns: the bytes of the data, last error, rule
+/// and unique key as stored (`octet_length` reads a text's size, not the text).
+macro_rules! size_columns {
+    () => {
+        "due_at, id, octet_length(data) + COALESCE(octet_length(last_error), 0) \
+         + COALESCE(octet_length(rule), 0) + COALESCE(octet_length(unique_key), 0)"
+    };
+}
+
+/// [`list`] with the place and size of each task ([`size_columns`]) instead of the task.
+macro_rules! sizes {
+    ($live:literal $(, $history:literal)+) => {
+        concat!(
+            "SELECT * FROM (SELECT * FROM (SELECT ",
+            size_columns!(),
+            " FROM tasks",
+            list_filters!($live),
+            ")",
+            $(
+                " UNION ALL SELECT * FROM (SELECT ",
+                size_columns!(),
+                " FROM task_history",
+                list_filters!($history),
+                ")",
+            )+
+            ") ORDER BY due_at, id LIMIT ?3"
+        )
+    };
+}
+
 /// Live and finished tasks, merged: the live tasks matching `$live`, and for each `$history`
 /// condition the finished ones matching it, each part walked in list order through an index
 /// of its own (the history's `(state, due_at, id)`, so every history condition names one
@@ -118,6 +148,12 @@ pub(super) const LIST: &str = every_state!(list);
 
 /// A listing of one state (?1).
 pub(super) const LIST_STATE: &str = list!("state = ?1", "state = ?1");
+
+/// [`LIST`]'s places and sizes ([`crate::store::Store::task_list_sizes`]).
+pub(super) const SIZES: &str = every_state!(sizes);
+
+/// [`LIST_STATE`]'s places and sizes.
+pub(super) const SIZES_STATE: &str = sizes!("state = ?1", "state = ?1");
 
 /// Where a listing's ?3-th task is ([`crate::store::Store::task_list_reach`]): the listing's
 /// own statement, called with no data filter, its rows skipped to the ?3-th.

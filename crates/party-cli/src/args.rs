@@ -41,7 +41,7 @@ pub(crate) enum Command {
     Add(AddArgs),
     /// List tasks, soonest first
     List(ListArgs),
-    /// Show one task with its run history
+    /// Show one task with its latest runs (--runs all: every run)
     Show(ShowArgs),
     /// Cancel a task (a running one is stopped by its worker), or every waiting or dead task
     /// matching --state/--handler/--queue
@@ -58,7 +58,7 @@ pub(crate) enum Command {
     /// The next occurrences of a task with a stored rule
     Next(NextArgs),
     /// Compare the occurrences a task's rule expected with the runs its history shows
-    Gaps(ShowArgs),
+    Gaps(GapsArgs),
     /// Measure enqueue, throughput, latency and load on scratch stores beside the database
     Bench(BenchArgs),
     /// Remove finished tasks and run rows past their retention now (workers do it every minute)
@@ -401,6 +401,32 @@ pub(crate) struct ListArgs {
 /// `party show`.
 #[derive(Debug, Args)]
 pub(crate) struct ShowArgs {
+    /// The task's id (24 hex characters)
+    #[arg(value_parser = parse::id)]
+    pub(crate) id: TaskId,
+
+    /// Print JSON instead of text
+    #[arg(long)]
+    pub(crate) json: bool,
+
+    /// The runs to show: the latest N (1 to 1000; 100 unless told otherwise), or `all` for
+    /// every run (a task recurring every minute keeps half a million)
+    #[arg(long, value_name = "N|all", value_parser = parse::runs_shown)]
+    pub(crate) runs: Option<RunsShown>,
+}
+
+/// Which runs `party show` shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RunsShown {
+    /// The latest this many.
+    Latest(u32),
+    /// Every run.
+    All,
+}
+
+/// `party gaps`.
+#[derive(Debug, Args)]
+pub(crate) struct GapsArgs {
     /// The task's id (24 hex characters)
     #[arg(value_parser = parse::id)]
     pub(crate) id: TaskId,

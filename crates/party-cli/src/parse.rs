@@ -179,6 +179,15 @@ pub(crate) fn copy_batch(s: &str) -> Result<u32, TaskError> {
     validate::copy_batch(s, "--batch 1000")
 }
 
+/// `party show --runs`: `all`, or the latest N runs.
+pub(crate) fn runs_shown(s: &str) -> Result<crate::args::RunsShown, TaskError> {
+    if s.trim().eq_ignore_ascii_case("all") {
+        return Ok(crate::args::RunsShown::All);
+    }
+    validate::runs_limit(s, "--runs 20, or --runs all for every run")
+        .map(crate::args::RunsShown::Latest)
+}
+
 /// `--limit`: 1 to [`validate::MAX_LIST_LIMIT`].
 pub(crate) fn limit(s: &str) -> Result<u32, TaskError> {
     validate::list_limit(s, "--limit 20")

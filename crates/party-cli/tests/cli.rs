@@ -263,7 +263,12 @@ fn show_json_has_the_run_history() {
         "{out}"
     );
     let task = s.show(&id);
-    assert_eq!(keys(&task), sorted(TASK_FIELDS.to_vec()));
+    let mut shown = TASK_FIELDS.to_vec();
+    shown.extend(["runs_total", "runs_total_exact", "runs_next_cursor"]);
+    assert_eq!(keys(&task), sorted(shown));
+    assert_eq!(task["runs_total"], 1);
+    assert_eq!(task["runs_total_exact"], true);
+    assert_eq!(task["runs_next_cursor"], Value::Null);
     assert_eq!(task["state"], "done");
     assert_eq!(task["attempts"], 1);
     let finished_at = assert_time(&task["finished_at"]);
@@ -2147,6 +2152,97 @@ fn retention_flags_refuse_bad_values_with_exit_2() {
         "--retain-dead",
         "forever",
     ]);
+}
+
+/// `party show` of a task with a long run history prints its latest runs only and says how
+/// many there are and how to see them all; `--runs all` prints every one, `--runs N` the latest
+/// N. `--json` holds the same runs with the total and the cursor to the older ones.
+#[test]
+fn show_prints_the_latest_runs_of_a_long_history_and_every_run_when_asked() {
+    use party::store::{CopyRows, RunRecord, RunRow};
+    let s = Store::new();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let n: i64 = 1_500;
+    let start: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+    let at = |k: i64| start + SignedDuration::from_mins(k);
+    for db in Db::all("long-history") {
+        let id = on_ok(&db, &s.dir, &["add", "noop", "--every", "1m", "--in", "1h"]);
+        let id = id.trim();
+        // The runs of a schedule that has run every minute for a day, written as a copy does.
+        rt.block_on(async {
+            let store = party::open_store(&db.url).await.unwrap();
+            let task_id: party::TaskId = id.parse().unwrap();
+            let rows: Vec<RunRow> = (0..n)
+                .map(|k| RunRow {
+                    position: k,
+                    task_id,
+                    run: RunRecord {
+                        attempt: 1,
+                        timestamp: at(k),
+                        started_at: at(k),
+                        finished_at: at(k) + SignedDuration::from_secs(1),
+                        outcome: "succeeded".to_string(),
+                        error: None,
+                        worker: "w1".to_string(),
+                    },
+                })
+                .collect();
+            for batch in rows.chunks(party::policy::COPY_BATCH as usize) {
+                store
+                    .copy_write(CopyRows::Runs(batch.to_vec()))
+                    .await
+                    .unwrap();
+            }
+        });
+        let rows = |text: &str| text.lines().filter(|l| l.contains(" succeeded ")).count();
+        let text = on_ok(&db, &s.dir, &["show", id]);
+        assert_eq!(rows(&text), 100, "{}: {text}", db.name);
+        assert!(
+            text.contains(&format!(
+                "showing the latest 100 of {n} runs: `party show {id} --runs all` lists every \
+                 run, `party gaps {id}`"
+            )),
+            "{}: {text}",
+            db.name
+        );
+        assert!(text.contains(&party::format_time(at(n - 1))), "{text}");
+        assert!(!text.contains(&party::format_time(at(n - 101))), "{text}");
+        let all = on_ok(&db, &s.dir, &["show", id, "--runs", "all"]);
+        assert_eq!(rows(&all), n as usize, "{}", db.name);
+        assert!(!all.contains("showing the latest"));
+        let five = on_ok(&db, &s.dir, &["show", id, "--runs", "5"]);
+        assert_eq!(rows(&five), 5);
+        assert!(five.contains(&format!("showing the latest 5 of {n} runs")));
+
+        let json: Value =
+            serde_json::from_str(&on_ok(&db, &s.dir, &["show", id, "--json"])).unwrap();
+        let runs = json["runs"].as_array().unwrap();
+        assert_eq!(runs.len(), 100);
+        let first: Timestamp = runs[0]["timestamp"].as_str().unwrap().parse().unwrap();
+        assert_eq!(first, at(n - 100), "the latest runs, oldest first");
+        assert_eq!(json["runs_total"], json!(n));
+        assert_eq!(json["runs_total_exact"], json!(true));
+        assert!(json["runs_next_cursor"].is_string(), "{json}");
+        let json: Value = serde_json::from_str(&on_ok(
+            &db,
+            &s.dir,
+            &["show", id, "--json", "--runs", "all"],
+        ))
+        .unwrap();
+        assert_eq!(json["runs"].as_array().unwrap().len(), n as usize);
+        assert_eq!(json["runs_next_cursor"], Value::Null);
+        for (runs, says) in [
+            ("0", "at least 1"),
+            ("lots", "--runs all"),
+            ("1001", "1000"),
+        ] {
+            assert_refused(
+                &on(&db, &s.dir, &["show", id, "--runs", runs]),
+                says,
+                &format!("{}: --runs {runs}", db.name),
+            );
+        }
+    }
 }
 
 /// A number in data is matched by "its digits as stored" (`DataMatch`): the text `show --json`

@@ -35,6 +35,7 @@ pub(crate) fn routes() -> Router<Shared> {
         .route("/tasks/{id}/retry", post(retry))
         .route("/tasks/{id}/next", get(next))
         .route("/tasks/{id}/gaps", get(gaps))
+        .route("/tasks/{id}/runs", get(runs))
         .route("/stats", get(stats))
         .route("/queues", get(queues))
         .route("/queues/{name}/pause", post(pause_queue))
@@ -80,9 +81,17 @@ fn task_id(text: &str) -> Result<TaskId, ApiError> {
     Ok(text.parse::<TaskId>()?)
 }
 
-/// A task as `party show --json` writes it, redacted.
+/// A task as `party cancel` and `party retry` answer it, redacted.
 fn task_json(app: &Shared, task: &TaskInfo) -> Value {
     let mut v = serde_json::to_value(task).unwrap_or(Value::Null);
+    app.redact.task(&mut v);
+    v
+}
+
+/// A task with its latest runs as `party show --json` writes it ([`party::RecentTask::to_json`]),
+/// redacted.
+fn recent_json(app: &Shared, task: &party::RecentTask) -> Value {
+    let mut v = task.to_json();
     app.redact.task(&mut v);
     v
 }
@@ -277,8 +286,44 @@ async fn show(
 ) -> ApiResult {
     reader(&app, &headers)?;
     no_query(&uri)?;
-    let task = app.party.get(task_id(&id)?).await?;
-    Ok(Json(task_json(&app, &task)).into_response())
+    let task = app
+        .party
+        .get_recent(task_id(&id)?, party::policy::RECENT_RUNS)
+        .await?;
+    Ok(Json(recent_json(&app, &task)).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RunsQuery {
+    cursor: Option<String>,
+    limit: Option<String>,
+}
+
+/// `GET /tasks/{id}/runs`: a page of the task's runs, newest first, after the cursor of the
+/// page before (or of `GET /tasks/{id}`).
+async fn runs(
+    State(app): State<Shared>,
+    headers: HeaderMap,
+    PathText(id): PathText,
+    query: Result<Query<RunsQuery>, QueryRejection>,
+) -> ApiResult {
+    reader(&app, &headers)?;
+    let Query(query) = query?;
+    let id = task_id(&id)?;
+    let limit = match given(&query.limit) {
+        Some(l) => validate::runs_limit(l, "limit=100, then the next page's cursor")?,
+        None => party::policy::RECENT_RUNS,
+    };
+    let before = given(&query.cursor).map(validate::run_cursor).transpose()?;
+    let page = app.party.runs_page(id, before, limit).await?;
+    Ok(Json(json!({
+        "runs": page.runs,
+        "next_cursor": page.older.map(|c| c.to_string()),
+        "runs_total": page.total.number(),
+        "runs_total_exact": page.total.is_exact(),
+    }))
+    .into_response())
 }
 
 async fn cancel(

@@ -84,9 +84,32 @@ pub fn document() -> Value {
             "/tasks/{id}": {
                 "get": {
                     "operationId": "getTask",
-                    "summary": "One task with its run history",
+                    "summary": "One task with its latest runs",
+                    "description": format!("The task with its latest {n} runs in `runs` (oldest first), `runs_total` (how many runs it has, counted up to {cap}: with `runs_total_exact` false it has more than `runs_total`) and `runs_next_cursor`: pass it as `cursor` to `GET /tasks/{{id}}/runs` for the older runs (null when `runs` holds them all). A task recurring every minute keeps half a million runs; `GET /tasks/{{id}}/gaps` compares all of them with its schedule.", n = party::policy::RECENT_RUNS, cap = party::policy::RUNS_COUNTED),
                     "parameters": [id],
-                    "responses": {"200": task("The task"), "400": error, "401": error, "404": error}
+                    "responses": {"200": {"description": "The task", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/TaskWithRuns"}}}}, "400": error, "401": error, "404": error}
+                }
+            },
+            "/tasks/{id}/runs": {
+                "get": {
+                    "operationId": "taskRuns",
+                    "summary": "A task's runs, newest first, a page at a time",
+                    "parameters": [
+                        id,
+                        {"name": "cursor", "in": "query", "description": "The `next_cursor` of the previous page, or the task's `runs_next_cursor`; without it, the page starts at the latest run. Following `next_cursor` until it is null reads every run once, even while new runs are recorded.", "schema": {"type": "string"}},
+                        {"name": "limit", "in": "query", "description": "The most runs the page holds.", "schema": {"type": "integer", "minimum": 1, "maximum": party::policy::RUNS_PAGE_MAX, "default": party::policy::RECENT_RUNS}}
+                    ],
+                    "responses": {
+                        "200": {"description": "One page", "content": {"application/json": {"schema": {
+                            "type": "object", "required": ["runs", "next_cursor", "runs_total", "runs_total_exact"],
+                            "properties": {
+                                "runs": {"type": "array", "items": {"$ref": "#/components/schemas/Run"}, "description": "Newest first"},
+                                "next_cursor": {"type": "string", "nullable": true, "description": "Where the older runs continue; null on the page with the oldest run"},
+                                "runs_total": {"type": "integer", "description": format!("How many runs the task has, counted up to {}", party::policy::RUNS_COUNTED)},
+                                "runs_total_exact": {"type": "boolean", "description": "False: the task has more than `runs_total` runs"}
+                            }}}}},
+                        "400": error, "401": error, "404": error
+                    }
                 }
             },
             "/tasks/{id}/cancel": {
@@ -230,6 +253,10 @@ pub fn document() -> Value {
                     "unique_key": {"type": "string", "nullable": true},
                     "cancel_requested": {"type": "boolean", "description": "Cancelled while running: its worker is stopping it"},
                     "runs": {"type": "array", "items": {"$ref": "#/components/schemas/Run"}, "description": "Left out of listings"}}},
+                "TaskWithRuns": {"allOf": [{"$ref": "#/components/schemas/Task"}, {"type": "object", "required": ["runs_total", "runs_total_exact", "runs_next_cursor"], "properties": {
+                    "runs_total": {"type": "integer", "description": "How many runs the task has, counted up to a cap"},
+                    "runs_total_exact": {"type": "boolean", "description": "False: the task has more than `runs_total` runs"},
+                    "runs_next_cursor": {"type": "string", "nullable": true, "description": "The `cursor` of `GET /tasks/{id}/runs` for the runs older than `runs`; null when `runs` holds every run"}}}]},
                 "Gaps": {"type": "object", "properties": {
                     "expected": {"type": "integer"}, "truncated": {"type": "boolean"},
                     "missing": {"type": "array", "items": {"type": "string"}},

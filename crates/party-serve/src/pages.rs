@@ -13,7 +13,7 @@ use axum::routing::{get, post};
 use jiff::{SignedDuration, Timestamp};
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 use party::recurrence::{Recurrence, format_duration};
-use party::{State as TaskState, TaskError, TaskId, TaskInfo, format_time};
+use party::{State as TaskState, TaskError, TaskId, TaskInfo, format_time, policy};
 use serde::Deserialize;
 
 use crate::Shared;
@@ -430,31 +430,40 @@ async fn detail(State(app): State<Shared>, headers: HeaderMap, Path(id): Path<St
     let Some(c) = caller(&app, &headers) else {
         return to_login();
     };
+    // The latest runs only, read once: the runs table, the ledger and the coming occurrences
+    // all come from this one bounded read, however long the task's history.
     let task = match id.parse::<TaskId>() {
-        Ok(id) => app.party.get(id).await,
+        Ok(id) => app.party.get_recent(id, policy::RECENT_RUNS).await,
         Err(e) => Err(e),
     };
-    let t = match task {
+    let recent = match task {
         Ok(t) => t,
         Err(e) => return PageError::from(e).into_response(),
     };
+    let t = &recent.task;
     let now = app.party.clock().now();
     let rule = t
         .rule
         .as_ref()
         .and_then(|r| Recurrence::from_json(&r.to_string()).ok());
     let upcoming = match &rule {
-        Some(_) => app
-            .party
-            .next_occurrences(t.id, 12)
-            .await
-            .unwrap_or_default(),
+        Some(_) => app.party.next_occurrences_of(t, 12).unwrap_or_default(),
         None => Vec::new(),
     };
     let ledger = match &rule {
-        Some(_) => app.party.gaps(t.id).await.ok().map(|g| ledger(&t, &g)),
+        Some(_) => app.party.recent_gaps(&recent).ok().map(|g| ledger(t, &g)),
         None => None,
     };
+    let older = recent.older.map(|c| {
+        format!(
+            "Showing the latest {} of {} runs. Older runs: GET /api/v1/tasks/{}/runs?cursor={c}; \
+             every occurrence compared with the schedule: party gaps {}",
+            t.runs.len(),
+            recent.total,
+            t.id,
+            t.id
+        )
+    });
     let calendar = rule.as_ref().map(|r| calendar(r, &upcoming));
     let mut data = t.data.clone();
     app.redact.data(&t.handler, &mut data);
@@ -487,7 +496,12 @@ async fn detail(State(app): State<Shared>, headers: HeaderMap, Path(id): Path<St
         }
         @if let Some((rows, truncated)) = ledger {
             h2 id="occurrences" { "Occurrence ledger" }
-            p.muted { "Each expected occurrence beside what ran for it: missed, late, doubled or unexpected ones are flagged." @if truncated { " Only the earliest expected occurrences were compared." } }
+            p.muted {
+                "Each expected occurrence beside what ran for it: missed, late, doubled or unexpected ones are flagged."
+                @if !recent.is_complete() { " Only the occurrences since the oldest run shown are compared (its earlier attempts may be older)." }
+                @if truncated { " Only the latest expected occurrences were compared." }
+                @if !recent.is_complete() || truncated { " Older history: party gaps " (t.id) " or GET /api/v1/tasks/" (t.id) "/gaps, and GET /api/v1/tasks/" (t.id) "/runs." }
+            }
             @if rows.is_empty() { p.muted { "No occurrence was due yet." } } @else {
                 table id="ledger" {
                     tr { th { "Occurrence" } th { "Runs" } th { "Verdict" } }
@@ -521,6 +535,7 @@ async fn detail(State(app): State<Shared>, headers: HeaderMap, Path(id): Path<St
             }
         }
         h2 { "Runs" }
+        @if let Some(older) = &older { p.muted id="runs-shown" { (older) } }
         @if t.runs.is_empty() {
             p.muted { "No attempt yet." }
         } @else {

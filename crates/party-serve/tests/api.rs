@@ -86,7 +86,16 @@ async fn tasks_are_added_shown_and_steered_as_the_cli_does(b: Backend) {
     assert_eq!(created["state"], "scheduled");
     let shown = s.api("GET", &format!("/api/v1/tasks/{id}"), None).await;
     assert_eq!(shown.status, 200);
-    assert_eq!(shown.json(), serde_json::to_value(&stored).unwrap());
+    // The task with its latest runs, how many it has and where the older ones are.
+    let recent = s
+        .party
+        .get_recent(id, party::policy::RECENT_RUNS)
+        .await
+        .unwrap();
+    assert_eq!(recent.task, stored);
+    assert_eq!(shown.json(), recent.to_json());
+    assert_eq!(shown.json()["runs_total"], 0);
+    assert_eq!(shown.json()["runs_next_cursor"], Value::Null);
     // The listing leaves out runs, as `list --json` does.
     let listed = s.api("GET", "/api/v1/tasks", None).await.json();
     assert_eq!(listed["tasks"], json!([stored.listing_json()]));
@@ -619,7 +628,7 @@ async fn every_route_matches_the_openapi_document(b: Backend) {
             operations += 1;
         }
     }
-    assert_eq!(operations, 14);
+    assert_eq!(operations, 15);
     // No route answers that the document leaves out.
     for (method, path) in [
         ("DELETE", format!("/api/v1/tasks/{id}")),
@@ -634,6 +643,112 @@ async fn every_route_matches_the_openapi_document(b: Backend) {
             r.status
         );
     }
+}
+
+/// A task with thousands of runs: `GET /tasks/{id}` holds its latest `RECENT_RUNS` (oldest
+/// first), how many it has and a cursor; `GET /tasks/{id}/runs` pages back from there, newest
+/// first, and reaches the oldest run with every run read exactly once. A bad cursor or limit
+/// is a 400 that says what to pass.
+async fn a_long_history_is_read_a_page_of_runs_at_a_time(b: Backend) {
+    use party::jiff::{SignedDuration, Timestamp};
+    use party::policy::RECENT_RUNS;
+    let Some(s) = Server::start(b).await else {
+        return;
+    };
+    let start: Timestamp = "2027-01-01T00:00:00Z".parse().unwrap();
+    let every = SignedDuration::from_mins(1);
+    let n: i64 = 2_500;
+    let id = s
+        .party
+        .add(
+            party::NewTask::new("noop")
+                .recurrence(party::recurrence::Recurrence::every(every).unwrap())
+                .at(start + every * (n as i32)),
+        )
+        .await
+        .unwrap();
+    support::write_runs(
+        &s,
+        id,
+        start,
+        every,
+        (0..n).map(|k| (k, party::Outcome::Succeeded)),
+    )
+    .await;
+    let at = |k: i64| start + every * (k as i32);
+    let times = |runs: &Value| -> Vec<Timestamp> {
+        runs.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["timestamp"].as_str().unwrap().parse().unwrap())
+            .collect()
+    };
+
+    let r = s.api("GET", &format!("/api/v1/tasks/{id}"), None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let task = r.json();
+    let latest: Vec<Timestamp> = (n - i64::from(RECENT_RUNS)..n).map(at).collect();
+    assert_eq!(
+        times(&task["runs"]),
+        latest,
+        "the latest runs, oldest first"
+    );
+    assert_eq!(task["runs_total"], json!(n));
+    assert_eq!(task["runs_total_exact"], json!(true));
+    let mut cursor = task["runs_next_cursor"].as_str().unwrap().to_string();
+
+    // Page back from there, newest first, to the oldest run.
+    let mut seen: Vec<Timestamp> = latest.iter().rev().copied().collect();
+    let mut pages = 0;
+    loop {
+        let r = s
+            .api(
+                "GET",
+                &format!("/api/v1/tasks/{id}/runs?cursor={cursor}&limit=1000"),
+                None,
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        let page = r.json();
+        pages += 1;
+        assert_eq!(page["runs_total"], json!(n));
+        seen.extend(times(&page["runs"]));
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = c.to_string(),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    let every_run: Vec<Timestamp> = (0..n).rev().map(at).collect();
+    assert_eq!(seen, every_run, "every run once, newest first");
+    // Without a cursor: the latest, newest first, `RECENT_RUNS` unless told otherwise.
+    let r = s
+        .api("GET", &format!("/api/v1/tasks/{id}/runs"), None)
+        .await;
+    assert_eq!(times(&r.json()["runs"]), every_run[..RECENT_RUNS as usize]);
+    let r = s
+        .api("GET", &format!("/api/v1/tasks/{id}/runs?limit=3"), None)
+        .await;
+    assert_eq!(times(&r.json()["runs"]), every_run[..3]);
+
+    for (query, says) in [
+        ("limit=0", "at least 1"),
+        ("limit=1001", "the maximum is 1000"),
+        ("cursor=abc", "is not a runs cursor"),
+        ("cursor=-5", "is not a runs cursor"),
+        ("page=2", "page"),
+    ] {
+        let r = s
+            .api("GET", &format!("/api/v1/tasks/{id}/runs?{query}"), None)
+            .await;
+        assert_eq!(r.status, 400, "{query}: {}", r.body);
+        assert!(r.body.contains(says), "{query}: {}", r.body);
+    }
+    let unknown = TaskId::generate(start);
+    let r = s
+        .api("GET", &format!("/api/v1/tasks/{unknown}/runs"), None)
+        .await;
+    assert_eq!(r.status, 404, "{}", r.body);
 }
 
 /// `data.FIELD=VALUE` (or `data=FIELD=VALUE`) narrows the listing and pages keep it; a bad
@@ -886,5 +1001,6 @@ on_every_backend!(
     pages_of_large_tasks_stop_at_the_byte_budget_and_page_on,
     redacted_fields_never_leave_the_server,
     every_route_matches_the_openapi_document,
+    a_long_history_is_read_a_page_of_runs_at_a_time,
     queues_are_paused_limited_and_listed_as_the_cli_does,
 );

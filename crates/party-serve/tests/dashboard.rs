@@ -6,7 +6,7 @@ mod support;
 
 use party::{NewTask, State, TaskId};
 use serde_json::json;
-use support::{Backend, Server, TOKEN, on_every_backend};
+use support::{Backend, Server, TOKEN, on_every_backend, write_runs};
 
 /// Log in through the form; returns the `Cookie` header to send.
 async fn login(s: &Server) -> String {
@@ -744,41 +744,94 @@ async fn metrics_tell_each_handlers_schedules_last_success_and_missed_occurrence
     assert!(!body.contains("secret"), "no data in a label");
 }
 
-/// Run rows of `task`, one per occurrence `start + k·every` for each `k` with an outcome,
-/// written through the store's copy path a batch at a time: a long history in moments.
-async fn write_runs(
-    s: &Server,
-    task: TaskId,
-    start: party::jiff::Timestamp,
-    every: party::jiff::SignedDuration,
-    outcomes: impl Iterator<Item = (i64, party::Outcome)>,
-) {
-    use party::store::{CopyRows, RunRecord, RunRow};
-    let rows: Vec<RunRow> = outcomes
-        .map(|(k, outcome)| {
-            let timestamp = start + every * (k as i32);
-            RunRow {
-                position: k,
-                task_id: task,
-                run: RunRecord {
-                    attempt: 1,
-                    timestamp,
-                    started_at: timestamp + party::jiff::SignedDuration::from_secs(1),
-                    finished_at: timestamp + party::jiff::SignedDuration::from_secs(30),
-                    outcome: outcome.as_str().to_string(),
-                    error: (outcome != party::Outcome::Succeeded).then(|| "boom".to_string()),
-                    worker: "w1".to_string(),
-                },
-            }
-        })
+/// A schedule every 15 minutes with 40 days of runs (thousands of rows): its page shows the
+/// latest `RECENT_RUNS` only, newest first, says how many it has and where the older ones and
+/// the whole comparison are; its ledger, from those runs, flags a miss and a failure among
+/// them and nothing older.
+async fn a_long_schedules_page_shows_its_latest_runs_and_their_ledger(b: Backend) {
+    use party::Outcome;
+    use party::jiff::{SignedDuration, Timestamp};
+    use party::policy::RECENT_RUNS;
+    use party::recurrence::Recurrence;
+    let start: Timestamp = "2027-01-01T00:00:00Z".parse().unwrap();
+    let every = SignedDuration::from_mins(15);
+    let n: i64 = 40 * 96;
+    let pending = start + every * (n as i32);
+    let clock = std::sync::Arc::new(party::ManualClock::new(start));
+    let Some(s) = Server::start_clocked(b, clock.clone()).await else {
+        return;
+    };
+    let id = s
+        .party
+        .add(
+            NewTask::new("noop")
+                .recurrence(Recurrence::every(every).unwrap())
+                .at(pending),
+        )
+        .await
+        .unwrap();
+    // Missed long ago and among the latest runs; one of the latest failed.
+    let (missed_old, missed, failed) = (100, n - 10, n - 5);
+    write_runs(
+        &s,
+        id,
+        start,
+        every,
+        (0..n)
+            .filter(|k| ![missed_old, missed].contains(k))
+            .map(|k| {
+                let outcome = if k == failed {
+                    Outcome::Failed
+                } else {
+                    Outcome::Succeeded
+                };
+                (k, outcome)
+            }),
+    )
+    .await;
+    clock.set(pending - SignedDuration::from_mins(1));
+    let at = |k: i64| party::format_time(start + every * (k as i32));
+    let shown: Vec<i64> = (0..n)
+        .rev()
+        .filter(|k| ![missed_old, missed].contains(k))
+        .take(RECENT_RUNS as usize)
         .collect();
-    for batch in rows.chunks(party::policy::COPY_BATCH as usize) {
-        s.party
-            .store()
-            .copy_write(CopyRows::Runs(batch.to_vec()))
-            .await
-            .unwrap();
-    }
+
+    let cookie = login(&s).await;
+    let page = s
+        .raw("GET", &format!("/tasks/{id}"), &[("Cookie", &cookie)], None)
+        .await
+        .body;
+    assert!(
+        page.contains(&format!(
+            "Showing the latest {RECENT_RUNS} of {} runs",
+            n - 2
+        )),
+        "{page}"
+    );
+    assert!(
+        page.contains(&format!("/api/v1/tasks/{id}/runs?cursor=")),
+        "{page}"
+    );
+    assert!(page.contains(&format!("party gaps {id}")), "{page}");
+    let runs = &page[page.find("id=\"runs\"").expect("a runs table")..];
+    let runs = &runs[..runs.find("</table>").unwrap()];
+    assert_eq!(runs.matches("<tr>").count(), 1 + RECENT_RUNS as usize);
+    assert!(
+        runs.find(&at(shown[0])) < runs.find(&at(shown[1])),
+        "newest first"
+    );
+    assert!(runs.contains(&at(*shown.last().unwrap())));
+    // The run before the oldest shown is nowhere on the page.
+    let next_older = shown.last().unwrap() - 1;
+    assert!(!page.contains(&at(next_older)), "{}", at(next_older));
+    let ledger = &page[page.find("id=\"ledger\"").expect("a ledger")..];
+    let ledger = &ledger[..ledger.find("</table>").unwrap()];
+    assert_eq!(ledger.matches(">missed<").count(), 1, "{ledger}");
+    assert!(ledger.contains(&at(missed)));
+    assert_eq!(ledger.matches(">failed<").count(), 1, "{ledger}");
+    assert!(!ledger.contains(&at(missed_old)));
+    assert!(page.contains("Only the occurrences since the oldest run shown"));
 }
 
 /// A schedule every 15 minutes with 40 days of runs: the metrics count the occurrences missed
@@ -1312,6 +1365,7 @@ on_every_backend!(
     a_bulk_count_stops_at_its_limit_and_the_action_touches_every_match,
     metrics_tell_each_handlers_schedules_last_success_and_missed_occurrences,
     metrics_of_a_long_schedule_count_misses_within_the_window_only,
+    a_long_schedules_page_shows_its_latest_runs_and_their_ledger,
     the_recurring_page_lists_every_live_schedule,
     the_tasks_page_filters_on_a_data_field_and_counts_before_a_bulk_action,
     the_add_form_previews_a_rule_then_adds_with_the_apis_checks,

@@ -5,13 +5,14 @@ use std::sync::Arc;
 
 use crate::clock::{Clock, SystemClock};
 use crate::model::{
-    HandlerCount, ListFilter, MatchCount, NewTask, Outcome, State, Stats, SteerFilter, StuckTask,
-    TaskInfo, TaskPage,
+    HandlerCount, ListFilter, MatchCount, NewTask, Outcome, RecentTask, RunCursor, RunPage, State,
+    Stats, SteerFilter, StuckTask, TaskInfo, TaskPage,
 };
 use crate::queues::{QueueInfo, QueueLimits};
 use crate::recurrence::{self, GapReport, Recurrence, ScheduleHealth};
 use crate::store::{
-    InsertTask, StatsParams, Steer, SteerMany, Store, StoreStats, SuccessParams, Successes,
+    InsertTask, RunsParams, StatsParams, Steer, SteerMany, Store, StoreStats, SuccessParams,
+    Successes,
 };
 use crate::task::Registry;
 use crate::worker::{Worker, WorkerConfig};
@@ -297,13 +298,78 @@ impl Party {
         Ok(store.task_insert_in(tx, vec![row]).await?[0])
     }
 
-    /// One task with its run history.
+    /// One task with its whole run history: every attempt, oldest first. A task recurring
+    /// every minute keeps half a million runs for as long as retention keeps them
+    /// (docs/RETENTION.md), and this reads them all; to show a task, read its latest runs
+    /// with [`Party::get_recent`] and older ones a page at a time with [`Party::runs_page`].
     ///
     /// # Errors
     /// [`TaskError::NotFound`] when no task has this id.
     pub async fn get(&self, id: TaskId) -> Result<TaskInfo, TaskError> {
         self.store
             .task_get(id)
+            .await?
+            .ok_or(TaskError::NotFound(id))
+    }
+
+    /// One task with its latest `n` runs only (oldest first in [`RecentTask::task`]`.runs`, as
+    /// [`Party::get`] has them), how many runs it has (counted up to
+    /// [`policy::RUNS_COUNTED`]), and where the older ones continue ([`Party::runs_page`]). A
+    /// bounded read however long its history: what the dashboard's task page,
+    /// `GET /api/v1/tasks/{id}` and `party show` read, with `n` = [`policy::RECENT_RUNS`].
+    ///
+    /// # Errors
+    /// [`TaskError::NotFound`] when no task has this id.
+    pub async fn get_recent(&self, id: TaskId, n: u32) -> Result<RecentTask, TaskError> {
+        let (mut task, page) = self.read_runs(id, None, n).await?;
+        let mut runs = page.runs;
+        runs.reverse();
+        task.runs = runs;
+        Ok(RecentTask {
+            task,
+            total: page.total,
+            older: page.older,
+        })
+    }
+
+    /// One page of a task's runs, newest first: at most `limit` of them (1 to
+    /// [`policy::RUNS_PAGE_MAX`]), from the latest, or recorded before `before` (the
+    /// [`RunPage::older`] of the page before, or [`RecentTask::older`]). Paging on until
+    /// `older` is `None` reads every run exactly once, even while new runs are recorded (they
+    /// come after the first page). A bounded read however long its history.
+    ///
+    /// # Errors
+    /// [`TaskError::Invalid`] for a limit out of range; [`TaskError::NotFound`].
+    pub async fn runs_page(
+        &self,
+        id: TaskId,
+        before: Option<RunCursor>,
+        limit: u32,
+    ) -> Result<RunPage, TaskError> {
+        if !(1..=policy::RUNS_PAGE_MAX).contains(&limit) {
+            return Err(TaskError::invalid(format!(
+                "a page of runs holds 1 to {} runs, not {limit}; read more a page at a time, \
+                 each after the cursor of the one before",
+                policy::RUNS_PAGE_MAX
+            )));
+        }
+        Ok(self.read_runs(id, before, limit).await?.1)
+    }
+
+    /// The task (its `runs` empty) and a page of its runs.
+    async fn read_runs(
+        &self,
+        id: TaskId,
+        before: Option<RunCursor>,
+        limit: u32,
+    ) -> Result<(TaskInfo, RunPage), TaskError> {
+        self.store
+            .task_runs(RunsParams {
+                id,
+                before,
+                limit,
+                count_at_most: policy::RUNS_COUNTED,
+            })
             .await?
             .ok_or(TaskError::NotFound(id))
     }
@@ -638,7 +704,22 @@ impl Party {
         id: TaskId,
         count: usize,
     ) -> Result<Vec<Timestamp>, TaskError> {
-        let (task, rule) = self.task_with_rule(id).await?;
+        // The task alone: its runs are not needed.
+        let task = self.get_recent(id, 0).await?.task;
+        self.next_occurrences_of(&task, count)
+    }
+
+    /// [`Party::next_occurrences`] of a task already read (its runs are not needed), so a
+    /// caller that also shows the task reads it once.
+    ///
+    /// # Errors
+    /// [`TaskError::Invalid`] when the task has no stored rule.
+    pub fn next_occurrences_of(
+        &self,
+        task: &TaskInfo,
+        count: usize,
+    ) -> Result<Vec<Timestamp>, TaskError> {
+        let rule = rule_of(task)?;
         if count == 0 {
             return Ok(Vec::new());
         }
@@ -681,18 +762,7 @@ impl Party {
             .chain([task.timestamp])
             .min()
             .unwrap_or(task.timestamp);
-        let live = matches!(
-            task.state,
-            State::Scheduled | State::Running | State::Retrying
-        );
-        // A live task: up to its pending occurrence. A cancelled one: up to its cancel (a
-        // person stopped the schedule; it expects nothing after). A dead or done one: up to now
-        // (a schedule that died still owes what came due since, until someone retries it).
-        let until = match (live, task.state, task.finished_at) {
-            (true, ..) => task.timestamp - jiff::SignedDuration::from_micros(1),
-            (false, State::Cancelled, Some(at)) => at,
-            _ => self.clock.now(),
-        };
+        let (_, until) = self.compared_until(task);
         let ran_for: Vec<Timestamp> = task
             .runs
             .iter()
@@ -700,6 +770,92 @@ impl Party {
             .map(|r| r.timestamp)
             .collect();
         Ok(recurrence::gaps(&rule, first, until, &ran_for))
+    }
+
+    /// Whether `task` is live, and the last instant its expected occurrences are compared up
+    /// to. A live task: up to its pending occurrence. A cancelled one: up to its cancel (a
+    /// person stopped the schedule; it expects nothing after). A dead or done one: up to now
+    /// (a schedule that died still owes what came due since, until someone retries it).
+    fn compared_until(&self, task: &TaskInfo) -> (bool, Timestamp) {
+        let live = matches!(
+            task.state,
+            State::Scheduled | State::Running | State::Retrying
+        );
+        let until = match (live, task.state, task.finished_at) {
+            (true, ..) => task.timestamp - jiff::SignedDuration::from_micros(1),
+            (false, State::Cancelled, Some(at)) => at,
+            _ => self.clock.now(),
+        };
+        (live, until)
+    }
+
+    /// [`Party::gaps`] within the runs a [`Party::get_recent`] read: the occurrences the
+    /// task's rule expected from the oldest of those runs (from its first occurrence when
+    /// they are all of its runs) up to where [`Party::gaps`] stops, at most
+    /// [`policy::RECENT_OCCURRENCES_COMPARED`] of them (the latest; `truncated` then says
+    /// older ones were left out), compared with those runs. Reads nothing: what the
+    /// dashboard's task page shows beside the latest runs. An occurrence whose earlier runs are
+    /// older than those read shows only the runs read; [`Party::gaps`] compares the whole
+    /// history.
+    ///
+    /// # Errors
+    /// [`TaskError::Invalid`] when the task has no stored rule.
+    pub fn recent_gaps(&self, recent: &RecentTask) -> Result<GapReport, TaskError> {
+        let task = &recent.task;
+        let rule = rule_of(task)?;
+        let oldest_run = task.runs.iter().map(|r| r.timestamp).min();
+        // All of its runs: from its first occurrence, as `gaps` counts it.
+        let first = recent
+            .is_complete()
+            .then(|| oldest_run.map_or(task.timestamp, |r| r.min(task.timestamp)));
+        let from = first.or(oldest_run).unwrap_or(task.timestamp);
+        let (live, until) = self.compared_until(task);
+        // The occurrences before the first one after `until`, on the schedule's own grid.
+        let after = if live {
+            Some(task.timestamp)
+        } else {
+            rule.upcoming_after(task.timestamp, until, 1)
+                .first()
+                .copied()
+        };
+        let cap = policy::RECENT_OCCURRENCES_COMPARED;
+        let mut expected = match after {
+            Some(after) => rule.occurrences_before(after, from, cap + 1),
+            None => Vec::new(),
+        };
+        expected.retain(|t| *t <= until);
+        // A first occurrence off the rule's grid (a task added `at` another time) counts, as in
+        // `gaps`.
+        if let Some(first) = first.filter(|f| *f <= until && !expected.contains(f)) {
+            expected.insert(0, first);
+        }
+        let truncated = expected.len() > cap;
+        if truncated {
+            expected.drain(..expected.len() - cap);
+        }
+        let start = if truncated { expected[0] } else { from };
+        let mut ran: std::collections::BTreeMap<Timestamp, usize> = Default::default();
+        for r in &task.runs {
+            if r.outcome == Outcome::Succeeded && r.timestamp >= start && r.timestamp <= until {
+                *ran.entry(r.timestamp).or_default() += 1;
+            }
+        }
+        let mut report = GapReport {
+            expected: expected.len(),
+            truncated,
+            ..GapReport::default()
+        };
+        for ts in &expected {
+            match ran.remove(ts) {
+                None => report.missing.push(*ts),
+                Some(1) => {}
+                Some(n) => report.doubled.push((*ts, n)),
+            }
+        }
+        for (ts, n) in ran {
+            report.unexpected.extend(std::iter::repeat_n(ts, n));
+        }
+        Ok(report)
     }
 
     /// The recent health of live recurring tasks as listed ([`Party::list`]; their runs are
@@ -746,12 +902,6 @@ impl Party {
             .zip(read)
             .map(|((expected, (_, since)), s)| health(expected, *since, limit, s))
             .collect())
-    }
-
-    async fn task_with_rule(&self, id: TaskId) -> Result<(TaskInfo, Recurrence), TaskError> {
-        let task = self.get(id).await?;
-        let rule = rule_of(&task)?;
-        Ok((task, rule))
     }
 
     /// A worker that runs this registry's handlers.

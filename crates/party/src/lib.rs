@@ -76,8 +76,8 @@ pub use id::TaskId;
 pub use jiff;
 pub use model::{
     DEFAULT_MAX_ATTEMPTS, DEFAULT_QUEUE, DataMatch, HandlerCount, ListCursor, ListFilter,
-    MatchCount, NewTask, Outcome, Run, State, Stats, SteerFilter, StuckTask, TaskInfo, TaskPage,
-    WorkerInfo,
+    MatchCount, NewTask, Outcome, RecentTask, Run, RunCount, RunCursor, RunPage, State, Stats,
+    SteerFilter, StuckTask, TaskInfo, TaskPage, WorkerInfo,
 };
 pub use queues::{QueueControl, QueueInfo, QueueLimits, Rate};
 pub use serde_json;

@@ -452,6 +452,122 @@ impl TaskInfo {
     }
 }
 
+/// Where a page of a task's runs continues: with the runs recorded before this one (pages go
+/// newest first). Written as text (a whole number: the run's place in its store) for APIs;
+/// parse it with [`crate::validate::run_cursor`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunCursor {
+    /// The last run seen: its position among the store's runs (SQLite's rowid, PostgreSQL's
+    /// `seq`; the run a finished task's history row keeps comes after every row).
+    pub position: i64,
+}
+
+impl fmt::Display for RunCursor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.position)
+    }
+}
+
+impl FromStr for RunCursor {
+    type Err = TaskError;
+
+    fn from_str(s: &str) -> Result<RunCursor, TaskError> {
+        crate::validate::run_cursor(s)
+    }
+}
+
+/// How many runs a task has, counted up to [`crate::policy::RUNS_COUNTED`]: a task recurring
+/// every minute keeps half a million, and a count of them all would read them all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunCount {
+    /// Exactly this many.
+    Exact(u64),
+    /// More than this many ([`crate::policy::RUNS_COUNTED`]).
+    MoreThan(u64),
+}
+
+impl RunCount {
+    /// The count of `counted` runs, where a store counted at most `at_most + 1`.
+    pub fn of(counted: u64, at_most: u64) -> RunCount {
+        if counted > at_most {
+            RunCount::MoreThan(at_most)
+        } else {
+            RunCount::Exact(counted)
+        }
+    }
+
+    /// The number: every run, or the count's cap.
+    pub fn number(self) -> u64 {
+        match self {
+            RunCount::Exact(n) | RunCount::MoreThan(n) => n,
+        }
+    }
+
+    /// Whether the number is every run.
+    pub fn is_exact(self) -> bool {
+        matches!(self, RunCount::Exact(_))
+    }
+}
+
+impl fmt::Display for RunCount {
+    /// `3840` or `more than 10000`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RunCount::Exact(n) => write!(f, "{n}"),
+            RunCount::MoreThan(n) => write!(f, "more than {n}"),
+        }
+    }
+}
+
+/// One page of a task's runs ([`crate::Party::runs_page`]): a bounded read however long its
+/// history.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunPage {
+    /// The runs, newest first.
+    pub runs: Vec<Run>,
+    /// Where the next (older) page continues; `None` when the oldest run is on this page.
+    pub older: Option<RunCursor>,
+    /// How many runs the task has in all.
+    pub total: RunCount,
+}
+
+/// A task with its latest runs only ([`crate::Party::get_recent`]): what the dashboard's task
+/// page, `GET /api/v1/tasks/{id}` and `party show` read, a bounded read however long its
+/// history.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecentTask {
+    /// The task; its `runs` are the latest ones only, oldest first.
+    pub task: TaskInfo,
+    /// How many runs the task has in all.
+    pub total: RunCount,
+    /// Where the runs older than those in `task.runs` continue ([`crate::Party::runs_page`]);
+    /// `None` when `task.runs` holds every run.
+    pub older: Option<RunCursor>,
+}
+
+impl RecentTask {
+    /// Whether `task.runs` holds every run of the task.
+    pub fn is_complete(&self) -> bool {
+        self.older.is_none()
+    }
+
+    /// The task as JSON: [`TaskInfo`]'s fields (its `runs` the latest only, oldest first),
+    /// with `runs_total` (every run, or the count's cap), `runs_total_exact` (false: more than
+    /// `runs_total`) and `runs_next_cursor` (where the older runs continue, or null).
+    pub fn to_json(&self) -> Value {
+        let mut v = serde_json::to_value(&self.task).unwrap_or(Value::Null);
+        if let Some(o) = v.as_object_mut() {
+            o.insert("runs_total".into(), self.total.number().into());
+            o.insert("runs_total_exact".into(), self.total.is_exact().into());
+            o.insert(
+                "runs_next_cursor".into(),
+                self.older.map(|c| c.to_string()).into(),
+            );
+        }
+        v
+    }
+}
+
 /// Which tasks a bulk cancel or retry acts on ([`crate::Party::cancel_matching`],
 /// [`crate::Party::retry_matching`]). At least one field must be set: acting on every task is
 /// refused.

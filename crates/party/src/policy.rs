@@ -36,6 +36,27 @@ pub const WAKEUP_ANSWER: std::time::Duration = std::time::Duration::from_secs(10
 /// Tasks a listing returns when the caller gives no limit.
 pub const DEFAULT_LIST_LIMIT: u32 = 100;
 
+/// Runs of a task read by the dashboard's task page, `GET /api/v1/tasks/{id}` and `party show`
+/// (the latest ones, [`crate::Party::get_recent`]), and by a page of
+/// `GET /api/v1/tasks/{id}/runs` when it names no limit: a task recurring every minute keeps
+/// half a million runs for the billing audit, and each of those reads costs the same however
+/// many it keeps. Older runs come a page at a time ([`crate::Party::runs_page`]); `party gaps`
+/// and [`crate::Party::get`] still read every one.
+pub const RECENT_RUNS: u32 = 100;
+
+/// The most runs one page of a task's runs holds ([`crate::Party::runs_page`]):
+/// `GET /api/v1/tasks/{id}/runs?limit=` takes 1 to this many.
+pub const RUNS_PAGE_MAX: u32 = 1_000;
+
+/// The most runs of a task counted for "N runs" beside its latest ones: past it a person is
+/// told "more than 10000", and the count reads no more index entries than this.
+pub const RUNS_COUNTED: u64 = 10_000;
+
+/// The most expected occurrences the dashboard's task page compares with the latest runs
+/// ([`crate::Party::recent_gaps`]): the latest ones, from the oldest run read. A schedule
+/// that has not run for months expects many more; `party gaps` compares all of them.
+pub const RECENT_OCCURRENCES_COMPARED: usize = 1_000;
+
 /// The most tasks a count before a bulk action counts ([`crate::Party::count_cancellable`]):
 /// past it a person is told "more than 1,000", and the count costs no more than this many.
 pub const BULK_COUNTED: u64 = 1_000;

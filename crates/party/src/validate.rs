@@ -20,6 +20,7 @@
 //! | redacted data fields | `data.FIELD[.FIELD...]`, each field a name of at most [`MAX_NAME_BYTES`] bytes |
 //! | data filter (`data.FIELD=VALUE`) | a field of 1 to [`MAX_NAME_BYTES`] bytes of letters, digits, `_` and `-`; a value of at most [`MAX_TEXT_BYTES`] bytes without control characters |
 //! | list cursor | as written by [`crate::ListCursor`]'s `Display` |
+//! | a page of a task's runs | 1 to [`crate::policy::RUNS_PAGE_MAX`] runs; its cursor as written by [`crate::RunCursor`]'s `Display` |
 //! | worker concurrency, prefetch | 1 to [`MAX_CONCURRENCY`], 0 to [`MAX_PREFETCH`] |
 //! | shutdown grace | 0s to [`MAX_GRACE`] |
 //! | a worker's lease (library) | [`MIN_WORKER_LEASE`] to [`MAX_WORKER_LEASE`] (`party worker --lease`: 1s to 1h) |
@@ -777,6 +778,31 @@ pub fn list_cursor(s: &str) -> Result<crate::ListCursor, TaskError> {
     let due_at = Timestamp::from_microsecond(micros).map_err(|_| bad())?;
     let id = id.parse().map_err(|_| bad())?;
     Ok(crate::ListCursor { due_at, id })
+}
+
+/// A page of a task's runs given as text (`GET /api/v1/tasks/{id}/runs?limit=`): 1 to
+/// [`crate::policy::RUNS_PAGE_MAX`].
+pub fn runs_limit(s: &str, example: &str) -> Result<u32, TaskError> {
+    whole_number(
+        s,
+        "the limit",
+        1,
+        crate::policy::RUNS_PAGE_MAX.into(),
+        example,
+    )
+    .map(|n| n as u32)
+}
+
+/// A cursor into a task's runs, as written by [`crate::RunCursor`] (a whole number).
+pub fn run_cursor(s: &str) -> Result<crate::RunCursor, TaskError> {
+    match s.parse::<i64>() {
+        Ok(position) if position > 0 && !s.starts_with('+') => Ok(crate::RunCursor { position }),
+        _ => Err(TaskError::invalid(format!(
+            "{} is not a runs cursor: pass the runs_next_cursor or next_cursor of the previous \
+             page as it was given",
+            quote(s)
+        ))),
+    }
 }
 
 /// Max attempts per occurrence: 1 (no retries) to [`MAX_ATTEMPTS`], the same on every backend.

@@ -2,10 +2,10 @@
 
 use jiff::Timestamp;
 use party::recurrence::{Recurrence, Rule};
-use party::{ListFilter, Party, State, TaskError, TaskInfo, format_time};
+use party::{ListFilter, Party, RecentTask, RunCount, State, TaskError, TaskInfo, format_time};
 use serde::Deserialize;
 
-use crate::args::{ListArgs, ShowArgs};
+use crate::args::{ListArgs, RunsShown, ShowArgs};
 use crate::output::{self, or_dash, relative, short_time, table, truncate};
 
 /// List tasks, soonest first. The tasks are read a page at a time ([`Party::list_page`],
@@ -83,15 +83,29 @@ fn row(t: &TaskInfo, now: Timestamp) -> Vec<String> {
     ]
 }
 
-/// Show one task with its run history.
+/// Show one task with its latest runs, or every run (`--runs all`).
 pub(crate) async fn show(party: &Party, args: ShowArgs) -> Result<(), TaskError> {
-    let task = party.get(args.id).await?;
+    let recent = match args
+        .runs
+        .unwrap_or(RunsShown::Latest(party::policy::RECENT_RUNS))
+    {
+        RunsShown::Latest(n) => party.get_recent(args.id, n).await?,
+        RunsShown::All => {
+            let task = party.get(args.id).await?;
+            RecentTask {
+                total: RunCount::Exact(task.runs.len() as u64),
+                task,
+                older: None,
+            }
+        }
+    };
     if args.json {
-        return output::print_json(&task);
+        return output::print_json(&recent.to_json());
     }
+    let task = &recent.task;
     let now = party.clock().now();
     let state = match task.state {
-        State::Scheduled | State::Retrying => format!("{} (due {})", task.state, due(&task, now)),
+        State::Scheduled | State::Retrying => format!("{} (due {})", task.state, due(task, now)),
         State::Running => format!("running on {}", or_dash(task.worker.clone())),
         _ => task.state.to_string(),
     };
@@ -106,7 +120,7 @@ pub(crate) async fn show(party: &Party, args: ShowArgs) -> Result<(), TaskError>
             "attempts",
             format!("{} of {}", task.attempts, task.max_attempts),
         ),
-        ("recurring", recurs(&task)),
+        ("recurring", recurs(task)),
         ("queue", task.queue.clone()),
         ("priority", task.priority.to_string()),
         ("created_at", format_time(task.created_at)),
@@ -147,6 +161,16 @@ pub(crate) async fn show(party: &Party, args: ShowArgs) -> Result<(), TaskError>
                 "ERROR",
             ],
             &rows,
+        ));
+    }
+    if !recent.is_complete() {
+        text.push_str(&format!(
+            "\nshowing the latest {} of {} runs: `party show {} --runs all` lists every run, \
+             `party gaps {}` compares them all with the schedule\n",
+            task.runs.len(),
+            recent.total,
+            task.id,
+            task.id
         ));
     }
     output::print(&text)

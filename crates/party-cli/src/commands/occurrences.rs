@@ -2,7 +2,7 @@
 
 use party::{Party, TaskError, format_time};
 
-use crate::args::{NextArgs, ShowArgs};
+use crate::args::{GapsArgs, NextArgs};
 use crate::output;
 
 /// Print the next occurrences of a task with a stored rule.
@@ -24,7 +24,7 @@ pub(crate) async fn next(party: &Party, args: NextArgs) -> Result<(), TaskError>
 }
 
 /// Print which expected occurrences are missing or doubled in a task's run history.
-pub(crate) async fn gaps(party: &Party, args: ShowArgs) -> Result<(), TaskError> {
+pub(crate) async fn gaps(party: &Party, args: GapsArgs) -> Result<(), TaskError> {
     let report = party.gaps(args.id).await?;
     if args.json {
         return output::print_json(&report);

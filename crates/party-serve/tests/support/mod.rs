@@ -347,3 +347,40 @@ macro_rules! on_every_backend {
 }
 #[allow(unused_imports)]
 pub(crate) use on_every_backend;
+
+/// Run rows of `task`, one per occurrence `start + k·every` for each `k` with an outcome,
+/// written through the store's copy path a batch at a time: a long history in moments.
+pub async fn write_runs(
+    s: &Server,
+    task: party::TaskId,
+    start: party::jiff::Timestamp,
+    every: party::jiff::SignedDuration,
+    outcomes: impl Iterator<Item = (i64, party::Outcome)>,
+) {
+    use party::store::{CopyRows, RunRecord, RunRow};
+    let rows: Vec<RunRow> = outcomes
+        .map(|(k, outcome)| {
+            let timestamp = start + every * (k as i32);
+            RunRow {
+                position: k,
+                task_id: task,
+                run: RunRecord {
+                    attempt: 1,
+                    timestamp,
+                    started_at: timestamp + party::jiff::SignedDuration::from_secs(1),
+                    finished_at: timestamp + party::jiff::SignedDuration::from_secs(30),
+                    outcome: outcome.as_str().to_string(),
+                    error: (outcome != party::Outcome::Succeeded).then(|| "boom".to_string()),
+                    worker: "w1".to_string(),
+                },
+            }
+        })
+        .collect();
+    for batch in rows.chunks(party::policy::COPY_BATCH as usize) {
+        s.party
+            .store()
+            .copy_write(CopyRows::Runs(batch.to_vec()))
+            .await
+            .unwrap();
+    }
+}

@@ -12,7 +12,9 @@ use async_trait::async_trait;
 use jiff::Timestamp;
 use tokio::sync::Notify;
 
-use crate::model::{ListCursor, ListFilter, Outcome, State, TaskInfo, WorkerInfo};
+use crate::model::{
+    ListCursor, ListFilter, Outcome, RunCount, RunCursor, RunPage, State, TaskInfo, WorkerInfo,
+};
 use crate::queues::{QueueControl, QueueLimits};
 use crate::{TaskError, TaskId};
 
@@ -22,7 +24,7 @@ pub mod postgres;
 pub mod sqlite;
 
 /// The schema version this binary writes. Both backends number their migrations alike.
-pub const SCHEMA_VERSION: i64 = 10;
+pub const SCHEMA_VERSION: i64 = 11;
 
 /// A person's operation on a task; its state-conflict message is shared by the backends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -465,6 +467,48 @@ impl Successes {
     }
 }
 
+/// What [`Store::task_runs`] reads: one page of a task's runs, newest first.
+#[derive(Debug, Clone, Copy)]
+pub struct RunsParams {
+    /// The task.
+    pub id: TaskId,
+    /// Only runs recorded before this one (`None`: from the latest).
+    pub before: Option<RunCursor>,
+    /// At most this many runs (decided above the seam: [`crate::policy::RECENT_RUNS`], or a
+    /// page's limit up to [`crate::policy::RUNS_PAGE_MAX`]); 0 reads none, and the page
+    /// then has no `older` cursor.
+    pub limit: u32,
+    /// Count the task's runs up to this many, reading no more index entries than one past
+    /// it ([`crate::policy::RUNS_COUNTED`]).
+    pub count_at_most: u64,
+}
+
+impl RunsParams {
+    /// The page from the runs a store read, newest first, each with its position: at most
+    /// `limit + 1` of them (one more than asked says an older page exists; none when `limit` is
+    /// 0), and `counted` runs
+    /// of the task, at most `count_at_most + 1`.
+    pub(crate) fn page(&self, mut read: Vec<(i64, crate::Run)>, counted: u64) -> RunPage {
+        let more = read.len() > self.limit as usize;
+        read.truncate(self.limit as usize);
+        let older = match (more, read.last()) {
+            (true, Some((position, _))) => Some(RunCursor {
+                position: *position,
+            }),
+            _ => None,
+        };
+        RunPage {
+            runs: read.into_iter().map(|(_, r)| r).collect(),
+            older,
+            total: RunCount::of(counted, self.count_at_most),
+        }
+    }
+}
+
+/// The position a finished task's kept run (on its history row, see [`RunRecord`]) takes among
+/// its runs: after every row of `runs`. A page that starts before it reads rows of `runs` only.
+pub const KEPT_RUN_POSITION: i64 = i64::MAX;
+
 /// What `stats` asks the store to count.
 #[derive(Debug, Clone, Copy)]
 pub struct StatsParams {
@@ -848,6 +892,14 @@ pub trait Store: Send + Sync + 'static {
 
     /// One task with its run history.
     async fn task_get(&self, id: TaskId) -> Result<Option<TaskInfo>, TaskError>;
+
+    /// One task (its `runs` left empty) with one page of its runs, newest first: at most
+    /// `limit` of them recorded before `before` (the run its history row keeps comes first,
+    /// at [`KEPT_RUN_POSITION`]), and how many runs it has, counted up to `count_at_most`. One
+    /// snapshot. Reads the index entries of the page and of the count only, however many runs
+    /// the task has. `None` when no task has this id.
+    async fn task_runs(&self, params: RunsParams)
+    -> Result<Option<(TaskInfo, RunPage)>, TaskError>;
 
     /// Tasks soonest-due first, without run histories. A data filter matches as
     /// [`crate::DataMatch`] says.

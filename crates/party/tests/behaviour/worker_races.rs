@@ -531,6 +531,12 @@ mod faulty {
         async fn task_get(&self, id: TaskId) -> Result<Option<TaskInfo>, TaskError> {
             self.inner.task_get(id).await
         }
+        async fn task_runs(
+            &self,
+            p: party::store::RunsParams,
+        ) -> Result<Option<(TaskInfo, party::RunPage)>, TaskError> {
+            self.inner.task_runs(p).await
+        }
         async fn task_list(&self, f: &ListFilter) -> Result<Vec<TaskInfo>, TaskError> {
             self.inner.task_list(f).await
         }

@@ -151,6 +151,38 @@ impl Harness {
         }
     }
 
+    /// The plan the database makes for a query: on SQLite `EXPLAIN QUERY PLAN` of `sqlite`'s
+    /// text, on PostgreSQL `EXPLAIN` of `postgres`'s (its `{s}` the store's schema) with
+    /// sequential scans and sorts priced out, so the plan uses an index whenever one serves.
+    pub async fn plan(&self, sqlite: &str, postgres: &str) -> String {
+        match &self.place {
+            Place::Sqlite(path) => {
+                let conn = rusqlite::Connection::open(path).unwrap();
+                let mut stmt = conn
+                    .prepare(&format!("EXPLAIN QUERY PLAN {sqlite}"))
+                    .unwrap();
+                let rows = stmt.query_map([], |r| r.get::<_, String>(3)).unwrap();
+                rows.map(Result::unwrap).collect::<Vec<_>>().join("\n")
+            }
+            Place::Postgres { base, schema, .. } => {
+                let client = pg_client(base).await;
+                client
+                    .batch_execute("SET enable_seqscan = off; SET enable_sort = off")
+                    .await
+                    .unwrap();
+                let sql = postgres.replace("{s}", &format!("\"{schema}\""));
+                client
+                    .query(&format!("EXPLAIN {sql}"), &[])
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|r| r.get::<_, String>(0))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            }
+        }
+    }
+
     /// Insert tasks that must go in.
     pub async fn insert(&self, tasks: Vec<InsertTask>) -> Vec<TaskId> {
         self.store.task_insert(tasks).await.expect("insert")

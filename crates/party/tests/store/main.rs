@@ -19,4 +19,5 @@ mod migrations;
 mod queues;
 mod read;
 mod rescue;
+mod runs;
 mod steer;

@@ -8,7 +8,7 @@ use crate::TaskError;
 use crate::store::SCHEMA_VERSION;
 
 /// Migrations by number; the `schema_version` table records which ran.
-pub(super) const MIGRATIONS: [&str; 10] = [
+pub(super) const MIGRATIONS: [&str; 11] = [
     include_str!("migrations/001_tasks.sql"),
     include_str!("migrations/002_liveness_leaders.sql"),
     include_str!("migrations/003_finished_index.sql"),
@@ -19,6 +19,7 @@ pub(super) const MIGRATIONS: [&str; 10] = [
     include_str!("migrations/008_fewer_index_entries.sql"),
     include_str!("migrations/009_history_by_state.sql"),
     include_str!("migrations/010_succeeded_runs.sql"),
+    include_str!("migrations/011_runs_by_task.sql"),
 ];
 
 const _: () = assert!(MIGRATIONS.len() as i64 == SCHEMA_VERSION);

@@ -92,11 +92,11 @@ use self::sql::{
 use self::wakeup::{Probe, listen, notify_loop, signal_loop};
 use super::{
     ClaimParams, ClaimedTask, CopyKey, CopyRead, CopyRows, CopyTable, ExpiredParams, ExpiredTask,
-    Finish, FinishResult, Heartbeat, HeartbeatParams, InsertTask, LeaderParams, ManyCount,
-    PruneCounts, PruneParams, QueueCounts, StatsParams, Steer, SteerMany, Store, StoreStats,
-    SuccessParams, Successes, TableSize, TableSizes,
+    Finish, FinishResult, Heartbeat, HeartbeatParams, InsertTask, KEPT_RUN_POSITION, LeaderParams,
+    ManyCount, PruneCounts, PruneParams, QueueCounts, RunsParams, StatsParams, Steer, SteerMany,
+    Store, StoreStats, SuccessParams, Successes, TableSize, TableSizes,
 };
-use crate::model::{ListCursor, ListFilter, State, TaskInfo, WorkerInfo};
+use crate::model::{ListCursor, ListFilter, RunPage, State, TaskInfo, WorkerInfo};
 use crate::queues::{QueueControl, QueueLimits};
 use crate::validate::Pooler;
 use crate::{TaskError, TaskId};
@@ -1005,6 +1005,64 @@ impl Store for PgStore {
     async fn task_get(&self, id: TaskId) -> Result<Option<TaskInfo>, TaskError> {
         let conn = self.pool.get().await?;
         self.get_with_runs(&conn, id).await
+    }
+
+    async fn task_runs(&self, p: RunsParams) -> Result<Option<(TaskInfo, RunPage)>, TaskError> {
+        let conn = self.pool.get().await?;
+        let (c, st) = (&conn.client, &conn.st);
+        c.ready(&[
+            &st.get,
+            &st.get_history,
+            &st.runs_kept,
+            &st.runs_page,
+            &st.runs_count,
+        ])
+        .await
+        .map_err(db_err)?;
+        let key = &p.id.as_bytes()[..];
+        let by_id: [&(dyn ToSql + Sync); 1] = [&key];
+        let before = p.before.map_or(KEPT_RUN_POSITION, |c| c.position);
+        // One more than asked: it says whether an older page exists. The kept run, when the
+        // page starts with it, takes one place of those.
+        let wanted = if p.limit == 0 {
+            0
+        } else {
+            i64::from(p.limit) + 1
+        };
+        let page: [&(dyn ToSql + Sync); 3] = [&key, &before, &wanted];
+        let count_to = p.count_at_most.saturating_add(1).min(i64::MAX as u64) as i64;
+        let count: [&(dyn ToSql + Sync); 2] = [&key, &count_to];
+        // One snapshot, the statements sent in one round trip: a task moving between the live
+        // table and the history meanwhile is read once, with its runs as they were.
+        let sent = tokio::try_join!(
+            c.batch_execute(BEGIN_SNAPSHOT),
+            c.query_opt(&st.get, &by_id),
+            c.query_opt(&st.get_history, &by_id),
+            c.query_opt(&st.runs_kept, &by_id),
+            c.query(&st.runs_page, &page),
+            c.query_one(&st.runs_count, &count),
+            c.batch_execute("COMMIT"),
+        );
+        let (_, live, finished, kept, rows, counted, _) = match sent {
+            Ok(got) => got,
+            Err(e) => {
+                let _ = c.batch_execute("ROLLBACK").await;
+                return Err(db_err(e));
+            }
+        };
+        let Some(row) = live.or(finished) else {
+            return Ok(None);
+        };
+        let task = task_from_row(&row)?;
+        let mut read: Vec<(i64, crate::Run)> = Vec::with_capacity(rows.len() + 1);
+        // The kept run is the latest: the first page starts with it.
+        if let (Some(k), None, true) = (&kept, p.before, wanted > 0) {
+            read.push((KEPT_RUN_POSITION, run_from_row(k)));
+        }
+        read.extend(rows.iter().map(|r| (r.get::<_, i64>(7), run_from_row(r))));
+        read.truncate(wanted as usize);
+        let counted = count_at(&counted, 0) + u64::from(kept.is_some());
+        Ok(Some((task, p.page(read, counted))))
     }
 
     async fn task_list(&self, filter: &ListFilter) -> Result<Vec<TaskInfo>, TaskError> {

@@ -747,6 +747,9 @@ pub(super) struct Statements {
     pub(super) successes: Stmt,
     pub(super) sizes: Stmt,
     pub(super) sizes_state: Stmt,
+    pub(super) runs_kept: Stmt,
+    pub(super) runs_page: Stmt,
+    pub(super) runs_count: Stmt,
 }
 
 impl Statements {
@@ -836,6 +839,21 @@ impl Statements {
             sql_successes(s),
             sql_sizes(s, false),
             sql_sizes(s, true),
+            // The run task $1's history row keeps (the attempt that finished it).
+            format!(
+                "SELECT run_attempt, run_timestamp, run_started_at, run_finished_at, \
+                 run_outcome, run_error, run_worker FROM {s}.task_history \
+                 WHERE id = $1 AND run_worker IS NOT NULL"
+            ),
+            // Task $1's rows of `runs` recorded before row $2, newest first, at most $3: one
+            // backward range of `runs_task (task_id, seq)`. `seq` comes last.
+            format!(
+                "SELECT attempt, timestamp, started_at, finished_at, outcome, error, worker, seq \
+                 FROM {s}.runs WHERE task_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3"
+            ),
+            // How many rows of `runs` task $1 has, counted up to $2: that many entries of
+            // `runs_task` at most.
+            format!("SELECT count(*) FROM (SELECT 1 FROM {s}.runs WHERE task_id = $1 LIMIT $2) c"),
         ]
     }
 
@@ -891,6 +909,9 @@ impl Statements {
             successes: next(),
             sizes: next(),
             sizes_state: next(),
+            runs_kept: next(),
+            runs_page: next(),
+            runs_count: next(),
         }
     }
 }

@@ -10,7 +10,7 @@ use crate::TaskError;
 use crate::store::SCHEMA_VERSION;
 
 /// Migrations by number; `PRAGMA user_version` records how many ran.
-pub(super) const MIGRATIONS: [&str; 10] = [
+pub(super) const MIGRATIONS: [&str; 11] = [
     include_str!("migrations/001_tasks.sql"),
     include_str!("migrations/002_liveness_leaders.sql"),
     include_str!("migrations/003_finished_index.sql"),
@@ -21,6 +21,7 @@ pub(super) const MIGRATIONS: [&str; 10] = [
     include_str!("migrations/008_fewer_index_entries.sql"),
     include_str!("migrations/009_history_by_state.sql"),
     include_str!("migrations/010_succeeded_runs.sql"),
+    include_str!("migrations/011_runs_by_task.sql"),
 ];
 
 pub(super) fn migrate(conn: &Connection, path: &Path) -> Result<(), TaskError> {

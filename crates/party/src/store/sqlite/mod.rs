@@ -28,12 +28,12 @@ use self::rows::{
 use self::wakeup::watch_other_processes;
 use super::{
     ClaimParams, ClaimedTask, CopyKey, CopyRead, CopyRows, CopyTable, ExpiredParams, ExpiredTask,
-    Finish, FinishResult, Heartbeat, HeartbeatParams, InsertTask, LeaderParams, ManyCount, Next,
-    PruneCounts, PruneParams, QueueCounts, StatsParams, Steer, SteerMany, Store, StoreStats,
-    SuccessParams, Successes, TableSizes,
+    Finish, FinishResult, Heartbeat, HeartbeatParams, InsertTask, KEPT_RUN_POSITION, LeaderParams,
+    ManyCount, Next, PruneCounts, PruneParams, QueueCounts, RunsParams, StatsParams, Steer,
+    SteerMany, Store, StoreStats, SuccessParams, Successes, TableSizes,
 };
 use crate::clock::{from_micros, to_micros};
-use crate::model::{ListCursor, ListFilter, State, TaskInfo, WorkerInfo};
+use crate::model::{ListCursor, ListFilter, RunPage, State, TaskInfo, WorkerInfo};
 use crate::queues::{QueueControl, QueueLimits};
 use crate::{TaskError, TaskId};
 
@@ -324,6 +324,56 @@ fn get_task(conn: &Connection, id: TaskId, with_runs: bool) -> Result<Option<Tas
         task.runs = runs;
     }
     Ok(task)
+}
+
+/// [`Store::task_runs`] within one snapshot.
+fn task_runs(conn: &Connection, p: RunsParams) -> Result<Option<(TaskInfo, RunPage)>, TaskError> {
+    let Some(task) = get_task(conn, p.id, false)? else {
+        return Ok(None);
+    };
+    let key = id_key(&p.id);
+    let kept = conn
+        .prepare_cached(sql::RUNS_KEPT)
+        .map_err(db_err)?
+        .query_row([&key], run_from_row)
+        .optional()
+        .map_err(db_err)?;
+    let wanted = if p.limit == 0 {
+        0
+    } else {
+        p.limit as usize + 1
+    };
+    let before = p.before.map_or(KEPT_RUN_POSITION, |c| c.position);
+    let mut read: Vec<(i64, crate::Run)> = Vec::with_capacity(wanted.min(1024));
+    // The kept run is the latest: the first page starts with it.
+    if let (Some(run), None, true) = (&kept, p.before, wanted > 0) {
+        read.push((KEPT_RUN_POSITION, run.clone()));
+    }
+    let rest = wanted - read.len();
+    if rest > 0 {
+        let mut stmt = conn.prepare_cached(sql::RUNS_PAGE).map_err(db_err)?;
+        let rows = stmt
+            .query_map(params![key, before, rest as i64], |r| {
+                Ok((r.get::<_, i64>(7)?, run_from_row(r)?))
+            })
+            .map_err(db_err)?;
+        for row in rows {
+            read.push(row.map_err(db_err)?);
+        }
+    }
+    let counted: u64 = conn
+        .prepare_cached(sql::RUNS_COUNT)
+        .map_err(db_err)?
+        .query_row(
+            params![
+                key,
+                p.count_at_most.saturating_add(1).min(i64::MAX as u64) as i64
+            ],
+            |r| r.get(0),
+        )
+        .map_err(db_err)?;
+    let counted = counted + u64::from(kept.is_some());
+    Ok(Some((task, p.page(read, counted))))
 }
 
 fn insert_run(conn: &Connection, f: &Finish) -> Result<(), TaskError> {
@@ -969,6 +1019,11 @@ impl Store for SqliteStore {
         // One snapshot: another process may move the task between the live table and the
         // history between two reads, and it would be in neither.
         self.call(move |conn| snapshot(conn, |c| get_task(c, id, true)))
+            .await
+    }
+
+    async fn task_runs(&self, p: RunsParams) -> Result<Option<(TaskInfo, RunPage)>, TaskError> {
+        self.call(move |conn| snapshot(conn, |c| task_runs(c, p)))
             .await
     }
 

@@ -430,6 +430,22 @@ pub(super) const GET_RUNS: &str = "SELECT attempt, timestamp, started_at, finish
       run_finished_at, run_outcome, run_error, run_worker FROM task_history \
       WHERE id = ?1 AND run_worker IS NOT NULL) ORDER BY pos";
 
+/// The run task ?1's history row keeps (the attempt that finished it), in `GET_RUNS`' columns.
+pub(super) const RUNS_KEPT: &str = "SELECT run_attempt, run_timestamp, run_started_at, \
+    run_finished_at, run_outcome, run_error, run_worker FROM task_history \
+    WHERE id = ?1 AND run_worker IS NOT NULL";
+
+/// Task ?1's rows of `runs` recorded before row ?2, newest first, at most ?3: one backward range
+/// of `runs_task (task_id)`, whose entries end with their rowid. The rowid comes last.
+pub(super) const RUNS_PAGE: &str = "SELECT attempt, timestamp, started_at, finished_at, outcome, \
+    error, worker, rowid FROM runs WHERE task_id = ?1 AND rowid < ?2 ORDER BY rowid DESC \
+    LIMIT ?3";
+
+/// How many rows of `runs` task ?1 has, counted up to ?2: that many entries of `runs_task` at
+/// most.
+pub(super) const RUNS_COUNT: &str =
+    "SELECT count(*) FROM (SELECT 1 FROM runs WHERE task_id = ?1 LIMIT ?2)";
+
 /// When task ?1's latest successful run finished: the last entry of `runs_succeeded`.
 pub(super) const SUCCESS_LAST: &str = "SELECT finished_at FROM runs \
     WHERE task_id = ?1 AND outcome = 'succeeded' ORDER BY timestamp DESC, finished_at DESC \

@@ -744,21 +744,53 @@ async fn metrics_tell_each_handlers_schedules_last_success_and_missed_occurrence
     assert!(!body.contains("secret"), "no data in a label");
 }
 
+/// A server on a manual clock at `start`, for a schedule every 15 minutes with 40 days of
+/// occurrences (`n` of them) before its pending one: the setup of the long-history tests.
+struct LongSchedule {
+    s: Server,
+    clock: std::sync::Arc<party::ManualClock>,
+    start: party::jiff::Timestamp,
+    every: party::jiff::SignedDuration,
+    n: i64,
+    pending: party::jiff::Timestamp,
+}
+
+impl LongSchedule {
+    async fn start(b: Backend) -> Option<LongSchedule> {
+        let start: party::jiff::Timestamp = "2027-01-01T00:00:00Z".parse().unwrap();
+        let every = party::jiff::SignedDuration::from_mins(15);
+        let n: i64 = 40 * 96;
+        let clock = std::sync::Arc::new(party::ManualClock::new(start));
+        let s = Server::start_clocked(b, clock.clone()).await?;
+        Some(LongSchedule {
+            s,
+            clock,
+            start,
+            every,
+            n,
+            pending: start + every * (n as i32),
+        })
+    }
+}
+
 /// A schedule every 15 minutes with 40 days of runs (thousands of rows): its page shows the
 /// latest `RECENT_RUNS` only, newest first, says how many it has and where the older ones and
 /// the whole comparison are; its ledger, from those runs, flags a miss and a failure among
 /// them and nothing older.
 async fn a_long_schedules_page_shows_its_latest_runs_and_their_ledger(b: Backend) {
     use party::Outcome;
-    use party::jiff::{SignedDuration, Timestamp};
+    use party::jiff::SignedDuration;
     use party::policy::RECENT_RUNS;
     use party::recurrence::Recurrence;
-    let start: Timestamp = "2027-01-01T00:00:00Z".parse().unwrap();
-    let every = SignedDuration::from_mins(15);
-    let n: i64 = 40 * 96;
-    let pending = start + every * (n as i32);
-    let clock = std::sync::Arc::new(party::ManualClock::new(start));
-    let Some(s) = Server::start_clocked(b, clock.clone()).await else {
+    let Some(LongSchedule {
+        s,
+        clock,
+        start,
+        every,
+        n,
+        pending,
+    }) = LongSchedule::start(b).await
+    else {
         return;
     };
     let id = s
@@ -843,12 +875,15 @@ async fn metrics_of_a_long_schedule_count_misses_within_the_window_only(b: Backe
     use party::jiff::{SignedDuration, Timestamp};
     use party::policy::MISSED_WINDOW;
     use party::recurrence::Recurrence;
-    let start: Timestamp = "2027-01-01T00:00:00Z".parse().unwrap();
-    let every = SignedDuration::from_mins(15);
-    let n: i64 = 40 * 96;
-    let pending = start + every * (n as i32);
-    let clock = std::sync::Arc::new(party::ManualClock::new(start));
-    let Some(s) = Server::start_clocked(b, clock.clone()).await else {
+    let Some(LongSchedule {
+        s,
+        clock,
+        start,
+        every,
+        n,
+        pending,
+    }) = LongSchedule::start(b).await
+    else {
         return;
     };
     let rule = Recurrence::every(every).unwrap();

@@ -91,19 +91,22 @@ async fn sigterm_lets_a_running_task_finish() {
     assert_eq!(task.runs[0].outcome.as_str(), "succeeded");
 }
 
-#[tokio::test]
-async fn a_task_longer_than_the_grace_is_released_to_run_again() {
-    let db = TempDb::new("grace");
+/// A fresh store holding one welcome email that takes ten minutes to send.
+async fn with_a_ten_minute_task(tag: &str, email: &str) -> (TempDb, Party, party::TaskId) {
+    let db = TempDb::new(tag);
     let party = Party::connect(db.url(), party_example_worker::registry())
         .await
         .unwrap();
     let id = party
-        .add(
-            NewTask::new("send_welcome_email")
-                .data(json!({"email": "b@example.com", "ms": 600_000})),
-        )
+        .add(NewTask::new("send_welcome_email").data(json!({"email": email, "ms": 600_000})))
         .await
         .unwrap();
+    (db, party, id)
+}
+
+#[tokio::test]
+async fn a_task_longer_than_the_grace_is_released_to_run_again() {
+    let (db, party, id) = with_a_ten_minute_task("grace", "b@example.com").await;
     let mut worker = start_worker(&db, "1s");
     wait_for_state(&party, id, State::Running).await;
     let signalled = Instant::now();
@@ -143,17 +146,7 @@ fn bad_settings_are_refused_with_the_variable_named() {
 /// second signal. This binary, the unit's `ExecStart`, must exit non-zero too.
 #[tokio::test]
 async fn a_second_sigterm_interrupts_and_exits_non_zero() {
-    let db = TempDb::new("second");
-    let party = Party::connect(db.url(), party_example_worker::registry())
-        .await
-        .unwrap();
-    let id = party
-        .add(
-            NewTask::new("send_welcome_email")
-                .data(json!({"email": "c@example.com", "ms": 600_000})),
-        )
-        .await
-        .unwrap();
+    let (db, party, id) = with_a_ten_minute_task("second", "c@example.com").await;
     let mut worker = start_worker(&db, "30s");
     wait_for_state(&party, id, State::Running).await;
     sigterm(&worker);

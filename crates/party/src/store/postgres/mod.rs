@@ -200,6 +200,21 @@ struct InsertStatistics {
 }
 
 impl PgStore {
+    /// Run one listing statement with `filter`'s parameters: `pick` chooses it from the
+    /// connection's statements, told whether the filter names a state.
+    async fn list_query(
+        &self,
+        filter: &ListFilter,
+        pick: impl FnOnce(&Statements, bool) -> &Stmt,
+    ) -> Result<Vec<Row>, TaskError> {
+        let conn = self.pool.get().await?;
+        let params = list_params(filter);
+        conn.client
+            .query(pick(&conn.st, filter.state.is_some()), &param_refs(&params))
+            .await
+            .map_err(db_err)
+    }
+
     /// Connect to the database a `postgres://` URL names, with the default options; a
     /// `schema=NAME` query parameter picks the schema. The schema is created or migrated.
     ///
@@ -1066,20 +1081,14 @@ impl Store for PgStore {
     }
 
     async fn task_list(&self, filter: &ListFilter) -> Result<Vec<TaskInfo>, TaskError> {
-        let conn = self.pool.get().await?;
-        let params = list_params(filter);
-        let rows = conn
-            .client
-            .query(
-                if filter.state.is_some() {
-                    &conn.st.list_state
-                } else {
-                    &conn.st.list
+        let rows = self
+            .list_query(
+                filter,
+                |st, by_state| {
+                    if by_state { &st.list_state } else { &st.list }
                 },
-                &param_refs(&params),
             )
-            .await
-            .map_err(db_err)?;
+            .await?;
         rows.iter().map(task_from_row).collect()
     }
 
@@ -1087,20 +1096,14 @@ impl Store for PgStore {
         &self,
         filter: &ListFilter,
     ) -> Result<Vec<(ListCursor, u64)>, TaskError> {
-        let conn = self.pool.get().await?;
-        let params = list_params(filter);
-        let rows = conn
-            .client
-            .query(
-                if filter.state.is_some() {
-                    &conn.st.sizes_state
-                } else {
-                    &conn.st.sizes
+        let rows = self
+            .list_query(
+                filter,
+                |st, by_state| {
+                    if by_state { &st.sizes_state } else { &st.sizes }
                 },
-                &param_refs(&params),
             )
-            .await
-            .map_err(db_err)?;
+            .await?;
         rows.iter()
             .map(|r| {
                 let place = ListCursor {

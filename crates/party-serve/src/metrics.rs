@@ -151,7 +151,8 @@ struct Schedules {
 /// still shows), how many never succeeded, and the sum of their missed occurrences within the
 /// trailing [`party::policy::MISSED_WINDOW`] ([`party::Party::schedule_health`]; schedules
 /// whose handler decides each next run have no rule to compare and count none). Reads at most
-/// [`party::policy::RECURRING_LISTED`] tasks per live state, and of each a bounded part of its
+/// [`party::policy::RECURRING_LISTED`] tasks per live state (fewer when they pass
+/// [`party::policy::PAGE_BYTES`]), and of each a bounded part of its
 /// runs, however long its history.
 async fn schedules(app: &crate::Shared, out: &mut String) -> Result<(), party::TaskError> {
     let (tasks, _) = crate::pages::live_recurring(app).await?;

@@ -337,8 +337,9 @@ fn data_text(m: &party::DataMatch) -> String {
     format!("{}={}", m.field, m.value)
 }
 
-/// Every live recurring task (scheduled, running or retrying; at most
-/// [`party::policy::RECURRING_LISTED`] in each state), by handler and next run.
+/// Every live recurring task (scheduled, running or retrying; in each state at most
+/// [`party::policy::RECURRING_LISTED`] of them, and at most [`party::policy::PAGE_BYTES`] of
+/// them as stored), by handler and next run; and whether a state had more.
 pub(crate) async fn live_recurring(app: &Shared) -> Result<(Vec<TaskInfo>, bool), TaskError> {
     let mut tasks = Vec::new();
     let mut truncated = false;
@@ -347,20 +348,18 @@ pub(crate) async fn live_recurring(app: &Shared) -> Result<(Vec<TaskInfo>, bool)
         TaskState::Retrying,
         TaskState::Scheduled,
     ] {
-        // One more than is shown: whether any was left out.
-        let shown = party::policy::RECURRING_LISTED as usize;
-        let mut page = app
+        // A page of each: bounded by count and by bytes, and it says whether more follow.
+        let page = app
             .party
-            .list(&party::ListFilter {
+            .list_page(&party::ListFilter {
                 state: Some(state),
                 recurring: Some(true),
-                limit: Some(party::policy::RECURRING_LISTED + 1),
+                limit: Some(party::policy::RECURRING_LISTED),
                 ..party::ListFilter::default()
             })
             .await?;
-        truncated |= page.len() > shown;
-        page.truncate(shown);
-        tasks.extend(page);
+        truncated |= page.next.is_some();
+        tasks.extend(page.tasks);
     }
     tasks.sort_by(|a, b| (&a.handler, a.timestamp, a.id).cmp(&(&b.handler, b.timestamp, b.id)));
     Ok((tasks, truncated))
@@ -379,7 +378,7 @@ async fn recurring(State(app): State<Shared>, headers: HeaderMap) -> Response {
         h1 { "Recurring tasks" }
         p.muted { "Every live recurring task: its rule, the time zone the rule is read in, its next occurrence and when it last ran. A task's page has its occurrence ledger (what ran for each expected occurrence) and a calendar of the coming ones." }
         @if truncated {
-            p.alert role="alert" { "Only the first " (party::policy::RECURRING_LISTED) " tasks of each state are shown." }
+            p.alert role="alert" { "Only the first " (party::policy::RECURRING_LISTED) " tasks of each state, and no more than " (party::policy::PAGE_BYTES >> 20) " MiB of them, are shown." }
         }
         @if tasks.is_empty() {
             p.muted { "No recurring task. Add one with " code { "party add HANDLER --every 1h" } " or the " a href="/add" { "add form" } "." }

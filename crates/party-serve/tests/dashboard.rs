@@ -1388,7 +1388,48 @@ async fn the_recurring_page_warns_of_a_cut_only_when_it_cut(b: Backend) {
     );
 }
 
+/// Schedules whose data is large are read a page of bytes at a time: the recurring page (and
+/// the scrape that shares its read) holds no more than [`party::policy::PAGE_BYTES`] of them
+/// and says that some were left out.
+async fn the_recurring_page_reads_large_schedules_within_the_byte_budget(b: Backend) {
+    let Some(s) = Server::start(b).await else {
+        return;
+    };
+    let budget = party::policy::PAGE_BYTES as usize;
+    let pad = "x".repeat(party::validate::MAX_DATA_BYTES - 100);
+    let n = budget / pad.len() + 4;
+    s.party
+        .add_many(
+            (0..n)
+                .map(|i| {
+                    NewTask::new("noop")
+                        .data(json!({ "i": i, "pad": pad }))
+                        .every(party::jiff::SignedDuration::from_hours(1))
+                })
+                .collect(),
+        )
+        .await
+        .unwrap();
+    let bearer = format!("Bearer {TOKEN}");
+    let r = s
+        .raw("GET", "/recurring", &[("Authorization", &bearer)], None)
+        .await;
+    assert_eq!(r.status, 200);
+    let page = r.body;
+    let table = &page[page.find("id=\"recurring\"").expect("a table")..];
+    let shown = table.matches("<tr>").count() - 1;
+    assert!(
+        shown > 0 && shown < n,
+        "{shown} of {n} schedules of 1 MiB shown: the page must stop at {budget} bytes"
+    );
+    assert!(
+        page.contains("Only the first"),
+        "{shown} of {n} shown, yet the page does not say some were left out"
+    );
+}
+
 on_every_backend!(
+    the_recurring_page_reads_large_schedules_within_the_byte_budget,
     a_done_tasks_page_offers_no_action_that_cannot_apply,
     the_task_list_offers_no_bulk_action_its_state_refuses,
     the_recurring_page_warns_of_a_cut_only_when_it_cut,

@@ -119,7 +119,8 @@ pub const STUCK_LISTED: u32 = 10;
 pub const COPY_BATCH: u32 = 1_000;
 
 /// The most live recurring tasks a page (the dashboard's recurring page) or a scrape (the
-/// per-schedule metrics of `party serve`) reads in each live state.
+/// per-schedule metrics of `party serve`) reads in each live state; fewer when they pass
+/// [`PAGE_BYTES`] as stored.
 pub const RECURRING_LISTED: u32 = 1_000;
 
 /// The trailing window of the per-schedule metrics of `party serve`

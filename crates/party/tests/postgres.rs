@@ -563,6 +563,9 @@ struct Forwarder {
     port: u16,
     accepted: Arc<std::sync::atomic::AtomicUsize>,
     carried: Arc<std::sync::Mutex<Vec<Arc<tokio::sync::watch::Sender<bool>>>>>,
+    /// The local port of each connection to the server, in the order they were opened: the
+    /// server's `pg_stat_activity.client_port` of the session it carries.
+    ports: Arc<std::sync::Mutex<Vec<u16>>>,
     stall_queries: Arc<std::sync::atomic::AtomicBool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -582,7 +585,9 @@ impl Forwarder {
         let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let carried = Arc::new(std::sync::Mutex::new(Vec::new()));
         let stall_queries = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let ports = Arc::new(std::sync::Mutex::new(Vec::new()));
         let (count, all, stall) = (accepted.clone(), carried.clone(), stall_queries.clone());
+        let opened = ports.clone();
         let task = tokio::spawn(async move {
             // Dropped (the forwarder dropped), it ends every connection.
             let mut connections = tokio::task::JoinSet::new();
@@ -595,10 +600,14 @@ impl Forwarder {
                 all.lock().unwrap().push(frozen.clone());
                 let stall_at_query = stall.load(SeqCst);
                 let upstream = upstream.clone();
+                let opened = opened.clone();
                 connections.spawn(async move {
                     let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
                         return;
                     };
+                    if let Ok(local) = server.local_addr() {
+                        opened.lock().unwrap().push(local.port());
+                    }
                     let (from_client, to_client) = client.into_split();
                     let (from_server, to_server) = server.into_split();
                     tokio::join!(
@@ -612,9 +621,15 @@ impl Forwarder {
             port,
             accepted,
             carried,
+            ports,
             stall_queries,
             task,
         }
+    }
+
+    /// The local ports of the connections to the server opened so far.
+    fn ports(&self) -> Vec<u16> {
+        self.ports.lock().unwrap().clone()
     }
 
     /// Connections accepted so far.
@@ -805,6 +820,35 @@ async fn a_wakeup_connection_that_dies_silently_is_replaced_within_its_probe() {
         processes_with_a_forwarded_signal_connection(&db, &forwarder).await;
     woken_by_a_task_added_elsewhere(&other, &mut ran, "before the freeze").await;
 
+    // The server session of the connection about to be lost: the forwarder holds its socket
+    // open, frozen, as a dropped flow leaves it.
+    let lost_port = forwarder.ports()[0];
+    let sessions_on = |port: u16| {
+        let url = db.base.clone();
+        async move {
+            let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                .await
+                .unwrap();
+            let conn = tokio::spawn(conn);
+            let n: i64 = client
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE client_port = $1",
+                    &[&i32::from(port)],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            drop(client);
+            let _ = conn.await;
+            n
+        }
+    };
+    assert_eq!(
+        sessions_on(lost_port).await,
+        1,
+        "the signal session is there"
+    );
+
     forwarder.freeze();
     // Probed within QUIET, given up ANSWER later, opened again after the first backoff.
     within(
@@ -814,6 +858,17 @@ async fn a_wakeup_connection_that_dies_silently_is_replaced_within_its_probe() {
     )
     .await;
     woken_by_a_task_added_elsewhere(&other, &mut ran, "after the reconnect").await;
+
+    // The lost connection's session was ended by the one that replaced it, not left to the
+    // server's keepalive (hours) while the forwarder still holds its socket.
+    let start = std::time::Instant::now();
+    while sessions_on(lost_port).await > 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the lost signal connection's server session is still there"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     // And the other way: this process's notifications reach the other process.
     let elsewhere = other.store().wakeups();

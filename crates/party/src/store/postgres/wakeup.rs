@@ -1,6 +1,6 @@
 //! Wake-ups across processes: the signal connection LISTENs for other processes' changes and
 //! sends NOTIFY for ours, and probes itself when quiet, so a connection that died silently is
-//! noticed and replaced.
+//! noticed and replaced, and the server session it leaves behind is ended.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -21,6 +21,18 @@ pub(super) const LISTENER_MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// The statement that probes a quiet signal connection: one round trip, nothing read.
 const PROBE_SQL: &str = "SELECT 1";
+
+/// Which server session a signal connection is: its process id and start time (together
+/// they name one session, though the server reuses process ids).
+const SESSION_SQL: &str = "SELECT pg_backend_pid()::text, backend_start::text FROM pg_stat_activity \
+     WHERE pid = pg_backend_pid()";
+
+/// End the server session of a signal connection given up, if it is still there: a connection
+/// that died silently (a firewall or NAT dropped the flow) leaves its session on the server,
+/// holding a connection slot and the notification queue's tail, until the server's own TCP
+/// keepalive finds it gone, two hours by default. Matched by process id and start time.
+const END_SESSION_SQL: &str = "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+     WHERE pid = $1::text::int AND backend_start::text = $2";
 
 /// How the signal connection checks that it is still there: after `quiet` with nothing
 /// received and nothing answered it sends a probe, and every statement on it (the probe, a
@@ -51,6 +63,9 @@ pub(super) struct Signal {
     /// Notified whenever a message (a notification, a notice) arrives.
     heard: Arc<Notify>,
     driver: JoinHandle<()>,
+    /// The server session: process id and start time, as text (see [`SESSION_SQL`]); `None`
+    /// when the server did not say.
+    session: Option<(String, String)>,
 }
 
 impl Drop for Signal {
@@ -105,24 +120,59 @@ pub(super) async fn listen(
         };
         let _ = closed_tx.send(why);
     });
-    let signal = Signal {
+    let mut signal = Signal {
         client,
         closed,
         heard,
         driver,
+        session: None,
     };
     let sql = format!(
-        "SET synchronous_commit TO off; LISTEN {}",
+        "SET synchronous_commit TO off; LISTEN {}; {SESSION_SQL}",
         quote_ident(&names.channel)
     );
-    answered(probe.answer, signal.client.batch_execute(&sql))
-        .await
-        .map_err(|why| {
-            TaskError::store(format!(
-                "cannot listen for wake-ups on the PostgreSQL signal connection: {why}"
-            ))
-        })?;
+    let mut session = None;
+    answered(probe.answer, async {
+        for message in signal.client.simple_query(&sql).await? {
+            if let tokio_postgres::SimpleQueryMessage::Row(row) = message {
+                if let (Some(pid), Some(start)) = (row.get(0), row.get(1)) {
+                    session = Some((pid.to_string(), start.to_string()));
+                }
+            }
+        }
+        Ok(())
+    })
+    .await
+    .map_err(|why| {
+        TaskError::store(format!(
+            "cannot listen for wake-ups on the PostgreSQL signal connection: {why}"
+        ))
+    })?;
+    signal.session = session;
     Ok(signal)
+}
+
+/// End `lost`, the server session of a signal connection given up, from `signal`, the one
+/// that replaced it; a session already gone is left alone. A failure (a role that may not end
+/// its own sessions, say) only costs the slot until the server notices by itself.
+async fn end_lost_session(signal: &Signal, lost: Option<(String, String)>, answer: Duration) {
+    let Some((pid, start)) = lost else {
+        return;
+    };
+    let ended = answered(answer, async {
+        signal
+            .client
+            .query(END_SESSION_SQL, &[&pid, &start])
+            .await
+            .map(|_| ())
+    })
+    .await;
+    match ended {
+        Ok(()) => tracing::debug!(pid, "ended the lost signal connection's server session"),
+        Err(why) => {
+            tracing::debug!(pid, error = %why, "cannot end the lost signal connection's server session")
+        }
+    }
 }
 
 /// The signal loop: send one NOTIFY per request (requests made while one is in flight share
@@ -163,6 +213,7 @@ pub(super) async fn signal_loop(
         tracing::warn!(error = %why, "the PostgreSQL signal connection was lost; reconnecting");
         // Close it now: a connection that stopped answering may never end by itself.
         signal.driver.abort();
+        let lost = signal.session.take();
         let mut delay = Duration::from_millis(100);
         signal = loop {
             tokio::time::sleep(delay).await;
@@ -175,6 +226,7 @@ pub(super) async fn signal_loop(
             }
         };
         tracing::info!(channel = %names.channel, "the PostgreSQL signal connection is back");
+        end_lost_session(&signal, lost, probe.answer).await;
         wakeups.notify_waiters();
         requests.notify_one();
     }

@@ -23,7 +23,8 @@ pub(super) const LISTENER_MAX_BACKOFF: Duration = Duration::from_secs(5);
 const PROBE_SQL: &str = "SELECT 1";
 
 /// Which server session a signal connection is: its process id and start time (together
-/// they name one session, though the server reuses process ids).
+/// they name one session, though the server reuses process ids). Asked after the `LISTEN`, on
+/// its own: a server that hides `pg_stat_activity` costs only the clean-up below.
 const SESSION_SQL: &str = "SELECT pg_backend_pid()::text, backend_start::text FROM pg_stat_activity \
      WHERE pid = pg_backend_pid()";
 
@@ -32,7 +33,7 @@ const SESSION_SQL: &str = "SELECT pg_backend_pid()::text, backend_start::text FR
 /// holding a connection slot and the notification queue's tail, until the server's own TCP
 /// keepalive finds it gone, two hours by default. Matched by process id and start time.
 const END_SESSION_SQL: &str = "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-     WHERE pid = $1::text::int AND backend_start::text = $2";
+     WHERE pid = $1::text::int AND backend_start = $2::text::timestamptz";
 
 /// How the signal connection checks that it is still there: after `quiet` with nothing
 /// received and nothing answered it sends a probe, and every statement on it (the probe, a
@@ -128,12 +129,19 @@ pub(super) async fn listen(
         session: None,
     };
     let sql = format!(
-        "SET synchronous_commit TO off; LISTEN {}; {SESSION_SQL}",
+        "SET synchronous_commit TO off; LISTEN {}",
         quote_ident(&names.channel)
     );
+    answered(probe.answer, signal.client.batch_execute(&sql))
+        .await
+        .map_err(|why| {
+            TaskError::store(format!(
+                "cannot listen for wake-ups on the PostgreSQL signal connection: {why}"
+            ))
+        })?;
     let mut session = None;
-    answered(probe.answer, async {
-        for message in signal.client.simple_query(&sql).await? {
+    let asked = answered(probe.answer, async {
+        for message in signal.client.simple_query(SESSION_SQL).await? {
             if let tokio_postgres::SimpleQueryMessage::Row(row) = message {
                 if let (Some(pid), Some(start)) = (row.get(0), row.get(1)) {
                     session = Some((pid.to_string(), start.to_string()));
@@ -142,12 +150,10 @@ pub(super) async fn listen(
         }
         Ok(())
     })
-    .await
-    .map_err(|why| {
-        TaskError::store(format!(
-            "cannot listen for wake-ups on the PostgreSQL signal connection: {why}"
-        ))
-    })?;
+    .await;
+    if let Err(why) = asked {
+        tracing::debug!(error = %why, "the signal connection's server session is not known");
+    }
     signal.session = session;
     Ok(signal)
 }

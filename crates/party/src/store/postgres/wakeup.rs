@@ -23,7 +23,7 @@ pub(super) const LISTENER_MAX_BACKOFF: Duration = Duration::from_secs(5);
 const PROBE_SQL: &str = "SELECT 1";
 
 /// Which server session a signal connection is: its process id and start time (together
-/// they name one session, though the server reuses process ids). Asked after the `LISTEN`, on
+/// they name one session, though the server reuses process ids). Asked before the `LISTEN`, on
 /// its own: a server that hides `pg_stat_activity` costs only the clean-up below.
 const SESSION_SQL: &str = "SELECT pg_backend_pid()::text, backend_start::text FROM pg_stat_activity \
      WHERE pid = pg_backend_pid()";
@@ -128,6 +128,30 @@ pub(super) async fn listen(
         driver,
         session: None,
     };
+    // A server that refuses the question leaves the session unknown; one that does not
+    // answer in time is taken as gone, as for the `LISTEN` below.
+    let session = match tokio::time::timeout(probe.answer, signal.client.simple_query(SESSION_SQL))
+        .await
+    {
+        Ok(Ok(messages)) => messages.into_iter().find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(row) => match (row.get(0), row.get(1)) {
+                (Some(pid), Some(start)) => Some((pid.to_string(), start.to_string())),
+                _ => None,
+            },
+            _ => None,
+        }),
+        Ok(Err(e)) => {
+            tracing::debug!(error = %describe(&e), "the signal connection's server session is not known");
+            None
+        }
+        Err(_) => {
+            return Err(TaskError::store(format!(
+                "cannot listen for wake-ups on the PostgreSQL signal connection: no answer \
+                 within {} s: the connection is taken as dead",
+                probe.answer.as_secs_f64()
+            )));
+        }
+    };
     let sql = format!(
         "SET synchronous_commit TO off; LISTEN {}",
         quote_ident(&names.channel)
@@ -139,21 +163,6 @@ pub(super) async fn listen(
                 "cannot listen for wake-ups on the PostgreSQL signal connection: {why}"
             ))
         })?;
-    let mut session = None;
-    let asked = answered(probe.answer, async {
-        for message in signal.client.simple_query(SESSION_SQL).await? {
-            if let tokio_postgres::SimpleQueryMessage::Row(row) = message {
-                if let (Some(pid), Some(start)) = (row.get(0), row.get(1)) {
-                    session = Some((pid.to_string(), start.to_string()));
-                }
-            }
-        }
-        Ok(())
-    })
-    .await;
-    if let Err(why) = asked {
-        tracing::debug!(error = %why, "the signal connection's server session is not known");
-    }
     signal.session = session;
     Ok(signal)
 }

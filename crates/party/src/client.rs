@@ -834,27 +834,21 @@ impl Party {
             expected.drain(..expected.len() - cap);
         }
         let start = if truncated { expected[0] } else { from };
-        let mut ran: std::collections::BTreeMap<Timestamp, usize> = Default::default();
-        for r in &task.runs {
-            if r.outcome == Outcome::Succeeded && r.timestamp >= start && r.timestamp <= until {
-                *ran.entry(r.timestamp).or_default() += 1;
-            }
-        }
+        let mut ran = recurrence::runs_for(
+            task.runs
+                .iter()
+                .filter(|r| r.outcome == Outcome::Succeeded)
+                .map(|r| r.timestamp)
+                .filter(|t| (start..=until).contains(t)),
+        );
         let mut report = GapReport {
-            expected: expected.len(),
             truncated,
             ..GapReport::default()
         };
-        for ts in &expected {
-            match ran.remove(ts) {
-                None => report.missing.push(*ts),
-                Some(1) => {}
-                Some(n) => report.doubled.push((*ts, n)),
-            }
+        for ts in expected {
+            report.check(ts, &mut ran);
         }
-        for (ts, n) in ran {
-            report.unexpected.extend(std::iter::repeat_n(ts, n));
-        }
+        report.unexpected(ran);
         Ok(report)
     }
 
@@ -915,7 +909,6 @@ impl Party {
     }
 }
 
-/// A task's stored rule, or why it has none.
 /// One task's [`ScheduleHealth`]: its `expected` occurrences (oldest first, from `since`)
 /// against the successful runs read for them (at most `limit`).
 fn health(expected: Vec<Timestamp>, since: Timestamp, limit: u32, s: Successes) -> ScheduleHealth {
@@ -938,6 +931,7 @@ fn health(expected: Vec<Timestamp>, since: Timestamp, limit: u32, s: Successes) 
     }
 }
 
+/// A task's stored rule, or why it has none.
 fn rule_of(task: &TaskInfo) -> Result<Recurrence, TaskError> {
     let id = task.id;
     let Some(stored) = &task.rule else {

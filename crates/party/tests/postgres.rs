@@ -823,25 +823,16 @@ async fn a_wakeup_connection_that_dies_silently_is_replaced_within_its_probe() {
     // The server session of the connection about to be lost: the forwarder holds its socket
     // open, frozen, as a dropped flow leaves it.
     let lost_port = forwarder.ports()[0];
-    let sessions_on = |port: u16| {
-        let url = db.base.clone();
-        async move {
-            let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-                .await
-                .unwrap();
-            let conn = tokio::spawn(conn);
-            let n: i64 = client
-                .query_one(
-                    "SELECT count(*) FROM pg_stat_activity WHERE client_port = $1",
-                    &[&i32::from(port)],
-                )
-                .await
-                .unwrap()
-                .get(0);
-            drop(client);
-            let _ = conn.await;
-            n
-        }
+    let watcher = db.client().await;
+    let sessions_on = async |port: u16| -> i64 {
+        watcher
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE client_port = $1",
+                &[&i32::from(port)],
+            )
+            .await
+            .unwrap()
+            .get(0)
     };
     assert_eq!(
         sessions_on(lost_port).await,

@@ -612,6 +612,39 @@ pub struct GapReport {
     pub truncated: bool,
 }
 
+/// Successful runs, counted per occurrence they ran for: what [`GapReport::check`] takes
+/// each expected occurrence's runs out of.
+pub(crate) type RunsFor = BTreeMap<Timestamp, usize>;
+
+/// [`RunsFor`] of these runs' occurrences (one entry per run).
+pub(crate) fn runs_for(ran_for: impl IntoIterator<Item = Timestamp>) -> RunsFor {
+    let mut runs = RunsFor::new();
+    for ts in ran_for {
+        *runs.entry(ts).or_default() += 1;
+    }
+    runs
+}
+
+impl GapReport {
+    /// Count `ts` as expected and take its runs out of `runs`: missing with none, doubled
+    /// with more than one.
+    pub(crate) fn check(&mut self, ts: Timestamp, runs: &mut RunsFor) {
+        self.expected += 1;
+        match runs.remove(&ts) {
+            None => self.missing.push(ts),
+            Some(1) => {}
+            Some(n) => self.doubled.push((ts, n)),
+        }
+    }
+
+    /// Count the runs `left` for no expected occurrence as unexpected, in order.
+    pub(crate) fn unexpected(&mut self, left: impl IntoIterator<Item = (Timestamp, usize)>) {
+        for (ts, n) in left {
+            self.unexpected.extend(std::iter::repeat_n(ts, n));
+        }
+    }
+}
+
 impl Serialize for GapReport {
     /// `{"expected":N,"missing":[TIME..],"doubled":[{"timestamp":TIME,"runs":N}..],
     /// "unexpected":[TIME..],"truncated":BOOL}`, times in RFC 3339 UTC with microseconds.
@@ -666,10 +699,7 @@ pub fn gaps(
     now: Timestamp,
     ran_for: &[Timestamp],
 ) -> GapReport {
-    let mut runs: BTreeMap<Timestamp, usize> = BTreeMap::new();
-    for ts in ran_for {
-        *runs.entry(*ts).or_default() += 1;
-    }
+    let mut runs = runs_for(ran_for.iter().copied());
     let engine = rec.engine().ok();
     let mut report = GapReport::default();
     let mut cur = Some(first).filter(|t| *t <= now);
@@ -679,24 +709,19 @@ pub fn gaps(
             report.truncated = true;
             break;
         }
-        report.expected += 1;
-        match runs.remove(&ts) {
-            None => report.missing.push(ts),
-            Some(1) => {}
-            Some(n) => report.doubled.push((ts, n)),
-        }
+        report.check(ts, &mut runs);
         last_checked = Some(ts);
         cur = engine
             .as_ref()
             .and_then(|e| e.next_after(ts))
             .filter(|t| *t <= now);
     }
-    for (ts, n) in runs {
-        if report.truncated && last_checked.is_some_and(|last| ts > last) {
-            break;
-        }
-        report.unexpected.extend(std::iter::repeat_n(ts, n));
-    }
+    // Truncated, the runs after the last occurrence checked are not known to be unexpected.
+    let known_until = last_checked.filter(|_| report.truncated);
+    report.unexpected(
+        runs.into_iter()
+            .take_while(|(ts, _)| known_until.is_none_or(|last| *ts <= last)),
+    );
     report
 }
 
